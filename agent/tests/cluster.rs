@@ -1,0 +1,524 @@
+//! The agent against an in-test HTTP server speaking the Kubernetes REST API (the calls the
+//! agent makes), driven through the real `kube::Client`, and against the local stack's SQS.
+
+// Test helpers outside #[test] functions may panic on setup failures.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Path, State};
+use axum::http::{Method, StatusCode, Uri};
+use axum::routing::{get, patch};
+use axum::{Json, Router};
+use serde_json::{Value, json};
+use spotwise_agent::{Agent, Outcome, QueueWorker};
+use spotwise_core::ClusterId;
+use spotwise_core::action::{ActionKind, ActionTarget, AgentAction};
+use spotwise_testkit::LocalStack;
+use time::{Duration, OffsetDateTime};
+
+const SECRET: &[u8] = b"cluster-secret-c1";
+
+#[derive(Default)]
+struct Cluster {
+    nodes: HashMap<String, Value>,
+    replicas: HashMap<String, i64>,
+    requests: Vec<String>,
+}
+
+type Shared = Arc<Mutex<Cluster>>;
+
+fn status(code: StatusCode, reason: &str, message: &str) -> (StatusCode, Json<Value>) {
+    (
+        code,
+        Json(
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message, "reason": reason, "code": code.as_u16()}),
+        ),
+    )
+}
+
+/// RFC 7386 JSON merge patch.
+fn merge(target: &mut Value, patch: &Value) {
+    match (target, patch) {
+        (Value::Object(t), Value::Object(p)) => {
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        (t, p) => *t = p.clone(),
+    }
+}
+
+async fn get_node(
+    State(s): State<Shared>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, (StatusCode, Json<Value>)> {
+    let cluster = s.lock().unwrap();
+    cluster
+        .nodes
+        .get(&name)
+        .cloned()
+        .map(Json)
+        .ok_or_else(|| status(StatusCode::NOT_FOUND, "NotFound", "node not found"))
+}
+
+async fn patch_node(
+    State(s): State<Shared>,
+    Path(name): Path<String>,
+    Json(body): Json<Value>,
+) -> Result<Json<Value>, (StatusCode, Json<Value>)> {
+    let mut cluster = s.lock().unwrap();
+    let node = cluster
+        .nodes
+        .get_mut(&name)
+        .ok_or_else(|| status(StatusCode::NOT_FOUND, "NotFound", "node not found"))?;
+    let current = node["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap_or("0")
+        .to_owned();
+    if let Some(expected) = body["metadata"]["resourceVersion"].as_str()
+        && expected != current
+    {
+        return Err(status(
+            StatusCode::CONFLICT,
+            "Conflict",
+            "the object has been modified",
+        ));
+    }
+    merge(node, &body);
+    let next: u64 = current.parse::<u64>().unwrap_or(0) + 1;
+    node["metadata"]["resourceVersion"] = json!(next.to_string());
+    Ok(Json(node.clone()))
+}
+
+async fn patch_scale(
+    State(s): State<Shared>,
+    Path((namespace, name)): Path<(String, String)>,
+    Json(body): Json<Value>,
+) -> Result<Json<Value>, (StatusCode, Json<Value>)> {
+    let mut cluster = s.lock().unwrap();
+    let key = format!("{namespace}/{name}");
+    let replicas = cluster
+        .replicas
+        .get_mut(&key)
+        .ok_or_else(|| status(StatusCode::NOT_FOUND, "NotFound", "deployment not found"))?;
+    *replicas = body["spec"]["replicas"].as_i64().unwrap_or(*replicas);
+    Ok(Json(json!({
+        "apiVersion": "autoscaling/v1", "kind": "Scale",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"replicas": *replicas}, "status": {"replicas": *replicas}
+    })))
+}
+
+struct FakeKube {
+    state: Shared,
+    client: kube::Client,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeKube {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl FakeKube {
+    async fn start() -> Self {
+        let state: Shared = Arc::default();
+        {
+            let mut c = state.lock().unwrap();
+            for name in ["ip-10-0-1-17.ec2.internal", "ip-10-0-2-9.ec2.internal"] {
+                c.nodes.insert(
+                    name.into(),
+                    json!({"apiVersion": "v1", "kind": "Node",
+                           "metadata": {"name": name, "resourceVersion": "1", "labels": {"kubernetes.io/hostname": name}},
+                           "spec": {"providerID": "aws:///us-east-1b/i-0b662ef9931388ba0"}}),
+                );
+            }
+            c.replicas.insert("shop/web".into(), 3);
+        }
+        let log = state.clone();
+        let app = Router::new()
+            .route("/api/v1/nodes/{name}", get(get_node).patch(patch_node))
+            .route(
+                "/apis/apps/v1/namespaces/{ns}/deployments/{name}/scale",
+                patch(patch_scale),
+            )
+            .layer(axum::middleware::from_fn(
+                move |method: Method, uri: Uri, req, next: axum::middleware::Next| {
+                    log.lock()
+                        .unwrap()
+                        .requests
+                        .push(format!("{method} {}", uri.path()));
+                    async move { next.run(req).await }
+                },
+            ))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        let config = kube::Config::new(url.parse().unwrap());
+        let client = kube::Client::try_from(config).unwrap();
+        Self {
+            state,
+            client,
+            server,
+        }
+    }
+
+    fn node(&self, name: &str) -> Value {
+        self.state.lock().unwrap().nodes[name].clone()
+    }
+
+    fn requests(&self) -> Vec<String> {
+        self.state.lock().unwrap().requests.clone()
+    }
+}
+
+fn action(kind: ActionKind, target: ActionTarget, params: Value) -> AgentAction {
+    let now = OffsetDateTime::now_utc();
+    AgentAction {
+        action_id: format!("a-{}", now.unix_timestamp_nanos()),
+        cluster_id: ClusterId::new("c1").unwrap(),
+        kind,
+        target,
+        params: serde_json::from_value::<BTreeMap<String, Value>>(params).unwrap(),
+        reason: "test".into(),
+        issued_at: now,
+        not_after: now + Duration::minutes(2),
+        signature: String::new(),
+    }
+}
+
+fn node_target(name: &str) -> ActionTarget {
+    ActionTarget::Node { name: name.into() }
+}
+
+fn agent(kube: &FakeKube, dry_run: bool) -> Agent {
+    Agent::new(
+        ClusterId::new("c1").unwrap(),
+        SECRET.to_vec(),
+        kube.client.clone(),
+        dry_run,
+    )
+}
+
+fn signed(a: AgentAction) -> String {
+    serde_json::to_string(&a.sign(SECRET)).unwrap()
+}
+
+#[tokio::test]
+async fn cordon_is_visible_on_the_next_get_and_uncordon_reverts_it() {
+    let kube = FakeKube::start().await;
+    let agent = agent(&kube, false);
+    let node = "ip-10-0-1-17.ec2.internal";
+    let now = OffsetDateTime::now_utc();
+
+    let outcome = agent
+        .handle(
+            &signed(action(ActionKind::Cordon, node_target(node), json!({}))),
+            now,
+        )
+        .await;
+    assert!(matches!(outcome, Outcome::Done { .. }), "{outcome:?}");
+    assert_eq!(kube.node(node)["spec"]["unschedulable"], true);
+
+    // Duplicate delivery is harmless.
+    let outcome = agent
+        .handle(
+            &signed(action(ActionKind::Cordon, node_target(node), json!({}))),
+            now,
+        )
+        .await;
+    assert!(matches!(outcome, Outcome::Done { .. }));
+
+    agent
+        .handle(
+            &signed(action(ActionKind::Uncordon, node_target(node), json!({}))),
+            now,
+        )
+        .await;
+    assert_eq!(kube.node(node)["spec"]["unschedulable"], false);
+    assert_eq!(
+        kube.node("ip-10-0-2-9.ec2.internal")["spec"].get("unschedulable"),
+        None,
+        "other nodes untouched"
+    );
+}
+
+#[tokio::test]
+async fn label_and_taint_are_applied_once() {
+    let kube = FakeKube::start().await;
+    let agent = agent(&kube, false);
+    let node = "ip-10-0-2-9.ec2.internal";
+    let now = OffsetDateTime::now_utc();
+
+    let label = action(
+        ActionKind::Label,
+        node_target(node),
+        json!({"labels": {"spotwise.io/managed": "true"}}),
+    );
+    assert!(matches!(
+        agent.handle(&signed(label), now).await,
+        Outcome::Done { .. }
+    ));
+    assert_eq!(
+        kube.node(node)["metadata"]["labels"]["spotwise.io/managed"],
+        "true"
+    );
+    assert_eq!(
+        kube.node(node)["metadata"]["labels"]["kubernetes.io/hostname"],
+        node,
+        "merge keeps other labels"
+    );
+
+    let taint = json!({"taint": {"key": "spotwise.io/interruption", "value": "spot", "effect": "NoSchedule"}});
+    for _ in 0..2 {
+        let outcome = agent
+            .handle(
+                &signed(action(ActionKind::Taint, node_target(node), taint.clone())),
+                now,
+            )
+            .await;
+        assert!(matches!(outcome, Outcome::Done { .. }), "{outcome:?}");
+    }
+    let taints = kube.node(node)["spec"]["taints"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(taints.len(), 1);
+    assert_eq!(taints[0]["key"], "spotwise.io/interruption");
+
+    let bad = action(
+        ActionKind::Label,
+        node_target(node),
+        json!({"labels": {"x": 1}}),
+    );
+    assert!(
+        matches!(agent.handle(&signed(bad), now).await, Outcome::Rejected { reason } if reason.contains("params.labels"))
+    );
+}
+
+#[tokio::test]
+async fn scale_sets_replicas_through_the_scale_subresource() {
+    let kube = FakeKube::start().await;
+    let agent = agent(&kube, false);
+    let target = ActionTarget::Workload {
+        namespace: "shop".into(),
+        kind: "Deployment".into(),
+        name: "web".into(),
+    };
+    let outcome = agent
+        .handle(
+            &signed(action(ActionKind::Scale, target, json!({"replicas": 0}))),
+            OffsetDateTime::now_utc(),
+        )
+        .await;
+    assert!(
+        matches!(outcome, Outcome::Done { ref detail, .. } if detail.contains("scaled to 0")),
+        "{outcome:?}"
+    );
+    assert_eq!(kube.state.lock().unwrap().replicas["shop/web"], 0);
+}
+
+#[tokio::test]
+async fn unverifiable_actions_never_reach_the_cluster() {
+    let kube = FakeKube::start().await;
+    let agent = agent(&kube, false);
+    let node = "ip-10-0-1-17.ec2.internal";
+    let now = OffsetDateTime::now_utc();
+
+    let mut wrong_cluster = action(ActionKind::Cordon, node_target(node), json!({}));
+    wrong_cluster.cluster_id = ClusterId::new("c2").unwrap();
+    let expired = action(ActionKind::Cordon, node_target(node), json!({}));
+    let mut forged: AgentAction = serde_json::from_str(&signed(action(
+        ActionKind::Cordon,
+        node_target(node),
+        json!({}),
+    )))
+    .unwrap();
+    forged.target = node_target("ip-10-0-2-9.ec2.internal");
+
+    let cases = [
+        (signed(wrong_cluster), "serves c1"),
+        (
+            serde_json::to_string(&expired.clone().sign(SECRET)).unwrap(),
+            "expired",
+        ),
+        (serde_json::to_string(&forged).unwrap(), "invalid signature"),
+        (
+            serde_json::to_string(
+                &action(ActionKind::Cordon, node_target(node), json!({})).sign(b"other-secret"),
+            )
+            .unwrap(),
+            "invalid signature",
+        ),
+        ("{not json".to_owned(), "unreadable"),
+    ];
+    for (i, (body, expected)) in cases.iter().enumerate() {
+        let at = if i == 1 {
+            now + Duration::minutes(3)
+        } else {
+            now
+        };
+        match agent.handle(body, at).await {
+            Outcome::Rejected { reason } => {
+                assert!(reason.contains(expected), "case {i}: {reason}")
+            }
+            other => panic!("case {i}: expected rejection, got {other:?}"),
+        }
+    }
+    assert!(
+        kube.requests().is_empty(),
+        "no Kubernetes call for rejected actions: {:?}",
+        kube.requests()
+    );
+}
+
+#[tokio::test]
+async fn dry_run_reports_without_calling_the_api() {
+    let kube = FakeKube::start().await;
+    let agent = agent(&kube, true);
+    let outcome = agent
+        .handle(
+            &signed(action(
+                ActionKind::Cordon,
+                node_target("ip-10-0-1-17.ec2.internal"),
+                json!({}),
+            )),
+            OffsetDateTime::now_utc(),
+        )
+        .await;
+    assert!(
+        matches!(outcome, Outcome::WouldDo { ref detail, .. } if detail == "cordon node ip-10-0-1-17.ec2.internal"),
+        "{outcome:?}"
+    );
+    assert!(kube.requests().is_empty());
+}
+
+#[tokio::test]
+async fn missing_node_is_a_final_failure_and_drain_is_refused_for_now() {
+    let kube = FakeKube::start().await;
+    let agent = agent(&kube, false);
+    let now = OffsetDateTime::now_utc();
+    let outcome = agent
+        .handle(
+            &signed(action(ActionKind::Cordon, node_target("gone"), json!({}))),
+            now,
+        )
+        .await;
+    assert!(
+        matches!(
+            outcome,
+            Outcome::Failed {
+                retryable: false,
+                ..
+            }
+        ),
+        "{outcome:?}"
+    );
+    let outcome = agent
+        .handle(
+            &signed(action(ActionKind::Drain, node_target("gone"), json!({}))),
+            now,
+        )
+        .await;
+    assert!(matches!(outcome, Outcome::Rejected { .. }), "{outcome:?}");
+}
+
+#[tokio::test]
+async fn worker_executes_queued_actions_and_removes_finished_messages() {
+    let stack = LocalStack::start();
+    let kube = FakeKube::start().await;
+    let sqs = aws_sdk_sqs::Client::new(&stack.sdk_config().await);
+    let queue_url = sqs
+        .create_queue()
+        .queue_name("spotwise-agent-c1")
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let node = "ip-10-0-1-17.ec2.internal";
+
+    sqs.send_message()
+        .queue_url(&queue_url)
+        .message_body(signed(action(
+            ActionKind::Cordon,
+            node_target(node),
+            json!({}),
+        )))
+        .send()
+        .await
+        .unwrap();
+    let mut forged = action(
+        ActionKind::Cordon,
+        node_target("ip-10-0-2-9.ec2.internal"),
+        json!({}),
+    );
+    forged.signature = "00".repeat(32);
+    sqs.send_message()
+        .queue_url(&queue_url)
+        .message_body(serde_json::to_string(&forged).unwrap())
+        .send()
+        .await
+        .unwrap();
+
+    let agent = agent(&kube, false);
+    let worker = QueueWorker::new(sqs.clone(), &queue_url).with_wait_seconds(1);
+    let mut outcomes = Vec::new();
+    for _ in 0..5 {
+        outcomes.extend(worker.poll_once(&agent).await.unwrap());
+        if outcomes.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| matches!(o, Outcome::Done { .. }))
+            .count(),
+        1,
+        "{outcomes:?}"
+    );
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| matches!(o, Outcome::Rejected { .. }))
+            .count(),
+        1,
+        "{outcomes:?}"
+    );
+    assert_eq!(kube.node(node)["spec"]["unschedulable"], true);
+    assert_eq!(
+        kube.node("ip-10-0-2-9.ec2.internal")["spec"].get("unschedulable"),
+        None
+    );
+
+    let attrs = sqs
+        .get_queue_attributes()
+        .queue_url(&queue_url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::All)
+        .send()
+        .await
+        .unwrap();
+    let remaining: u32 = attrs.attributes().unwrap()
+        [&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages]
+        .parse()
+        .unwrap();
+    let in_flight: u32 = attrs.attributes().unwrap()
+        [&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible]
+        .parse()
+        .unwrap();
+    assert_eq!((remaining, in_flight), (0, 0), "both messages deleted");
+
+    // Shutdown future stops the loop.
+    worker.run(&agent, async {}).await;
+}

@@ -1,0 +1,12 @@
+use spotwise_core::config::Env;
+use spotwise_core::telemetry::{self, LogSettings};
+
+#[tokio::main]
+async fn main() -> Result<(), spotwise_lambda::Error> {
+    let env = Env::process();
+    telemetry::init(&LogSettings::from_env(&env));
+    let config = discovery::Config::from_env(&env)?;
+    let sdk = spotwise_aws::sdk::load().await;
+    let deps = discovery::Deps::new(&sdk, &config);
+    spotwise_lambda::run(|trigger| discovery::fan_out(&deps, trigger)).await
+}

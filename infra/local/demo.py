@@ -1,0 +1,155 @@
+#!/usr/bin/env python3
+"""The local run: starts the local AWS stack from template.yaml, seeds a tenant, and invokes every
+Spotwise function binary on its sample event from events/, printing what each did.
+
+Run through scripts/run-local.sh, which builds the binaries first.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+import boto3
+from boto3.dynamodb.types import TypeDeserializer
+from moto.server import ThreadedMotoServer
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import stack as local_stack  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+STEPS = [
+    ("DiscoveryFunction", "events/discovery/schedule.json"),
+    ("PricingScraperFunction", "events/pricing-scraper/schedule.json"),
+    ("OptimizerFunction", "events/optimizer/sqs-optimize-request.json"),
+    ("InterruptionFunction", "events/interruption/sqs-spot-interruption-warning.json"),
+    ("InterruptionFunction", "events/interruption/sqs-spot-interruption-warning.json"),
+    ("InterruptionFunction", "events/interruption/sqs-scheduled-change.json"),
+    ("WebhookDispatcherFunction", "events/webhook-dispatcher/sqs-notification.json"),
+    ("ApiFunction", "events/api/http-api-health.json"),
+]
+
+
+def function_env(description, logical):
+    env = dict(os.environ)
+    env.update(description["functions"][logical]["env"])
+    env.update({
+        "AWS_ENDPOINT_URL": description["endpoint"],
+        "AWS_REGION": description["region"],
+        "AWS_ACCESS_KEY_ID": "local",
+        "AWS_SECRET_ACCESS_KEY": "local",
+        "RUST_LOG": env.get("RUST_LOG", "warn"),
+    })
+    env.pop("AWS_LAMBDA_RUNTIME_API", None)
+    return env
+
+
+def invoke(bin_dir, description, logical, event):
+    binary = description["functions"][logical]["binary"]
+    started = time.monotonic()
+    result = subprocess.run(
+        [os.path.join(bin_dir, binary), "invoke", "--event", event],
+        cwd=ROOT, env=function_env(description, logical), capture_output=True, text=True, timeout=120,
+    )
+    elapsed_ms = (time.monotonic() - started) * 1000
+    if result.returncode != 0:
+        raise SystemExit(f"{binary} failed on {event} (exit {result.returncode}):\n{result.stderr}{result.stdout}")
+    return json.loads(result.stdout), elapsed_ms
+
+
+def serve_api(bin_dir, description):
+    """Runs the API as a local HTTP server and calls it over the network."""
+    process = subprocess.Popen(
+        [os.path.join(bin_dir, "api"), "serve", "--addr", "127.0.0.1:0"],
+        cwd=ROOT, env=function_env(description, "ApiFunction"), stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        line = process.stdout.readline().strip()
+        base = line.removeprefix("listening on ")
+        with urllib.request.urlopen(base + "/v1/health", timeout=10) as response:
+            return base, response.status, json.loads(response.read())
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def summarize(result):
+    if isinstance(result, dict) and "advisor_rows" in result:
+        missing = ", ".join(result["missing_regions"]) or "none"
+        return (f"{result['advisor_rows']} advisor rows for {len(result['regions'])} regions "
+                f"(missing: {missing}) in {result['duration_ms']} ms")
+    if isinstance(result, dict) and "batchItemFailures" in result:
+        failures = result["batchItemFailures"]
+        return "batch ok" if not failures else f"{len(failures)} message(s) failed"
+    if isinstance(result, dict) and "statusCode" in result:
+        return f"HTTP {result['statusCode']} {json.dumps(result['body'])}"
+    text = json.dumps(result)
+    return text if len(text) < 110 else text[:107] + "..."
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--bin-dir", default=os.path.join(ROOT, "target", "debug"))
+    args = parser.parse_args()
+
+    import logging
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        template = local_stack.load_template(os.path.join(ROOT, "template.yaml"))
+        stack = local_stack.Stack(template, f"http://{host}:{port}",
+                                  {"SpotAdvisorUrl": "data/spot-advisor-data.json"})
+        stack.create()
+        seeded = stack.seed(os.path.join(ROOT, "events/local/seed.json"))
+        description = stack.describe()
+        print(f"local stack on {description['endpoint']}: table {stack.names['Table']}, "
+              f"{sum(1 for r in template['Resources'].values() if r['Type'] == 'AWS::SQS::Queue')} queues, "
+              f"{seeded} seed items\n")
+
+        print(f"{'function':<27} {'event':<56} {'ms':>6}  result")
+        for logical, event in STEPS:
+            result, ms = invoke(args.bin_dir, description, logical, event)
+            print(f"{logical:<27} {event:<56} {ms:>6.0f}  {summarize(result)}")
+
+        base, status, body = serve_api(args.bin_dir, description)
+        print(f"{'ApiFunction (serve)':<27} {'GET ' + base + '/v1/health':<56} {'':>6}  HTTP {status} {json.dumps(body)}")
+
+        ddb = boto3.client("dynamodb", endpoint_url=description["endpoint"], region_name=description["region"],
+                           aws_access_key_id="local", aws_secret_access_key="local")
+        table = stack.names["Table"]
+        plain = TypeDeserializer()
+
+        def count(pk, prefix):
+            out = ddb.query(TableName=table, KeyConditionExpression="pk = :p AND begins_with(sk, :s)",
+                            ExpressionAttributeValues={":p": {"S": pk}, ":s": {"S": prefix}})
+            return [{k: plain.deserialize(v) for k, v in item.items()} for item in out["Items"]]
+
+        interruptions = count("T#t1", "INTERRUPTION#")
+        capacity = count("T#t1", "CLUSTER#c1#CAPACITY")
+        notifications = count("T#t1", "NOTIFICATION#")
+        queued = stack.sqs.get_queue_attributes(QueueUrl=stack.refs["DiscoveryQueue"],
+                                                AttributeNames=["ApproximateNumberOfMessages"])
+        print("\nstate after the run:")
+        print(f"  discovery messages queued:   {queued['Attributes']['ApproximateNumberOfMessages']}")
+        if capacity:
+            total = capacity[0]["total"]
+            mix = ", ".join(f"{kind}: {group['nodes']}" for kind, group in capacity[0]["by_capacity_type"].items())
+            print(f"  cluster c1 capacity:         {total['nodes']} nodes, {total['cpu_m']} mCPU, "
+                  f"{total['mem_mib']} MiB ({mix})")
+        print(f"  interruptions recorded:      {len(interruptions)} "
+              f"(the duplicate delivery and the unknown instance were dropped)")
+        for record in interruptions:
+            print(f"    {record['detail_type']} -> {record['node_name']} ({record['instance_id']})")
+        print(f"  notifications in feed:       {len(notifications)}")
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()

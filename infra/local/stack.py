@@ -1,0 +1,275 @@
+#!/usr/bin/env python3
+"""Local AWS stack for Spotwise: moto_server on a free loopback port, bootstrapped from template.yaml.
+
+The DynamoDB tables and SQS queues (with their redrive policies) are created from the template's
+resource properties, and each function's environment is resolved from the template's Globals and
+function Environment, so the local stack cannot drift from what `sam deploy` creates.
+
+    stack.py serve [--out FILE] [--seed FILE]
+        start, print one JSON line describing the stack, run until standard input closes or
+        SIGINT/SIGTERM arrives
+    stack.py check
+        static checks of template.yaml that cfn-lint does not make (see check_template)
+"""
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+
+from decimal import Decimal
+
+import boto3
+import yaml
+from moto.server import ThreadedMotoServer
+
+REGION = "us-east-1"
+STACK = "spotwise-local"
+STAGE = "local"
+
+
+class CfnLoader(yaml.SafeLoader):
+    """Reads CloudFormation short-form tags (!Ref, !GetAtt, !Sub ...) as their long form."""
+
+
+def _tag(name):
+    def construct(loader, node):
+        if isinstance(node, yaml.ScalarNode):
+            value = loader.construct_scalar(node)
+            if name == "Fn::GetAtt":
+                value = value.split(".", 1)
+        elif isinstance(node, yaml.SequenceNode):
+            value = loader.construct_sequence(node, deep=True)
+        else:
+            value = loader.construct_mapping(node, deep=True)
+        return {name: value}
+
+    return construct
+
+
+for _short in ["Ref", "GetAtt", "Sub", "Join", "Select", "Split", "If", "Equals", "Not", "And",
+               "Or", "FindInMap", "ImportValue", "Base64", "GetAZs", "Condition"]:
+    CfnLoader.add_constructor("!" + _short, _tag(_short if _short in ("Ref", "Condition") else "Fn::" + _short))
+
+
+def load_template(path):
+    with open(path, encoding="utf-8") as f:
+        return yaml.load(f, Loader=CfnLoader)
+
+
+class Stack:
+    def __init__(self, template, endpoint, parameters):
+        self.template = template
+        self.resources = template.get("Resources", {})
+        self.endpoint = endpoint
+        session = boto3.session.Session(
+            aws_access_key_id="local", aws_secret_access_key="local", region_name=REGION
+        )
+        self.ddb = session.client("dynamodb", endpoint_url=endpoint)
+        self.sqs = session.client("sqs", endpoint_url=endpoint)
+        self.refs = {"AWS::Region": REGION, "AWS::AccountId": "123456789012", "AWS::URLSuffix": "amazonaws.com"}
+        self.arns = {}
+        self.names = {}
+        for name, spec in template.get("Parameters", {}).items():
+            value = parameters.get(name, STAGE if name == "Stage" else spec.get("Default"))
+            if spec.get("Type") == "CommaDelimitedList" and isinstance(value, str):
+                value = value.split(",")
+            self.refs[name] = value
+
+    def of_type(self, kind):
+        return [(name, r.get("Properties", {})) for name, r in self.resources.items() if r["Type"] == kind]
+
+    def create(self):
+        for logical, props in self.of_type("AWS::DynamoDB::Table"):
+            name = props.get("TableName", f"{STACK}-{logical}")
+            args = {k: props[k] for k in ("AttributeDefinitions", "KeySchema", "BillingMode") if k in props}
+            if props.get("GlobalSecondaryIndexes"):
+                args["GlobalSecondaryIndexes"] = props["GlobalSecondaryIndexes"]
+            self.ddb.create_table(TableName=name, **args)
+            ttl = props.get("TimeToLiveSpecification")
+            if ttl and ttl.get("Enabled"):
+                self.ddb.update_time_to_live(
+                    TableName=name,
+                    TimeToLiveSpecification={"AttributeName": ttl["AttributeName"], "Enabled": True},
+                )
+            self.refs[logical] = name
+            self.names[logical] = name
+            self.arns[logical] = f"arn:aws:dynamodb:{REGION}:123456789012:table/{name}"
+        queues = self.of_type("AWS::SQS::Queue")
+        # Create every queue first, then attach redrive policies that point at DLQ ARNs.
+        for logical, props in queues:
+            fifo = bool(props.get("FifoQueue"))
+            name = props.get("QueueName", f"{STACK}-{logical}" + (".fifo" if fifo else ""))
+            attributes = {
+                key: str(props[key]).lower() if isinstance(props[key], bool) else str(props[key])
+                for key in ("VisibilityTimeout", "MessageRetentionPeriod", "DelaySeconds",
+                            "ReceiveMessageWaitTimeSeconds", "FifoQueue", "ContentBasedDeduplication")
+                if key in props
+            }
+            url = self.sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+            arn = self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+            self.refs[logical] = url
+            self.names[logical] = name
+            self.arns[logical] = arn
+        for logical, props in queues:
+            redrive = props.get("RedrivePolicy")
+            if redrive:
+                policy = {
+                    "deadLetterTargetArn": self.resolve(redrive["deadLetterTargetArn"]),
+                    "maxReceiveCount": int(redrive["maxReceiveCount"]),
+                }
+                self.sqs.set_queue_attributes(
+                    QueueUrl=self.refs[logical], Attributes={"RedrivePolicy": json.dumps(policy)}
+                )
+
+    def seed(self, path):
+        """Writes the items of a seed file (store format: pk/sk beside document fields)."""
+        with open(path, encoding="utf-8") as f:
+            items = json.load(f, parse_float=Decimal)["items"]
+        serializer = boto3.dynamodb.types.TypeSerializer()
+        table = next(name for logical, name in self.names.items()
+                     if self.resources[logical]["Type"] == "AWS::DynamoDB::Table")
+        for item in items:
+            self.ddb.put_item(TableName=table, Item={k: serializer.serialize(v) for k, v in item.items()})
+        return len(items)
+
+    def resolve(self, value):
+        if isinstance(value, str):
+            return value
+        if isinstance(value, dict) and "Ref" in value:
+            return self.refs[value["Ref"]]
+        if isinstance(value, dict) and "Fn::GetAtt" in value:
+            logical, attribute = value["Fn::GetAtt"]
+            if attribute == "Arn":
+                return self.arns[logical]
+            if attribute == "QueueName":
+                return self.names[logical]
+            raise ValueError(f"unsupported GetAtt {logical}.{attribute}")
+        if isinstance(value, dict) and "Fn::Join" in value:
+            sep, parts = value["Fn::Join"]
+            parts = self.resolve(parts) if isinstance(parts, dict) else parts
+            return sep.join(str(self.resolve(p)) for p in parts)
+        if isinstance(value, (int, float)):
+            return str(value)
+        raise ValueError(f"cannot resolve {value!r} locally")
+
+    def functions(self):
+        globals_env = (self.template.get("Globals", {}).get("Function", {})
+                       .get("Environment", {}).get("Variables", {}))
+        result = {}
+        for logical, props in self.of_type("AWS::Serverless::Function"):
+            binary = self.resources[logical].get("Metadata", {}).get("BuildProperties", {}).get("Binary")
+            variables = dict(globals_env)
+            variables.update(props.get("Environment", {}).get("Variables", {}))
+            env = {k: str(self.resolve(v)) for k, v in variables.items()}
+            result[logical] = {"binary": binary, "env": env}
+        return result
+
+    def describe(self):
+        return {
+            "endpoint": self.endpoint,
+            "region": REGION,
+            "resources": {k: self.refs[k] for k in self.names},
+            "arns": self.arns,
+            "functions": self.functions(),
+        }
+
+
+def check_template(template):
+    """Platform rules: every SQS-triggered function reports partial batch failures, every queue
+    that feeds a function has a DLQ, every function has its own log group, and no IAM statement
+    allows a wildcard action or a write on every resource."""
+    resources = template.get("Resources", {})
+    problems = []
+    log_groups = {json.dumps(r.get("Properties", {}).get("LogGroupName")) for r in resources.values()
+                  if r["Type"] == "AWS::Logs::LogGroup"}
+    for name, r in resources.items():
+        if r["Type"] != "AWS::Serverless::Function":
+            continue
+        props = r.get("Properties", {})
+        for event_name, event in props.get("Events", {}).items():
+            ep = event.get("Properties", {})
+            if event["Type"] == "SQS":
+                if "ReportBatchItemFailures" not in ep.get("FunctionResponseTypes", []):
+                    problems.append(f"{name}.{event_name}: SQS trigger without ReportBatchItemFailures")
+                queue = ep.get("Queue", {}).get("Fn::GetAtt", [None])[0]
+                if not resources.get(queue, {}).get("Properties", {}).get("RedrivePolicy"):
+                    problems.append(f"{name}.{event_name}: queue {queue} has no DLQ (RedrivePolicy)")
+            if event["Type"] in ("Schedule", "ScheduleV2") and not ep.get("DeadLetterConfig"):
+                problems.append(f"{name}.{event_name}: schedule without DeadLetterConfig")
+        if json.dumps({"Fn::Sub": f"/aws/lambda/${{{name}}}"}) not in log_groups:
+            problems.append(f"{name}: no log group with retention")
+        for policy in props.get("Policies", []):
+            if not isinstance(policy, dict) or "Statement" not in policy:
+                problems.append(f"{name}: only inline Statement policies are allowed (got {policy!r})")
+                continue
+            for statement in policy["Statement"]:
+                actions = statement.get("Action", [])
+                actions = [actions] if isinstance(actions, str) else actions
+                resources_ = statement.get("Resource", [])
+                resources_ = [resources_] if not isinstance(resources_, list) else resources_
+                if any("*" in a for a in actions):
+                    problems.append(f"{name}: wildcard action in {actions}")
+                if "*" in resources_:
+                    problems.append(f"{name}: statement on Resource '*' ({actions})")
+    return problems
+
+
+def serve(args):
+    template = load_template(args.template)
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    parameters = dict(p.split("=", 1) for p in args.param)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    stack = Stack(template, f"http://{host}:{port}", parameters)
+    stack.create()
+    if args.seed:
+        stack.seed(args.seed)
+    description = json.dumps(stack.describe())
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as f:
+            f.write(description + "\n")
+    print(description, flush=True)
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    if not args.no_stdin:
+        # The parent holds our stdin; when it exits for any reason the pipe closes and we stop,
+        # so a crashed test run never leaves an emulator behind.
+        threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+    stop.wait()
+    server.stop()
+    if args.out and os.path.exists(args.out):
+        os.remove(args.out)
+
+
+def main():
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("serve", help="start the local stack")
+    p.add_argument("--template", default=os.path.join(root, "template.yaml"))
+    p.add_argument("--out", help="also write the stack description to this file (removed on stop)")
+    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="override a template parameter (e.g. SpotAdvisorUrl=data/spot-advisor-data.json)")
+    p.add_argument("--seed", help="write the items of this seed file (events/local/seed.json)")
+    p.add_argument("--no-stdin", action="store_true", help="do not stop when standard input closes")
+    c = sub.add_parser("check", help="check template.yaml for what cfn-lint does not")
+    c.add_argument("--template", default=os.path.join(root, "template.yaml"))
+    args = parser.parse_args()
+    if args.command == "serve":
+        serve(args)
+    else:
+        problems = check_template(load_template(args.template))
+        for problem in problems:
+            print(f"template.yaml: {problem}", file=sys.stderr)
+        sys.exit(1 if problems else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,146 @@
+//! SQS queues carrying JSON messages.
+
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+use serde::Serialize;
+
+use crate::error::AwsFailure;
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("message for {queue} could not be encoded: {reason}")]
+    Encode { queue: String, reason: String },
+    #[error("{failed} of {total} messages were not accepted by {queue}: {first_error}")]
+    Partial {
+        queue: String,
+        failed: usize,
+        total: usize,
+        first_error: String,
+        sender_fault: bool,
+    },
+    #[error(transparent)]
+    Aws(#[from] AwsFailure),
+}
+
+impl spotwise_core::Classify for QueueError {
+    fn disposition(&self) -> spotwise_core::Disposition {
+        match self {
+            QueueError::Encode { .. }
+            | QueueError::Partial {
+                sender_fault: true, ..
+            } => spotwise_core::Disposition::NonRetryable,
+            QueueError::Partial { .. } => spotwise_core::Disposition::Retryable,
+            QueueError::Aws(f) => f.disposition(),
+        }
+    }
+}
+
+/// Ordering and deduplication for FIFO queues.
+#[derive(Debug, Clone, Default)]
+pub struct Fifo {
+    pub group_id: String,
+    pub dedup_id: String,
+}
+
+#[derive(Clone)]
+pub struct Queue {
+    client: Client,
+    url: String,
+}
+
+impl Queue {
+    pub fn new(client: Client, url: impl Into<String>) -> Self {
+        Self {
+            client,
+            url: url.into(),
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn encode<T: Serialize>(&self, message: &T) -> Result<String, QueueError> {
+        serde_json::to_string(message).map_err(|e| QueueError::Encode {
+            queue: self.url.clone(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Sends one JSON message and returns its SQS message id.
+    pub async fn send<T: Serialize>(
+        &self,
+        message: &T,
+        fifo: Option<Fifo>,
+    ) -> Result<String, QueueError> {
+        let body = self.encode(message)?;
+        let mut request = self
+            .client
+            .send_message()
+            .queue_url(&self.url)
+            .message_body(body);
+        if let Some(fifo) = fifo {
+            request = request
+                .message_group_id(fifo.group_id)
+                .message_deduplication_id(fifo.dedup_id);
+        }
+        let out = request
+            .send()
+            .await
+            .map_err(|e| AwsFailure::from_sdk("sqs:SendMessage", e))?;
+        Ok(out.message_id.unwrap_or_default())
+    }
+}
+
+impl Queue {
+    /// Sends many messages to a standard queue, ten per SendMessageBatch call. Returns how many
+    /// were accepted; any rejected entry fails the call after the rest were sent.
+    pub async fn send_all<T: Serialize>(&self, messages: &[T]) -> Result<usize, QueueError> {
+        let mut sent = 0;
+        let mut failures: Vec<(String, bool)> = Vec::new();
+        for chunk in messages.chunks(SEND_BATCH_MAX) {
+            let entries = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, message)| {
+                    SendMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .message_body(self.encode(message)?)
+                        .build()
+                        .map_err(|e| QueueError::Encode {
+                            queue: self.url.clone(),
+                            reason: e.to_string(),
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let out = self
+                .client
+                .send_message_batch()
+                .queue_url(&self.url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .map_err(|e| AwsFailure::from_sdk("sqs:SendMessageBatch", e))?;
+            sent += out.successful.len();
+            failures.extend(out.failed.into_iter().map(|f| {
+                (
+                    format!("{}: {}", f.code, f.message.unwrap_or_default()),
+                    f.sender_fault,
+                )
+            }));
+        }
+        match failures.first() {
+            None => Ok(sent),
+            Some((first_error, sender_fault)) => Err(QueueError::Partial {
+                queue: self.url.clone(),
+                failed: failures.len(),
+                total: messages.len(),
+                first_error: first_error.clone(),
+                sender_fault: *sender_fault,
+            }),
+        }
+    }
+}
+
+/// SQS accepts at most ten entries per SendMessageBatch.
+const SEND_BATCH_MAX: usize = 10;

@@ -1,0 +1,663 @@
+//! The single-table DynamoDB store.
+//!
+//! Items are documents: the serialised body's fields sit beside the reserved key attributes
+//! (`pk`, `sk`, `gsi1pk`, `gsi1sk`, `ttl`, `version`), so they read naturally in the console and
+//! can be projected into indexes. Every write that can race is conditional.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use spotwise_core::keys::{Gsi1Key, Key};
+use spotwise_core::{Classify, Disposition};
+use time::OffsetDateTime;
+use tracing::{debug, warn};
+
+use crate::error::AwsFailure;
+
+const PK: &str = "pk";
+const SK: &str = "sk";
+const GSI1PK: &str = "gsi1pk";
+const GSI1SK: &str = "gsi1sk";
+const TTL: &str = "ttl";
+const VERSION: &str = "version";
+const RESERVED: [&str; 6] = [PK, SK, GSI1PK, GSI1SK, TTL, VERSION];
+
+pub const GSI1_NAME: &str = "gsi1";
+/// DynamoDB's limit on requests in one BatchWriteItem.
+const BATCH_WRITE_MAX: usize = 25;
+const BATCH_RETRY_ATTEMPTS: u32 = 8;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("item {pk}/{sk} already exists")]
+    AlreadyExists { pk: String, sk: String },
+    #[error("item {pk}/{sk} is not at version {expected} (it changed or was deleted)")]
+    StaleVersion {
+        pk: String,
+        sk: String,
+        expected: u64,
+    },
+    #[error("item {pk}/{sk} could not be encoded: {reason}")]
+    Encode {
+        pk: String,
+        sk: String,
+        reason: String,
+    },
+    #[error("item {pk}/{sk} could not be decoded: {reason}")]
+    Decode {
+        pk: String,
+        sk: String,
+        reason: String,
+    },
+    #[error("invalid pagination cursor: {0}")]
+    InvalidCursor(&'static str),
+    #[error("{unprocessed} of {total} batch writes still unprocessed after {attempts} attempts")]
+    BatchIncomplete {
+        unprocessed: usize,
+        total: usize,
+        attempts: u32,
+    },
+    #[error(transparent)]
+    Aws(#[from] AwsFailure),
+}
+
+impl Classify for StoreError {
+    fn disposition(&self) -> Disposition {
+        match self {
+            StoreError::Aws(failure) => failure.disposition(),
+            StoreError::BatchIncomplete { .. } => Disposition::Retryable,
+            StoreError::AlreadyExists { .. }
+            | StoreError::StaleVersion { .. }
+            | StoreError::Encode { .. }
+            | StoreError::Decode { .. }
+            | StoreError::InvalidCursor(_) => Disposition::NonRetryable,
+        }
+    }
+}
+
+/// A stored document with its key and bookkeeping attributes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Item<T> {
+    pub key: Key,
+    pub gsi1: Option<Gsi1Key>,
+    /// Expiry as Unix seconds; DynamoDB deletes the item some time after it passes.
+    pub ttl: Option<i64>,
+    /// Starts at 1 and grows by one with every versioned update.
+    pub version: u64,
+    pub body: T,
+}
+
+impl<T> Item<T> {
+    pub fn new(key: Key, body: T) -> Self {
+        Self {
+            key,
+            gsi1: None,
+            ttl: None,
+            version: 1,
+            body,
+        }
+    }
+
+    pub fn with_gsi1(mut self, gsi1: Gsi1Key) -> Self {
+        self.gsi1 = Some(gsi1);
+        self
+    }
+
+    pub fn expiring_at(mut self, at: OffsetDateTime) -> Self {
+        self.ttl = Some(at.unix_timestamp());
+        self
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutCondition {
+    /// Overwrite whatever is there.
+    Always,
+    /// Fail with [`StoreError::AlreadyExists`] if the key is taken.
+    IfAbsent,
+}
+
+/// Result of an idempotency claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// First claim: do the work.
+    Claimed,
+    /// Someone already claimed this id and the claim has not expired: skip the work.
+    AlreadyClaimed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Index {
+    Table,
+    Gsi1,
+}
+
+/// A query over one partition, optionally narrowed by a sort-key prefix.
+#[derive(Debug, Clone)]
+pub struct Query {
+    pub index: Index,
+    pub partition: String,
+    pub sk_prefix: Option<String>,
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+    pub newest_first: bool,
+}
+
+impl Query {
+    pub fn partition(partition: impl Into<String>) -> Self {
+        Self {
+            index: Index::Table,
+            partition: partition.into(),
+            sk_prefix: None,
+            limit: None,
+            cursor: None,
+            newest_first: false,
+        }
+    }
+
+    pub fn gsi1(partition: impl Into<String>) -> Self {
+        Self {
+            index: Index::Gsi1,
+            ..Self::partition(partition)
+        }
+    }
+
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.sk_prefix = Some(prefix.into());
+        self
+    }
+
+    pub fn limit(mut self, limit: u32) -> Self {
+        self.limit = Some(limit);
+        self
+    }
+
+    pub fn after(mut self, cursor: Option<String>) -> Self {
+        self.cursor = cursor;
+        self
+    }
+
+    pub fn newest_first(mut self) -> Self {
+        self.newest_first = true;
+        self
+    }
+
+    fn key_names(&self) -> (&'static str, &'static str) {
+        match self.index {
+            Index::Table => (PK, SK),
+            Index::Gsi1 => (GSI1PK, GSI1SK),
+        }
+    }
+}
+
+/// One page of a query. `next` is an opaque cursor, present whenever DynamoDB stopped early
+/// (item limit or its 1 MB page size).
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub items: Vec<Item<T>>,
+    pub next: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    client: Client,
+    table: String,
+}
+
+impl Store {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// Strongly consistent read.
+    pub async fn get<T: DeserializeOwned>(&self, key: &Key) -> Result<Option<Item<T>>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key_attrs(key)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| AwsFailure::from_sdk("dynamodb:GetItem", e))?;
+        out.item.map(decode).transpose()
+    }
+
+    pub async fn put<T: Serialize>(
+        &self,
+        item: &Item<T>,
+        condition: PutCondition,
+    ) -> Result<(), StoreError> {
+        let mut request = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(encode(item)?));
+        if condition == PutCondition::IfAbsent {
+            request = request.condition_expression("attribute_not_exists(pk)");
+        }
+        match request.send().await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(match AwsFailure::from_sdk("dynamodb:PutItem", e) {
+                f if f.has_code("ConditionalCheckFailedException") => StoreError::AlreadyExists {
+                    pk: item.key.pk.clone(),
+                    sk: item.key.sk.clone(),
+                },
+                f => f.into(),
+            }),
+        }
+    }
+
+    /// Replaces the item only if it is still at `item.version`; stores it at `version + 1` and
+    /// returns the new version. This is the optimistic lock every read-modify-write goes through.
+    pub async fn update_versioned<T: Serialize>(&self, item: &Item<T>) -> Result<u64, StoreError> {
+        let expected = item.version;
+        let next = expected + 1;
+        let mut attrs = encode(item)?;
+        attrs.insert(VERSION.into(), number(next));
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(attrs))
+            .condition_expression("#v = :expected")
+            .expression_attribute_names("#v", VERSION)
+            .expression_attribute_values(":expected", number(expected))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(next),
+            Err(e) => Err(match AwsFailure::from_sdk("dynamodb:PutItem", e) {
+                f if f.has_code("ConditionalCheckFailedException") => StoreError::StaleVersion {
+                    pk: item.key.pk.clone(),
+                    sk: item.key.sk.clone(),
+                    expected,
+                },
+                f => f.into(),
+            }),
+        }
+    }
+
+    pub async fn delete(&self, key: &Key) -> Result<(), StoreError> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key_attrs(key)))
+            .send()
+            .await
+            .map_err(|e| AwsFailure::from_sdk("dynamodb:DeleteItem", e))?;
+        Ok(())
+    }
+
+    /// Claims `key` for `hold`. A claim whose TTL has passed counts as free even before DynamoDB's
+    /// TTL sweeper removes it (that can take days).
+    pub async fn claim(
+        &self,
+        key: &Key,
+        hold: Duration,
+        now: OffsetDateTime,
+    ) -> Result<Claim, StoreError> {
+        let expires = now + hold;
+        let mut attrs = key_attrs(key);
+        attrs.insert(TTL.into(), number(expires.unix_timestamp()));
+        attrs.insert("claimed_at".into(), AttributeValue::S(rfc3339(now)));
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(attrs))
+            .condition_expression("attribute_not_exists(pk) OR #ttl < :now")
+            .expression_attribute_names("#ttl", TTL)
+            .expression_attribute_values(":now", number(now.unix_timestamp()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Claim::Claimed),
+            Err(e) => match AwsFailure::from_sdk("dynamodb:PutItem", e) {
+                f if f.has_code("ConditionalCheckFailedException") => Ok(Claim::AlreadyClaimed),
+                f => Err(f.into()),
+            },
+        }
+    }
+
+    /// One page. Cursors are checked against the query's partition so a client-supplied cursor
+    /// cannot start a read in another partition.
+    pub async fn query<T: DeserializeOwned>(&self, query: &Query) -> Result<Page<T>, StoreError> {
+        let (pk_name, sk_name) = query.key_names();
+        let mut request = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .scan_index_forward(!query.newest_first)
+            .expression_attribute_names("#pk", pk_name)
+            .expression_attribute_values(":pk", AttributeValue::S(query.partition.clone()));
+        request = match &query.sk_prefix {
+            Some(prefix) => request
+                .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
+                .expression_attribute_names("#sk", sk_name)
+                .expression_attribute_values(":prefix", AttributeValue::S(prefix.clone())),
+            None => request.key_condition_expression("#pk = :pk"),
+        };
+        if query.index == Index::Gsi1 {
+            request = request.index_name(GSI1_NAME);
+        }
+        if let Some(limit) = query.limit {
+            request = request.limit(i32::try_from(limit).unwrap_or(i32::MAX).max(1));
+        }
+        if let Some(cursor) = &query.cursor {
+            request = request.set_exclusive_start_key(Some(cursor::decode(cursor, query)?));
+        }
+        let out = request
+            .send()
+            .await
+            .map_err(|e| AwsFailure::from_sdk("dynamodb:Query", e))?;
+        let items = out
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .map(decode)
+            .collect::<Result<Vec<_>, _>>()?;
+        let next = out
+            .last_evaluated_key
+            .filter(|k| !k.is_empty())
+            .map(|k| cursor::encode(&k));
+        Ok(Page { items, next })
+    }
+
+    /// Every item of the query, following DynamoDB's pages to the end.
+    pub async fn query_all<T: DeserializeOwned>(
+        &self,
+        query: &Query,
+    ) -> Result<Vec<Item<T>>, StoreError> {
+        let mut query = query.clone();
+        let mut all = Vec::new();
+        loop {
+            let page = self.query::<T>(&query).await?;
+            all.extend(page.items);
+            match page.next {
+                Some(next) => query.cursor = Some(next),
+                None => return Ok(all),
+            }
+        }
+    }
+
+    /// Writes many items, 25 per request, re-sending UnprocessedItems with exponential backoff.
+    /// Later items win when a key appears twice (DynamoDB rejects duplicate keys in one batch).
+    pub async fn batch_put<T: Serialize>(&self, items: &[Item<T>]) -> Result<(), StoreError> {
+        let mut by_key: HashMap<&Key, usize> = HashMap::with_capacity(items.len());
+        for (index, item) in items.iter().enumerate() {
+            by_key.insert(&item.key, index);
+        }
+        let mut indices: Vec<usize> = by_key.into_values().collect();
+        indices.sort_unstable();
+        let requests = indices
+            .into_iter()
+            .map(|i| {
+                let put = PutRequest::builder()
+                    .set_item(Some(encode(&items[i])?))
+                    .build()
+                    .map_err(|e| StoreError::Encode {
+                        pk: items[i].key.pk.clone(),
+                        sk: items[i].key.sk.clone(),
+                        reason: e.to_string(),
+                    })?;
+                Ok(WriteRequest::builder().put_request(put).build())
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        for chunk in requests.chunks(BATCH_WRITE_MAX) {
+            self.write_chunk(chunk.to_vec()).await?;
+        }
+        Ok(())
+    }
+
+    async fn write_chunk(&self, mut pending: Vec<WriteRequest>) -> Result<(), StoreError> {
+        let total = pending.len();
+        for attempt in 0..BATCH_RETRY_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(backoff(attempt)).await;
+            }
+            let out = self
+                .client
+                .batch_write_item()
+                .request_items(&self.table, pending)
+                .send()
+                .await
+                .map_err(|e| AwsFailure::from_sdk("dynamodb:BatchWriteItem", e))?;
+            pending = out
+                .unprocessed_items
+                .and_then(|mut by_table| by_table.remove(&self.table))
+                .unwrap_or_default();
+            if pending.is_empty() {
+                return Ok(());
+            }
+            debug!(
+                attempt,
+                unprocessed = pending.len(),
+                "retrying unprocessed batch writes"
+            );
+        }
+        warn!(unprocessed = pending.len(), total, "batch write gave up");
+        Err(StoreError::BatchIncomplete {
+            unprocessed: pending.len(),
+            total,
+            attempts: BATCH_RETRY_ATTEMPTS,
+        })
+    }
+}
+
+/// Full-jitter-free exponential backoff for UnprocessedItems: 50 ms doubling, capped at 2 s.
+/// (The SDK already jitters and retries throttled requests; this covers partial success.)
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis((50u64 << attempt.min(6)).min(2_000))
+}
+
+fn number(n: impl ToString) -> AttributeValue {
+    AttributeValue::N(n.to_string())
+}
+
+fn rfc3339(at: OffsetDateTime) -> String {
+    at.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| at.unix_timestamp().to_string())
+}
+
+fn key_attrs(key: &Key) -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        (PK.to_owned(), AttributeValue::S(key.pk.clone())),
+        (SK.to_owned(), AttributeValue::S(key.sk.clone())),
+    ])
+}
+
+fn encode<T: Serialize>(item: &Item<T>) -> Result<HashMap<String, AttributeValue>, StoreError> {
+    let fail = |reason: String| StoreError::Encode {
+        pk: item.key.pk.clone(),
+        sk: item.key.sk.clone(),
+        reason,
+    };
+    let mut attrs: HashMap<String, AttributeValue> =
+        serde_dynamo::to_item(&item.body).map_err(|e| fail(e.to_string()))?;
+    if let Some(reserved) = RESERVED.iter().find(|name| attrs.contains_key(**name)) {
+        return Err(fail(format!(
+            "body field {reserved:?} collides with a key attribute"
+        )));
+    }
+    attrs.extend(key_attrs(&item.key));
+    attrs.insert(VERSION.into(), number(item.version));
+    if let Some(gsi1) = &item.gsi1 {
+        attrs.insert(GSI1PK.into(), AttributeValue::S(gsi1.gsi1pk.clone()));
+        attrs.insert(GSI1SK.into(), AttributeValue::S(gsi1.gsi1sk.clone()));
+    }
+    if let Some(ttl) = item.ttl {
+        attrs.insert(TTL.into(), number(ttl));
+    }
+    Ok(attrs)
+}
+
+fn decode<T: DeserializeOwned>(
+    mut attrs: HashMap<String, AttributeValue>,
+) -> Result<Item<T>, StoreError> {
+    let string = |attrs: &mut HashMap<String, AttributeValue>, name: &str| match attrs.remove(name)
+    {
+        Some(AttributeValue::S(s)) => Some(s),
+        _ => None,
+    };
+    let int = |attrs: &mut HashMap<String, AttributeValue>, name: &str| match attrs.remove(name) {
+        Some(AttributeValue::N(n)) => n.parse::<i64>().ok(),
+        _ => None,
+    };
+    let pk = string(&mut attrs, PK).unwrap_or_default();
+    let sk = string(&mut attrs, SK).unwrap_or_default();
+    let gsi1 = match (string(&mut attrs, GSI1PK), string(&mut attrs, GSI1SK)) {
+        (Some(gsi1pk), Some(gsi1sk)) => Some(Gsi1Key { gsi1pk, gsi1sk }),
+        _ => None,
+    };
+    let ttl = int(&mut attrs, TTL);
+    let version = int(&mut attrs, VERSION)
+        .and_then(|v| u64::try_from(v).ok())
+        .unwrap_or(1);
+    let body = serde_dynamo::from_item(attrs).map_err(|e| StoreError::Decode {
+        pk: pk.clone(),
+        sk: sk.clone(),
+        reason: e.to_string(),
+    })?;
+    Ok(Item {
+        key: Key { pk, sk },
+        gsi1,
+        ttl,
+        version,
+        body,
+    })
+}
+
+/// Opaque cursors: DynamoDB's LastEvaluatedKey (all string attributes in this table) as hex JSON.
+mod cursor {
+    use std::collections::{BTreeMap, HashMap};
+
+    use aws_sdk_dynamodb::types::AttributeValue;
+
+    use super::{Query, StoreError};
+
+    pub fn encode(key: &HashMap<String, AttributeValue>) -> String {
+        let plain: BTreeMap<&str, &str> = key
+            .iter()
+            .filter_map(|(k, v)| v.as_s().ok().map(|s| (k.as_str(), s.as_str())))
+            .collect();
+        hex::encode(serde_json::to_vec(&plain).unwrap_or_default())
+    }
+
+    pub fn decode(
+        cursor: &str,
+        query: &Query,
+    ) -> Result<HashMap<String, AttributeValue>, StoreError> {
+        let bytes = hex::decode(cursor)
+            .map_err(|_| StoreError::InvalidCursor("not a cursor issued by this API"))?;
+        let plain: BTreeMap<String, String> = serde_json::from_slice(&bytes)
+            .map_err(|_| StoreError::InvalidCursor("not a cursor issued by this API"))?;
+        let (pk_name, _) = query.key_names();
+        if plain.get(pk_name) != Some(&query.partition) {
+            return Err(StoreError::InvalidCursor(
+                "cursor belongs to another listing",
+            ));
+        }
+        Ok(plain
+            .into_iter()
+            .map(|(k, v)| (k, AttributeValue::S(v)))
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Doc {
+        name: String,
+        count: u32,
+    }
+
+    #[test]
+    fn encode_decode_round_trip_keeps_bookkeeping() {
+        let item = Item::new(
+            Key::new("T#t1", "DOC#1"),
+            Doc {
+                name: "a".into(),
+                count: 2,
+            },
+        )
+        .with_gsi1(Gsi1Key {
+            gsi1pk: "G".into(),
+            gsi1sk: "1".into(),
+        })
+        .expiring_at(OffsetDateTime::UNIX_EPOCH + Duration::from_secs(60));
+        let decoded: Item<Doc> = decode(encode(&item).unwrap()).unwrap();
+        assert_eq!(decoded, item);
+    }
+
+    #[test]
+    fn body_fields_may_not_shadow_key_attributes() {
+        #[derive(Serialize)]
+        struct Sneaky {
+            pk: String,
+        }
+        let item = Item::new(Key::new("T#t1", "X"), Sneaky { pk: "T#t2".into() });
+        assert!(
+            matches!(encode(&item), Err(StoreError::Encode { reason, .. }) if reason.contains("\"pk\""))
+        );
+    }
+
+    #[test]
+    fn cursor_is_bound_to_its_partition() {
+        let key = HashMap::from([
+            ("pk".to_owned(), AttributeValue::S("T#t1".into())),
+            ("sk".to_owned(), AttributeValue::S("ACCOUNT#1".into())),
+        ]);
+        let token = cursor::encode(&key);
+        assert_eq!(
+            cursor::decode(&token, &Query::partition("T#t1")).unwrap(),
+            key
+        );
+        assert!(matches!(
+            cursor::decode(&token, &Query::partition("T#t2")),
+            Err(StoreError::InvalidCursor(_))
+        ));
+        assert!(cursor::decode("zz", &Query::partition("T#t1")).is_err());
+    }
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        assert_eq!(backoff(1), Duration::from_millis(100));
+        assert_eq!(backoff(20), Duration::from_millis(2_000));
+    }
+
+    #[test]
+    fn conflicts_are_not_retryable_but_incomplete_batches_are() {
+        assert!(
+            !StoreError::StaleVersion {
+                pk: "p".into(),
+                sk: "s".into(),
+                expected: 1
+            }
+            .is_retryable()
+        );
+        assert!(
+            StoreError::BatchIncomplete {
+                unprocessed: 1,
+                total: 2,
+                attempts: 8
+            }
+            .is_retryable()
+        );
+    }
+}

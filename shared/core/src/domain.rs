@@ -1,0 +1,397 @@
+//! Domain types shared by the functions, the API and the agent.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::ids::{ClusterId, TenantId};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tenant {
+    pub id: TenantId,
+    pub name: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// What an API key may do within its tenant. Ordered: each role includes the ones below it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Viewer,
+    Operator,
+    Admin,
+}
+
+impl Role {
+    pub fn allows(self, required: Role) -> bool {
+        self >= required
+    }
+}
+
+/// Who a key acts for. Agent keys are bound to exactly one cluster and reach only agent routes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Principal {
+    User { role: Role },
+    Agent { cluster_id: ClusterId },
+}
+
+/// A stored API key: only the SHA-256 of the secret is kept; the prefix identifies it in lists.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiKey {
+    pub id: String,
+    pub tenant_id: TenantId,
+    pub name: String,
+    pub prefix: String,
+    pub secret_sha256: String,
+    pub principal: Principal,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+/// An IAM role ARN, checked for shape: `arn:<partition>:iam::<12-digit account>:role/<path/name>`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct RoleArn {
+    arn: String,
+    account_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "role_arn {value:?} is not an IAM role ARN (arn:aws:iam::<12-digit account>:role/<name>): {reason}"
+)]
+pub struct RoleArnError {
+    pub value: String,
+    pub reason: &'static str,
+}
+
+impl RoleArn {
+    pub fn parse(value: &str) -> Result<Self, RoleArnError> {
+        let err = |reason| RoleArnError {
+            value: value.to_owned(),
+            reason,
+        };
+        let parts: Vec<&str> = value.splitn(6, ':').collect();
+        let [arn, partition, service, region, account, resource] = parts[..] else {
+            return Err(err("expected six ':'-separated parts"));
+        };
+        if arn != "arn" || !matches!(partition, "aws" | "aws-cn" | "aws-us-gov") {
+            return Err(err("unknown partition"));
+        }
+        if service != "iam" || !region.is_empty() {
+            return Err(err("not a global IAM ARN"));
+        }
+        if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(err("account id must be 12 digits"));
+        }
+        match resource.strip_prefix("role/") {
+            Some(name) if !name.is_empty() && !name.ends_with('/') => {}
+            _ => return Err(err("resource must be role/<name>")),
+        }
+        Ok(Self {
+            arn: value.to_owned(),
+            account_id: account.to_owned(),
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.arn
+    }
+
+    pub fn account_id(&self) -> &str {
+        &self.account_id
+    }
+}
+
+impl TryFrom<String> for RoleArn {
+    type Error = RoleArnError;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value)
+    }
+}
+
+impl From<RoleArn> for String {
+    fn from(value: RoleArn) -> Self {
+        value.arn
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "lowercase")]
+pub enum AccountHealth {
+    Pending,
+    Healthy,
+    Unhealthy { reason: String },
+}
+
+/// A customer AWS account linked through a cross-account role that requires our ExternalId.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Account {
+    pub tenant_id: TenantId,
+    pub account_id: String,
+    pub role_arn: RoleArn,
+    pub external_id: String,
+    pub regions: Vec<String>,
+    pub health: AccountHealth,
+    #[serde(with = "time::serde::rfc3339")]
+    pub linked_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CapacityType {
+    Spot,
+    OnDemand,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cluster {
+    pub tenant_id: TenantId,
+    pub id: ClusterId,
+    pub account_id: String,
+    pub region: String,
+    pub name: String,
+    pub arn: String,
+    pub kubernetes_version: Option<String>,
+    pub status: String,
+    /// Set when discovery no longer sees the cluster; history is kept.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub vanished_at: Option<OffsetDateTime>,
+}
+
+/// Schedulable capacity or requests. Memory in MiB and CPU in millicores, as Kubernetes counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resources {
+    pub cpu_m: u64,
+    pub mem_mib: u64,
+    #[serde(default)]
+    pub pods: u32,
+    #[serde(default)]
+    pub gpus: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Taint {
+    pub key: String,
+    #[serde(default)]
+    pub value: Option<String>,
+    pub effect: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Node {
+    pub tenant_id: TenantId,
+    pub cluster_id: ClusterId,
+    pub name: String,
+    pub instance_id: Option<String>,
+    pub instance_type: String,
+    pub zone: String,
+    pub capacity_type: CapacityType,
+    pub allocatable: Resources,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub taints: Vec<Taint>,
+    #[serde(default)]
+    pub unschedulable: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnerRef {
+    pub kind: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pod {
+    pub namespace: String,
+    pub name: String,
+    pub node_name: Option<String>,
+    pub requests: Resources,
+    pub owner: Option<OwnerRef>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    X86_64,
+    Arm64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceType {
+    pub name: String,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    pub arch: Arch,
+    #[serde(default)]
+    pub gpus: u32,
+    pub max_pods: u32,
+}
+
+/// Identifies one spot capacity pool.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PoolKey {
+    pub region: String,
+    pub zone: String,
+    pub instance_type: String,
+}
+
+/// Price and risk of one pool, as normalised by the scraper and read by the optimizer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pool {
+    #[serde(flatten)]
+    pub key: PoolKey,
+    pub spot_price_hr: Option<f64>,
+    pub on_demand_price_hr: Option<f64>,
+    /// Spot Advisor interruption band, 0 (<5%) to 4 (>20%).
+    pub interruption_band: Option<u8>,
+    pub advisor_savings_pct: Option<i16>,
+    /// Interruptions seen across all tenants in the trailing 30 days.
+    #[serde(default)]
+    pub observed_interruptions_30d: u32,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PolicyMode {
+    /// Store recommendations only.
+    Recommend,
+    /// Also enqueue agent actions within the disruption budget.
+    Auto,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Policy {
+    pub mode: PolicyMode,
+    pub max_interruption_band: u8,
+    /// Spot capacity must spread over at least this many pools (type x zone).
+    pub min_spot_pools: u32,
+    pub excluded_namespaces: Vec<String>,
+    /// Share of each workload kept on on-demand capacity, in percent.
+    pub on_demand_base_pct: u8,
+    /// Most nodes disrupted at once.
+    pub max_disrupted_nodes: u32,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            mode: PolicyMode::Recommend,
+            max_interruption_band: 2,
+            min_spot_pools: 15,
+            excluded_namespaces: vec!["kube-system".into()],
+            on_demand_base_pct: 0,
+            max_disrupted_nodes: 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Warning,
+    Critical,
+}
+
+/// The envelope every producer puts on the notifications queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Notification {
+    pub tenant_id: TenantId,
+    pub event_type: String,
+    pub severity: Severity,
+    pub cluster_id: Option<ClusterId>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    pub title: String,
+    pub body: String,
+    #[serde(default)]
+    pub links: Vec<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub occurred_at: OffsetDateTime,
+    /// Notifications with the same key inside the dedup window are delivered once.
+    pub dedup_key: String,
+}
+
+/// One mutating call or platform decision, kept per tenant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    pub id: String,
+    pub tenant_id: TenantId,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub before: Option<serde_json::Value>,
+    pub after: Option<serde_json::Value>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn role_arn_parses_account_and_rejects_lookalikes() {
+        let arn = RoleArn::parse("arn:aws:iam::123456789012:role/spotwise/SpotwiseAccess").unwrap();
+        assert_eq!(arn.account_id(), "123456789012");
+        for bad in [
+            "arn:aws:iam::12345678901:role/x",
+            "arn:aws:iam::123456789012:user/x",
+            "arn:aws:sts::123456789012:role/x",
+            "arn:aws:iam:us-east-1:123456789012:role/x",
+            "arn:evil:iam::123456789012:role/x",
+            "arn:aws:iam::123456789012:role/",
+            "123456789012",
+        ] {
+            assert!(RoleArn::parse(bad).is_err(), "{bad}");
+        }
+        let err = RoleArn::parse("nope").unwrap_err().to_string();
+        assert!(err.starts_with("role_arn \"nope\""), "{err}");
+    }
+
+    #[test]
+    fn roles_are_ordered() {
+        assert!(Role::Admin.allows(Role::Operator));
+        assert!(Role::Operator.allows(Role::Viewer));
+        assert!(!Role::Viewer.allows(Role::Operator));
+    }
+
+    #[test]
+    fn capacity_type_uses_kubernetes_spelling() {
+        assert_eq!(
+            serde_json::to_string(&CapacityType::OnDemand).unwrap(),
+            "\"on-demand\""
+        );
+    }
+
+    #[test]
+    fn pool_flattens_its_key() {
+        let pool = Pool {
+            key: PoolKey {
+                region: "us-east-1".into(),
+                zone: "use1-az1".into(),
+                instance_type: "m5.large".into(),
+            },
+            spot_price_hr: Some(0.035),
+            on_demand_price_hr: Some(0.096),
+            interruption_band: Some(3),
+            advisor_savings_pct: Some(66),
+            observed_interruptions_30d: 0,
+            updated_at: OffsetDateTime::UNIX_EPOCH,
+        };
+        let json = serde_json::to_value(&pool).unwrap();
+        assert_eq!(json["instance_type"], "m5.large");
+        assert_eq!(serde_json::from_value::<Pool>(json).unwrap(), pool);
+    }
+}

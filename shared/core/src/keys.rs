@@ -1,0 +1,129 @@
+//! The single-table key scheme. Every key is built here, so the layout is visible in one place.
+//!
+//! Tenant-owned items live in partition `T#<tenant>`; only [`TenantId`] (validated, no `#`) can
+//! produce such a partition, which is what makes tenant isolation a property of the keys.
+
+use crate::domain::PoolKey;
+use crate::ids::{ClusterId, TenantId};
+
+/// A primary key of the table.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key {
+    pub pk: String,
+    pub sk: String,
+}
+
+impl Key {
+    pub fn new(pk: impl Into<String>, sk: impl Into<String>) -> Self {
+        Self {
+            pk: pk.into(),
+            sk: sk.into(),
+        }
+    }
+}
+
+/// A secondary (GSI1) key for reverse look-ups.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Gsi1Key {
+    pub gsi1pk: String,
+    pub gsi1sk: String,
+}
+
+pub fn tenant_partition(tenant: &TenantId) -> String {
+    format!("T#{tenant}")
+}
+
+pub fn tenant(tenant: &TenantId) -> Key {
+    Key::new(tenant_partition(tenant), "TENANT")
+}
+
+pub fn account(tenant: &TenantId, account_id: &str) -> Key {
+    Key::new(tenant_partition(tenant), format!("ACCOUNT#{account_id}"))
+}
+
+pub fn cluster(tenant: &TenantId, cluster: &ClusterId) -> Key {
+    Key::new(tenant_partition(tenant), format!("CLUSTER#{cluster}"))
+}
+
+pub fn node(cluster: &ClusterId, node_name: &str) -> Key {
+    Key::new(format!("C#{cluster}"), format!("NODE#{node_name}"))
+}
+
+pub fn pool_current(pool: &PoolKey) -> Key {
+    Key::new(
+        format!("POOL#{}#{}#{}", pool.region, pool.zone, pool.instance_type),
+        "CUR",
+    )
+}
+
+/// Idempotency claims: one item per processed event id, expired by TTL.
+pub fn idempotency(scope: &str, id: &str) -> Key {
+    Key::new(format!("IDEMP#{scope}#{id}"), "IDEMP")
+}
+
+pub fn audit(tenant: &TenantId, event_id: &str) -> Key {
+    Key::new(tenant_partition(tenant), format!("AUDIT#{event_id}"))
+}
+
+pub fn action(tenant: &TenantId, action_id: &str) -> Key {
+    Key::new(tenant_partition(tenant), format!("ACTION#{action_id}"))
+}
+
+pub fn interruption(tenant: &TenantId, id: &str) -> Key {
+    Key::new(tenant_partition(tenant), format!("INTERRUPTION#{id}"))
+}
+
+/// GSI1 index entry mapping an EC2 instance to the node that runs on it.
+pub fn instance_index(instance_id: &str) -> Gsi1Key {
+    Gsi1Key {
+        gsi1pk: format!("INSTANCE#{instance_id}"),
+        gsi1sk: "NODE".into(),
+    }
+}
+
+/// The GSI1 partition that lists every linked account across tenants.
+pub const LINKED_ACCOUNTS_PARTITION: &str = "LINKED_ACCOUNT";
+
+/// GSI1 entry listing every linked account across tenants, for the discovery fan-out.
+pub fn linked_accounts_index(tenant: &TenantId, account_id: &str) -> Gsi1Key {
+    Gsi1Key {
+        gsi1pk: LINKED_ACCOUNTS_PARTITION.into(),
+        gsi1sk: format!("T#{tenant}#{account_id}"),
+    }
+}
+
+/// Sort-key prefixes for listing one kind of item in a tenant's partition.
+pub mod prefix {
+    pub const ACCOUNT: &str = "ACCOUNT#";
+    pub const CLUSTER: &str = "CLUSTER#";
+    pub const AUDIT: &str = "AUDIT#";
+    pub const ACTION: &str = "ACTION#";
+    pub const NODE: &str = "NODE#";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenant_items_share_the_tenant_partition() {
+        let t = TenantId::new("t1").unwrap();
+        let c = ClusterId::new("c1").unwrap();
+        assert_eq!(
+            account(&t, "123456789012"),
+            Key::new("T#t1", "ACCOUNT#123456789012")
+        );
+        assert_eq!(cluster(&t, &c), Key::new("T#t1", "CLUSTER#c1"));
+        assert!(audit(&t, "01J").sk.starts_with(prefix::AUDIT));
+    }
+
+    #[test]
+    fn pool_key_layout() {
+        let k = pool_current(&PoolKey {
+            region: "us-east-1".into(),
+            zone: "use1-az1".into(),
+            instance_type: "m5.large".into(),
+        });
+        assert_eq!(k, Key::new("POOL#us-east-1#use1-az1#m5.large", "CUR"));
+    }
+}

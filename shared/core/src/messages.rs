@@ -1,0 +1,63 @@
+//! Message contracts between functions (SQS bodies). Changing one is a breaking change for
+//! messages already in flight, so fields are only ever added with defaults.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{ClusterId, TenantId};
+
+/// Discovery fan-out: one per linked account per run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiscoverAccount {
+    pub tenant_id: TenantId,
+    pub account_id: String,
+    /// The discovery run this message belongs to, for run accounting.
+    pub run_id: String,
+}
+
+/// Asks the optimizer to plan one cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OptimizeRequest {
+    pub tenant_id: TenantId,
+    pub cluster_id: ClusterId,
+    /// Who asked: `schedule`, `api:<key prefix>`, ...
+    #[serde(default = "default_trigger")]
+    pub trigger: String,
+}
+
+fn default_trigger() -> String {
+    "unspecified".into()
+}
+
+/// The payload a scheduled invocation carries (EventBridge Scheduler `Input`). Every field is
+/// optional so a bare `{}` or a classic EventBridge "Scheduled Event" works too.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleTrigger {
+    #[serde(default)]
+    pub job: Option<String>,
+    #[serde(default)]
+    pub time: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn optimize_request_defaults_trigger() {
+        let r: OptimizeRequest =
+            serde_json::from_str(r#"{"tenant_id":"t1","cluster_id":"c1"}"#).unwrap();
+        assert_eq!(r.trigger, "unspecified");
+    }
+
+    #[test]
+    fn schedule_trigger_accepts_classic_scheduled_events() {
+        let raw = r#"{"version":"0","id":"x","detail-type":"Scheduled Event","source":"aws.events",
+            "time":"2026-11-22T10:00:00Z","region":"us-east-1","resources":[],"detail":{}}"#;
+        let t: ScheduleTrigger = serde_json::from_str(raw).unwrap();
+        assert_eq!(t.time.as_deref(), Some("2026-11-22T10:00:00Z"));
+        assert_eq!(
+            serde_json::from_str::<ScheduleTrigger>("{}").unwrap(),
+            ScheduleTrigger::default()
+        );
+    }
+}

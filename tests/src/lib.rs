@@ -1,0 +1,172 @@
+//! Test support: the local AWS stack.
+//!
+//! [`LocalStack::start`] runs `infra/local/stack.py serve` (moto_server on a free 127.0.0.1 port,
+//! bootstrapped from template.yaml) and reads its description. The emulator stops when the
+//! [`LocalStack`] is dropped, and also when the test process dies, because it exits as soon as
+//! its standard input (held by this process) closes.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_credential_types::Credentials;
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+pub struct FunctionEnv {
+    pub binary: Option<String>,
+    pub env: HashMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Description {
+    endpoint: String,
+    region: String,
+    resources: HashMap<String, String>,
+    functions: HashMap<String, FunctionEnv>,
+}
+
+pub struct LocalStack {
+    child: Child,
+    // Dropping this closes the emulator's stdin, which stops it.
+    stdin: Option<ChildStdin>,
+    description: Description,
+}
+
+/// The repository root (this crate lives in `<root>/tests`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// A file the project ships (events, data), by path relative to the repository root.
+pub fn fixture(relative: &str) -> String {
+    let path = repo_root().join(relative);
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read fixture {}: {e}", path.display()))
+}
+
+fn python() -> PathBuf {
+    std::env::var_os("SPOTWISE_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".venv/bin/python"))
+}
+
+impl LocalStack {
+    /// Starts a fresh, empty stack. Panics with instructions when the venv is missing.
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts a stack with template parameters overridden (`NAME=VALUE`).
+    pub fn start_with(params: &[&str]) -> Self {
+        let python = python();
+        assert!(
+            python.exists(),
+            "{} not found: run `scripts/test.sh` once (it creates the project venv with moto), \
+             or set SPOTWISE_PYTHON",
+            python.display()
+        );
+        let mut command = Command::new(&python);
+        command
+            .arg(repo_root().join("infra/local/stack.py"))
+            .arg("serve")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for param in params {
+            command.arg("--param").arg(param);
+        }
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", python.display()));
+        let stdin = child.stdin.take();
+        let mut line = String::new();
+        if let Some(stdout) = child.stdout.take() {
+            let _ = BufReader::new(stdout).read_line(&mut line);
+        }
+        let description: Description = serde_json::from_str(&line).unwrap_or_else(|e| {
+            let _ = child.kill();
+            panic!("local stack did not start (first line {line:?}): {e}")
+        });
+        Self {
+            child,
+            stdin,
+            description,
+        }
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.description.endpoint
+    }
+
+    pub fn region(&self) -> &str {
+        &self.description.region
+    }
+
+    /// The local physical id of a template resource: a table name or a queue URL.
+    pub fn resource(&self, logical_id: &str) -> &str {
+        self.description
+            .resources
+            .get(logical_id)
+            .map(String::as_str)
+            .unwrap_or_else(|| panic!("template.yaml has no resource {logical_id}"))
+    }
+
+    pub fn table(&self) -> &str {
+        self.resource("Table")
+    }
+
+    /// A function's environment as the template defines it, resolved locally, plus the endpoint
+    /// and dummy credentials, ready for `Env::from_map` or a child process.
+    pub fn function_env(&self, logical_id: &str) -> HashMap<String, String> {
+        let function = self
+            .description
+            .functions
+            .get(logical_id)
+            .unwrap_or_else(|| panic!("template.yaml has no function {logical_id}"));
+        let mut env = function.env.clone();
+        env.extend(self.aws_env());
+        env
+    }
+
+    /// Environment variables that point any AWS SDK at this stack.
+    pub fn aws_env(&self) -> HashMap<String, String> {
+        HashMap::from([
+            ("AWS_ENDPOINT_URL".into(), self.endpoint().to_owned()),
+            ("AWS_REGION".into(), self.region().to_owned()),
+            ("AWS_ACCESS_KEY_ID".into(), "local".into()),
+            ("AWS_SECRET_ACCESS_KEY".into(), "local".into()),
+        ])
+    }
+
+    /// SDK configuration for this stack (static dummy credentials, loopback endpoint).
+    pub async fn sdk_config(&self) -> SdkConfig {
+        aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(self.region().to_owned()))
+            .endpoint_url(self.endpoint())
+            .credentials_provider(Credentials::new(
+                "local",
+                "local",
+                None,
+                None,
+                "spotwise-testkit",
+            ))
+            .load()
+            .await
+    }
+}
+
+impl Drop for LocalStack {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        if !matches!(self.child.try_wait(), Ok(Some(_))) {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
