@@ -26,9 +26,12 @@ STEPS = [
     ("DiscoveryFunction", "events/discovery/schedule.json"),
     ("PricingScraperFunction", "events/pricing-scraper/schedule.json"),
     ("OptimizerFunction", "events/optimizer/sqs-optimize-request.json"),
+    ("InterruptionFunction", "events/interruption/sqs-rebalance-recommendation.json"),
     ("InterruptionFunction", "events/interruption/sqs-spot-interruption-warning.json"),
     ("InterruptionFunction", "events/interruption/sqs-spot-interruption-warning.json"),
+    ("InterruptionFunction", "events/interruption/sqs-asg-lifecycle-termination.json"),
     ("InterruptionFunction", "events/interruption/sqs-scheduled-change.json"),
+    ("InterruptionFunction", "events/interruption/sqs-instance-state-change.json"),
     ("WebhookDispatcherFunction", "events/webhook-dispatcher/sqs-notification.json"),
     ("ApiFunction", "events/api/http-api-health.json"),
 ]
@@ -130,7 +133,7 @@ def main():
                             ExpressionAttributeValues={":p": {"S": pk}, ":s": {"S": prefix}})
             return [{k: plain.deserialize(v) for k, v in item.items()} for item in out["Items"]]
 
-        interruptions = count("T#t1", "INTERRUPTION#")
+        actions = count("T#t1", "ACTION#")
         capacity = count("T#t1", "CLUSTER#c1#CAPACITY")
         notifications = count("T#t1", "NOTIFICATION#")
         queued = stack.sqs.get_queue_attributes(QueueUrl=stack.refs["DiscoveryQueue"],
@@ -142,10 +145,18 @@ def main():
             mix = ", ".join(f"{kind}: {group['nodes']}" for kind, group in capacity[0]["by_capacity_type"].items())
             print(f"  cluster c1 capacity:         {total['nodes']} nodes, {total['cpu_m']} mCPU, "
                   f"{total['mem_mib']} MiB ({mix})")
-        print(f"  interruptions recorded:      {len(interruptions)} "
-              f"(the duplicate delivery and the unknown instance were dropped)")
-        for record in interruptions:
-            print(f"    {record['detail_type']} -> {record['node_name']} ({record['instance_id']})")
+        agent_queue = stack.sqs.get_queue_attributes(QueueUrl=stack.refs["spotwise-local-agent-c1.fifo"],
+                                                     AttributeNames=["ApproximateNumberOfMessages"])
+        stats = count("STATS#interruption", "DAY#")
+        print(f"  agent actions issued:        {len(actions)} "
+              f"({agent_queue['Attributes']['ApproximateNumberOfMessages']} signed on the cluster's agent queue)")
+        for record in actions:
+            action = record["action"]
+            print(f"    {action['kind']} {action['target']['name']} ({record['instance_id']}): {record['status']}, "
+                  f"deadline {action['not_after']} — {action['reason']}")
+        if stats:
+            counters = {k: int(v) for k, v in stats[0].items() if k not in ("pk", "sk", "ttl")}
+            print(f"  interruption counters today: {counters}")
         print(f"  notifications in feed:       {len(notifications)}")
     finally:
         server.stop()

@@ -126,9 +126,23 @@ class Stack:
                 )
 
     def seed(self, path):
-        """Writes the items of a seed file (store format: pk/sk beside document fields)."""
+        """Creates the queues of a seed file and writes its items (store format: pk/sk beside
+        document fields). A string item value `{{queue:NAME}}` becomes that queue's URL."""
         with open(path, encoding="utf-8") as f:
-            items = json.load(f, parse_float=Decimal)["items"]
+            seed = json.load(f, parse_float=Decimal)
+        urls = {}
+        for queue in seed.get("queues", []):
+            attributes = {"FifoQueue": "true"} if queue["name"].endswith(".fifo") else {}
+            urls[queue["name"]] = self.sqs.create_queue(QueueName=queue["name"], Attributes=attributes)["QueueUrl"]
+            self.refs[queue["name"]] = urls[queue["name"]]
+            self.names[queue["name"]] = queue["name"]
+
+        def fill(value):
+            if isinstance(value, str) and value.startswith("{{queue:") and value.endswith("}}"):
+                return urls[value[len("{{queue:"):-2]]
+            return value
+
+        items = [{k: fill(v) for k, v in item.items()} for item in seed["items"]]
         serializer = boto3.dynamodb.types.TypeSerializer()
         table = next(name for logical, name in self.names.items()
                      if self.resources[logical]["Type"] == "AWS::DynamoDB::Table")

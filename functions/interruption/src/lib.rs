@@ -1,49 +1,83 @@
-//! Interruption handler: EventBridge events about EC2 instances arrive through SQS; each is
-//! deduplicated by event id, mapped to the node it affects through the discovery index, and
-//! recorded on that node's tenant.
+//! Interruption handler. EventBridge rules (and Auto Scaling hooks) feed one SQS queue; for each
+//! message this function:
+//!
+//! 1. parses it into a [`Signal`] (or ignores it with a reason; malformed messages fail alone
+//!    and reach the DLQ after the queue's receive limit);
+//! 2. deduplicates by event id, so redeliveries do nothing;
+//! 3. maps each instance to its node through the discovery index (unknown instances are counted
+//!    and dropped, never retried);
+//! 4. deduplicates by (instance, action kind), so a spot warning, a health event and an ASG hook
+//!    for one node yield one drain;
+//! 5. signs the agent action and puts it on the cluster's queue, records it, counts the
+//!    interruption on its pool (the cross-tenant risk signal the optimizer reads), and notifies.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::time::Duration;
 
 use aws_config::SdkConfig;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
-use serde::{Deserialize, Serialize};
+use futures_util::future::try_join_all;
+use serde::Deserialize;
+use serde_json::json;
+use spotwise_aws::queue::{Fifo, QueueError};
 use spotwise_aws::store::{Claim, Item, PutCondition, Query};
-use spotwise_aws::{Store, StoreError};
+use spotwise_aws::{Queue, Store, StoreError};
+use spotwise_core::action::{ActionKind, ActionRecord, ActionStatus, ActionTarget, AgentAction};
 use spotwise_core::config::{CommonConfig, ConfigError, Env};
-use spotwise_core::events::{EnvelopeError, EventEnvelope};
-use spotwise_core::{Classify, ClusterId, Disposition, TenantId, keys};
+use spotwise_core::domain::{
+    Cluster, ClusterSecret, Node, Notification, Policy, PoolKey, RebalanceResponse, Severity,
+};
+use spotwise_core::interruption::{self, ParseError, Parsed, Signal, SignalKind};
+use spotwise_core::keys::{self, Key};
+use spotwise_core::{Classify, ClusterId, Disposition, TenantId};
 use spotwise_lambda::sqs::{BodyError, process_batch};
 use time::OffsetDateTime;
 use tracing::{info, warn};
 
-/// Redeliveries of one EventBridge event arrive within minutes; a day is ample.
-const DEDUP_HOLD: Duration = Duration::from_secs(24 * 3600);
+/// Redeliveries of one event arrive within minutes; a day is ample.
+const EVENT_DEDUP_HOLD: Duration = Duration::from_secs(24 * 3600);
+/// One drain (or cordon) per node within this window, whatever mix of events asks for it.
+const ACTION_DEDUP_HOLD: Duration = Duration::from_secs(3600);
+/// How long an interrupted pool is kept out of new spot plans.
+const POOL_COOLDOWN: Duration = Duration::from_secs(30 * 60);
+/// Daily pool counters are read over a 30-day window; keep a little longer.
+const POOL_STATS_RETENTION: Duration = Duration::from_secs(35 * 24 * 3600);
+const STATS_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
 const CONCURRENCY: usize = 10;
+/// Taint that keeps new pods off a node that is about to go.
+const INTERRUPTION_TAINT: &str = "spotwise.io/interruption";
 
 pub struct Config {
     pub common: CommonConfig,
+    pub notifications_queue_url: String,
 }
 
 impl Config {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
             common: CommonConfig::from_env(env)?,
+            notifications_queue_url: env.required("NOTIFICATIONS_QUEUE_URL")?,
         })
     }
 }
 
 pub struct Deps {
     pub store: Store,
+    pub sqs: aws_sdk_sqs::Client,
+    pub notifications: Queue,
 }
 
 impl Deps {
     pub fn new(sdk: &SdkConfig, config: &Config) -> Self {
+        let sqs = aws_sdk_sqs::Client::new(sdk);
         Self {
             store: Store::new(
                 aws_sdk_dynamodb::Client::new(sdk),
                 &config.common.table_name,
             ),
+            notifications: Queue::new(sqs.clone(), &config.notifications_queue_url),
+            sqs,
         }
     }
 }
@@ -53,73 +87,71 @@ pub enum InterruptionError {
     #[error(transparent)]
     Body(#[from] BodyError),
     #[error(transparent)]
-    Envelope(#[from] EnvelopeError),
+    Parse(#[from] ParseError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
 }
 
 impl Classify for InterruptionError {
     fn disposition(&self) -> Disposition {
         match self {
-            InterruptionError::Body(_) | InterruptionError::Envelope(_) => {
-                Disposition::NonRetryable
-            }
+            InterruptionError::Body(_) | InterruptionError::Parse(_) => Disposition::NonRetryable,
             InterruptionError::Store(e) => e.disposition(),
+            InterruptionError::Queue(e) => e.disposition(),
         }
     }
 }
 
-/// The node an instance runs, as the discovery index stores it.
+/// What happened to one instance of a signal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InstanceOutcome {
+    /// An action was issued (and queued when the cluster has an agent).
+    Issued {
+        action_id: String,
+        kind: ActionKind,
+        status: ActionStatus,
+    },
+    /// The same action for this instance was issued recently.
+    AlreadyHandled,
+    /// The instance is gone: its node was marked departed and its open actions closed.
+    Departed {
+        closed_actions: usize,
+    },
+    /// Policy says tell the tenant only.
+    NotifiedOnly,
+    UnknownInstance,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Handled(Vec<(String, InstanceOutcome)>),
+    Duplicate,
+    Ignored(String),
+}
+
+/// The node an instance runs, as the discovery index stores it (a node item).
 #[derive(Debug, Deserialize)]
 struct IndexedNode {
     tenant_id: TenantId,
     cluster_id: ClusterId,
     name: String,
-}
-
-/// What the handler recorded for one affected node.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct InterruptionRecord {
-    pub event_id: String,
-    pub detail_type: String,
-    pub source: String,
-    pub instance_id: String,
-    pub cluster_id: ClusterId,
-    pub node_name: String,
-    pub event_time: String,
-    #[serde(with = "time::serde::rfc3339")]
-    pub received_at: OffsetDateTime,
-}
-
-/// How one message ended.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Outcome {
-    Recorded {
-        nodes: usize,
-        unknown_instances: usize,
-    },
-    Duplicate,
+    zone: String,
+    #[serde(default)]
+    zone_id: Option<String>,
+    instance_type: String,
 }
 
 pub async fn handle_batch(deps: &Deps, event: SqsEvent) -> Result<SqsBatchResponse, Infallible> {
-    Ok(process_batch(event, CONCURRENCY, |message| {
-        handle_message(deps, message, OffsetDateTime::now_utc())
-    })
-    .await)
+    Ok(process_batch(event, CONCURRENCY, |message| handle_message(deps, message)).await)
 }
 
-async fn handle_message(
-    deps: &Deps,
-    message: SqsMessage,
-    now: OffsetDateTime,
-) -> Result<(), InterruptionError> {
-    handle_body(
-        deps,
-        message.body.as_deref().ok_or(BodyError::Missing)?,
-        now,
-    )
-    .await
-    .map(|_| ())
+async fn handle_message(deps: &Deps, message: SqsMessage) -> Result<(), InterruptionError> {
+    let body = message.body.as_deref().ok_or(BodyError::Missing)?;
+    handle_body(deps, body, OffsetDateTime::now_utc())
+        .await
+        .map(|_| ())
 }
 
 pub async fn handle_body(
@@ -127,197 +159,443 @@ pub async fn handle_body(
     body: &str,
     now: OffsetDateTime,
 ) -> Result<Outcome, InterruptionError> {
-    let event = EventEnvelope::parse(body)?;
-    let claim_key = keys::idempotency("event", &event.id);
-    if deps.store.claim(&claim_key, DEDUP_HOLD, now).await? == Claim::AlreadyClaimed {
-        info!(event_id = %event.id, "duplicate delivery skipped");
+    let signal = match interruption::parse(body)? {
+        Parsed::Signal(signal) => signal,
+        Parsed::Ignored { reason } => {
+            info!(%reason, "message ignored");
+            count(deps, "ignored", now).await;
+            return Ok(Outcome::Ignored(reason));
+        }
+    };
+    // The claim and the node look-ups are independent: one round trip for both.
+    let claim = keys::idempotency("event", &signal.event_id);
+    let (claimed, nodes) = tokio::join!(
+        deps.store.claim(&claim, EVENT_DEDUP_HOLD, now),
+        try_join_all(signal.instance_ids.iter().map(|id| lookup_node(deps, id))),
+    );
+    if claimed? == Claim::AlreadyClaimed {
+        info!(event_id = %signal.event_id, "duplicate delivery skipped");
+        count(deps, "duplicate_events", now).await;
         return Ok(Outcome::Duplicate);
     }
-    match record(deps, &event, now).await {
-        Ok(outcome) => Ok(outcome),
+    let handled = match nodes {
+        Ok(nodes) => {
+            let work = signal
+                .instance_ids
+                .iter()
+                .zip(nodes)
+                .map(|(id, node)| handle_instance(deps, &signal, id, node, now));
+            try_join_all(work).await
+        }
+        Err(err) => Err(err),
+    };
+    match handled {
+        Ok(outcomes) => Ok(Outcome::Handled(
+            signal.instance_ids.iter().cloned().zip(outcomes).collect(),
+        )),
         Err(err) => {
-            // Give the claim back so the redelivery is processed instead of skipped.
-            if let Err(release) = deps.store.delete(&claim_key).await {
-                warn!(event_id = %event.id, error = %release, "could not release claim");
+            // Give the event back so its redelivery is processed; instances already handled
+            // are protected by their own action claims.
+            if let Err(release) = deps.store.delete(&claim).await {
+                warn!(event_id = %signal.event_id, error = %release, "could not release event claim");
             }
             Err(err)
         }
     }
 }
 
-async fn record(
+async fn lookup_node(
     deps: &Deps,
-    event: &EventEnvelope,
+    instance_id: &str,
+) -> Result<Option<IndexedNode>, InterruptionError> {
+    let index = keys::instance_index(instance_id);
+    let page = deps
+        .store
+        .query::<IndexedNode>(&Query::gsi1(index.gsi1pk).limit(1))
+        .await?;
+    Ok(page.items.into_iter().next().map(|item| item.body))
+}
+
+async fn handle_instance(
+    deps: &Deps,
+    signal: &Signal,
+    instance_id: &str,
+    node: Option<IndexedNode>,
     now: OffsetDateTime,
-) -> Result<Outcome, InterruptionError> {
-    let mut nodes = 0;
-    let mut unknown_instances = 0;
-    for instance_id in event.instance_ids() {
-        let index = keys::instance_index(&instance_id);
-        let found = deps
-            .store
-            .query::<IndexedNode>(&Query::gsi1(index.gsi1pk).limit(1))
-            .await?
-            .items
-            .into_iter()
-            .next();
-        let Some(node) = found else {
-            // Not a node we manage: count and drop, never retry.
-            warn!(event_id = %event.id, %instance_id, detail_type = %event.detail_type, "unknown instance");
-            unknown_instances += 1;
-            continue;
-        };
-        let record = InterruptionRecord {
-            event_id: event.id.clone(),
-            detail_type: event.detail_type.clone(),
-            source: event.source.clone(),
-            instance_id: instance_id.clone(),
-            cluster_id: node.body.cluster_id.clone(),
-            node_name: node.body.name.clone(),
-            event_time: event.time.clone(),
-            received_at: now,
-        };
-        let key = keys::interruption(&node.body.tenant_id, &format!("{}#{instance_id}", event.id));
-        deps.store
-            .put(&Item::new(key, record), PutCondition::Always)
-            .await?;
-        info!(event_id = %event.id, %instance_id, tenant = %node.body.tenant_id,
-              cluster = %node.body.cluster_id, node = %node.body.name, "interruption recorded");
-        nodes += 1;
+) -> Result<InstanceOutcome, InterruptionError> {
+    let Some(node) = node else {
+        warn!(event_id = %signal.event_id, %instance_id, kind = ?signal.kind, "unknown instance dropped");
+        count(deps, "unknown_instances", now).await;
+        return Ok(InstanceOutcome::UnknownInstance);
+    };
+    if signal.kind == SignalKind::StateChange {
+        return depart(deps, signal, &node, now).await;
     }
-    Ok(Outcome::Recorded {
-        nodes,
-        unknown_instances,
+    let kind = match signal.kind {
+        SignalKind::RebalanceRecommendation => match rebalance_policy(deps, &node).await? {
+            RebalanceResponse::Cordon => ActionKind::Cordon,
+            RebalanceResponse::Drain => ActionKind::Drain,
+            RebalanceResponse::Notify => {
+                notify(deps, signal, &node, instance_id, None, now).await?;
+                return Ok(InstanceOutcome::NotifiedOnly);
+            }
+        },
+        _ => ActionKind::Drain,
+    };
+
+    // Claim the (instance, kind) pair while reading where and how to send: one round trip.
+    let action_claim = keys::idempotency("action", &format!("{instance_id}#{kind:?}"));
+    let cluster_key = keys::cluster(&node.tenant_id, &node.cluster_id);
+    let secret_key = keys::cluster_secret(&node.cluster_id);
+    let (claimed, cluster, secret) = tokio::join!(
+        deps.store.claim(&action_claim, ACTION_DEDUP_HOLD, now),
+        deps.store.get::<Cluster>(&cluster_key),
+        deps.store.get::<ClusterSecret>(&secret_key),
+    );
+    if claimed? == Claim::AlreadyClaimed {
+        info!(event_id = %signal.event_id, %instance_id, ?kind, "action already issued for this instance");
+        count(deps, "deduplicated_actions", now).await;
+        return Ok(InstanceOutcome::AlreadyHandled);
+    }
+    let destination = match (cluster, secret) {
+        (Ok(cluster), Ok(secret)) => Ok(cluster
+            .and_then(|c| c.body.agent_queue_url)
+            .zip(secret.and_then(|s| hex::decode(s.body.secret_hex).ok()))),
+        (Err(err), _) | (_, Err(err)) => Err(err.into()),
+    };
+    let issued = match destination {
+        Ok(destination) => issue(deps, signal, &node, instance_id, kind, destination, now).await,
+        Err(err) => Err(err),
+    };
+    if issued.is_err() {
+        let _ = deps.store.delete(&action_claim).await;
+    }
+    issued
+}
+
+/// Sends the signed action (the time-critical part), then records, counts and notifies
+/// concurrently.
+async fn issue(
+    deps: &Deps,
+    signal: &Signal,
+    node: &IndexedNode,
+    instance_id: &str,
+    kind: ActionKind,
+    destination: Option<(String, Vec<u8>)>,
+    now: OffsetDateTime,
+) -> Result<InstanceOutcome, InterruptionError> {
+    let action = build_action(signal, &node.cluster_id, &node.name, instance_id, kind, now);
+    let (action, status, status_reason) = match destination {
+        Some((queue_url, secret)) => {
+            let signed = action.sign(&secret);
+            let fifo = queue_url.ends_with(".fifo").then(|| Fifo {
+                group_id: node.name.clone(),
+                dedup_id: signed.action_id.clone(),
+            });
+            Queue::new(deps.sqs.clone(), queue_url)
+                .send(&signed, fifo)
+                .await?;
+            (signed, ActionStatus::Queued, None)
+        }
+        None => (
+            action,
+            ActionStatus::Undeliverable,
+            Some("the cluster has no agent installed".to_owned()),
+        ),
+    };
+    let record = ActionRecord {
+        tenant_id: node.tenant_id.clone(),
+        action: action.clone(),
+        status,
+        status_reason,
+        source: format!("interruption:{}", signal.event_id),
+        instance_id: Some(instance_id.to_owned()),
+        created_at: now,
+        updated_at: now,
+    };
+    let item = Item::new(keys::action(&node.tenant_id, &action.action_id), record).with_gsi1(
+        keys::node_actions_index(&node.cluster_id, &node.name, &action.action_id),
+    );
+    let pool = async {
+        if signal.kind == SignalKind::SpotInterruption {
+            record_pool_interruption(deps, signal, node, now).await
+        } else {
+            Ok(())
+        }
+    };
+    let (recorded, notified, pooled, ()) = tokio::join!(
+        deps.store.put(&item, PutCondition::IfAbsent),
+        notify(
+            deps,
+            signal,
+            node,
+            instance_id,
+            Some((&action, status)),
+            now
+        ),
+        pool,
+        count(deps, "actions", now),
+    );
+    recorded?;
+    notified?;
+    pooled?;
+    info!(event_id = %signal.event_id, %instance_id, tenant = %node.tenant_id, cluster = %node.cluster_id,
+          node = %node.name, action_id = %action.action_id, ?kind, ?status, deadline = %rfc3339(action.not_after), "action issued");
+    Ok(InstanceOutcome::Issued {
+        action_id: action.action_id,
+        kind,
+        status,
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use spotwise_core::domain::{CapacityType, Node, Resources};
-    use spotwise_testkit::{LocalStack, fixture};
-
-    use super::*;
-
-    async fn deps(stack: &LocalStack) -> Deps {
-        let config =
-            Config::from_env(&Env::from_map(stack.function_env("InterruptionFunction"))).unwrap();
-        Deps::new(&stack.sdk_config().await, &config)
-    }
-
-    async fn index_node(deps: &Deps, tenant: &str, instance_id: &str, name: &str) {
-        let node = Node {
-            tenant_id: TenantId::new(tenant).unwrap(),
-            cluster_id: ClusterId::new("c1").unwrap(),
-            name: name.into(),
-            instance_id: Some(instance_id.into()),
-            instance_type: "m5.large".into(),
-            zone: "us-east-1b".into(),
-            capacity_type: CapacityType::Spot,
-            allocatable: Resources {
-                cpu_m: 1930,
-                mem_mib: 7200,
-                pods: 29,
-                gpus: 0,
-            },
-            labels: Default::default(),
-            taints: vec![],
-            unschedulable: false,
-        };
-        let item = Item::new(keys::node(&node.cluster_id, name), node)
-            .with_gsi1(keys::instance_index(instance_id));
-        deps.store.put(&item, PutCondition::Always).await.unwrap();
-    }
-
-    fn sqs_event(name: &str) -> SqsEvent {
-        serde_json::from_str(&fixture(&format!("events/interruption/sqs-{name}"))).unwrap()
-    }
-
-    #[tokio::test]
-    async fn spot_warning_is_recorded_once_for_its_node() {
-        let stack = LocalStack::start();
-        let deps = deps(&stack).await;
-        index_node(
-            &deps,
-            "t1",
-            "i-0b662ef9931388ba0",
-            "ip-10-0-1-17.ec2.internal",
-        )
-        .await;
-
-        let body = fixture("events/eventbridge/spot-interruption-warning.json");
-        let now = OffsetDateTime::now_utc();
-        assert_eq!(
-            handle_body(&deps, &body, now).await.unwrap(),
-            Outcome::Recorded {
-                nodes: 1,
-                unknown_instances: 0
-            }
-        );
-        assert_eq!(
-            handle_body(&deps, &body, now).await.unwrap(),
-            Outcome::Duplicate
-        );
-
-        let tenant = TenantId::new("t1").unwrap();
-        let records = deps
-            .store
-            .query_all::<InterruptionRecord>(
-                &Query::partition(keys::tenant_partition(&tenant)).prefix("INTERRUPTION#"),
-            )
-            .await
-            .unwrap();
-        assert_eq!(records.len(), 1);
-        assert_eq!(records[0].body.node_name, "ip-10-0-1-17.ec2.internal");
-        assert_eq!(
-            records[0].body.detail_type,
-            "EC2 Spot Instance Interruption Warning"
+/// The unsigned agent action for one instance of a signal: the handler's pure work.
+pub fn build_action(
+    signal: &Signal,
+    cluster_id: &ClusterId,
+    node_name: &str,
+    instance_id: &str,
+    kind: ActionKind,
+    now: OffsetDateTime,
+) -> AgentAction {
+    let deadline = interruption::action_deadline(signal, now);
+    let mut params = BTreeMap::from([("deadline".to_owned(), json!(rfc3339(deadline)))]);
+    if kind == ActionKind::Drain {
+        params.insert(
+            "taint".into(),
+            json!({"key": INTERRUPTION_TAINT, "value": kind_label(signal.kind), "effect": "NoSchedule"}),
         );
     }
-
-    #[tokio::test]
-    async fn unknown_instances_are_dropped_not_retried() {
-        let stack = LocalStack::start();
-        let deps = deps(&stack).await;
-        let response = handle_batch(&deps, sqs_event("scheduled-change.json"))
-            .await
-            .unwrap();
-        assert!(response.batch_item_failures.is_empty());
+    if let Some(lifecycle) = &signal.lifecycle {
+        params.insert(
+            "asg_lifecycle".into(),
+            json!({
+                "auto_scaling_group": lifecycle.auto_scaling_group,
+                "hook_name": lifecycle.hook_name,
+                "token": lifecycle.token,
+                "instance_id": instance_id,
+            }),
+        );
     }
-
-    #[tokio::test]
-    async fn malformed_message_fails_alone() {
-        let stack = LocalStack::start();
-        let deps = deps(&stack).await;
-        index_node(&deps, "t1", "i-0b662ef9931388ba0", "n1").await;
-        let mut event = sqs_event("rebalance-recommendation.json");
-        let mut poison = event.records[0].clone();
-        poison.message_id = Some("poison".into());
-        poison.body = Some("{\"not\": \"an event\"".into());
-        event.records.push(poison);
-        let response = handle_batch(&deps, event).await.unwrap();
-        let failed: Vec<_> = response
-            .batch_item_failures
-            .iter()
-            .map(|f| f.item_identifier.as_str())
-            .collect();
-        assert_eq!(failed, ["poison"]);
-    }
-
-    #[test]
-    fn sqs_samples_carry_the_eventbridge_samples_verbatim() {
-        for name in [
-            "spot-interruption-warning.json",
-            "rebalance-recommendation.json",
-            "instance-state-change.json",
-            "scheduled-change.json",
-            "asg-lifecycle-termination.json",
-        ] {
-            let wrapped = sqs_event(name);
-            let body: serde_json::Value =
-                serde_json::from_str(wrapped.records[0].body.as_deref().unwrap()).unwrap();
-            let raw: serde_json::Value =
-                serde_json::from_str(&fixture(&format!("events/eventbridge/{name}"))).unwrap();
-            assert_eq!(body, raw, "{name}");
-        }
+    AgentAction {
+        action_id: ulid::Ulid::new().to_string().to_ascii_lowercase(),
+        cluster_id: cluster_id.clone(),
+        kind,
+        target: ActionTarget::Node {
+            name: node_name.to_owned(),
+        },
+        params,
+        reason: format!("{} for {instance_id}", kind_label(signal.kind)),
+        issued_at: now,
+        not_after: deadline,
+        signature: String::new(),
     }
 }
+
+/// The instance is stopping or gone: keep the node record (history) but mark it, and close the
+/// actions that can no longer happen.
+async fn depart(
+    deps: &Deps,
+    signal: &Signal,
+    node: &IndexedNode,
+    now: OffsetDateTime,
+) -> Result<InstanceOutcome, InterruptionError> {
+    let node_key = keys::node(&node.cluster_id, &node.name);
+    for _ in 0..3 {
+        let Some(mut item) = deps.store.get::<Node>(&node_key).await? else {
+            break;
+        };
+        if item.body.departed_at.is_some() {
+            break;
+        }
+        item.body.departed_at = Some(now);
+        match deps.store.update_versioned(&item).await {
+            Ok(_) => break,
+            Err(StoreError::StaleVersion { .. }) => continue,
+            Err(err) => return Err(err.into()),
+        }
+    }
+    let mut closed_actions = 0;
+    let open = deps
+        .store
+        .query_all::<ActionRecord>(&Query::gsi1(keys::node_actions_partition(
+            &node.cluster_id,
+            &node.name,
+        )))
+        .await?;
+    for mut item in open.into_iter().filter(|i| {
+        matches!(
+            i.body.status,
+            ActionStatus::Queued | ActionStatus::Undeliverable
+        )
+    }) {
+        item.body.status = ActionStatus::Closed;
+        item.body.status_reason = Some(format!(
+            "instance {}",
+            signal.state.as_deref().unwrap_or("gone")
+        ));
+        item.body.updated_at = now;
+        match deps.store.update_versioned(&item).await {
+            Ok(_) => closed_actions += 1,
+            // The agent reported in the meantime; its status stands.
+            Err(StoreError::StaleVersion { .. }) => {}
+            Err(err) => return Err(err.into()),
+        }
+    }
+    info!(event_id = %signal.event_id, node = %node.name, state = ?signal.state, closed_actions, "node departed");
+    Ok(InstanceOutcome::Departed { closed_actions })
+}
+
+async fn rebalance_policy(
+    deps: &Deps,
+    node: &IndexedNode,
+) -> Result<RebalanceResponse, InterruptionError> {
+    let policy = deps
+        .store
+        .get::<Policy>(&keys::policy(&node.tenant_id, &node.cluster_id))
+        .await?;
+    Ok(policy
+        .map(|p| p.body.rebalance)
+        .unwrap_or(Policy::default().rebalance))
+}
+
+/// Counts the interruption on its pool and cools the pool down. Pools are keyed by zone id,
+/// which is the same for every account; nodes without one are not counted cross-tenant.
+async fn record_pool_interruption(
+    deps: &Deps,
+    signal: &Signal,
+    node: &IndexedNode,
+    now: OffsetDateTime,
+) -> Result<(), InterruptionError> {
+    let Some(zone_id) = &node.zone_id else {
+        warn!(node = %node.name, zone = %node.zone, "node has no zone id; interruption not counted on its pool");
+        return Ok(());
+    };
+    let region = signal
+        .region
+        .clone()
+        .unwrap_or_else(|| region_of_zone(&node.zone).to_owned());
+    let pool = PoolKey {
+        region,
+        zone: zone_id.clone(),
+        instance_type: node.instance_type.clone(),
+    };
+    deps.store
+        .increment(
+            &keys::pool_interruptions(&pool, &day(now)),
+            "interruptions",
+            1,
+            Some(now + POOL_STATS_RETENTION),
+        )
+        .await?;
+    let until = now + POOL_COOLDOWN;
+    let cooldown = Item::new(
+        keys::pool_cooldown(&pool),
+        json!({ "until": rfc3339(until), "reason": signal.event_id }),
+    )
+    .expiring_at(until);
+    deps.store.put(&cooldown, PutCondition::Always).await?;
+    Ok(())
+}
+
+async fn notify(
+    deps: &Deps,
+    signal: &Signal,
+    node: &IndexedNode,
+    instance_id: &str,
+    action: Option<(&AgentAction, ActionStatus)>,
+    now: OffsetDateTime,
+) -> Result<(), InterruptionError> {
+    let severity = match signal.kind {
+        SignalKind::SpotInterruption | SignalKind::CapacityReservationInterruption => {
+            Severity::Warning
+        }
+        _ if matches!(action, Some((_, ActionStatus::Undeliverable))) => Severity::Warning,
+        _ => Severity::Info,
+    };
+    let what = match action {
+        Some((a, ActionStatus::Queued)) => format!(
+            "Spotwise is {}ing the node (action {}).",
+            format!("{:?}", a.kind).to_lowercase(),
+            a.action_id
+        ),
+        Some((a, _)) => format!(
+            "Action {} could not be queued: the cluster has no agent installed.",
+            a.action_id
+        ),
+        None => "No action was taken (policy: notify).".to_owned(),
+    };
+    let notification = Notification {
+        tenant_id: node.tenant_id.clone(),
+        event_type: "interruption".into(),
+        severity,
+        cluster_id: Some(node.cluster_id.clone()),
+        labels: BTreeMap::from([
+            ("signal".to_owned(), kind_label(signal.kind).to_owned()),
+            ("instance_type".to_owned(), node.instance_type.clone()),
+            ("zone".to_owned(), node.zone.clone()),
+        ]),
+        title: format!("{} on {}", kind_label(signal.kind), node.name),
+        body: format!(
+            "{instance_id} ({}, {}). {what}",
+            node.instance_type, node.zone
+        ),
+        links: vec![],
+        occurred_at: signal.event_time.filter(|t| *t <= now).unwrap_or(now),
+        dedup_key: format!("interruption#{instance_id}#{}", kind_label(signal.kind)),
+    };
+    deps.notifications.send(&notification, None).await?;
+    Ok(())
+}
+
+/// Best-effort daily counter; a failed count never fails the event.
+async fn count(deps: &Deps, what: &str, now: OffsetDateTime) {
+    let key: Key = keys::daily_stats("interruption", &day(now));
+    if let Err(err) = deps
+        .store
+        .increment(&key, what, 1, Some(now + STATS_RETENTION))
+        .await
+    {
+        warn!(counter = what, error = %err, "could not update counter");
+    }
+}
+
+fn kind_label(kind: SignalKind) -> &'static str {
+    match kind {
+        SignalKind::SpotInterruption => "spot interruption warning",
+        SignalKind::CapacityReservationInterruption => "capacity reservation interruption",
+        SignalKind::RebalanceRecommendation => "rebalance recommendation",
+        SignalKind::ScheduledChange => "scheduled maintenance",
+        SignalKind::StateChange => "instance state change",
+        SignalKind::AsgTermination => "auto scaling termination",
+    }
+}
+
+/// `us-east-1b` -> `us-east-1`; also handles local zones (`us-west-2-lax-1a` -> `us-west-2`).
+fn region_of_zone(zone: &str) -> &str {
+    let mut dashes = 0;
+    for (i, c) in zone.char_indices() {
+        if c == '-' {
+            dashes += 1;
+        }
+        if dashes == 2 && c.is_ascii_digit() {
+            let end = zone[i..]
+                .find(|ch: char| !ch.is_ascii_digit())
+                .map_or(zone.len(), |n| i + n);
+            return &zone[..end];
+        }
+    }
+    zone
+}
+
+fn day(at: OffsetDateTime) -> String {
+    let d = at.date();
+    format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
+}
+
+fn rfc3339(at: OffsetDateTime) -> String {
+    at.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests;

@@ -208,6 +208,7 @@ mod tests {
             instance_id: None,
             instance_type: itype.into(),
             zone: zone.into(),
+            zone_id: None,
             capacity_type,
             allocatable: Resources {
                 cpu_m,
@@ -218,6 +219,7 @@ mod tests {
             labels: Default::default(),
             taints: vec![],
             unschedulable: name.ends_with("cordoned"),
+            departed_at: None,
         }
     }
 
@@ -271,6 +273,7 @@ mod tests {
             arn: "arn:aws:eks:us-east-1:111122223333:cluster/prod".into(),
             kubernetes_version: Some("1.33".into()),
             status: "ACTIVE".into(),
+            agent_queue_url: None,
             vanished_at: None,
         };
         deps.store

@@ -300,6 +300,41 @@ impl Store {
         Ok(())
     }
 
+    /// Atomically adds `by` to a numeric attribute (creating the item and attribute at zero),
+    /// optionally setting the item's expiry. Returns the new value. For counters.
+    pub async fn increment(
+        &self,
+        key: &Key,
+        attribute: &str,
+        by: i64,
+        expires_at: Option<OffsetDateTime>,
+    ) -> Result<i64, StoreError> {
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key_attrs(key)))
+            .expression_attribute_names("#a", attribute)
+            .expression_attribute_values(":by", number(by))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedNew);
+        request = match expires_at {
+            Some(at) => request
+                .update_expression("ADD #a :by SET #ttl = :ttl")
+                .expression_attribute_names("#ttl", TTL)
+                .expression_attribute_values(":ttl", number(at.unix_timestamp())),
+            None => request.update_expression("ADD #a :by"),
+        };
+        let out = request
+            .send()
+            .await
+            .map_err(|e| AwsFailure::from_sdk("dynamodb:UpdateItem", e))?;
+        Ok(out
+            .attributes
+            .and_then(|mut a| a.remove(attribute))
+            .and_then(|v| v.as_n().ok().and_then(|n| n.parse().ok()))
+            .unwrap_or(by))
+    }
+
     /// Claims `key` for `hold`. A claim whose TTL has passed counts as free even before DynamoDB's
     /// TTL sweeper removes it (that can take days).
     pub async fn claim(

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use time::OffsetDateTime;
 
-use crate::ids::ClusterId;
+use crate::ids::{ClusterId, TenantId};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -74,6 +74,37 @@ pub enum VerifyError {
     },
     #[error("action {action_id} has an invalid signature")]
     BadSignature { action_id: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionStatus {
+    /// On the cluster's queue, not yet reported by the agent.
+    Queued,
+    /// Could not be queued: the cluster has no agent queue or secret yet.
+    Undeliverable,
+    /// Overtaken by events (the instance is already gone).
+    Closed,
+    Succeeded,
+    Failed,
+}
+
+/// The platform's record of an action it issued, kept in the tenant's partition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActionRecord {
+    pub tenant_id: TenantId,
+    pub action: AgentAction,
+    pub status: ActionStatus,
+    #[serde(default)]
+    pub status_reason: Option<String>,
+    /// What caused it: `interruption:<event id>`, `optimizer:<plan id>`, `api:<key prefix>`.
+    pub source: String,
+    #[serde(default)]
+    pub instance_id: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
 }
 
 impl AgentAction {

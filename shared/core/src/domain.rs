@@ -159,6 +159,9 @@ pub struct Cluster {
     pub arn: String,
     pub kubernetes_version: Option<String>,
     pub status: String,
+    /// The cluster's own agent queue, once the agent is installed.
+    #[serde(default)]
+    pub agent_queue_url: Option<String>,
     /// Set when discovery no longer sees the cluster; history is kept.
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub vanished_at: Option<OffsetDateTime>,
@@ -191,6 +194,10 @@ pub struct Node {
     pub instance_id: Option<String>,
     pub instance_type: String,
     pub zone: String,
+    /// The zone's account-independent id (`use1-az1`); zone names differ between accounts, so
+    /// cross-tenant pool statistics use this.
+    #[serde(default)]
+    pub zone_id: Option<String>,
     pub capacity_type: CapacityType,
     pub allocatable: Resources,
     #[serde(default)]
@@ -199,6 +206,16 @@ pub struct Node {
     pub taints: Vec<Taint>,
     #[serde(default)]
     pub unschedulable: bool,
+    /// Set when EC2 reports the instance stopping or gone; the record is kept for history.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub departed_at: Option<OffsetDateTime>,
+}
+
+/// The HMAC key an agent shares with the platform. Stored apart from the cluster record so
+/// listing clusters never reads it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterSecret {
+    pub secret_hex: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -270,6 +287,18 @@ pub enum PolicyMode {
     Auto,
 }
 
+/// What a rebalance recommendation (elevated risk, no notice yet) leads to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RebalanceResponse {
+    /// Stop new pods landing on the node; nothing is evicted.
+    Cordon,
+    /// Move the pods off now, before an interruption notice.
+    Drain,
+    /// Only tell the tenant.
+    Notify,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Policy {
     pub mode: PolicyMode,
@@ -281,6 +310,12 @@ pub struct Policy {
     pub on_demand_base_pct: u8,
     /// Most nodes disrupted at once.
     pub max_disrupted_nodes: u32,
+    #[serde(default = "default_rebalance")]
+    pub rebalance: RebalanceResponse,
+}
+
+fn default_rebalance() -> RebalanceResponse {
+    RebalanceResponse::Cordon
 }
 
 impl Default for Policy {
@@ -292,6 +327,7 @@ impl Default for Policy {
             excluded_namespaces: vec!["kube-system".into()],
             on_demand_base_pct: 0,
             max_disrupted_nodes: 1,
+            rebalance: RebalanceResponse::Cordon,
         }
     }
 }
@@ -358,6 +394,30 @@ mod tests {
         }
         let err = RoleArn::parse("nope").unwrap_err().to_string();
         assert!(err.starts_with("role_arn \"nope\""), "{err}");
+    }
+
+    /// The local run's seed data must stay readable as the domain types it stands for.
+    #[test]
+    fn local_seed_items_decode_as_domain_types() {
+        let seed: serde_json::Value =
+            serde_json::from_str(include_str!("../../../events/local/seed.json")).unwrap();
+        for item in seed["items"].as_array().unwrap() {
+            let mut body = item.as_object().unwrap().clone();
+            for reserved in ["pk", "sk", "gsi1pk", "gsi1sk", "ttl", "version"] {
+                body.remove(reserved);
+            }
+            let body = serde_json::Value::Object(body);
+            let sk = item["sk"].as_str().unwrap();
+            let decoded = match sk.split('#').next().unwrap() {
+                "TENANT" => serde_json::from_value::<Tenant>(body).map(drop),
+                "ACCOUNT" => serde_json::from_value::<Account>(body).map(drop),
+                "CLUSTER" => serde_json::from_value::<Cluster>(body).map(drop),
+                "NODE" => serde_json::from_value::<Node>(body).map(drop),
+                "SECRET" => serde_json::from_value::<ClusterSecret>(body).map(drop),
+                other => panic!("seed item kind {other} has no test"),
+            };
+            assert!(decoded.is_ok(), "{sk}: {decoded:?}");
+        }
     }
 
     #[test]

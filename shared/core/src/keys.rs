@@ -50,10 +50,7 @@ pub fn node(cluster: &ClusterId, node_name: &str) -> Key {
 }
 
 pub fn pool_current(pool: &PoolKey) -> Key {
-    Key::new(
-        format!("POOL#{}#{}#{}", pool.region, pool.zone, pool.instance_type),
-        "CUR",
-    )
+    Key::new(pool_partition(pool), "CUR")
 }
 
 /// Idempotency claims: one item per processed event id, expired by TTL.
@@ -71,6 +68,45 @@ pub fn action(tenant: &TenantId, action_id: &str) -> Key {
 
 pub fn interruption(tenant: &TenantId, id: &str) -> Key {
     Key::new(tenant_partition(tenant), format!("INTERRUPTION#{id}"))
+}
+
+pub fn cluster_secret(cluster: &ClusterId) -> Key {
+    Key::new(format!("C#{cluster}"), "SECRET")
+}
+
+pub fn policy(tenant: &TenantId, cluster: &ClusterId) -> Key {
+    Key::new(tenant_partition(tenant), format!("POLICY#{cluster}"))
+}
+
+fn pool_partition(pool: &PoolKey) -> String {
+    format!("POOL#{}#{}#{}", pool.region, pool.zone, pool.instance_type)
+}
+
+/// Cross-tenant interruption count of one pool for one UTC day (`2026-11-22`).
+pub fn pool_interruptions(pool: &PoolKey, day: &str) -> Key {
+    Key::new(pool_partition(pool), format!("INTERRUPTIONS#{day}"))
+}
+
+/// Present (until its TTL) while a pool should not receive new spot capacity.
+pub fn pool_cooldown(pool: &PoolKey) -> Key {
+    Key::new(pool_partition(pool), "COOLDOWN")
+}
+
+/// Daily counters of a function's outcomes (`STATS#interruption`, `DAY#2026-11-22`).
+pub fn daily_stats(function: &str, day: &str) -> Key {
+    Key::new(format!("STATS#{function}"), format!("DAY#{day}"))
+}
+
+/// GSI1 entry listing the actions issued for one node.
+pub fn node_actions_index(cluster: &ClusterId, node_name: &str, action_id: &str) -> Gsi1Key {
+    Gsi1Key {
+        gsi1pk: node_actions_partition(cluster, node_name),
+        gsi1sk: action_id.to_owned(),
+    }
+}
+
+pub fn node_actions_partition(cluster: &ClusterId, node_name: &str) -> String {
+    format!("NODEACTIONS#{cluster}#{node_name}")
 }
 
 /// GSI1 index entry mapping an EC2 instance to the node that runs on it.
