@@ -25,6 +25,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 STEPS = [
     ("DiscoveryFunction", "events/discovery/schedule.json"),
     ("PricingScraperFunction", "events/pricing-scraper/schedule.json"),
+    ("PricingScraperFunction", "events/pricing-scraper/schedule.json"),
     ("OptimizerFunction", "events/optimizer/sqs-optimize-request.json"),
     ("InterruptionFunction", "events/interruption/sqs-rebalance-recommendation.json"),
     ("InterruptionFunction", "events/interruption/sqs-spot-interruption-warning.json"),
@@ -81,10 +82,10 @@ def serve_api(bin_dir, description):
 
 
 def summarize(result):
-    if isinstance(result, dict) and "advisor_rows" in result:
-        missing = ", ".join(result["missing_regions"]) or "none"
-        return (f"{result['advisor_rows']} advisor rows for {len(result['regions'])} regions "
-                f"(missing: {missing}) in {result['duration_ms']} ms")
+    if isinstance(result, dict) and "written" in result and "pools" in result:
+        failed = [r["region"] for r in result["regions"] if r.get("error")]
+        return (f"{result['pools']} pools in {len(result['regions'])} regions, {result['written']} written "
+                f"(unchanged pools are not rewritten){', failed: ' + ', '.join(failed) if failed else ''}")
     if isinstance(result, dict) and "batchItemFailures" in result:
         failures = result["batchItemFailures"]
         return "batch ok" if not failures else f"{len(failures)} message(s) failed"
@@ -107,7 +108,11 @@ def main():
     try:
         template = local_stack.load_template(os.path.join(ROOT, "template.yaml"))
         stack = local_stack.Stack(template, f"http://{host}:{port}",
-                                  {"SpotAdvisorUrl": "data/spot-advisor-data.json"})
+                                  {"SpotAdvisorUrl": "data/spot-advisor-data.json",
+                                   "SpotPriceSource": "data/spot-prices-spotjs.json",
+                                   "OnDemandPriceSource": "data/on-demand-prices.json",
+                                   "CatalogueSource": "data/ec2-instance-types.json",
+                                   "ScrapeRegions": "us-east-1,us-east-2,eu-west-1"})
         stack.create()
         seeded = stack.seed(os.path.join(ROOT, "events/local/seed.json"))
         description = stack.describe()

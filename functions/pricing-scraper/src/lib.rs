@@ -1,82 +1,108 @@
-//! Pricing scraper: loads the Spot Instance Advisor feed from its configured source and keeps
-//! one advisor item per (region, instance type) for the regions Spotwise serves, recording
-//! every run.
+//! Pricing scraper: turns the Spot Instance Advisor feed, spot price history, on-demand prices
+//! and the instance catalogue into one [`Pool`] per (region, zone id, instance type).
+//!
+//! Each feed is pluggable: the AWS API (`aws`), an HTTPS URL or a file. Regions are scraped in
+//! parallel with bounded concurrency; a failing region is reported and the others are still
+//! written. A feed that every region needs (the advisor, a price file) failing stops the run
+//! before any write, so the previous good data stays. Only pools whose values changed are
+//! written, each with a history entry.
 
+pub mod sources;
+
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use aws_config::SdkConfig;
+use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
-use spotwise_aws::store::{Item, PutCondition};
-use spotwise_aws::{Store, StoreError};
+use spotwise_aws::queue::QueueError;
+use spotwise_aws::store::{Item, PutCondition, Query};
+use spotwise_aws::{AwsFailure, Queue, Store, StoreError};
 use spotwise_core::config::{CommonConfig, ConfigError, Env};
-use spotwise_core::keys::Key;
+use spotwise_core::domain::{InstanceType, Notification, Pool, Severity};
+use spotwise_core::keys::{self, Gsi1Key, Key};
 use spotwise_core::messages::ScheduleTrigger;
-use spotwise_core::pricing::advisor::{Advisor, AdvisorEntry, AdvisorError};
-use spotwise_core::{Classify, Disposition};
+use spotwise_core::pricing::FeedError;
+use spotwise_core::pricing::advisor::{Advisor, AdvisorError};
+use spotwise_core::pricing::pools::{RegionInputs, SpotPrices, build_pools};
+use spotwise_core::pricing::{catalogue, ondemand, spot};
+use spotwise_core::{Classify, Disposition, TenantId};
 use time::OffsetDateTime;
-use tracing::info;
+use tracing::{error, info};
 
-/// Scrape runs are kept for trend questions ("when did this band change?").
+pub use sources::Source;
+
 const RUN_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
-const FETCH_TIMEOUT: Duration = Duration::from_secs(30);
-/// The advisor feed is about 1 MB; refuse anything absurdly larger.
-const MAX_FEED_BYTES: usize = 64 * 1024 * 1024;
-
-/// Where a feed comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
-    Url(String),
-    File(String),
-}
-
-impl Source {
-    pub fn parse(value: &str, dev_mode: bool) -> Result<Self, String> {
-        if value.starts_with("https://") || (dev_mode && value.starts_with("http://")) {
-            Ok(Source::Url(value.to_owned()))
-        } else if value.starts_with("http://") {
-            Err("plain http:// sources are only allowed with SPOTWISE_DEV_MODE".into())
-        } else if let Some(path) = value.strip_prefix("file://") {
-            Ok(Source::File(path.to_owned()))
-        } else if value.contains("://") {
-            Err("expected an https:// URL or a file path".into())
-        } else {
-            Ok(Source::File(value.to_owned()))
-        }
-    }
-
-    fn name(&self) -> &str {
-        match self {
-            Source::Url(s) | Source::File(s) => s,
-        }
-    }
-}
+const HISTORY_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
+const SPOT_WINDOW: time::Duration = time::Duration::days(30);
 
 pub struct Config {
     pub common: CommonConfig,
-    pub advisor_source: Source,
+    pub advisor: Source,
+    pub spot_prices: Source,
+    pub on_demand: Source,
+    pub catalogue: Source,
     pub regions: Vec<String>,
+    pub concurrency: usize,
+    pub notifications_queue_url: String,
+    /// The tenant whose endpoints receive platform alerts (scrape failures).
+    pub ops_tenant: TenantId,
+}
+
+fn source(
+    env: &Env,
+    var: &str,
+    default: Option<&str>,
+    dev_mode: bool,
+) -> Result<Source, ConfigError> {
+    let raw = match (env.optional(var), default) {
+        (Some(v), _) => v,
+        (None, Some(d)) => d.to_owned(),
+        (None, None) => env.required(var)?,
+    };
+    Source::parse(&raw, dev_mode).map_err(|reason| ConfigError::Invalid {
+        var: var.into(),
+        value: raw,
+        reason,
+    })
 }
 
 impl Config {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let common = CommonConfig::from_env(env)?;
-        let raw = env.required("SPOT_ADVISOR_SOURCE")?;
-        let advisor_source =
-            Source::parse(&raw, common.dev_mode).map_err(|reason| ConfigError::Invalid {
+        let dev = common.dev_mode;
+        let advisor = source(env, "SPOT_ADVISOR_SOURCE", None, dev)?;
+        if advisor == Source::Aws {
+            return Err(ConfigError::Invalid {
                 var: "SPOT_ADVISOR_SOURCE".into(),
-                value: raw.clone(),
-                reason,
-            })?;
+                value: "aws".into(),
+                reason: "the advisor feed has no API; use its https URL or a file".into(),
+            });
+        }
         let regions: Vec<String> = env
             .required("SCRAPE_REGIONS")?
             .split(',')
             .map(|r| r.trim().to_owned())
             .filter(|r| !r.is_empty())
             .collect();
+        let raw_tenant = env
+            .optional("OPS_TENANT_ID")
+            .unwrap_or_else(|| "spotwise-ops".into());
+        let ops_tenant = TenantId::new(&raw_tenant).map_err(|e| ConfigError::Invalid {
+            var: "OPS_TENANT_ID".into(),
+            value: raw_tenant,
+            reason: e.to_string(),
+        })?;
         Ok(Self {
-            common,
-            advisor_source,
+            advisor,
+            spot_prices: source(env, "SPOT_PRICE_SOURCE", Some("aws"), dev)?,
+            on_demand: source(env, "ON_DEMAND_PRICE_SOURCE", Some("aws"), dev)?,
+            catalogue: source(env, "CATALOGUE_SOURCE", Some("aws"), dev)?,
             regions,
+            concurrency: env.parse_or("SCRAPE_CONCURRENCY", 4usize)?.max(1),
+            notifications_queue_url: env.required("NOTIFICATIONS_QUEUE_URL")?,
+            ops_tenant,
+            common,
         })
     }
 }
@@ -84,6 +110,10 @@ impl Config {
 pub struct Deps {
     pub store: Store,
     pub http: reqwest::Client,
+    pub sdk: SdkConfig,
+    pub notifications: Queue,
+    /// Overrides the Pricing API endpoint (tests point it at a local fake).
+    pub pricing_endpoint: Option<String>,
 }
 
 impl Deps {
@@ -94,10 +124,28 @@ impl Deps {
                 &config.common.table_name,
             ),
             http: reqwest::Client::builder()
-                .timeout(FETCH_TIMEOUT)
+                .timeout(sources::FETCH_TIMEOUT)
                 .redirect(reqwest::redirect::Policy::none())
                 .build()?,
+            sdk: sdk.clone(),
+            notifications: Queue::new(
+                aws_sdk_sqs::Client::new(sdk),
+                &config.notifications_queue_url,
+            ),
+            pricing_endpoint: None,
         })
+    }
+
+    fn pricing_client(&self, region: &str) -> aws_sdk_pricing::Client {
+        let endpoint_region = ondemand::pricing_endpoint_region(region);
+        let mut builder = aws_sdk_pricing::config::Builder::from(&spotwise_aws::sdk::for_region(
+            &self.sdk,
+            endpoint_region,
+        ));
+        if let Some(url) = &self.pricing_endpoint {
+            builder = builder.endpoint_url(url);
+        }
+        aws_sdk_pricing::Client::from_conf(builder.build())
     }
 }
 
@@ -110,9 +158,15 @@ pub enum ScrapeError {
         retryable: bool,
     },
     #[error(transparent)]
-    Feed(#[from] AdvisorError),
+    Feed(#[from] FeedError),
+    #[error(transparent)]
+    Advisor(#[from] AdvisorError),
+    #[error(transparent)]
+    Aws(#[from] AwsFailure),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
 }
 
 impl Classify for ScrapeError {
@@ -121,41 +175,76 @@ impl Classify for ScrapeError {
             ScrapeError::Fetch {
                 retryable: true, ..
             } => Disposition::Retryable,
-            ScrapeError::Fetch { .. } | ScrapeError::Feed(_) => Disposition::NonRetryable,
+            ScrapeError::Fetch { .. } | ScrapeError::Feed(_) | ScrapeError::Advisor(_) => {
+                Disposition::NonRetryable
+            }
+            ScrapeError::Aws(e) => e.disposition(),
             ScrapeError::Store(e) => e.disposition(),
+            ScrapeError::Queue(e) => e.disposition(),
         }
     }
 }
 
-/// The stored advisor row for one (region, Linux instance type).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AdvisorItem {
-    pub region: String,
-    pub instance_type: String,
-    pub interruption_band: u8,
-    pub savings_pct: i16,
-    #[serde(with = "time::serde::rfc3339")]
-    pub scraped_at: OffsetDateTime,
+/// Feeds loaded once per run and shared by every region.
+struct SharedFeeds {
+    advisor: Advisor,
+    spot_by_region: Option<BTreeMap<(String, String), f64>>,
+    spot_history: Option<Vec<spot::PricePoint>>,
+    on_demand: Option<BTreeMap<(String, String), f64>>,
+    catalogue: Option<Vec<InstanceType>>,
 }
 
-pub fn advisor_key(region: &str, instance_type: &str) -> Key {
-    Key::new(
-        format!("ADVISOR#{region}"),
-        format!("LINUX#{instance_type}"),
-    )
+/// What one region's scrape did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegionReport {
+    pub region: String,
+    pub pools: usize,
+    pub written: usize,
+    pub unchanged: usize,
+    #[serde(default)]
+    pub error: Option<String>,
 }
 
 /// The record of one run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ScrapeRun {
     pub run_id: String,
-    pub source: String,
-    pub regions: Vec<String>,
-    pub advisor_rows: usize,
-    pub missing_regions: Vec<String>,
+    pub sources: BTreeMap<String, String>,
+    pub regions: Vec<RegionReport>,
+    pub pools: usize,
+    pub written: usize,
+    #[serde(default)]
+    pub error: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub started_at: OffsetDateTime,
     pub duration_ms: u64,
+}
+
+/// GSI1 entry listing a region's pools, so one query reads them all for comparison.
+fn region_index(pool: &Pool) -> Gsi1Key {
+    Gsi1Key {
+        gsi1pk: format!("POOLS#{}", pool.key.region),
+        gsi1sk: format!("{}#{}", pool.key.zone, pool.key.instance_type),
+    }
+}
+
+fn history_key(pool: &Pool, at: OffsetDateTime) -> Key {
+    let Key { pk, .. } = keys::pool_current(&pool.key);
+    Key::new(pk, format!("HIST#{}", at.unix_timestamp()))
+}
+
+pub fn run_key(run_id: &str) -> Key {
+    Key::new("SCRAPE", format!("RUN#{run_id}"))
+}
+
+/// The current pools of a region, as stored.
+pub async fn stored_pools(store: &Store, region: &str) -> Result<Vec<Pool>, StoreError> {
+    Ok(store
+        .query_all::<Pool>(&Query::gsi1(format!("POOLS#{region}")))
+        .await?
+        .into_iter()
+        .map(|i| i.body)
+        .collect())
 }
 
 pub async fn scrape(
@@ -165,180 +254,251 @@ pub async fn scrape(
 ) -> Result<ScrapeRun, ScrapeError> {
     let started = std::time::Instant::now();
     let started_at = OffsetDateTime::now_utc();
-    let raw = fetch(deps, &config.advisor_source).await?;
-    let advisor = Advisor::parse(&raw, config.advisor_source.name())?;
-
-    let rows: Vec<Item<AdvisorItem>> = advisor
-        .entries
-        .iter()
-        .filter(|e| e.os == "Linux" && config.regions.contains(&e.region))
-        .map(|e: &AdvisorEntry| {
-            Item::new(
-                advisor_key(&e.region, &e.instance_type),
-                AdvisorItem {
-                    region: e.region.clone(),
-                    instance_type: e.instance_type.clone(),
-                    interruption_band: e.interruption_band,
-                    savings_pct: e.savings_pct,
-                    scraped_at: started_at,
-                },
-            )
-        })
-        .collect();
-    deps.store.batch_put(&rows).await?;
-
-    let missing_regions = config
-        .regions
-        .iter()
-        .filter(|r| !advisor.entries.iter().any(|e| &e.region == *r))
-        .cloned()
-        .collect();
-    let run = ScrapeRun {
+    let mut run = ScrapeRun {
         run_id: ulid::Ulid::new().to_string(),
-        source: config.advisor_source.name().to_owned(),
-        regions: config.regions.clone(),
-        advisor_rows: rows.len(),
-        missing_regions,
+        sources: BTreeMap::from([
+            ("advisor".to_owned(), config.advisor.name().to_owned()),
+            (
+                "spot_prices".to_owned(),
+                config.spot_prices.name().to_owned(),
+            ),
+            ("on_demand".to_owned(), config.on_demand.name().to_owned()),
+            ("catalogue".to_owned(), config.catalogue.name().to_owned()),
+        ]),
+        regions: Vec::new(),
+        pools: 0,
+        written: 0,
+        error: None,
         started_at,
-        duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        duration_ms: 0,
     };
-    let record = Item::new(
-        Key::new("SCRAPE", format!("RUN#{}", run.run_id)),
-        run.clone(),
-    )
-    .expiring_at(started_at + RUN_RETENTION);
+    match load_shared(deps, config).await {
+        Ok(shared) => {
+            let shared = &shared;
+            run.regions = futures_util::stream::iter(config.regions.iter().cloned())
+                .map(|region| async move {
+                    scrape_region(deps, config, shared, &region, started_at).await
+                })
+                .buffer_unordered(config.concurrency)
+                .collect()
+                .await;
+            run.regions.sort_by(|a, b| a.region.cmp(&b.region));
+        }
+        Err(err) => {
+            error!(error = %err, "a shared feed failed; nothing written, previous pools kept");
+            run.error = Some(err.to_string());
+        }
+    }
+    run.pools = run.regions.iter().map(|r| r.pools).sum();
+    run.written = run.regions.iter().map(|r| r.written).sum();
+    run.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let record =
+        Item::new(run_key(&run.run_id), run.clone()).expiring_at(started_at + RUN_RETENTION);
     deps.store.put(&record, PutCondition::IfAbsent).await?;
-    info!(run_id = %run.run_id, rows = run.advisor_rows, missing = ?run.missing_regions,
+
+    let failures: Vec<String> = run
+        .error
+        .iter()
+        .cloned()
+        .chain(
+            run.regions
+                .iter()
+                .filter_map(|r| r.error.as_ref().map(|e| format!("{}: {e}", r.region))),
+        )
+        .collect();
+    if !failures.is_empty() {
+        alert(deps, config, &run, &failures).await?;
+    }
+    info!(run_id = %run.run_id, pools = run.pools, written = run.written, failures = failures.len(),
           duration_ms = run.duration_ms, scheduled_at = ?trigger.time, "scrape run recorded");
     Ok(run)
 }
 
-async fn fetch(deps: &Deps, source: &Source) -> Result<Vec<u8>, ScrapeError> {
-    let fail = |reason: String, retryable: bool| ScrapeError::Fetch {
-        source_name: source.name().to_owned(),
-        reason,
-        retryable,
+async fn load_shared(deps: &Deps, config: &Config) -> Result<SharedFeeds, ScrapeError> {
+    let advisor_bytes = sources::fetch(&deps.http, &config.advisor).await?;
+    let advisor = Advisor::parse(&advisor_bytes, config.advisor.name())?;
+    let spot_by_region;
+    let spot_history;
+    match &config.spot_prices {
+        Source::Aws => {
+            spot_by_region = None;
+            spot_history = None;
+        }
+        other => {
+            let bytes = sources::fetch(&deps.http, other).await?;
+            // A history file (DescribeSpotPriceHistory JSON) or the spot.js feed.
+            if bytes.windows(16).any(|w| w == b"SpotPriceHistory") {
+                spot_history = Some(spot::parse_history(&bytes, other.name())?);
+                spot_by_region = None;
+            } else {
+                spot_by_region = Some(spot::parse_spotjs(&bytes, other.name())?);
+                spot_history = None;
+            }
+        }
+    }
+    let on_demand = match &config.on_demand {
+        Source::Aws => None,
+        other => {
+            let bytes = sources::fetch(&deps.http, other).await?;
+            Some(if bytes.windows(9).any(|w| w == b"PriceList") {
+                let (prices, _) = ondemand::parse_get_products(&bytes, other.name())?;
+                prices
+                    .into_iter()
+                    .filter_map(|p| Some(((p.region?, p.instance_type), p.price_hr)))
+                    .collect()
+            } else {
+                ondemand::parse_price_table(&bytes, other.name())?
+            })
+        }
     };
-    match source {
-        Source::File(path) => tokio::fs::read(path)
-            .await
-            .map_err(|e| fail(e.to_string(), false)),
-        Source::Url(url) => {
-            let response = deps
-                .http
-                .get(url)
-                .send()
-                .await
-                .map_err(|e| fail(e.to_string(), true))?;
-            let status = response.status();
-            if !status.is_success() {
-                return Err(fail(
-                    format!("HTTP {status}"),
-                    status.is_server_error() || status.as_u16() == 429,
-                ));
+    let catalogue = match &config.catalogue {
+        Source::Aws => None,
+        other => {
+            let bytes = sources::fetch(&deps.http, other).await?;
+            Some(if bytes.windows(13).any(|w| w == b"InstanceTypes") {
+                catalogue::parse_describe_instance_types(&bytes, other.name())?
+            } else {
+                catalogue::parse_catalogue_file(&bytes, other.name())?
+            })
+        }
+    };
+    Ok(SharedFeeds {
+        advisor,
+        spot_by_region,
+        spot_history,
+        on_demand,
+        catalogue,
+    })
+}
+
+async fn scrape_region(
+    deps: &Deps,
+    config: &Config,
+    shared: &SharedFeeds,
+    region: &str,
+    now: OffsetDateTime,
+) -> RegionReport {
+    match region_pools(deps, config, shared, region, now).await {
+        Ok((pools, written)) => RegionReport {
+            region: region.to_owned(),
+            pools,
+            written,
+            unchanged: pools - written,
+            error: None,
+        },
+        Err(err) => {
+            error!(%region, error = %err, "region scrape failed; its previous pools are kept");
+            RegionReport {
+                region: region.to_owned(),
+                pools: 0,
+                written: 0,
+                unchanged: 0,
+                error: Some(err.to_string()),
             }
-            let body = response
-                .bytes()
-                .await
-                .map_err(|e| fail(e.to_string(), true))?;
-            if body.len() > MAX_FEED_BYTES {
-                return Err(fail(
-                    format!(
-                        "feed is {} bytes, over the {MAX_FEED_BYTES} limit",
-                        body.len()
-                    ),
-                    false,
-                ));
-            }
-            Ok(body.to_vec())
         }
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use spotwise_testkit::{LocalStack, repo_root};
+async fn region_pools(
+    deps: &Deps,
+    config: &Config,
+    shared: &SharedFeeds,
+    region: &str,
+    now: OffsetDateTime,
+) -> Result<(usize, usize), ScrapeError> {
+    let ec2 = aws_sdk_ec2::Client::new(&spotwise_aws::sdk::for_region(&deps.sdk, region));
+    let zones = sources::zones(&ec2).await?;
+    let catalogue_owned;
+    let catalogue = match &shared.catalogue {
+        Some(c) => c,
+        None => {
+            catalogue_owned = sources::catalogue(&ec2).await?;
+            &catalogue_owned
+        }
+    };
+    let on_demand_owned;
+    let on_demand = match &shared.on_demand {
+        Some(p) => p,
+        None => {
+            on_demand_owned = sources::on_demand(&deps.pricing_client(region), region).await?;
+            &on_demand_owned
+        }
+    };
+    let history_stats;
+    let spot_prices = match (
+        &shared.spot_by_region,
+        &shared.spot_history,
+        &config.spot_prices,
+    ) {
+        (Some(by_region), _, _) => SpotPrices::PerRegion(by_region),
+        (None, Some(points), _) => {
+            history_stats = spot::summarize(points, now, SPOT_WINDOW);
+            SpotPrices::PerZone(&history_stats)
+        }
+        (None, None, _) => {
+            let points = sources::spot_history(&ec2, now - SPOT_WINDOW).await?;
+            history_stats = spot::summarize(&points, now, SPOT_WINDOW);
+            SpotPrices::PerZone(&history_stats)
+        }
+    };
+    let inputs = RegionInputs {
+        region,
+        zones: &zones,
+        catalogue,
+        spot: spot_prices,
+        on_demand,
+        advisor: &shared.advisor,
+    };
+    let pools = build_pools(&inputs, now);
 
-    use super::*;
-
-    #[test]
-    fn sources_parse() {
-        assert_eq!(
-            Source::parse("https://x/y.json", false),
-            Ok(Source::Url("https://x/y.json".into()))
-        );
-        assert_eq!(
-            Source::parse("data/a.json", false),
-            Ok(Source::File("data/a.json".into()))
-        );
-        assert_eq!(
-            Source::parse("file:///tmp/a.json", false),
-            Ok(Source::File("/tmp/a.json".into()))
-        );
-        assert!(Source::parse("http://127.0.0.1/x", false).is_err());
-        assert!(Source::parse("http://127.0.0.1/x", true).is_ok());
-        assert!(Source::parse("s3://bucket/x", false).is_err());
+    let stored: HashMap<_, _> = stored_pools(&deps.store, region)
+        .await?
+        .into_iter()
+        .map(|p| (p.key.clone(), p))
+        .collect();
+    let changed: Vec<&Pool> = pools
+        .iter()
+        .filter(|p| stored.get(&p.key).is_none_or(|old| !old.same_values(p)))
+        .collect();
+    let mut items: Vec<Item<&Pool>> = Vec::with_capacity(changed.len() * 2);
+    for pool in &changed {
+        items.push(Item::new(keys::pool_current(&pool.key), *pool).with_gsi1(region_index(pool)));
+        items.push(Item::new(history_key(pool, now), *pool).expiring_at(now + HISTORY_RETENTION));
     }
-
-    #[test]
-    fn config_errors_name_the_variable() {
-        let env = Env::from_pairs([
-            ("TABLE_NAME", "t"),
-            ("SPOT_ADVISOR_SOURCE", "ftp://x"),
-            ("SCRAPE_REGIONS", "us-east-1"),
-        ]);
-        let err = Config::from_env(&env).err().unwrap();
-        assert!(err.to_string().contains("SPOT_ADVISOR_SOURCE"), "{err}");
-    }
-
-    #[tokio::test]
-    async fn scrape_stores_advisor_rows_for_configured_regions() {
-        let feed = repo_root().join("data/spot-advisor-data.json");
-        let stack = LocalStack::start_with(&[
-            &format!("SpotAdvisorUrl={}", feed.display()),
-            "ScrapeRegions=us-east-1,eu-west-1,xx-nowhere-1",
-        ]);
-        let config =
-            Config::from_env(&Env::from_map(stack.function_env("PricingScraperFunction"))).unwrap();
-        let deps = Deps::new(&stack.sdk_config().await, &config).unwrap();
-
-        let trigger: ScheduleTrigger = serde_json::from_str(&spotwise_testkit::fixture(
-            "events/pricing-scraper/schedule.json",
-        ))
-        .unwrap();
-        let run = scrape(&deps, &config, trigger).await.unwrap();
-        assert_eq!(run.missing_regions, ["xx-nowhere-1"]);
-        assert!(
-            run.advisor_rows > 894,
-            "us-east-1 alone has 894 Linux types, got {}",
-            run.advisor_rows
-        );
-
-        let m5 = deps
-            .store
-            .get::<AdvisorItem>(&advisor_key("us-east-1", "m5.large"))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!((m5.body.savings_pct, m5.body.interruption_band), (66, 3));
-        let stored = deps
-            .store
-            .get::<ScrapeRun>(&Key::new("SCRAPE", format!("RUN#{}", run.run_id)))
-            .await
-            .unwrap();
-        assert!(stored.unwrap().ttl.is_some());
-    }
-
-    #[tokio::test]
-    async fn unreadable_source_is_a_clear_non_retryable_error() {
-        let stack = LocalStack::start_with(&["SpotAdvisorUrl=/nonexistent/feed.json"]);
-        let config =
-            Config::from_env(&Env::from_map(stack.function_env("PricingScraperFunction"))).unwrap();
-        let deps = Deps::new(&stack.sdk_config().await, &config).unwrap();
-        let err = scrape(&deps, &config, ScheduleTrigger::default())
-            .await
-            .unwrap_err();
-        assert!(err.to_string().contains("/nonexistent/feed.json"), "{err}");
-        assert!(!err.is_retryable());
-    }
+    deps.store.batch_put(&items).await?;
+    info!(%region, zones = zones.len(), types = catalogue.len(), pools = pools.len(), written = changed.len(), "region scraped");
+    Ok((pools.len(), changed.len()))
 }
+
+async fn alert(
+    deps: &Deps,
+    config: &Config,
+    run: &ScrapeRun,
+    failures: &[String],
+) -> Result<(), ScrapeError> {
+    let notification = Notification {
+        tenant_id: config.ops_tenant.clone(),
+        event_type: "scrape_failure".into(),
+        severity: if run.error.is_some() {
+            Severity::Critical
+        } else {
+            Severity::Warning
+        },
+        cluster_id: None,
+        labels: BTreeMap::from([("run_id".to_owned(), run.run_id.clone())]),
+        title: format!(
+            "Pricing scrape {}: {} problem(s)",
+            run.run_id,
+            failures.len()
+        ),
+        body: failures.join("\n"),
+        links: vec![],
+        occurred_at: run.started_at,
+        dedup_key: format!("scrape#{}", run.run_id),
+    };
+    deps.notifications.send(&notification, None).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

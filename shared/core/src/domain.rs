@@ -261,21 +261,40 @@ pub struct PoolKey {
     pub instance_type: String,
 }
 
-/// Price and risk of one pool, as normalised by the scraper and read by the optimizer.
+/// Price and risk of one spot pool (region, zone id, instance type), as normalised by the
+/// scraper and read by the optimizer. Observed interruptions are counted beside it, in the same
+/// partition, by the interruption handler.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Pool {
     #[serde(flatten)]
     pub key: PoolKey,
-    pub spot_price_hr: Option<f64>,
+    /// Latest spot price, USD per hour.
+    pub spot_price_hr: f64,
+    /// Time-weighted mean over the last 30 days (the latest price when no history is known).
+    pub spot_price_avg_30d: f64,
+    /// Time-weighted standard deviation over the mean, 30 days.
+    pub spot_price_volatility: f64,
     pub on_demand_price_hr: Option<f64>,
     /// Spot Advisor interruption band, 0 (<5%) to 4 (>20%).
     pub interruption_band: Option<u8>,
     pub advisor_savings_pct: Option<i16>,
-    /// Interruptions seen across all tenants in the trailing 30 days.
-    #[serde(default)]
-    pub observed_interruptions_30d: u32,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    pub gpus: u32,
+    pub max_pods: u32,
+    pub arch: Arch,
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
+}
+
+impl Pool {
+    /// Equal in everything but the time it was computed: an unchanged pool is not rewritten.
+    pub fn same_values(&self, other: &Pool) -> bool {
+        Pool {
+            updated_at: other.updated_at,
+            ..self.clone()
+        } == *other
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -436,22 +455,37 @@ mod tests {
     }
 
     #[test]
-    fn pool_flattens_its_key() {
+    fn pool_flattens_its_key_and_compares_without_its_timestamp() {
         let pool = Pool {
             key: PoolKey {
                 region: "us-east-1".into(),
                 zone: "use1-az1".into(),
                 instance_type: "m5.large".into(),
             },
-            spot_price_hr: Some(0.035),
+            spot_price_hr: 0.035,
+            spot_price_avg_30d: 0.036,
+            spot_price_volatility: 0.05,
             on_demand_price_hr: Some(0.096),
             interruption_band: Some(3),
             advisor_savings_pct: Some(66),
-            observed_interruptions_30d: 0,
+            vcpus: 2,
+            memory_mib: 8192,
+            gpus: 0,
+            max_pods: 29,
+            arch: Arch::X86_64,
             updated_at: OffsetDateTime::UNIX_EPOCH,
         };
         let json = serde_json::to_value(&pool).unwrap();
         assert_eq!(json["instance_type"], "m5.large");
         assert_eq!(serde_json::from_value::<Pool>(json).unwrap(), pool);
+        let later = Pool {
+            updated_at: OffsetDateTime::now_utc(),
+            ..pool.clone()
+        };
+        assert!(pool.same_values(&later));
+        assert!(!pool.same_values(&Pool {
+            spot_price_hr: 0.04,
+            ..later
+        }));
     }
 }

@@ -125,6 +125,15 @@ impl Advisor {
         })
     }
 
+    /// Linux entries of one region by instance type.
+    pub fn linux_in(&self, region: &str) -> std::collections::HashMap<&str, &AdvisorEntry> {
+        self.entries
+            .iter()
+            .filter(|e| e.region == region && e.os == "Linux")
+            .map(|e| (e.instance_type.as_str(), e))
+            .collect()
+    }
+
     pub fn get(&self, region: &str, os: &str, instance_type: &str) -> Option<&AdvisorEntry> {
         self.entries
             .iter()
