@@ -7,8 +7,8 @@ scripts/setup.sh
 
 step() { printf '\n== %s\n' "$*"; }
 
-step "cfn-lint template.yaml"
-.venv/bin/cfn-lint template.yaml
+step "cfn-lint template.yaml infra/customer-role.yaml"
+.venv/bin/cfn-lint template.yaml infra/customer-role.yaml
 step "template rules (DLQs, partial batch failures, log groups, no wildcard IAM)"
 .venv/bin/python infra/local/stack.py check
 

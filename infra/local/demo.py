@@ -139,7 +139,7 @@ def main():
             return [{k: plain.deserialize(v) for k, v in item.items()} for item in out["Items"]]
 
         actions = count("T#t1", "ACTION#")
-        capacity = count("T#t1", "CLUSTER#c1#CAPACITY")
+        capacity = count("T#t1", "CLUSTER#111122223333.us-east-1.prod-us-east-1#CAPACITY")
         notifications = count("T#t1", "NOTIFICATION#")
         queued = stack.sqs.get_queue_attributes(QueueUrl=stack.refs["DiscoveryQueue"],
                                                 AttributeNames=["ApproximateNumberOfMessages"])
@@ -148,7 +148,7 @@ def main():
         if capacity:
             total = capacity[0]["total"]
             mix = ", ".join(f"{kind}: {group['nodes']}" for kind, group in capacity[0]["by_capacity_type"].items())
-            print(f"  cluster c1 capacity:         {total['nodes']} nodes, {total['cpu_m']} mCPU, "
+            print(f"  cluster capacity:            {total['nodes']} nodes, {total['cpu_m']} mCPU, "
                   f"{total['mem_mib']} MiB ({mix})")
         agent_queue = stack.sqs.get_queue_attributes(QueueUrl=stack.refs["spotwise-local-agent-c1.fifo"],
                                                      AttributeNames=["ApproximateNumberOfMessages"])

@@ -308,7 +308,7 @@ mod cross_account {
         assert_eq!(account, "111122223333");
 
         // The cached cross-account configuration works for real calls as that account.
-        let config = accounts.config_for(&role, "sw-3f9c2a").await;
+        let config = accounts.config_for(&role, "sw-3f9c2a").await.unwrap();
         let who = aws_sdk_sts::Client::new(&config)
             .get_caller_identity()
             .send()

@@ -8,5 +8,5 @@ async fn main() -> Result<(), spotwise_lambda::Error> {
     let config = discovery::Config::from_env(&env)?;
     let sdk = spotwise_aws::sdk::load().await;
     let deps = discovery::Deps::new(&sdk, &config);
-    spotwise_lambda::run(|trigger| discovery::fan_out(&deps, trigger)).await
+    spotwise_lambda::run(|event| discovery::handle(&deps, event)).await
 }

@@ -263,7 +263,8 @@ mod tests {
             Config::from_env(&Env::from_map(stack.function_env("OptimizerFunction"))).unwrap();
         let deps = Deps::new(&stack.sdk_config().await, &config);
         let tenant = TenantId::new("t1").unwrap();
-        let cluster_id = ClusterId::new("c1").unwrap();
+        // The cluster the sample event names.
+        let cluster_id = ClusterId::new("111122223333.us-east-1.prod-us-east-1").unwrap();
         let cluster = Cluster {
             tenant_id: tenant.clone(),
             id: cluster_id.clone(),

@@ -2,6 +2,7 @@
 //! `AWS_ENDPOINT_URL`, cross-account role assumption with ExternalId, the single-table DynamoDB
 //! store, and SQS queues.
 
+pub mod accounts;
 pub mod cross_account;
 pub mod error;
 pub mod queue;

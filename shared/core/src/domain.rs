@@ -167,6 +167,21 @@ pub struct Cluster {
     pub vanished_at: Option<OffsetDateTime>,
 }
 
+/// An EKS managed node group, as discovery last saw it (hibernation scales these).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Nodegroup {
+    pub cluster_id: ClusterId,
+    pub name: String,
+    pub capacity_type: CapacityType,
+    pub instance_types: Vec<String>,
+    pub min_size: i32,
+    pub max_size: i32,
+    pub desired_size: i32,
+    pub status: String,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub vanished_at: Option<OffsetDateTime>,
+}
+
 /// Schedulable capacity or requests. Memory in MiB and CPU in millicores, as Kubernetes counts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Resources {

@@ -45,6 +45,13 @@ pub fn cluster(tenant: &TenantId, cluster: &ClusterId) -> Key {
     Key::new(tenant_partition(tenant), format!("CLUSTER#{cluster}"))
 }
 
+pub fn nodegroup(tenant: &TenantId, cluster: &ClusterId, name: &str) -> Key {
+    Key::new(
+        tenant_partition(tenant),
+        format!("NODEGROUP#{cluster}#{name}"),
+    )
+}
+
 pub fn node(cluster: &ClusterId, node_name: &str) -> Key {
     Key::new(format!("C#{cluster}"), format!("NODE#{node_name}"))
 }
@@ -135,6 +142,7 @@ pub mod prefix {
     pub const AUDIT: &str = "AUDIT#";
     pub const ACTION: &str = "ACTION#";
     pub const NODE: &str = "NODE#";
+    pub const NODEGROUP: &str = "NODEGROUP#";
 }
 
 #[cfg(test)]

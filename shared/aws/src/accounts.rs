@@ -1,0 +1,111 @@
+//! Linking customer accounts.
+//!
+//! 1. [`issue_external_id`] gives the tenant a fresh ExternalId (random, ours, so a customer
+//!    cannot pick one another tenant uses) to put in the role's trust policy
+//!    (`infra/customer-role.yaml`).
+//! 2. [`link`] assumes the role with that ExternalId, checks the identity's account is the one
+//!    the ARN names, and stores the account as healthy and listed for discovery.
+
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use spotwise_core::TenantId;
+use spotwise_core::domain::{Account, AccountHealth, RoleArn};
+use spotwise_core::keys::{self, Key};
+use time::OffsetDateTime;
+
+use crate::cross_account::{CrossAccount, LinkError};
+use crate::store::{Item, PutCondition, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    #[error("no ExternalId was issued to this tenant; request one first")]
+    NoExternalId,
+    #[error("account {0} is already linked to this tenant")]
+    AlreadyLinked(String),
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The ExternalId a tenant must put in its role's trust policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingExternalId {
+    pub external_id: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub issued_at: OffsetDateTime,
+}
+
+fn external_id_key(tenant: &TenantId) -> Key {
+    Key::new(keys::tenant_partition(tenant), "EXTERNAL_ID")
+}
+
+/// Returns the tenant's ExternalId, creating it on first use. It stays the same afterwards so
+/// every role the tenant creates can use it.
+pub async fn issue_external_id(
+    store: &Store,
+    tenant: &TenantId,
+    now: OffsetDateTime,
+) -> Result<String, StoreError> {
+    if let Some(existing) = store
+        .get::<PendingExternalId>(&external_id_key(tenant))
+        .await?
+    {
+        return Ok(existing.body.external_id);
+    }
+    let mut bytes = [0u8; 16];
+    rand::rng().fill_bytes(&mut bytes);
+    let fresh = PendingExternalId {
+        external_id: format!("sw-{}", hex::encode(bytes)),
+        issued_at: now,
+    };
+    match store
+        .put(
+            &Item::new(external_id_key(tenant), fresh.clone()),
+            PutCondition::IfAbsent,
+        )
+        .await
+    {
+        Ok(()) => Ok(fresh.external_id),
+        // Lost a race with a concurrent request: use the winner's.
+        Err(StoreError::AlreadyExists { .. }) => Ok(store
+            .get::<PendingExternalId>(&external_id_key(tenant))
+            .await?
+            .map_or(fresh.external_id, |winner| winner.body.external_id)),
+        Err(err) => Err(err),
+    }
+}
+
+/// Validates and stores a link. Regions are those discovery will inventory.
+pub async fn link(
+    store: &Store,
+    accounts: &CrossAccount,
+    tenant: &TenantId,
+    role: &RoleArn,
+    regions: Vec<String>,
+    now: OffsetDateTime,
+) -> Result<Account, AccountError> {
+    let external_id = store
+        .get::<PendingExternalId>(&external_id_key(tenant))
+        .await?
+        .ok_or(AccountError::NoExternalId)?
+        .body
+        .external_id;
+    let account_id = accounts.verify_link(role, &external_id).await?;
+    let account = Account {
+        tenant_id: tenant.clone(),
+        account_id: account_id.clone(),
+        role_arn: role.clone(),
+        external_id,
+        regions,
+        health: AccountHealth::Healthy,
+        linked_at: now,
+    };
+    let item = Item::new(keys::account(tenant, &account_id), account.clone())
+        .with_gsi1(keys::linked_accounts_index(tenant, &account_id));
+    match store.put(&item, PutCondition::IfAbsent).await {
+        Ok(()) => Ok(account),
+        Err(StoreError::AlreadyExists { .. }) => Err(AccountError::AlreadyLinked(account_id)),
+        Err(err) => Err(err.into()),
+    }
+}
