@@ -13,6 +13,8 @@ pub enum ExecuteError {
     Unsupported(ActionKind),
     #[error("invalid parameters: {0}")]
     InvalidParams(String),
+    #[error("drain incomplete at the deadline: {0}")]
+    DrainIncomplete(String),
     #[error("kubernetes API: {0}")]
     Kube(#[from] kube::Error),
 }
@@ -26,7 +28,10 @@ impl ExecuteError {
                 status.code == 409 || status.code == 429 || status.code >= 500
             }
             ExecuteError::Kube(_) => true,
-            ExecuteError::Unsupported(_) | ExecuteError::InvalidParams(_) => false,
+            // The deadline has passed; a retry would be refused as expired.
+            ExecuteError::Unsupported(_)
+            | ExecuteError::InvalidParams(_)
+            | ExecuteError::DrainIncomplete(_) => false,
         }
     }
 }
@@ -110,35 +115,7 @@ pub async fn run(client: &kube::Client, action: &AgentAction) -> Result<String, 
         }
         ActionKind::Taint => {
             let name = node_name(action)?;
-            let taint =
-                action.params.get("taint").cloned().ok_or_else(|| {
-                    ExecuteError::InvalidParams("params.taint is required".into())
-                })?;
-            let taint: k8s_openapi::api::core::v1::Taint = serde_json::from_value(taint)
-                .map_err(|e| ExecuteError::InvalidParams(format!("params.taint: {e}")))?;
-            let nodes: Api<Node> = Api::all(client.clone());
-            let node = nodes.get(name).await?;
-            let mut taints = node.spec.and_then(|s| s.taints).unwrap_or_default();
-            if taints
-                .iter()
-                .any(|t| t.key == taint.key && t.effect == taint.effect)
-            {
-                return Ok(format!(
-                    "node {name} already has taint {}:{}",
-                    taint.key, taint.effect
-                ));
-            }
-            taints.push(taint.clone());
-            // Sending the resource version makes a concurrent taint change a 409, retried later.
-            let patch = json!({
-                "metadata": { "resourceVersion": node.metadata.resource_version },
-                "spec": { "taints": taints },
-            });
-            nodes.patch(name, &params, &Patch::Merge(patch)).await?;
-            Ok(format!(
-                "node {name} tainted {}:{}",
-                taint.key, taint.effect
-            ))
+            add_taint(client, name, action).await
         }
         ActionKind::Scale => {
             let ActionTarget::Workload {
@@ -181,6 +158,56 @@ pub async fn run(client: &kube::Client, action: &AgentAction) -> Result<String, 
             }
             Ok(format!("{kind} {namespace}/{name} scaled to {replicas}"))
         }
-        ActionKind::Drain => Err(ExecuteError::Unsupported(action.kind)),
+        ActionKind::Drain => {
+            let name = node_name(action)?;
+            if action.params.contains_key("taint") {
+                add_taint(client, name, action).await?;
+            }
+            let report = crate::drain::drain(client, name, action.not_after).await?;
+            if report.left.is_empty() {
+                Ok(report.summary(name))
+            } else {
+                Err(ExecuteError::DrainIncomplete(report.summary(name)))
+            }
+        }
     }
+}
+
+async fn add_taint(
+    client: &kube::Client,
+    name: &str,
+    action: &AgentAction,
+) -> Result<String, ExecuteError> {
+    let taint = action
+        .params
+        .get("taint")
+        .cloned()
+        .ok_or_else(|| ExecuteError::InvalidParams("params.taint is required".into()))?;
+    let taint: k8s_openapi::api::core::v1::Taint = serde_json::from_value(taint)
+        .map_err(|e| ExecuteError::InvalidParams(format!("params.taint: {e}")))?;
+    let nodes: Api<Node> = Api::all(client.clone());
+    let node = nodes.get(name).await?;
+    let mut taints = node.spec.and_then(|s| s.taints).unwrap_or_default();
+    if taints
+        .iter()
+        .any(|t| t.key == taint.key && t.effect == taint.effect)
+    {
+        return Ok(format!(
+            "node {name} already has taint {}:{}",
+            taint.key, taint.effect
+        ));
+    }
+    taints.push(taint.clone());
+    // Sending the resource version makes a concurrent taint change a 409, retried later.
+    let patch = json!({
+        "metadata": { "resourceVersion": node.metadata.resource_version },
+        "spec": { "taints": taints },
+    });
+    nodes
+        .patch(name, &PatchParams::default(), &Patch::Merge(patch))
+        .await?;
+    Ok(format!(
+        "node {name} tainted {}:{}",
+        taint.key, taint.effect
+    ))
 }

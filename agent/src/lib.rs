@@ -2,6 +2,7 @@
 //! verifies every action (cluster id, expiry, HMAC signature with the cluster secret) and only
 //! then changes the cluster through the Kubernetes API.
 
+mod drain;
 mod execute;
 mod worker;
 

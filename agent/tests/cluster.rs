@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{Method, StatusCode, Uri};
 use axum::routing::{get, patch};
 use axum::{Json, Router};
@@ -23,6 +23,10 @@ const SECRET: &[u8] = b"cluster-secret-c1";
 #[derive(Default)]
 struct Cluster {
     nodes: HashMap<String, Value>,
+    /// Keyed `namespace/name`.
+    pods: BTreeMap<String, Value>,
+    /// Disruptions the PodDisruptionBudget over `app=guarded` pods allows now.
+    guarded_budget: i64,
     replicas: HashMap<String, i64>,
     requests: Vec<String>,
 }
@@ -115,6 +119,68 @@ async fn patch_scale(
     })))
 }
 
+async fn list_pods(
+    State(s): State<Shared>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Json<Value> {
+    let cluster = s.lock().unwrap();
+    let node = query
+        .get("fieldSelector")
+        .and_then(|f| f.strip_prefix("spec.nodeName="))
+        .map(str::to_owned);
+    let items: Vec<Value> = cluster
+        .pods
+        .values()
+        .filter(|p| node.as_deref().is_none_or(|n| p["spec"]["nodeName"] == n))
+        .cloned()
+        .collect();
+    Json(
+        json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "1"}, "items": items}),
+    )
+}
+
+async fn evict(
+    State(s): State<Shared>,
+    Path((namespace, name)): Path<(String, String)>,
+) -> (StatusCode, Json<Value>) {
+    let mut cluster = s.lock().unwrap();
+    let key = format!("{namespace}/{name}");
+    let Some(pod) = cluster.pods.get(&key) else {
+        return status(StatusCode::NOT_FOUND, "NotFound", "pod not found");
+    };
+    let guarded = pod["metadata"]["labels"]["app"] == "guarded";
+    if guarded && cluster.guarded_budget <= 0 {
+        return status(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TooManyRequests",
+            "Cannot evict pod as it would violate the pod's disruption budget.",
+        );
+    }
+    if guarded {
+        cluster.guarded_budget -= 1;
+    }
+    cluster.pods.remove(&key);
+    (
+        StatusCode::CREATED,
+        Json(
+            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+        ),
+    )
+}
+
+fn pod(namespace: &str, name: &str, node: &str, owner_kind: &str, extra: Value) -> (String, Value) {
+    let mut pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "labels": {},
+                     "ownerReferences": [{"apiVersion": "apps/v1", "kind": owner_kind, "name": "owner", "uid": "u1"}]},
+        "spec": {"nodeName": node, "terminationGracePeriodSeconds": 30, "containers": [{"name": "c", "image": "x"}],
+                 "volumes": [{"name": "scratch", "emptyDir": {}}]},
+        "status": {"phase": "Running"}
+    });
+    merge(&mut pod, &extra);
+    (format!("{namespace}/{name}"), pod)
+}
+
 struct FakeKube {
     state: Shared,
     client: kube::Client,
@@ -141,6 +207,33 @@ impl FakeKube {
                 );
             }
             c.replicas.insert("shop/web".into(), 3);
+            let node = "ip-10-0-1-17.ec2.internal";
+            c.pods.extend([
+                pod("shop", "web-1", node, "ReplicaSet", json!({})),
+                pod("shop", "web-2", node, "ReplicaSet", json!({})),
+                pod("kube-system", "aws-node-x1", node, "DaemonSet", json!({})),
+                pod(
+                    "kube-system",
+                    "static-proxy",
+                    node,
+                    "Node",
+                    json!({"metadata": {"annotations": {"kubernetes.io/config.mirror": "abc"}}}),
+                ),
+                pod(
+                    "batch",
+                    "report-1",
+                    node,
+                    "Job",
+                    json!({"status": {"phase": "Succeeded"}}),
+                ),
+                pod(
+                    "shop",
+                    "web-9",
+                    "ip-10-0-2-9.ec2.internal",
+                    "ReplicaSet",
+                    json!({}),
+                ),
+            ]);
         }
         let log = state.clone();
         let app = Router::new()
@@ -148,6 +241,11 @@ impl FakeKube {
             .route(
                 "/apis/apps/v1/namespaces/{ns}/deployments/{name}/scale",
                 patch(patch_scale),
+            )
+            .route("/api/v1/pods", get(list_pods))
+            .route(
+                "/api/v1/namespaces/{ns}/pods/{name}/eviction",
+                axum::routing::post(evict),
             )
             .layer(axum::middleware::from_fn(
                 move |method: Method, uri: Uri, req, next: axum::middleware::Next| {
@@ -404,14 +502,13 @@ async fn dry_run_reports_without_calling_the_api() {
 }
 
 #[tokio::test]
-async fn missing_node_is_a_final_failure_and_drain_is_refused_for_now() {
+async fn missing_node_is_a_final_failure() {
     let kube = FakeKube::start().await;
     let agent = agent(&kube, false);
-    let now = OffsetDateTime::now_utc();
     let outcome = agent
         .handle(
             &signed(action(ActionKind::Cordon, node_target("gone"), json!({}))),
-            now,
+            OffsetDateTime::now_utc(),
         )
         .await;
     assert!(
@@ -424,13 +521,155 @@ async fn missing_node_is_a_final_failure_and_drain_is_refused_for_now() {
         ),
         "{outcome:?}"
     );
+}
+
+fn guard(kube: &FakeKube, names: &[&str], budget: i64) {
+    let mut cluster = kube.state.lock().unwrap();
+    for name in names {
+        let (key, value) = pod(
+            "shop",
+            name,
+            "ip-10-0-1-17.ec2.internal",
+            "ReplicaSet",
+            json!({"metadata": {"labels": {"app": "guarded"}}}),
+        );
+        cluster.pods.insert(key, value);
+    }
+    cluster.guarded_budget = budget;
+}
+
+fn pods_on(kube: &FakeKube, node: &str) -> Vec<String> {
+    let cluster = kube.state.lock().unwrap();
+    cluster
+        .pods
+        .iter()
+        .filter(|(_, p)| p["spec"]["nodeName"] == node)
+        .map(|(k, _)| k.clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn drain_evicts_what_should_move_and_leaves_daemonset_mirror_and_finished_pods() {
+    let kube = FakeKube::start().await;
+    let agent = agent(&kube, false);
+    let node = "ip-10-0-1-17.ec2.internal";
+    let taint = json!({"taint": {"key": "spotwise.io/interruption", "value": "spot", "effect": "NoSchedule"}});
     let outcome = agent
         .handle(
-            &signed(action(ActionKind::Drain, node_target("gone"), json!({}))),
-            now,
+            &signed(action(ActionKind::Drain, node_target(node), taint)),
+            OffsetDateTime::now_utc(),
         )
         .await;
-    assert!(matches!(outcome, Outcome::Rejected { .. }), "{outcome:?}");
+    match &outcome {
+        Outcome::Done { detail, .. } => {
+            assert!(detail.contains("2 evicted, 3 skipped"), "{detail}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(kube.node(node)["spec"]["unschedulable"], true);
+    assert_eq!(
+        kube.node(node)["spec"]["taints"][0]["key"],
+        "spotwise.io/interruption"
+    );
+    assert_eq!(
+        pods_on(&kube, node),
+        [
+            "batch/report-1",
+            "kube-system/aws-node-x1",
+            "kube-system/static-proxy"
+        ]
+    );
+    assert_eq!(
+        pods_on(&kube, "ip-10-0-2-9.ec2.internal"),
+        ["shop/web-9"],
+        "other nodes' pods untouched"
+    );
+
+    // A duplicate delivery finds nothing left to move.
+    let again = agent
+        .handle(
+            &signed(action(ActionKind::Drain, node_target(node), json!({}))),
+            OffsetDateTime::now_utc(),
+        )
+        .await;
+    assert!(
+        matches!(again, Outcome::Done { ref detail, .. } if detail.contains("0 evicted")),
+        "{again:?}"
+    );
+}
+
+#[tokio::test]
+async fn drain_blocked_by_a_pdb_finishes_once_the_budget_allows() {
+    let kube = FakeKube::start().await;
+    guard(&kube, &["db-1", "db-2"], 0);
+    let state = kube.state.clone();
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+        state.lock().unwrap().guarded_budget = 2;
+    });
+    let agent = agent(&kube, false);
+    let outcome = agent
+        .handle(
+            &signed(action(
+                ActionKind::Drain,
+                node_target("ip-10-0-1-17.ec2.internal"),
+                json!({}),
+            )),
+            OffsetDateTime::now_utc(),
+        )
+        .await;
+    release.await.unwrap();
+    assert!(
+        matches!(outcome, Outcome::Done { ref detail, .. } if detail.contains("4 evicted")),
+        "{outcome:?}"
+    );
+    let evictions = kube
+        .requests()
+        .iter()
+        .filter(|r| r.ends_with("/db-1/eviction"))
+        .count();
+    assert!(
+        evictions >= 2,
+        "the blocked eviction was retried ({evictions} attempts)"
+    );
+}
+
+#[tokio::test]
+async fn drain_reports_pods_left_when_the_deadline_comes() {
+    let kube = FakeKube::start().await;
+    guard(&kube, &["db-1"], 0);
+    let agent = agent(&kube, false);
+    let mut short = action(
+        ActionKind::Drain,
+        node_target("ip-10-0-1-17.ec2.internal"),
+        json!({}),
+    );
+    short.not_after = OffsetDateTime::now_utc() + Duration::seconds(2);
+    let started = std::time::Instant::now();
+    let outcome = agent
+        .handle(&signed(short), OffsetDateTime::now_utc())
+        .await;
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "the drain stops at its deadline"
+    );
+    match outcome {
+        Outcome::Failed {
+            reason,
+            retryable: false,
+            ..
+        } => {
+            assert!(
+                reason.contains("shop/db-1 (eviction blocked by a PodDisruptionBudget)"),
+                "{reason}"
+            );
+            assert!(
+                reason.contains("2 evicted"),
+                "the unguarded pods still moved: {reason}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 #[tokio::test]

@@ -13,6 +13,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::Credentials;
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 
 #[derive(Debug, Deserialize)]
 pub struct FunctionEnv {
@@ -158,6 +159,44 @@ impl LocalStack {
             ))
             .load()
             .await
+    }
+}
+
+impl LocalStack {
+    /// Receives and deletes every message on a queue, decoding each body as JSON. Works for FIFO
+    /// queues too: deleting a message releases the next one of its group.
+    pub async fn drain<T: DeserializeOwned>(&self, queue_url: &str) -> Vec<T> {
+        let sqs = aws_sdk_sqs::Client::new(&self.sdk_config().await);
+        let mut messages = Vec::new();
+        loop {
+            let received = sqs
+                .receive_message()
+                .queue_url(queue_url)
+                .max_number_of_messages(10)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("receiving from {queue_url}: {e}"))
+                .messages
+                .unwrap_or_default();
+            if received.is_empty() {
+                return messages;
+            }
+            for message in received {
+                let body = message.body().unwrap_or_default();
+                messages.push(
+                    serde_json::from_str(body)
+                        .unwrap_or_else(|e| panic!("message {body:?} on {queue_url}: {e}")),
+                );
+                if let Some(handle) = message.receipt_handle() {
+                    sqs.delete_message()
+                        .queue_url(queue_url)
+                        .receipt_handle(handle)
+                        .send()
+                        .await
+                        .unwrap_or_else(|e| panic!("deleting from {queue_url}: {e}"));
+                }
+            }
+        }
     }
 }
 

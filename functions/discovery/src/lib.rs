@@ -617,28 +617,12 @@ mod tests {
         let result = fan_out(&deps, event).await.unwrap();
         assert_eq!((result.accounts, result.enqueued), (23, 23));
 
-        let sqs = aws_sdk_sqs::Client::new(&stack.sdk_config().await);
-        let mut received: HashMap<String, DiscoverAccount> = HashMap::new();
-        while received.len() < 23 {
-            let out = sqs
-                .receive_message()
-                .queue_url(stack.resource("DiscoveryQueue"))
-                .max_number_of_messages(10)
-                .send()
-                .await
-                .unwrap();
-            let batch = out.messages.unwrap_or_default();
-            assert!(
-                !batch.is_empty(),
-                "queue ran dry after {} messages",
-                received.len()
-            );
-            for m in batch {
-                let msg: DiscoverAccount = serde_json::from_str(m.body().unwrap()).unwrap();
-                assert_eq!(msg.run_id, result.run_id);
-                received.insert(msg.account_id.clone(), msg);
-            }
-        }
+        let messages: Vec<DiscoverAccount> = stack.drain(stack.resource("DiscoveryQueue")).await;
+        assert!(messages.iter().all(|m| m.run_id == result.run_id));
+        let received: HashMap<String, DiscoverAccount> = messages
+            .into_iter()
+            .map(|m| (m.account_id.clone(), m))
+            .collect();
         assert_eq!(received.len(), 23, "no duplicates, none missing");
         assert_eq!(received["000000100001"].tenant_id.as_str(), "t-odd");
     }
@@ -937,31 +921,9 @@ mod tests {
                 .unwrap()
                 .unwrap();
             assert_eq!(run.body.vanished_clusters.len(), 1);
-            let sqs = aws_sdk_sqs::Client::new(&c.stack.sdk_config().await);
-            let mut titles = Vec::new();
-            loop {
-                let out = sqs
-                    .receive_message()
-                    .queue_url(c.stack.resource("NotificationsQueue"))
-                    .max_number_of_messages(10)
-                    .send()
-                    .await
-                    .unwrap();
-                let batch = out.messages.unwrap_or_default();
-                if batch.is_empty() {
-                    break;
-                }
-                for m in batch {
-                    let n: Notification = serde_json::from_str(m.body().unwrap()).unwrap();
-                    titles.push(n.title);
-                    sqs.delete_message()
-                        .queue_url(c.stack.resource("NotificationsQueue"))
-                        .receipt_handle(m.receipt_handle().unwrap())
-                        .send()
-                        .await
-                        .unwrap();
-                }
-            }
+            let notes: Vec<Notification> =
+                c.stack.drain(c.stack.resource("NotificationsQueue")).await;
+            let titles: Vec<String> = notes.into_iter().map(|n| n.title).collect();
             assert_eq!(
                 titles
                     .iter()
@@ -1033,20 +995,8 @@ mod tests {
                 .unwrap();
             server.abort();
 
-            let sqs = aws_sdk_sqs::Client::new(&c.stack.sdk_config().await);
-            let out = sqs
-                .receive_message()
-                .queue_url(c.stack.resource("NotificationsQueue"))
-                .max_number_of_messages(10)
-                .send()
-                .await
-                .unwrap();
-            let alerts: Vec<Notification> = out
-                .messages
-                .unwrap_or_default()
-                .iter()
-                .map(|m| serde_json::from_str(m.body().unwrap()).unwrap())
-                .collect();
+            let alerts: Vec<Notification> =
+                c.stack.drain(c.stack.resource("NotificationsQueue")).await;
             assert_eq!(
                 alerts.len(),
                 1,

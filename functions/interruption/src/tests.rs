@@ -131,35 +131,7 @@ fn variant(name: &str, changes: &[(&str, serde_json::Value)]) -> String {
 
 /// Drains the agent's FIFO queue, returning every action on it.
 async fn agent_actions(env: &Env_) -> Vec<AgentAction> {
-    let mut actions = Vec::new();
-    let mut empty_polls = 0;
-    while empty_polls < 2 {
-        let out = env
-            .deps
-            .sqs
-            .receive_message()
-            .queue_url(&env.agent_queue)
-            .max_number_of_messages(10)
-            .send()
-            .await
-            .unwrap();
-        let messages = out.messages.unwrap_or_default();
-        if messages.is_empty() {
-            empty_polls += 1;
-        }
-        for m in messages {
-            actions.push(serde_json::from_str(m.body().unwrap()).unwrap());
-            env.deps
-                .sqs
-                .delete_message()
-                .queue_url(&env.agent_queue)
-                .receipt_handle(m.receipt_handle().unwrap())
-                .send()
-                .await
-                .unwrap();
-        }
-    }
-    actions
+    env.stack.drain(&env.agent_queue).await
 }
 
 async fn stat(env: &Env_, counter: &str) -> i64 {
@@ -255,17 +227,11 @@ async fn spot_warning_queues_one_signed_drain_with_a_live_deadline() {
             .unwrap()
             .is_some()
     );
-    let notes = env
-        .deps
-        .sqs
-        .receive_message()
-        .queue_url(env.stack.resource("NotificationsQueue"))
-        .send()
-        .await
-        .unwrap()
-        .messages
-        .unwrap_or_default();
-    let note: Notification = serde_json::from_str(notes[0].body().unwrap()).unwrap();
+    let notes: Vec<Notification> = env
+        .stack
+        .drain(env.stack.resource("NotificationsQueue"))
+        .await;
+    let note = &notes[0];
     assert_eq!(
         (note.event_type.as_str(), note.severity),
         ("interruption", Severity::Warning)

@@ -274,16 +274,8 @@ async fn get_products_is_paginated_filtered_and_a_failing_region_does_not_lose_t
     assert_eq!(first["ServiceCode"], "AmazonEC2");
 
     // The failed region was reported to the operators.
-    let sqs = aws_sdk_sqs::Client::new(&stack.sdk_config().await);
-    let messages = sqs
-        .receive_message()
-        .queue_url(stack.resource("NotificationsQueue"))
-        .send()
-        .await
-        .unwrap()
-        .messages
-        .unwrap_or_default();
-    let alert: Notification = serde_json::from_str(messages[0].body().unwrap()).unwrap();
+    let alerts: Vec<Notification> = stack.drain(stack.resource("NotificationsQueue")).await;
+    let alert = &alerts[0];
     assert_eq!(
         (alert.event_type.as_str(), alert.severity),
         ("scrape_failure", Severity::Warning)
