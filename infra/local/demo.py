@@ -139,7 +139,7 @@ def main():
             return [{k: plain.deserialize(v) for k, v in item.items()} for item in out["Items"]]
 
         actions = count("T#t1", "ACTION#")
-        capacity = count("T#t1", "CLUSTER#111122223333.us-east-1.prod-us-east-1#CAPACITY")
+        capacity = count("T#t1", "CAPACITY#111122223333.us-east-1.prod-us-east-1")
         notifications = count("T#t1", "NOTIFICATION#")
         queued = stack.sqs.get_queue_attributes(QueueUrl=stack.refs["DiscoveryQueue"],
                                                 AttributeNames=["ApproximateNumberOfMessages"])

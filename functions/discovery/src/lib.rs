@@ -397,7 +397,7 @@ async fn reconcile(
         .query_all::<Cluster>(&Query::partition(&partition).prefix(keys::prefix::CLUSTER))
         .await?
         .into_iter()
-        .filter(|i| i.body.account_id == account.account_id && !i.key.sk.ends_with("#CAPACITY"))
+        .filter(|i| i.body.account_id == account.account_id)
         .map(|i| (i.body.id.clone(), i))
         .collect();
     let stored_groups: HashMap<keys::Key, Item<Nodegroup>> = deps

@@ -138,7 +138,7 @@ pub fn summarize(
 pub fn summary_key(tenant: &TenantId, cluster: &ClusterId) -> Key {
     Key::new(
         keys::tenant_partition(tenant),
-        format!("CLUSTER#{cluster}#CAPACITY"),
+        format!("CAPACITY#{cluster}"),
     )
 }
 

@@ -135,7 +135,8 @@ pub fn linked_accounts_index(tenant: &TenantId, account_id: &str) -> Gsi1Key {
     }
 }
 
-/// Sort-key prefixes for listing one kind of item in a tenant's partition.
+/// Sort-key prefixes for listing one kind of item in a tenant's partition. No prefix may be a
+/// prefix of another kind's sort keys, or a listing would read (and fail to decode) both.
 pub mod prefix {
     pub const ACCOUNT: &str = "ACCOUNT#";
     pub const CLUSTER: &str = "CLUSTER#";
@@ -159,6 +160,26 @@ mod tests {
         );
         assert_eq!(cluster(&t, &c), Key::new("T#t1", "CLUSTER#c1"));
         assert!(audit(&t, "01J").sk.starts_with(prefix::AUDIT));
+    }
+
+    #[test]
+    fn prefixes_do_not_overlap() {
+        let all = [
+            prefix::ACCOUNT,
+            prefix::CLUSTER,
+            prefix::AUDIT,
+            prefix::ACTION,
+            prefix::NODE,
+            prefix::NODEGROUP,
+        ];
+        for a in all {
+            for b in all {
+                // NODE# and NODEGROUP# live in different partitions (C#<cluster> vs T#<tenant>).
+                if a != b && !(a == prefix::NODE && b == prefix::NODEGROUP) {
+                    assert!(!b.starts_with(a), "{a} is a prefix of {b}");
+                }
+            }
+        }
     }
 
     #[test]
