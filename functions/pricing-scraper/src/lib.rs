@@ -276,9 +276,7 @@ pub async fn scrape(
         Ok(shared) => {
             let shared = &shared;
             run.regions = futures_util::stream::iter(config.regions.iter().cloned())
-                .map(|region| async move {
-                    scrape_region(deps, config, shared, &region, started_at).await
-                })
+                .map(|region| async move { scrape_region(deps, shared, &region, started_at).await })
                 .buffer_unordered(config.concurrency)
                 .collect()
                 .await;
@@ -373,12 +371,11 @@ async fn load_shared(deps: &Deps, config: &Config) -> Result<SharedFeeds, Scrape
 
 async fn scrape_region(
     deps: &Deps,
-    config: &Config,
     shared: &SharedFeeds,
     region: &str,
     now: OffsetDateTime,
 ) -> RegionReport {
-    match region_pools(deps, config, shared, region, now).await {
+    match region_pools(deps, shared, region, now).await {
         Ok((pools, written)) => RegionReport {
             region: region.to_owned(),
             pools,
@@ -401,7 +398,6 @@ async fn scrape_region(
 
 async fn region_pools(
     deps: &Deps,
-    config: &Config,
     shared: &SharedFeeds,
     region: &str,
     now: OffsetDateTime,
@@ -425,17 +421,13 @@ async fn region_pools(
         }
     };
     let history_stats;
-    let spot_prices = match (
-        &shared.spot_by_region,
-        &shared.spot_history,
-        &config.spot_prices,
-    ) {
-        (Some(by_region), _, _) => SpotPrices::PerRegion(by_region),
-        (None, Some(points), _) => {
+    let spot_prices = match (&shared.spot_by_region, &shared.spot_history) {
+        (Some(by_region), _) => SpotPrices::PerRegion(by_region),
+        (None, Some(points)) => {
             history_stats = spot::summarize(points, now, SPOT_WINDOW);
             SpotPrices::PerZone(&history_stats)
         }
-        (None, None, _) => {
+        (None, None) => {
             let points = sources::spot_history(&ec2, now - SPOT_WINDOW).await?;
             history_stats = spot::summarize(&points, now, SPOT_WINDOW);
             SpotPrices::PerZone(&history_stats)

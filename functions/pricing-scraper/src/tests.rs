@@ -161,8 +161,8 @@ async fn ec2_apis_are_read_through_the_sdk() {
 async fn fake_pricing() -> (String, Arc<Mutex<Vec<Value>>>, tokio::task::JoinHandle<()>) {
     let requests: Arc<Mutex<Vec<Value>>> = Arc::default();
     let seen = requests.clone();
-    let sample: Value = serde_json::from_str(include_str!(
-        "../../../shared/core/tests/data/pricing-getproducts-response-m5.large-us-east-1.json"
+    let sample: Value = serde_json::from_str(&spotwise_testkit::fixture(
+        "shared/core/tests/data/pricing-getproducts-response-m5.large-us-east-1.json",
     ))
     .unwrap();
     let m5: Value = serde_json::from_str(sample["PriceList"][0].as_str().unwrap()).unwrap();
