@@ -15,6 +15,8 @@ pub enum ExecuteError {
     InvalidParams(String),
     #[error("drain incomplete at the deadline: {0}")]
     DrainIncomplete(String),
+    #[error("completing the Auto Scaling lifecycle action: {0}")]
+    Lifecycle(String),
     #[error("kubernetes API: {0}")]
     Kube(#[from] kube::Error),
 }
@@ -27,7 +29,7 @@ impl ExecuteError {
             ExecuteError::Kube(kube::Error::Api(status)) => {
                 status.code == 409 || status.code == 429 || status.code >= 500
             }
-            ExecuteError::Kube(_) => true,
+            ExecuteError::Kube(_) | ExecuteError::Lifecycle(_) => true,
             // The deadline has passed; a retry would be refused as expired.
             ExecuteError::Unsupported(_)
             | ExecuteError::InvalidParams(_)
@@ -81,7 +83,11 @@ pub fn describe(action: &AgentAction) -> String {
     }
 }
 
-pub async fn run(client: &kube::Client, action: &AgentAction) -> Result<String, ExecuteError> {
+pub async fn run(
+    client: &kube::Client,
+    autoscaling: Option<&aws_sdk_autoscaling::Client>,
+    action: &AgentAction,
+) -> Result<String, ExecuteError> {
     let params = PatchParams::default();
     match action.kind {
         ActionKind::Cordon | ActionKind::Uncordon => {
@@ -163,11 +169,31 @@ pub async fn run(client: &kube::Client, action: &AgentAction) -> Result<String, 
             if action.params.contains_key("taint") {
                 add_taint(client, name, action).await?;
             }
-            let report = crate::drain::drain(client, name, action.not_after).await?;
+            let hook = crate::lifecycle::Hook::from_action(action)?;
+            let drained = match (&hook, autoscaling) {
+                (Some(hook), Some(asg)) => tokio::select! {
+                    drained = crate::drain::drain(client, name, action.not_after) => drained,
+                    () = crate::lifecycle::keep_alive(asg, hook) => unreachable!("heartbeats never end"),
+                },
+                _ => crate::drain::drain(client, name, action.not_after).await,
+            };
+            let report = drained?;
+            let mut detail = report.summary(name);
+            // The instance goes either way; completing the hook lets it go now.
+            match (&hook, autoscaling) {
+                (Some(hook), Some(asg)) => {
+                    crate::lifecycle::complete(asg, hook).await?;
+                    detail.push_str("; lifecycle action completed (CONTINUE)");
+                }
+                (Some(_), None) => {
+                    detail.push_str("; no Auto Scaling access: the hook ends at its timeout")
+                }
+                (None, _) => {}
+            }
             if report.left.is_empty() {
-                Ok(report.summary(name))
+                Ok(detail)
             } else {
-                Err(ExecuteError::DrainIncomplete(report.summary(name)))
+                Err(ExecuteError::DrainIncomplete(detail))
             }
         }
     }

@@ -4,6 +4,7 @@
 
 mod drain;
 mod execute;
+mod lifecycle;
 mod worker;
 
 use std::path::PathBuf;
@@ -73,6 +74,7 @@ pub struct Agent {
     cluster_id: ClusterId,
     secret: Vec<u8>,
     kube: kube::Client,
+    autoscaling: Option<aws_sdk_autoscaling::Client>,
     dry_run: bool,
 }
 
@@ -82,8 +84,15 @@ impl Agent {
             cluster_id,
             secret,
             kube,
+            autoscaling: None,
             dry_run,
         }
+    }
+
+    /// Completes Auto Scaling termination hooks after drains (and heartbeats them during).
+    pub fn with_autoscaling(mut self, client: aws_sdk_autoscaling::Client) -> Self {
+        self.autoscaling = Some(client);
+        self
     }
 
     /// Verifies and executes one message body.
@@ -103,7 +112,7 @@ impl Agent {
                 detail,
             };
         }
-        match execute::run(&self.kube, &action).await {
+        match execute::run(&self.kube, self.autoscaling.as_ref(), &action).await {
             Ok(detail) => {
                 info!(action_id = %action.action_id, kind = ?action.kind, %detail, "action done");
                 Outcome::Done {

@@ -18,7 +18,8 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("connecting to the Kubernetes API")?;
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let agent = Agent::new(config.cluster_id.clone(), secret, kube, config.dry_run);
+    let agent = Agent::new(config.cluster_id.clone(), secret, kube, config.dry_run)
+        .with_autoscaling(aws_sdk_autoscaling::Client::new(&sdk));
     let worker = QueueWorker::new(aws_sdk_sqs::Client::new(&sdk), &config.queue_url);
     worker
         .run(&agent, async {

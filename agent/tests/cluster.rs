@@ -761,3 +761,80 @@ async fn worker_executes_queued_actions_and_removes_finished_messages() {
     // Shutdown future stops the loop.
     worker.run(&agent, async {}).await;
 }
+
+/// A stand-in for the Auto Scaling API (query protocol) that records each call's form body.
+async fn fake_autoscaling() -> (
+    aws_sdk_autoscaling::Client,
+    Arc<Mutex<Vec<String>>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let calls: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen = calls.clone();
+    let app = Router::new().fallback(move |body: String| {
+        let seen = seen.clone();
+        async move {
+            seen.lock().unwrap().push(body);
+            (
+                StatusCode::OK,
+                [("content-type", "text/xml")],
+                "<CompleteLifecycleActionResponse xmlns=\"http://autoscaling.amazonaws.com/doc/2011-01-01/\">\
+                 <CompleteLifecycleActionResult/><ResponseMetadata><RequestId>r-1</RequestId></ResponseMetadata>\
+                 </CompleteLifecycleActionResponse>",
+            )
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let config = aws_sdk_autoscaling::Config::builder()
+        .behavior_version(aws_sdk_autoscaling::config::BehaviorVersion::latest())
+        .region(aws_sdk_autoscaling::config::Region::new("us-east-1"))
+        .endpoint_url(url)
+        .credentials_provider(aws_sdk_autoscaling::config::Credentials::new(
+            "a", "b", None, None, "test",
+        ))
+        .build();
+    (
+        aws_sdk_autoscaling::Client::from_conf(config),
+        calls,
+        server,
+    )
+}
+
+#[tokio::test]
+async fn drain_for_an_asg_hook_completes_the_lifecycle_action() {
+    let kube = FakeKube::start().await;
+    let (asg, calls, server) = fake_autoscaling().await;
+    let agent = agent(&kube, false).with_autoscaling(asg);
+    let params = json!({"asg_lifecycle": {
+        "auto_scaling_group": "eks-workers", "hook_name": "spotwise-drain",
+        "token": "71514b9d-6a40-4b26-8523-05e7ee35fa40", "instance_id": "i-0b662ef9931388ba0"
+    }});
+    let outcome = agent
+        .handle(
+            &signed(action(
+                ActionKind::Drain,
+                node_target("ip-10-0-1-17.ec2.internal"),
+                params,
+            )),
+            OffsetDateTime::now_utc(),
+        )
+        .await;
+    server.abort();
+    assert!(
+        matches!(outcome, Outcome::Done { ref detail, .. } if detail.contains("lifecycle action completed")),
+        "{outcome:?}"
+    );
+    let calls = calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    for part in [
+        "Action=CompleteLifecycleAction",
+        "LifecycleActionResult=CONTINUE",
+        "AutoScalingGroupName=eks-workers",
+        "LifecycleHookName=spotwise-drain",
+    ] {
+        assert!(calls[0].contains(part), "{part} missing from {}", calls[0]);
+    }
+}

@@ -1,0 +1,70 @@
+//! Auto Scaling termination hooks: while a drain runs the hook is kept alive with heartbeats,
+//! and afterwards completed with CONTINUE so the group terminates the instance without waiting
+//! for the hook's timeout.
+
+use std::time::Duration;
+
+use aws_sdk_autoscaling::Client;
+use aws_sdk_autoscaling::error::DisplayErrorContext;
+use serde::Deserialize;
+use spotwise_core::action::AgentAction;
+use tracing::warn;
+
+use crate::execute::ExecuteError;
+
+/// Well inside the smallest heartbeat timeout Auto Scaling allows (30 s).
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(20);
+
+/// `params.asg_lifecycle` as the interruption handler writes it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Hook {
+    pub auto_scaling_group: String,
+    pub hook_name: String,
+    pub token: String,
+    pub instance_id: String,
+}
+
+impl Hook {
+    pub fn from_action(action: &AgentAction) -> Result<Option<Self>, ExecuteError> {
+        action
+            .params
+            .get("asg_lifecycle")
+            .map(|value| {
+                serde_json::from_value(value.clone())
+                    .map_err(|e| ExecuteError::InvalidParams(format!("params.asg_lifecycle: {e}")))
+            })
+            .transpose()
+    }
+}
+
+/// Sends heartbeats until dropped.
+pub async fn keep_alive(client: &Client, hook: &Hook) {
+    loop {
+        tokio::time::sleep(HEARTBEAT_EVERY).await;
+        let sent = client
+            .record_lifecycle_action_heartbeat()
+            .auto_scaling_group_name(&hook.auto_scaling_group)
+            .lifecycle_hook_name(&hook.hook_name)
+            .lifecycle_action_token(&hook.token)
+            .instance_id(&hook.instance_id)
+            .send()
+            .await;
+        if let Err(err) = sent {
+            warn!(hook = %hook.hook_name, error = %DisplayErrorContext(&err), "lifecycle heartbeat failed");
+        }
+    }
+}
+
+pub async fn complete(client: &Client, hook: &Hook) -> Result<(), ExecuteError> {
+    client
+        .complete_lifecycle_action()
+        .auto_scaling_group_name(&hook.auto_scaling_group)
+        .lifecycle_hook_name(&hook.hook_name)
+        .lifecycle_action_token(&hook.token)
+        .instance_id(&hook.instance_id)
+        .lifecycle_action_result("CONTINUE")
+        .send()
+        .await
+        .map_err(|e| ExecuteError::Lifecycle(DisplayErrorContext(&e).to_string()))?;
+    Ok(())
+}
