@@ -30,7 +30,7 @@ use spotwise_core::domain::{
 };
 use spotwise_core::interruption::{self, ParseError, Parsed, Signal, SignalKind};
 use spotwise_core::keys::{self, Key};
-use spotwise_core::{Classify, ClusterId, Disposition, TenantId};
+use spotwise_core::{Classify, ClusterId, Disposition, TenantId, rfc3339};
 use spotwise_lambda::sqs::{BodyError, process_batch};
 use time::OffsetDateTime;
 use tracing::{info, warn};
@@ -590,11 +590,6 @@ fn region_of_zone(zone: &str) -> &str {
 fn day(at: OffsetDateTime) -> String {
     let d = at.date();
     format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
-}
-
-fn rfc3339(at: OffsetDateTime) -> String {
-    at.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -346,7 +346,10 @@ impl Store {
         let expires = now + hold;
         let mut attrs = key_attrs(key);
         attrs.insert(TTL.into(), number(expires.unix_timestamp()));
-        attrs.insert("claimed_at".into(), AttributeValue::S(rfc3339(now)));
+        attrs.insert(
+            "claimed_at".into(),
+            AttributeValue::S(spotwise_core::rfc3339(now)),
+        );
         let result = self
             .client
             .put_item()
@@ -499,11 +502,6 @@ fn backoff(attempt: u32) -> Duration {
 
 fn number(n: impl ToString) -> AttributeValue {
     AttributeValue::N(n.to_string())
-}
-
-fn rfc3339(at: OffsetDateTime) -> String {
-    at.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| at.unix_timestamp().to_string())
 }
 
 fn key_attrs(key: &Key) -> HashMap<String, AttributeValue> {

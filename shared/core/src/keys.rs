@@ -73,10 +73,6 @@ pub fn action(tenant: &TenantId, action_id: &str) -> Key {
     Key::new(tenant_partition(tenant), format!("ACTION#{action_id}"))
 }
 
-pub fn interruption(tenant: &TenantId, id: &str) -> Key {
-    Key::new(tenant_partition(tenant), format!("INTERRUPTION#{id}"))
-}
-
 pub fn cluster_secret(cluster: &ClusterId) -> Key {
     Key::new(format!("C#{cluster}"), "SECRET")
 }

@@ -14,4 +14,11 @@ pub mod pricing;
 pub mod telemetry;
 
 pub use error::{Classify, Disposition};
+
+/// RFC 3339 text of a timestamp, for stored and logged values. Formatting an in-range
+/// `OffsetDateTime` cannot fail; the Unix-seconds fallback only keeps this total.
+pub fn rfc3339(at: time::OffsetDateTime) -> String {
+    at.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| at.unix_timestamp().to_string())
+}
 pub use ids::{ClusterId, IdError, TenantId};

@@ -133,12 +133,6 @@ impl Advisor {
             .map(|e| (e.instance_type.as_str(), e))
             .collect()
     }
-
-    pub fn get(&self, region: &str, os: &str, instance_type: &str) -> Option<&AdvisorEntry> {
-        self.entries
-            .iter()
-            .find(|e| e.region == region && e.os == os && e.instance_type == instance_type)
-    }
 }
 
 #[cfg(test)]
@@ -150,7 +144,7 @@ mod tests {
     #[test]
     fn real_feed_parses_with_known_values() {
         let advisor = Advisor::parse(FEED, "data/spot-advisor-data.json").unwrap();
-        let m5 = advisor.get("us-east-1", "Linux", "m5.large").unwrap();
+        let m5 = advisor.linux_in("us-east-1")["m5.large"];
         assert_eq!((m5.savings_pct, m5.interruption_band), (66, 3));
         let maxes: Vec<u8> = advisor.ranges.iter().map(|r| r.max).collect();
         assert_eq!(maxes, [5, 11, 16, 22, 100]);
