@@ -145,7 +145,10 @@ pub struct Account {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum CapacityType {
+    #[serde(alias = "SPOT")]
     Spot,
+    // Kubernetes labels spell it `on-demand` (Karpenter) or `ON_DEMAND` (EKS node groups).
+    #[serde(alias = "on_demand", alias = "ON_DEMAND", alias = "ondemand")]
     OnDemand,
 }
 

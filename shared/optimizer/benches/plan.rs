@@ -1,0 +1,300 @@
+//! Planner figures on seeded synthetic clusters over the real us-east-1 catalogue and prices
+//! (every type with a price, on-demand and spot, in six zones):
+//! - plan time and pods/s at 1k, 5k and 20k pods;
+//! - plan cost over the fluid lower bound, across 20 seeds;
+//! - on small instances (<= 60 pods, <= 15 offerings), plan cost over the exact optimum of the
+//!   bin-packing MIP, solved by microlp.
+//!
+//!     cargo bench -p spotwise-optimizer --bench plan
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use microlp::{ComparisonOp, OptimizationDirection, Problem};
+use spotwise_optimizer::catalog::PriceData;
+use spotwise_optimizer::model::{PlanInput, PlanPolicy, Vector};
+use spotwise_optimizer::packing::admits;
+use spotwise_optimizer::synth::{self, Rng};
+use spotwise_optimizer::{lp, plan};
+
+const ZONES: [&str; 6] = [
+    "us-east-1a",
+    "us-east-1b",
+    "us-east-1c",
+    "us-east-1d",
+    "us-east-1e",
+    "us-east-1f",
+];
+
+fn percentile(values: &mut [f64], p: f64) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let i = ((values.len() as f64 - 1.0) * p).round() as usize;
+    values[i.min(values.len() - 1)]
+}
+
+/// Sum over pod classes (here: spot-eligible or not) of each class's fluid optimum.
+fn fluid_bound(input: &PlanInput) -> f64 {
+    let mut bound = 0.0;
+    for spot_ok in [true, false] {
+        let class: Vec<_> = input.pods.iter().filter(|p| p.spot_ok == spot_ok).collect();
+        let Some(first) = class.first() else { continue };
+        let mut demand: Vector = [0; 4];
+        for p in &class {
+            let d = p.demand();
+            for r in 0..4 {
+                demand[r] += d[r];
+            }
+        }
+        let columns: Vec<(Vector, f64)> = input
+            .offerings
+            .iter()
+            .filter(|o| admits(input, first, o))
+            .map(|o| (input.policy.usable(o), o.price_hr))
+            .collect();
+        bound += lp::solve(&demand, &columns).map_or(f64::NAN, |s| s.cost);
+    }
+    bound
+}
+
+/// Every pod placed once, capacities and capacity types respected.
+fn check(input: &PlanInput, plan: &spotwise_optimizer::Plan) {
+    let mut seen = BTreeSet::new();
+    for node in &plan.nodes {
+        let offering = input
+            .offerings
+            .iter()
+            .find(|o| {
+                o.instance_type == node.instance_type
+                    && o.zone == node.zone
+                    && o.label("karpenter.sh/capacity-type") == Some(node.capacity_type.as_str())
+            })
+            .unwrap_or_else(|| panic!("node from no offering: {}", node.instance_type));
+        let cap = input.policy.usable(offering);
+        let mut used = [0u64; 4];
+        for name in &node.pods {
+            assert!(seen.insert(name.clone()), "{name} placed twice");
+            let pod = input
+                .pods
+                .iter()
+                .find(|p| &p.name == name)
+                .unwrap_or_else(|| panic!("unknown pod {name}"));
+            assert!(admits(input, pod, offering));
+            let d = pod.demand();
+            for r in 0..4 {
+                used[r] += d[r];
+            }
+        }
+        assert!(
+            (0..4).all(|r| used[r] <= cap[r]),
+            "over capacity on {}",
+            node.instance_type
+        );
+    }
+    assert_eq!(seen.len() + plan.unschedulable.len(), input.pods.len());
+}
+
+fn scale(base: &PlanInput) {
+    println!(
+        "\n== plan time and cost / fluid lower bound ({} offerings) ==",
+        base.offerings.len()
+    );
+    println!(
+        "{:>7} {:>6} {:>10} {:>10} {:>11} {:>9} {:>9} {:>9} {:>6}",
+        "pods",
+        "seeds",
+        "p50 ms",
+        "max ms",
+        "pods/s",
+        "ratio p50",
+        "ratio p90",
+        "ratio max",
+        "nodes"
+    );
+    for (n, seeds) in [(1_000, 20), (5_000, 20), (20_000, 20)] {
+        let mut times = Vec::new();
+        let mut ratios = Vec::new();
+        let mut nodes = 0;
+        for seed in 0..seeds {
+            let input = PlanInput {
+                pods: synth::pods(seed, n),
+                ..base.clone()
+            };
+            let started = Instant::now();
+            let plan = plan(&input);
+            times.push(started.elapsed().as_secs_f64() * 1e3);
+            check(&input, &plan);
+            ratios.push(plan.cost_hr / fluid_bound(&input));
+            nodes = plan.nodes.len();
+        }
+        let p50 = percentile(&mut times, 0.5);
+        println!(
+            "{n:>7} {seeds:>6} {p50:>10.1} {:>10.1} {:>11.0} {:>9.4} {:>9.4} {:>9.4} {nodes:>6}",
+            percentile(&mut times, 1.0),
+            n as f64 / (p50 / 1e3),
+            percentile(&mut ratios, 0.5),
+            percentile(&mut ratios, 0.9),
+            percentile(&mut ratios, 1.0),
+        );
+    }
+}
+
+/// Exact optimum of the bin-packing MIP: binary y[t][j] opens node j of offering t, binary
+/// x[i][t][j] puts pod i on it. Node counts per offering are bounded by the heuristic's cost.
+fn exact(input: &PlanInput, upper: f64, limit: Duration) -> Option<(f64, bool)> {
+    let mut problem = Problem::new(OptimizationDirection::Minimize);
+    problem.set_time_limit(limit);
+    let pods = &input.pods;
+    let mut assign: Vec<Vec<microlp::Variable>> = vec![Vec::new(); pods.len()];
+    for o in &input.offerings {
+        let cap = input.policy.usable(o);
+        let allowed: Vec<usize> = (0..pods.len())
+            .filter(|&i| {
+                admits(input, &pods[i], o) && (0..4).all(|r| pods[i].demand()[r] <= cap[r])
+            })
+            .collect();
+        let most = ((upper / o.price_hr + 1e-9).floor() as usize).min(allowed.len());
+        let mut previous = None;
+        for _ in 0..most {
+            let open = problem.add_binary_var(o.price_hr);
+            let on_node: Vec<(usize, microlp::Variable)> = allowed
+                .iter()
+                .map(|&i| (i, problem.add_binary_var(0.0)))
+                .collect();
+            for &(i, x) in &on_node {
+                assign[i].push(x);
+            }
+            for (r, &capacity) in cap.iter().enumerate() {
+                let mut row: Vec<(microlp::Variable, f64)> = on_node
+                    .iter()
+                    .map(|&(i, x)| (x, pods[i].demand()[r] as f64))
+                    .collect();
+                row.push((open, -(capacity as f64)));
+                problem.add_constraint(row.as_slice(), ComparisonOp::Le, 0.0);
+            }
+            if let Some(prev) = previous {
+                problem.add_constraint(
+                    [(prev, 1.0), (open, -1.0)].as_slice(),
+                    ComparisonOp::Ge,
+                    0.0,
+                );
+            }
+            previous = Some(open);
+        }
+    }
+    for vars in &assign {
+        let row: Vec<(microlp::Variable, f64)> = vars.iter().map(|&v| (v, 1.0)).collect();
+        problem.add_constraint(row.as_slice(), ComparisonOp::Eq, 1.0);
+    }
+    let outcome = problem.solve().ok()?;
+    let optimal = outcome.is_optimal();
+    outcome.solution().map(|s| (s.objective(), optimal))
+}
+
+fn small(base: &PlanInput) {
+    println!("\n== small instances: plan cost / exact MIP optimum (microlp, 20 s limit each) ==");
+    println!(
+        "{:>4} {:>5} {:>9} {:>10} {:>10} {:>8} {:>8}",
+        "seed", "pods", "offerings", "plan $/h", "exact $/h", "ratio", "proven"
+    );
+    let mut ratios = Vec::new();
+    for seed in 0..12u64 {
+        let mut rng = Rng::new(seed + 1000);
+        let n = 12 + rng.below(25) as usize;
+        let mut offerings = Vec::new();
+        // A handful of types of modest size, so several pods share a node.
+        let candidates: Vec<_> = base
+            .offerings
+            .iter()
+            .filter(|o| o.cpu_m <= 16_000 && o.gpus == 0 && o.zone == ZONES[0])
+            .collect();
+        while offerings.len() < 10 + rng.below(6) as usize {
+            let o = candidates[rng.below(candidates.len() as u64) as usize].clone();
+            if !offerings.contains(&o) {
+                offerings.push(o);
+            }
+        }
+        let input = PlanInput {
+            pods: synth::pods(seed + 500, n)
+                .into_iter()
+                .map(|mut p| {
+                    p.cpu_m = p.cpu_m.min(3_000);
+                    p.mem_mib = p.mem_mib.min(12_000);
+                    p
+                })
+                .collect(),
+            offerings,
+            policy: PlanPolicy {
+                max_interruption_band: 4,
+                min_spot_pools: 1,
+                ..base.policy.clone()
+            },
+            ..PlanInput::default()
+        };
+        let plan = plan(&input);
+        check(&input, &plan);
+        if !plan.unschedulable.is_empty() {
+            continue;
+        }
+        let Some((optimum, proven)) = exact(&input, plan.cost_hr, Duration::from_secs(20)) else {
+            println!(
+                "{seed:>4} {n:>5} {:>9} {:>10.4} {:>10} {:>8} {:>8}",
+                input.offerings.len(),
+                plan.cost_hr,
+                "-",
+                "-",
+                "timeout"
+            );
+            continue;
+        };
+        let ratio = plan.cost_hr / optimum;
+        if proven {
+            ratios.push(ratio);
+        }
+        println!(
+            "{seed:>4} {n:>5} {:>9} {:>10.4} {optimum:>10.4} {ratio:>8.4} {proven:>8}",
+            input.offerings.len(),
+            plan.cost_hr
+        );
+    }
+    if !ratios.is_empty() {
+        let count = ratios.len();
+        println!(
+            "proven optima: {count}; ratio p50 {:.4}, max {:.4}",
+            percentile(&mut ratios, 0.5),
+            percentile(&mut ratios, 1.0)
+        );
+    }
+}
+
+fn main() {
+    let data = match PriceData::shipped() {
+        Ok(data) => data,
+        Err(err) => {
+            eprintln!("shipped price data: {err}");
+            return;
+        }
+    };
+    let zones: Vec<String> = ZONES.iter().map(|z| (*z).to_owned()).collect();
+    let mut offerings = data.offerings("us-east-1", &zones, &Default::default());
+    synth::vary_zone_prices(1, &mut offerings);
+    let types: BTreeSet<&str> = offerings.iter().map(|o| o.instance_type.as_str()).collect();
+    println!(
+        "us-east-1: {} instance types x {} zones = {} offerings (spot and on-demand)",
+        types.len(),
+        zones.len(),
+        offerings.len()
+    );
+    let base = PlanInput {
+        pods: Vec::new(),
+        offerings,
+        policy: PlanPolicy::default(),
+        ..PlanInput::default()
+    };
+    let only = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    if only.as_deref().is_none_or(|o| o == "scale") {
+        scale(&base);
+    }
+    if only.as_deref().is_none_or(|o| o == "small") {
+        small(&base);
+    }
+}

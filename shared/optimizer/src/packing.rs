@@ -1,0 +1,1001 @@
+//! Placing pods on nodes at the lowest cost.
+//!
+//! Pods are grouped into classes that can use the same offerings (capacity type, nodeSelector,
+//! tolerations, GPU need). Classes with the fewest choices are packed first; later classes fill
+//! the room earlier nodes left before opening nodes of their own. For each class several
+//! packings are tried and the cheapest kept:
+//! - first-fit decreasing onto each of the few node types that are cheapest for the class alone;
+//! - the fluid optimum's mix of types (usually two shapes, e.g. compute- and memory-optimised),
+//!   filled by the dot-product rule so each pod lands where its shape matches the room left.
+//!
+//! Every node is then shrunk to the cheapest offering that still holds its pods, spread over
+//! equally priced zones, and spot nodes are spread over at least `min_spot_pools` pools at the
+//! least extra cost.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use crate::lp;
+use crate::model::{CPU, DIMENSIONS, MEM, Offering, PODS, PlanInput, PodSpec, Vector, add, fits};
+
+/// How many single node types each class tries beyond the fluid mix.
+const SINGLE_TYPE_CANDIDATES: usize = 4;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bin {
+    pub offering: usize,
+    pub used: Vector,
+    pub pods: Vec<usize>,
+    /// Classes of the pods on it: the offerings it may move to are those all of them allow.
+    classes: Vec<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unschedulable {
+    pub pod: usize,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Packing {
+    pub bins: Vec<Bin>,
+    pub unschedulable: Vec<Unschedulable>,
+}
+
+impl Packing {
+    pub fn cost_hr(&self, offerings: &[Offering]) -> f64 {
+        self.bins
+            .iter()
+            .map(|b| offerings[b.offering].price_hr)
+            .sum()
+    }
+}
+
+struct Class {
+    pods: Vec<usize>,
+    /// Allowed offerings, cheapest (by ranking price) first.
+    allowed: Vec<usize>,
+    allowed_set: Vec<bool>,
+}
+
+struct Context<'a> {
+    input: &'a PlanInput,
+    capacity: Vec<Vector>,
+    price: Vec<f64>,
+    demand: Vec<Vector>,
+}
+
+pub fn pack(input: &PlanInput) -> Packing {
+    let policy = &input.policy;
+    let ctx = Context {
+        input,
+        capacity: input.offerings.iter().map(|o| policy.usable(o)).collect(),
+        price: input
+            .offerings
+            .iter()
+            .map(|o| policy.ranking_price(o))
+            .collect(),
+        demand: input.pods.iter().map(PodSpec::demand).collect(),
+    };
+    let (mut classes, mut unschedulable) = classify(&ctx);
+    classes.sort_by_key(|c| c.allowed.len());
+
+    let mut bins: Vec<Bin> = Vec::new();
+    for (class_index, class) in classes.iter().enumerate() {
+        let mut pods = class.pods.clone();
+        let (placeable, too_big): (Vec<usize>, Vec<usize>) = pods.drain(..).partition(|&p| {
+            class
+                .allowed
+                .iter()
+                .any(|&o| fits(&[0; DIMENSIONS], &ctx.demand[p], &ctx.capacity[o]))
+        });
+        for pod in too_big {
+            unschedulable.push(Unschedulable {
+                pod,
+                reason: too_big_reason(&ctx, class, pod),
+            });
+        }
+        let rest = fill_existing(&ctx, class, class_index, &mut bins, placeable);
+        if !rest.is_empty() {
+            bins.extend(pack_class(&ctx, class, class_index, &rest));
+        }
+    }
+    let class_allowed: Vec<&[bool]> = classes.iter().map(|c| c.allowed_set.as_slice()).collect();
+    let class_order: Vec<&[usize]> = classes.iter().map(|c| c.allowed.as_slice()).collect();
+    for bin in &mut bins {
+        shrink(&ctx, &class_order, &class_allowed, bin);
+    }
+    spread_zones(&ctx, &class_allowed, &mut bins);
+    diversify_spot(&ctx, &class_order, &class_allowed, &mut bins);
+    unschedulable.sort_by_key(|u| u.pod);
+    Packing {
+        bins,
+        unschedulable,
+    }
+}
+
+/// Groups pods by what they may run on and rejects pods no offering admits.
+fn classify(ctx: &Context<'_>) -> (Vec<Class>, Vec<Unschedulable>) {
+    let input = ctx.input;
+    let mut by_key: HashMap<(bool, bool, String), usize> = HashMap::new();
+    let mut classes: Vec<Class> = Vec::new();
+    let mut unschedulable = Vec::new();
+    for (index, pod) in input.pods.iter().enumerate() {
+        let key = (
+            pod.spot_ok,
+            pod.gpus > 0,
+            // Selector and tolerations as one canonical string.
+            serde_json::to_string(&(&pod.node_selector, &pod.tolerations)).unwrap_or_default(),
+        );
+        let class = *by_key.entry(key).or_insert_with(|| {
+            let allowed_set: Vec<bool> = input
+                .offerings
+                .iter()
+                .map(|o| admits(input, pod, o))
+                .collect();
+            let mut allowed: Vec<usize> = (0..input.offerings.len())
+                .filter(|&o| allowed_set[o])
+                .collect();
+            allowed.sort_by(|&a, &b| ctx.price[a].total_cmp(&ctx.price[b]));
+            classes.push(Class {
+                pods: Vec::new(),
+                allowed,
+                allowed_set,
+            });
+            classes.len() - 1
+        });
+        if classes[class].allowed.is_empty() {
+            unschedulable.push(Unschedulable {
+                pod: index,
+                reason: no_offering_reason(input, pod),
+            });
+        } else {
+            classes[class].pods.push(index);
+        }
+    }
+    classes.retain(|c| !c.pods.is_empty());
+    (classes, unschedulable)
+}
+
+/// Whether a node of `offering` may run `pod`, size aside.
+pub fn admits(input: &PlanInput, pod: &PodSpec, offering: &Offering) -> bool {
+    if offering.is_spot() && (!pod.spot_ok || offering.band() > input.policy.max_interruption_band)
+    {
+        return false;
+    }
+    if pod.gpus == 0 && offering.gpus > 0 {
+        // GPU nodes are kept for GPU pods, as their taints would in a real cluster.
+        return false;
+    }
+    pod.node_selector
+        .iter()
+        .all(|(k, v)| offering.label(k) == Some(v.as_str()))
+        && offering
+            .taints
+            .iter()
+            .filter(|t| t.effect != "PreferNoSchedule")
+            .all(|t| pod.tolerations.iter().any(|tol| tol.tolerates(t)))
+}
+
+fn no_offering_reason(input: &PlanInput, pod: &PodSpec) -> String {
+    let offerings = &input.offerings;
+    let selector_ok = |o: &&Offering| {
+        pod.node_selector
+            .iter()
+            .all(|(k, v)| o.label(k) == Some(v.as_str()))
+    };
+    if !offerings.iter().any(|o| selector_ok(&o)) {
+        let selector: Vec<String> = pod
+            .node_selector
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        return format!("no offering matches nodeSelector {}", selector.join(","));
+    }
+    let capacity_ok: Vec<&Offering> = offerings
+        .iter()
+        .filter(selector_ok)
+        .filter(|o| !o.is_spot() || pod.spot_ok)
+        .collect();
+    if capacity_ok.is_empty() {
+        return "spot_ok is false and no on-demand offering is available".into();
+    }
+    let band = input.policy.max_interruption_band;
+    if capacity_ok.iter().all(|o| o.is_spot() && o.band() > band) {
+        return format!(
+            "every spot offering is above max_interruption_band {band} and no on-demand offering is available"
+        );
+    }
+    if pod.gpus > 0 && !capacity_ok.iter().any(|o| o.gpus > 0) {
+        return "requests GPUs and no GPU offering is available".into();
+    }
+    if pod.gpus == 0 && capacity_ok.iter().all(|o| o.gpus > 0) {
+        return "only GPU offerings are available and the pod requests no GPU".into();
+    }
+    "no offering's taints are tolerated by the pod".into()
+}
+
+fn too_big_reason(ctx: &Context<'_>, class: &Class, pod: usize) -> String {
+    let d = ctx.demand[pod];
+    let largest = class
+        .allowed
+        .iter()
+        .max_by_key(|&&o| (ctx.capacity[o][CPU], ctx.capacity[o][MEM]))
+        .map(|&o| (&ctx.input.offerings[o].instance_type, ctx.capacity[o]));
+    match largest {
+        Some((name, c)) => format!(
+            "requests {}m cpu, {} MiB memory, {} GPU; the largest allowed offering ({name}) has {}m cpu, {} MiB, {} pod slots, {} GPU free for pods",
+            d[CPU], d[MEM], d[3], c[CPU], c[MEM], c[PODS], c[3]
+        ),
+        None => "no allowed offering".into(),
+    }
+}
+
+/// Places what fits into nodes opened for earlier classes; returns the pods left over.
+fn fill_existing(
+    ctx: &Context<'_>,
+    class: &Class,
+    class_index: usize,
+    bins: &mut [Bin],
+    mut pods: Vec<usize>,
+) -> Vec<usize> {
+    let usable: Vec<usize> = (0..bins.len())
+        .filter(|&b| class.allowed_set[bins[b].offering])
+        .collect();
+    if usable.is_empty() {
+        return pods;
+    }
+    pods.sort_by(|&a, &b| size_key(&ctx.demand[b]).cmp(&size_key(&ctx.demand[a])));
+    pods.into_iter()
+        .filter(|&pod| {
+            let d = &ctx.demand[pod];
+            let Some(&b) = usable
+                .iter()
+                .find(|&&b| fits(&bins[b].used, d, &ctx.capacity[bins[b].offering]))
+            else {
+                return true;
+            };
+            let bin = &mut bins[b];
+            add(&mut bin.used, d);
+            bin.pods.push(pod);
+            if !bin.classes.contains(&class_index) {
+                bin.classes.push(class_index);
+            }
+            false
+        })
+        .collect()
+}
+
+fn size_key(d: &Vector) -> (u64, u64) {
+    (d[CPU] * 4 + d[MEM], d[CPU])
+}
+
+/// The cheapest of several packings of one class onto new nodes.
+fn pack_class(ctx: &Context<'_>, class: &Class, class_index: usize, pods: &[usize]) -> Vec<Bin> {
+    let mut total = [0; DIMENSIONS];
+    for &p in pods {
+        add(&mut total, &ctx.demand[p]);
+    }
+    // Single types ranked by what the class alone would cost on them, fluidly.
+    let mut singles: Vec<(f64, usize)> = class
+        .allowed
+        .iter()
+        .filter_map(|&o| {
+            let c = &ctx.capacity[o];
+            let nodes = (0..DIMENSIONS)
+                .filter(|&r| total[r] > 0)
+                .map(|r| {
+                    if c[r] == 0 {
+                        f64::INFINITY
+                    } else {
+                        total[r] as f64 / c[r] as f64
+                    }
+                })
+                .fold(0.0, f64::max);
+            nodes
+                .is_finite()
+                .then(|| (ctx.price[o] * nodes.max(1.0), o))
+        })
+        .collect();
+    singles.sort_by(|a, b| a.0.total_cmp(&b.0));
+
+    let mut candidates: Vec<Vec<Bin>> = singles
+        .iter()
+        .take(SINGLE_TYPE_CANDIDATES)
+        .map(|&(_, o)| first_fit_single(ctx, class, class_index, pods, o))
+        .collect();
+    candidates.push(tiered(ctx, class, class_index, pods));
+    let class_order = [class.allowed.as_slice()];
+    let class_allowed = [class.allowed_set.as_slice()];
+    candidates
+        .into_iter()
+        .map(|mut bins| {
+            empty_sparse_bins(ctx, &mut bins);
+            for bin in &mut bins {
+                // Only this class is on new nodes, at index 0 of the slices above.
+                let own = std::mem::replace(&mut bin.classes, vec![0]);
+                shrink(ctx, &class_order, &class_allowed, bin);
+                bin.classes = own;
+            }
+            let cost: f64 = bins.iter().map(|b| ctx.price[b.offering]).sum();
+            (cost, bins)
+        })
+        .min_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, bins)| bins)
+        .unwrap_or_default()
+}
+
+fn new_bin(offering: usize, class_index: usize) -> Bin {
+    Bin {
+        offering,
+        used: [0; DIMENSIONS],
+        pods: Vec::new(),
+        classes: vec![class_index],
+    }
+}
+
+/// The cheapest allowed offering a pod fits on its own.
+fn cheapest_for(ctx: &Context<'_>, class: &Class, d: &Vector) -> Option<usize> {
+    class
+        .allowed
+        .iter()
+        .copied()
+        .find(|&o| fits(&[0; DIMENSIONS], d, &ctx.capacity[o]))
+}
+
+/// First-fit decreasing onto nodes of one offering; pods too big for it get the cheapest node
+/// they fit.
+fn first_fit_single(
+    ctx: &Context<'_>,
+    class: &Class,
+    class_index: usize,
+    pods: &[usize],
+    offering: usize,
+) -> Vec<Bin> {
+    let cap = ctx.capacity[offering];
+    let share = |d: &Vector| -> f64 {
+        (0..DIMENSIONS)
+            .filter(|&r| cap[r] > 0)
+            .map(|r| d[r] as f64 / cap[r] as f64)
+            .fold(0.0, f64::max)
+    };
+    let mut order = pods.to_vec();
+    order.sort_by(|&a, &b| share(&ctx.demand[b]).total_cmp(&share(&ctx.demand[a])));
+    let min_cpu = pods.iter().map(|&p| ctx.demand[p][CPU]).min().unwrap_or(0);
+    let min_mem = pods.iter().map(|&p| ctx.demand[p][MEM]).min().unwrap_or(0);
+    let mut bins: Vec<Bin> = Vec::new();
+    let mut open: Vec<usize> = Vec::new();
+    for pod in order {
+        let d = &ctx.demand[pod];
+        let found = open
+            .iter()
+            .position(|&b| fits(&bins[b].used, d, &ctx.capacity[bins[b].offering]));
+        let (slot, b) = match found {
+            Some(slot) => (Some(slot), open[slot]),
+            None => {
+                let o = if fits(&[0; DIMENSIONS], d, &cap) {
+                    offering
+                } else {
+                    match cheapest_for(ctx, class, d) {
+                        Some(o) => o,
+                        None => continue,
+                    }
+                };
+                bins.push(new_bin(o, class_index));
+                open.push(bins.len() - 1);
+                (Some(open.len() - 1), bins.len() - 1)
+            }
+        };
+        let bin = &mut bins[b];
+        add(&mut bin.used, d);
+        bin.pods.push(pod);
+        let c = &ctx.capacity[bin.offering];
+        let full = bin.used[PODS] >= c[PODS]
+            || c[CPU] - bin.used[CPU] < min_cpu
+            || c[MEM] - bin.used[MEM] < min_mem;
+        if full && let Some(slot) = slot {
+            open.remove(slot);
+        }
+    }
+    bins
+}
+
+/// Packs by size tiers. The fluid optimum over all pods usually picks small, cheap shapes
+/// that the largest pods do not fit; those pods form the next tier, solved again over the
+/// offerings they fit, and so on. Tiers are then packed largest first, so smaller pods fill
+/// the room the large ones leave before new nodes are opened for them.
+fn tiered(ctx: &Context<'_>, class: &Class, class_index: usize, pods: &[usize]) -> Vec<Bin> {
+    let mut tiers: Vec<Vec<usize>> = Vec::new();
+    let mut rest = pods.to_vec();
+    let mut columns = class.allowed.clone();
+    while !rest.is_empty() {
+        let Some(fluid) = solve_for(ctx, &rest, &columns) else {
+            tiers.push(rest);
+            break;
+        };
+        let basis: Vec<usize> = fluid.nodes.iter().map(|&(c, _)| columns[c]).collect();
+        let (fit, big): (Vec<usize>, Vec<usize>) = rest.into_iter().partition(|&p| {
+            basis
+                .iter()
+                .any(|&o| fits(&[0; DIMENSIONS], &ctx.demand[p], &ctx.capacity[o]))
+        });
+        if fit.is_empty() {
+            tiers.push(big);
+            break;
+        }
+        tiers.push(fit);
+        let Some(&smallest) = big.iter().min_by_key(|&&p| size_key(&ctx.demand[p])) else {
+            break;
+        };
+        columns.retain(|&o| fits(&[0; DIMENSIONS], &ctx.demand[smallest], &ctx.capacity[o]));
+        rest = big;
+    }
+    let mut bins: Vec<Bin> = Vec::new();
+    for tier in tiers.into_iter().rev() {
+        let leftover = place_aligned(ctx, &mut bins, &tier, 0);
+        if leftover.is_empty() {
+            continue;
+        }
+        let columns: Vec<usize> = class
+            .allowed
+            .iter()
+            .copied()
+            .filter(|&o| {
+                leftover
+                    .iter()
+                    .any(|&p| fits(&[0; DIMENSIONS], &ctx.demand[p], &ctx.capacity[o]))
+            })
+            .collect();
+        let mix: Vec<(usize, f64)> = solve_for(ctx, &leftover, &columns)
+            .map(|f| f.nodes.iter().map(|&(c, x)| (columns[c], x)).collect())
+            .unwrap_or_default();
+        bins.extend(split_by_shape(ctx, class, class_index, &leftover, &mix));
+    }
+    bins.retain(|b| !b.pods.is_empty());
+    bins
+}
+
+/// Realises a fluid mix: pods sorted by memory per cpu go, most memory-hungry first, to the
+/// mix's types sorted the same way, each type taking pods up to its fluid capacity; each group
+/// is then packed first-fit decreasing onto its type. Pods a type cannot hold go on to the next.
+fn split_by_shape(
+    ctx: &Context<'_>,
+    class: &Class,
+    class_index: usize,
+    pods: &[usize],
+    mix: &[(usize, f64)],
+) -> Vec<Bin> {
+    let ratio = |v: &Vector| v[MEM] as f64 / v[CPU].max(1) as f64;
+    let mut types = mix.to_vec();
+    types.sort_by(|a, b| ratio(&ctx.capacity[b.0]).total_cmp(&ratio(&ctx.capacity[a.0])));
+    let mut order = pods.to_vec();
+    order.sort_by(|&a, &b| ratio(&ctx.demand[b]).total_cmp(&ratio(&ctx.demand[a])));
+    let mut groups: Vec<(usize, Vec<usize>)> =
+        types.iter().map(|&(o, _)| (o, Vec::new())).collect();
+    let mut unplaced = Vec::new();
+    let mut current = 0;
+    let mut taken = [0u64; DIMENSIONS];
+    for pod in order {
+        let d = &ctx.demand[pod];
+        loop {
+            let Some(&(o, x)) = types.get(current) else {
+                unplaced.push(pod);
+                break;
+            };
+            let c = &ctx.capacity[o];
+            let last = current + 1 == types.len();
+            let within =
+                (0..DIMENSIONS).all(|r| (taken[r] + d[r]) as f64 <= x * c[r] as f64 + 1e-6);
+            if fits(&[0; DIMENSIONS], d, c) && (within || last) {
+                add(&mut taken, d);
+                groups[current].1.push(pod);
+                break;
+            }
+            if !within && !last {
+                current += 1;
+                taken = [0; DIMENSIONS];
+                continue;
+            }
+            unplaced.push(pod);
+            break;
+        }
+    }
+    let mut bins: Vec<Bin> = Vec::new();
+    for (o, group) in groups {
+        if !group.is_empty() {
+            bins.extend(first_fit_single(ctx, class, class_index, &group, o));
+        }
+    }
+    if !unplaced.is_empty() {
+        bins.extend(first_fit_single(
+            ctx,
+            class,
+            class_index,
+            &unplaced,
+            types.first().map_or(class.allowed[0], |t| t.0),
+        ));
+    }
+    bins
+}
+
+fn solve_for(ctx: &Context<'_>, pods: &[usize], columns: &[usize]) -> Option<lp::FluidSolution> {
+    let mut total = [0; DIMENSIONS];
+    for &p in pods {
+        add(&mut total, &ctx.demand[p]);
+    }
+    let columns: Vec<(Vector, f64)> = columns
+        .iter()
+        .map(|&o| (ctx.capacity[o], ctx.price[o]))
+        .collect();
+    lp::solve(&total, &columns)
+}
+
+/// Places pods, largest first, each on the node from `bins[from..]` where its demand best aligns
+/// with the room left (the dot-product rule for vector packing); returns the pods that fit
+/// nowhere.
+fn place_aligned(ctx: &Context<'_>, bins: &mut [Bin], pods: &[usize], from: usize) -> Vec<usize> {
+    let mut order = pods.to_vec();
+    order.sort_by(|&a, &b| size_key(&ctx.demand[b]).cmp(&size_key(&ctx.demand[a])));
+    // Shapes compare on one scale for every node size: each resource over the pods' total.
+    let mut total = [0; DIMENSIONS];
+    for &p in pods {
+        add(&mut total, &ctx.demand[p]);
+    }
+    let scale: [f64; DIMENSIONS] = std::array::from_fn(|r| {
+        if total[r] == 0 {
+            0.0
+        } else {
+            1.0 / total[r] as f64
+        }
+    });
+    let mut open: Vec<usize> = (from..bins.len()).collect();
+    let mut left = Vec::new();
+    for pod in order {
+        let d = &ctx.demand[pod];
+        let mut best: Option<(f64, usize)> = None;
+        for (slot, &b) in open.iter().enumerate() {
+            let bin = &bins[b];
+            let c = &ctx.capacity[bin.offering];
+            if !fits(&bin.used, d, c) {
+                continue;
+            }
+            // Cosine between the pod's demand and the node's room: the pod goes where its
+            // shape matches what is left, whatever the node's size.
+            let (mut dot, mut room) = (0.0, 0.0);
+            for r in 0..DIMENSIONS {
+                let left = (c[r] - bin.used[r]) as f64 * scale[r];
+                dot += d[r] as f64 * scale[r] * left;
+                room += left * left;
+            }
+            let score = if room > 0.0 { dot / room.sqrt() } else { 0.0 };
+            if best.is_none_or(|(s, _)| score > s) {
+                best = Some((score, slot));
+            }
+        }
+        let Some((_, slot)) = best else {
+            left.push(pod);
+            continue;
+        };
+        let b = open[slot];
+        add(&mut bins[b].used, d);
+        bins[b].pods.push(pod);
+        if bins[b].used[PODS] >= ctx.capacity[bins[b].offering][PODS] {
+            open.swap_remove(slot);
+        }
+    }
+    left
+}
+
+/// How many of the least-filled nodes each packing tries to empty into the others.
+const REPACK_ATTEMPTS: usize = 8;
+
+/// Local search on a class's new nodes: the least-filled ones are emptied into the room the
+/// others have left, when all their pods fit there.
+fn empty_sparse_bins(ctx: &Context<'_>, bins: &mut Vec<Bin>) {
+    let fill = |b: &Bin| -> f64 {
+        let c = &ctx.capacity[b.offering];
+        (0..DIMENSIONS)
+            .filter(|&r| c[r] > 0)
+            .map(|r| b.used[r] as f64 / c[r] as f64)
+            .fold(0.0, f64::max)
+    };
+    let mut order: Vec<usize> = (0..bins.len()).collect();
+    order.sort_by(|&a, &b| fill(&bins[a]).total_cmp(&fill(&bins[b])));
+    let mut emptied = vec![false; bins.len()];
+    for &victim in order.iter().take(REPACK_ATTEMPTS) {
+        let mut trial: Vec<Vector> = bins.iter().map(|b| b.used).collect();
+        let mut moves = Vec::with_capacity(bins[victim].pods.len());
+        let mut pods = bins[victim].pods.clone();
+        pods.sort_by(|&a, &b| size_key(&ctx.demand[b]).cmp(&size_key(&ctx.demand[a])));
+        let all_moved = pods.iter().all(|&p| {
+            let d = &ctx.demand[p];
+            let target = (0..bins.len())
+                .filter(|&b| {
+                    b != victim
+                        && !emptied[b]
+                        && fits(&trial[b], d, &ctx.capacity[bins[b].offering])
+                })
+                .min_by_key(|&b| {
+                    let c = &ctx.capacity[bins[b].offering];
+                    // Best fit: the node left with the least room in its scarcest resource.
+                    (0..DIMENSIONS)
+                        .filter(|&r| c[r] > 0)
+                        .map(|r| (c[r] - trial[b][r] - d[r]) * 1_000 / c[r])
+                        .min()
+                        .unwrap_or(0)
+                });
+            match target {
+                Some(b) => {
+                    add(&mut trial[b], d);
+                    moves.push((p, b));
+                    true
+                }
+                None => false,
+            }
+        });
+        if all_moved {
+            for (p, b) in moves {
+                add(&mut bins[b].used, &ctx.demand[p]);
+                bins[b].pods.push(p);
+            }
+            bins[victim].pods.clear();
+            bins[victim].used = [0; DIMENSIONS];
+            emptied[victim] = true;
+        }
+    }
+    bins.retain(|b| !b.pods.is_empty());
+}
+
+/// Moves a node to the cheapest offering every pod on it allows that still holds them.
+fn shrink(ctx: &Context<'_>, class_order: &[&[usize]], class_allowed: &[&[bool]], bin: &mut Bin) {
+    let Some((&first, others)) = bin.classes.split_first() else {
+        return;
+    };
+    let current = ctx.price[bin.offering];
+    if let Some(&o) = class_order[first].iter().find(|&&o| {
+        others.iter().all(|&c| class_allowed[c][o])
+            && fits(&[0; DIMENSIONS], &bin.used, &ctx.capacity[o])
+    }) && ctx.price[o] < current
+    {
+        bin.offering = o;
+    }
+}
+
+fn allowed_for(class_allowed: &[&[bool]], bin: &Bin, o: usize) -> bool {
+    bin.classes.iter().all(|&c| class_allowed[c][o])
+}
+
+/// Nodes of one type at one capacity type rotate over the zones that price it the same, so a
+/// zone outage or a pool reclaim takes out as few of them as possible.
+fn spread_zones(ctx: &Context<'_>, class_allowed: &[&[bool]], bins: &mut [Bin]) {
+    let offerings = &ctx.input.offerings;
+    let mut same_shape: HashMap<(&str, bool), Vec<usize>> = HashMap::new();
+    for (o, offering) in offerings.iter().enumerate() {
+        same_shape
+            .entry((offering.instance_type.as_str(), offering.is_spot()))
+            .or_default()
+            .push(o);
+    }
+    let mut load: HashMap<usize, usize> = HashMap::new();
+    for bin in bins.iter_mut() {
+        let current = &offerings[bin.offering];
+        let Some(siblings) = same_shape.get(&(current.instance_type.as_str(), current.is_spot()))
+        else {
+            continue;
+        };
+        let choice = siblings
+            .iter()
+            .copied()
+            .filter(|&o| {
+                (ctx.price[o] - ctx.price[bin.offering]).abs() <= 1e-12
+                    && allowed_for(class_allowed, bin, o)
+                    && fits(&[0; DIMENSIONS], &bin.used, &ctx.capacity[o])
+            })
+            .min_by_key(|&o| (load.get(&o).copied().unwrap_or(0), o));
+        if let Some(o) = choice {
+            bin.offering = o;
+        }
+        *load.entry(bin.offering).or_default() += 1;
+    }
+}
+
+/// Ensures spot nodes use at least `min_spot_pools` distinct pools (or one per spot node when
+/// there are fewer nodes), moving nodes from crowded pools to unused ones at the least added
+/// price.
+fn diversify_spot(
+    ctx: &Context<'_>,
+    class_order: &[&[usize]],
+    class_allowed: &[&[bool]],
+    bins: &mut [Bin],
+) {
+    let offerings = &ctx.input.offerings;
+    let spot_bins: Vec<usize> = (0..bins.len())
+        .filter(|&b| offerings[bins[b].offering].is_spot())
+        .collect();
+    let target = (ctx.input.policy.min_spot_pools as usize).min(spot_bins.len());
+    let pool = |o: usize| {
+        (
+            offerings[o].instance_type.as_str(),
+            offerings[o].zone.as_str(),
+        )
+    };
+    let mut per_pool: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+    for &b in &spot_bins {
+        *per_pool.entry(pool(bins[b].offering)).or_default() += 1;
+    }
+    while per_pool.len() < target {
+        let used: HashSet<(&str, &str)> = per_pool.keys().copied().collect();
+        let mut best: Option<(f64, usize, usize)> = None;
+        for &b in &spot_bins {
+            let bin = &bins[b];
+            if per_pool.get(&pool(bin.offering)).copied().unwrap_or(0) < 2 {
+                continue;
+            }
+            let Some(&first) = bin.classes.first() else {
+                continue;
+            };
+            let found = class_order[first].iter().copied().find(|&o| {
+                offerings[o].is_spot()
+                    && !used.contains(&pool(o))
+                    && allowed_for(class_allowed, bin, o)
+                    && fits(&[0; DIMENSIONS], &bin.used, &ctx.capacity[o])
+            });
+            if let Some(o) = found {
+                let delta = ctx.price[o] - ctx.price[bin.offering];
+                if best.is_none_or(|(d, _, _)| delta < d) {
+                    best = Some((delta, b, o));
+                }
+            }
+        }
+        let Some((_, b, o)) = best else { break };
+        if let Some(count) = per_pool.get_mut(&pool(bins[b].offering)) {
+            *count -= 1;
+        }
+        bins[b].offering = o;
+        *per_pool.entry(pool(o)).or_default() += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use spotwise_core::domain::{CapacityType, Taint};
+
+    use super::*;
+    use crate::model::{PlanPolicy, Toleration};
+    use crate::synth;
+
+    fn offering(
+        itype: &str,
+        zone: &str,
+        capacity: CapacityType,
+        cpu_m: u64,
+        mem_mib: u64,
+        price: f64,
+        band: u8,
+    ) -> Offering {
+        Offering {
+            instance_type: itype.into(),
+            zone: zone.into(),
+            capacity_type: capacity,
+            cpu_m,
+            mem_mib,
+            max_pods: 29,
+            gpus: 0,
+            price_hr: price,
+            interruption_band: Some(band),
+            arch: None,
+            on_demand_price_hr: None,
+            observed_interruptions: 0,
+            price_volatility: 0.0,
+            labels: BTreeMap::new(),
+            taints: Vec::new(),
+        }
+    }
+
+    fn pod(name: &str, cpu_m: u64, mem_mib: u64, spot_ok: bool) -> PodSpec {
+        PodSpec {
+            name: name.into(),
+            cpu_m,
+            mem_mib,
+            gpus: 0,
+            spot_ok,
+            node_selector: BTreeMap::new(),
+            tolerations: Vec::new(),
+            node: None,
+            pinned: false,
+        }
+    }
+
+    fn offerings() -> Vec<Offering> {
+        use CapacityType::*;
+        let mut all = Vec::new();
+        for zone in ["a", "b", "c"] {
+            all.push(offering("m5.large", zone, Spot, 1930, 7200, 0.035, 1));
+            all.push(offering("m5.large", zone, OnDemand, 1930, 7200, 0.096, 0));
+            all.push(offering("c5.xlarge", zone, Spot, 3920, 6500, 0.06, 2));
+            all.push(offering("r5.xlarge", zone, Spot, 3920, 29000, 0.08, 3));
+            all.push(offering(
+                "m5.2xlarge",
+                zone,
+                OnDemand,
+                7910,
+                29000,
+                0.384,
+                0,
+            ));
+        }
+        all
+    }
+
+    /// The invariants every plan must hold, whatever the heuristics chose.
+    fn assert_valid(input: &PlanInput, packing: &Packing) {
+        let mut placed = vec![0; input.pods.len()];
+        for bin in &packing.bins {
+            let o = &input.offerings[bin.offering];
+            let mut used = [0; DIMENSIONS];
+            for &p in &bin.pods {
+                placed[p] += 1;
+                add(&mut used, &input.pods[p].demand());
+                assert!(
+                    admits(input, &input.pods[p], o),
+                    "{} may not run on {}",
+                    input.pods[p].name,
+                    o.instance_type
+                );
+            }
+            assert_eq!(used, bin.used);
+            assert!(
+                fits(&[0; DIMENSIONS], &used, &input.policy.usable(o)),
+                "over capacity"
+            );
+        }
+        for u in &packing.unschedulable {
+            placed[u.pod] += 1;
+        }
+        assert!(
+            placed.iter().all(|&n| n == 1),
+            "every pod placed or rejected exactly once"
+        );
+    }
+
+    #[test]
+    fn synthetic_clusters_are_packed_validly() {
+        for seed in 0..5 {
+            let input = PlanInput {
+                pods: synth::pods(seed, 400),
+                offerings: offerings(),
+                policy: PlanPolicy {
+                    max_interruption_band: 3,
+                    ..PlanPolicy::default()
+                },
+                ..PlanInput::default()
+            };
+            let packing = pack(&input);
+            assert_valid(&input, &packing);
+            assert!(packing.unschedulable.is_empty());
+            for bin in &packing.bins {
+                let o = &input.offerings[bin.offering];
+                if bin.pods.iter().any(|&p| !input.pods[p].spot_ok) {
+                    assert!(!o.is_spot());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn band_cap_selectors_and_taints_are_respected() {
+        let mut offers = offerings();
+        offers[0].taints.push(Taint {
+            key: "dedicated".into(),
+            value: Some("batch".into()),
+            effect: "NoSchedule".into(),
+        });
+        let mut zoned = pod("ns/zoned", 500, 500, true);
+        zoned
+            .node_selector
+            .insert("topology.kubernetes.io/zone".into(), "b".into());
+        let mut tolerant = pod("ns/batch", 500, 500, true);
+        tolerant
+            .node_selector
+            .insert("topology.kubernetes.io/zone".into(), "a".into());
+        tolerant
+            .node_selector
+            .insert("node.kubernetes.io/instance-type".into(), "m5.large".into());
+        tolerant
+            .node_selector
+            .insert("karpenter.sh/capacity-type".into(), "spot".into());
+        tolerant.tolerations.push(Toleration {
+            key: Some("dedicated".into()),
+            operator: Some("Equal".into()),
+            value: Some("batch".into()),
+            effect: Some("NoSchedule".into()),
+        });
+        let input = PlanInput {
+            pods: vec![zoned, tolerant, pod("ns/p", 3000, 20000, true)],
+            offerings: offers,
+            policy: PlanPolicy {
+                max_interruption_band: 2,
+                ..PlanPolicy::default()
+            },
+            ..PlanInput::default()
+        };
+        let packing = pack(&input);
+        assert_valid(&input, &packing);
+        let node_of = |name: &str| {
+            let p = input.pods.iter().position(|p| p.name == name).unwrap();
+            let b = packing.bins.iter().find(|b| b.pods.contains(&p)).unwrap();
+            &input.offerings[b.offering]
+        };
+        assert_eq!(node_of("ns/zoned").zone, "b");
+        assert_eq!(node_of("ns/batch").instance_type, "m5.large");
+        // r5.xlarge spot is band 3, above the cap: the memory-heavy pod goes on-demand.
+        assert_eq!(node_of("ns/p").instance_type, "m5.2xlarge");
+    }
+
+    #[test]
+    fn spot_nodes_spread_over_the_policy_minimum_of_pools() {
+        let input = PlanInput {
+            pods: (0..60)
+                .map(|i| pod(&format!("ns/p{i}"), 900, 1000, true))
+                .collect(),
+            offerings: offerings(),
+            policy: PlanPolicy {
+                max_interruption_band: 3,
+                min_spot_pools: 3,
+                ..PlanPolicy::default()
+            },
+            ..PlanInput::default()
+        };
+        let packing = pack(&input);
+        assert_valid(&input, &packing);
+        let pools: HashSet<(&str, &str)> = packing
+            .bins
+            .iter()
+            .map(|b| &input.offerings[b.offering])
+            .filter(|o| o.is_spot())
+            .map(|o| (o.instance_type.as_str(), o.zone.as_str()))
+            .collect();
+        assert!(pools.len() >= 3, "{pools:?}");
+    }
+
+    #[test]
+    fn unschedulable_pods_carry_their_reason() {
+        let mut selector = pod("ns/arm", 100, 100, true);
+        selector
+            .node_selector
+            .insert("kubernetes.io/arch".into(), "arm64".into());
+        let input = PlanInput {
+            pods: vec![
+                pod("ns/huge", 64_000, 1000, true),
+                pod("ns/od", 100, 100, false),
+                selector,
+            ],
+            offerings: offerings().into_iter().filter(|o| o.is_spot()).collect(),
+            policy: PlanPolicy {
+                max_interruption_band: 4,
+                ..PlanPolicy::default()
+            },
+            ..PlanInput::default()
+        };
+        let packing = pack(&input);
+        assert_valid(&input, &packing);
+        let reasons: Vec<&str> = packing
+            .unschedulable
+            .iter()
+            .map(|u| u.reason.as_str())
+            .collect();
+        assert_eq!(reasons.len(), 3);
+        assert!(reasons[0].contains("64000m cpu"), "{}", reasons[0]);
+        assert!(reasons[1].contains("spot_ok is false"), "{}", reasons[1]);
+        assert!(
+            reasons[2].contains("nodeSelector kubernetes.io/arch=arm64"),
+            "{}",
+            reasons[2]
+        );
+    }
+
+    #[test]
+    fn empty_input_plans_nothing() {
+        let packing = pack(&PlanInput::default());
+        assert!(packing.bins.is_empty() && packing.unschedulable.is_empty());
+    }
+}
