@@ -21,6 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import stack as local_stack  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CLUSTER = "111122223333.us-east-1.prod-us-east-1"
 
 STEPS = [
     ("DiscoveryFunction", "events/discovery/schedule.json"),
@@ -120,6 +121,16 @@ def main():
               f"{sum(1 for r in template['Resources'].values() if r['Type'] == 'AWS::SQS::Queue')} queues, "
               f"{seeded} seed items\n")
 
+        snapshot = subprocess.run(
+            [os.path.join(args.bin_dir, "optimizer"), "put-snapshot", "--cluster", CLUSTER,
+             "--file", "events/optimizer/kubectl-snapshot.json"],
+            cwd=ROOT, env=function_env(description, "OptimizerFunction"), capture_output=True, text=True,
+            timeout=120, check=True,
+        )
+        uploaded = json.loads(snapshot.stdout)
+        print(f"cluster snapshot stored (as the agent uploads it): {uploaded['nodes']} nodes, "
+              f"{uploaded['pods']} pods, from events/optimizer/kubectl-snapshot.json\n")
+
         print(f"{'function':<27} {'event':<56} {'ms':>6}  result")
         for logical, event in STEPS:
             result, ms = invoke(args.bin_dir, description, logical, event)
@@ -139,17 +150,24 @@ def main():
             return [{k: plain.deserialize(v) for k, v in item.items()} for item in out["Items"]]
 
         actions = count("T#t1", "ACTION#")
-        capacity = count("T#t1", "CAPACITY#111122223333.us-east-1.prod-us-east-1")
+        recommendations = count("T#t1", f"REC#{CLUSTER}#")
         notifications = count("T#t1", "NOTIFICATION#")
         queued = stack.sqs.get_queue_attributes(QueueUrl=stack.refs["DiscoveryQueue"],
                                                 AttributeNames=["ApproximateNumberOfMessages"])
         print("\nstate after the run:")
         print(f"  discovery messages queued:   {queued['Attributes']['ApproximateNumberOfMessages']}")
-        if capacity:
-            total = capacity[0]["total"]
-            mix = ", ".join(f"{kind}: {group['nodes']}" for kind, group in capacity[0]["by_capacity_type"].items())
-            print(f"  cluster capacity:            {total['nodes']} nodes, {total['cpu_m']} mCPU, "
-                  f"{total['mem_mib']} MiB ({mix})")
+        if recommendations:
+            latest = recommendations[-1]
+            summary = latest["summary"]
+            mix = ", ".join(f"{m['nodes']}x {m['instance_type']} {m['capacity_type']} ({m['zone']})"
+                            for m in latest["node_mix"])
+            print(f"  recommendation r{latest['revision']} ({latest['status']}): ${float(summary['current_monthly_cost']):.2f}"
+                  f" -> ${float(summary['monthly_cost']):.2f}/month, {int(summary['spot_nodes'])} of "
+                  f"{int(summary['nodes'])} nodes spot, risk {float(summary['risk_score']):.0f}/100")
+            print(f"    node mix: {mix}")
+            steps = latest.get("consolidation") or {}
+            for step in steps.get("steps", [])[:5]:
+                print(f"    {step['kind']} {step['node']}: {step['reason']}")
         agent_queue = stack.sqs.get_queue_attributes(QueueUrl=stack.refs["spotwise-local-agent-c1.fifo"],
                                                      AttributeNames=["ApproximateNumberOfMessages"])
         stats = count("STATS#interruption", "DAY#")

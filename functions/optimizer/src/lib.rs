@@ -1,27 +1,55 @@
-//! Optimizer function: one SQS message per cluster to plan. It loads the cluster and its nodes
-//! and stores the capacity summary every plan starts from (node mix by capacity type, instance
-//! type and zone; allocatable totals). Requests for clusters that do not exist are dropped and
-//! counted, never retried.
+//! Optimizer function: one SQS message per cluster to plan (from the schedule or on demand).
+//!
+//! It loads the cluster's policy, its latest agent snapshot and the region's pools, plans with
+//! the engine, then re-plans once with the observed interruptions and cooldowns of the spot
+//! pools the first plan chose (reading every pool's history up front would cost a query per
+//! pool). The plan is stored as the cluster's next recommendation revision. In `auto` mode the
+//! first consolidation wave is sent to the agent as signed drain actions. Requests for unknown
+//! clusters, or clusters without a complete snapshot, are dropped and logged, never retried.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::convert::Infallible;
+use std::time::Duration;
 
 use aws_config::SdkConfig;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use serde::{Deserialize, Serialize};
-use spotwise_aws::store::{Item, PutCondition, Query};
+use spotwise_aws::actions::{self, DispatchError};
+use spotwise_aws::store::{Claim, Item, PutCondition, Query};
 use spotwise_aws::{Store, StoreError};
+use spotwise_core::action::{ActionKind, ActionTarget, AgentAction};
 use spotwise_core::config::{CommonConfig, ConfigError, Env};
-use spotwise_core::domain::{CapacityType, Cluster, Node};
-use spotwise_core::keys::{self, Key};
+use spotwise_core::domain::{Cluster, Node, Policy, PolicyMode, Pool, PoolKey};
+use spotwise_core::keys;
 use spotwise_core::messages::OptimizeRequest;
-use spotwise_core::{Classify, ClusterId, Disposition, TenantId};
+use spotwise_core::{Classify, ClusterId, Disposition, TenantId, rfc3339};
 use spotwise_lambda::sqs::{BodyError, parse_body, process_batch};
+use spotwise_optimizer::catalog::{self, TypeFilter};
+use spotwise_optimizer::consolidation::{Consolidation, Step};
+use spotwise_optimizer::eligibility::{Pdb, SpotPolicy};
+use spotwise_optimizer::kube::{self, Snapshot, SnapshotPod};
+use spotwise_optimizer::model::{CurrentNode, Offering, Overhead, PlanPolicy};
+use spotwise_optimizer::plan::{RightSizing, Summary, UnschedulablePod};
+use spotwise_optimizer::{Plan, plan};
 use time::OffsetDateTime;
 use tracing::{info, warn};
 
 /// Clusters are planned independently; a few at a time keeps memory bounded.
 const CONCURRENCY: usize = 2;
+/// A snapshot older than this no longer describes the cluster.
+const SNAPSHOT_MAX_AGE: time::Duration = time::Duration::hours(6);
+/// Chunks outlive the head that names them by this much, so a reader never finds them gone.
+const CHUNK_RETENTION: time::Duration = time::Duration::days(2);
+/// Pods (or nodes x5) per stored snapshot chunk, well under DynamoDB's 400 KB item limit.
+const PODS_PER_CHUNK: usize = 1_000;
+/// How long a drain the optimizer issued has to finish.
+const DRAIN_DEADLINE: time::Duration = time::Duration::minutes(30);
+/// While a drain of a node is in flight, later runs do not issue another.
+const DRAIN_CLAIM_HOLD: Duration = Duration::from_secs(60 * 60);
+/// Interruptions count against a pool over this many days.
+const OBSERVED_DAYS: i64 = 30;
+/// Stored lists are capped so a recommendation stays one item.
+const STORED_LIST_CAP: usize = 200;
 
 pub struct Config {
     pub common: CommonConfig,
@@ -37,6 +65,7 @@ impl Config {
 
 pub struct Deps {
     pub store: Store,
+    pub sqs: aws_sdk_sqs::Client,
 }
 
 impl Deps {
@@ -46,6 +75,7 @@ impl Deps {
                 aws_sdk_dynamodb::Client::new(sdk),
                 &config.common.table_name,
             ),
+            sqs: aws_sdk_sqs::Client::new(sdk),
         }
     }
 }
@@ -56,6 +86,8 @@ pub enum OptimizeError {
     Body(#[from] BodyError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Dispatch(#[from] DispatchError),
 }
 
 impl Classify for OptimizeError {
@@ -63,89 +95,193 @@ impl Classify for OptimizeError {
         match self {
             OptimizeError::Body(e) => e.disposition(),
             OptimizeError::Store(e) => e.disposition(),
+            OptimizeError::Dispatch(e) => e.disposition(),
         }
     }
 }
 
-/// Node count and allocatable capacity for one group of nodes.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CapacityTotals {
-    pub nodes: u32,
-    pub cpu_m: u64,
-    pub mem_mib: u64,
-    pub pods: u64,
-}
-
-impl CapacityTotals {
-    fn add(&mut self, node: &Node) {
-        self.nodes += 1;
-        self.cpu_m += node.allocatable.cpu_m;
-        self.mem_mib += node.allocatable.mem_mib;
-        self.pods += u64::from(node.allocatable.pods);
-    }
-}
-
-/// The capacity a plan starts from.
+/// Names the chunk set that holds the cluster's current snapshot.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CapacitySummary {
-    pub cluster_id: ClusterId,
-    pub total: CapacityTotals,
-    pub by_capacity_type: BTreeMap<String, CapacityTotals>,
-    /// Keyed `instance_type/zone/capacity_type`.
-    pub by_pool: BTreeMap<String, CapacityTotals>,
-    pub cordoned_nodes: u32,
-    pub trigger: String,
+pub struct SnapshotHead {
+    /// Names the chunk set (a ULID): each upload writes a new one.
+    pub id: String,
     #[serde(with = "time::serde::rfc3339")]
-    pub computed_at: OffsetDateTime,
+    pub taken_at: OffsetDateTime,
+    pub chunks: u32,
+    pub pdbs: Vec<Pdb>,
+    pub daemonset_overhead: Overhead,
+    pub region: Option<String>,
 }
 
-pub fn summarize(
-    cluster_id: &ClusterId,
-    nodes: &[Node],
-    trigger: &str,
-    now: OffsetDateTime,
-) -> CapacitySummary {
-    let mut summary = CapacitySummary {
-        cluster_id: cluster_id.clone(),
-        total: CapacityTotals::default(),
-        by_capacity_type: BTreeMap::new(),
-        by_pool: BTreeMap::new(),
-        cordoned_nodes: 0,
-        trigger: trigger.to_owned(),
-        computed_at: now,
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotChunk {
+    pub nodes: Vec<CurrentNode>,
+    pub pods: Vec<SnapshotPod>,
+}
+
+/// Stores a snapshot: a new chunk set first, then the head that points at it, so a
+/// reader sees the old snapshot or the new one, never a mix.
+pub async fn put_snapshot(
+    store: &Store,
+    cluster: &ClusterId,
+    snapshot: &Snapshot,
+    taken_at: OffsetDateTime,
+) -> Result<String, StoreError> {
+    let id = ulid::Ulid::new().to_string().to_ascii_lowercase();
+    let mut chunks: Vec<SnapshotChunk> = snapshot
+        .pods
+        .chunks(PODS_PER_CHUNK)
+        .map(|pods| SnapshotChunk {
+            nodes: Vec::new(),
+            pods: pods.to_vec(),
+        })
+        .collect();
+    chunks.extend(
+        snapshot
+            .nodes
+            .chunks(PODS_PER_CHUNK / 5)
+            .map(|nodes| SnapshotChunk {
+                nodes: nodes.to_vec(),
+                pods: Vec::new(),
+            }),
+    );
+    let expires = taken_at + SNAPSHOT_MAX_AGE + CHUNK_RETENTION;
+    let items: Vec<Item<SnapshotChunk>> = chunks
+        .into_iter()
+        .enumerate()
+        .map(|(i, chunk)| {
+            Item::new(
+                keys::snapshot_chunk(cluster, &id, u32::try_from(i).unwrap_or(u32::MAX)),
+                chunk,
+            )
+            .expiring_at(expires)
+        })
+        .collect();
+    store.batch_put(&items).await?;
+    let head = SnapshotHead {
+        id: id.clone(),
+        taken_at,
+        chunks: u32::try_from(items.len()).unwrap_or(u32::MAX),
+        pdbs: snapshot.pdbs.clone(),
+        daemonset_overhead: snapshot.daemonset_overhead,
+        region: snapshot.region.clone(),
     };
-    for node in nodes {
-        let capacity = match node.capacity_type {
-            CapacityType::Spot => "spot",
-            CapacityType::OnDemand => "on-demand",
-        };
-        summary.total.add(node);
-        summary
-            .by_capacity_type
-            .entry(capacity.into())
-            .or_default()
-            .add(node);
-        summary
-            .by_pool
-            .entry(format!("{}/{}/{capacity}", node.instance_type, node.zone))
-            .or_default()
-            .add(node);
-        summary.cordoned_nodes += u32::from(node.unschedulable);
-    }
-    summary
+    store
+        .put(
+            &Item::new(keys::snapshot_head(cluster), head),
+            PutCondition::Always,
+        )
+        .await?;
+    Ok(id)
 }
 
-pub fn summary_key(tenant: &TenantId, cluster: &ClusterId) -> Key {
-    Key::new(
-        keys::tenant_partition(tenant),
-        format!("CAPACITY#{cluster}"),
-    )
+/// Why a cluster was not planned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Skipped {
+    UnknownCluster,
+    NoSnapshot,
+    StaleSnapshot { taken_at: String },
+    IncompleteSnapshot { expected: u32, found: usize },
+    NoPools { region: String },
+}
+
+pub async fn load_snapshot(
+    store: &Store,
+    cluster: &ClusterId,
+    now: OffsetDateTime,
+) -> Result<Result<(SnapshotHead, Snapshot), Skipped>, StoreError> {
+    let Some(head) = store
+        .get::<SnapshotHead>(&keys::snapshot_head(cluster))
+        .await?
+    else {
+        return Ok(Err(Skipped::NoSnapshot));
+    };
+    let head = head.body;
+    if now - head.taken_at > SNAPSHOT_MAX_AGE {
+        return Ok(Err(Skipped::StaleSnapshot {
+            taken_at: rfc3339(head.taken_at),
+        }));
+    }
+    let chunks = store
+        .query_all::<SnapshotChunk>(
+            &Query::partition(format!("C#{cluster}"))
+                .prefix(keys::snapshot_chunks_prefix(&head.id)),
+        )
+        .await?;
+    if chunks.len() != head.chunks as usize {
+        return Ok(Err(Skipped::IncompleteSnapshot {
+            expected: head.chunks,
+            found: chunks.len(),
+        }));
+    }
+    let mut snapshot = Snapshot {
+        pdbs: head.pdbs.clone(),
+        daemonset_overhead: head.daemonset_overhead,
+        region: head.region.clone(),
+        ..Snapshot::default()
+    };
+    for chunk in chunks {
+        snapshot.nodes.extend(chunk.body.nodes);
+        snapshot.pods.extend(chunk.body.pods);
+    }
+    Ok(Ok((head, snapshot)))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecommendationStatus {
+    /// Stored for review (`recommend` mode); approval through the API applies it.
+    Proposed,
+    /// `auto` mode: the first consolidation wave was sent to the agent.
+    Applying,
+}
+
+/// One node group of the planned mix.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MixEntry {
+    pub instance_type: String,
+    pub zone: String,
+    pub capacity_type: String,
+    pub nodes: u32,
+    pub pods: u32,
+    pub cost_hr: f64,
+}
+
+/// A stored plan, compact enough for one item: the node mix grouped, lists capped.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Recommendation {
+    pub id: String,
+    /// Counts up per cluster (the store's own `version` is its optimistic lock).
+    pub revision: u64,
+    pub tenant_id: TenantId,
+    pub cluster_id: ClusterId,
+    pub trigger: String,
+    pub mode: PolicyMode,
+    pub status: RecommendationStatus,
+    pub snapshot_id: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    pub cost_hr: f64,
+    pub summary: Summary,
+    pub node_mix: Vec<MixEntry>,
+    pub unschedulable: Vec<UnschedulablePod>,
+    pub consolidation: Option<Consolidation>,
+    pub right_sizing: Option<RightSizing>,
+    /// Spot pools left out because an interruption put them in cooldown.
+    pub pools_in_cooldown: Vec<String>,
+    /// Actions sent in `auto` mode.
+    pub action_ids: Vec<String>,
 }
 
 #[derive(Debug, PartialEq)]
 pub enum Outcome {
-    Summarized(CapacitySummary),
-    UnknownCluster,
+    Planned {
+        revision: u64,
+        monthly_cost: f64,
+        monthly_savings: Option<f64>,
+        actions: usize,
+    },
+    Skipped(Skipped),
 }
 
 pub async fn handle_batch(deps: &Deps, event: SqsEvent) -> Result<SqsBatchResponse, Infallible> {
@@ -159,188 +295,414 @@ async fn handle_message(deps: &Deps, message: SqsMessage) -> Result<(), Optimize
         .map(|_| ())
 }
 
+pub fn plan_policy(policy: &Policy) -> (PlanPolicy, SpotPolicy) {
+    (
+        PlanPolicy {
+            max_interruption_band: policy.max_interruption_band,
+            min_spot_pools: policy.min_spot_pools,
+            max_disrupted_nodes: policy.max_disrupted_nodes,
+            ..PlanPolicy::default()
+        },
+        SpotPolicy {
+            excluded_namespaces: policy.excluded_namespaces.clone(),
+            on_demand_base_pct: policy.on_demand_base_pct,
+            ..SpotPolicy::default()
+        },
+    )
+}
+
 pub async fn optimize(
     deps: &Deps,
     request: &OptimizeRequest,
     now: OffsetDateTime,
 ) -> Result<Outcome, OptimizeError> {
-    let cluster_key = keys::cluster(&request.tenant_id, &request.cluster_id);
-    if deps.store.get::<Cluster>(&cluster_key).await?.is_none() {
-        warn!(tenant = %request.tenant_id, cluster = %request.cluster_id, "optimize request for unknown cluster dropped");
-        return Ok(Outcome::UnknownCluster);
-    }
-    let nodes: Vec<Node> = deps
+    let (tenant, cluster_id) = (&request.tenant_id, &request.cluster_id);
+    let skip = |why: Skipped| {
+        warn!(%tenant, cluster = %cluster_id, reason = ?why, "cluster not planned");
+        Ok(Outcome::Skipped(why))
+    };
+    let cluster_key = keys::cluster(tenant, cluster_id);
+    let policy_key = keys::policy(tenant, cluster_id);
+    let (cluster, policy) = tokio::join!(
+        deps.store.get::<Cluster>(&cluster_key),
+        deps.store.get::<Policy>(&policy_key),
+    );
+    let Some(cluster) = cluster? else {
+        return skip(Skipped::UnknownCluster);
+    };
+    let policy = policy?.map(|p| p.body).unwrap_or_default();
+    let (head, snapshot) = match load_snapshot(&deps.store, cluster_id, now).await? {
+        Ok(loaded) => loaded,
+        Err(why) => return skip(why),
+    };
+    let region = snapshot
+        .region
+        .clone()
+        .unwrap_or_else(|| cluster.body.region.clone());
+    let pools: Vec<Pool> = deps
         .store
-        .query_all::<Node>(
-            &Query::partition(format!("C#{}", request.cluster_id)).prefix(keys::prefix::NODE),
-        )
+        .query_all::<Pool>(&Query::gsi1(keys::region_pools_partition(&region)))
         .await?
         .into_iter()
         .map(|item| item.body)
         .collect();
-    let summary = summarize(&request.cluster_id, &nodes, &request.trigger, now);
-    deps.store
-        .put(
-            &Item::new(
-                summary_key(&request.tenant_id, &request.cluster_id),
-                summary.clone(),
-            ),
-            PutCondition::Always,
-        )
+    if pools.is_empty() {
+        return skip(Skipped::NoPools { region });
+    }
+    let zone_names = zone_names(deps, cluster_id, &snapshot).await?;
+    let filter = TypeFilter {
+        architectures: snapshot.architectures(),
+        ..TypeFilter::default()
+    };
+    let mut offerings = catalog::offerings_from_pools(&pools, &zone_names, &filter);
+    let (plan_policy, spot_policy) = plan_policy(&policy);
+    let (input, _) = kube::to_plan_input(
+        &snapshot,
+        offerings.clone(),
+        plan_policy.clone(),
+        &spot_policy,
+    );
+    let first = plan(&input);
+
+    // Second pass with what the interruption handler observed on the chosen spot pools.
+    let chosen: HashSet<(String, String)> = first
+        .nodes
+        .iter()
+        .filter(|n| n.capacity_type == "spot")
+        .map(|n| (n.instance_type.clone(), n.zone.clone()))
+        .collect();
+    let zone_ids: BTreeMap<&str, &str> = zone_names
+        .iter()
+        .map(|(id, name)| (name.as_str(), id.as_str()))
+        .collect();
+    let risk = observed_risk(deps, &region, &chosen, &zone_ids, now).await?;
+    let pools_in_cooldown: Vec<String> = risk
+        .iter()
+        .filter(|(_, r)| r.cooling_down)
+        .map(|((t, z), _)| format!("{t}/{z}"))
+        .collect();
+    let final_plan = if risk.is_empty() {
+        first
+    } else {
+        apply_risk(&mut offerings, &risk);
+        let (input, _) = kube::to_plan_input(&snapshot, offerings, plan_policy, &spot_policy);
+        plan(&input)
+    };
+
+    let record = store_recommendation(
+        deps,
+        request,
+        &policy,
+        &head,
+        final_plan,
+        pools_in_cooldown,
+        now,
+    )
+    .await?;
+    let mut action_ids = Vec::new();
+    if policy.mode == PolicyMode::Auto {
+        action_ids = apply_first_wave(deps, &record, now).await?;
+        if !action_ids.is_empty() {
+            let mut applied = record.clone();
+            applied.action_ids.clone_from(&action_ids);
+            deps.store
+                .put(
+                    &Item::new(
+                        keys::recommendation(tenant, cluster_id, record.revision),
+                        applied,
+                    ),
+                    PutCondition::Always,
+                )
+                .await?;
+        }
+    }
+    info!(%tenant, cluster = %cluster_id, revision = record.revision, nodes = record.summary.nodes,
+          monthly_cost = record.summary.monthly_cost, monthly_savings = ?record.summary.monthly_savings,
+          actions = action_ids.len(), "cluster planned");
+    Ok(Outcome::Planned {
+        revision: record.revision,
+        monthly_cost: record.summary.monthly_cost,
+        monthly_savings: record.summary.monthly_savings,
+        actions: action_ids.len(),
+    })
+}
+
+/// Zone id -> name from the snapshot's node labels, completed by what discovery recorded.
+async fn zone_names(
+    deps: &Deps,
+    cluster: &ClusterId,
+    snapshot: &Snapshot,
+) -> Result<BTreeMap<String, String>, StoreError> {
+    let mut names = snapshot.zone_names();
+    let nodes = deps
+        .store
+        .query_all::<Node>(&Query::partition(format!("C#{cluster}")).prefix(keys::prefix::NODE))
         .await?;
-    info!(tenant = %request.tenant_id, cluster = %request.cluster_id, nodes = summary.total.nodes,
-          spot_nodes = summary.by_capacity_type.get("spot").map_or(0, |t| t.nodes), "capacity summarized");
-    Ok(Outcome::Summarized(summary))
+    for node in nodes {
+        if let Some(id) = node.body.zone_id {
+            names.entry(id).or_insert(node.body.zone);
+        }
+    }
+    Ok(names)
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PoolRisk {
+    pub interruptions: u32,
+    pub cooling_down: bool,
+}
+
+#[derive(Deserialize)]
+struct InterruptionCount {
+    #[serde(default)]
+    interruptions: i64,
+}
+
+#[derive(Deserialize)]
+struct Cooldown {
+    #[serde(with = "time::serde::rfc3339")]
+    until: OffsetDateTime,
+}
+
+/// Interruptions in the last 30 days and active cooldowns of the given (type, zone name) pools.
+async fn observed_risk(
+    deps: &Deps,
+    region: &str,
+    pools: &HashSet<(String, String)>,
+    zone_ids: &BTreeMap<&str, &str>,
+    now: OffsetDateTime,
+) -> Result<BTreeMap<(String, String), PoolRisk>, StoreError> {
+    let cutoff = format!(
+        "INTERRUPTIONS#{}",
+        rfc3339(now - time::Duration::days(OBSERVED_DAYS))
+            .get(..10)
+            .unwrap_or_default()
+    );
+    let cutoff = cutoff.as_str();
+    let lookups = pools.iter().filter_map(|(itype, zone)| {
+        let key = PoolKey {
+            region: region.to_owned(),
+            zone: (*zone_ids.get(zone.as_str())?).to_owned(),
+            instance_type: itype.clone(),
+        };
+        Some(async move {
+            let partition = keys::pool_current(&key).pk;
+            let counts = deps
+                .store
+                .query_all::<InterruptionCount>(
+                    &Query::partition(partition).prefix("INTERRUPTIONS#"),
+                )
+                .await?;
+            let cooldown = deps
+                .store
+                .get::<Cooldown>(&keys::pool_cooldown(&key))
+                .await?;
+            let interruptions: i64 = counts
+                .iter()
+                .filter(|c| c.key.sk.as_str() >= cutoff)
+                .map(|c| c.body.interruptions)
+                .sum();
+            Ok::<_, StoreError>((
+                (itype.clone(), zone.clone()),
+                PoolRisk {
+                    interruptions: u32::try_from(interruptions.max(0)).unwrap_or(u32::MAX),
+                    cooling_down: cooldown.is_some_and(|c| c.body.until > now),
+                },
+            ))
+        })
+    });
+    let mut risk = BTreeMap::new();
+    for result in futures_util::future::join_all(lookups).await {
+        let (pool, r) = result?;
+        if r != PoolRisk::default() {
+            risk.insert(pool, r);
+        }
+    }
+    Ok(risk)
+}
+
+/// Counts observed interruptions on spot offerings and drops pools in cooldown.
+pub fn apply_risk(offerings: &mut Vec<Offering>, risk: &BTreeMap<(String, String), PoolRisk>) {
+    offerings.retain_mut(|o| {
+        if !o.is_spot() {
+            return true;
+        }
+        match risk.get(&(o.instance_type.clone(), o.zone.clone())) {
+            Some(r) if r.cooling_down => false,
+            Some(r) => {
+                o.observed_interruptions = r.interruptions;
+                true
+            }
+            None => true,
+        }
+    });
+}
+
+pub fn node_mix(plan: &Plan) -> Vec<MixEntry> {
+    let mut groups: BTreeMap<(&str, &str, &str), MixEntry> = BTreeMap::new();
+    for n in &plan.nodes {
+        let entry = groups
+            .entry((&n.capacity_type, &n.instance_type, &n.zone))
+            .or_insert_with(|| MixEntry {
+                instance_type: n.instance_type.clone(),
+                zone: n.zone.clone(),
+                capacity_type: n.capacity_type.clone(),
+                nodes: 0,
+                pods: 0,
+                cost_hr: 0.0,
+            });
+        entry.nodes += 1;
+        entry.pods += u32::try_from(n.pods.len()).unwrap_or(u32::MAX);
+        entry.cost_hr += n.price_hr;
+    }
+    groups.into_values().collect()
+}
+
+/// Stores the plan as the next revision; a concurrent run that took the same revision makes
+/// this one take the one after.
+async fn store_recommendation(
+    deps: &Deps,
+    request: &OptimizeRequest,
+    policy: &Policy,
+    head: &SnapshotHead,
+    plan: Plan,
+    pools_in_cooldown: Vec<String>,
+    now: OffsetDateTime,
+) -> Result<Recommendation, OptimizeError> {
+    let (tenant, cluster) = (&request.tenant_id, &request.cluster_id);
+    let mut consolidation = plan.consolidation.clone();
+    if let Some(c) = &mut consolidation {
+        // Pod-level moves are kept for the wave that runs first; later waves are re-planned.
+        let first: HashSet<usize> = c.waves.first().into_iter().flatten().copied().collect();
+        for (i, step) in c.steps.iter_mut().enumerate() {
+            if let Step::Remove { moves, .. } = step
+                && !first.contains(&i)
+            {
+                moves.clear();
+            }
+        }
+    }
+    let mut right_sizing = plan.right_sizing.clone();
+    if let Some(r) = &mut right_sizing {
+        r.recommendations.truncate(STORED_LIST_CAP);
+    }
+    let mut record = Recommendation {
+        id: ulid::Ulid::new().to_string().to_ascii_lowercase(),
+        revision: 0,
+        tenant_id: tenant.clone(),
+        cluster_id: cluster.clone(),
+        trigger: request.trigger.clone(),
+        mode: policy.mode,
+        status: match policy.mode {
+            PolicyMode::Recommend => RecommendationStatus::Proposed,
+            PolicyMode::Auto => RecommendationStatus::Applying,
+        },
+        snapshot_id: head.id.clone(),
+        created_at: now,
+        cost_hr: plan.cost_hr,
+        summary: plan.summary.clone(),
+        node_mix: node_mix(&plan),
+        unschedulable: plan
+            .unschedulable
+            .iter()
+            .take(STORED_LIST_CAP)
+            .cloned()
+            .collect(),
+        consolidation,
+        right_sizing,
+        pools_in_cooldown,
+        action_ids: Vec::new(),
+    };
+    for _ in 0..3 {
+        let latest = deps
+            .store
+            .query::<Recommendation>(
+                &Query::partition(keys::tenant_partition(tenant))
+                    .prefix(keys::recommendations_prefix(cluster))
+                    .newest_first()
+                    .limit(1),
+            )
+            .await?;
+        record.revision = latest.items.first().map_or(0, |i| i.body.revision) + 1;
+        let item = Item::new(
+            keys::recommendation(tenant, cluster, record.revision),
+            record.clone(),
+        );
+        match deps.store.put(&item, PutCondition::IfAbsent).await {
+            Ok(()) => return Ok(record),
+            Err(StoreError::AlreadyExists { .. }) => continue,
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Err(StoreError::AlreadyExists {
+        pk: keys::tenant_partition(tenant),
+        sk: keys::recommendations_prefix(cluster),
+    }
+    .into())
+}
+
+/// Sends drains for the first wave of node removals; a node already being drained by an
+/// earlier run is skipped.
+async fn apply_first_wave(
+    deps: &Deps,
+    record: &Recommendation,
+    now: OffsetDateTime,
+) -> Result<Vec<String>, OptimizeError> {
+    let Some(consolidation) = &record.consolidation else {
+        return Ok(Vec::new());
+    };
+    let Some(wave) = consolidation.waves.first() else {
+        return Ok(Vec::new());
+    };
+    let channel = actions::channel(&deps.store, &record.tenant_id, &record.cluster_id).await?;
+    let mut sent = Vec::new();
+    for step in wave.iter().filter_map(|&i| consolidation.steps.get(i)) {
+        let Step::Remove { node, reason, .. } = step else {
+            continue;
+        };
+        let claim = keys::idempotency(
+            "consolidation-drain",
+            &format!("{}#{node}", record.cluster_id),
+        );
+        if deps.store.claim(&claim, DRAIN_CLAIM_HOLD, now).await? == Claim::AlreadyClaimed {
+            info!(cluster = %record.cluster_id, %node, "drain already in flight");
+            continue;
+        }
+        let action = AgentAction {
+            action_id: ulid::Ulid::new().to_string().to_ascii_lowercase(),
+            cluster_id: record.cluster_id.clone(),
+            kind: ActionKind::Drain,
+            target: ActionTarget::Node { name: node.clone() },
+            params: BTreeMap::from([(
+                "deadline".to_owned(),
+                serde_json::json!(rfc3339(now + DRAIN_DEADLINE)),
+            )]),
+            reason: format!("consolidation: {reason}"),
+            issued_at: now,
+            not_after: now + DRAIN_DEADLINE,
+            signature: String::new(),
+        };
+        let source = format!("optimizer:{}", record.id);
+        match actions::dispatch(
+            &deps.store,
+            &deps.sqs,
+            &record.tenant_id,
+            channel.as_ref(),
+            action,
+            &source,
+            now,
+        )
+        .await
+        {
+            Ok(dispatched) => sent.push(dispatched.action.action_id),
+            Err(err) => {
+                let _ = deps.store.delete(&claim).await;
+                return Err(err.into());
+            }
+        }
+    }
+    Ok(sent)
 }
 
 #[cfg(test)]
-mod tests {
-    use spotwise_core::domain::Resources;
-    use spotwise_testkit::{LocalStack, fixture};
-
-    use super::*;
-
-    fn node(name: &str, itype: &str, zone: &str, capacity_type: CapacityType, cpu_m: u64) -> Node {
-        Node {
-            tenant_id: TenantId::new("t1").unwrap(),
-            cluster_id: ClusterId::new("c1").unwrap(),
-            name: name.into(),
-            instance_id: None,
-            instance_type: itype.into(),
-            zone: zone.into(),
-            zone_id: None,
-            capacity_type,
-            allocatable: Resources {
-                cpu_m,
-                mem_mib: cpu_m * 4,
-                pods: 29,
-                gpus: 0,
-            },
-            labels: Default::default(),
-            taints: vec![],
-            unschedulable: name.ends_with("cordoned"),
-            departed_at: None,
-        }
-    }
-
-    #[test]
-    fn summary_groups_by_capacity_type_and_pool() {
-        let nodes = [
-            node("a", "m5.large", "us-east-1a", CapacityType::Spot, 1930),
-            node("b", "m5.large", "us-east-1a", CapacityType::Spot, 1930),
-            node(
-                "c-cordoned",
-                "c5.xlarge",
-                "us-east-1b",
-                CapacityType::OnDemand,
-                3920,
-            ),
-        ];
-        let s = summarize(
-            &ClusterId::new("c1").unwrap(),
-            &nodes,
-            "test",
-            OffsetDateTime::UNIX_EPOCH,
-        );
-        assert_eq!(
-            s.total,
-            CapacityTotals {
-                nodes: 3,
-                cpu_m: 7780,
-                mem_mib: 31120,
-                pods: 87
-            }
-        );
-        assert_eq!(s.by_capacity_type["spot"].nodes, 2);
-        assert_eq!(s.by_pool["m5.large/us-east-1a/spot"].cpu_m, 3860);
-        assert_eq!(s.cordoned_nodes, 1);
-    }
-
-    #[tokio::test]
-    async fn known_cluster_is_summarized_and_unknown_dropped() {
-        let stack = LocalStack::start();
-        let config =
-            Config::from_env(&Env::from_map(stack.function_env("OptimizerFunction"))).unwrap();
-        let deps = Deps::new(&stack.sdk_config().await, &config);
-        let tenant = TenantId::new("t1").unwrap();
-        // The cluster the sample event names.
-        let cluster_id = ClusterId::new("111122223333.us-east-1.prod-us-east-1").unwrap();
-        let cluster = Cluster {
-            tenant_id: tenant.clone(),
-            id: cluster_id.clone(),
-            account_id: "111122223333".into(),
-            region: "us-east-1".into(),
-            name: "prod".into(),
-            arn: "arn:aws:eks:us-east-1:111122223333:cluster/prod".into(),
-            kubernetes_version: Some("1.33".into()),
-            status: "ACTIVE".into(),
-            agent_queue_url: None,
-            vanished_at: None,
-        };
-        deps.store
-            .put(
-                &Item::new(keys::cluster(&tenant, &cluster_id), cluster),
-                PutCondition::IfAbsent,
-            )
-            .await
-            .unwrap();
-        for n in [
-            node("a", "m5.large", "us-east-1a", CapacityType::Spot, 1930),
-            node("b", "m5.xlarge", "us-east-1b", CapacityType::OnDemand, 3920),
-        ] {
-            deps.store
-                .put(
-                    &Item::new(keys::node(&cluster_id, &n.name), n),
-                    PutCondition::Always,
-                )
-                .await
-                .unwrap();
-        }
-
-        let event: SqsEvent =
-            serde_json::from_str(&fixture("events/optimizer/sqs-optimize-request.json")).unwrap();
-        let response = handle_batch(&deps, event).await.unwrap();
-        assert!(response.batch_item_failures.is_empty());
-        let stored = deps
-            .store
-            .get::<CapacitySummary>(&summary_key(&tenant, &cluster_id))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(stored.body.total.nodes, 2);
-        assert_eq!(stored.body.trigger, "schedule");
-
-        let unknown = OptimizeRequest {
-            tenant_id: tenant,
-            cluster_id: ClusterId::new("nope").unwrap(),
-            trigger: "t".into(),
-        };
-        assert_eq!(
-            optimize(&deps, &unknown, OffsetDateTime::now_utc())
-                .await
-                .unwrap(),
-            Outcome::UnknownCluster
-        );
-    }
-
-    #[tokio::test]
-    async fn invalid_request_fails_only_itself() {
-        let stack = LocalStack::start();
-        let config =
-            Config::from_env(&Env::from_map(stack.function_env("OptimizerFunction"))).unwrap();
-        let deps = Deps::new(&stack.sdk_config().await, &config);
-        let mut event: SqsEvent =
-            serde_json::from_str(&fixture("events/optimizer/sqs-optimize-request.json")).unwrap();
-        let mut bad = event.records[0].clone();
-        bad.message_id = Some("bad".into());
-        bad.body = Some(r#"{"tenant_id":"t#1","cluster_id":"c1"}"#.into());
-        event.records.push(bad);
-        let response = handle_batch(&deps, event).await.unwrap();
-        let failed: Vec<_> = response
-            .batch_item_failures
-            .iter()
-            .map(|f| f.item_identifier.as_str())
-            .collect();
-        assert_eq!(failed, ["bad"]);
-    }
-}
+mod tests;

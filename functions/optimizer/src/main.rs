@@ -1,3 +1,9 @@
+//! Under Lambda: the SQS handler. Locally also `optimizer invoke --event FILE`, and
+//! `optimizer put-snapshot --cluster ID --file FILE`, which stores a
+//! `kubectl get nodes,pods,pdb -A -o json` list as the cluster's snapshot (what the agent
+//! uploads), so a cluster can be planned before its agent is installed.
+
+use spotwise_core::ClusterId;
 use spotwise_core::config::Env;
 use spotwise_core::telemetry::{self, LogSettings};
 
@@ -8,5 +14,37 @@ async fn main() -> Result<(), spotwise_lambda::Error> {
     let config = optimizer::Config::from_env(&env)?;
     let sdk = spotwise_aws::sdk::load().await;
     let deps = optimizer::Deps::new(&sdk, &config);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("put-snapshot") {
+        return put_snapshot(&deps, &args[1..]).await;
+    }
     spotwise_lambda::run(|event| optimizer::handle_batch(&deps, event)).await
+}
+
+async fn put_snapshot(
+    deps: &optimizer::Deps,
+    args: &[String],
+) -> Result<(), spotwise_lambda::Error> {
+    let [flag_cluster, cluster, flag_file, file] = args else {
+        return Err("usage: optimizer put-snapshot --cluster ID --file FILE".into());
+    };
+    if flag_cluster != "--cluster" || flag_file != "--file" {
+        return Err("usage: optimizer put-snapshot --cluster ID --file FILE".into());
+    }
+    let cluster = ClusterId::new(cluster)?;
+    let bytes = std::fs::read(file).map_err(|e| format!("cannot read {file}: {e}"))?;
+    let snapshot = spotwise_optimizer::kube::parse_list(&bytes)?;
+    let id = optimizer::put_snapshot(
+        &deps.store,
+        &cluster,
+        &snapshot,
+        time::OffsetDateTime::now_utc(),
+    )
+    .await?;
+    println!(
+        "{}",
+        serde_json::json!({"cluster": cluster.to_string(), "snapshot_id": id,
+                           "nodes": snapshot.nodes.len(), "pods": snapshot.pods.len()})
+    );
+    Ok(())
 }

@@ -20,7 +20,7 @@ use spotwise_aws::store::{Item, PutCondition, Query};
 use spotwise_aws::{AwsFailure, Queue, Store, StoreError};
 use spotwise_core::config::{CommonConfig, ConfigError, Env};
 use spotwise_core::domain::{InstanceType, Notification, Pool, Severity};
-use spotwise_core::keys::{self, Gsi1Key, Key};
+use spotwise_core::keys::{self, Key};
 use spotwise_core::messages::ScheduleTrigger;
 use spotwise_core::pricing::FeedError;
 use spotwise_core::pricing::advisor::{Advisor, AdvisorError};
@@ -220,14 +220,6 @@ pub struct ScrapeRun {
     pub duration_ms: u64,
 }
 
-/// GSI1 entry listing a region's pools, so one query reads them all for comparison.
-fn region_index(pool: &Pool) -> Gsi1Key {
-    Gsi1Key {
-        gsi1pk: format!("POOLS#{}", pool.key.region),
-        gsi1sk: format!("{}#{}", pool.key.zone, pool.key.instance_type),
-    }
-}
-
 fn history_key(pool: &Pool, at: OffsetDateTime) -> Key {
     let Key { pk, .. } = keys::pool_current(&pool.key);
     Key::new(pk, format!("HIST#{}", at.unix_timestamp()))
@@ -240,7 +232,7 @@ pub fn run_key(run_id: &str) -> Key {
 /// The current pools of a region, as stored.
 pub async fn stored_pools(store: &Store, region: &str) -> Result<Vec<Pool>, StoreError> {
     Ok(store
-        .query_all::<Pool>(&Query::gsi1(format!("POOLS#{region}")))
+        .query_all::<Pool>(&Query::gsi1(keys::region_pools_partition(region)))
         .await?
         .into_iter()
         .map(|i| i.body)
@@ -454,7 +446,10 @@ async fn region_pools(
         .collect();
     let mut items: Vec<Item<&Pool>> = Vec::with_capacity(changed.len() * 2);
     for pool in &changed {
-        items.push(Item::new(keys::pool_current(&pool.key), *pool).with_gsi1(region_index(pool)));
+        items.push(
+            Item::new(keys::pool_current(&pool.key), *pool)
+                .with_gsi1(keys::region_pools_index(&pool.key)),
+        );
         items.push(Item::new(history_key(pool, now), *pool).expiring_at(now + HISTORY_RETENTION));
     }
     deps.store.batch_put(&items).await?;

@@ -337,5 +337,8 @@ fn history_and_index_keys() {
         history_key(&pool, OffsetDateTime::UNIX_EPOCH),
         Key::new("POOL#us-east-1#use1-az1#m5.large", "HIST#0")
     );
-    assert_eq!(region_index(&pool).gsi1pk, "POOLS#us-east-1");
+    assert_eq!(
+        keys::region_pools_index(&pool.key).gsi1pk,
+        "POOLS#us-east-1"
+    );
 }

@@ -3,6 +3,7 @@
 //! store, and SQS queues.
 
 pub mod accounts;
+pub mod actions;
 pub mod cross_account;
 pub mod error;
 pub mod queue;

@@ -108,6 +108,14 @@ pub struct ActionRecord {
 }
 
 impl AgentAction {
+    /// The node or workload name the action targets (the FIFO group: one action at a time per
+    /// target).
+    pub fn target_name(&self) -> &str {
+        match &self.target {
+            ActionTarget::Node { name } | ActionTarget::Workload { name, .. } => name,
+        }
+    }
+
     /// The bytes that are signed: the action with an empty signature, as sorted compact JSON.
     pub fn canonical_bytes(&self) -> Vec<u8> {
         let mut unsigned = self.clone();

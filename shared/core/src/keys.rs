@@ -81,6 +81,36 @@ pub fn policy(tenant: &TenantId, cluster: &ClusterId) -> Key {
     Key::new(tenant_partition(tenant), format!("POLICY#{cluster}"))
 }
 
+/// The current snapshot of a cluster (nodes, pods, PDBs) as the agent last uploaded it: a head
+/// item naming the version whose chunks are complete.
+pub fn snapshot_head(cluster: &ClusterId) -> Key {
+    Key::new(format!("C#{cluster}"), "SNAPSHOT")
+}
+
+/// Sort-key prefix of one snapshot version's chunks.
+pub fn snapshot_chunks_prefix(version: &str) -> String {
+    format!("SNAPSHOT#{version}#")
+}
+
+pub fn snapshot_chunk(cluster: &ClusterId, version: &str, index: u32) -> Key {
+    Key::new(
+        format!("C#{cluster}"),
+        format!("{}{index:05}", snapshot_chunks_prefix(version)),
+    )
+}
+
+/// One stored plan of a cluster; versions count up per cluster so the newest sorts last.
+pub fn recommendation(tenant: &TenantId, cluster: &ClusterId, version: u64) -> Key {
+    Key::new(
+        tenant_partition(tenant),
+        format!("{}{cluster}#{version:010}", prefix::RECOMMENDATION),
+    )
+}
+
+pub fn recommendations_prefix(cluster: &ClusterId) -> String {
+    format!("{}{cluster}#", prefix::RECOMMENDATION)
+}
+
 fn pool_partition(pool: &PoolKey) -> String {
     format!("POOL#{}#{}#{}", pool.region, pool.zone, pool.instance_type)
 }
@@ -131,6 +161,18 @@ pub fn linked_accounts_index(tenant: &TenantId, account_id: &str) -> Gsi1Key {
     }
 }
 
+/// GSI1 partition listing a region's current pools, so one query reads them all.
+pub fn region_pools_partition(region: &str) -> String {
+    format!("POOLS#{region}")
+}
+
+pub fn region_pools_index(pool: &PoolKey) -> Gsi1Key {
+    Gsi1Key {
+        gsi1pk: region_pools_partition(&pool.region),
+        gsi1sk: format!("{}#{}", pool.zone, pool.instance_type),
+    }
+}
+
 /// Sort-key prefixes for listing one kind of item in a tenant's partition. No prefix may be a
 /// prefix of another kind's sort keys, or a listing would read (and fail to decode) both.
 pub mod prefix {
@@ -140,6 +182,7 @@ pub mod prefix {
     pub const ACTION: &str = "ACTION#";
     pub const NODE: &str = "NODE#";
     pub const NODEGROUP: &str = "NODEGROUP#";
+    pub const RECOMMENDATION: &str = "REC#";
 }
 
 #[cfg(test)]
@@ -167,6 +210,7 @@ mod tests {
             prefix::ACTION,
             prefix::NODE,
             prefix::NODEGROUP,
+            prefix::RECOMMENDATION,
         ];
         for a in all {
             for b in all {

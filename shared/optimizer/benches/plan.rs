@@ -95,9 +95,24 @@ fn check(input: &PlanInput, plan: &spotwise_optimizer::Plan) {
 
 fn scale(base: &PlanInput) {
     println!(
-        "\n== plan time and cost / fluid lower bound ({} offerings) ==",
+        "\n== plan time and cost / fluid lower bound ({} offerings), default policy ==",
         base.offerings.len()
     );
+    table(base, &[(1_000, 20), (5_000, 20), (20_000, 20)]);
+    println!("\n== the same without the spot risk premium and with one spot pool (cost-only) ==");
+    let neutral = PlanInput {
+        policy: PlanPolicy {
+            band_penalty: 0.0,
+            observed_interruption_penalty: 0.0,
+            min_spot_pools: 1,
+            ..base.policy.clone()
+        },
+        ..base.clone()
+    };
+    table(&neutral, &[(1_000, 20), (5_000, 20), (20_000, 20)]);
+}
+
+fn table(base: &PlanInput, sizes: &[(usize, u64)]) {
     println!(
         "{:>7} {:>6} {:>10} {:>10} {:>11} {:>9} {:>9} {:>9} {:>6}",
         "pods",
@@ -110,7 +125,7 @@ fn scale(base: &PlanInput) {
         "ratio max",
         "nodes"
     );
-    for (n, seeds) in [(1_000, 20), (5_000, 20), (20_000, 20)] {
+    for &(n, seeds) in sizes {
         let mut times = Vec::new();
         let mut ratios = Vec::new();
         let mut nodes = 0;

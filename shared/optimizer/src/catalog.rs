@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use spotwise_core::domain::{Arch, CapacityType, InstanceType};
+use spotwise_core::domain::{Arch, CapacityType, InstanceType, Pool};
 use spotwise_core::pricing::advisor::{Advisor, AdvisorError};
 use spotwise_core::pricing::{FeedError, catalogue, ondemand, spot};
 
@@ -132,6 +132,66 @@ impl TypeFilter {
     }
 }
 
+/// Offerings from stored pools (as the scraper writes them), on-demand and spot, in the zones
+/// `zone_names` maps (zone id to the name the cluster's nodes and selectors use): a cluster
+/// can only launch nodes in zones it has subnets in. An empty map admits every zone, by id.
+pub fn offerings_from_pools(
+    pools: &[Pool],
+    zone_names: &BTreeMap<String, String>,
+    filter: &TypeFilter,
+) -> Vec<Offering> {
+    let mut offerings = Vec::new();
+    for pool in pools {
+        let t = InstanceType {
+            name: pool.key.instance_type.clone(),
+            vcpus: pool.vcpus,
+            memory_mib: pool.memory_mib,
+            arch: pool.arch,
+            gpus: pool.gpus,
+            max_pods: pool.max_pods,
+        };
+        if !filter.admits(&t) {
+            continue;
+        }
+        let (cpu_m, mem_mib) = allocatable(&t);
+        let zone = match zone_names.get(&pool.key.zone) {
+            Some(name) => name.clone(),
+            None if zone_names.is_empty() => pool.key.zone.clone(),
+            None => continue,
+        };
+        let spot = Offering {
+            instance_type: t.name.clone(),
+            zone,
+            capacity_type: CapacityType::Spot,
+            cpu_m,
+            mem_mib,
+            max_pods: t.max_pods,
+            gpus: t.gpus,
+            price_hr: pool.spot_price_hr,
+            interruption_band: pool.interruption_band,
+            arch: Some(t.arch),
+            on_demand_price_hr: pool.on_demand_price_hr,
+            observed_interruptions: 0,
+            price_volatility: pool.spot_price_volatility,
+            labels: BTreeMap::new(),
+            taints: Vec::new(),
+        };
+        if let Some(price) = pool.on_demand_price_hr {
+            offerings.push(Offering {
+                capacity_type: CapacityType::OnDemand,
+                price_hr: price,
+                interruption_band: None,
+                price_volatility: 0.0,
+                ..spot.clone()
+            });
+        }
+        if pool.spot_price_hr > 0.0 {
+            offerings.push(spot);
+        }
+    }
+    offerings
+}
+
 /// Allocatable (cpu millicores, memory MiB) of a node of this type.
 pub fn allocatable(t: &InstanceType) -> (u64, u64) {
     let cores = u64::from(t.vcpus);
@@ -165,6 +225,59 @@ mod tests {
             max_pods: 29,
         };
         assert_eq!(allocatable(&m5_large), (1930, 7577 - 574 - 100));
+    }
+
+    #[test]
+    fn pools_become_offerings_in_the_clusters_zones_only() {
+        let pool = |zone: &str, itype: &str, vcpus: u32, arch: Arch| Pool {
+            key: spotwise_core::domain::PoolKey {
+                region: "us-east-1".into(),
+                zone: zone.into(),
+                instance_type: itype.into(),
+            },
+            spot_price_hr: 0.03,
+            spot_price_avg_30d: 0.03,
+            spot_price_volatility: 0.1,
+            on_demand_price_hr: Some(0.096),
+            interruption_band: Some(1),
+            advisor_savings_pct: Some(60),
+            vcpus,
+            memory_mib: u64::from(vcpus) * 4096,
+            gpus: 0,
+            max_pods: 29,
+            arch,
+            updated_at: time::OffsetDateTime::UNIX_EPOCH,
+        };
+        let pools = [
+            pool("use1-az1", "m5.large", 2, Arch::X86_64),
+            pool("use1-az6", "m5.large", 2, Arch::X86_64),
+            pool("use1-az1", "m6g.large", 2, Arch::Arm64),
+            pool("use1-az1", "t3.large", 2, Arch::X86_64),
+        ];
+        let names = BTreeMap::from([("use1-az1".to_owned(), "us-east-1a".to_owned())]);
+        let filter = TypeFilter {
+            architectures: vec![Arch::X86_64],
+            ..TypeFilter::default()
+        };
+        let offerings = offerings_from_pools(&pools, &names, &filter);
+        let described: Vec<(&str, &str, bool)> = offerings
+            .iter()
+            .map(|o| (o.instance_type.as_str(), o.zone.as_str(), o.is_spot()))
+            .collect();
+        assert_eq!(
+            described,
+            [
+                ("m5.large", "us-east-1a", false),
+                ("m5.large", "us-east-1a", true)
+            ]
+        );
+        assert_eq!(offerings[1].price_volatility, 0.1);
+        assert_eq!(offerings[0].interruption_band, None);
+        assert_eq!(
+            offerings_from_pools(&pools[..2], &BTreeMap::new(), &filter).len(),
+            4,
+            "no map: every zone"
+        );
     }
 
     #[test]

@@ -30,14 +30,14 @@ pub enum SnapshotError {
     },
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SnapshotPod {
     pub workload: WorkloadPod,
     /// `spot_ok` is decided later, by [`to_plan_input`].
     pub spec: PodSpec,
 }
 
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Snapshot {
     pub nodes: Vec<CurrentNode>,
     pub pods: Vec<SnapshotPod>,
@@ -63,6 +63,19 @@ impl Snapshot {
         found.sort_by_key(|a| *a as u8);
         found.dedup();
         found
+    }
+
+    /// Zone id (`use1-az1`) to zone name (`us-east-1a`), from the labels EKS puts on nodes.
+    pub fn zone_names(&self) -> BTreeMap<String, String> {
+        self.nodes
+            .iter()
+            .filter_map(|n| {
+                Some((
+                    n.labels.get("topology.k8s.aws/zone-id")?.clone(),
+                    n.zone.clone(),
+                ))
+            })
+            .collect()
     }
 
     /// Zone names the nodes run in.

@@ -297,6 +297,9 @@ fn pack_class(ctx: &Context<'_>, class: &Class, class_index: usize, pods: &[usiz
         })
         .collect();
     singles.sort_by(|a, b| a.0.total_cmp(&b.0));
+    // Zones of one type price alike; spreading over zones comes later.
+    let mut seen_types = HashSet::new();
+    singles.retain(|&(_, o)| seen_types.insert(ctx.input.offerings[o].instance_type.as_str()));
 
     let mut candidates: Vec<Vec<Bin>> = singles
         .iter()
@@ -304,6 +307,7 @@ fn pack_class(ctx: &Context<'_>, class: &Class, class_index: usize, pods: &[usiz
         .map(|&(_, o)| first_fit_single(ctx, class, class_index, pods, o))
         .collect();
     candidates.push(tiered(ctx, class, class_index, pods));
+    candidates.extend(pair_split(ctx, class, class_index, pods, &singles));
     let class_order = [class.allowed.as_slice()];
     let class_allowed = [class.allowed_set.as_slice()];
     candidates
@@ -454,6 +458,96 @@ fn tiered(ctx: &Context<'_>, class: &Class, class_index: usize, pods: &[usize]) 
     bins
 }
 
+/// Types each class considers pairing.
+const PAIR_CANDIDATES: usize = 12;
+/// How many of the best pairs are packed for real.
+const PAIRS_PACKED: usize = 10;
+
+/// Splits the pods by memory-per-cpu at the point where a cpu-leaning type takes the lower
+/// part and a memory-leaning type the upper part at the least fluid cost, over pairs of the
+/// cheapest types (a type paired with itself is a single type). Unlike the fluid mix, which
+/// may pair shapes more extreme than any pod, each side of the split is a set of whole pods.
+fn pair_split(
+    ctx: &Context<'_>,
+    class: &Class,
+    class_index: usize,
+    pods: &[usize],
+    singles: &[(f64, usize)],
+) -> Vec<Vec<Bin>> {
+    let ratio = |v: &Vector| v[MEM] as f64 / v[CPU].max(1) as f64;
+    let mut order = pods.to_vec();
+    order.sort_by(|&a, &b| ratio(&ctx.demand[a]).total_cmp(&ratio(&ctx.demand[b])));
+    let n = order.len();
+    let mut prefix = vec![[0u64; DIMENSIONS]; n + 1];
+    let mut prefix_max = vec![[0u64; DIMENSIONS]; n + 1];
+    for (i, &p) in order.iter().enumerate() {
+        let d = &ctx.demand[p];
+        for r in 0..DIMENSIONS {
+            prefix[i + 1][r] = prefix[i][r] + d[r];
+            prefix_max[i + 1][r] = prefix_max[i][r].max(d[r]);
+        }
+    }
+    let mut suffix_max = vec![[0u64; DIMENSIONS]; n + 1];
+    for i in (0..n).rev() {
+        let d = &ctx.demand[order[i]];
+        for r in 0..DIMENSIONS {
+            suffix_max[i][r] = suffix_max[i + 1][r].max(d[r]);
+        }
+    }
+    let largest = prefix_max[n];
+    let mut types: Vec<usize> = singles.iter().take(PAIR_CANDIDATES).map(|s| s.1).collect();
+    types.extend(
+        singles
+            .iter()
+            .map(|s| s.1)
+            .filter(|&o| fits(&[0; DIMENSIONS], &largest, &ctx.capacity[o]))
+            .take(4),
+    );
+    types.sort_unstable();
+    types.dedup();
+    let fluid = |o: usize, demand: &Vector, biggest: &Vector| -> f64 {
+        if demand.iter().all(|&v| v == 0) {
+            return 0.0;
+        }
+        let c = &ctx.capacity[o];
+        if !fits(&[0; DIMENSIONS], biggest, c) {
+            return f64::INFINITY;
+        }
+        let nodes = (0..DIMENSIONS)
+            .filter(|&r| demand[r] > 0)
+            .map(|r| demand[r] as f64 / c[r] as f64)
+            .fold(0.0, f64::max);
+        ctx.price[o] * nodes
+    };
+    // The best split of each pair, fluidly; the few best pairs are then packed for real,
+    // since whole pods lose more to fragmentation on some pairs than on others.
+    let mut per_pair: Vec<(f64, usize, usize, usize)> = Vec::new();
+    for &low in &types {
+        for &high in &types {
+            let mut best: Option<(f64, usize, usize, usize)> = None;
+            for k in 0..=n {
+                let upper: Vector = std::array::from_fn(|r| prefix[n][r] - prefix[k][r]);
+                let cost =
+                    fluid(low, &prefix[k], &prefix_max[k]) + fluid(high, &upper, &suffix_max[k]);
+                if cost.is_finite() && best.is_none_or(|b| cost < b.0) {
+                    best = Some((cost, low, high, k));
+                }
+            }
+            per_pair.extend(best);
+        }
+    }
+    per_pair.sort_by(|a, b| a.0.total_cmp(&b.0));
+    per_pair
+        .iter()
+        .take(PAIRS_PACKED)
+        .map(|&(_, low, high, k)| {
+            let mut bins = first_fit_single(ctx, class, class_index, &order[..k], low);
+            bins.extend(first_fit_single(ctx, class, class_index, &order[k..], high));
+            bins
+        })
+        .collect()
+}
+
 /// Realises a fluid mix: pods sorted by memory per cpu go, most memory-hungry first, to the
 /// mix's types sorted the same way, each type taking pods up to its fluid capacity; each group
 /// is then packed first-fit decreasing onto its type. Pods a type cannot hold go on to the next.
@@ -586,7 +680,7 @@ fn place_aligned(ctx: &Context<'_>, bins: &mut [Bin], pods: &[usize], from: usiz
 }
 
 /// How many of the least-filled nodes each packing tries to empty into the others.
-const REPACK_ATTEMPTS: usize = 8;
+const REPACK_ATTEMPTS: usize = 16;
 
 /// Local search on a class's new nodes: the least-filled ones are emptied into the room the
 /// others have left, when all their pods fit there.

@@ -1,0 +1,424 @@
+use aws_sdk_sqs::types::QueueAttributeName;
+use spotwise_aws::store::Item;
+use spotwise_core::action::{ActionRecord, ActionStatus};
+use spotwise_core::domain::{Arch, ClusterSecret};
+use spotwise_optimizer::synth;
+use spotwise_testkit::{LocalStack, fixture};
+
+use super::*;
+
+const SECRET: &[u8] = b"optimizer-test-secret";
+
+struct Setup {
+    _stack: LocalStack,
+    stack_queue_reader: LocalStackReader,
+    deps: Deps,
+    tenant: TenantId,
+    cluster: ClusterId,
+    agent_queue: String,
+}
+
+/// Reads messages the test's agent queue received.
+struct LocalStackReader {
+    sqs: aws_sdk_sqs::Client,
+}
+
+impl LocalStackReader {
+    async fn actions(&self, queue_url: &str) -> Vec<AgentAction> {
+        let mut all = Vec::new();
+        loop {
+            let out = self
+                .sqs
+                .receive_message()
+                .queue_url(queue_url)
+                .max_number_of_messages(10)
+                .send()
+                .await
+                .unwrap();
+            let messages = out.messages.unwrap_or_default();
+            if messages.is_empty() {
+                return all;
+            }
+            for m in messages {
+                all.push(serde_json::from_str(m.body.as_deref().unwrap()).unwrap());
+                self.sqs
+                    .delete_message()
+                    .queue_url(queue_url)
+                    .receipt_handle(m.receipt_handle.unwrap())
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+}
+
+fn pool(zone: &str, itype: &str, vcpus: u32, mem: u64, spot: f64, od: f64, band: u8) -> Pool {
+    Pool {
+        key: PoolKey {
+            region: "us-east-1".into(),
+            zone: zone.into(),
+            instance_type: itype.into(),
+        },
+        spot_price_hr: spot,
+        spot_price_avg_30d: spot,
+        spot_price_volatility: 0.0,
+        on_demand_price_hr: Some(od),
+        interruption_band: Some(band),
+        advisor_savings_pct: None,
+        vcpus,
+        memory_mib: mem,
+        gpus: 0,
+        max_pods: if vcpus <= 2 { 29 } else { 58 },
+        arch: Arch::X86_64,
+        updated_at: OffsetDateTime::UNIX_EPOCH,
+    }
+}
+
+async fn setup(mode: PolicyMode) -> Setup {
+    let stack = LocalStack::start();
+    let config = Config::from_env(&Env::from_map(stack.function_env("OptimizerFunction"))).unwrap();
+    let sdk = stack.sdk_config().await;
+    let deps = Deps::new(&sdk, &config);
+    let agent_queue = deps
+        .sqs
+        .create_queue()
+        .queue_name("spotwise-agent-prod.fifo")
+        .attributes(QueueAttributeName::FifoQueue, "true")
+        .attributes(QueueAttributeName::ContentBasedDeduplication, "false")
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let tenant = TenantId::new("t1").unwrap();
+    // The cluster the sample event names.
+    let cluster = ClusterId::new("111122223333.us-east-1.prod-us-east-1").unwrap();
+    let record = Cluster {
+        tenant_id: tenant.clone(),
+        id: cluster.clone(),
+        account_id: "111122223333".into(),
+        region: "us-east-1".into(),
+        name: "prod".into(),
+        arn: "arn:aws:eks:us-east-1:111122223333:cluster/prod".into(),
+        kubernetes_version: Some("1.33".into()),
+        status: "ACTIVE".into(),
+        agent_queue_url: Some(agent_queue.clone()),
+        vanished_at: None,
+    };
+    let store = &deps.store;
+    store
+        .put(
+            &Item::new(keys::cluster(&tenant, &cluster), record),
+            PutCondition::IfAbsent,
+        )
+        .await
+        .unwrap();
+    store
+        .put(
+            &Item::new(
+                keys::cluster_secret(&cluster),
+                ClusterSecret {
+                    secret_hex: hex::encode(SECRET),
+                },
+            ),
+            PutCondition::IfAbsent,
+        )
+        .await
+        .unwrap();
+    let policy = Policy {
+        mode,
+        max_interruption_band: 2,
+        min_spot_pools: 2,
+        max_disrupted_nodes: 1,
+        ..Policy::default()
+    };
+    store
+        .put(
+            &Item::new(keys::policy(&tenant, &cluster), policy),
+            PutCondition::Always,
+        )
+        .await
+        .unwrap();
+    let mut pools = Vec::new();
+    for zone in ["use1-az1", "use1-az2"] {
+        pools.push(pool(zone, "m5.large", 2, 8192, 0.035, 0.096, 1));
+        pools.push(pool(zone, "m5.xlarge", 4, 16384, 0.07, 0.192, 1));
+        pools.push(pool(zone, "m5.2xlarge", 8, 32768, 0.14, 0.384, 2));
+        pools.push(pool(zone, "c5.xlarge", 4, 8192, 0.065, 0.17, 2));
+        pools.push(pool(zone, "r5.large", 2, 16384, 0.04, 0.126, 1));
+    }
+    let items: Vec<Item<Pool>> = pools
+        .into_iter()
+        .map(|p| {
+            Item::new(keys::pool_current(&p.key), p.clone())
+                .with_gsi1(keys::region_pools_index(&p.key))
+        })
+        .collect();
+    store.batch_put(&items).await.unwrap();
+    Setup {
+        stack_queue_reader: LocalStackReader {
+            sqs: deps.sqs.clone(),
+        },
+        _stack: stack,
+        deps,
+        tenant,
+        cluster,
+        agent_queue,
+    }
+}
+
+fn sample_snapshot() -> Snapshot {
+    kube::parse_list(fixture("events/optimizer/kubectl-snapshot.json").as_bytes()).unwrap()
+}
+
+fn request(s: &Setup) -> OptimizeRequest {
+    OptimizeRequest {
+        tenant_id: s.tenant.clone(),
+        cluster_id: s.cluster.clone(),
+        trigger: "test".into(),
+    }
+}
+
+async fn latest(s: &Setup) -> Recommendation {
+    let page = s
+        .deps
+        .store
+        .query::<Recommendation>(
+            &Query::partition(keys::tenant_partition(&s.tenant))
+                .prefix(keys::recommendations_prefix(&s.cluster))
+                .newest_first()
+                .limit(1),
+        )
+        .await
+        .unwrap();
+    page.items.into_iter().next().unwrap().body
+}
+
+#[tokio::test]
+async fn recommend_mode_stores_versioned_plans_and_sends_nothing() {
+    let s = setup(PolicyMode::Recommend).await;
+    let now = OffsetDateTime::now_utc();
+    put_snapshot(&s.deps.store, &s.cluster, &sample_snapshot(), now)
+        .await
+        .unwrap();
+
+    let event: SqsEvent =
+        serde_json::from_str(&fixture("events/optimizer/sqs-optimize-request.json")).unwrap();
+    let response = handle_batch(&s.deps, event).await.unwrap();
+    assert!(response.batch_item_failures.is_empty());
+    let first = latest(&s).await;
+    assert_eq!(
+        (first.revision, first.status, first.trigger.as_str()),
+        (1, RecommendationStatus::Proposed, "schedule")
+    );
+    assert_eq!(
+        first.summary.pods, first.summary.placed_pods,
+        "{:?}",
+        first.unschedulable
+    );
+    // Zones come back as the names the cluster uses, not pool zone ids.
+    assert!(
+        first
+            .node_mix
+            .iter()
+            .all(|m| m.zone.starts_with("us-east-1")),
+        "{:?}",
+        first.node_mix
+    );
+    let savings = first.summary.monthly_savings.unwrap();
+    assert!(
+        savings > 0.0,
+        "the sample cluster is over-provisioned on on-demand: {savings}"
+    );
+    assert!(
+        first
+            .consolidation
+            .as_ref()
+            .is_some_and(|c| !c.steps.is_empty())
+    );
+
+    let outcome = optimize(&s.deps, &request(&s), now).await.unwrap();
+    assert!(
+        matches!(
+            outcome,
+            Outcome::Planned {
+                revision: 2,
+                actions: 0,
+                ..
+            }
+        ),
+        "{outcome:?}"
+    );
+    assert!(
+        s.stack_queue_reader
+            .actions(&s.agent_queue)
+            .await
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn auto_mode_drains_the_first_wave_once_with_signed_actions() {
+    let s = setup(PolicyMode::Auto).await;
+    let now = OffsetDateTime::now_utc();
+    put_snapshot(&s.deps.store, &s.cluster, &sample_snapshot(), now)
+        .await
+        .unwrap();
+
+    let Outcome::Planned {
+        actions, revision, ..
+    } = optimize(&s.deps, &request(&s), now).await.unwrap()
+    else {
+        panic!("not planned");
+    };
+    assert_eq!((revision, actions), (1, 1), "budget of one node");
+    let sent = s.stack_queue_reader.actions(&s.agent_queue).await;
+    assert_eq!(sent.len(), 1);
+    let drain = &sent[0];
+    assert_eq!(drain.kind, ActionKind::Drain);
+    drain.verify(&s.cluster, SECRET, now).unwrap();
+    let record = latest(&s).await;
+    assert_eq!(record.status, RecommendationStatus::Applying);
+    assert_eq!(record.action_ids, vec![drain.action_id.clone()]);
+    let stored = s
+        .deps
+        .store
+        .get::<ActionRecord>(&keys::action(&s.tenant, &drain.action_id))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.body.status, ActionStatus::Queued);
+    assert!(stored.body.source.starts_with("optimizer:"));
+
+    // The next run plans from the same snapshot: the drain in flight is not sent twice.
+    let Outcome::Planned { actions, .. } = optimize(&s.deps, &request(&s), now).await.unwrap()
+    else {
+        panic!("not planned");
+    };
+    assert_eq!(actions, 0);
+    assert!(
+        s.stack_queue_reader
+            .actions(&s.agent_queue)
+            .await
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn clusters_without_a_usable_snapshot_are_skipped() {
+    let s = setup(PolicyMode::Recommend).await;
+    let now = OffsetDateTime::now_utc();
+    let unknown = OptimizeRequest {
+        cluster_id: ClusterId::new("nope").unwrap(),
+        ..request(&s)
+    };
+    assert_eq!(
+        optimize(&s.deps, &unknown, now).await.unwrap(),
+        Outcome::Skipped(Skipped::UnknownCluster)
+    );
+    assert_eq!(
+        optimize(&s.deps, &request(&s), now).await.unwrap(),
+        Outcome::Skipped(Skipped::NoSnapshot)
+    );
+    put_snapshot(
+        &s.deps.store,
+        &s.cluster,
+        &sample_snapshot(),
+        now - time::Duration::hours(7),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(
+        optimize(&s.deps, &request(&s), now).await.unwrap(),
+        Outcome::Skipped(Skipped::StaleSnapshot { .. })
+    ));
+}
+
+#[tokio::test]
+async fn large_snapshots_are_chunked_and_read_back_whole() {
+    let s = setup(PolicyMode::Recommend).await;
+    let mut snapshot = sample_snapshot();
+    let template = snapshot.pods[0].clone();
+    snapshot.pods = synth::pods(3, 2_500)
+        .into_iter()
+        .map(|spec| {
+            let (namespace, name) = spec.name.split_once('/').unwrap();
+            let workload = spotwise_optimizer::eligibility::WorkloadPod {
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+                ..template.workload.clone()
+            };
+            SnapshotPod { workload, spec }
+        })
+        .collect();
+    let now = OffsetDateTime::now_utc();
+    put_snapshot(&s.deps.store, &s.cluster, &snapshot, now)
+        .await
+        .unwrap();
+    let (head, loaded) = load_snapshot(&s.deps.store, &s.cluster, now)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(head.chunks, 4, "3 pod chunks and 1 node chunk");
+    assert_eq!(loaded.pods, snapshot.pods);
+    assert_eq!(loaded.nodes, snapshot.nodes);
+}
+
+#[test]
+fn cooldown_drops_spot_pools_and_interruptions_are_counted() {
+    let data = spotwise_optimizer::catalog::PriceData::shipped().unwrap();
+    let mut offerings = data.offerings(
+        "us-east-1",
+        &["us-east-1a".to_owned()],
+        &TypeFilter::default(),
+    );
+    let before = offerings.len();
+    let risk = BTreeMap::from([
+        (
+            ("m5.large".to_owned(), "us-east-1a".to_owned()),
+            PoolRisk {
+                interruptions: 0,
+                cooling_down: true,
+            },
+        ),
+        (
+            ("c5.xlarge".to_owned(), "us-east-1a".to_owned()),
+            PoolRisk {
+                interruptions: 3,
+                cooling_down: false,
+            },
+        ),
+    ]);
+    apply_risk(&mut offerings, &risk);
+    assert_eq!(offerings.len(), before - 1);
+    assert!(
+        offerings
+            .iter()
+            .any(|o| o.instance_type == "m5.large" && !o.is_spot()),
+        "on-demand stays"
+    );
+    let c5 = offerings
+        .iter()
+        .find(|o| o.instance_type == "c5.xlarge" && o.is_spot())
+        .unwrap();
+    assert_eq!(c5.observed_interruptions, 3);
+}
+
+#[tokio::test]
+async fn invalid_request_fails_only_itself() {
+    let s = setup(PolicyMode::Recommend).await;
+    let mut event: SqsEvent =
+        serde_json::from_str(&fixture("events/optimizer/sqs-optimize-request.json")).unwrap();
+    let mut bad = event.records[0].clone();
+    bad.message_id = Some("bad".into());
+    bad.body = Some(r#"{"tenant_id":"t#1","cluster_id":"c1"}"#.into());
+    event.records.push(bad);
+    let response = handle_batch(&s.deps, event).await.unwrap();
+    let failed: Vec<_> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_str())
+        .collect();
+    assert_eq!(failed, ["bad"]);
+}
