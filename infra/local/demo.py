@@ -21,12 +21,14 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import stack as local_stack  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TENANT = "t1"
 CLUSTER = "111122223333.us-east-1.prod-us-east-1"
 
 STEPS = [
     ("DiscoveryFunction", "events/discovery/schedule.json"),
     ("PricingScraperFunction", "events/pricing-scraper/schedule.json"),
     ("PricingScraperFunction", "events/pricing-scraper/schedule.json"),
+    ("OptimizerFunction", "events/optimizer/schedule.json"),
     ("OptimizerFunction", "events/optimizer/sqs-optimize-request.json"),
     ("InterruptionFunction", "events/interruption/sqs-rebalance-recommendation.json"),
     ("InterruptionFunction", "events/interruption/sqs-spot-interruption-warning.json"),
@@ -122,7 +124,7 @@ def main():
               f"{seeded} seed items\n")
 
         snapshot = subprocess.run(
-            [os.path.join(args.bin_dir, "optimizer"), "put-snapshot", "--cluster", CLUSTER,
+            [os.path.join(args.bin_dir, "optimizer"), "put-snapshot", "--tenant", TENANT, "--cluster", CLUSTER,
              "--file", "events/optimizer/kubectl-snapshot.json"],
             cwd=ROOT, env=function_env(description, "OptimizerFunction"), capture_output=True, text=True,
             timeout=120, check=True,

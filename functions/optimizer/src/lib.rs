@@ -1,4 +1,5 @@
-//! Optimizer function: one SQS message per cluster to plan (from the schedule or on demand).
+//! Optimizer function: one SQS message per cluster to plan. The hourly schedule fans out one
+//! message per cluster whose snapshot is fresh; the API sends one on demand.
 //!
 //! It loads the cluster's policy, its latest agent snapshot and the region's pools, plans with
 //! the engine, then re-plans once with the observed interruptions and cooldowns of the spot
@@ -15,13 +16,14 @@ use aws_config::SdkConfig;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use serde::{Deserialize, Serialize};
 use spotwise_aws::actions::{self, DispatchError};
+use spotwise_aws::queue::{Queue, QueueError};
 use spotwise_aws::store::{Claim, Item, PutCondition, Query};
 use spotwise_aws::{Store, StoreError};
 use spotwise_core::action::{ActionKind, ActionTarget, AgentAction};
 use spotwise_core::config::{CommonConfig, ConfigError, Env};
 use spotwise_core::domain::{Cluster, Node, Policy, PolicyMode, Pool, PoolKey};
 use spotwise_core::keys;
-use spotwise_core::messages::OptimizeRequest;
+use spotwise_core::messages::{OptimizeRequest, ScheduleTrigger};
 use spotwise_core::{Classify, ClusterId, Disposition, TenantId, rfc3339};
 use spotwise_lambda::sqs::{BodyError, parse_body, process_batch};
 use spotwise_optimizer::catalog::{self, TypeFilter};
@@ -53,12 +55,14 @@ const STORED_LIST_CAP: usize = 200;
 
 pub struct Config {
     pub common: CommonConfig,
+    pub optimize_queue_url: String,
 }
 
 impl Config {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
             common: CommonConfig::from_env(env)?,
+            optimize_queue_url: env.required("OPTIMIZE_QUEUE_URL")?,
         })
     }
 }
@@ -66,16 +70,19 @@ impl Config {
 pub struct Deps {
     pub store: Store,
     pub sqs: aws_sdk_sqs::Client,
+    pub optimize_queue: Queue,
 }
 
 impl Deps {
     pub fn new(sdk: &SdkConfig, config: &Config) -> Self {
+        let sqs = aws_sdk_sqs::Client::new(sdk);
         Self {
             store: Store::new(
                 aws_sdk_dynamodb::Client::new(sdk),
                 &config.common.table_name,
             ),
-            sqs: aws_sdk_sqs::Client::new(sdk),
+            optimize_queue: Queue::new(sqs.clone(), &config.optimize_queue_url),
+            sqs,
         }
     }
 }
@@ -88,6 +95,8 @@ pub enum OptimizeError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Dispatch(#[from] DispatchError),
+    #[error("queue: {0}")]
+    Queue(#[from] QueueError),
 }
 
 impl Classify for OptimizeError {
@@ -96,6 +105,7 @@ impl Classify for OptimizeError {
             OptimizeError::Body(e) => e.disposition(),
             OptimizeError::Store(e) => e.disposition(),
             OptimizeError::Dispatch(e) => e.disposition(),
+            OptimizeError::Queue(e) => e.disposition(),
         }
     }
 }
@@ -105,6 +115,8 @@ impl Classify for OptimizeError {
 pub struct SnapshotHead {
     /// Names the chunk set (a ULID): each upload writes a new one.
     pub id: String,
+    pub tenant_id: TenantId,
+    pub cluster_id: ClusterId,
     #[serde(with = "time::serde::rfc3339")]
     pub taken_at: OffsetDateTime,
     pub chunks: u32,
@@ -123,6 +135,7 @@ pub struct SnapshotChunk {
 /// reader sees the old snapshot or the new one, never a mix.
 pub async fn put_snapshot(
     store: &Store,
+    tenant: &TenantId,
     cluster: &ClusterId,
     snapshot: &Snapshot,
     taken_at: OffsetDateTime,
@@ -160,6 +173,8 @@ pub async fn put_snapshot(
     store.batch_put(&items).await?;
     let head = SnapshotHead {
         id: id.clone(),
+        tenant_id: tenant.clone(),
+        cluster_id: cluster.clone(),
         taken_at,
         chunks: u32::try_from(items.len()).unwrap_or(u32::MAX),
         pdbs: snapshot.pdbs.clone(),
@@ -168,7 +183,8 @@ pub async fn put_snapshot(
     };
     store
         .put(
-            &Item::new(keys::snapshot_head(cluster), head),
+            &Item::new(keys::snapshot_head(cluster), head)
+                .with_gsi1(keys::snapshotted_clusters_index(tenant, cluster)),
             PutCondition::Always,
         )
         .await?;
@@ -282,6 +298,90 @@ pub enum Outcome {
         actions: usize,
     },
     Skipped(Skipped),
+}
+
+/// The function's two triggers.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum OptimizerEvent {
+    /// Per-cluster requests from the optimize queue.
+    Requests(SqsEvent),
+    /// The schedule.
+    Schedule(ScheduleTrigger),
+}
+
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum OptimizerResponse {
+    Batch(SqsBatchResponse),
+    FanOut(FanOut),
+}
+
+pub async fn handle(
+    deps: &Deps,
+    event: OptimizerEvent,
+) -> Result<OptimizerResponse, OptimizeError> {
+    match event {
+        OptimizerEvent::Requests(batch) => {
+            let Ok(response) = handle_batch(deps, batch).await;
+            Ok(OptimizerResponse::Batch(response))
+        }
+        OptimizerEvent::Schedule(trigger) => {
+            let now = OffsetDateTime::now_utc();
+            fan_out(deps, &trigger, now)
+                .await
+                .map(OptimizerResponse::FanOut)
+        }
+    }
+}
+
+/// What one scheduled fan-out did.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct FanOut {
+    pub clusters: usize,
+    /// Clusters whose agent has not reported within the snapshot age limit.
+    pub stale: usize,
+    pub enqueued: usize,
+}
+
+/// Only the head fields the fan-out needs.
+#[derive(Debug, Deserialize)]
+struct SnapshottedCluster {
+    tenant_id: TenantId,
+    cluster_id: ClusterId,
+    #[serde(with = "time::serde::rfc3339")]
+    taken_at: OffsetDateTime,
+}
+
+/// One optimize request per cluster with a fresh snapshot; clusters whose agent went quiet are
+/// counted, not planned (their plan would describe a cluster that may no longer exist).
+pub async fn fan_out(
+    deps: &Deps,
+    trigger: &ScheduleTrigger,
+    now: OffsetDateTime,
+) -> Result<FanOut, OptimizeError> {
+    let heads = deps
+        .store
+        .query_all::<SnapshottedCluster>(&Query::gsi1(keys::SNAPSHOTTED_CLUSTERS_PARTITION))
+        .await?;
+    let clusters = heads.len();
+    let requests: Vec<OptimizeRequest> = heads
+        .into_iter()
+        .filter(|head| now - head.body.taken_at <= SNAPSHOT_MAX_AGE)
+        .map(|head| OptimizeRequest {
+            tenant_id: head.body.tenant_id,
+            cluster_id: head.body.cluster_id,
+            trigger: "schedule".into(),
+        })
+        .collect();
+    let enqueued = deps.optimize_queue.send_all(&requests).await?;
+    let stale = clusters - requests.len();
+    info!(clusters, stale, enqueued, scheduled_at = ?trigger.time, "optimizer fan-out");
+    Ok(FanOut {
+        clusters,
+        stale,
+        enqueued,
+    })
 }
 
 pub async fn handle_batch(deps: &Deps, event: SqsEvent) -> Result<SqsBatchResponse, Infallible> {

@@ -1,11 +1,11 @@
 //! Under Lambda: the SQS handler. Locally also `optimizer invoke --event FILE`, and
-//! `optimizer put-snapshot --cluster ID --file FILE`, which stores a
+//! `optimizer put-snapshot --tenant ID --cluster ID --file FILE`, which stores a
 //! `kubectl get nodes,pods,pdb -A -o json` list as the cluster's snapshot (what the agent
 //! uploads), so a cluster can be planned before its agent is installed.
 
-use spotwise_core::ClusterId;
 use spotwise_core::config::Env;
 use spotwise_core::telemetry::{self, LogSettings};
+use spotwise_core::{ClusterId, TenantId};
 
 #[tokio::main]
 async fn main() -> Result<(), spotwise_lambda::Error> {
@@ -18,24 +18,27 @@ async fn main() -> Result<(), spotwise_lambda::Error> {
     if args.first().map(String::as_str) == Some("put-snapshot") {
         return put_snapshot(&deps, &args[1..]).await;
     }
-    spotwise_lambda::run(|event| optimizer::handle_batch(&deps, event)).await
+    spotwise_lambda::run(|event| optimizer::handle(&deps, event)).await
 }
 
 async fn put_snapshot(
     deps: &optimizer::Deps,
     args: &[String],
 ) -> Result<(), spotwise_lambda::Error> {
-    let [flag_cluster, cluster, flag_file, file] = args else {
-        return Err("usage: optimizer put-snapshot --cluster ID --file FILE".into());
+    const USAGE: &str = "usage: optimizer put-snapshot --tenant ID --cluster ID --file FILE";
+    let [flag_tenant, tenant, flag_cluster, cluster, flag_file, file] = args else {
+        return Err(USAGE.into());
     };
-    if flag_cluster != "--cluster" || flag_file != "--file" {
-        return Err("usage: optimizer put-snapshot --cluster ID --file FILE".into());
+    if flag_tenant != "--tenant" || flag_cluster != "--cluster" || flag_file != "--file" {
+        return Err(USAGE.into());
     }
+    let tenant = TenantId::new(tenant)?;
     let cluster = ClusterId::new(cluster)?;
     let bytes = std::fs::read(file).map_err(|e| format!("cannot read {file}: {e}"))?;
     let snapshot = spotwise_optimizer::kube::parse_list(&bytes)?;
     let id = optimizer::put_snapshot(
         &deps.store,
+        &tenant,
         &cluster,
         &snapshot,
         time::OffsetDateTime::now_utc(),

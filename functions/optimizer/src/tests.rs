@@ -10,7 +10,7 @@ use super::*;
 const SECRET: &[u8] = b"optimizer-test-secret";
 
 struct Setup {
-    _stack: LocalStack,
+    stack: LocalStack,
     stack_queue_reader: LocalStackReader,
     deps: Deps,
     tenant: TenantId,
@@ -160,7 +160,7 @@ async fn setup(mode: PolicyMode) -> Setup {
         stack_queue_reader: LocalStackReader {
             sqs: deps.sqs.clone(),
         },
-        _stack: stack,
+        stack,
         deps,
         tenant,
         cluster,
@@ -199,9 +199,15 @@ async fn latest(s: &Setup) -> Recommendation {
 async fn recommend_mode_stores_versioned_plans_and_sends_nothing() {
     let s = setup(PolicyMode::Recommend).await;
     let now = OffsetDateTime::now_utc();
-    put_snapshot(&s.deps.store, &s.cluster, &sample_snapshot(), now)
-        .await
-        .unwrap();
+    put_snapshot(
+        &s.deps.store,
+        &s.tenant,
+        &s.cluster,
+        &sample_snapshot(),
+        now,
+    )
+    .await
+    .unwrap();
 
     let event: SqsEvent =
         serde_json::from_str(&fixture("events/optimizer/sqs-optimize-request.json")).unwrap();
@@ -262,9 +268,15 @@ async fn recommend_mode_stores_versioned_plans_and_sends_nothing() {
 async fn auto_mode_drains_the_first_wave_once_with_signed_actions() {
     let s = setup(PolicyMode::Auto).await;
     let now = OffsetDateTime::now_utc();
-    put_snapshot(&s.deps.store, &s.cluster, &sample_snapshot(), now)
-        .await
-        .unwrap();
+    put_snapshot(
+        &s.deps.store,
+        &s.tenant,
+        &s.cluster,
+        &sample_snapshot(),
+        now,
+    )
+    .await
+    .unwrap();
 
     let Outcome::Planned {
         actions, revision, ..
@@ -323,6 +335,7 @@ async fn clusters_without_a_usable_snapshot_are_skipped() {
     );
     put_snapshot(
         &s.deps.store,
+        &s.tenant,
         &s.cluster,
         &sample_snapshot(),
         now - time::Duration::hours(7),
@@ -332,6 +345,61 @@ async fn clusters_without_a_usable_snapshot_are_skipped() {
     assert!(matches!(
         optimize(&s.deps, &request(&s), now).await.unwrap(),
         Outcome::Skipped(Skipped::StaleSnapshot { .. })
+    ));
+}
+
+#[tokio::test]
+async fn schedule_fans_out_one_request_per_cluster_with_a_fresh_snapshot() {
+    let s = setup(PolicyMode::Recommend).await;
+    let now = OffsetDateTime::now_utc();
+    put_snapshot(
+        &s.deps.store,
+        &s.tenant,
+        &s.cluster,
+        &sample_snapshot(),
+        now,
+    )
+    .await
+    .unwrap();
+    let other_tenant = TenantId::new("t2").unwrap();
+    let quiet = ClusterId::new("444455556666.eu-west-1.batch").unwrap();
+    put_snapshot(
+        &s.deps.store,
+        &other_tenant,
+        &quiet,
+        &sample_snapshot(),
+        now - time::Duration::hours(7),
+    )
+    .await
+    .unwrap();
+
+    let event: OptimizerEvent =
+        serde_json::from_str(&fixture("events/optimizer/schedule.json")).unwrap();
+    let OptimizerResponse::FanOut(fan_out) = handle(&s.deps, event).await.unwrap() else {
+        panic!("a schedule event is not a batch");
+    };
+    assert_eq!(
+        fan_out,
+        FanOut {
+            clusters: 2,
+            stale: 1,
+            enqueued: 1
+        }
+    );
+    let sent: Vec<OptimizeRequest> = s.stack.drain(s.deps.optimize_queue.url()).await;
+    assert_eq!(
+        sent,
+        vec![OptimizeRequest {
+            trigger: "schedule".into(),
+            ..request(&s)
+        }]
+    );
+
+    let event: OptimizerEvent =
+        serde_json::from_str(&fixture("events/optimizer/sqs-optimize-request.json")).unwrap();
+    assert!(matches!(
+        handle(&s.deps, event).await.unwrap(),
+        OptimizerResponse::Batch(_)
     ));
 }
 
@@ -353,7 +421,7 @@ async fn large_snapshots_are_chunked_and_read_back_whole() {
         })
         .collect();
     let now = OffsetDateTime::now_utc();
-    put_snapshot(&s.deps.store, &s.cluster, &snapshot, now)
+    put_snapshot(&s.deps.store, &s.tenant, &s.cluster, &snapshot, now)
         .await
         .unwrap();
     let (head, loaded) = load_snapshot(&s.deps.store, &s.cluster, now)

@@ -87,6 +87,17 @@ pub fn snapshot_head(cluster: &ClusterId) -> Key {
     Key::new(format!("C#{cluster}"), "SNAPSHOT")
 }
 
+/// The GSI1 partition that lists every cluster with an uploaded snapshot, across tenants.
+pub const SNAPSHOTTED_CLUSTERS_PARTITION: &str = "SNAPSHOTTED_CLUSTER";
+
+/// GSI1 entry on a snapshot head, for the optimizer's scheduled fan-out.
+pub fn snapshotted_clusters_index(tenant: &TenantId, cluster: &ClusterId) -> Gsi1Key {
+    Gsi1Key {
+        gsi1pk: SNAPSHOTTED_CLUSTERS_PARTITION.into(),
+        gsi1sk: format!("T#{tenant}#{cluster}"),
+    }
+}
+
 /// Sort-key prefix of one snapshot version's chunks.
 pub fn snapshot_chunks_prefix(version: &str) -> String {
     format!("SNAPSHOT#{version}#")
