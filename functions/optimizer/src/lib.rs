@@ -17,6 +17,7 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use serde::{Deserialize, Serialize};
 use spotwise_aws::actions::{self, DispatchError};
 use spotwise_aws::queue::{Queue, QueueError};
+use spotwise_aws::snapshots::{self, Unusable};
 use spotwise_aws::store::{Claim, Item, PutCondition, Query};
 use spotwise_aws::{Store, StoreError};
 use spotwise_core::action::{ActionKind, ActionTarget, AgentAction};
@@ -28,9 +29,9 @@ use spotwise_core::{Classify, ClusterId, Disposition, TenantId, rfc3339};
 use spotwise_lambda::sqs::{BodyError, parse_body, process_batch};
 use spotwise_optimizer::catalog::{self, TypeFilter};
 use spotwise_optimizer::consolidation::{Consolidation, Step};
-use spotwise_optimizer::eligibility::{Pdb, SpotPolicy};
-use spotwise_optimizer::kube::{self, Snapshot, SnapshotPod};
-use spotwise_optimizer::model::{CurrentNode, Offering, Overhead, PlanPolicy};
+use spotwise_optimizer::eligibility::SpotPolicy;
+use spotwise_optimizer::kube::{self, Snapshot};
+use spotwise_optimizer::model::{Offering, PlanPolicy};
 use spotwise_optimizer::plan::{RightSizing, Summary, UnschedulablePod};
 use spotwise_optimizer::{Plan, plan};
 use time::OffsetDateTime;
@@ -38,12 +39,6 @@ use tracing::{info, warn};
 
 /// Clusters are planned independently; a few at a time keeps memory bounded.
 const CONCURRENCY: usize = 2;
-/// A snapshot older than this no longer describes the cluster.
-const SNAPSHOT_MAX_AGE: time::Duration = time::Duration::hours(6);
-/// Chunks outlive the head that names them by this much, so a reader never finds them gone.
-const CHUNK_RETENTION: time::Duration = time::Duration::days(2);
-/// Pods (or nodes x5) per stored snapshot chunk, well under DynamoDB's 400 KB item limit.
-const PODS_PER_CHUNK: usize = 1_000;
 /// How long a drain the optimizer issued has to finish.
 const DRAIN_DEADLINE: time::Duration = time::Duration::minutes(30);
 /// While a drain of a node is in flight, later runs do not issue another.
@@ -110,137 +105,12 @@ impl Classify for OptimizeError {
     }
 }
 
-/// Names the chunk set that holds the cluster's current snapshot.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SnapshotHead {
-    /// Names the chunk set (a ULID): each upload writes a new one.
-    pub id: String,
-    pub tenant_id: TenantId,
-    pub cluster_id: ClusterId,
-    #[serde(with = "time::serde::rfc3339")]
-    pub taken_at: OffsetDateTime,
-    pub chunks: u32,
-    pub pdbs: Vec<Pdb>,
-    pub daemonset_overhead: Overhead,
-    pub region: Option<String>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct SnapshotChunk {
-    pub nodes: Vec<CurrentNode>,
-    pub pods: Vec<SnapshotPod>,
-}
-
-/// Stores a snapshot: a new chunk set first, then the head that points at it, so a
-/// reader sees the old snapshot or the new one, never a mix.
-pub async fn put_snapshot(
-    store: &Store,
-    tenant: &TenantId,
-    cluster: &ClusterId,
-    snapshot: &Snapshot,
-    taken_at: OffsetDateTime,
-) -> Result<String, StoreError> {
-    let id = ulid::Ulid::new().to_string().to_ascii_lowercase();
-    let mut chunks: Vec<SnapshotChunk> = snapshot
-        .pods
-        .chunks(PODS_PER_CHUNK)
-        .map(|pods| SnapshotChunk {
-            nodes: Vec::new(),
-            pods: pods.to_vec(),
-        })
-        .collect();
-    chunks.extend(
-        snapshot
-            .nodes
-            .chunks(PODS_PER_CHUNK / 5)
-            .map(|nodes| SnapshotChunk {
-                nodes: nodes.to_vec(),
-                pods: Vec::new(),
-            }),
-    );
-    let expires = taken_at + SNAPSHOT_MAX_AGE + CHUNK_RETENTION;
-    let items: Vec<Item<SnapshotChunk>> = chunks
-        .into_iter()
-        .enumerate()
-        .map(|(i, chunk)| {
-            Item::new(
-                keys::snapshot_chunk(cluster, &id, u32::try_from(i).unwrap_or(u32::MAX)),
-                chunk,
-            )
-            .expiring_at(expires)
-        })
-        .collect();
-    store.batch_put(&items).await?;
-    let head = SnapshotHead {
-        id: id.clone(),
-        tenant_id: tenant.clone(),
-        cluster_id: cluster.clone(),
-        taken_at,
-        chunks: u32::try_from(items.len()).unwrap_or(u32::MAX),
-        pdbs: snapshot.pdbs.clone(),
-        daemonset_overhead: snapshot.daemonset_overhead,
-        region: snapshot.region.clone(),
-    };
-    store
-        .put(
-            &Item::new(keys::snapshot_head(cluster), head)
-                .with_gsi1(keys::snapshotted_clusters_index(tenant, cluster)),
-            PutCondition::Always,
-        )
-        .await?;
-    Ok(id)
-}
-
 /// Why a cluster was not planned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Skipped {
     UnknownCluster,
-    NoSnapshot,
-    StaleSnapshot { taken_at: String },
-    IncompleteSnapshot { expected: u32, found: usize },
+    Snapshot(Unusable),
     NoPools { region: String },
-}
-
-pub async fn load_snapshot(
-    store: &Store,
-    cluster: &ClusterId,
-    now: OffsetDateTime,
-) -> Result<Result<(SnapshotHead, Snapshot), Skipped>, StoreError> {
-    let Some(head) = store
-        .get::<SnapshotHead>(&keys::snapshot_head(cluster))
-        .await?
-    else {
-        return Ok(Err(Skipped::NoSnapshot));
-    };
-    let head = head.body;
-    if now - head.taken_at > SNAPSHOT_MAX_AGE {
-        return Ok(Err(Skipped::StaleSnapshot {
-            taken_at: rfc3339(head.taken_at),
-        }));
-    }
-    let chunks = store
-        .query_all::<SnapshotChunk>(
-            &Query::partition(format!("C#{cluster}"))
-                .prefix(keys::snapshot_chunks_prefix(&head.id)),
-        )
-        .await?;
-    if chunks.len() != head.chunks as usize {
-        return Ok(Err(Skipped::IncompleteSnapshot {
-            expected: head.chunks,
-            found: chunks.len(),
-        }));
-    }
-    let mut snapshot = Snapshot {
-        pdbs: head.pdbs.clone(),
-        daemonset_overhead: head.daemonset_overhead,
-        region: head.region.clone(),
-        ..Snapshot::default()
-    };
-    for chunk in chunks {
-        snapshot.nodes.extend(chunk.body.nodes);
-        snapshot.pods.extend(chunk.body.pods);
-    }
-    Ok(Ok((head, snapshot)))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -344,15 +214,6 @@ pub struct FanOut {
     pub enqueued: usize,
 }
 
-/// Only the head fields the fan-out needs.
-#[derive(Debug, Deserialize)]
-struct SnapshottedCluster {
-    tenant_id: TenantId,
-    cluster_id: ClusterId,
-    #[serde(with = "time::serde::rfc3339")]
-    taken_at: OffsetDateTime,
-}
-
 /// One optimize request per cluster with a fresh snapshot; clusters whose agent went quiet are
 /// counted, not planned (their plan would describe a cluster that may no longer exist).
 pub async fn fan_out(
@@ -360,28 +221,25 @@ pub async fn fan_out(
     trigger: &ScheduleTrigger,
     now: OffsetDateTime,
 ) -> Result<FanOut, OptimizeError> {
-    let heads = deps
-        .store
-        .query_all::<SnapshottedCluster>(&Query::gsi1(keys::SNAPSHOTTED_CLUSTERS_PARTITION))
-        .await?;
-    let clusters = heads.len();
-    let requests: Vec<OptimizeRequest> = heads
+    let clusters =
+        snapshots::snapshotted_clusters(&deps.store, now, snapshots::MAX_USABLE_AGE).await?;
+    let requests: Vec<OptimizeRequest> = clusters
+        .fresh
         .into_iter()
-        .filter(|head| now - head.body.taken_at <= SNAPSHOT_MAX_AGE)
-        .map(|head| OptimizeRequest {
-            tenant_id: head.body.tenant_id,
-            cluster_id: head.body.cluster_id,
+        .map(|(tenant_id, cluster_id)| OptimizeRequest {
+            tenant_id,
+            cluster_id,
             trigger: "schedule".into(),
         })
         .collect();
     let enqueued = deps.optimize_queue.send_all(&requests).await?;
-    let stale = clusters - requests.len();
-    info!(clusters, stale, enqueued, scheduled_at = ?trigger.time, "optimizer fan-out");
-    Ok(FanOut {
-        clusters,
-        stale,
+    let fan_out = FanOut {
+        clusters: requests.len() + clusters.stale,
+        stale: clusters.stale,
         enqueued,
-    })
+    };
+    info!(clusters = fan_out.clusters, stale = fan_out.stale, enqueued, scheduled_at = ?trigger.time, "optimizer fan-out");
+    Ok(fan_out)
 }
 
 pub async fn handle_batch(deps: &Deps, event: SqsEvent) -> Result<SqsBatchResponse, Infallible> {
@@ -431,9 +289,10 @@ pub async fn optimize(
         return skip(Skipped::UnknownCluster);
     };
     let policy = policy?.map(|p| p.body).unwrap_or_default();
-    let (head, snapshot) = match load_snapshot(&deps.store, cluster_id, now).await? {
+    let loaded = snapshots::load(&deps.store, cluster_id, now, snapshots::MAX_USABLE_AGE).await?;
+    let (head, snapshot) = match loaded {
         Ok(loaded) => loaded,
-        Err(why) => return skip(why),
+        Err(why) => return skip(Skipped::Snapshot(why)),
     };
     let region = snapshot
         .region
@@ -664,7 +523,7 @@ async fn store_recommendation(
     deps: &Deps,
     request: &OptimizeRequest,
     policy: &Policy,
-    head: &SnapshotHead,
+    head: &snapshots::SnapshotHead,
     plan: Plan,
     pools_in_cooldown: Vec<String>,
     now: OffsetDateTime,

@@ -36,7 +36,7 @@ async fn put_snapshot(
     let cluster = ClusterId::new(cluster)?;
     let bytes = std::fs::read(file).map_err(|e| format!("cannot read {file}: {e}"))?;
     let snapshot = spotwise_optimizer::kube::parse_list(&bytes)?;
-    let id = optimizer::put_snapshot(
+    let id = spotwise_aws::snapshots::put(
         &deps.store,
         &tenant,
         &cluster,

@@ -2,6 +2,7 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use spotwise_aws::store::Item;
 use spotwise_core::action::{ActionRecord, ActionStatus};
 use spotwise_core::domain::{Arch, ClusterSecret};
+use spotwise_optimizer::kube::SnapshotPod;
 use spotwise_optimizer::synth;
 use spotwise_testkit::{LocalStack, fixture};
 
@@ -199,7 +200,7 @@ async fn latest(s: &Setup) -> Recommendation {
 async fn recommend_mode_stores_versioned_plans_and_sends_nothing() {
     let s = setup(PolicyMode::Recommend).await;
     let now = OffsetDateTime::now_utc();
-    put_snapshot(
+    snapshots::put(
         &s.deps.store,
         &s.tenant,
         &s.cluster,
@@ -268,7 +269,7 @@ async fn recommend_mode_stores_versioned_plans_and_sends_nothing() {
 async fn auto_mode_drains_the_first_wave_once_with_signed_actions() {
     let s = setup(PolicyMode::Auto).await;
     let now = OffsetDateTime::now_utc();
-    put_snapshot(
+    snapshots::put(
         &s.deps.store,
         &s.tenant,
         &s.cluster,
@@ -331,9 +332,9 @@ async fn clusters_without_a_usable_snapshot_are_skipped() {
     );
     assert_eq!(
         optimize(&s.deps, &request(&s), now).await.unwrap(),
-        Outcome::Skipped(Skipped::NoSnapshot)
+        Outcome::Skipped(Skipped::Snapshot(Unusable::Missing))
     );
-    put_snapshot(
+    snapshots::put(
         &s.deps.store,
         &s.tenant,
         &s.cluster,
@@ -344,7 +345,7 @@ async fn clusters_without_a_usable_snapshot_are_skipped() {
     .unwrap();
     assert!(matches!(
         optimize(&s.deps, &request(&s), now).await.unwrap(),
-        Outcome::Skipped(Skipped::StaleSnapshot { .. })
+        Outcome::Skipped(Skipped::Snapshot(Unusable::Stale { .. }))
     ));
 }
 
@@ -352,7 +353,7 @@ async fn clusters_without_a_usable_snapshot_are_skipped() {
 async fn schedule_fans_out_one_request_per_cluster_with_a_fresh_snapshot() {
     let s = setup(PolicyMode::Recommend).await;
     let now = OffsetDateTime::now_utc();
-    put_snapshot(
+    snapshots::put(
         &s.deps.store,
         &s.tenant,
         &s.cluster,
@@ -363,7 +364,7 @@ async fn schedule_fans_out_one_request_per_cluster_with_a_fresh_snapshot() {
     .unwrap();
     let other_tenant = TenantId::new("t2").unwrap();
     let quiet = ClusterId::new("444455556666.eu-west-1.batch").unwrap();
-    put_snapshot(
+    snapshots::put(
         &s.deps.store,
         &other_tenant,
         &quiet,
@@ -417,19 +418,27 @@ async fn large_snapshots_are_chunked_and_read_back_whole() {
                 name: name.to_owned(),
                 ..template.workload.clone()
             };
-            SnapshotPod { workload, spec }
+            SnapshotPod {
+                workload,
+                spec,
+                usage: None,
+            }
         })
         .collect();
     let now = OffsetDateTime::now_utc();
-    put_snapshot(&s.deps.store, &s.tenant, &s.cluster, &snapshot, now)
+    snapshots::put(&s.deps.store, &s.tenant, &s.cluster, &snapshot, now)
         .await
         .unwrap();
-    let (head, loaded) = load_snapshot(&s.deps.store, &s.cluster, now)
+    let (head, loaded) = snapshots::load(&s.deps.store, &s.cluster, now, snapshots::MAX_USABLE_AGE)
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(head.chunks, 4, "3 pod chunks and 1 node chunk");
+    assert_eq!(
+        head.chunks, 5,
+        "3 pod chunks, 1 DaemonSet pod chunk and 1 node chunk"
+    );
     assert_eq!(loaded.pods, snapshot.pods);
+    assert_eq!(loaded.daemon_pods, snapshot.daemon_pods);
     assert_eq!(loaded.nodes, snapshot.nodes);
 }
 

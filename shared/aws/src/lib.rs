@@ -8,6 +8,7 @@ pub mod cross_account;
 pub mod error;
 pub mod queue;
 pub mod sdk;
+pub mod snapshots;
 pub mod store;
 
 pub use error::AwsFailure;

@@ -1,9 +1,11 @@
-//! A cluster snapshot from `kubectl get nodes,pods,pdb -A -o json` (a `List`) as planner input.
+//! A cluster snapshot from `kubectl get nodes,pods,pdb,podmetrics -A -o json` (a `List`) as
+//! planner and cost-allocation input.
 //!
 //! DaemonSet and mirror pods are not placed: they run on every node, so their largest per-node
-//! total becomes the per-node overhead. Finished pods are ignored. Pod requests follow the
-//! scheduler: the sum over containers, or the largest init container when that is larger, plus
-//! the pod overhead.
+//! total becomes the per-node overhead (they are kept apart for cost allocation). Finished pods
+//! are ignored. Pod requests follow the scheduler: the sum over containers, or the largest init
+//! container when that is larger, plus the pod overhead. `PodMetrics` items (metrics.k8s.io),
+//! when present, give each pod's current usage.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -35,12 +37,24 @@ pub struct SnapshotPod {
     pub workload: WorkloadPod,
     /// `spot_ok` is decided later, by [`to_plan_input`].
     pub spec: PodSpec,
+    /// Current usage summed over containers, from metrics.k8s.io.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<PodUsage>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PodUsage {
+    pub cpu_m: u64,
+    pub mem_mib: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Snapshot {
     pub nodes: Vec<CurrentNode>,
     pub pods: Vec<SnapshotPod>,
+    /// DaemonSet and mirror pods: not planned (they are the overhead), but they cost money.
+    #[serde(default)]
+    pub daemon_pods: Vec<SnapshotPod>,
     pub pdbs: Vec<Pdb>,
     pub daemonset_overhead: Overhead,
     pub region: Option<String>,
@@ -92,16 +106,19 @@ impl Snapshot {
     }
 }
 
-/// CPU quantity in millicores: "250m", "0.5", "2".
+/// CPU quantity in millicores, rounded up: "250m", "0.5", "2", and metrics-server's
+/// nanocores ("310123456n") and microcores ("12u").
 pub fn cpu_millis(q: &str) -> Option<u64> {
     let q = q.trim();
-    if let Some(m) = q.strip_suffix('m') {
-        return m.parse::<f64>().ok().map(|v| v.ceil() as u64);
-    }
-    q.parse::<f64>()
+    let (number, per_milli) = [('n', 1e6), ('u', 1e3), ('m', 1.0)]
+        .into_iter()
+        .find_map(|(suffix, scale)| Some((q.strip_suffix(suffix)?, scale)))
+        .unwrap_or((q, 1e-3));
+    number
+        .parse::<f64>()
         .ok()
-        .filter(|v| *v >= 0.0)
-        .map(|v| (v * 1000.0).ceil() as u64)
+        .filter(|v| *v >= 0.0 && v.is_finite())
+        .map(|v| (v / per_milli).ceil() as u64)
 }
 
 /// Memory quantity in MiB, rounded up: "512Mi", "1Gi", "7291520Ki", "1G", "1e9", "1000000".
@@ -154,6 +171,7 @@ pub fn parse_list(json: &[u8]) -> Result<Snapshot, SnapshotError> {
         .ok_or(SnapshotError::NotAList)?;
     let mut snapshot = Snapshot::default();
     let mut daemon_per_node: HashMap<String, [u64; 3]> = HashMap::new();
+    let mut usage: HashMap<(String, String), PodUsage> = HashMap::new();
     for (index, item) in items.iter().enumerate() {
         let kind = item["kind"].as_str().unwrap_or_default();
         let name = item["metadata"]["name"].as_str().unwrap_or_default();
@@ -187,6 +205,7 @@ pub fn parse_list(json: &[u8]) -> Result<Snapshot, SnapshotError> {
                     slot[0] += pod.spec.cpu_m;
                     slot[1] += pod.spec.mem_mib;
                     slot[2] += 1;
+                    snapshot.daemon_pods.push(pod);
                 } else {
                     snapshot.pods.push(pod);
                 }
@@ -201,8 +220,31 @@ pub fn parse_list(json: &[u8]) -> Result<Snapshot, SnapshotError> {
                 min_available: int_or_string(&item["spec"]["minAvailable"]),
                 max_unavailable: int_or_string(&item["spec"]["maxUnavailable"]),
             }),
+            "PodMetrics" => {
+                let namespace = item["metadata"]["namespace"].as_str().unwrap_or("default");
+                let total = item["containers"].as_array().into_iter().flatten().fold(
+                    PodUsage::default(),
+                    |sum, c| PodUsage {
+                        cpu_m: sum.cpu_m
+                            + c["usage"]["cpu"].as_str().and_then(cpu_millis).unwrap_or(0),
+                        mem_mib: sum.mem_mib
+                            + c["usage"]["memory"].as_str().and_then(mem_mib).unwrap_or(0),
+                    },
+                );
+                usage.insert((namespace.to_owned(), name.to_owned()), total);
+            }
             // Other kinds (Services, ReplicaSets, …) may ride along in a List; they do not matter here.
             _ => {}
+        }
+    }
+    if !usage.is_empty() {
+        for pod in snapshot
+            .pods
+            .iter_mut()
+            .chain(snapshot.daemon_pods.iter_mut())
+        {
+            let key = (pod.workload.namespace.clone(), pod.workload.name.clone());
+            pod.usage = usage.get(&key).copied();
         }
     }
     for [cpu, mem, pods] in daemon_per_node.into_values() {
@@ -386,6 +428,7 @@ fn parse_pod(item: &Value) -> Result<(SnapshotPod, Option<String>), String> {
                 node: spec["nodeName"].as_str().map(str::to_owned),
                 pinned,
             },
+            usage: None,
         },
         owner_kind,
     ))
@@ -431,6 +474,9 @@ mod tests {
         assert_eq!(cpu_millis("0.5"), Some(500));
         assert_eq!(cpu_millis("2"), Some(2000));
         assert_eq!(cpu_millis("x"), None);
+        assert_eq!(cpu_millis("-5m"), None);
+        assert_eq!(cpu_millis("310123456n"), Some(311));
+        assert_eq!(cpu_millis("12u"), Some(1));
         assert_eq!(mem_mib("512Mi"), Some(512));
         assert_eq!(mem_mib("1Gi"), Some(1024));
         assert_eq!(mem_mib("7291520Ki"), Some(7121));
@@ -459,7 +505,11 @@ mod tests {
                 "ownerReferences":[{"kind":"DaemonSet","name":"aws-node","controller":true}]},
              "spec":{"nodeName":"n1","containers":[{"resources":{"requests":{"cpu":"25m","memory":"64Mi"}}}]}},
             {"kind":"PodDisruptionBudget","metadata":{"name":"api","namespace":"web"},
-             "spec":{"minAvailable":1,"selector":{"matchLabels":{"app":"api"}}}}
+             "spec":{"minAvailable":1,"selector":{"matchLabels":{"app":"api"}}}},
+            {"kind":"PodMetrics","apiVersion":"metrics.k8s.io/v1beta1",
+             "metadata":{"name":"api-1","namespace":"web"},
+             "containers":[{"name":"a","usage":{"cpu":"310123456n","memory":"200Mi"}},
+                           {"name":"b","usage":{"cpu":"20m","memory":"10Mi"}}]}
         ]});
         let s = parse_list(list.to_string().as_bytes()).unwrap();
         assert_eq!(s.region.as_deref(), Some("us-east-1"));
@@ -486,6 +536,16 @@ mod tests {
             }
         );
         assert_eq!(s.pdbs[0].min_available.as_deref(), Some("1"));
+        assert_eq!(
+            s.pods[0].usage,
+            Some(PodUsage {
+                cpu_m: 331,
+                mem_mib: 210
+            }),
+            "usage summed over containers"
+        );
+        assert_eq!(s.daemon_pods.len(), 1, "kept apart for cost allocation");
+        assert_eq!(s.daemon_pods[0].usage, None);
     }
 
     #[test]

@@ -1,0 +1,194 @@
+//! Cluster snapshots as the agent uploads them (nodes, pods, PDBs, usage), stored in chunks so
+//! a 20,000-pod cluster fits DynamoDB's item limit, behind a head item that names the complete
+//! chunk set. The optimizer plans from them and the cost function allocates from them.
+
+use serde::{Deserialize, Serialize};
+use spotwise_core::{ClusterId, TenantId, keys, rfc3339};
+use spotwise_optimizer::eligibility::Pdb;
+use spotwise_optimizer::kube::{Snapshot, SnapshotPod};
+use spotwise_optimizer::model::{CurrentNode, Overhead};
+use time::OffsetDateTime;
+
+use crate::store::{Item, PutCondition, Query, Store, StoreError};
+
+/// Pods (or nodes x5) per stored chunk, well under DynamoDB's 400 KB item limit.
+const PODS_PER_CHUNK: usize = 1_000;
+/// Chunks outlive any reader's age limit by this much, so a reader never finds them gone.
+const CHUNK_RETENTION: time::Duration = time::Duration::days(2);
+/// The oldest snapshot any reader accepts.
+pub const MAX_USABLE_AGE: time::Duration = time::Duration::hours(6);
+
+/// Names the chunk set that holds the cluster's current snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotHead {
+    /// Names the chunk set (a ULID): each upload writes a new one.
+    pub id: String,
+    pub tenant_id: TenantId,
+    pub cluster_id: ClusterId,
+    #[serde(with = "time::serde::rfc3339")]
+    pub taken_at: OffsetDateTime,
+    pub chunks: u32,
+    pub pdbs: Vec<Pdb>,
+    pub daemonset_overhead: Overhead,
+    pub region: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotChunk {
+    pub nodes: Vec<CurrentNode>,
+    pub pods: Vec<SnapshotPod>,
+    #[serde(default)]
+    pub daemon_pods: Vec<SnapshotPod>,
+}
+
+/// Why there is no snapshot to work from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unusable {
+    Missing,
+    Stale { taken_at: String },
+    Incomplete { expected: u32, found: usize },
+}
+
+/// Stores a snapshot: a new chunk set first, then the head that points at it, so a
+/// reader sees the old snapshot or the new one, never a mix.
+pub async fn put(
+    store: &Store,
+    tenant: &TenantId,
+    cluster: &ClusterId,
+    snapshot: &Snapshot,
+    taken_at: OffsetDateTime,
+) -> Result<String, StoreError> {
+    let id = ulid::Ulid::new().to_string().to_ascii_lowercase();
+    let pod_chunks = |pods: &[SnapshotPod], daemon: bool| -> Vec<SnapshotChunk> {
+        pods.chunks(PODS_PER_CHUNK)
+            .map(|pods| SnapshotChunk {
+                pods: if daemon { Vec::new() } else { pods.to_vec() },
+                daemon_pods: if daemon { pods.to_vec() } else { Vec::new() },
+                ..SnapshotChunk::default()
+            })
+            .collect()
+    };
+    let mut chunks = pod_chunks(&snapshot.pods, false);
+    chunks.extend(pod_chunks(&snapshot.daemon_pods, true));
+    chunks.extend(
+        snapshot
+            .nodes
+            .chunks(PODS_PER_CHUNK / 5)
+            .map(|nodes| SnapshotChunk {
+                nodes: nodes.to_vec(),
+                ..SnapshotChunk::default()
+            }),
+    );
+    let expires = taken_at + MAX_USABLE_AGE + CHUNK_RETENTION;
+    let items: Vec<Item<SnapshotChunk>> = chunks
+        .into_iter()
+        .enumerate()
+        .map(|(i, chunk)| {
+            Item::new(
+                keys::snapshot_chunk(cluster, &id, u32::try_from(i).unwrap_or(u32::MAX)),
+                chunk,
+            )
+            .expiring_at(expires)
+        })
+        .collect();
+    store.batch_put(&items).await?;
+    let head = SnapshotHead {
+        id: id.clone(),
+        tenant_id: tenant.clone(),
+        cluster_id: cluster.clone(),
+        taken_at,
+        chunks: u32::try_from(items.len()).unwrap_or(u32::MAX),
+        pdbs: snapshot.pdbs.clone(),
+        daemonset_overhead: snapshot.daemonset_overhead,
+        region: snapshot.region.clone(),
+    };
+    store
+        .put(
+            &Item::new(keys::snapshot_head(cluster), head)
+                .with_gsi1(keys::snapshotted_clusters_index(tenant, cluster)),
+            PutCondition::Always,
+        )
+        .await?;
+    Ok(id)
+}
+
+/// The cluster's current snapshot, if it is complete and no older than `max_age`.
+pub async fn load(
+    store: &Store,
+    cluster: &ClusterId,
+    now: OffsetDateTime,
+    max_age: time::Duration,
+) -> Result<Result<(SnapshotHead, Snapshot), Unusable>, StoreError> {
+    let Some(head) = store
+        .get::<SnapshotHead>(&keys::snapshot_head(cluster))
+        .await?
+    else {
+        return Ok(Err(Unusable::Missing));
+    };
+    let head = head.body;
+    if now - head.taken_at > max_age {
+        return Ok(Err(Unusable::Stale {
+            taken_at: rfc3339(head.taken_at),
+        }));
+    }
+    let chunks = store
+        .query_all::<SnapshotChunk>(
+            &Query::partition(keys::snapshot_head(cluster).pk)
+                .prefix(keys::snapshot_chunks_prefix(&head.id)),
+        )
+        .await?;
+    if chunks.len() != head.chunks as usize {
+        return Ok(Err(Unusable::Incomplete {
+            expected: head.chunks,
+            found: chunks.len(),
+        }));
+    }
+    let mut snapshot = Snapshot {
+        pdbs: head.pdbs.clone(),
+        daemonset_overhead: head.daemonset_overhead,
+        region: head.region.clone(),
+        ..Snapshot::default()
+    };
+    for chunk in chunks {
+        snapshot.nodes.extend(chunk.body.nodes);
+        snapshot.pods.extend(chunk.body.pods);
+        snapshot.daemon_pods.extend(chunk.body.daemon_pods);
+    }
+    Ok(Ok((head, snapshot)))
+}
+
+/// Clusters with an uploaded snapshot, across tenants, for the scheduled fan-outs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshotted {
+    pub fresh: Vec<(TenantId, ClusterId)>,
+    /// Clusters whose agent has not reported within the age limit.
+    pub stale: usize,
+}
+
+pub async fn snapshotted_clusters(
+    store: &Store,
+    now: OffsetDateTime,
+    max_age: time::Duration,
+) -> Result<Snapshotted, StoreError> {
+    /// Only the head fields the fan-out needs.
+    #[derive(Deserialize)]
+    struct Head {
+        tenant_id: TenantId,
+        cluster_id: ClusterId,
+        #[serde(with = "time::serde::rfc3339")]
+        taken_at: OffsetDateTime,
+    }
+    let heads = store
+        .query_all::<Head>(&Query::gsi1(keys::SNAPSHOTTED_CLUSTERS_PARTITION))
+        .await?;
+    let total = heads.len();
+    let fresh: Vec<(TenantId, ClusterId)> = heads
+        .into_iter()
+        .filter(|head| now - head.body.taken_at <= max_age)
+        .map(|head| (head.body.tenant_id, head.body.cluster_id))
+        .collect();
+    Ok(Snapshotted {
+        stale: total - fresh.len(),
+        fresh,
+    })
+}
