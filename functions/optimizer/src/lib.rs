@@ -25,14 +25,14 @@ use spotwise_core::config::{CommonConfig, ConfigError, Env};
 use spotwise_core::domain::{Cluster, Node, Policy, PolicyMode, Pool, PoolKey};
 use spotwise_core::keys;
 use spotwise_core::messages::{OptimizeRequest, ScheduleTrigger};
-use spotwise_core::{Classify, ClusterId, Disposition, TenantId, rfc3339};
+use spotwise_core::{Classify, ClusterId, Disposition, rfc3339};
 use spotwise_lambda::sqs::{BodyError, parse_body, process_batch};
 use spotwise_optimizer::catalog::{self, TypeFilter};
-use spotwise_optimizer::consolidation::{Consolidation, Step};
+use spotwise_optimizer::consolidation::Step;
 use spotwise_optimizer::eligibility::SpotPolicy;
 use spotwise_optimizer::kube::{self, Snapshot};
 use spotwise_optimizer::model::{Offering, PlanPolicy};
-use spotwise_optimizer::plan::{RightSizing, Summary, UnschedulablePod};
+use spotwise_optimizer::recommendation::{Recommendation, RecommendationStatus, node_mix};
 use spotwise_optimizer::{Plan, plan};
 use time::OffsetDateTime;
 use tracing::{info, warn};
@@ -111,52 +111,6 @@ pub enum Skipped {
     UnknownCluster,
     Snapshot(Unusable),
     NoPools { region: String },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RecommendationStatus {
-    /// Stored for review (`recommend` mode); approval through the API applies it.
-    Proposed,
-    /// `auto` mode: the first consolidation wave was sent to the agent.
-    Applying,
-}
-
-/// One node group of the planned mix.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MixEntry {
-    pub instance_type: String,
-    pub zone: String,
-    pub capacity_type: String,
-    pub nodes: u32,
-    pub pods: u32,
-    pub cost_hr: f64,
-}
-
-/// A stored plan, compact enough for one item: the node mix grouped, lists capped.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Recommendation {
-    pub id: String,
-    /// Counts up per cluster (the store's own `version` is its optimistic lock).
-    pub revision: u64,
-    pub tenant_id: TenantId,
-    pub cluster_id: ClusterId,
-    pub trigger: String,
-    pub mode: PolicyMode,
-    pub status: RecommendationStatus,
-    pub snapshot_id: String,
-    #[serde(with = "time::serde::rfc3339")]
-    pub created_at: OffsetDateTime,
-    pub cost_hr: f64,
-    pub summary: Summary,
-    pub node_mix: Vec<MixEntry>,
-    pub unschedulable: Vec<UnschedulablePod>,
-    pub consolidation: Option<Consolidation>,
-    pub right_sizing: Option<RightSizing>,
-    /// Spot pools left out because an interruption put them in cooldown.
-    pub pools_in_cooldown: Vec<String>,
-    /// Actions sent in `auto` mode.
-    pub action_ids: Vec<String>,
 }
 
 #[derive(Debug, PartialEq)]
@@ -495,26 +449,6 @@ pub fn apply_risk(offerings: &mut Vec<Offering>, risk: &BTreeMap<(String, String
             None => true,
         }
     });
-}
-
-pub fn node_mix(plan: &Plan) -> Vec<MixEntry> {
-    let mut groups: BTreeMap<(&str, &str, &str), MixEntry> = BTreeMap::new();
-    for n in &plan.nodes {
-        let entry = groups
-            .entry((&n.capacity_type, &n.instance_type, &n.zone))
-            .or_insert_with(|| MixEntry {
-                instance_type: n.instance_type.clone(),
-                zone: n.zone.clone(),
-                capacity_type: n.capacity_type.clone(),
-                nodes: 0,
-                pods: 0,
-                cost_hr: 0.0,
-            });
-        entry.nodes += 1;
-        entry.pods += u32::try_from(n.pods.len()).unwrap_or(u32::MAX);
-        entry.cost_hr += n.price_hr;
-    }
-    groups.into_values().collect()
 }
 
 /// Stores the plan as the next revision; a concurrent run that took the same revision makes

@@ -1,5 +1,6 @@
 use aws_sdk_sqs::types::QueueAttributeName;
 use spotwise_aws::store::Item;
+use spotwise_core::TenantId;
 use spotwise_core::action::{ActionRecord, ActionStatus};
 use spotwise_core::domain::{Arch, ClusterSecret};
 use spotwise_optimizer::kube::SnapshotPod;

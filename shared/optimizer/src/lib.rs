@@ -16,6 +16,7 @@ pub mod lp;
 pub mod model;
 pub mod packing;
 pub mod plan;
+pub mod recommendation;
 pub mod rightsizing;
 pub mod synth;
 

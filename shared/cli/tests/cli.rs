@@ -88,3 +88,67 @@ fn bad_arguments_and_inputs_fail_with_a_message() {
     ]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("--format must be json or table"));
 }
+
+fn decimal(v: &serde_json::Value) -> rust_decimal::Decimal {
+    v.as_str().unwrap().parse().unwrap()
+}
+
+#[test]
+fn cost_of_a_snapshot_adds_up_in_every_format() {
+    let input = "events/optimizer/kubectl-snapshot.json";
+    let out = spotwise(&["cost", "--input", input, "--format", "json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cost: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let lines = cost["lines"].as_array().unwrap();
+    let namespaces: Vec<&str> = lines.iter().map(|l| l["key"].as_str().unwrap()).collect();
+    assert_eq!(namespaces, vec!["shop", "kube-system", "data"]);
+    let allocated: rust_decimal::Decimal = lines.iter().map(|l| decimal(&l["cost"]["cost"])).sum();
+    let total = decimal(&cost["total"]["cost"]);
+    assert_eq!(allocated + decimal(&cost["idle"]), total);
+    // The sample's four nodes at the shipped us-east-1 prices (one spot m5.large).
+    assert!(total > rust_decimal::Decimal::new(7, 1), "{total}");
+
+    let csv = spotwise(&[
+        "cost", "--input", input, "--by", "workload", "--format", "csv",
+    ]);
+    let text = String::from_utf8(csv.stdout).unwrap();
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect())
+        .collect();
+    assert!(rows.iter().any(|r| r[2] == "shop/Deployment/web"), "{text}");
+    assert!(
+        rows.iter()
+            .any(|r| r[2] == "kube-system/DaemonSet/aws-node")
+    );
+    let csv_total: rust_decimal::Decimal = rows
+        .iter()
+        .map(|r| r[3].parse::<rust_decimal::Decimal>().unwrap())
+        .sum();
+    assert_eq!(csv_total, total, "rows include idle");
+
+    let table = spotwise(&["cost", "--input", input, "--by", "node", "--hours", "730"]);
+    let text = String::from_utf8(table.stdout).unwrap();
+    assert!(
+        text.contains("ip-10-0-2-13.ec2.internal") && text.contains("over 730 hour(s)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn cost_rejects_what_it_cannot_allocate() {
+    let out = spotwise(&["cost", "--input", "events/optimizer/plan-input-small.json"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a Kubernetes List"));
+    let out = spotwise(&["cost", "--input", "x.json", "--by", "team"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown dimension `team`"));
+    let out = spotwise(&["cost", "--input", "x.json", "--hours", "0"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--hours must be"));
+    let out = spotwise(&["plan", "--input", "x.json", "--by", "pod"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown argument `--by`"));
+}

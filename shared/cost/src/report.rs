@@ -1,0 +1,258 @@
+//! The monthly savings report, and CSV export of cost tables.
+
+use std::fmt::Write as _;
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use spotwise_optimizer::recommendation::Recommendation;
+use time::Month;
+
+use crate::breakdown::{CostTable, Savings, Summary};
+use crate::money::{self, CostLine};
+use crate::opportunities::{self, Opportunity, UnitPrices};
+use crate::trends::{self, Anomaly, DailyCost};
+
+/// Namespaces and opportunities a report lists.
+const REPORT_TOP: usize = 5;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NamedCost {
+    pub name: String,
+    pub cost: Decimal,
+}
+
+/// One cluster's month, every amount in cents.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MonthlyReport {
+    pub cluster_id: String,
+    /// `2026-11`.
+    pub month: String,
+    pub cost: Decimal,
+    pub on_demand_equivalent: Decimal,
+    pub idle: Decimal,
+    /// Measured over the month's samples.
+    pub realised_savings: Savings,
+    pub realised_total: Decimal,
+    /// What the latest recommendation says adopting it would save per month, still unrealised.
+    pub projected_monthly_savings: Option<Decimal>,
+    /// Hours with a sample, of the month's hours: cost is only counted where sampled.
+    pub hours_covered: u32,
+    pub hours_in_month: u32,
+    pub top_namespaces: Vec<NamedCost>,
+    pub anomalies: Vec<Anomaly>,
+    pub opportunities: Vec<Opportunity>,
+}
+
+pub struct ReportInput<'a> {
+    pub cluster_id: &'a str,
+    pub year: i32,
+    pub month: Month,
+    pub summary: &'a Summary,
+    pub namespaces: &'a CostTable,
+    /// Daily totals of the month and, for anomaly context, the days before it.
+    pub daily: &'a [DailyCost],
+    pub recommendation: Option<&'a Recommendation>,
+    pub unit_prices: Option<&'a UnitPrices>,
+}
+
+impl MonthlyReport {
+    pub fn build(input: &ReportInput<'_>) -> Self {
+        let summary = input.summary;
+        let cents = money::cents;
+        let savings = Savings {
+            spot: cents(summary.savings.spot),
+            consolidation: cents(summary.savings.consolidation),
+            hibernation: cents(summary.savings.hibernation),
+        };
+        let in_month = |d: &time::Date| d.year() == input.year && d.month() == input.month;
+        Self {
+            cluster_id: input.cluster_id.to_owned(),
+            month: format!("{}-{:02}", input.year, u8::from(input.month)),
+            cost: cents(summary.total.cost),
+            on_demand_equivalent: cents(summary.total.on_demand),
+            idle: cents(summary.total.idle),
+            realised_total: cents(summary.savings.total()),
+            realised_savings: savings,
+            projected_monthly_savings: input
+                .recommendation
+                .and_then(|r| r.summary.monthly_savings)
+                .and_then(money::price)
+                .map(cents),
+            hours_covered: summary.samples,
+            hours_in_month: u32::from(time::util::days_in_month(input.month, input.year)) * 24,
+            top_namespaces: input
+                .namespaces
+                .ranked()
+                .into_iter()
+                .take(REPORT_TOP)
+                .map(|(name, line)| NamedCost {
+                    name: name.to_owned(),
+                    cost: cents(line.cost),
+                })
+                .collect(),
+            anomalies: trends::anomalies(input.daily, 14, 3.0)
+                .into_iter()
+                .filter(|a| in_month(&a.date))
+                .collect(),
+            opportunities: input
+                .recommendation
+                .map(|r| opportunities::rank(r, input.unit_prices))
+                .unwrap_or_default()
+                .into_iter()
+                .take(REPORT_TOP)
+                .collect(),
+        }
+    }
+
+    pub fn title(&self) -> String {
+        format!(
+            "Spotwise saved ${} on {} in {}",
+            self.realised_total, self.cluster_id, self.month
+        )
+    }
+
+    /// Plain text with one fact per line, for chat and e-mail formats alike.
+    pub fn body(&self) -> String {
+        let mut body = String::new();
+        let _ = writeln!(
+            body,
+            "Compute cost ${} (${} at on-demand prices), of which ${} idle.",
+            self.cost, self.on_demand_equivalent, self.idle
+        );
+        let _ = writeln!(
+            body,
+            "Saved ${}: spot ${}, consolidation ${}, hibernation ${}.",
+            self.realised_total,
+            self.realised_savings.spot,
+            self.realised_savings.consolidation,
+            self.realised_savings.hibernation
+        );
+        if let Some(projected) = self.projected_monthly_savings {
+            let _ = writeln!(
+                body,
+                "The latest recommendation would save another ${projected} a month."
+            );
+        }
+        if self.hours_covered < self.hours_in_month {
+            let _ = writeln!(
+                body,
+                "Measured over {} of {} hours (the agent did not report in the others).",
+                self.hours_covered, self.hours_in_month
+            );
+        }
+        if !self.top_namespaces.is_empty() {
+            let list: Vec<String> = self
+                .top_namespaces
+                .iter()
+                .map(|n| format!("{} ${}", n.name, n.cost))
+                .collect();
+            let _ = writeln!(body, "Top namespaces: {}.", list.join(", "));
+        }
+        for a in &self.anomalies {
+            let _ = writeln!(
+                body,
+                "Unusual day {}: ${} against a usual ${}.",
+                a.date,
+                money::cents(a.cost),
+                a.expected
+            );
+        }
+        for o in &self.opportunities {
+            let _ = writeln!(body, "Save ${}/month: {}.", o.monthly_saving, o.title);
+        }
+        body
+    }
+}
+
+/// One exported row: a table line of one period.
+pub struct ExportRow<'a> {
+    pub period: &'a str,
+    pub dimension: &'a str,
+    pub key: &'a str,
+    pub line: &'a CostLine,
+}
+
+/// RFC 4180 CSV with a header; amounts at full precision so sums can be checked.
+pub fn csv(rows: &[ExportRow<'_>]) -> String {
+    fn field(out: &mut String, value: &str) {
+        if value.contains([',', '"', '\n', '\r']) {
+            out.push('"');
+            out.push_str(&value.replace('"', "\"\""));
+            out.push('"');
+        } else {
+            out.push_str(value);
+        }
+    }
+    let mut out = String::from("period,dimension,key,cost,cpu,memory,gpu,on_demand,idle\r\n");
+    for row in rows {
+        field(&mut out, row.period);
+        out.push(',');
+        field(&mut out, row.dimension);
+        out.push(',');
+        field(&mut out, row.key);
+        let l = row.line;
+        for amount in [l.cost, l.cpu, l.memory, l.gpu, l.on_demand, l.idle] {
+            let _ = write!(out, ",{amount}");
+        }
+        out.push_str("\r\n");
+    }
+    out
+}
+
+/// Rows of a table, most expensive first, then the folded rest as `__other__`.
+pub fn table_rows<'a>(
+    period: &'a str,
+    dimension: &'a str,
+    table: &'a CostTable,
+) -> Vec<ExportRow<'a>> {
+    let mut rows: Vec<ExportRow<'a>> = table
+        .ranked()
+        .into_iter()
+        .map(|(key, line)| ExportRow {
+            period,
+            dimension,
+            key,
+            line,
+        })
+        .collect();
+    if table.folded > 0 {
+        rows.push(ExportRow {
+            period,
+            dimension,
+            key: "__other__",
+            line: &table.other,
+        });
+    }
+    rows
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::str::FromStr;
+
+    use super::*;
+
+    #[test]
+    fn csv_quotes_what_needs_quoting() {
+        let line = CostLine {
+            cost: Decimal::from_str("1.5").unwrap(),
+            cpu: Decimal::from_str("1.5").unwrap(),
+            ..CostLine::default()
+        };
+        let mut table = CostTable::default();
+        table.add("team=a,b \"x\"", &line);
+        table.add("plain", &line);
+        let text = csv(&table_rows("2026-11", "label", &table));
+        let lines: Vec<&str> = text.split("\r\n").collect();
+        assert_eq!(
+            lines[0],
+            "period,dimension,key,cost,cpu,memory,gpu,on_demand,idle"
+        );
+        assert_eq!(lines[1], "2026-11,label,plain,1.5,1.5,0,0,0,0");
+        assert_eq!(
+            lines[2],
+            "2026-11,label,\"team=a,b \"\"x\"\"\",1.5,1.5,0,0,0,0"
+        );
+    }
+}
