@@ -30,6 +30,9 @@ STEPS = [
     ("PricingScraperFunction", "events/pricing-scraper/schedule.json"),
     ("OptimizerFunction", "events/optimizer/schedule.json"),
     ("OptimizerFunction", "events/optimizer/sqs-optimize-request.json"),
+    ("CostFunction", "events/cost/schedule-cost-sample.json"),
+    ("CostFunction", "events/cost/sqs-cost-sample.json"),
+    ("CostFunction", "events/cost/sqs-savings-report.json"),
     ("InterruptionFunction", "events/interruption/sqs-rebalance-recommendation.json"),
     ("InterruptionFunction", "events/interruption/sqs-spot-interruption-warning.json"),
     ("InterruptionFunction", "events/interruption/sqs-spot-interruption-warning.json"),
@@ -170,6 +173,19 @@ def main():
             steps = latest.get("consolidation") or {}
             for step in steps.get("steps", [])[:5]:
                 print(f"    {step['kind']} {step['node']}: {step['reason']}")
+        hour = count("T#t1", f"COST#{CLUSTER}#H#summary#")
+        namespaces = count("T#t1", f"COST#{CLUSTER}#H#namespace#")
+        reports = count("T#t1", f"SAVINGSREPORT#{CLUSTER}#")
+        if hour and namespaces:
+            total = hour[-1]["summary"]["total"]
+            lines = sorted(namespaces[-1]["table"]["lines"].items(), key=lambda kv: -float(kv[1]["cost"]))
+            split = ", ".join(f"{name} ${float(line['cost']):.4f}" for name, line in lines)
+            print(f"  cost of hour {hour[-1]['period']}:      ${float(total['cost']):.4f} "
+                  f"(idle ${float(total['idle']):.4f}, on-demand equivalent ${float(total['on_demand']):.4f}): {split}")
+        for report in reports:
+            print(f"  savings report {report['month']}:   {report['cost']} spent, {report['realised_total']} saved "
+                  f"({report['hours_covered']} of {report['hours_in_month']} hours sampled); "
+                  f"top opportunity: {report['opportunities'][0]['title'] if report['opportunities'] else 'none'}")
         agent_queue = stack.sqs.get_queue_attributes(QueueUrl=stack.refs["spotwise-local-agent-c1.fifo"],
                                                      AttributeNames=["ApproximateNumberOfMessages"])
         stats = count("STATS#interruption", "DAY#")

@@ -22,15 +22,15 @@ use spotwise_aws::store::{Claim, Item, PutCondition, Query};
 use spotwise_aws::{Store, StoreError};
 use spotwise_core::action::{ActionKind, ActionTarget, AgentAction};
 use spotwise_core::config::{CommonConfig, ConfigError, Env};
-use spotwise_core::domain::{Cluster, Node, Policy, PolicyMode, Pool, PoolKey};
+use spotwise_core::domain::{Cluster, Policy, PolicyMode, PoolKey};
 use spotwise_core::keys;
 use spotwise_core::messages::{OptimizeRequest, ScheduleTrigger};
-use spotwise_core::{Classify, ClusterId, Disposition, rfc3339};
+use spotwise_core::{Classify, Disposition, rfc3339};
 use spotwise_lambda::sqs::{BodyError, parse_body, process_batch};
-use spotwise_optimizer::catalog::{self, TypeFilter};
+use spotwise_optimizer::catalog::TypeFilter;
 use spotwise_optimizer::consolidation::Step;
 use spotwise_optimizer::eligibility::SpotPolicy;
-use spotwise_optimizer::kube::{self, Snapshot};
+use spotwise_optimizer::kube;
 use spotwise_optimizer::model::{Offering, PlanPolicy};
 use spotwise_optimizer::recommendation::{Recommendation, RecommendationStatus, node_mix};
 use spotwise_optimizer::{Plan, plan};
@@ -252,22 +252,16 @@ pub async fn optimize(
         .region
         .clone()
         .unwrap_or_else(|| cluster.body.region.clone());
-    let pools: Vec<Pool> = deps
-        .store
-        .query_all::<Pool>(&Query::gsi1(keys::region_pools_partition(&region)))
-        .await?
-        .into_iter()
-        .map(|item| item.body)
-        .collect();
-    if pools.is_empty() {
-        return skip(Skipped::NoPools { region });
-    }
-    let zone_names = zone_names(deps, cluster_id, &snapshot).await?;
     let filter = TypeFilter {
         architectures: snapshot.architectures(),
         ..TypeFilter::default()
     };
-    let mut offerings = catalog::offerings_from_pools(&pools, &zone_names, &filter);
+    let priced =
+        snapshots::region_offerings(&deps.store, cluster_id, &snapshot, &region, &filter).await?;
+    if priced.pools == 0 {
+        return skip(Skipped::NoPools { region });
+    }
+    let (zone_names, mut offerings) = (priced.zone_names, priced.offerings);
     let (plan_policy, spot_policy) = plan_policy(&policy);
     let (input, _) = kube::to_plan_input(
         &snapshot,
@@ -338,25 +332,6 @@ pub async fn optimize(
         monthly_savings: record.summary.monthly_savings,
         actions: action_ids.len(),
     })
-}
-
-/// Zone id -> name from the snapshot's node labels, completed by what discovery recorded.
-async fn zone_names(
-    deps: &Deps,
-    cluster: &ClusterId,
-    snapshot: &Snapshot,
-) -> Result<BTreeMap<String, String>, StoreError> {
-    let mut names = snapshot.zone_names();
-    let nodes = deps
-        .store
-        .query_all::<Node>(&Query::partition(format!("C#{cluster}")).prefix(keys::prefix::NODE))
-        .await?;
-    for node in nodes {
-        if let Some(id) = node.body.zone_id {
-            names.entry(id).or_insert(node.body.zone);
-        }
-    }
-    Ok(names)
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

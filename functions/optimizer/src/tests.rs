@@ -1,9 +1,10 @@
 use aws_sdk_sqs::types::QueueAttributeName;
 use spotwise_aws::store::Item;
-use spotwise_core::TenantId;
 use spotwise_core::action::{ActionRecord, ActionStatus};
+use spotwise_core::domain::Pool;
 use spotwise_core::domain::{Arch, ClusterSecret};
-use spotwise_optimizer::kube::SnapshotPod;
+use spotwise_core::{ClusterId, TenantId};
+use spotwise_optimizer::kube::{Snapshot, SnapshotPod};
 use spotwise_optimizer::synth;
 use spotwise_testkit::{LocalStack, fixture};
 

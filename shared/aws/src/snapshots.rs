@@ -2,8 +2,13 @@
 //! a 20,000-pod cluster fits DynamoDB's item limit, behind a head item that names the complete
 //! chunk set. The optimizer plans from them and the cost function allocates from them.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
+use spotwise_core::domain::{Node, Pool};
 use spotwise_core::{ClusterId, TenantId, keys, rfc3339};
+use spotwise_optimizer::Offering;
+use spotwise_optimizer::catalog::{self, TypeFilter};
 use spotwise_optimizer::eligibility::Pdb;
 use spotwise_optimizer::kube::{Snapshot, SnapshotPod};
 use spotwise_optimizer::model::{CurrentNode, Overhead};
@@ -190,5 +195,47 @@ pub async fn snapshotted_clusters(
     Ok(Snapshotted {
         stale: total - fresh.len(),
         fresh,
+    })
+}
+
+/// A region's pools as offerings in the zones a cluster uses.
+pub struct RegionOfferings {
+    /// Pools the region has (0: the scraper has not run for it).
+    pub pools: usize,
+    /// Zone id (`use1-az1`) to the name the cluster sees (`us-east-1a`).
+    pub zone_names: BTreeMap<String, String>,
+    pub offerings: Vec<Offering>,
+}
+
+/// Zone ids are mapped to names from the snapshot's node labels, completed by what discovery
+/// recorded for the cluster's nodes (zone names differ between accounts; ids do not).
+pub async fn region_offerings(
+    store: &Store,
+    cluster: &ClusterId,
+    snapshot: &Snapshot,
+    region: &str,
+    filter: &TypeFilter,
+) -> Result<RegionOfferings, StoreError> {
+    let pools: Vec<Pool> = store
+        .query_all::<Pool>(&Query::gsi1(keys::region_pools_partition(region)))
+        .await?
+        .into_iter()
+        .map(|item| item.body)
+        .collect();
+    let mut zone_names = snapshot.zone_names();
+    let nodes = store
+        .query_all::<Node>(
+            &Query::partition(keys::snapshot_head(cluster).pk).prefix(keys::prefix::NODE),
+        )
+        .await?;
+    for node in nodes {
+        if let Some(id) = node.body.zone_id {
+            zone_names.entry(id).or_insert(node.body.zone);
+        }
+    }
+    Ok(RegionOfferings {
+        pools: pools.len(),
+        offerings: catalog::offerings_from_pools(&pools, &zone_names, filter),
+        zone_names,
     })
 }

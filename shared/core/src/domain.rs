@@ -351,6 +351,10 @@ pub struct Policy {
     pub max_disrupted_nodes: u32,
     #[serde(default = "default_rebalance")]
     pub rebalance: RebalanceResponse,
+    /// Pod labels cost is broken down by; empty means the usual ones (`team`,
+    /// `app.kubernetes.io/name`, ...).
+    #[serde(default)]
+    pub cost_labels: Vec<String>,
 }
 
 fn default_rebalance() -> RebalanceResponse {
@@ -367,6 +371,7 @@ impl Default for Policy {
             on_demand_base_pct: 0,
             max_disrupted_nodes: 1,
             rebalance: RebalanceResponse::Cordon,
+            cost_labels: Vec::new(),
         }
     }
 }
@@ -377,6 +382,15 @@ pub enum Severity {
     Info,
     Warning,
     Critical,
+}
+
+/// Written by hibernation while it has a cluster asleep: what the cluster costs per hour
+/// awake, which the cost function counts as saved for every sampled hour of the sleep.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HibernationState {
+    #[serde(with = "time::serde::rfc3339")]
+    pub asleep_since: OffsetDateTime,
+    pub awake_cost_hr: f64,
 }
 
 /// The envelope every producer puts on the notifications queue.

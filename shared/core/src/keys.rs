@@ -126,6 +126,62 @@ fn pool_partition(pool: &PoolKey) -> String {
     format!("POOL#{}#{}#{}", pool.region, pool.zone, pool.instance_type)
 }
 
+/// How long a cost period is: `H` (hour, `2026-11-24T10`), `D` (day, `2026-11-24`) or
+/// `M` (month, `2026-11`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CostGranularity {
+    Hour,
+    Day,
+    Month,
+}
+
+impl CostGranularity {
+    fn code(self) -> char {
+        match self {
+            CostGranularity::Hour => 'H',
+            CostGranularity::Day => 'D',
+            CostGranularity::Month => 'M',
+        }
+    }
+}
+
+/// One cost table (or the `summary`) of a cluster for one period. The dimension comes before
+/// the period so one query reads a dimension over a range of periods.
+pub fn cost(
+    tenant: &TenantId,
+    cluster: &ClusterId,
+    granularity: CostGranularity,
+    dimension: &str,
+    period: &str,
+) -> Key {
+    Key::new(
+        tenant_partition(tenant),
+        format!("{}{period}", cost_prefix(cluster, granularity, dimension)),
+    )
+}
+
+/// Sort-key prefix of one dimension's periods; append a period prefix (`2026-11`) to narrow.
+pub fn cost_prefix(cluster: &ClusterId, granularity: CostGranularity, dimension: &str) -> String {
+    format!("COST#{cluster}#{}#{dimension}#", granularity.code())
+}
+
+/// The cluster's cost before Spotwise changed anything, for consolidation savings.
+pub fn cost_baseline(tenant: &TenantId, cluster: &ClusterId) -> Key {
+    Key::new(tenant_partition(tenant), format!("COSTBASE#{cluster}"))
+}
+
+pub fn savings_report(tenant: &TenantId, cluster: &ClusterId, month: &str) -> Key {
+    Key::new(
+        tenant_partition(tenant),
+        format!("SAVINGSREPORT#{cluster}#{month}"),
+    )
+}
+
+/// Present while hibernation has the cluster asleep.
+pub fn hibernation_state(tenant: &TenantId, cluster: &ClusterId) -> Key {
+    Key::new(tenant_partition(tenant), format!("HIBERNATION#{cluster}"))
+}
+
 /// Cross-tenant interruption count of one pool for one UTC day (`2026-11-22`).
 pub fn pool_interruptions(pool: &PoolKey, day: &str) -> Key {
     Key::new(pool_partition(pool), format!("INTERRUPTIONS#{day}"))
@@ -199,6 +255,18 @@ pub mod prefix {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cost_keys_put_the_dimension_before_the_period() {
+        let t = TenantId::new("t1").unwrap();
+        let c = ClusterId::new("c1").unwrap();
+        let day = cost(&t, &c, CostGranularity::Day, "namespace", "2026-11-24");
+        assert_eq!(day, Key::new("T#t1", "COST#c1#D#namespace#2026-11-24"));
+        assert!(day.sk.starts_with(&format!(
+            "{}2026-11",
+            cost_prefix(&c, CostGranularity::Day, "namespace")
+        )));
+    }
 
     #[test]
     fn tenant_items_share_the_tenant_partition() {

@@ -28,6 +28,24 @@ fn default_trigger() -> String {
     "unspecified".into()
 }
 
+/// Asks the cost function to sample one cluster's hour or to report on its month.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum CostRequest {
+    /// Allocate the cluster's cost for `hour` (`2026-11-24T10`, UTC) from its latest snapshot.
+    Sample {
+        tenant_id: TenantId,
+        cluster_id: ClusterId,
+        hour: String,
+    },
+    /// Build and send the savings report of `month` (`2026-10`).
+    Report {
+        tenant_id: TenantId,
+        cluster_id: ClusterId,
+        month: String,
+    },
+}
+
 /// The payload a scheduled invocation carries (EventBridge Scheduler `Input`). Every field is
 /// optional so a bare `{}` or a classic EventBridge "Scheduled Event" works too.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -17,7 +17,7 @@ use crate::money::{CostLine, apportion, from_units, to_units};
 
 /// Relative prices of the resources a node sells, used only for their ratios. The defaults
 /// are OpenCost's default prices: $0.031611 per vCPU-hour, $0.004237 per GiB-hour, $0.95 per
-/// GPU-hour, which puts about 88% of a general-purpose node's price on cpu.
+/// GPU-hour, which puts about two-thirds of a general-purpose node's price on cpu.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Weights {
     pub cpu_core_hr: Decimal,
@@ -113,6 +113,9 @@ pub struct Allocation {
     /// The placed pods' requests valued at the weights' prices over the period: the workload's
     /// size, for comparing clusters of different sizes (consolidation savings).
     pub requested_value: Decimal,
+    /// Allocatable capacity of the priced nodes over the period, for unit prices.
+    pub cpu_m_hours: u64,
+    pub mem_mib_hours: u64,
 }
 
 impl Allocation {
@@ -164,6 +167,8 @@ pub fn allocate(
             continue;
         };
         let here = &on_node[n];
+        allocation.cpu_m_hours += node.cpu_m * u64::from(hours);
+        allocation.mem_mib_hours += node.mem_mib * u64::from(hours);
         let resource_weights = weights.of(node.cpu_m, node.mem_mib, node.gpus);
         let actual = apportion(to_units(price * hours_dec), &resource_weights);
         let on_demand_price = node.on_demand_price_hr.unwrap_or(price);

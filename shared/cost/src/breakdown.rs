@@ -258,6 +258,11 @@ pub struct Summary {
     pub unpriced_node_hours: u64,
     pub unplaced_pod_hours: u64,
     pub requested_value: Decimal,
+    /// Allocatable capacity of the priced nodes, in millicore-hours and MiB-hours.
+    #[serde(default)]
+    pub cpu_m_hours: u64,
+    #[serde(default)]
+    pub mem_mib_hours: u64,
 }
 
 impl Summary {
@@ -286,6 +291,8 @@ impl Summary {
             unpriced_node_hours: count(allocation.unpriced_nodes.len()),
             unplaced_pod_hours: count(allocation.unplaced_pods.len()),
             requested_value: allocation.requested_value,
+            cpu_m_hours: allocation.cpu_m_hours,
+            mem_mib_hours: allocation.mem_mib_hours,
         }
     }
 
@@ -298,6 +305,8 @@ impl Summary {
         self.unpriced_node_hours += other.unpriced_node_hours;
         self.unplaced_pod_hours += other.unplaced_pod_hours;
         self.requested_value += other.requested_value;
+        self.cpu_m_hours += other.cpu_m_hours;
+        self.mem_mib_hours += other.mem_mib_hours;
     }
 }
 

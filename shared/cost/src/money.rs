@@ -29,9 +29,11 @@ pub fn price(value: f64) -> Option<Decimal> {
         .filter(|d| !d.is_sign_negative())
 }
 
-/// Rounds to cents for display, half away from zero.
+/// Rounds to cents, half away from zero, and shows them ("135.00").
 pub fn cents(amount: Decimal) -> Decimal {
-    amount.round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero)
+    let mut rounded = amount.round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero);
+    rounded.rescale(2);
+    rounded
 }
 
 /// Splits `total` units in proportion to `weights` so that the parts sum to `total` exactly
@@ -123,6 +125,7 @@ mod tests {
         assert_eq!(price(0.096), Some(d("0.096")));
         assert_eq!(price(-1.0), None);
         assert_eq!(cents(d("1.005")), d("1.01"));
+        assert_eq!(cents(d("135")).to_string(), "135.00");
     }
 
     #[test]

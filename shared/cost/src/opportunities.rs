@@ -7,7 +7,7 @@ use spotwise_optimizer::consolidation::Step;
 use spotwise_optimizer::plan::HOURS_PER_MONTH;
 use spotwise_optimizer::recommendation::Recommendation;
 
-use crate::allocate::{Allocation, NodeInput};
+use crate::breakdown::Summary;
 use crate::money;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,22 +52,19 @@ pub struct UnitPrices {
 }
 
 impl UnitPrices {
-    pub fn of(allocation: &Allocation, nodes: &[NodeInput]) -> Option<Self> {
-        let (mut cpu_cost, mut mem_cost, mut cores, mut gib) =
-            (Decimal::ZERO, Decimal::ZERO, Decimal::ZERO, Decimal::ZERO);
-        for cost in &allocation.nodes {
-            let node = &nodes[cost.node];
-            cpu_cost += cost.line.cpu;
-            mem_cost += cost.line.memory;
-            cores += Decimal::from(node.cpu_m) / Decimal::from(1000);
-            gib += Decimal::from(node.mem_mib) / Decimal::from(1024);
-        }
-        let hours = Decimal::from(allocation.hours);
-        (!cores.is_zero() && !gib.is_zero() && !hours.is_zero()).then(|| Self {
-            cpu_core_hr: cpu_cost / cores / hours,
-            memory_gib_hr: mem_cost / gib / hours,
+    /// From a period's totals: cpu cost per allocatable core-hour, memory cost per GiB-hour.
+    pub fn of(summary: &Summary) -> Option<Self> {
+        let core_hours = Decimal::from(summary.cpu_m_hours) / Decimal::from(1000);
+        let gib_hours = Decimal::from(summary.mem_mib_hours) / Decimal::from(1024);
+        (!core_hours.is_zero() && !gib_hours.is_zero()).then(|| Self {
+            cpu_core_hr: summary.total.cpu / core_hours,
+            memory_gib_hr: summary.total.memory / gib_hours,
         })
     }
+}
+
+fn hours_per_month() -> Decimal {
+    money::price(HOURS_PER_MONTH).unwrap_or_default()
 }
 
 fn monthly(hourly: f64) -> Decimal {
@@ -143,7 +140,7 @@ pub fn rank(recommendation: &Recommendation, prices: Option<&UnitPrices>) -> Vec
                 / Decimal::from(1024);
             let hourly = cores * prices.cpu_core_hr + gib * prices.memory_gib_hr;
             found.push(Opportunity {
-                monthly_saving: money::cents(hourly * Decimal::from(730)),
+                monthly_saving: money::cents(hourly * hours_per_month()),
                 title: format!(
                     "Right-size {} container {}: cpu {}m -> {}m, memory {} MiB -> {} MiB ({})",
                     change.pod,
@@ -170,4 +167,88 @@ pub fn rank(recommendation: &Recommendation, prices: Option<&UnitPrices>) -> Vec
             .then_with(|| a.title.cmp(&b.title))
     });
     found
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::str::FromStr;
+
+    use super::*;
+
+    fn recommendation() -> Recommendation {
+        serde_json::from_value(serde_json::json!({
+            "id": "rec1", "revision": 3, "tenant_id": "t1", "cluster_id": "c1",
+            "trigger": "schedule", "mode": "recommend", "status": "proposed",
+            "snapshot_id": "s1", "created_at": "2026-11-24T10:00:00Z", "cost_hr": 0.5,
+            "summary": {
+                "pods": 10, "placed_pods": 10, "nodes": 3, "spot_nodes": 2,
+                "monthly_cost": 365.0, "on_demand_equivalent_monthly": 700.0,
+                "current_monthly_cost": 500.0, "monthly_savings": 135.0,
+                "spot_cost_share": 0.5, "spot_pod_share": 0.5, "spot_pools": 2,
+                "risk_score": 20.0, "cpu_utilisation": 0.8, "mem_utilisation": 0.6,
+                "explanation": []
+            },
+            "node_mix": [], "unschedulable": [],
+            "consolidation": {
+                "current_cost_hr": 0.68, "after_cost_hr": 0.5, "budget": 1, "waves": [[0], [1]],
+                "steps": [
+                    {"kind": "remove", "node": "n1", "saving_hr": 0.096, "moves": [], "reason": "its 2 pods fit elsewhere"},
+                    {"kind": "replace", "node": "n2", "with": "m6a.large", "zone": "us-east-1a",
+                     "capacity_type": "spot", "saving_hr": 0.000001, "reason": "cheaper"}
+                ],
+                "blocked": []
+            },
+            "right_sizing": {
+                "recommendations": [{
+                    "pod": "shop/web-1", "container": "app", "cpu_request_m": 2000,
+                    "recommended_cpu_m": 500, "mem_request_mib": 4096, "recommended_mem_mib": 1024,
+                    "samples": 100, "reason": "p95 cpu 400m"
+                }],
+                "projected_cost_hr": 0.4, "projected_monthly_saving": 20.0
+            },
+            "pools_in_cooldown": [], "action_ids": []
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn opportunities_are_ranked_with_their_actions() {
+        let prices = UnitPrices {
+            cpu_core_hr: Decimal::from_str("0.02").unwrap(),
+            memory_gib_hr: Decimal::from_str("0.0025").unwrap(),
+        };
+        let ranked = rank(&recommendation(), Some(&prices));
+        let savings: Vec<String> = ranked
+            .iter()
+            .map(|o| o.monthly_saving.to_string())
+            .collect();
+        // Plan 135.00; drain n1 0.096 x 730 = 70.08; right-size 1.5 cores x 0.02 + 3 GiB x
+        // 0.0025 = 0.0375/h = 27.375 -> 27.38; the replacement saves under a cent.
+        assert_eq!(savings, vec!["135.00", "70.08", "27.38"]);
+        assert_eq!(
+            ranked[0].action,
+            SuggestedAction::ApproveRecommendation {
+                recommendation_id: "rec1".into(),
+                revision: 3
+            }
+        );
+        assert_eq!(
+            ranked[1].action,
+            SuggestedAction::DrainNode { node: "n1".into() }
+        );
+        assert!(matches!(
+            &ranked[2].action,
+            SuggestedAction::SetRequests {
+                cpu_m: 500,
+                mem_mib: 1024,
+                ..
+            }
+        ));
+        assert_eq!(
+            rank(&recommendation(), None).len(),
+            2,
+            "no prices, no right-sizing value"
+        );
+    }
 }

@@ -21,7 +21,7 @@ pub struct Forecast {
     pub days_in_month: u8,
     pub days_observed: u8,
     pub to_date: Decimal,
-    /// `to_date` plus the fitted line over the days not yet observed, in cents.
+    /// `to_date` plus the fitted line over the days after the last observed one, in cents.
     pub month_total: Decimal,
     /// Fitted change in daily cost per day.
     pub trend_per_day: Decimal,
@@ -51,13 +51,9 @@ pub fn forecast_month(series: &[DailyCost], year: i32, month: Month) -> Option<F
     let sxy: f64 = points.iter().map(|p| (p.0 - mean_x) * (p.1 - mean_y)).sum();
     let slope = if sxx > 0.0 { sxy / sxx } else { 0.0 };
     let intercept = mean_y - slope * mean_x;
-    let observed: Vec<u8> = series
-        .iter()
-        .filter(|p| p.date.year() == year && p.date.month() == month)
-        .map(|p| p.date.day())
-        .collect();
-    let remaining: f64 = (1..=days_in_month)
-        .filter(|d| !observed.contains(d))
+    let last_observed = points.iter().map(|p| p.0).fold(0.0, f64::max) as u8;
+    // Days before the last observed one are past: a day without samples cost nothing.
+    let remaining: f64 = (last_observed + 1..=days_in_month)
         // A falling line never forecasts negative spend.
         .map(|d| (intercept + slope * f64::from(d)).max(0.0))
         .sum();
@@ -176,6 +172,10 @@ mod tests {
         .unwrap();
         assert_eq!(f.month_total, Decimal::from_str("98.00").unwrap());
         assert!(forecast_month(&[], 2026, Month::February).is_none());
+        // A cluster first sampled mid-month: the days before it cost nothing, not a forecast.
+        let late = series(date!(2026 - 11 - 15), &["2"]);
+        let f = forecast_month(&late, 2026, Month::November).unwrap();
+        assert_eq!(f.month_total, Decimal::from(32), "day 15 and 15 more days");
         let falling = series(date!(2026 - 11 - 01), &["30", "20", "10"]);
         let f = forecast_month(&falling, 2026, Month::November).unwrap();
         assert_eq!(f.month_total, Decimal::from(60), "never below zero");

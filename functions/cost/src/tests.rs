@@ -1,0 +1,447 @@
+use std::str::FromStr;
+
+use spotwise_core::domain::{Arch, Pool, PoolKey};
+use spotwise_optimizer::kube::{self, Snapshot};
+use spotwise_testkit::{LocalStack, fixture};
+
+use super::*;
+
+struct Setup {
+    stack: LocalStack,
+    deps: Deps,
+    tenant: TenantId,
+    cluster: ClusterId,
+}
+
+fn d(s: &str) -> Decimal {
+    Decimal::from_str(s).unwrap()
+}
+
+fn pool(zone: &str, itype: &str, vcpus: u32, mem: u64, spot: f64, od: f64) -> Pool {
+    Pool {
+        key: PoolKey {
+            region: "us-east-1".into(),
+            zone: zone.into(),
+            instance_type: itype.into(),
+        },
+        spot_price_hr: spot,
+        spot_price_avg_30d: spot,
+        spot_price_volatility: 0.0,
+        on_demand_price_hr: Some(od),
+        interruption_band: Some(1),
+        advisor_savings_pct: None,
+        vcpus,
+        memory_mib: mem,
+        gpus: 0,
+        max_pods: 58,
+        arch: Arch::X86_64,
+        updated_at: OffsetDateTime::UNIX_EPOCH,
+    }
+}
+
+async fn setup() -> Setup {
+    let stack = LocalStack::start();
+    let config = Config::from_env(&Env::from_map(stack.function_env("CostFunction"))).unwrap();
+    let deps = Deps::new(&stack.sdk_config().await, &config);
+    let tenant = TenantId::new("t1").unwrap();
+    // The cluster the sample events name.
+    let cluster = ClusterId::new("111122223333.us-east-1.prod-us-east-1").unwrap();
+    let record = Cluster {
+        tenant_id: tenant.clone(),
+        id: cluster.clone(),
+        account_id: "111122223333".into(),
+        region: "us-east-1".into(),
+        name: "prod".into(),
+        arn: "arn:aws:eks:us-east-1:111122223333:cluster/prod".into(),
+        kubernetes_version: Some("1.33".into()),
+        status: "ACTIVE".into(),
+        agent_queue_url: None,
+        vanished_at: None,
+    };
+    deps.store
+        .put(
+            &Item::new(keys::cluster(&tenant, &cluster), record),
+            PutCondition::IfAbsent,
+        )
+        .await
+        .unwrap();
+    let mut pools = Vec::new();
+    for zone in ["use1-az1", "use1-az2"] {
+        pools.push(pool(zone, "m5.large", 2, 8192, 0.035, 0.096));
+        pools.push(pool(zone, "m5.xlarge", 4, 16384, 0.07, 0.192));
+        pools.push(pool(zone, "m5.2xlarge", 8, 32768, 0.14, 0.384));
+    }
+    let items: Vec<Item<Pool>> = pools
+        .into_iter()
+        .map(|p| {
+            Item::new(keys::pool_current(&p.key), p.clone())
+                .with_gsi1(keys::region_pools_index(&p.key))
+        })
+        .collect();
+    deps.store.batch_put(&items).await.unwrap();
+    Setup {
+        stack,
+        deps,
+        tenant,
+        cluster,
+    }
+}
+
+fn sample_snapshot() -> Snapshot {
+    kube::parse_list(fixture("events/optimizer/kubectl-snapshot.json").as_bytes()).unwrap()
+}
+
+async fn upload(s: &Setup, at: OffsetDateTime) {
+    snapshots::put(&s.deps.store, &s.tenant, &s.cluster, &sample_snapshot(), at)
+        .await
+        .unwrap();
+}
+
+async fn stored(s: &Setup, g: CostGranularity, dimension: &str, p: &str) -> CostPeriod {
+    period(&s.deps, &s.tenant, &s.cluster, g, dimension, p)
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("no {dimension} item for {p}"))
+}
+
+/// The sample cluster's nodes at the test pools' prices: two on-demand m5.xlarge, one
+/// on-demand m5.2xlarge and one spot m5.large.
+const CLUSTER_HOURLY: &str = "0.803";
+
+#[tokio::test]
+async fn hourly_samples_roll_up_into_days_and_months_exactly() {
+    let s = setup().await;
+    let now = OffsetDateTime::now_utc();
+    upload(&s, now).await;
+    for hour in [
+        "2026-11-22T10",
+        "2026-11-22T11",
+        "2026-11-23T00",
+        "2026-11-22T10",
+    ] {
+        let outcome = sample(&s.deps, &s.tenant, &s.cluster, hour, now)
+            .await
+            .unwrap();
+        assert!(
+            matches!(&outcome, Outcome::Sampled { cost, pods: 24, unpriced_nodes: 0, .. } if *cost == d(CLUSTER_HOURLY)),
+            "{outcome:?}"
+        );
+    }
+    let day = stored(&s, CostGranularity::Day, SUMMARY, "2026-11-22")
+        .await
+        .summary
+        .unwrap();
+    assert_eq!(day.samples, 2, "the redelivered hour replaced itself");
+    assert_eq!(day.total.cost, d(CLUSTER_HOURLY) * Decimal::from(2));
+    let month = stored(&s, CostGranularity::Month, SUMMARY, "2026-11")
+        .await
+        .summary
+        .unwrap();
+    assert_eq!(month.samples, 3);
+    let forecast = stored(&s, CostGranularity::Month, SUMMARY, "2026-11")
+        .await
+        .forecast
+        .unwrap();
+    assert_eq!(forecast.days_observed, 2);
+    // Day 22 cost two hours, day 23 one: the line falls by an hour's cost a day and is at
+    // zero by the 24th, so the month ends where it stands.
+    assert_eq!(forecast.to_date, d(CLUSTER_HOURLY) * Decimal::from(3));
+    assert_eq!(forecast.month_total, d("2.41"));
+    assert_eq!(month.total.cost, d(CLUSTER_HOURLY) * Decimal::from(3));
+    assert_eq!(
+        month.savings.spot,
+        (d("0.096") - d("0.035")) * Decimal::from(3)
+    );
+    assert_eq!(
+        month.savings.consolidation,
+        Decimal::ZERO,
+        "nothing changed since the baseline"
+    );
+
+    // Every dimension's month adds up to the month's cost.
+    for dimension in Dimension::ALL {
+        let table = stored(&s, CostGranularity::Month, dimension.as_str(), "2026-11")
+            .await
+            .table
+            .unwrap();
+        let sum = table.total().cost;
+        match dimension {
+            Dimension::Node => assert_eq!(sum, month.total.cost),
+            Dimension::Label => {}
+            _ => assert_eq!(sum + month.total.idle, month.total.cost, "{dimension:?}"),
+        }
+    }
+    let namespaces = stored(&s, CostGranularity::Month, "namespace", "2026-11")
+        .await
+        .table
+        .unwrap();
+    assert_eq!(namespaces.ranked().first().map(|(k, _)| *k), Some("shop"));
+    let workloads = stored(&s, CostGranularity::Day, "workload", "2026-11-22")
+        .await
+        .table
+        .unwrap();
+    assert!(workloads.lines.contains_key("shop/Deployment/web"));
+    assert!(
+        workloads
+            .lines
+            .contains_key("kube-system/DaemonSet/aws-node")
+    );
+}
+
+#[tokio::test]
+async fn hibernation_and_consolidation_savings_are_counted() {
+    let s = setup().await;
+    let now = OffsetDateTime::now_utc();
+    upload(&s, now).await;
+    sample(&s.deps, &s.tenant, &s.cluster, "2026-11-22T10", now)
+        .await
+        .unwrap();
+    // The cluster then loses its m5.2xlarge (its pods moved) and goes to sleep.
+    let mut smaller = sample_snapshot();
+    smaller.nodes.retain(|n| n.instance_type != "m5.2xlarge");
+    for pod in smaller
+        .pods
+        .iter_mut()
+        .chain(smaller.daemon_pods.iter_mut())
+    {
+        if pod.spec.node.as_deref() == Some("ip-10-0-1-12.ec2.internal") {
+            pod.spec.node = Some("ip-10-0-1-10.ec2.internal".into());
+        }
+    }
+    snapshots::put(&s.deps.store, &s.tenant, &s.cluster, &smaller, now)
+        .await
+        .unwrap();
+    s.deps
+        .store
+        .put(
+            &Item::new(
+                keys::hibernation_state(&s.tenant, &s.cluster),
+                HibernationState {
+                    asleep_since: now,
+                    awake_cost_hr: 1.25,
+                },
+            ),
+            PutCondition::Always,
+        )
+        .await
+        .unwrap();
+    sample(&s.deps, &s.tenant, &s.cluster, "2026-11-22T11", now)
+        .await
+        .unwrap();
+    let hour = stored(&s, CostGranularity::Hour, SUMMARY, "2026-11-22T11")
+        .await
+        .summary
+        .unwrap();
+    assert_eq!(hour.savings.hibernation, d("1.25"));
+    assert_eq!(
+        hour.savings.consolidation,
+        d("0.384"),
+        "the same workload without the m5.2xlarge, at on-demand prices"
+    );
+}
+
+#[tokio::test]
+async fn schedules_fan_out_one_request_per_cluster() {
+    let s = setup().await;
+    let now = OffsetDateTime::now_utc();
+    upload(&s, now).await;
+    let quiet_tenant = TenantId::new("t2").unwrap();
+    let quiet = ClusterId::new("444455556666.eu-west-1.batch").unwrap();
+    snapshots::put(
+        &s.deps.store,
+        &quiet_tenant,
+        &quiet,
+        &sample_snapshot(),
+        now - time::Duration::hours(3),
+    )
+    .await
+    .unwrap();
+
+    let event: CostEvent =
+        serde_json::from_str(&fixture("events/cost/schedule-cost-sample.json")).unwrap();
+    let CostResponse::FanOut(samples) = handle(&s.deps, event).await.unwrap() else {
+        panic!("a schedule event is not a batch");
+    };
+    assert_eq!(
+        (samples.clusters, samples.stale, samples.enqueued),
+        (2, 1, 1),
+        "the quiet cluster has no fresh snapshot to sample"
+    );
+    assert_eq!(samples.period, hour_period(now - time::Duration::hours(1)));
+    let sent: Vec<CostRequest> = s.stack.drain(s.deps.cost_queue.url()).await;
+    assert_eq!(
+        sent,
+        vec![CostRequest::Sample {
+            tenant_id: s.tenant.clone(),
+            cluster_id: s.cluster.clone(),
+            hour: samples.period.clone(),
+        }]
+    );
+
+    let reports = fan_out(
+        &s.deps,
+        &ScheduleTrigger {
+            job: Some("savings-report".into()),
+            time: None,
+        },
+        now,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (reports.clusters, reports.enqueued),
+        (2, 2),
+        "both had data last month"
+    );
+    let last_month = now.date().replace_day(1).unwrap() - time::Duration::days(1);
+    assert_eq!(
+        reports.period,
+        month_period(last_month.year(), last_month.month())
+    );
+    assert_eq!(
+        s.stack
+            .drain::<CostRequest>(s.deps.cost_queue.url())
+            .await
+            .len(),
+        2
+    );
+
+    let unknown = ScheduleTrigger {
+        job: Some("cleanup".into()),
+        time: None,
+    };
+    let err = fan_out(&s.deps, &unknown, now).await.unwrap_err();
+    assert!(err.to_string().contains("unknown scheduled job `cleanup`"));
+}
+
+#[tokio::test]
+async fn monthly_report_is_stored_and_sent_once() {
+    let s = setup().await;
+    let now = OffsetDateTime::now_utc();
+    upload(&s, now).await;
+    assert_eq!(
+        report(&s.deps, &s.tenant, &s.cluster, "2026-11", now)
+            .await
+            .unwrap(),
+        Outcome::Skipped(Skipped::NoCosts {
+            month: "2026-11".into()
+        })
+    );
+    for hour in ["2026-11-02T00", "2026-11-02T01", "2026-11-03T00"] {
+        sample(&s.deps, &s.tenant, &s.cluster, hour, now)
+            .await
+            .unwrap();
+    }
+    let event: SqsEvent =
+        serde_json::from_str(&fixture("events/cost/sqs-savings-report.json")).unwrap();
+    let response = handle_batch(&s.deps, event.clone()).await.unwrap();
+    assert!(response.batch_item_failures.is_empty());
+    // A redelivery stores the report again but does not notify twice.
+    assert_eq!(
+        report(&s.deps, &s.tenant, &s.cluster, "2026-11", now)
+            .await
+            .unwrap(),
+        Outcome::Reported {
+            month: "2026-11".into(),
+            notified: false
+        }
+    );
+    let sent: Vec<Notification> = s.stack.drain(s.deps.notifications.url()).await;
+    assert_eq!(sent.len(), 1);
+    let note = &sent[0];
+    assert_eq!(note.event_type, "savings_report");
+    assert_eq!(note.cluster_id.as_ref(), Some(&s.cluster));
+    assert!(
+        note.title.starts_with("Spotwise saved $0.18 on"),
+        "{}",
+        note.title
+    );
+    assert!(
+        note.body.contains("Top namespaces: shop $"),
+        "{}",
+        note.body
+    );
+    assert!(
+        note.body.contains("Measured over 3 of 720 hours"),
+        "{}",
+        note.body
+    );
+
+    let stored = s
+        .deps
+        .store
+        .get::<MonthlyReport>(&keys::savings_report(&s.tenant, &s.cluster, "2026-11"))
+        .await
+        .unwrap()
+        .unwrap()
+        .body;
+    assert_eq!(
+        stored.cost,
+        d("2.41"),
+        "3 hours of {CLUSTER_HOURLY}, in cents"
+    );
+    assert_eq!(stored.realised_savings.spot, d("0.18"));
+}
+
+#[tokio::test]
+async fn bad_requests_fail_alone_and_unknown_clusters_are_skipped() {
+    let s = setup().await;
+    let now = OffsetDateTime::now_utc();
+    upload(&s, now).await;
+    let mut event: SqsEvent =
+        serde_json::from_str(&fixture("events/cost/sqs-cost-sample.json")).unwrap();
+    let mut bad = event.records[0].clone();
+    bad.message_id = Some("bad-hour".into());
+    bad.body = Some(
+        r#"{"kind":"sample","tenant_id":"t1","cluster_id":"c1","hour":"2026-13-01T10"}"#.into(),
+    );
+    let mut garbled = event.records[0].clone();
+    garbled.message_id = Some("garbled".into());
+    garbled.body = Some(r#"{"kind":"teleport"}"#.into());
+    let mut unknown = event.records[0].clone();
+    unknown.message_id = Some("unknown-cluster".into());
+    unknown.body = Some(
+        r#"{"kind":"sample","tenant_id":"t1","cluster_id":"nope","hour":"2026-11-22T10"}"#.into(),
+    );
+    event.records.extend([bad, garbled, unknown]);
+    let response = handle_batch(&s.deps, event).await.unwrap();
+    let mut failed: Vec<String> = response
+        .batch_item_failures
+        .into_iter()
+        .map(|f| f.item_identifier)
+        .collect();
+    failed.sort();
+    assert_eq!(failed, vec!["bad-hour", "garbled"]);
+    assert_eq!(
+        sample(
+            &s.deps,
+            &s.tenant,
+            &ClusterId::new("nope").unwrap(),
+            "2026-11-22T10",
+            now
+        )
+        .await
+        .unwrap(),
+        Outcome::Skipped(Skipped::UnknownCluster)
+    );
+    // The valid sample event was processed.
+    stored(&s, CostGranularity::Hour, SUMMARY, "2026-11-22T10").await;
+}
+
+#[test]
+fn periods_parse_strictly() {
+    assert_eq!(hour_parts("2026-11-24T10"), Some(("2026-11-24", "2026-11")));
+    for bad in [
+        "2026-11-24T24",
+        "2026-02-30T01",
+        "2026-11-24",
+        "26-11-24T10",
+        "2026-11-24T1",
+    ] {
+        assert_eq!(hour_parts(bad), None, "{bad}");
+    }
+    assert_eq!(parse_month("2026-11"), Some((2026, Month::November)));
+    assert_eq!(parse_month("2026-13"), None);
+    let at = OffsetDateTime::from_unix_timestamp(1_795_000_000).unwrap();
+    assert_eq!(hour_period(at), "2026-11-18T11");
+}
