@@ -5,6 +5,8 @@
 //! [`LocalStack`] is dropped, and also when the test process dies, because it exits as soon as
 //! its standard input (held by this process) closes.
 
+pub mod records;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -1,8 +1,8 @@
 use std::str::FromStr;
 
-use spotwise_core::domain::{Arch, Pool, PoolKey};
+use spotwise_core::domain::Pool;
 use spotwise_optimizer::kube::{self, Snapshot};
-use spotwise_testkit::{LocalStack, fixture};
+use spotwise_testkit::{LocalStack, fixture, records};
 
 use super::*;
 
@@ -17,28 +17,6 @@ fn d(s: &str) -> Decimal {
     Decimal::from_str(s).unwrap()
 }
 
-fn pool(zone: &str, itype: &str, vcpus: u32, mem: u64, spot: f64, od: f64) -> Pool {
-    Pool {
-        key: PoolKey {
-            region: "us-east-1".into(),
-            zone: zone.into(),
-            instance_type: itype.into(),
-        },
-        spot_price_hr: spot,
-        spot_price_avg_30d: spot,
-        spot_price_volatility: 0.0,
-        on_demand_price_hr: Some(od),
-        interruption_band: Some(1),
-        advisor_savings_pct: None,
-        vcpus,
-        memory_mib: mem,
-        gpus: 0,
-        max_pods: 58,
-        arch: Arch::X86_64,
-        updated_at: OffsetDateTime::UNIX_EPOCH,
-    }
-}
-
 async fn setup() -> Setup {
     let stack = LocalStack::start();
     let config = Config::from_env(&Env::from_map(stack.function_env("CostFunction"))).unwrap();
@@ -46,18 +24,7 @@ async fn setup() -> Setup {
     let tenant = TenantId::new("t1").unwrap();
     // The cluster the sample events name.
     let cluster = ClusterId::new("111122223333.us-east-1.prod-us-east-1").unwrap();
-    let record = Cluster {
-        tenant_id: tenant.clone(),
-        id: cluster.clone(),
-        account_id: "111122223333".into(),
-        region: "us-east-1".into(),
-        name: "prod".into(),
-        arn: "arn:aws:eks:us-east-1:111122223333:cluster/prod".into(),
-        kubernetes_version: Some("1.33".into()),
-        status: "ACTIVE".into(),
-        agent_queue_url: None,
-        vanished_at: None,
-    };
+    let record = records::cluster(&tenant, &cluster, None);
     deps.store
         .put(
             &Item::new(keys::cluster(&tenant, &cluster), record),
@@ -67,17 +34,11 @@ async fn setup() -> Setup {
         .unwrap();
     let mut pools = Vec::new();
     for zone in ["use1-az1", "use1-az2"] {
-        pools.push(pool(zone, "m5.large", 2, 8192, 0.035, 0.096));
-        pools.push(pool(zone, "m5.xlarge", 4, 16384, 0.07, 0.192));
-        pools.push(pool(zone, "m5.2xlarge", 8, 32768, 0.14, 0.384));
+        pools.push(records::pool(zone, "m5.large", 2, 8192, 0.035, 0.096, 1));
+        pools.push(records::pool(zone, "m5.xlarge", 4, 16384, 0.07, 0.192, 1));
+        pools.push(records::pool(zone, "m5.2xlarge", 8, 32768, 0.14, 0.384, 1));
     }
-    let items: Vec<Item<Pool>> = pools
-        .into_iter()
-        .map(|p| {
-            Item::new(keys::pool_current(&p.key), p.clone())
-                .with_gsi1(keys::region_pools_index(&p.key))
-        })
-        .collect();
+    let items: Vec<Item<&Pool>> = pools.iter().map(snapshots::current_pool_item).collect();
     deps.store.batch_put(&items).await.unwrap();
     Setup {
         stack,

@@ -3,7 +3,7 @@ use std::collections::HashMap;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use spotwise_core::domain::{CapacityType, Resources};
-use spotwise_testkit::{LocalStack, fixture};
+use spotwise_testkit::{LocalStack, fixture, records};
 
 use super::*;
 
@@ -34,18 +34,7 @@ async fn setup() -> Env_ {
         .unwrap();
     let tenant = TenantId::new("t1").unwrap();
     let cluster_id = ClusterId::new("c1").unwrap();
-    let cluster = Cluster {
-        tenant_id: tenant.clone(),
-        id: cluster_id.clone(),
-        account_id: "111122223333".into(),
-        region: "us-east-1".into(),
-        name: "prod".into(),
-        arn: "arn:aws:eks:us-east-1:111122223333:cluster/prod".into(),
-        kubernetes_version: Some("1.33".into()),
-        status: "ACTIVE".into(),
-        agent_queue_url: Some(agent_queue.clone()),
-        vanished_at: None,
-    };
+    let cluster = records::cluster(&tenant, &cluster_id, Some(agent_queue.clone()));
     deps.store
         .put(
             &Item::new(keys::cluster(&tenant, &cluster_id), cluster),

@@ -1,12 +1,11 @@
 use aws_sdk_sqs::types::QueueAttributeName;
 use spotwise_aws::store::Item;
 use spotwise_core::action::{ActionRecord, ActionStatus};
-use spotwise_core::domain::Pool;
-use spotwise_core::domain::{Arch, ClusterSecret};
+use spotwise_core::domain::{ClusterSecret, Pool};
 use spotwise_core::{ClusterId, TenantId};
 use spotwise_optimizer::kube::{Snapshot, SnapshotPod};
 use spotwise_optimizer::synth;
-use spotwise_testkit::{LocalStack, fixture};
+use spotwise_testkit::{LocalStack, fixture, records};
 
 use super::*;
 
@@ -56,28 +55,6 @@ impl LocalStackReader {
     }
 }
 
-fn pool(zone: &str, itype: &str, vcpus: u32, mem: u64, spot: f64, od: f64, band: u8) -> Pool {
-    Pool {
-        key: PoolKey {
-            region: "us-east-1".into(),
-            zone: zone.into(),
-            instance_type: itype.into(),
-        },
-        spot_price_hr: spot,
-        spot_price_avg_30d: spot,
-        spot_price_volatility: 0.0,
-        on_demand_price_hr: Some(od),
-        interruption_band: Some(band),
-        advisor_savings_pct: None,
-        vcpus,
-        memory_mib: mem,
-        gpus: 0,
-        max_pods: if vcpus <= 2 { 29 } else { 58 },
-        arch: Arch::X86_64,
-        updated_at: OffsetDateTime::UNIX_EPOCH,
-    }
-}
-
 async fn setup(mode: PolicyMode) -> Setup {
     let stack = LocalStack::start();
     let config = Config::from_env(&Env::from_map(stack.function_env("OptimizerFunction"))).unwrap();
@@ -97,18 +74,7 @@ async fn setup(mode: PolicyMode) -> Setup {
     let tenant = TenantId::new("t1").unwrap();
     // The cluster the sample event names.
     let cluster = ClusterId::new("111122223333.us-east-1.prod-us-east-1").unwrap();
-    let record = Cluster {
-        tenant_id: tenant.clone(),
-        id: cluster.clone(),
-        account_id: "111122223333".into(),
-        region: "us-east-1".into(),
-        name: "prod".into(),
-        arn: "arn:aws:eks:us-east-1:111122223333:cluster/prod".into(),
-        kubernetes_version: Some("1.33".into()),
-        status: "ACTIVE".into(),
-        agent_queue_url: Some(agent_queue.clone()),
-        vanished_at: None,
-    };
+    let record = records::cluster(&tenant, &cluster, Some(agent_queue.clone()));
     let store = &deps.store;
     store
         .put(
@@ -145,19 +111,13 @@ async fn setup(mode: PolicyMode) -> Setup {
         .unwrap();
     let mut pools = Vec::new();
     for zone in ["use1-az1", "use1-az2"] {
-        pools.push(pool(zone, "m5.large", 2, 8192, 0.035, 0.096, 1));
-        pools.push(pool(zone, "m5.xlarge", 4, 16384, 0.07, 0.192, 1));
-        pools.push(pool(zone, "m5.2xlarge", 8, 32768, 0.14, 0.384, 2));
-        pools.push(pool(zone, "c5.xlarge", 4, 8192, 0.065, 0.17, 2));
-        pools.push(pool(zone, "r5.large", 2, 16384, 0.04, 0.126, 1));
+        pools.push(records::pool(zone, "m5.large", 2, 8192, 0.035, 0.096, 1));
+        pools.push(records::pool(zone, "m5.xlarge", 4, 16384, 0.07, 0.192, 1));
+        pools.push(records::pool(zone, "m5.2xlarge", 8, 32768, 0.14, 0.384, 2));
+        pools.push(records::pool(zone, "c5.xlarge", 4, 8192, 0.065, 0.17, 2));
+        pools.push(records::pool(zone, "r5.large", 2, 16384, 0.04, 0.126, 1));
     }
-    let items: Vec<Item<Pool>> = pools
-        .into_iter()
-        .map(|p| {
-            Item::new(keys::pool_current(&p.key), p.clone())
-                .with_gsi1(keys::region_pools_index(&p.key))
-        })
-        .collect();
+    let items: Vec<Item<&Pool>> = pools.iter().map(snapshots::current_pool_item).collect();
     store.batch_put(&items).await.unwrap();
     Setup {
         stack_queue_reader: LocalStackReader {

@@ -16,6 +16,7 @@ use aws_config::SdkConfig;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use spotwise_aws::queue::QueueError;
+use spotwise_aws::snapshots;
 use spotwise_aws::store::{Item, PutCondition, Query};
 use spotwise_aws::{AwsFailure, Queue, Store, StoreError};
 use spotwise_core::config::{CommonConfig, ConfigError, Env};
@@ -446,10 +447,7 @@ async fn region_pools(
         .collect();
     let mut items: Vec<Item<&Pool>> = Vec::with_capacity(changed.len() * 2);
     for pool in &changed {
-        items.push(
-            Item::new(keys::pool_current(&pool.key), *pool)
-                .with_gsi1(keys::region_pools_index(&pool.key)),
-        );
+        items.push(snapshots::current_pool_item(pool));
         items.push(Item::new(history_key(pool, now), *pool).expiring_at(now + HISTORY_RETENTION));
     }
     deps.store.batch_put(&items).await?;

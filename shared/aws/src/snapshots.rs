@@ -198,6 +198,12 @@ pub async fn snapshotted_clusters(
     })
 }
 
+/// A pool's current item as the scraper writes it, indexed under its region for
+/// [`region_offerings`].
+pub fn current_pool_item(pool: &Pool) -> Item<&Pool> {
+    Item::new(keys::pool_current(&pool.key), pool).with_gsi1(keys::region_pools_index(&pool.key))
+}
+
 /// A region's pools as offerings in the zones a cluster uses.
 pub struct RegionOfferings {
     /// Pools the region has (0: the scraper has not run for it).
