@@ -1,6 +1,7 @@
 //! Cost function. Hourly, it allocates each cluster's node prices over its pods (from the
-//! agent's latest snapshot, priced by the region's pools) and rolls the hour into the day and
-//! the month, one item per dimension and period, so a 30-day query reads 30 items. Monthly, it
+//! agent's latest snapshot, priced by the region's pools) as the cost of the hour the snapshot
+//! was taken in, and rolls the hour into the day and the month, one item per dimension and
+//! period, so a 30-day query reads 30 items. Monthly, it
 //! builds each cluster's savings report, stores it and sends it once through the notification
 //! queue. Both schedules fan out one SQS message per cluster, so a failing cluster retries and
 //! dead-letters alone.
@@ -34,7 +35,8 @@ use tracing::{info, warn};
 
 /// Clusters sampled at once; each holds one snapshot in memory.
 const CONCURRENCY: usize = 4;
-/// A sample describes its hour only from a snapshot this recent.
+/// Clusters whose agent has not reported for this long are not sampled: their hours count
+/// as not covered rather than as the last state seen.
 const SAMPLE_MAX_AGE: time::Duration = time::Duration::hours(2);
 /// Clusters whose agent reported within this long get a monthly report.
 const REPORT_MAX_AGE: time::Duration = time::Duration::days(62);
@@ -201,8 +203,7 @@ async fn handle_message(deps: &Deps, message: SqsMessage) -> Result<(), CostErro
         CostRequest::Sample {
             tenant_id,
             cluster_id,
-            hour,
-        } => sample(deps, tenant_id, cluster_id, hour, now).await?,
+        } => sample(deps, tenant_id, cluster_id, now).await?,
         CostRequest::Report {
             tenant_id,
             cluster_id,
@@ -250,13 +251,6 @@ fn parse_day(period: &str) -> Option<Date> {
     Date::from_calendar_date(year, month, day.parse().ok()?).ok()
 }
 
-/// Checks `2026-11-24T10` and returns its day (`2026-11-24`) and month (`2026-11`).
-fn hour_parts(hour: &str) -> Option<(&str, &str)> {
-    let (day, h) = hour.split_once('T')?;
-    parse_day(day)?;
-    (h.len() == 2 && h.parse::<u8>().ok()? < 24).then(|| (day, &day[..7]))
-}
-
 pub async fn fan_out(
     deps: &Deps,
     trigger: &ScheduleTrigger,
@@ -264,8 +258,7 @@ pub async fn fan_out(
 ) -> Result<FanOut, CostError> {
     let job = trigger.job.clone().unwrap_or_else(|| "cost-sample".into());
     let (period, max_age) = match job.as_str() {
-        // The hour that just ended.
-        "cost-sample" => (hour_period(now - time::Duration::hours(1)), SAMPLE_MAX_AGE),
+        "cost-sample" => (hour_period(now), SAMPLE_MAX_AGE),
         // The month that just ended.
         "savings-report" => {
             let last_month =
@@ -287,7 +280,6 @@ pub async fn fan_out(
                 CostRequest::Sample {
                     tenant_id,
                     cluster_id,
-                    hour: period.clone(),
                 }
             } else {
                 CostRequest::Report {
@@ -309,17 +301,17 @@ pub async fn fan_out(
     })
 }
 
-/// Allocates the cluster's latest snapshot as the cost of `hour`, stores the hour's tables and
-/// rolls them into the day and the month. Running it again for the same hour replaces the
-/// hour and recomputes the rollups from the hours, so redeliveries never count twice.
+/// Allocates the cluster's latest snapshot as the cost of the UTC hour it was taken in,
+/// stores the hour's tables and rolls them into the day and the month. Labelling by the
+/// snapshot's own time means a late redelivery cannot book today's cluster into an old hour;
+/// a second sample of the same hour replaces the first, and the rollups are recomputed from
+/// the hours, so nothing counts twice.
 pub async fn sample(
     deps: &Deps,
     tenant: &TenantId,
     cluster_id: &ClusterId,
-    hour: &str,
     now: OffsetDateTime,
 ) -> Result<Outcome, CostError> {
-    let (day, month) = hour_parts(hour).ok_or_else(|| CostError::BadPeriod(hour.into()))?;
     let keys = (
         keys::cluster(tenant, cluster_id),
         keys::policy(tenant, cluster_id),
@@ -335,10 +327,16 @@ pub async fn sample(
     };
     let policy = policy?.map(|p| p.body).unwrap_or_default();
     let loaded = snapshots::load(&deps.store, cluster_id, now, SAMPLE_MAX_AGE).await?;
-    let (_, snapshot) = match loaded {
+    let (head, snapshot) = match loaded {
         Ok(loaded) => loaded,
         Err(why) => return Ok(Outcome::Skipped(Skipped::Snapshot(why))),
     };
+    let taken = head.taken_at.to_offset(time::UtcOffset::UTC);
+    let hour = hour_period(taken);
+    let (day, month) = (
+        day_period(taken.date()),
+        month_period(taken.year(), taken.month()),
+    );
     let region = snapshot
         .region
         .clone()
@@ -376,7 +374,7 @@ pub async fn sample(
                 tenant,
                 cluster_id,
                 CostGranularity::Hour,
-                hour,
+                &hour,
                 dimension.as_str(),
                 Some(table),
                 None,
@@ -387,7 +385,7 @@ pub async fn sample(
         tenant,
         cluster_id,
         CostGranularity::Hour,
-        hour,
+        &hour,
         SUMMARY,
         None,
         Some(summary.clone()),
@@ -411,7 +409,7 @@ pub async fn sample(
             cluster_id,
             CostGranularity::Hour,
             dimension,
-            day,
+            &day,
             now,
         )
         .await?;
@@ -421,7 +419,7 @@ pub async fn sample(
             cluster_id,
             CostGranularity::Day,
             dimension,
-            month,
+            &month,
             now,
         )
         .await?;
@@ -429,7 +427,7 @@ pub async fn sample(
     info!(%tenant, cluster = %cluster_id, %hour, cost = %summary.total.cost,
           idle = %summary.total.idle, pods = allocation.pods.len(), "cost sampled");
     Ok(Outcome::Sampled {
-        hour: hour.to_owned(),
+        hour,
         cost: summary.total.cost,
         pods: allocation.pods.len(),
         unpriced_nodes: allocation.unpriced_nodes.len(),

@@ -3,6 +3,7 @@ use std::str::FromStr;
 use spotwise_core::domain::Pool;
 use spotwise_optimizer::kube::{self, Snapshot};
 use spotwise_testkit::{LocalStack, fixture, records};
+use time::macros::datetime;
 
 use super::*;
 
@@ -58,6 +59,19 @@ async fn upload(s: &Setup, at: OffsetDateTime) {
         .unwrap();
 }
 
+/// Uploads the sample snapshot as taken at `at` and samples it five minutes later.
+async fn sample_at(s: &Setup, at: OffsetDateTime) -> Outcome {
+    upload(s, at).await;
+    sample(
+        &s.deps,
+        &s.tenant,
+        &s.cluster,
+        at + time::Duration::minutes(5),
+    )
+    .await
+    .unwrap()
+}
+
 async fn stored(s: &Setup, g: CostGranularity, dimension: &str, p: &str) -> CostPeriod {
     period(&s.deps, &s.tenant, &s.cluster, g, dimension, p)
         .await
@@ -72,19 +86,16 @@ const CLUSTER_HOURLY: &str = "0.803";
 #[tokio::test]
 async fn hourly_samples_roll_up_into_days_and_months_exactly() {
     let s = setup().await;
-    let now = OffsetDateTime::now_utc();
-    upload(&s, now).await;
-    for hour in [
-        "2026-11-22T10",
-        "2026-11-22T11",
-        "2026-11-23T00",
-        "2026-11-22T10",
+    for (at, hour) in [
+        (datetime!(2026-11-22 10:02 UTC), "2026-11-22T10"),
+        (datetime!(2026-11-22 11:59 UTC), "2026-11-22T11"),
+        (datetime!(2026-11-23 00:30 +01:00), "2026-11-22T23"),
+        // A second snapshot of 10:00 to 11:00 replaces the first.
+        (datetime!(2026-11-22 10:40 UTC), "2026-11-22T10"),
     ] {
-        let outcome = sample(&s.deps, &s.tenant, &s.cluster, hour, now)
-            .await
-            .unwrap();
+        let outcome = sample_at(&s, at).await;
         assert!(
-            matches!(&outcome, Outcome::Sampled { cost, pods: 24, unpriced_nodes: 0, .. } if *cost == d(CLUSTER_HOURLY)),
+            matches!(&outcome, Outcome::Sampled { hour: h, cost, pods: 24, unpriced_nodes: 0 } if *cost == d(CLUSTER_HOURLY) && h == hour),
             "{outcome:?}"
         );
     }
@@ -92,8 +103,8 @@ async fn hourly_samples_roll_up_into_days_and_months_exactly() {
         .await
         .summary
         .unwrap();
-    assert_eq!(day.samples, 2, "the redelivered hour replaced itself");
-    assert_eq!(day.total.cost, d(CLUSTER_HOURLY) * Decimal::from(2));
+    assert_eq!(day.samples, 3, "hour 10 was sampled twice and counted once");
+    assert_eq!(day.total.cost, d(CLUSTER_HOURLY) * Decimal::from(3));
     let month = stored(&s, CostGranularity::Month, SUMMARY, "2026-11")
         .await
         .summary
@@ -103,11 +114,10 @@ async fn hourly_samples_roll_up_into_days_and_months_exactly() {
         .await
         .forecast
         .unwrap();
-    assert_eq!(forecast.days_observed, 2);
-    // Day 22 cost two hours, day 23 one: the line falls by an hour's cost a day and is at
-    // zero by the 24th, so the month ends where it stands.
+    assert_eq!(forecast.days_observed, 1);
+    // One day of three hours: a flat line over the eight days left.
     assert_eq!(forecast.to_date, d(CLUSTER_HOURLY) * Decimal::from(3));
-    assert_eq!(forecast.month_total, d("2.41"));
+    assert_eq!(forecast.month_total, d("21.68"));
     assert_eq!(month.total.cost, d(CLUSTER_HOURLY) * Decimal::from(3));
     assert_eq!(
         month.savings.spot,
@@ -152,11 +162,8 @@ async fn hourly_samples_roll_up_into_days_and_months_exactly() {
 #[tokio::test]
 async fn hibernation_and_consolidation_savings_are_counted() {
     let s = setup().await;
-    let now = OffsetDateTime::now_utc();
-    upload(&s, now).await;
-    sample(&s.deps, &s.tenant, &s.cluster, "2026-11-22T10", now)
-        .await
-        .unwrap();
+    let first = datetime!(2026-11-22 10:00 UTC);
+    sample_at(&s, first).await;
     // The cluster then loses its m5.2xlarge (its pods moved) and goes to sleep.
     let mut smaller = sample_snapshot();
     smaller.nodes.retain(|n| n.instance_type != "m5.2xlarge");
@@ -169,7 +176,8 @@ async fn hibernation_and_consolidation_savings_are_counted() {
             pod.spec.node = Some("ip-10-0-1-10.ec2.internal".into());
         }
     }
-    snapshots::put(&s.deps.store, &s.tenant, &s.cluster, &smaller, now)
+    let later = first + time::Duration::hours(1);
+    snapshots::put(&s.deps.store, &s.tenant, &s.cluster, &smaller, later)
         .await
         .unwrap();
     s.deps
@@ -178,7 +186,7 @@ async fn hibernation_and_consolidation_savings_are_counted() {
             &Item::new(
                 keys::hibernation_state(&s.tenant, &s.cluster),
                 HibernationState {
-                    asleep_since: now,
+                    asleep_since: later,
                     awake_cost_hr: 1.25,
                 },
             ),
@@ -186,9 +194,7 @@ async fn hibernation_and_consolidation_savings_are_counted() {
         )
         .await
         .unwrap();
-    sample(&s.deps, &s.tenant, &s.cluster, "2026-11-22T11", now)
-        .await
-        .unwrap();
+    sample(&s.deps, &s.tenant, &s.cluster, later).await.unwrap();
     let hour = stored(&s, CostGranularity::Hour, SUMMARY, "2026-11-22T11")
         .await
         .summary
@@ -228,14 +234,13 @@ async fn schedules_fan_out_one_request_per_cluster() {
         (2, 1, 1),
         "the quiet cluster has no fresh snapshot to sample"
     );
-    assert_eq!(samples.period, hour_period(now - time::Duration::hours(1)));
+    assert_eq!(samples.period, hour_period(now));
     let sent: Vec<CostRequest> = s.stack.drain(s.deps.cost_queue.url()).await;
     assert_eq!(
         sent,
         vec![CostRequest::Sample {
             tenant_id: s.tenant.clone(),
             cluster_id: s.cluster.clone(),
-            hour: samples.period.clone(),
         }]
     );
 
@@ -279,7 +284,6 @@ async fn schedules_fan_out_one_request_per_cluster() {
 async fn monthly_report_is_stored_and_sent_once() {
     let s = setup().await;
     let now = OffsetDateTime::now_utc();
-    upload(&s, now).await;
     assert_eq!(
         report(&s.deps, &s.tenant, &s.cluster, "2026-11", now)
             .await
@@ -288,10 +292,12 @@ async fn monthly_report_is_stored_and_sent_once() {
             month: "2026-11".into()
         })
     );
-    for hour in ["2026-11-02T00", "2026-11-02T01", "2026-11-03T00"] {
-        sample(&s.deps, &s.tenant, &s.cluster, hour, now)
-            .await
-            .unwrap();
+    for at in [
+        datetime!(2026-11-02 00:10 UTC),
+        datetime!(2026-11-02 01:10 UTC),
+        datetime!(2026-11-03 00:10 UTC),
+    ] {
+        sample_at(&s, at).await;
     }
     let event: SqsEvent =
         serde_json::from_str(&fixture("events/cost/sqs-savings-report.json")).unwrap();
@@ -352,18 +358,15 @@ async fn bad_requests_fail_alone_and_unknown_clusters_are_skipped() {
     let mut event: SqsEvent =
         serde_json::from_str(&fixture("events/cost/sqs-cost-sample.json")).unwrap();
     let mut bad = event.records[0].clone();
-    bad.message_id = Some("bad-hour".into());
-    bad.body = Some(
-        r#"{"kind":"sample","tenant_id":"t1","cluster_id":"c1","hour":"2026-13-01T10"}"#.into(),
-    );
+    bad.message_id = Some("bad-month".into());
+    bad.body =
+        Some(r#"{"kind":"report","tenant_id":"t1","cluster_id":"c1","month":"2026-13"}"#.into());
     let mut garbled = event.records[0].clone();
     garbled.message_id = Some("garbled".into());
     garbled.body = Some(r#"{"kind":"teleport"}"#.into());
     let mut unknown = event.records[0].clone();
     unknown.message_id = Some("unknown-cluster".into());
-    unknown.body = Some(
-        r#"{"kind":"sample","tenant_id":"t1","cluster_id":"nope","hour":"2026-11-22T10"}"#.into(),
-    );
+    unknown.body = Some(r#"{"kind":"sample","tenant_id":"t1","cluster_id":"nope"}"#.into());
     event.records.extend([bad, garbled, unknown]);
     let response = handle_batch(&s.deps, event).await.unwrap();
     let mut failed: Vec<String> = response
@@ -372,37 +375,30 @@ async fn bad_requests_fail_alone_and_unknown_clusters_are_skipped() {
         .map(|f| f.item_identifier)
         .collect();
     failed.sort();
-    assert_eq!(failed, vec!["bad-hour", "garbled"]);
+    assert_eq!(failed, vec!["bad-month", "garbled"]);
     assert_eq!(
-        sample(
-            &s.deps,
-            &s.tenant,
-            &ClusterId::new("nope").unwrap(),
-            "2026-11-22T10",
-            now
-        )
-        .await
-        .unwrap(),
+        sample(&s.deps, &s.tenant, &ClusterId::new("nope").unwrap(), now)
+            .await
+            .unwrap(),
         Outcome::Skipped(Skipped::UnknownCluster)
     );
     // The valid sample event was processed.
-    stored(&s, CostGranularity::Hour, SUMMARY, "2026-11-22T10").await;
+    stored(&s, CostGranularity::Hour, SUMMARY, &hour_period(now)).await;
 }
 
 #[test]
 fn periods_parse_strictly() {
-    assert_eq!(hour_parts("2026-11-24T10"), Some(("2026-11-24", "2026-11")));
-    for bad in [
-        "2026-11-24T24",
-        "2026-02-30T01",
-        "2026-11-24",
-        "26-11-24T10",
-        "2026-11-24T1",
-    ] {
-        assert_eq!(hour_parts(bad), None, "{bad}");
-    }
     assert_eq!(parse_month("2026-11"), Some((2026, Month::November)));
-    assert_eq!(parse_month("2026-13"), None);
-    let at = OffsetDateTime::from_unix_timestamp(1_795_000_000).unwrap();
-    assert_eq!(hour_period(at), "2026-11-18T11");
+    for bad in ["2026-13", "26-11", "2026-1", "2026/11"] {
+        assert_eq!(parse_month(bad), None, "{bad}");
+    }
+    assert_eq!(
+        parse_day("2026-02-28"),
+        Some(datetime!(2026-02-28 0:00 UTC).date())
+    );
+    assert_eq!(parse_day("2026-02-30"), None);
+    assert_eq!(
+        hour_period(datetime!(2026-11-18 11:06:40 UTC)),
+        "2026-11-18T11"
+    );
 }

@@ -32,11 +32,10 @@ fn default_trigger() -> String {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum CostRequest {
-    /// Allocate the cluster's cost for `hour` (`2026-11-24T10`, UTC) from its latest snapshot.
+    /// Allocate the cluster's latest snapshot as the cost of the hour it was taken in.
     Sample {
         tenant_id: TenantId,
         cluster_id: ClusterId,
-        hour: String,
     },
     /// Build and send the savings report of `month` (`2026-10`).
     Report {
