@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 
 use crate::ids::{ClusterId, TenantId};
 
-type HmacSha256 = Hmac<Sha256>;
+pub type HmacSha256 = Hmac<Sha256>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -135,7 +135,11 @@ impl AgentAction {
     }
 
     pub fn sign(mut self, secret: &[u8]) -> Self {
-        self.signature = hex::encode(mac(secret, &self.canonical_bytes()).finalize().into_bytes());
+        self.signature = hex::encode(
+            hmac_sha256(secret, &self.canonical_bytes())
+                .finalize()
+                .into_bytes(),
+        );
         self
     }
 
@@ -164,13 +168,14 @@ impl AgentAction {
         };
         let expected = hex::decode(&self.signature).map_err(|_| bad())?;
         // verify_slice compares in constant time.
-        mac(secret, &self.canonical_bytes())
+        hmac_sha256(secret, &self.canonical_bytes())
             .verify_slice(&expected)
             .map_err(|_| bad())
     }
 }
 
-fn mac(secret: &[u8], message: &[u8]) -> HmacSha256 {
+/// HMAC-SHA256 of `message` under `secret`, for agent actions and webhook signatures.
+pub fn hmac_sha256(secret: &[u8], message: &[u8]) -> HmacSha256 {
     // HMAC is defined for keys of any length, so new_from_slice never fails for Hmac<Sha256>.
     let mut mac = <HmacSha256 as Mac>::new_from_slice(secret)
         .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
