@@ -6,10 +6,15 @@ Run through scripts/run-local.sh, which builds the binaries first.
 """
 
 import argparse
+import hashlib
+import hmac
+import http.server
 import json
 import os
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 import urllib.request
 
@@ -23,6 +28,7 @@ import stack as local_stack  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TENANT = "t1"
 CLUSTER = "111122223333.us-east-1.prod-us-east-1"
+WEBHOOK_SECRET = "whsec_local_0123456789abcdef"
 
 STEPS = [
     ("DiscoveryFunction", "events/discovery/schedule.json"),
@@ -53,6 +59,8 @@ def function_env(description, logical):
         "AWS_ACCESS_KEY_ID": "local",
         "AWS_SECRET_ACCESS_KEY": "local",
         "RUST_LOG": env.get("RUST_LOG", "warn"),
+        # Lets the dispatcher deliver to the receiver on 127.0.0.1.
+        "SPOTWISE_DEV_MODE": "true",
     })
     env.pop("AWS_LAMBDA_RUNTIME_API", None)
     return env
@@ -85,6 +93,79 @@ def serve_api(bin_dir, description):
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+class Receiver(http.server.ThreadingHTTPServer):
+    """Webhook receiver on a free loopback port, recording what it is sent."""
+
+    def __init__(self):
+        self.received = []
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                receiver.received.append((self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args):
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    def url(self, path):
+        return f"http://127.0.0.1:{self.server_address[1]}/{path}"
+
+
+def verify(secret: bytes, header: str, body: bytes, tolerance: int = 300) -> bool:
+    """The README's receiver-side check of X-Spotwise-Signature."""
+    parts = dict(p.split("=", 1) for p in header.split(",") if "=" in p)
+    t = int(parts["t"])
+    if abs(time.time() - t) > tolerance:
+        return False
+    expected = hmac.new(secret, f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, parts.get("v1", ""))
+
+
+def endpoint_item(endpoint_id, kind, url):
+    return {"pk": f"T#{TENANT}", "sk": f"WEBHOOK#{endpoint_id}", "version": 1, "id": endpoint_id,
+            "tenant_id": TENANT, "name": f"local {kind}", "url": url, "secret": WEBHOOK_SECRET, "kind": kind,
+            "enabled": True, "min_severity": "info", "event_types": [], "label_selector": {},
+            "rate_per_minute": 30, "burst": 10}
+
+
+def pump(bin_dir, description, stack, queue, logical):
+    """Does what Lambda's SQS poller does: hands the queue's messages to the function in batches
+    and deletes those it did not report as failed. Returns (messages, failures)."""
+    handled = failed = 0
+    while True:
+        out = stack.sqs.receive_message(QueueUrl=stack.refs[queue], MaxNumberOfMessages=10,
+                                        MessageSystemAttributeNames=["All"])
+        messages = out.get("Messages", [])
+        if not messages:
+            return handled, failed
+        event = {"Records": [{"messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
+                              "attributes": m.get("Attributes", {}), "messageAttributes": {}, "eventSource": "aws:sqs",
+                              "md5OfBody": m["MD5OfBody"], "awsRegion": description["region"],
+                              "eventSourceARN": f"arn:aws:sqs:{description['region']}:123456789012:{queue}"}
+                             for m in messages]}
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+            json.dump(event, f)
+        try:
+            result, _ = invoke(bin_dir, description, logical, f.name)
+        finally:
+            os.unlink(f.name)
+        failures = {f["itemIdentifier"] for f in result.get("batchItemFailures", [])}
+        for m in messages:
+            if m["MessageId"] not in failures:
+                stack.sqs.delete_message(QueueUrl=stack.refs[queue], ReceiptHandle=m["ReceiptHandle"])
+        handled += len(messages)
+        failed += len(failures)
+        if failures:
+            return handled, failed
 
 
 def summarize(result):
@@ -121,6 +202,11 @@ def main():
                                    "ScrapeRegions": "us-east-1,us-east-2,eu-west-1"})
         stack.create()
         seeded = stack.seed(os.path.join(ROOT, "events/local/seed.json"))
+        receiver = Receiver()
+        serializer = boto3.dynamodb.types.TypeSerializer()
+        for item in (endpoint_item("wh-generic", "generic", receiver.url("generic")),
+                     endpoint_item("wh-slack", "slack", receiver.url("slack"))):
+            stack.ddb.put_item(TableName=stack.names["Table"], Item={k: serializer.serialize(v) for k, v in item.items()})
         description = stack.describe()
         print(f"local stack on {description['endpoint']}: table {stack.names['Table']}, "
               f"{sum(1 for r in template['Resources'].values() if r['Type'] == 'AWS::SQS::Queue')} queues, "
@@ -140,6 +226,11 @@ def main():
         for logical, event in STEPS:
             result, ms = invoke(args.bin_dir, description, logical, event)
             print(f"{logical:<27} {event:<56} {ms:>6.0f}  {summarize(result)}")
+
+        notified = pump(args.bin_dir, description, stack, "NotificationsQueue", "WebhookDispatcherFunction")
+        delivered = pump(args.bin_dir, description, stack, "DeliveriesQueue", "WebhookDispatcherFunction")
+        print(f"{'WebhookDispatcherFunction':<27} {'(notifications queue, then deliveries queue)':<56} {'':>6}  "
+              f"{notified[0]} notifications routed, {delivered[0]} deliveries made, {notified[1] + delivered[1]} failed")
 
         base, status, body = serve_api(args.bin_dir, description)
         print(f"{'ApiFunction (serve)':<27} {'GET ' + base + '/v1/health':<56} {'':>6}  HTTP {status} {json.dumps(body)}")
@@ -199,6 +290,14 @@ def main():
             counters = {k: int(v) for k, v in stats[0].items() if k not in ("pk", "sk", "ttl")}
             print(f"  interruption counters today: {counters}")
         print(f"  notifications in feed:       {len(notifications)}")
+        signed = [(headers, body) for path, headers, body in receiver.received if path == "/generic"]
+        verified = sum(verify(WEBHOOK_SECRET.encode(), h.get("x-spotwise-signature", ""), b) for h, b in signed)
+        print(f"  webhooks received locally:   {len(receiver.received)} on {receiver.url('')} "
+              f"({len(signed)} generic, {verified} with a valid signature)")
+        for path, headers, body in receiver.received[:4]:
+            title = json.loads(body).get("title") or json.loads(body).get("text", "")
+            print(f"    {path}: {title[:90]}")
+        receiver.shutdown()
     finally:
         server.stop()
 

@@ -5,6 +5,7 @@
 //! [`LocalStack`] is dropped, and also when the test process dies, because it exits as soon as
 //! its standard input (held by this process) closes.
 
+pub mod receiver;
 pub mod records;
 
 use std::collections::HashMap;
@@ -14,6 +15,8 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::Credentials;
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
@@ -197,6 +200,86 @@ impl LocalStack {
                         .await
                         .unwrap_or_else(|e| panic!("deleting from {queue_url}: {e}"));
                 }
+            }
+        }
+    }
+}
+
+impl LocalStack {
+    /// What Lambda's SQS poller would hand a function: up to ten visible messages of a queue,
+    /// with receipt handles and receive counts. Empty when none is visible.
+    pub async fn poll(&self, queue_url: &str) -> SqsEvent {
+        let sqs = aws_sdk_sqs::Client::new(&self.sdk_config().await);
+        let received = sqs
+            .receive_message()
+            .queue_url(queue_url)
+            .max_number_of_messages(10)
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("receiving from {queue_url}: {e}"))
+            .messages
+            .unwrap_or_default();
+        let mut event = SqsEvent::default();
+        event.records = received
+            .into_iter()
+            .map(|m| {
+                let mut message = SqsMessage::default();
+                message.message_id = m.message_id;
+                message.receipt_handle = m.receipt_handle;
+                message.body = m.body;
+                message.attributes = m
+                    .attributes
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(name, value)| (name.as_str().to_owned(), value))
+                    .collect();
+                message
+            })
+            .collect();
+        event
+    }
+
+    /// Messages on a queue that are (visible, hidden or delayed), without receiving any.
+    pub async fn queue_depth(&self, queue_url: &str) -> (usize, usize) {
+        let sqs = aws_sdk_sqs::Client::new(&self.sdk_config().await);
+        let attributes = sqs
+            .get_queue_attributes()
+            .queue_url(queue_url)
+            .attribute_names(QueueAttributeName::All)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("attributes of {queue_url}: {e}"))
+            .attributes
+            .unwrap_or_default();
+        let count = |name: QueueAttributeName| -> usize {
+            attributes
+                .get(&name)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        (
+            count(QueueAttributeName::ApproximateNumberOfMessages),
+            count(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+                + count(QueueAttributeName::ApproximateNumberOfMessagesDelayed),
+        )
+    }
+
+    /// What Lambda does with a batch response: deletes every message not reported as failed.
+    pub async fn settle(&self, queue_url: &str, event: &SqsEvent, response: &SqsBatchResponse) {
+        let sqs = aws_sdk_sqs::Client::new(&self.sdk_config().await);
+        for message in &event.records {
+            let failed = response
+                .batch_item_failures
+                .iter()
+                .any(|f| Some(&f.item_identifier) == message.message_id.as_ref());
+            if let (false, Some(handle)) = (failed, &message.receipt_handle) {
+                sqs.delete_message()
+                    .queue_url(queue_url)
+                    .receipt_handle(handle)
+                    .send()
+                    .await
+                    .unwrap_or_else(|e| panic!("deleting from {queue_url}: {e}"));
             }
         }
     }

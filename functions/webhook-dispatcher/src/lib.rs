@@ -1,54 +1,99 @@
-//! Notification dispatcher: every notification any function enqueues lands here. Each is
-//! validated, deduplicated on its dedup key within a window, and kept in the tenant's
-//! notification feed (listed by the API) for 30 days.
+//! Notification dispatcher. Two kinds of message reach it:
+//!
+//! - a [`Notification`] from any function, on the notifications queue: validated, deduplicated
+//!   on its dedup key within a window, checked against the tenant's silences and maintenance
+//!   windows, kept in the tenant's feed (30 days) with where it went or what suppressed it,
+//!   and fanned out as one [`DeliveryRequest`] per matching endpoint ([`route`]);
+//! - a [`DeliveryRequest`], on the deliveries queue: rate-limited per endpoint, rendered for
+//!   the endpoint's kind, posted, logged, and on failure retried later by hiding the message
+//!   (SQS visibility), so no invocation sleeps ([`deliver`]).
+
+pub mod deliver;
+pub mod route;
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_config::SdkConfig;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
-use spotwise_aws::store::{Claim, Item, PutCondition};
-use spotwise_aws::{Store, StoreError};
+use spotwise_aws::queue::QueueError;
+use spotwise_aws::{Queue, Store, StoreError};
 use spotwise_core::config::{CommonConfig, ConfigError, Env};
 use spotwise_core::domain::Notification;
-use spotwise_core::keys::{self, Key};
-use spotwise_core::{Classify, Disposition, TenantId};
+use spotwise_core::messages::DeliveryRequest;
+use spotwise_core::{Classify, Disposition};
 use spotwise_lambda::sqs::{BodyError, parse_body, process_batch};
+use spotwise_notify::deliver::{ClientError, Deliverer, REQUEST_TIMEOUT};
+use spotwise_notify::ssrf::{SystemLookup, TargetPolicy};
 use time::OffsetDateTime;
-use tracing::info;
 
-const FEED_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 const CONCURRENCY: usize = 10;
 
 pub struct Config {
     pub common: CommonConfig,
+    pub notifications_queue_url: String,
+    pub deliveries_queue_url: String,
+    pub deliveries_dlq_url: String,
+    pub limits: Limits,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
     /// Notifications with the same dedup key inside this window are kept once.
     pub dedup_window: Duration,
+    /// Attempts per delivery; after the last one the request goes to the dead-letter queue.
+    pub max_attempts: u32,
+    /// Failed deliveries in a row after which an endpoint is disabled.
+    pub disable_after: u32,
 }
 
 impl Config {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
             common: CommonConfig::from_env(env)?,
-            dedup_window: env.seconds_or("NOTIFICATION_DEDUP_SECONDS", Duration::from_secs(600))?,
+            notifications_queue_url: env.required("NOTIFICATIONS_QUEUE_URL")?,
+            deliveries_queue_url: env.required("DELIVERIES_QUEUE_URL")?,
+            deliveries_dlq_url: env.required("DELIVERIES_DLQ_URL")?,
+            limits: Limits {
+                dedup_window: env
+                    .seconds_or("NOTIFICATION_DEDUP_SECONDS", Duration::from_secs(600))?,
+                max_attempts: env.parse_or("WEBHOOK_MAX_ATTEMPTS", 8_u32)?.max(1),
+                disable_after: env.parse_or("WEBHOOK_DISABLE_AFTER", 5_u32)?.max(1),
+            },
         })
     }
 }
 
 pub struct Deps {
     pub store: Store,
-    pub dedup_window: Duration,
+    pub notifications: Queue,
+    pub deliveries: Queue,
+    pub dead_letters: Queue,
+    pub deliverer: Deliverer,
+    pub limits: Limits,
 }
 
 impl Deps {
-    pub fn new(sdk: &SdkConfig, config: &Config) -> Self {
-        Self {
+    pub fn new(sdk: &SdkConfig, config: &Config) -> Result<Self, ClientError> {
+        let sqs = aws_sdk_sqs::Client::new(sdk);
+        Ok(Self {
             store: Store::new(
                 aws_sdk_dynamodb::Client::new(sdk),
                 &config.common.table_name,
             ),
-            dedup_window: config.dedup_window,
-        }
+            notifications: Queue::new(sqs.clone(), &config.notifications_queue_url),
+            deliveries: Queue::new(sqs.clone(), &config.deliveries_queue_url),
+            dead_letters: Queue::new(sqs, &config.deliveries_dlq_url),
+            deliverer: Deliverer::new(
+                TargetPolicy {
+                    dev_mode: config.common.dev_mode,
+                },
+                Arc::new(SystemLookup),
+                REQUEST_TIMEOUT,
+            )?,
+            limits: config.limits,
+        })
     }
 }
 
@@ -60,6 +105,17 @@ pub enum DispatchError {
     Invalid(&'static str),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    /// Not a fault: the message was hidden until its next attempt and must stay on the queue.
+    #[error("delivery attempt {attempt} failed ({reason}); next attempt in {delay:?}")]
+    RetryScheduled {
+        attempt: u32,
+        delay: Duration,
+        reason: String,
+    },
+    #[error("the rate limiter of endpoint {0} stayed contended")]
+    Contended(String),
 }
 
 impl Classify for DispatchError {
@@ -67,31 +123,12 @@ impl Classify for DispatchError {
         match self {
             DispatchError::Body(_) | DispatchError::Invalid(_) => Disposition::NonRetryable,
             DispatchError::Store(e) => e.disposition(),
+            DispatchError::Queue(e) => e.disposition(),
+            DispatchError::RetryScheduled { .. } | DispatchError::Contended(_) => {
+                Disposition::Retryable
+            }
         }
     }
-}
-
-#[derive(Debug, PartialEq, Eq)]
-pub enum Outcome {
-    Stored { id: String },
-    Suppressed,
-}
-
-pub fn feed_key(tenant: &TenantId, id: &str) -> Key {
-    Key::new(keys::tenant_partition(tenant), format!("NOTIFICATION#{id}"))
-}
-
-fn validate(n: &Notification) -> Result<(), DispatchError> {
-    if n.title.trim().is_empty() {
-        return Err(DispatchError::Invalid("title is empty"));
-    }
-    if n.event_type.trim().is_empty() {
-        return Err(DispatchError::Invalid("event_type is empty"));
-    }
-    if n.dedup_key.trim().is_empty() {
-        return Err(DispatchError::Invalid("dedup_key is empty"));
-    }
-    Ok(())
 }
 
 pub async fn handle_batch(deps: &Deps, event: SqsEvent) -> Result<SqsBatchResponse, Infallible> {
@@ -99,117 +136,34 @@ pub async fn handle_batch(deps: &Deps, event: SqsEvent) -> Result<SqsBatchRespon
 }
 
 async fn handle_message(deps: &Deps, message: SqsMessage) -> Result<(), DispatchError> {
-    let notification: Notification = parse_body(&message, "notification")?;
-    dispatch(deps, &notification, OffsetDateTime::now_utc())
-        .await
-        .map(|_| ())
+    let now = OffsetDateTime::now_utc();
+    // A delivery request names its endpoint; a notification never does.
+    let is_delivery = message
+        .body
+        .as_deref()
+        .and_then(|body| serde_json::from_str::<serde_json::Value>(body).ok())
+        .is_some_and(|value| value.get("endpoint_id").is_some());
+    if is_delivery {
+        let request: DeliveryRequest = parse_body(&message, "delivery request")?;
+        let attempt = request.prior_attempts + receive_count(&message);
+        let receipt = message.receipt_handle.as_deref().unwrap_or_default();
+        deliver::deliver(deps, &request, attempt, receipt, now)
+            .await
+            .map(drop)
+    } else {
+        let notification: Notification = parse_body(&message, "notification")?;
+        route::dispatch(deps, &notification, now).await.map(drop)
+    }
 }
 
-pub async fn dispatch(
-    deps: &Deps,
-    n: &Notification,
-    now: OffsetDateTime,
-) -> Result<Outcome, DispatchError> {
-    validate(n)?;
-    let dedup = keys::idempotency("notification", &format!("{}#{}", n.tenant_id, n.dedup_key));
-    if deps.store.claim(&dedup, deps.dedup_window, now).await? == Claim::AlreadyClaimed {
-        info!(tenant = %n.tenant_id, dedup_key = %n.dedup_key, "notification suppressed as duplicate");
-        return Ok(Outcome::Suppressed);
-    }
-    let id = ulid::Ulid::new().to_string();
-    let item = Item::new(feed_key(&n.tenant_id, &id), n.clone()).expiring_at(now + FEED_RETENTION);
-    if let Err(err) = deps.store.put(&item, PutCondition::IfAbsent).await {
-        // Release the dedup claim so the redelivered message is stored, not suppressed.
-        let _ = deps.store.delete(&dedup).await;
-        return Err(err.into());
-    }
-    info!(tenant = %n.tenant_id, event_type = %n.event_type, severity = ?n.severity, %id, "notification stored");
-    Ok(Outcome::Stored { id })
+/// How many times SQS has handed this message out, this time included.
+fn receive_count(message: &SqsMessage) -> u32 {
+    message
+        .attributes
+        .get("ApproximateReceiveCount")
+        .and_then(|count| count.parse().ok())
+        .unwrap_or(1)
 }
 
 #[cfg(test)]
-mod tests {
-    use spotwise_aws::store::Query;
-    use spotwise_testkit::{LocalStack, fixture};
-
-    use super::*;
-
-    async fn deps(stack: &LocalStack) -> Deps {
-        let config = Config::from_env(&Env::from_map(
-            stack.function_env("WebhookDispatcherFunction"),
-        ))
-        .unwrap();
-        Deps::new(&stack.sdk_config().await, &config)
-    }
-
-    fn sample() -> (SqsEvent, Notification) {
-        let event: SqsEvent =
-            serde_json::from_str(&fixture("events/webhook-dispatcher/sqs-notification.json"))
-                .unwrap();
-        let n = serde_json::from_str(event.records[0].body.as_deref().unwrap()).unwrap();
-        (event, n)
-    }
-
-    #[tokio::test]
-    async fn notification_is_stored_once_within_the_dedup_window() {
-        let stack = LocalStack::start();
-        let deps = deps(&stack).await;
-        let (event, n) = sample();
-        assert!(
-            handle_batch(&deps, event.clone())
-                .await
-                .unwrap()
-                .batch_item_failures
-                .is_empty()
-        );
-        assert!(
-            handle_batch(&deps, event)
-                .await
-                .unwrap()
-                .batch_item_failures
-                .is_empty()
-        );
-
-        let feed = deps
-            .store
-            .query_all::<Notification>(
-                &Query::partition(keys::tenant_partition(&n.tenant_id)).prefix("NOTIFICATION#"),
-            )
-            .await
-            .unwrap();
-        assert_eq!(feed.len(), 1);
-        assert_eq!(feed[0].body, n);
-        assert!(feed[0].ttl.is_some());
-
-        // After the window the same key is a new notification.
-        let later = OffsetDateTime::now_utc() + deps.dedup_window + Duration::from_secs(1);
-        assert!(matches!(
-            dispatch(&deps, &n, later).await.unwrap(),
-            Outcome::Stored { .. }
-        ));
-    }
-
-    #[tokio::test]
-    async fn invalid_notifications_fail_alone_with_a_reason() {
-        let stack = LocalStack::start();
-        let deps = deps(&stack).await;
-        let (mut event, mut n) = sample();
-        n.title = "  ".into();
-        assert!(matches!(
-            dispatch(&deps, &n, OffsetDateTime::now_utc()).await,
-            Err(DispatchError::Invalid("title is empty"))
-        ));
-
-        let mut bad = event.records[0].clone();
-        bad.message_id = Some("bad".into());
-        bad.body = Some(r#"{"tenant_id":"t1"}"#.into());
-        event.records.push(bad);
-        let response = handle_batch(&deps, event).await.unwrap();
-        let failed: Vec<_> = response
-            .batch_item_failures
-            .iter()
-            .map(|f| f.item_identifier.as_str())
-            .collect();
-        assert_eq!(failed, ["bad"]);
-    }
-}
+mod tests;

@@ -93,6 +93,46 @@ impl Queue {
 }
 
 impl Queue {
+    /// Sends one JSON message that becomes visible after `delay` (SQS allows at most 15
+    /// minutes; longer delays are cut to that).
+    pub async fn send_after<T: Serialize>(
+        &self,
+        message: &T,
+        delay: std::time::Duration,
+    ) -> Result<String, QueueError> {
+        let body = self.encode(message)?;
+        let seconds = i32::try_from(delay.as_secs().min(15 * 60)).unwrap_or(0);
+        let out = self
+            .client
+            .send_message()
+            .queue_url(&self.url)
+            .message_body(body)
+            .delay_seconds(seconds)
+            .send()
+            .await
+            .map_err(|e| AwsFailure::from_sdk("sqs:SendMessage", e))?;
+        Ok(out.message_id.unwrap_or_default())
+    }
+
+    /// Hides a received message for `by` more (at most 12 hours), so it comes back then: a
+    /// retry later without anyone sleeping.
+    pub async fn delay(
+        &self,
+        receipt_handle: &str,
+        by: std::time::Duration,
+    ) -> Result<(), QueueError> {
+        let seconds = i32::try_from(by.as_secs().min(12 * 60 * 60)).unwrap_or(i32::MAX);
+        self.client
+            .change_message_visibility()
+            .queue_url(&self.url)
+            .receipt_handle(receipt_handle)
+            .visibility_timeout(seconds)
+            .send()
+            .await
+            .map_err(|e| AwsFailure::from_sdk("sqs:ChangeMessageVisibility", e))?;
+        Ok(())
+    }
+
     /// Sends many messages to a standard queue, ten per SendMessageBatch call. Returns how many
     /// were accepted; any rejected entry fails the call after the rest were sent.
     pub async fn send_all<T: Serialize>(&self, messages: &[T]) -> Result<usize, QueueError> {

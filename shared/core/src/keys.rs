@@ -182,6 +182,52 @@ pub fn hibernation_state(tenant: &TenantId, cluster: &ClusterId) -> Key {
     Key::new(tenant_partition(tenant), format!("HIBERNATION#{cluster}"))
 }
 
+/// A notification in the tenant's feed, kept 30 days; ids sort by time.
+pub fn notification(tenant: &TenantId, id: &str) -> Key {
+    Key::new(
+        tenant_partition(tenant),
+        format!("{}{id}", prefix::NOTIFICATION),
+    )
+}
+
+/// A notification endpoint (webhook) of a tenant.
+pub fn webhook(tenant: &TenantId, id: &str) -> Key {
+    Key::new(tenant_partition(tenant), format!("{}{id}", prefix::WEBHOOK))
+}
+
+/// One delivery attempt to an endpoint, kept 30 days; ids sort by time.
+pub fn webhook_delivery(tenant: &TenantId, endpoint: &str, id: &str) -> Key {
+    Key::new(
+        tenant_partition(tenant),
+        format!("{}{id}", webhook_deliveries_prefix(endpoint)),
+    )
+}
+
+pub fn webhook_deliveries_prefix(endpoint: &str) -> String {
+    format!("WHLOG#{endpoint}#")
+}
+
+/// An endpoint's failed deliveries since its last success.
+pub fn webhook_failures(tenant: &TenantId, endpoint: &str) -> Key {
+    Key::new(tenant_partition(tenant), format!("WHFAIL#{endpoint}"))
+}
+
+/// The token bucket that rate-limits an endpoint.
+pub fn webhook_bucket(tenant: &TenantId, endpoint: &str) -> Key {
+    Key::new(tenant_partition(tenant), format!("WHBUCKET#{endpoint}"))
+}
+
+pub fn silence(tenant: &TenantId, id: &str) -> Key {
+    Key::new(tenant_partition(tenant), format!("{}{id}", prefix::SILENCE))
+}
+
+pub fn maintenance_window(tenant: &TenantId, id: &str) -> Key {
+    Key::new(
+        tenant_partition(tenant),
+        format!("{}{id}", prefix::MAINTENANCE),
+    )
+}
+
 /// Cross-tenant interruption count of one pool for one UTC day (`2026-11-22`).
 pub fn pool_interruptions(pool: &PoolKey, day: &str) -> Key {
     Key::new(pool_partition(pool), format!("INTERRUPTIONS#{day}"))
@@ -250,6 +296,10 @@ pub mod prefix {
     pub const NODE: &str = "NODE#";
     pub const NODEGROUP: &str = "NODEGROUP#";
     pub const RECOMMENDATION: &str = "REC#";
+    pub const NOTIFICATION: &str = "NOTIFICATION#";
+    pub const WEBHOOK: &str = "WEBHOOK#";
+    pub const SILENCE: &str = "SILENCE#";
+    pub const MAINTENANCE: &str = "MAINTENANCE#";
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::domain::Notification;
 use crate::ids::{ClusterId, TenantId};
 
 /// Discovery fan-out: one per linked account per run.
@@ -43,6 +44,21 @@ pub enum CostRequest {
         cluster_id: ClusterId,
         month: String,
     },
+}
+
+/// One notification for one endpoint: the dispatcher fans a notification out into these, so
+/// each endpoint retries (and dead-letters) on its own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryRequest {
+    pub tenant_id: TenantId,
+    pub endpoint_id: String,
+    /// The notification's id in the tenant's feed.
+    pub notification_id: String,
+    pub notification: Notification,
+    /// Attempts made before this message was sent (a rate-limited request is re-sent later
+    /// with its count, since SQS starts counting receives anew for the new message).
+    #[serde(default)]
+    pub prior_attempts: u32,
 }
 
 /// The payload a scheduled invocation carries (EventBridge Scheduler `Input`). Every field is

@@ -19,6 +19,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How much of a response body the delivery log keeps.
 const SNIPPET: usize = 256;
+/// Carries the notification's id: the same on every retry, so a receiver can drop repeats.
+pub const DELIVERY_HEADER: &str = "X-Spotwise-Delivery";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -67,6 +69,7 @@ impl Deliverer {
         url: &str,
         body: Vec<u8>,
         secret: Option<&[u8]>,
+        delivery_id: &str,
         now: OffsetDateTime,
     ) -> Delivery {
         let started = Instant::now();
@@ -83,6 +86,9 @@ impl Deliverer {
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         headers.insert(USER_AGENT, HeaderValue::from_static("Spotwise-Webhooks/1"));
+        if let Ok(value) = HeaderValue::from_str(delivery_id) {
+            headers.insert(DELIVERY_HEADER, value);
+        }
         if let Some(secret) = secret
             && let Ok(value) = HeaderValue::from_str(&sign(secret, now.unix_timestamp(), &body))
         {

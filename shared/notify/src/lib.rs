@@ -4,7 +4,9 @@
 //! guard ([`ssrf`]).
 
 pub mod deliver;
+pub mod endpoint;
 pub mod format;
+pub mod record;
 pub mod routing;
 pub mod sign;
 pub mod ssrf;

@@ -68,18 +68,23 @@ pub struct Silence {
 
 impl Silence {
     pub fn silences(&self, n: &Notification, now: OffsetDateTime) -> bool {
-        if now < self.starts_at || now >= self.expires_at || self.matchers.is_empty() {
-            return false;
-        }
-        let labels = match_labels(n);
-        self.matchers.iter().all(|m| {
-            let value = labels.get(&m.label).map(String::as_str);
-            match m.op {
-                MatchOp::Equal => value == Some(m.value.as_str()),
-                MatchOp::NotEqual => value != Some(m.value.as_str()),
-            }
-        })
+        // A silence without matchers would mute everything, so it mutes nothing.
+        now >= self.starts_at
+            && now < self.expires_at
+            && !self.matchers.is_empty()
+            && matches_all(&self.matchers, n)
     }
+}
+
+fn matches_all(matchers: &[Matcher], n: &Notification) -> bool {
+    let labels = match_labels(n);
+    matchers.iter().all(|m| {
+        let value = labels.get(&m.label).map(String::as_str);
+        match m.op {
+            MatchOp::Equal => value == Some(m.value.as_str()),
+            MatchOp::NotEqual => value != Some(m.value.as_str()),
+        }
+    })
 }
 
 /// A notification's labels plus `event_type`, `severity` and `cluster`.
@@ -219,10 +224,12 @@ impl MaintenanceWindow {
         let Ok(rule) = parse_rule(&self.rule, self.starts) else {
             return false;
         };
-        let (starts, at) = (
-            self.starts.to_offset(time::UtcOffset::UTC),
-            at.to_offset(time::UtcOffset::UTC),
-        );
+        // Occurrences begin on whole minutes, the first one at `starts` cut to its minute.
+        let starts = self.starts.to_offset(time::UtcOffset::UTC);
+        let starts = starts
+            - time::Duration::seconds(i64::from(starts.second()))
+            - time::Duration::nanoseconds(i64::from(starts.nanosecond()));
+        let at = at.to_offset(time::UtcOffset::UTC);
         let duration = time::Duration::minutes(i64::from(self.duration_minutes));
         // Any occurrence covering `at` began on one of these days.
         let first_day = (at - duration).date();
@@ -256,6 +263,24 @@ impl MaintenanceWindow {
             }
         }
         false
+    }
+}
+
+/// A tenant's maintenance window: while it is active, the notifications its matchers select
+/// (all of them when it has none) are recorded but not delivered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Maintenance {
+    pub id: String,
+    pub name: String,
+    #[serde(flatten)]
+    pub window: MaintenanceWindow,
+    #[serde(default)]
+    pub matchers: Vec<Matcher>,
+}
+
+impl Maintenance {
+    pub fn suppresses(&self, n: &Notification, at: OffsetDateTime) -> bool {
+        self.window.active(at) && matches_all(&self.matchers, n)
     }
 }
 
@@ -483,6 +508,50 @@ mod tests {
             };
             assert_eq!(w.validate(), Err(err), "{rule}");
         }
+    }
+
+    #[test]
+    fn maintenance_suppresses_what_its_matchers_select_while_active() {
+        let n = notification();
+        let window = MaintenanceWindow {
+            rule: "FREQ=DAILY;BYHOUR=9;BYMINUTE=30".into(),
+            starts: datetime!(2026-11-01 00:00 UTC),
+            duration_minutes: 60,
+        };
+        let everything = Maintenance {
+            id: "m1".into(),
+            name: "patching".into(),
+            window,
+            matchers: vec![],
+        };
+        assert!(everything.suppresses(&n, datetime!(2026-11-22 10:00 UTC)));
+        let from_now = Maintenance {
+            window: MaintenanceWindow {
+                starts: datetime!(2026-11-22 09:30:42.5 UTC),
+                ..everything.window.clone()
+            },
+            ..everything.clone()
+        };
+        assert!(
+            from_now.suppresses(&n, datetime!(2026-11-22 09:30:50 UTC)),
+            "the first occurrence is the start's minute"
+        );
+        assert!(!everything.suppresses(&n, datetime!(2026-11-22 10:30 UTC)));
+        let other_cluster = Maintenance {
+            matchers: vec![Matcher {
+                label: "cluster".into(),
+                op: MatchOp::Equal,
+                value: "999988887777.eu-west-1.staging".into(),
+            }],
+            ..everything.clone()
+        };
+        assert!(!other_cluster.suppresses(&n, datetime!(2026-11-22 10:00 UTC)));
+        let stored = serde_json::to_value(&everything).unwrap();
+        assert_eq!(stored["rule"], "FREQ=DAILY;BYHOUR=9;BYMINUTE=30");
+        assert_eq!(
+            serde_json::from_value::<Maintenance>(stored).unwrap(),
+            everything
+        );
     }
 
     #[test]

@@ -2,78 +2,19 @@
 //! Real HTTP deliveries to a receiver on 127.0.0.1 (allowed in dev mode only).
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use spotwise_core::domain::{Notification, Severity};
 use spotwise_core::{ClusterId, TenantId};
-use spotwise_notify::deliver::{Deliverer, Verdict};
+use spotwise_notify::deliver::{DELIVERY_HEADER, Deliverer, Verdict};
 use spotwise_notify::format::{EndpointKind, render};
 use spotwise_notify::sign::{SIGNATURE_HEADER, verify};
 use spotwise_notify::ssrf::{Lookup, SystemLookup, TargetPolicy};
+use spotwise_testkit::receiver::Receiver;
 use time::OffsetDateTime;
 use time::macros::datetime;
-
-#[derive(Clone, Default)]
-struct Received {
-    requests: Arc<Mutex<Vec<(String, HeaderMap, Bytes)>>>,
-    hits: Arc<Mutex<HashMap<String, u32>>>,
-}
-
-async fn receive(
-    State(received): State<Received>,
-    Path(path): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let hit = {
-        let mut hits = received.hits.lock().unwrap();
-        let n = hits.entry(path.clone()).or_default();
-        *n += 1;
-        *n
-    };
-    received
-        .requests
-        .lock()
-        .unwrap()
-        .push((path.clone(), headers, body));
-    match (path.as_str(), hit) {
-        ("flaky", 1) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-        ("gone", _) => (StatusCode::GONE, "endpoint removed").into_response(),
-        ("throttled", _) => {
-            (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, "7")]).into_response()
-        }
-        ("redirect", _) => (
-            StatusCode::FOUND,
-            [(header::LOCATION, "http://169.254.169.254/latest/meta-data")],
-        )
-            .into_response(),
-        ("slow", _) => {
-            tokio::time::sleep(Duration::from_secs(5)).await;
-            StatusCode::OK.into_response()
-        }
-        _ => (StatusCode::OK, "ok").into_response(),
-    }
-}
-
-/// A receiver on a free loopback port; stops with the test's runtime.
-async fn receiver() -> (SocketAddr, Received) {
-    let received = Received::default();
-    let app = Router::new()
-        .route("/{path}", post(receive))
-        .with_state(received.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (addr, received)
-}
 
 fn dev() -> Deliverer {
     Deliverer::new(
@@ -101,7 +42,7 @@ fn notification() -> Notification {
 
 #[tokio::test]
 async fn every_format_arrives_and_generic_webhooks_are_signed() {
-    let (addr, received) = receiver().await;
+    let receiver = Receiver::start().await;
     let deliverer = dev();
     let now = OffsetDateTime::now_utc();
     let n = notification();
@@ -114,7 +55,7 @@ async fn every_format_arrives_and_generic_webhooks_are_signed() {
         let body = serde_json::to_vec(&render(kind, &n, None)).unwrap();
         let secret = (kind == EndpointKind::Generic).then_some(&b"whsec_1"[..]);
         let delivery = deliverer
-            .post(&format!("http://{addr}/{kind:?}"), body, secret, now)
+            .post(&receiver.url(&format!("{kind:?}")), body, secret, "n1", now)
             .await;
         assert_eq!(
             delivery.verdict,
@@ -125,10 +66,15 @@ async fn every_format_arrives_and_generic_webhooks_are_signed() {
         assert_eq!(delivery.status, Some(200));
         assert_eq!(delivery.snippet, "ok");
     }
-    let requests = received.requests.lock().unwrap().clone();
-    let by_path: HashMap<&str, (&HeaderMap, serde_json::Value)> = requests
+    let requests = receiver.requests();
+    let by_path: HashMap<&str, (&reqwest::header::HeaderMap, serde_json::Value)> = requests
         .iter()
-        .map(|(p, h, b)| (p.as_str(), (h, serde_json::from_slice(b).unwrap())))
+        .map(|r| {
+            (
+                r.path.as_str(),
+                (&r.headers, serde_json::from_slice(&r.body).unwrap()),
+            )
+        })
         .collect();
     assert_eq!(by_path["Slack"].1["blocks"][0]["text"]["text"], n.title);
     assert_eq!(
@@ -137,10 +83,12 @@ async fn every_format_arrives_and_generic_webhooks_are_signed() {
     );
     assert_eq!(by_path["Discord"].1["embeds"][0]["title"], n.title);
     assert!(by_path["Slack"].0.get(SIGNATURE_HEADER).is_none());
+    assert_eq!(by_path["Discord"].0[DELIVERY_HEADER], "n1");
 
     // The receiver's side: the signature verifies over the exact bytes, and not over others.
-    let (_, headers, body) = requests.iter().find(|(p, ..)| p == "Generic").unwrap();
-    assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+    let generic = requests.iter().find(|r| r.path == "Generic").unwrap();
+    let (headers, body) = (&generic.headers, &generic.body);
+    assert_eq!(headers["content-type"], "application/json");
     let signature = headers[SIGNATURE_HEADER].to_str().unwrap();
     assert_eq!(
         verify(b"whsec_1", signature, body, now.unix_timestamp(), 300),
@@ -153,13 +101,13 @@ async fn every_format_arrives_and_generic_webhooks_are_signed() {
 
 #[tokio::test]
 async fn failures_say_whether_to_retry() {
-    let (addr, received) = receiver().await;
+    let receiver = Receiver::start().await;
     let deliverer = dev();
     let now = OffsetDateTime::now_utc();
     let deliverer = &deliverer;
     let post = |path: &str| {
-        let url = format!("http://{addr}/{path}");
-        async move { deliverer.post(&url, b"{}".to_vec(), None, now).await }
+        let url = receiver.url(path);
+        async move { deliverer.post(&url, b"{}".to_vec(), None, "n1", now).await }
     };
 
     let first = post("flaky").await;
@@ -198,10 +146,13 @@ async fn failures_say_whether_to_retry() {
     assert_eq!(slow.verdict, Verdict::Retry { retry_after: None });
     assert_eq!(slow.snippet, "timed out");
 
-    let hits = received.hits.lock().unwrap().clone();
-    assert_eq!(hits["flaky"], 2);
-    assert_eq!(hits["gone"], 1);
-    assert_eq!(hits["redirect"], 1, "the redirect was not followed");
+    assert_eq!(receiver.hits("flaky"), 2);
+    assert_eq!(receiver.hits("gone"), 1);
+    assert_eq!(
+        receiver.hits("redirect"),
+        1,
+        "the redirect was not followed"
+    );
 }
 
 struct FakeDns(HashMap<&'static str, Vec<IpAddr>>);
@@ -218,7 +169,8 @@ impl Lookup for FakeDns {
 
 #[tokio::test]
 async fn outside_dev_mode_private_targets_are_refused_before_connecting() {
-    let (addr, received) = receiver().await;
+    let receiver = Receiver::start().await;
+    let addr = receiver.addr;
     let dns = FakeDns(HashMap::from([
         ("internal.example.com", vec!["10.0.0.5".parse().unwrap()]),
         ("rebind.example.com", vec!["127.0.0.1".parse().unwrap()]),
@@ -252,14 +204,14 @@ async fn outside_dev_mode_private_targets_are_refused_before_connecting() {
         ),
         ("https://v6.example.com/hook".to_owned(), "unique-local"),
     ] {
-        let delivery = deliverer.post(&url, b"{}".to_vec(), None, now).await;
+        let delivery = deliverer.post(&url, b"{}".to_vec(), None, "n1", now).await;
         assert!(
             matches!(&delivery.verdict, Verdict::Rejected { reason } if reason.contains(expect)),
             "{url}: {delivery:?}"
         );
     }
     assert!(
-        received.requests.lock().unwrap().is_empty(),
+        receiver.requests().is_empty(),
         "nothing reached the receiver"
     );
 }
