@@ -1,26 +1,49 @@
 //! The Spotwise REST API: one axum Router, run by lambda_http in Lambda and by a local server
 //! otherwise. Versioned under `/v1`; every error is `{"error": {"code", "message"}}`.
 
+pub mod audit;
+pub mod auth;
+pub mod error;
+pub mod paging;
+pub mod suppression;
+pub mod tenant;
+pub mod versioning;
+pub mod webhooks;
+
+use std::sync::Arc;
+
 use aws_config::SdkConfig;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::response::Html;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
 use spotwise_aws::Store;
 use spotwise_core::config::{CommonConfig, ConfigError, Env};
 use spotwise_core::keys::Key;
+use spotwise_notify::deliver::{ClientError, Deliverer, REQUEST_TIMEOUT};
+use spotwise_notify::ssrf::{Lookup, SystemLookup, TargetPolicy};
 use tracing::error;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+
+use crate::auth::RateLimiter;
+pub use crate::error::ApiError;
 
 pub struct Config {
     pub common: CommonConfig,
+    /// Requests per minute per API key, and the burst above it.
+    pub rate_per_minute: u32,
+    pub rate_burst: u32,
 }
 
 impl Config {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
             common: CommonConfig::from_env(env)?,
+            rate_per_minute: env.parse_or("API_RATE_PER_MINUTE", 600_u32)?.max(1),
+            rate_burst: env.parse_or("API_RATE_BURST", 100_u32)?.max(1),
         })
     }
 }
@@ -29,59 +52,135 @@ impl Config {
 pub struct AppState {
     pub store: Store,
     pub stage: String,
+    pub target_policy: TargetPolicy,
+    pub lookup: Arc<dyn Lookup>,
+    pub deliverer: Arc<Deliverer>,
+    pub limiter: Arc<RateLimiter>,
 }
 
 impl AppState {
-    pub fn new(sdk: &SdkConfig, config: &Config) -> Self {
-        Self {
+    pub fn new(sdk: &SdkConfig, config: &Config) -> Result<Self, ClientError> {
+        let target_policy = TargetPolicy {
+            dev_mode: config.common.dev_mode,
+        };
+        let lookup: Arc<dyn Lookup> = Arc::new(SystemLookup);
+        Ok(Self {
             store: Store::new(
                 aws_sdk_dynamodb::Client::new(sdk),
                 &config.common.table_name,
             ),
             stage: config.common.stage.clone(),
-        }
+            target_policy,
+            deliverer: Arc::new(Deliverer::new(
+                target_policy,
+                Arc::clone(&lookup),
+                REQUEST_TIMEOUT,
+            )?),
+            lookup,
+            limiter: Arc::new(RateLimiter::new(config.rate_per_minute, config.rate_burst)),
+        })
     }
 }
 
-/// The consistent error body.
-#[derive(Debug, Serialize)]
-pub struct ApiError {
-    #[serde(skip)]
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-}
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Spotwise API",
+        description = "Spot capacity for EKS: tenants, keys, notifications and the audit log. \
+            Authenticate with `Authorization: Bearer swk_...`. Errors are `{\"error\": {\"code\", \"message\", \"field\"}}`; \
+            lists are paginated with `limit` and `cursor`.",
+        version = "1"
+    ),
+    paths(
+        health,
+        tenant::get, tenant::create_key, tenant::list_keys, tenant::revoke_key,
+        webhooks::list, webhooks::create, webhooks::get, webhooks::replace, webhooks::delete,
+        webhooks::test, webhooks::deliveries,
+        suppression::create_silence, suppression::list_silences, suppression::delete_silence,
+        suppression::create_window, suppression::list_windows, suppression::delete_window,
+        suppression::feed,
+        audit::list, audit::export,
+    ),
+    modifiers(&ApiKeyScheme),
+)]
+pub struct ApiDoc;
 
-impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-        }
-    }
-}
+struct ApiKeyScheme;
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.status, Json(serde_json::json!({ "error": self }))).into_response()
+impl utoipa::Modify for ApiKeyScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
     }
 }
 
 pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/v1/health", get(health))
+        .route("/v1/openapi.json", get(openapi))
+        .route("/v1/docs", get(docs))
+        .route("/v1/tenant", get(tenant::get))
+        .route("/v1/keys", get(tenant::list_keys).post(tenant::create_key))
+        .route("/v1/keys/{id}", axum::routing::delete(tenant::revoke_key))
+        .route("/v1/webhooks", get(webhooks::list).post(webhooks::create))
+        .route(
+            "/v1/webhooks/{id}",
+            get(webhooks::get)
+                .put(webhooks::replace)
+                .delete(webhooks::delete),
+        )
+        .route("/v1/webhooks/{id}/test", post(webhooks::test))
+        .route("/v1/webhooks/{id}/deliveries", get(webhooks::deliveries))
+        .route(
+            "/v1/silences",
+            get(suppression::list_silences).post(suppression::create_silence),
+        )
+        .route(
+            "/v1/silences/{id}",
+            axum::routing::delete(suppression::delete_silence),
+        )
+        .route(
+            "/v1/maintenance-windows",
+            get(suppression::list_windows).post(suppression::create_window),
+        )
+        .route(
+            "/v1/maintenance-windows/{id}",
+            axum::routing::delete(suppression::delete_window),
+        )
+        .route("/v1/notifications", get(suppression::feed))
+        .route("/v1/audit", get(audit::list))
+        .route("/v1/audit/export", get(audit::export))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
 }
 
-#[derive(Debug, Serialize)]
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+/// A page that renders the OpenAPI document (Redoc, loaded from its CDN).
+async fn docs() -> Html<&'static str> {
+    Html(concat!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Spotwise API</title></head><body>",
+        "<redoc spec-url=\"/v1/openapi.json\"></redoc>",
+        "<script src=\"https://cdn.redoc.ly/redoc/latest/bundles/redoc.standalone.js\"></script>",
+        "</body></html>"
+    ))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct Health {
     status: &'static str,
     stage: String,
 }
 
-/// Healthy when the table answers a read.
+/// Healthy when the table answers a read. No key needed.
+#[utoipa::path(get, path = "/v1/health", tag = "health",
+    responses((status = 200, body = Health), (status = 503, body = error::ErrorResponse)))]
 async fn health(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
     match state
         .store
@@ -108,6 +207,14 @@ async fn not_found(uri: axum::http::Uri) -> ApiError {
         StatusCode::NOT_FOUND,
         "not_found",
         format!("no route for {}", uri.path()),
+    )
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not allowed on {}", uri.path()),
     )
 }
 
@@ -164,75 +271,4 @@ pub async fn invoke(app: Router, raw_event: &str) -> Result<InvokeResponse, Invo
 }
 
 #[cfg(test)]
-mod tests {
-    use axum::body::Body;
-    use axum::http::Request;
-    use http_body_util::BodyExt;
-    use spotwise_testkit::{LocalStack, fixture};
-    use tower::ServiceExt;
-
-    use super::*;
-
-    async fn state(stack: &LocalStack) -> AppState {
-        let config = Config::from_env(&Env::from_map(stack.function_env("ApiFunction"))).unwrap();
-        AppState::new(&stack.sdk_config().await, &config)
-    }
-
-    async fn json(response: Response) -> serde_json::Value {
-        serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap()
-    }
-
-    #[tokio::test]
-    async fn health_reports_ok_when_the_store_answers() {
-        let stack = LocalStack::start();
-        let response = app(state(&stack).await)
-            .oneshot(Request::get("/v1/health").body(Body::empty()).unwrap())
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
-        assert_eq!(
-            json(response).await,
-            serde_json::json!({"status": "ok", "stage": "local"})
-        );
-    }
-
-    #[tokio::test]
-    async fn health_reports_unavailable_when_the_store_is_gone() {
-        let stack = LocalStack::start();
-        let state = state(&stack).await;
-        drop(stack);
-        let response = app(state)
-            .oneshot(Request::get("/v1/health").body(Body::empty()).unwrap())
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(json(response).await["error"]["code"], "store_unavailable");
-    }
-
-    #[tokio::test]
-    async fn unknown_routes_get_the_json_error_shape() {
-        let stack = LocalStack::start();
-        let response = app(state(&stack).await)
-            .oneshot(Request::get("/v1/nope").body(Body::empty()).unwrap())
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::NOT_FOUND);
-        assert_eq!(
-            json(response).await,
-            serde_json::json!({"error": {"code": "not_found", "message": "no route for /v1/nope"}})
-        );
-    }
-
-    #[tokio::test]
-    async fn api_gateway_sample_event_runs_through_the_router() {
-        let stack = LocalStack::start();
-        let response = invoke(
-            app(state(&stack).await),
-            &fixture("events/api/http-api-health.json"),
-        )
-        .await
-        .unwrap();
-        assert_eq!(response.status_code, 200);
-        assert_eq!(response.body["status"], "ok");
-    }
-}
+mod tests;

@@ -1,6 +1,7 @@
 //! The API binary: under Lambda it serves API Gateway events through lambda_http; locally
 //! `api serve [--addr 127.0.0.1:8080]` runs the same Router as an HTTP server, and
-//! `api invoke --event FILE` sends one API Gateway event through it.
+//! `api invoke --event FILE` sends one API Gateway event through it, and
+//! `api bootstrap --tenant ID --name NAME` creates a tenant and prints its first admin key.
 
 use std::net::SocketAddr;
 
@@ -14,7 +15,8 @@ async fn main() -> anyhow::Result<()> {
     telemetry::init(&LogSettings::from_env(&env));
     let config = api::Config::from_env(&env)?;
     let sdk = spotwise_aws::sdk::load().await;
-    let app = api::app(api::AppState::new(&sdk, &config));
+    let state = api::AppState::new(&sdk, &config)?;
+    let app = api::app(state.clone());
 
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args
@@ -28,6 +30,21 @@ async fn main() -> anyhow::Result<()> {
         }
         ["serve"] => serve(app, "127.0.0.1:8080").await,
         ["serve", "--addr", addr] => serve(app, addr).await,
+        ["bootstrap", "--tenant", tenant, "--name", name] => {
+            let tenant = spotwise_core::TenantId::new(*tenant)?;
+            let issued =
+                api::auth::bootstrap(&state.store, &tenant, name, time::OffsetDateTime::now_utc())
+                    .await
+                    .with_context(|| {
+                        format!("creating tenant {tenant} (does it exist already?)")
+                    })?;
+            println!(
+                "{}",
+                serde_json::json!({"tenant": tenant, "key_id": issued.key.id, "admin_key": issued.secret,
+                    "note": "the key is shown once; store it in a secret manager"})
+            );
+            Ok(())
+        }
         ["invoke", "--event", path] => {
             let raw = std::fs::read_to_string(path)
                 .with_context(|| format!("reading event file {path}"))?;
@@ -36,8 +53,8 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         other => bail!(
-            "unexpected arguments {other:?}\nusage: api serve [--addr HOST:PORT] | api invoke --event FILE \
-             (under Lambda no arguments are needed)"
+            "unexpected arguments {other:?}\nusage: api serve [--addr HOST:PORT] | api invoke --event FILE | \
+             api bootstrap --tenant ID --name NAME (under Lambda no arguments are needed)"
         ),
     }
 }

@@ -8,6 +8,7 @@ use time::OffsetDateTime;
 use crate::ids::{ClusterId, TenantId};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Tenant {
     pub id: TenantId,
     pub name: String,
@@ -17,6 +18,7 @@ pub struct Tenant {
 
 /// What an API key may do within its tenant. Ordered: each role includes the ones below it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Viewer,
@@ -377,6 +379,7 @@ impl Default for Policy {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Info,
@@ -395,6 +398,7 @@ pub struct HibernationState {
 
 /// The envelope every producer puts on the notifications queue.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Notification {
     pub tenant_id: TenantId,
     pub event_type: String,
@@ -414,6 +418,7 @@ pub struct Notification {
 
 /// One mutating call or platform decision, kept per tenant.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditEvent {
     pub id: String,
     pub tenant_id: TenantId,

@@ -182,6 +182,23 @@ pub fn hibernation_state(tenant: &TenantId, cluster: &ClusterId) -> Key {
     Key::new(tenant_partition(tenant), format!("HIBERNATION#{cluster}"))
 }
 
+/// An API key, found by the prefix every key starts with: authentication needs no tenant.
+pub fn api_key(prefix: &str) -> Key {
+    Key::new(format!("APIKEY#{prefix}"), "KEY")
+}
+
+/// The GSI1 partition listing one tenant's API keys.
+pub fn api_keys_partition(tenant: &TenantId) -> String {
+    format!("APIKEYS#T#{tenant}")
+}
+
+pub fn api_keys_index(tenant: &TenantId, prefix: &str) -> Gsi1Key {
+    Gsi1Key {
+        gsi1pk: api_keys_partition(tenant),
+        gsi1sk: prefix.to_owned(),
+    }
+}
+
 /// A notification in the tenant's feed, kept 30 days; ids sort by time.
 pub fn notification(tenant: &TenantId, id: &str) -> Key {
     Key::new(

@@ -8,6 +8,7 @@ use spotwise_core::domain::{Notification, Severity};
 use spotwise_core::rfc3339;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum EndpointKind {
     Slack,

@@ -7,6 +7,7 @@ use time::OffsetDateTime;
 
 /// Why a notification was kept in the feed but sent nowhere.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "by", rename_all = "snake_case")]
 pub enum Suppression {
     Silence { id: String },
@@ -14,6 +15,7 @@ pub enum Suppression {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FeedEntry {
     pub id: String,
     pub notification: Notification,
@@ -25,6 +27,7 @@ pub struct FeedEntry {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryOutcome {
     Delivered,
@@ -38,6 +41,7 @@ pub enum DeliveryOutcome {
 
 /// One attempt to deliver one notification to one endpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeliveryRecord {
     pub endpoint_id: String,
     pub notification_id: String,

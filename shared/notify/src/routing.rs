@@ -15,6 +15,7 @@ use crate::format::EndpointKind;
 
 /// A tenant's notification endpoint's routing settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Route {
     pub kind: EndpointKind,
     pub enabled: bool,
@@ -40,6 +41,7 @@ impl Route {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum MatchOp {
     Equal,
@@ -48,6 +50,7 @@ pub enum MatchOp {
 
 /// Matches a label; `event_type`, `severity` and `cluster` can be matched like labels.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Matcher {
     pub label: String,
     pub op: MatchOp,
@@ -56,6 +59,7 @@ pub struct Matcher {
 
 /// Suppresses matching notifications until it expires.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Silence {
     pub id: String,
     pub matchers: Vec<Matcher>,
@@ -126,6 +130,7 @@ pub enum RuleError {
 /// A recurring window, in UTC: `FREQ=WEEKLY;BYDAY=SA,SU;BYHOUR=2;BYMINUTE=0` with a start
 /// date and a duration. The subset of RFC 5545 RRULE that maintenance schedules use.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MaintenanceWindow {
     pub rule: String,
     #[serde(with = "time::serde::rfc3339")]
@@ -269,6 +274,7 @@ impl MaintenanceWindow {
 /// A tenant's maintenance window: while it is active, the notifications its matchers select
 /// (all of them when it has none) are recorded but not delivered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Maintenance {
     pub id: String,
     pub name: String,

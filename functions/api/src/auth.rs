@@ -1,0 +1,288 @@
+//! API keys and who is calling.
+//!
+//! A key reads `swk_<prefix>_<secret>`: the prefix (12 hex characters) finds the stored key
+//! without knowing the tenant, the whole key's SHA-256 is what is stored and compared (the
+//! secret is 256 random bits, so a fast hash is enough; nothing to brute-force). Keys are shown
+//! once, when created. Every route takes the tenant from the key, never from the request, so a
+//! key cannot name another tenant's resources: they are simply not found.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use spotwise_aws::Store;
+use spotwise_aws::store::{Item, PutCondition};
+use spotwise_core::domain::{ApiKey, Principal, Role, Tenant};
+use spotwise_core::{ClusterId, TenantId, keys};
+use spotwise_notify::routing::Bucket;
+use time::OffsetDateTime;
+
+use crate::AppState;
+use crate::error::ApiError;
+
+const KEY_SCHEME: &str = "swk_";
+const PREFIX_BYTES: usize = 6;
+const SECRET_BYTES: usize = 32;
+
+/// A new key: the whole secret (shown once) and what is stored.
+pub struct IssuedKey {
+    pub secret: String,
+    pub key: ApiKey,
+}
+
+fn sha256_hex(text: &str) -> String {
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+pub fn issue(
+    tenant: &TenantId,
+    name: &str,
+    principal: Principal,
+    now: OffsetDateTime,
+) -> IssuedKey {
+    let mut rng = rand::rng();
+    let mut prefix = [0_u8; PREFIX_BYTES];
+    let mut secret = [0_u8; SECRET_BYTES];
+    rng.fill_bytes(&mut prefix);
+    rng.fill_bytes(&mut secret);
+    let prefix = hex::encode(prefix);
+    let whole = format!("{KEY_SCHEME}{prefix}_{}", hex::encode(secret));
+    IssuedKey {
+        key: ApiKey {
+            id: prefix.clone(),
+            tenant_id: tenant.clone(),
+            name: name.to_owned(),
+            prefix,
+            secret_sha256: sha256_hex(&whole),
+            principal,
+            created_at: now,
+            revoked_at: None,
+        },
+        secret: whole,
+    }
+}
+
+pub fn key_item(key: &ApiKey) -> Item<&ApiKey> {
+    Item::new(keys::api_key(&key.prefix), key)
+        .with_gsi1(keys::api_keys_index(&key.tenant_id, &key.prefix))
+}
+
+/// Creates a tenant and its first admin key: the one-off set-up of a deployment
+/// (`api bootstrap`). Fails if the tenant exists.
+pub async fn bootstrap(
+    store: &Store,
+    tenant: &TenantId,
+    name: &str,
+    now: OffsetDateTime,
+) -> Result<IssuedKey, spotwise_aws::StoreError> {
+    let record = Tenant {
+        id: tenant.clone(),
+        name: name.to_owned(),
+        created_at: now,
+    };
+    store
+        .put(
+            &Item::new(keys::tenant(tenant), record),
+            PutCondition::IfAbsent,
+        )
+        .await?;
+    let issued = issue(
+        tenant,
+        "bootstrap admin",
+        Principal::User { role: Role::Admin },
+        now,
+    );
+    store
+        .put(&key_item(&issued.key), PutCondition::IfAbsent)
+        .await?;
+    Ok(issued)
+}
+
+/// The caller of a request, from its key.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub tenant: TenantId,
+    pub key_id: String,
+    pub key_name: String,
+    pub principal: Principal,
+}
+
+impl Caller {
+    /// A user key with at least `role`; agent keys reach only agent routes.
+    pub fn require(&self, role: Role) -> Result<(), ApiError> {
+        match &self.principal {
+            Principal::User { role: held } if held.allows(role) => Ok(()),
+            Principal::User { role: held } => Err(ApiError::forbidden(format!(
+                "this needs the {role:?} role; the key has {held:?}"
+            ))),
+            Principal::Agent { .. } => Err(ApiError::forbidden(
+                "agent keys may only use the agent routes",
+            )),
+        }
+    }
+
+    /// The cluster of an agent key.
+    pub fn agent_cluster(&self) -> Result<&ClusterId, ApiError> {
+        match &self.principal {
+            Principal::Agent { cluster_id } => Ok(cluster_id),
+            Principal::User { .. } => Err(ApiError::forbidden("this route is for agent keys")),
+        }
+    }
+
+    /// How the audit log names the caller.
+    pub fn actor(&self) -> String {
+        format!("key:{} ({})", self.key_id, self.key_name)
+    }
+}
+
+fn presented_key(parts: &Parts) -> Option<&str> {
+    if let Some(value) = parts
+        .headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        return value.strip_prefix("Bearer ").map(str::trim);
+    }
+    parts
+        .headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+}
+
+/// Constant-time equality of two hashes, so timing does not reveal how much of one matched.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0_u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let presented = presented_key(parts).ok_or_else(|| {
+            ApiError::unauthorized("an API key is required (Authorization: Bearer swk_...)")
+        })?;
+        let invalid = || ApiError::unauthorized("the API key is not valid");
+        let prefix = presented
+            .strip_prefix(KEY_SCHEME)
+            .and_then(|rest| rest.split_once('_'))
+            .map(|(prefix, _)| prefix)
+            .filter(|p| p.len() == PREFIX_BYTES * 2 && p.bytes().all(|b| b.is_ascii_hexdigit()))
+            .ok_or_else(invalid)?;
+        let stored = state
+            .store
+            .get::<ApiKey>(&keys::api_key(prefix))
+            .await?
+            .ok_or_else(invalid)?
+            .body;
+        if !same(&stored.secret_sha256, &sha256_hex(presented)) {
+            return Err(invalid());
+        }
+        if stored.revoked_at.is_some() {
+            return Err(ApiError::unauthorized("the API key was revoked"));
+        }
+        if let Err(wait) = state.limiter.check(&stored.id, OffsetDateTime::now_utc()) {
+            return Err(ApiError::rate_limited(
+                wait.as_secs_f64().ceil().max(1.0) as u64
+            ));
+        }
+        Ok(Caller {
+            tenant: stored.tenant_id,
+            key_id: stored.id,
+            key_name: stored.name,
+            principal: stored.principal,
+        })
+    }
+}
+
+/// Requests per key: a token bucket per key in this process, in front of API Gateway's
+/// stage-wide throttling.
+pub struct RateLimiter {
+    per_minute: u32,
+    burst: u32,
+    buckets: Mutex<HashMap<String, Bucket>>,
+}
+
+/// Buckets kept before idle ones are forgotten (a full bucket is the same as none).
+const MAX_BUCKETS: usize = 10_000;
+
+impl RateLimiter {
+    pub fn new(per_minute: u32, burst: u32) -> Self {
+        Self {
+            per_minute,
+            burst,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn check(&self, key_id: &str, now: OffsetDateTime) -> Result<(), Duration> {
+        let Ok(mut buckets) = self.buckets.lock() else {
+            return Ok(());
+        };
+        if buckets.len() >= MAX_BUCKETS {
+            buckets.clear();
+        }
+        buckets
+            .entry(key_id.to_owned())
+            .or_insert_with(|| Bucket::full(self.burst, now))
+            .take(self.per_minute, self.burst, now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issued_keys_carry_their_prefix_and_only_a_hash_is_kept() {
+        let tenant = TenantId::new("t1").unwrap();
+        let issued = issue(
+            &tenant,
+            "ci",
+            Principal::User { role: Role::Viewer },
+            OffsetDateTime::UNIX_EPOCH,
+        );
+        let prefix = &issued.key.prefix;
+        assert!(issued.secret.starts_with(&format!("swk_{prefix}_")));
+        assert_eq!(issued.secret.len(), 4 + 12 + 1 + 64);
+        assert_eq!(issued.key.secret_sha256, sha256_hex(&issued.secret));
+        assert!(
+            !serde_json::to_string(&issued.key)
+                .unwrap()
+                .contains(&issued.secret)
+        );
+        let other = issue(
+            &tenant,
+            "ci",
+            Principal::User { role: Role::Viewer },
+            OffsetDateTime::UNIX_EPOCH,
+        );
+        assert_ne!(issued.secret, other.secret);
+    }
+
+    #[test]
+    fn limiter_allows_the_burst_then_says_when() {
+        let limiter = RateLimiter::new(60, 2);
+        let t0 = OffsetDateTime::UNIX_EPOCH;
+        assert!(limiter.check("k", t0).is_ok());
+        assert!(limiter.check("k", t0).is_ok());
+        assert_eq!(limiter.check("k", t0), Err(Duration::from_secs(1)));
+        assert!(limiter.check("other", t0).is_ok(), "per key");
+    }
+
+    #[test]
+    fn comparison_needs_every_byte() {
+        assert!(same("abcd", "abcd"));
+        assert!(!same("abcd", "abce"));
+        assert!(!same("abcd", "abc"));
+    }
+}

@@ -1,0 +1,915 @@
+//! Every route through the Router (`oneshot`) against the local stack's DynamoDB.
+
+use std::collections::HashSet;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use spotwise_aws::store::{Item, PutCondition};
+use spotwise_core::config::Env;
+use spotwise_core::domain::Notification;
+use spotwise_core::{ClusterId, TenantId, keys};
+use spotwise_notify::record::FeedEntry;
+use spotwise_testkit::receiver::Receiver;
+use spotwise_testkit::{LocalStack, fixture, records};
+use time::OffsetDateTime;
+use tower::ServiceExt;
+
+use super::*;
+
+struct Api {
+    // Held so the emulator lives as long as the API under test.
+    _stack: LocalStack,
+    state: AppState,
+    /// Admin keys of tenants t1 and t2.
+    admin: String,
+    other_admin: String,
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Value,
+}
+
+async fn api_with(overrides: &[(&str, &str)]) -> Api {
+    let stack = LocalStack::start();
+    let mut env = stack.function_env("ApiFunction");
+    for (name, value) in overrides {
+        env.insert((*name).into(), (*value).into());
+    }
+    let config = Config::from_env(&Env::from_map(env)).unwrap();
+    let state = AppState::new(&stack.sdk_config().await, &config).unwrap();
+    let now = OffsetDateTime::now_utc();
+    let admin = auth::bootstrap(&state.store, &TenantId::new("t1").unwrap(), "Acme", now)
+        .await
+        .unwrap()
+        .secret;
+    let other_admin = auth::bootstrap(&state.store, &TenantId::new("t2").unwrap(), "Globex", now)
+        .await
+        .unwrap()
+        .secret;
+    Api {
+        _stack: stack,
+        state,
+        admin,
+        other_admin,
+    }
+}
+
+async fn api() -> Api {
+    api_with(&[]).await
+}
+
+impl Api {
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut request = Request::builder().method(method).uri(path);
+        if let Some(key) = key {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {key}"));
+        }
+        if body.is_some() {
+            request = request.header(header::CONTENT_TYPE, "application/json");
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request
+            .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
+            .unwrap();
+        let response = app(self.state.clone()).oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let body = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    async fn get(&self, path: &str, key: &str) -> Reply {
+        self.send(Method::GET, path, Some(key), None, &[]).await
+    }
+
+    async fn post(&self, path: &str, key: &str, body: Value) -> Reply {
+        self.send(Method::POST, path, Some(key), Some(body), &[])
+            .await
+    }
+
+    async fn delete(&self, path: &str, key: &str) -> Reply {
+        self.send(Method::DELETE, path, Some(key), None, &[]).await
+    }
+
+    /// A new key of t1 with `role`.
+    async fn key(&self, role: &str) -> String {
+        let reply = self
+            .post("/v1/keys", &self.admin, json!({"name": role, "role": role}))
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+        reply.body["secret"].as_str().unwrap().to_owned()
+    }
+}
+
+fn webhook(url: &str) -> Value {
+    json!({"name": "ops", "kind": "generic", "url": url, "secret": "whsec_0123456789abcdef"})
+}
+
+fn error_code(reply: &Reply) -> &str {
+    reply.body["error"]["code"].as_str().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn health_and_unknown_routes_answer_in_the_json_shapes() {
+    let api = api().await;
+    let health = api.send(Method::GET, "/v1/health", None, None, &[]).await;
+    assert_eq!(
+        (health.status, health.body.clone()),
+        (StatusCode::OK, json!({"status": "ok", "stage": "local"}))
+    );
+    let missing = api.send(Method::GET, "/v1/nope", None, None, &[]).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        missing.body,
+        json!({"error": {"code": "not_found", "message": "no route for /v1/nope"}})
+    );
+    let wrong_method = api
+        .send(Method::PATCH, "/v1/webhooks", Some(&api.admin), None, &[])
+        .await;
+    assert_eq!(wrong_method.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(error_code(&wrong_method), "method_not_allowed");
+
+    let response = invoke(
+        app(api.state.clone()),
+        &fixture("events/api/http-api-health.json"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (response.status_code, &response.body["status"]),
+        (200, &json!("ok"))
+    );
+}
+
+#[tokio::test]
+async fn health_reports_unavailable_when_the_store_is_gone() {
+    let api = api().await;
+    let state = api.state.clone();
+    drop(api);
+    let response = app(state)
+        .oneshot(Request::get("/v1/health").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[tokio::test]
+async fn requests_without_a_valid_key_are_refused() {
+    let api = api().await;
+    let none = api.send(Method::GET, "/v1/tenant", None, None, &[]).await;
+    assert_eq!(none.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(none.headers[header::WWW_AUTHENTICATE], "Bearer");
+    assert_eq!(
+        api.get("/v1/tenant", "garbage").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let mut forged = api.admin.clone();
+    forged.pop();
+    forged.push('x');
+    assert_eq!(
+        api.get("/v1/tenant", &forged).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+
+    let ok = api.get("/v1/tenant", &api.admin).await;
+    assert_eq!(
+        (ok.status, &ok.body["name"]),
+        (StatusCode::OK, &json!("Acme"))
+    );
+    let by_header = api
+        .send(
+            Method::GET,
+            "/v1/tenant",
+            None,
+            None,
+            &[("x-api-key", &api.admin)],
+        )
+        .await;
+    assert_eq!(by_header.status, StatusCode::OK);
+
+    let viewer = api.key("viewer").await;
+    let id = api.get("/v1/keys", &api.admin).await.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["role"] == "viewer")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        api.delete(&format!("/v1/keys/{id}"), &api.admin)
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    let revoked = api.get("/v1/tenant", &viewer).await;
+    assert_eq!(
+        (
+            revoked.status,
+            revoked.body["error"]["message"].as_str().unwrap()
+        ),
+        (StatusCode::UNAUTHORIZED, "the API key was revoked")
+    );
+    let listed = api.get("/v1/keys", &api.admin).await;
+    assert!(
+        !listed.body.to_string().contains("secret_sha256"),
+        "hashes are never listed"
+    );
+}
+
+#[tokio::test]
+async fn roles_gate_every_mutation() {
+    let api = api().await;
+    let (viewer, operator) = (api.key("viewer").await, api.key("operator").await);
+    let hook = webhook("https://hooks.example.com/spotwise");
+
+    let denied = api.post("/v1/webhooks", &viewer, hook.clone()).await;
+    assert_eq!(
+        (denied.status, error_code(&denied)),
+        (StatusCode::FORBIDDEN, "forbidden")
+    );
+    assert_eq!(
+        api.post("/v1/webhooks", &operator, hook).await.status,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        api.get("/v1/webhooks", &viewer).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        api.post("/v1/keys", &operator, json!({"name": "x", "role": "admin"}))
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        api.get("/v1/keys", &operator).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        api.get("/v1/audit", &operator).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let silence = json!({"matchers": [{"label": "env", "op": "equal", "value": "dev"}],
+        "expires_at": spotwise_core::rfc3339(OffsetDateTime::now_utc() + time::Duration::hours(1)), "comment": "noise"});
+    assert_eq!(
+        api.post("/v1/silences", &viewer, silence.clone())
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        api.post("/v1/silences", &operator, silence).await.status,
+        StatusCode::CREATED
+    );
+}
+
+#[tokio::test]
+async fn one_tenants_key_finds_nothing_of_another_tenant() {
+    let api = api().await;
+    let created = api
+        .post(
+            "/v1/webhooks",
+            &api.admin,
+            webhook("https://hooks.example.com/a"),
+        )
+        .await;
+    let id = created.body["webhook"]["id"].as_str().unwrap().to_owned();
+    let silence = api.post("/v1/silences", &api.admin, json!({"matchers": [{"label": "env", "op": "equal", "value": "dev"}],
+        "expires_at": spotwise_core::rfc3339(OffsetDateTime::now_utc() + time::Duration::hours(1)), "comment": "noise"})).await;
+    let window = api
+        .post(
+            "/v1/maintenance-windows",
+            &api.admin,
+            json!({"name": "patching", "rule": "FREQ=WEEKLY;BYDAY=SA",
+        "starts": "2026-11-07T02:00:00Z", "duration_minutes": 120}),
+        )
+        .await;
+    assert_eq!(
+        (silence.status, window.status),
+        (StatusCode::CREATED, StatusCode::CREATED)
+    );
+    let (silence_id, window_id) = (
+        silence.body["id"].as_str().unwrap(),
+        window.body["id"].as_str().unwrap(),
+    );
+    let own_key = api.get("/v1/keys", &api.admin).await.body["items"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let b = &api.other_admin;
+    for path in [
+        format!("/v1/webhooks/{id}"),
+        format!("/v1/webhooks/{id}/deliveries"),
+    ] {
+        assert_eq!(
+            api.get(&path, b).await.status,
+            StatusCode::NOT_FOUND,
+            "{path}"
+        );
+    }
+    let put = api
+        .send(
+            Method::PUT,
+            &format!("/v1/webhooks/{id}"),
+            Some(b),
+            Some(webhook("https://hooks.example.com/b")),
+            &[],
+        )
+        .await;
+    assert_eq!(put.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        api.post(&format!("/v1/webhooks/{id}/test"), b, json!({}))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    for path in [
+        format!("/v1/webhooks/{id}"),
+        format!("/v1/silences/{silence_id}"),
+        format!("/v1/maintenance-windows/{window_id}"),
+        format!("/v1/keys/{own_key}"),
+    ] {
+        assert_eq!(
+            api.delete(&path, b).await.status,
+            StatusCode::NOT_FOUND,
+            "{path}"
+        );
+    }
+    for list in [
+        "/v1/webhooks",
+        "/v1/silences",
+        "/v1/maintenance-windows",
+        "/v1/notifications",
+        "/v1/audit",
+    ] {
+        let reply = api.get(list, b).await;
+        assert_eq!(reply.status, StatusCode::OK, "{list}");
+        let items = reply.body["items"].as_array().unwrap();
+        assert!(
+            items
+                .iter()
+                .all(|i| !i.to_string().contains(&id) && !i.to_string().contains("patching")),
+            "{list}: {items:?}"
+        );
+    }
+    assert_eq!(
+        api.get(&format!("/v1/webhooks/{id}"), &api.admin)
+            .await
+            .status,
+        StatusCode::OK,
+        "still there for its tenant"
+    );
+}
+
+#[tokio::test]
+async fn agent_keys_reach_no_tenant_data() {
+    let api = api().await;
+    let tenant = TenantId::new("t1").unwrap();
+    let cluster = ClusterId::new("111122223333.us-east-1.prod").unwrap();
+    api.state
+        .store
+        .put(
+            &Item::new(
+                keys::cluster(&tenant, &cluster),
+                records::cluster(&tenant, &cluster, None),
+            ),
+            PutCondition::Always,
+        )
+        .await
+        .unwrap();
+    let created = api
+        .post(
+            "/v1/keys",
+            &api.admin,
+            json!({"name": "prod agent", "role": "agent", "cluster_id": cluster.to_string()}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    assert_eq!(created.body["key"]["cluster_id"], cluster.to_string());
+    let agent = created.body["secret"].as_str().unwrap();
+    for path in [
+        "/v1/tenant",
+        "/v1/webhooks",
+        "/v1/notifications",
+        "/v1/keys",
+        "/v1/audit",
+    ] {
+        let reply = api.get(path, agent).await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{path}");
+    }
+    let unknown = api
+        .post(
+            "/v1/keys",
+            &api.admin,
+            json!({"name": "x", "role": "agent", "cluster_id": "111122223333.us-east-1.nope"}),
+        )
+        .await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    let other_tenant = api
+        .post(
+            "/v1/keys",
+            &api.other_admin,
+            json!({"name": "x", "role": "agent", "cluster_id": cluster.to_string()}),
+        )
+        .await;
+    assert_eq!(
+        other_tenant.status,
+        StatusCode::NOT_FOUND,
+        "a cluster of another tenant"
+    );
+}
+
+#[tokio::test]
+async fn invalid_requests_get_a_400_naming_the_field() {
+    let api = api().await;
+    let cases = [
+        (
+            "/v1/webhooks",
+            json!({"name": "ops", "kind": "slack"}),
+            "url",
+        ),
+        ("/v1/webhooks", webhook("https://10.1.2.3/hook"), "url"),
+        (
+            "/v1/webhooks",
+            webhook("http://hooks.example.com/hook"),
+            "url",
+        ),
+        ("/v1/webhooks", webhook("https://[fd00::1]/hook"), "url"),
+        (
+            "/v1/webhooks",
+            json!({"name": "ops", "kind": "slack", "url": "https://hooks.example.com/x", "template": "{nope}"}),
+            "template",
+        ),
+        (
+            "/v1/webhooks",
+            json!({"name": "ops", "kind": "generic", "url": "https://hooks.example.com/x", "secret": "short"}),
+            "secret",
+        ),
+        (
+            "/v1/webhooks",
+            json!({"name": "ops", "kind": "pager", "url": "https://hooks.example.com/x"}),
+            "kind",
+        ),
+        (
+            "/v1/webhooks",
+            json!({"name": "ops", "kind": "slack", "url": "https://hooks.example.com/x", "min_severity": "loud"}),
+            "min_severity",
+        ),
+        (
+            "/v1/webhooks",
+            json!({"name": "ops", "kind": "slack", "url": "https://hooks.example.com/x", "colour": "red"}),
+            "colour",
+        ),
+        (
+            "/v1/webhooks",
+            json!({"name": "ops", "kind": "slack", "url": "https://hooks.example.com/x", "rate_per_minute": 0}),
+            "rate_per_minute",
+        ),
+        (
+            "/v1/silences",
+            json!({"matchers": [], "expires_at": "2030-01-01T00:00:00Z", "comment": "x"}),
+            "matchers",
+        ),
+        (
+            "/v1/silences",
+            json!({"matchers": [{"label": "env", "op": "like", "value": "x"}], "expires_at": "2030-01-01T00:00:00Z", "comment": "x"}),
+            "matchers[0].op",
+        ),
+        (
+            "/v1/silences",
+            json!({"matchers": [{"label": "env", "op": "equal", "value": "x"}], "expires_at": "2020-01-01T00:00:00Z", "comment": "x"}),
+            "expires_at",
+        ),
+        (
+            "/v1/maintenance-windows",
+            json!({"name": "w", "rule": "FREQ=HOURLY", "starts": "2026-11-07T02:00:00Z", "duration_minutes": 60}),
+            "rule",
+        ),
+        (
+            "/v1/maintenance-windows",
+            json!({"name": "w", "rule": "FREQ=DAILY", "starts": "yesterday", "duration_minutes": 60}),
+            "starts",
+        ),
+        ("/v1/keys", json!({"name": "k", "role": "root"}), "role"),
+        (
+            "/v1/keys",
+            json!({"name": "k", "role": "agent"}),
+            "cluster_id",
+        ),
+    ];
+    for (path, body, field) in cases {
+        let reply = api.post(path, &api.admin, body.clone()).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{path} {body}: {}",
+            reply.body
+        );
+        assert_eq!(
+            reply.body["error"]["field"], field,
+            "{path} {body}: {}",
+            reply.body
+        );
+        assert!(
+            reply.body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with(field),
+            "{}",
+            reply.body
+        );
+    }
+    let broken = api
+        .send(
+            Method::POST,
+            "/v1/webhooks",
+            Some(&api.admin),
+            None,
+            &[("content-type", "application/json")],
+        )
+        .await;
+    assert_eq!(
+        (broken.status, error_code(&broken)),
+        (StatusCode::BAD_REQUEST, "invalid_body")
+    );
+    let not_json = api
+        .send(Method::POST, "/v1/webhooks", Some(&api.admin), None, &[])
+        .await;
+    assert_eq!(not_json.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    for (path, field) in [
+        ("/v1/webhooks?limit=0", "limit"),
+        ("/v1/webhooks?limit=101", "limit"),
+        ("/v1/webhooks?cursor=bm9wZQ", "cursor"),
+    ] {
+        let reply = api.get(path, &api.admin).await;
+        assert_eq!(
+            (reply.status, &reply.body["error"]["field"]),
+            (StatusCode::BAD_REQUEST, &json!(field)),
+            "{path}: {}",
+            reply.body
+        );
+    }
+    assert_eq!(
+        api.get("/v1/webhooks?limit=many", &api.admin).await.status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        api.get("/v1/webhooks/a%23b", &api.admin).await.status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn webhooks_are_replaced_under_optimistic_locking_and_audited_without_secrets() {
+    let api = api().await;
+    let created = api
+        .post(
+            "/v1/webhooks",
+            &api.admin,
+            json!({"name": "ops", "kind": "generic", "url": "https://hooks.example.com/a"}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    assert_eq!(created.headers[header::ETAG], "\"1\"");
+    let secret = created.body["secret"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("whsec_"), "generated when not given");
+    let id = created.body["webhook"]["id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/webhooks/{id}");
+
+    let read = api.get(&path, &api.admin).await;
+    assert_eq!(read.headers[header::ETAG], "\"1\"");
+    assert!(!read.body.to_string().contains(&secret));
+    assert_eq!(
+        read.body["secret_hint"],
+        format!("…{}", &secret[secret.len() - 4..])
+    );
+
+    let changed = json!({"name": "ops (renamed)", "kind": "generic", "url": "https://hooks.example.com/b", "min_severity": "warning"});
+    let replaced = api
+        .send(
+            Method::PUT,
+            &path,
+            Some(&api.admin),
+            Some(changed.clone()),
+            &[("if-match", "\"1\"")],
+        )
+        .await;
+    assert_eq!(replaced.status, StatusCode::OK, "{}", replaced.body);
+    assert_eq!(
+        (
+            replaced.headers[header::ETAG].to_str().unwrap(),
+            &replaced.body["min_severity"]
+        ),
+        ("\"2\"", &json!("warning"))
+    );
+    assert_eq!(
+        replaced.body["secret_hint"], read.body["secret_hint"],
+        "the secret is kept"
+    );
+    let stale = api
+        .send(
+            Method::PUT,
+            &path,
+            Some(&api.admin),
+            Some(changed),
+            &[("if-match", "\"1\"")],
+        )
+        .await;
+    assert_eq!(
+        (stale.status, error_code(&stale)),
+        (StatusCode::PRECONDITION_FAILED, "precondition_failed")
+    );
+
+    assert_eq!(
+        api.delete(&path, &api.admin).await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        api.get(&path, &api.admin).await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    let audit = api.get("/v1/audit", &api.admin).await;
+    let actions: Vec<&str> = audit.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        ["webhook.delete", "webhook.update", "webhook.create"],
+        "newest first"
+    );
+    let update = &audit.body["items"][1];
+    assert_eq!(
+        (&update["before"]["name"], &update["after"]["name"]),
+        (&json!("ops"), &json!("ops (renamed)"))
+    );
+    assert!(update["actor"].as_str().unwrap().starts_with("key:"));
+    assert!(
+        !audit.body.to_string().contains(&secret),
+        "no secret in the audit log"
+    );
+}
+
+#[tokio::test]
+async fn test_deliveries_report_what_the_receiver_said() {
+    let api = api_with(&[("SPOTWISE_DEV_MODE", "true")]).await;
+    let receiver = Receiver::start().await;
+    let good = api
+        .post("/v1/webhooks", &api.admin, webhook(&receiver.url("hook")))
+        .await;
+    let gone = api
+        .post(
+            "/v1/webhooks",
+            &api.admin,
+            json!({"name": "old", "kind": "slack", "url": receiver.url("gone")}),
+        )
+        .await;
+    let (good, gone) = (
+        good.body["webhook"]["id"].as_str().unwrap(),
+        gone.body["webhook"]["id"].as_str().unwrap(),
+    );
+
+    let tested = api
+        .post(&format!("/v1/webhooks/{good}/test"), &api.admin, json!({}))
+        .await;
+    assert_eq!(tested.status, StatusCode::OK, "{}", tested.body);
+    assert_eq!(
+        (
+            &tested.body["outcome"],
+            &tested.body["status"],
+            &tested.body["response"]
+        ),
+        (&json!("delivered"), &json!(200), &json!("ok"))
+    );
+    let received = &receiver.requests()[0];
+    let signature = received.headers[spotwise_notify::sign::SIGNATURE_HEADER]
+        .to_str()
+        .unwrap();
+    assert!(
+        spotwise_notify::sign::verify(
+            b"whsec_0123456789abcdef",
+            signature,
+            &received.body,
+            OffsetDateTime::now_utc().unix_timestamp(),
+            300
+        )
+        .is_ok()
+    );
+    let sent: Notification = serde_json::from_slice(&received.body).unwrap();
+    assert_eq!(sent.event_type, "test");
+
+    let refused = api
+        .post(&format!("/v1/webhooks/{gone}/test"), &api.admin, json!({}))
+        .await;
+    assert_eq!(
+        (&refused.body["outcome"], &refused.body["status"]),
+        (&json!("rejected"), &json!(410))
+    );
+
+    let log = api
+        .get(&format!("/v1/webhooks/{good}/deliveries"), &api.admin)
+        .await;
+    assert_eq!(log.body["items"].as_array().unwrap().len(), 1);
+    assert_eq!(log.body["items"][0]["event_type"], "test");
+}
+
+#[tokio::test]
+async fn lists_page_through_every_item_once() {
+    let api = api().await;
+    let tenant = TenantId::new("t1").unwrap();
+    let event: Value =
+        serde_json::from_str(&fixture("events/webhook-dispatcher/sqs-notification.json")).unwrap();
+    let base: Notification =
+        serde_json::from_str(event["Records"][0]["body"].as_str().unwrap()).unwrap();
+    let items: Vec<_> = (0..120)
+        .map(|i| {
+            let id = format!("{i:04}");
+            Item::new(
+                keys::notification(&tenant, &id),
+                FeedEntry {
+                    id,
+                    notification: Notification {
+                        dedup_key: format!("k{i}"),
+                        ..base.clone()
+                    },
+                    suppressed: None,
+                    endpoints: vec![],
+                },
+            )
+        })
+        .collect();
+    api.state.store.batch_put(&items).await.unwrap();
+
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/notifications?limit=50&cursor={c}"),
+            None => "/v1/notifications?limit=50".to_owned(),
+        };
+        let page = api.get(&path, &api.admin).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        pages += 1;
+        seen.extend(
+            page.body["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["id"].as_str().unwrap().to_owned()),
+        );
+        match page.body["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 120);
+    assert_eq!(seen.iter().collect::<HashSet<_>>().len(), 120);
+    assert_eq!(
+        (seen[0].as_str(), seen[119].as_str()),
+        ("0119", "0000"),
+        "newest first"
+    );
+    assert!(pages >= 3);
+
+    // A cursor of one tenant's list is refused in another's.
+    let first = api.get("/v1/notifications?limit=10", &api.admin).await;
+    let cursor = first.body["next_cursor"].as_str().unwrap();
+    let reused = api
+        .get(
+            &format!("/v1/notifications?limit=10&cursor={cursor}"),
+            &api.other_admin,
+        )
+        .await;
+    assert_eq!(reused.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn each_key_is_rate_limited_with_retry_after() {
+    let api = api_with(&[("API_RATE_PER_MINUTE", "6"), ("API_RATE_BURST", "2")]).await;
+    assert_eq!(
+        api.get("/v1/tenant", &api.admin).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        api.get("/v1/tenant", &api.admin).await.status,
+        StatusCode::OK
+    );
+    let limited = api.get("/v1/tenant", &api.admin).await;
+    assert_eq!(
+        (limited.status, error_code(&limited)),
+        (StatusCode::TOO_MANY_REQUESTS, "rate_limited")
+    );
+    assert_eq!(limited.headers[header::RETRY_AFTER], "10");
+    assert_eq!(
+        api.get("/v1/tenant", &api.other_admin).await.status,
+        StatusCode::OK,
+        "another key has its own bucket"
+    );
+}
+
+#[tokio::test]
+async fn the_audit_log_filters_and_exports() {
+    let api = api().await;
+    for name in ["a", "b"] {
+        let mut body = webhook("https://hooks.example.com/x");
+        body["name"] = json!(name);
+        api.post("/v1/webhooks", &api.admin, body).await;
+    }
+    api.key("viewer").await;
+    let created = api.get("/v1/audit?action=webhook.create", &api.admin).await;
+    assert_eq!(created.body["items"].as_array().unwrap().len(), 2);
+    let since_future = api
+        .get("/v1/audit?since=2100-01-01T00:00:00Z", &api.admin)
+        .await;
+    assert_eq!(since_future.body["items"].as_array().unwrap().len(), 0);
+
+    let csv = api.get("/v1/audit/export", &api.admin).await;
+    assert_eq!(csv.status, StatusCode::OK);
+    assert!(
+        csv.headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    let text = csv.body.as_str().unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "id,at,actor,action,target,before,after");
+    assert_eq!(lines.len(), 4, "{text}");
+    let json_export = api
+        .get("/v1/audit/export?format=json&action=key.create", &api.admin)
+        .await;
+    assert_eq!(json_export.body.as_array().unwrap().len(), 1);
+    let bad = api.get("/v1/audit/export?format=xml", &api.admin).await;
+    assert_eq!(
+        (bad.status, &bad.body["error"]["field"]),
+        (StatusCode::BAD_REQUEST, &json!("format"))
+    );
+}
+
+#[tokio::test]
+async fn the_openapi_document_describes_every_route() {
+    let api = api().await;
+    let doc = api
+        .send(Method::GET, "/v1/openapi.json", None, None, &[])
+        .await;
+    assert_eq!(doc.status, StatusCode::OK);
+    assert!(doc.body["openapi"].as_str().unwrap().starts_with("3.1"));
+    let paths: HashSet<&str> = doc.body["paths"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    for route in [
+        "/v1/health",
+        "/v1/tenant",
+        "/v1/keys",
+        "/v1/keys/{id}",
+        "/v1/webhooks",
+        "/v1/webhooks/{id}",
+        "/v1/webhooks/{id}/test",
+        "/v1/webhooks/{id}/deliveries",
+        "/v1/silences",
+        "/v1/silences/{id}",
+        "/v1/maintenance-windows",
+        "/v1/maintenance-windows/{id}",
+        "/v1/notifications",
+        "/v1/audit",
+        "/v1/audit/export",
+    ] {
+        assert!(paths.contains(route), "{route} missing from {paths:?}");
+    }
+    assert_eq!(
+        doc.body["components"]["securitySchemes"]["api_key"]["scheme"],
+        "bearer"
+    );
+    assert!(doc.body["components"]["schemas"]["WebhookInput"].is_object());
+    let docs = api.send(Method::GET, "/v1/docs", None, None, &[]).await;
+    assert!(docs.body.as_str().unwrap().contains("/v1/openapi.json"));
+}
