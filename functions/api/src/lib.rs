@@ -1,8 +1,10 @@
 //! The Spotwise REST API: one axum Router, run by lambda_http in Lambda and by a local server
 //! otherwise. Versioned under `/v1`; every error is `{"error": {"code", "message"}}`.
 
+pub mod agent;
 pub mod audit;
 pub mod auth;
+pub mod clusters;
 pub mod error;
 pub mod paging;
 pub mod suppression;
@@ -51,6 +53,7 @@ impl Config {
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,
+    pub sqs: aws_sdk_sqs::Client,
     pub stage: String,
     pub target_policy: TargetPolicy,
     pub lookup: Arc<dyn Lookup>,
@@ -69,6 +72,7 @@ impl AppState {
                 aws_sdk_dynamodb::Client::new(sdk),
                 &config.common.table_name,
             ),
+            sqs: aws_sdk_sqs::Client::new(sdk),
             stage: config.common.stage.clone(),
             target_policy,
             deliverer: Arc::new(Deliverer::new(
@@ -100,6 +104,10 @@ impl AppState {
         suppression::create_window, suppression::list_windows, suppression::delete_window,
         suppression::feed,
         audit::list, audit::export,
+        clusters::list, clusters::detail, clusters::get_policy, clusters::put_policy,
+        clusters::recommendations, clusters::recommendation, clusters::approve,
+        clusters::list_actions, clusters::get_action, clusters::cancel_action,
+        agent::heartbeat, agent::action_state, agent::action_result, agent::put_snapshot,
     ),
     modifiers(&ApiKeyScheme),
 )]
@@ -151,6 +159,34 @@ pub fn app(state: AppState) -> Router {
             axum::routing::delete(suppression::delete_window),
         )
         .route("/v1/notifications", get(suppression::feed))
+        .route("/v1/clusters", get(clusters::list))
+        .route("/v1/clusters/{id}", get(clusters::detail))
+        .route(
+            "/v1/clusters/{id}/policy",
+            get(clusters::get_policy).put(clusters::put_policy),
+        )
+        .route(
+            "/v1/clusters/{id}/recommendations",
+            get(clusters::recommendations),
+        )
+        .route(
+            "/v1/clusters/{id}/recommendations/{revision}",
+            get(clusters::recommendation),
+        )
+        .route(
+            "/v1/clusters/{id}/recommendations/{revision}/approve",
+            post(clusters::approve),
+        )
+        .route("/v1/actions", get(clusters::list_actions))
+        .route("/v1/actions/{id}", get(clusters::get_action))
+        .route("/v1/actions/{id}/cancel", post(clusters::cancel_action))
+        .route("/v1/agent/heartbeat", post(agent::heartbeat))
+        .route("/v1/agent/actions/{id}", get(agent::action_state))
+        .route("/v1/agent/actions/{id}/result", post(agent::action_result))
+        .route(
+            "/v1/agent/snapshot",
+            axum::routing::put(agent::put_snapshot),
+        )
         .route("/v1/audit", get(audit::list))
         .route("/v1/audit/export", get(audit::export))
         .fallback(not_found)

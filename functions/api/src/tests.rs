@@ -902,6 +902,19 @@ async fn the_openapi_document_describes_every_route() {
         "/v1/notifications",
         "/v1/audit",
         "/v1/audit/export",
+        "/v1/clusters",
+        "/v1/clusters/{id}",
+        "/v1/clusters/{id}/policy",
+        "/v1/clusters/{id}/recommendations",
+        "/v1/clusters/{id}/recommendations/{revision}",
+        "/v1/clusters/{id}/recommendations/{revision}/approve",
+        "/v1/actions",
+        "/v1/actions/{id}",
+        "/v1/actions/{id}/cancel",
+        "/v1/agent/heartbeat",
+        "/v1/agent/actions/{id}",
+        "/v1/agent/actions/{id}/result",
+        "/v1/agent/snapshot",
     ] {
         assert!(paths.contains(route), "{route} missing from {paths:?}");
     }
@@ -912,4 +925,394 @@ async fn the_openapi_document_describes_every_route() {
     assert!(doc.body["components"]["schemas"]["WebhookInput"].is_object());
     let docs = api.send(Method::GET, "/v1/docs", None, None, &[]).await;
     assert!(docs.body.as_str().unwrap().contains("/v1/openapi.json"));
+}
+
+fn prod_cluster() -> ClusterId {
+    ClusterId::new("111122223333.us-east-1.prod").unwrap()
+}
+
+impl Api {
+    async fn seed_cluster(&self, agent_queue_url: Option<String>) {
+        let tenant = TenantId::new("t1").unwrap();
+        let cluster = prod_cluster();
+        self.state
+            .store
+            .put(
+                &Item::new(
+                    keys::cluster(&tenant, &cluster),
+                    records::cluster(&tenant, &cluster, agent_queue_url),
+                ),
+                PutCondition::Always,
+            )
+            .await
+            .unwrap();
+    }
+
+    async fn agent_key(&self) -> String {
+        let created = self
+            .post(
+                "/v1/keys",
+                &self.admin,
+                json!({"name": "agent", "role": "agent", "cluster_id": prod_cluster().to_string()}),
+            )
+            .await;
+        created.body["secret"].as_str().unwrap().to_owned()
+    }
+
+    async fn seed_action(&self, id: &str, cluster: &ClusterId) {
+        let tenant = TenantId::new("t1").unwrap();
+        let now = OffsetDateTime::now_utc();
+        let record = spotwise_core::action::ActionRecord {
+            tenant_id: tenant.clone(),
+            action: spotwise_core::action::AgentAction {
+                action_id: id.into(),
+                cluster_id: cluster.clone(),
+                kind: spotwise_core::action::ActionKind::Drain,
+                target: spotwise_core::action::ActionTarget::Node {
+                    name: "ip-10-0-1-17.ec2.internal".into(),
+                },
+                params: Default::default(),
+                reason: "test".into(),
+                issued_at: now,
+                not_after: now + time::Duration::minutes(5),
+                signature: "00".into(),
+            },
+            status: spotwise_core::action::ActionStatus::Queued,
+            status_reason: None,
+            source: "test".into(),
+            instance_id: None,
+            created_at: now,
+            updated_at: now,
+        };
+        self.state
+            .store
+            .put(
+                &Item::new(keys::action(&tenant, id), record),
+                PutCondition::Always,
+            )
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn clusters_and_policies_are_read_and_replaced_per_tenant() {
+    let api = api().await;
+    api.seed_cluster(None).await;
+    let id = prod_cluster().to_string();
+    let listed = api.get("/v1/clusters", &api.admin).await;
+    assert_eq!(listed.body["items"][0]["id"], id.as_str());
+    assert!(
+        api.get("/v1/clusters", &api.other_admin).await.body["items"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        api.get(&format!("/v1/clusters/{id}"), &api.other_admin)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+
+    let detail = api.get(&format!("/v1/clusters/{id}"), &api.admin).await;
+    assert_eq!(detail.status, StatusCode::OK, "{}", detail.body);
+    assert_eq!(
+        detail.body["snapshot_problem"],
+        "the agent has not uploaded a snapshot"
+    );
+
+    let path = format!("/v1/clusters/{id}/policy");
+    let policy = api.get(&path, &api.admin).await;
+    assert_eq!(
+        (
+            policy.headers[header::ETAG].to_str().unwrap(),
+            &policy.body["mode"]
+        ),
+        ("\"0\"", &json!("recommend"))
+    );
+    let mut changed = policy.body.clone();
+    changed["mode"] = json!("auto");
+    changed["min_spot_pools"] = json!(4);
+    let put = api
+        .send(
+            Method::PUT,
+            &path,
+            Some(&api.admin),
+            Some(changed.clone()),
+            &[("if-match", "\"0\"")],
+        )
+        .await;
+    assert_eq!(
+        (put.status, put.headers[header::ETAG].to_str().unwrap()),
+        (StatusCode::OK, "\"1\""),
+        "{}",
+        put.body
+    );
+    let stale = api
+        .send(
+            Method::PUT,
+            &path,
+            Some(&api.admin),
+            Some(changed.clone()),
+            &[("if-match", "\"0\"")],
+        )
+        .await;
+    assert_eq!(stale.status, StatusCode::PRECONDITION_FAILED);
+    assert_eq!(api.get(&path, &api.admin).await.body["mode"], "auto");
+    changed["min_spot_pools"] = json!(0);
+    let invalid = api
+        .send(
+            Method::PUT,
+            &path,
+            Some(&api.admin),
+            Some(changed.clone()),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        (invalid.status, &invalid.body["error"]["field"]),
+        (StatusCode::BAD_REQUEST, &json!("min_spot_pools"))
+    );
+    let other = api
+        .send(
+            Method::PUT,
+            &path,
+            Some(&api.other_admin),
+            Some(policy.body),
+            &[],
+        )
+        .await;
+    assert_eq!(other.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn agent_reports_reach_the_cluster_and_its_actions() {
+    let api = api().await;
+    api.seed_cluster(None).await;
+    let agent = api.agent_key().await;
+    let cluster = prod_cluster();
+
+    let beat = api
+        .post(
+            "/v1/agent/heartbeat",
+            &agent,
+            json!({"agent_version": "0.1.0", "dry_run": false}),
+        )
+        .await;
+    assert_eq!(beat.status, StatusCode::NO_CONTENT, "{}", beat.body);
+    assert_eq!(
+        api.post(
+            "/v1/agent/heartbeat",
+            &api.admin,
+            json!({"agent_version": "x", "dry_run": false})
+        )
+        .await
+        .status,
+        StatusCode::FORBIDDEN,
+        "user keys are not agents"
+    );
+    let snapshot = spotwise_optimizer::kube::parse_list(
+        fixture("events/optimizer/kubectl-snapshot.json").as_bytes(),
+    )
+    .unwrap();
+    let uploaded = api
+        .send(
+            Method::PUT,
+            "/v1/agent/snapshot",
+            Some(&agent),
+            Some(serde_json::to_value(&snapshot).unwrap()),
+            &[],
+        )
+        .await;
+    assert_eq!(uploaded.status, StatusCode::OK, "{}", uploaded.body);
+    let broken = api
+        .send(
+            Method::PUT,
+            "/v1/agent/snapshot",
+            Some(&agent),
+            Some(json!({"nodes": "none"})),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        (broken.status, &broken.body["error"]["field"]),
+        (StatusCode::BAD_REQUEST, &json!("nodes"))
+    );
+
+    let detail = api
+        .get(&format!("/v1/clusters/{cluster}"), &api.admin)
+        .await;
+    assert_eq!(detail.body["agent"]["agent_version"], "0.1.0");
+    assert_eq!(detail.body["snapshot"]["nodes"], snapshot.nodes.len());
+    let kinds: Vec<&str> = detail.body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["snapshot", "agent_online"]);
+
+    api.seed_action("a1", &cluster).await;
+    api.seed_action("a2", &cluster).await;
+    api.seed_action(
+        "elsewhere",
+        &ClusterId::new("111122223333.us-east-1.other").unwrap(),
+    )
+    .await;
+    assert_eq!(
+        api.get("/v1/agent/actions/a1", &agent).await.body["status"],
+        "queued"
+    );
+    assert_eq!(
+        api.get("/v1/agent/actions/elsewhere", &agent).await.status,
+        StatusCode::NOT_FOUND,
+        "another cluster's action"
+    );
+
+    let cancelled = api
+        .post("/v1/actions/a1/cancel", &api.admin, json!({}))
+        .await;
+    assert_eq!(
+        (cancelled.status, &cancelled.body["status"]),
+        (StatusCode::OK, &json!("cancelled"))
+    );
+    assert_eq!(
+        api.get("/v1/agent/actions/a1", &agent).await.body["status"],
+        "cancelled"
+    );
+
+    let report = json!({"outcome": "succeeded", "detail": "node drained: 4 evicted", "pods_left": {"shop/cart-0": "PDB"}});
+    let done = api
+        .post("/v1/agent/actions/a2/result", &agent, report.clone())
+        .await;
+    assert_eq!(
+        (done.status, &done.body["status"]),
+        (StatusCode::OK, &json!("succeeded")),
+        "{}",
+        done.body
+    );
+    assert!(
+        done.body["status_reason"]
+            .as_str()
+            .unwrap()
+            .contains("shop/cart-0 (PDB)")
+    );
+    assert_eq!(
+        api.post("/v1/agent/actions/a2/result", &agent, report)
+            .await
+            .status,
+        StatusCode::OK,
+        "a repeat changes nothing"
+    );
+    let late_cancel = api
+        .post("/v1/actions/a2/cancel", &api.admin, json!({}))
+        .await;
+    assert_eq!(late_cancel.status, StatusCode::CONFLICT);
+    let listed = api
+        .get(&format!("/v1/actions?cluster={cluster}"), &api.admin)
+        .await;
+    assert_eq!(listed.body["items"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        api.get("/v1/actions/a2", &api.other_admin).await.status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+fn recommendation(revision: u64) -> Value {
+    json!({
+        "id": format!("rec{revision}"), "revision": revision, "tenant_id": "t1", "cluster_id": prod_cluster().to_string(),
+        "trigger": "schedule", "mode": "recommend", "status": "proposed", "snapshot_id": "s1",
+        "created_at": "2026-11-24T10:00:00Z", "cost_hr": 0.5,
+        "summary": {"pods": 10, "placed_pods": 10, "nodes": 2, "spot_nodes": 1, "monthly_cost": 365.0,
+            "on_demand_equivalent_monthly": 500.0, "current_monthly_cost": 600.0, "monthly_savings": 235.0,
+            "spot_cost_share": 0.5, "spot_pod_share": 0.5, "spot_pools": 1, "risk_score": 10.0,
+            "cpu_utilisation": 0.7, "mem_utilisation": 0.6, "explanation": []},
+        "node_mix": [], "unschedulable": [],
+        "consolidation": {"current_cost_hr": 0.8, "after_cost_hr": 0.5, "budget": 1, "waves": [[0], [1]],
+            "steps": [
+                {"kind": "remove", "node": "ip-10-0-2-13.ec2.internal", "saving_hr": 0.1, "moves": [], "reason": "its pods fit elsewhere"},
+                {"kind": "remove", "node": "ip-10-0-1-12.ec2.internal", "saving_hr": 0.2, "moves": [], "reason": "its pods fit elsewhere"}
+            ],
+            "blocked": []},
+        "right_sizing": null, "pools_in_cooldown": [], "action_ids": []
+    })
+}
+
+#[tokio::test]
+async fn approving_the_newest_plan_sends_its_first_wave() {
+    let api = api().await;
+    let tenant = TenantId::new("t1").unwrap();
+    let cluster = prod_cluster();
+    for revision in [1, 2] {
+        let rec: spotwise_optimizer::recommendation::Recommendation =
+            serde_json::from_value(recommendation(revision)).unwrap();
+        api.state
+            .store
+            .put(
+                &Item::new(keys::recommendation(&tenant, &cluster, revision), rec),
+                PutCondition::Always,
+            )
+            .await
+            .unwrap();
+    }
+    api.seed_cluster(None).await;
+    let operator = api.key("operator").await;
+    let base = format!("/v1/clusters/{cluster}/recommendations");
+    let listed = api.get(&base, &api.admin).await;
+    let revisions: Vec<u64> = listed.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["revision"].as_u64().unwrap())
+        .collect();
+    assert_eq!(revisions, [2, 1]);
+
+    let old = api
+        .post(&format!("{base}/1/approve"), &operator, json!({}))
+        .await;
+    assert_eq!(
+        (old.status, error_code(&old)),
+        (StatusCode::CONFLICT, "superseded")
+    );
+    let viewer = api.key("viewer").await;
+    assert_eq!(
+        api.post(&format!("{base}/2/approve"), &viewer, json!({}))
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+
+    let approved = api
+        .post(&format!("{base}/2/approve"), &operator, json!({}))
+        .await;
+    assert_eq!(approved.status, StatusCode::OK, "{}", approved.body);
+    assert_eq!(approved.body["status"], "applying");
+    let ids = approved.body["action_ids"].as_array().unwrap();
+    assert_eq!(ids.len(), 1, "only the first wave");
+    let action = api
+        .get(
+            &format!("/v1/actions/{}", ids[0].as_str().unwrap()),
+            &api.admin,
+        )
+        .await;
+    assert_eq!(
+        action.body["action"]["target"]["name"],
+        "ip-10-0-2-13.ec2.internal"
+    );
+    assert_eq!(
+        action.body["status"], "undeliverable",
+        "the cluster has no agent installed yet"
+    );
+    assert_eq!(
+        api.post(&format!("{base}/2/approve"), &operator, json!({}))
+            .await
+            .status,
+        StatusCode::CONFLICT,
+        "approved once"
+    );
+    assert_eq!(
+        api.get(&format!("{base}/2"), &api.other_admin).await.status,
+        StatusCode::NOT_FOUND
+    );
 }

@@ -10,7 +10,6 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::convert::Infallible;
-use std::time::Duration;
 
 use aws_config::SdkConfig;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
@@ -18,9 +17,8 @@ use serde::{Deserialize, Serialize};
 use spotwise_aws::actions::{self, DispatchError};
 use spotwise_aws::queue::{Queue, QueueError};
 use spotwise_aws::snapshots::{self, Unusable};
-use spotwise_aws::store::{Claim, Item, PutCondition, Query};
+use spotwise_aws::store::{Item, PutCondition, Query};
 use spotwise_aws::{Store, StoreError};
-use spotwise_core::action::{ActionKind, ActionTarget, AgentAction};
 use spotwise_core::config::{CommonConfig, ConfigError, Env};
 use spotwise_core::domain::{Cluster, Policy, PolicyMode, PoolKey};
 use spotwise_core::keys;
@@ -39,10 +37,6 @@ use tracing::{info, warn};
 
 /// Clusters are planned independently; a few at a time keeps memory bounded.
 const CONCURRENCY: usize = 2;
-/// How long a drain the optimizer issued has to finish.
-const DRAIN_DEADLINE: time::Duration = time::Duration::minutes(30);
-/// While a drain of a node is in flight, later runs do not issue another.
-const DRAIN_CLAIM_HOLD: Duration = Duration::from_secs(60 * 60);
 /// Interruptions count against a pool over this many days.
 const OBSERVED_DAYS: i64 = 30;
 /// Stored lists are capped so a recommendation stays one item.
@@ -308,7 +302,9 @@ pub async fn optimize(
     .await?;
     let mut action_ids = Vec::new();
     if policy.mode == PolicyMode::Auto {
-        action_ids = apply_first_wave(deps, &record, now).await?;
+        let source = format!("optimizer:{}", record.id);
+        action_ids =
+            actions::apply_first_wave(&deps.store, &deps.sqs, &record, &source, now).await?;
         if !action_ids.is_empty() {
             let mut applied = record.clone();
             applied.action_ids.clone_from(&action_ids);
@@ -507,69 +503,6 @@ async fn store_recommendation(
         sk: keys::recommendations_prefix(cluster),
     }
     .into())
-}
-
-/// Sends drains for the first wave of node removals; a node already being drained by an
-/// earlier run is skipped.
-async fn apply_first_wave(
-    deps: &Deps,
-    record: &Recommendation,
-    now: OffsetDateTime,
-) -> Result<Vec<String>, OptimizeError> {
-    let Some(consolidation) = &record.consolidation else {
-        return Ok(Vec::new());
-    };
-    let Some(wave) = consolidation.waves.first() else {
-        return Ok(Vec::new());
-    };
-    let channel = actions::channel(&deps.store, &record.tenant_id, &record.cluster_id).await?;
-    let mut sent = Vec::new();
-    for step in wave.iter().filter_map(|&i| consolidation.steps.get(i)) {
-        let Step::Remove { node, reason, .. } = step else {
-            continue;
-        };
-        let claim = keys::idempotency(
-            "consolidation-drain",
-            &format!("{}#{node}", record.cluster_id),
-        );
-        if deps.store.claim(&claim, DRAIN_CLAIM_HOLD, now).await? == Claim::AlreadyClaimed {
-            info!(cluster = %record.cluster_id, %node, "drain already in flight");
-            continue;
-        }
-        let action = AgentAction {
-            action_id: ulid::Ulid::new().to_string().to_ascii_lowercase(),
-            cluster_id: record.cluster_id.clone(),
-            kind: ActionKind::Drain,
-            target: ActionTarget::Node { name: node.clone() },
-            params: BTreeMap::from([(
-                "deadline".to_owned(),
-                serde_json::json!(rfc3339(now + DRAIN_DEADLINE)),
-            )]),
-            reason: format!("consolidation: {reason}"),
-            issued_at: now,
-            not_after: now + DRAIN_DEADLINE,
-            signature: String::new(),
-        };
-        let source = format!("optimizer:{}", record.id);
-        match actions::dispatch(
-            &deps.store,
-            &deps.sqs,
-            &record.tenant_id,
-            channel.as_ref(),
-            action,
-            &source,
-            now,
-        )
-        .await
-        {
-            Ok(dispatched) => sent.push(dispatched.action.action_id),
-            Err(err) => {
-                let _ = deps.store.delete(&claim).await;
-                return Err(err.into());
-            }
-        }
-    }
-    Ok(sent)
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 use aws_sdk_sqs::types::QueueAttributeName;
 use spotwise_aws::store::Item;
-use spotwise_core::action::{ActionRecord, ActionStatus};
+use spotwise_core::action::{ActionKind, ActionRecord, ActionStatus, AgentAction};
 use spotwise_core::domain::{ClusterSecret, Pool};
 use spotwise_core::{ClusterId, TenantId};
 use spotwise_optimizer::kube::{Snapshot, SnapshotPod};

@@ -1,14 +1,25 @@
 //! Sending signed actions to a cluster's agent and recording them, for every issuer that is
 //! not on the interruption handler's latency-critical path (optimizer, hibernation, API).
 
-use spotwise_core::action::{ActionRecord, ActionStatus, AgentAction};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use spotwise_core::action::{ActionKind, ActionRecord, ActionStatus, ActionTarget, AgentAction};
 use spotwise_core::domain::{Cluster, ClusterSecret};
 use spotwise_core::keys;
 use spotwise_core::{Classify, ClusterId, Disposition, TenantId};
+use spotwise_optimizer::consolidation::Step;
+use spotwise_optimizer::recommendation::Recommendation;
 use time::OffsetDateTime;
 
 use crate::queue::{Fifo, QueueError};
+use crate::store::Claim;
 use crate::{Item, PutCondition, Queue, Store, StoreError};
+
+/// How long a consolidation drain may take before the agent gives up on it.
+const DRAIN_DEADLINE: time::Duration = time::Duration::minutes(30);
+/// A node being drained is not drained again by a later plan for this long.
+const DRAIN_CLAIM_HOLD: Duration = Duration::from_secs(60 * 60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DispatchError {
@@ -105,4 +116,69 @@ pub async fn dispatch(
     }
     store.put(&item, PutCondition::IfAbsent).await?;
     Ok(record)
+}
+
+/// Sends the drains of a recommendation's first consolidation wave (removals only: a
+/// replacement needs new capacity first) and returns their action ids. A node already being
+/// drained by an earlier plan is skipped. Used by `auto` mode and by approval through the API.
+pub async fn apply_first_wave(
+    store: &Store,
+    sqs: &aws_sdk_sqs::Client,
+    record: &Recommendation,
+    source: &str,
+    now: OffsetDateTime,
+) -> Result<Vec<String>, DispatchError> {
+    let Some(consolidation) = &record.consolidation else {
+        return Ok(Vec::new());
+    };
+    let Some(wave) = consolidation.waves.first() else {
+        return Ok(Vec::new());
+    };
+    let channel = channel(store, &record.tenant_id, &record.cluster_id).await?;
+    let mut sent = Vec::new();
+    for step in wave.iter().filter_map(|&i| consolidation.steps.get(i)) {
+        let Step::Remove { node, reason, .. } = step else {
+            continue;
+        };
+        let claim = keys::idempotency(
+            "consolidation-drain",
+            &format!("{}#{node}", record.cluster_id),
+        );
+        if store.claim(&claim, DRAIN_CLAIM_HOLD, now).await? == Claim::AlreadyClaimed {
+            tracing::info!(cluster = %record.cluster_id, %node, "drain already in flight");
+            continue;
+        }
+        let action = AgentAction {
+            action_id: ulid::Ulid::new().to_string().to_ascii_lowercase(),
+            cluster_id: record.cluster_id.clone(),
+            kind: ActionKind::Drain,
+            target: ActionTarget::Node { name: node.clone() },
+            params: BTreeMap::from([(
+                "deadline".to_owned(),
+                serde_json::json!(spotwise_core::rfc3339(now + DRAIN_DEADLINE)),
+            )]),
+            reason: format!("consolidation: {reason}"),
+            issued_at: now,
+            not_after: now + DRAIN_DEADLINE,
+            signature: String::new(),
+        };
+        match dispatch(
+            store,
+            sqs,
+            &record.tenant_id,
+            channel.as_ref(),
+            action,
+            source,
+            now,
+        )
+        .await
+        {
+            Ok(dispatched) => sent.push(dispatched.action.action_id),
+            Err(err) => {
+                let _ = store.delete(&claim).await;
+                return Err(err);
+            }
+        }
+    }
+    Ok(sent)
 }

@@ -17,6 +17,7 @@ use crate::ids::{ClusterId, TenantId};
 pub type HmacSha256 = Hmac<Sha256>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum ActionKind {
     Cordon,
@@ -29,6 +30,7 @@ pub enum ActionKind {
 
 /// What an action is applied to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum ActionTarget {
     Node {
@@ -42,6 +44,7 @@ pub enum ActionTarget {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AgentAction {
     pub action_id: String,
     pub cluster_id: ClusterId,
@@ -77,6 +80,7 @@ pub enum VerifyError {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ActionStatus {
     /// On the cluster's queue, not yet reported by the agent.
@@ -87,10 +91,13 @@ pub enum ActionStatus {
     Closed,
     Succeeded,
     Failed,
+    /// Withdrawn through the API before the agent reported it.
+    Cancelled,
 }
 
 /// The platform's record of an action it issued, kept in the tenant's partition.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ActionRecord {
     pub tenant_id: TenantId,
     pub action: AgentAction,

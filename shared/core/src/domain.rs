@@ -145,6 +145,7 @@ pub struct Account {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum CapacityType {
     #[serde(alias = "SPOT")]
@@ -155,6 +156,7 @@ pub enum CapacityType {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Cluster {
     pub tenant_id: TenantId,
     pub id: ClusterId,
@@ -318,6 +320,7 @@ impl Pool {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum PolicyMode {
     /// Store recommendations only.
@@ -328,6 +331,7 @@ pub enum PolicyMode {
 
 /// What a rebalance recommendation (elevated risk, no notice yet) leads to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum RebalanceResponse {
     /// Stop new pods landing on the node; nothing is evicted.
@@ -339,6 +343,7 @@ pub enum RebalanceResponse {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Policy {
     pub mode: PolicyMode,
     pub max_interruption_band: u8,

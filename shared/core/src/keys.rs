@@ -199,6 +199,23 @@ pub fn api_keys_index(tenant: &TenantId, prefix: &str) -> Gsi1Key {
     }
 }
 
+/// What the cluster's agent last said about itself (heartbeat).
+pub fn agent_status(tenant: &TenantId, cluster: &ClusterId) -> Key {
+    Key::new(tenant_partition(tenant), format!("AGENT#{cluster}"))
+}
+
+/// Sort-key prefix of a cluster's recent events (kept 24 hours); ids sort by time.
+pub fn cluster_events_prefix(cluster: &ClusterId) -> String {
+    format!("EVENT#{cluster}#")
+}
+
+pub fn cluster_event(tenant: &TenantId, cluster: &ClusterId, id: &str) -> Key {
+    Key::new(
+        tenant_partition(tenant),
+        format!("{}{id}", cluster_events_prefix(cluster)),
+    )
+}
+
 /// A notification in the tenant's feed, kept 30 days; ids sort by time.
 pub fn notification(tenant: &TenantId, id: &str) -> Key {
     Key::new(

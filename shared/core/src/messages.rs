@@ -94,3 +94,33 @@ mod tests {
         );
     }
 }
+
+/// What an agent reports every 30 seconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Heartbeat {
+    pub agent_version: String,
+    pub dry_run: bool,
+}
+
+/// How an action ended, as the agent saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum ReportedOutcome {
+    Succeeded,
+    Failed,
+    /// Verified but not executed: the agent runs in dry-run mode.
+    DryRun,
+}
+
+/// The agent's report of one action.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ActionReport {
+    pub outcome: ReportedOutcome,
+    pub detail: String,
+    /// Pods a drain left on the node, with why.
+    #[serde(default)]
+    pub pods_left: std::collections::BTreeMap<String, String>,
+}

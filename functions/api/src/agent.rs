@@ -1,0 +1,237 @@
+//! The routes an in-cluster agent calls with its agent key: heartbeat, action status and
+//! results, snapshot upload. The cluster always comes from the key.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use spotwise_aws::snapshots;
+use spotwise_aws::store::{Item, PutCondition};
+use spotwise_core::action::{ActionRecord, ActionStatus};
+use spotwise_core::messages::{ActionReport, Heartbeat, ReportedOutcome};
+use spotwise_core::{ClusterId, TenantId, keys};
+use spotwise_optimizer::kube::Snapshot;
+use time::OffsetDateTime;
+use tracing::warn;
+use utoipa::ToSchema;
+
+use crate::AppState;
+use crate::auth::Caller;
+use crate::error::{ApiError, ErrorResponse, JsonBody};
+use crate::versioning::resource_id;
+
+const EVENT_RETENTION: Duration = Duration::from_secs(24 * 3600);
+/// A heartbeat after a silence this long is an "agent back online" event.
+const SILENCE_BEFORE_ONLINE: time::Duration = time::Duration::minutes(2);
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AgentStatus {
+    pub agent_version: String,
+    pub dry_run: bool,
+    #[serde(with = "time::serde::rfc3339")]
+    pub last_heartbeat_at: OffsetDateTime,
+}
+
+/// Something that happened in a cluster, kept 24 hours.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ClusterEvent {
+    pub id: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// `agent_online`, `snapshot`, `action_succeeded`, `action_failed`, `action_dry_run`.
+    pub kind: String,
+    pub message: String,
+}
+
+async fn record_event(
+    state: &AppState,
+    tenant: &TenantId,
+    cluster: &ClusterId,
+    kind: &str,
+    message: String,
+) {
+    let now = OffsetDateTime::now_utc();
+    let id = ulid::Ulid::new().to_string();
+    let event = ClusterEvent {
+        id: id.clone(),
+        at: now,
+        kind: kind.to_owned(),
+        message,
+    };
+    let item = Item::new(keys::cluster_event(tenant, cluster, &id), event)
+        .expiring_at(now + EVENT_RETENTION);
+    if let Err(err) = state.store.put(&item, PutCondition::Always).await {
+        warn!(%cluster, error = %err, "cluster event not written");
+    }
+}
+
+#[utoipa::path(post, path = "/v1/agent/heartbeat", tag = "agent", request_body = Heartbeat,
+    responses((status = 204), (status = 403, body = ErrorResponse)), security(("api_key" = [])))]
+pub async fn heartbeat(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(beat): JsonBody<Heartbeat>,
+) -> Result<StatusCode, ApiError> {
+    let cluster = caller.agent_cluster()?.clone();
+    let key = keys::agent_status(&caller.tenant, &cluster);
+    let now = OffsetDateTime::now_utc();
+    let previous = state.store.get::<AgentStatus>(&key).await?;
+    let status = AgentStatus {
+        agent_version: beat.agent_version,
+        dry_run: beat.dry_run,
+        last_heartbeat_at: now,
+    };
+    state
+        .store
+        .put(&Item::new(key, &status), PutCondition::Always)
+        .await?;
+    if previous.is_none_or(|p| now - p.body.last_heartbeat_at > SILENCE_BEFORE_ONLINE) {
+        let mode = if status.dry_run {
+            " in dry-run mode"
+        } else {
+            ""
+        };
+        record_event(
+            &state,
+            &caller.tenant,
+            &cluster,
+            "agent_online",
+            format!("agent {} reporting{mode}", status.agent_version),
+        )
+        .await;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn own_action(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> Result<Item<ActionRecord>, ApiError> {
+    let cluster = caller.agent_cluster()?;
+    let id = resource_id(id, "action")?;
+    state
+        .store
+        .get::<ActionRecord>(&keys::action(&caller.tenant, id))
+        .await?
+        .filter(|item| &item.body.action.cluster_id == cluster)
+        .ok_or_else(|| ApiError::not_found(format!("action {id}")))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ActionState {
+    pub status: ActionStatus,
+}
+
+/// What the platform says of an action: the agent asks before executing, and skips a
+/// cancelled one.
+#[utoipa::path(get, path = "/v1/agent/actions/{id}", tag = "agent", params(("id" = String, Path)),
+    responses((status = 200, body = ActionState), (status = 404, body = ErrorResponse)), security(("api_key" = [])))]
+pub async fn action_state(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<ActionState>, ApiError> {
+    Ok(Json(ActionState {
+        status: own_action(&state, &caller, &id).await?.body.status,
+    }))
+}
+
+/// Records how an action ended. Reporting the same result again changes nothing.
+#[utoipa::path(post, path = "/v1/agent/actions/{id}/result", tag = "agent", params(("id" = String, Path)),
+    request_body = ActionReport,
+    responses((status = 200, body = ActionRecord), (status = 404, body = ErrorResponse)), security(("api_key" = [])))]
+pub async fn action_result(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    JsonBody(report): JsonBody<ActionReport>,
+) -> Result<Json<ActionRecord>, ApiError> {
+    let mut item = own_action(&state, &caller, &id).await?;
+    let status = match report.outcome {
+        ReportedOutcome::Succeeded | ReportedOutcome::DryRun => ActionStatus::Succeeded,
+        ReportedOutcome::Failed => ActionStatus::Failed,
+    };
+    let mut reason = report.detail.clone();
+    if report.outcome == ReportedOutcome::DryRun {
+        reason = format!("dry run: {reason}");
+    }
+    if !report.pods_left.is_empty() {
+        let left: Vec<String> = report
+            .pods_left
+            .iter()
+            .map(|(pod, why)| format!("{pod} ({why})"))
+            .collect();
+        reason = format!("{reason}; left: {}", left.join(", "));
+    }
+    if item.body.status == status && item.body.status_reason.as_deref() == Some(reason.as_str()) {
+        return Ok(Json(item.body));
+    }
+    item.body.status = status;
+    item.body.status_reason = Some(reason.clone());
+    item.body.updated_at = OffsetDateTime::now_utc();
+    state.store.update_versioned(&item).await?;
+    let kind = match report.outcome {
+        ReportedOutcome::Succeeded => "action_succeeded",
+        ReportedOutcome::Failed => "action_failed",
+        ReportedOutcome::DryRun => "action_dry_run",
+    };
+    let action = &item.body.action;
+    record_event(
+        &state,
+        &caller.tenant,
+        &action.cluster_id,
+        kind,
+        format!("{:?} {}: {reason}", action.kind, action.target_name()).to_lowercase(),
+    )
+    .await;
+    Ok(Json(item.body))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SnapshotStored {
+    pub snapshot_id: String,
+    pub nodes: usize,
+    pub pods: usize,
+}
+
+/// Replaces the cluster's snapshot (nodes with instance ids, capacity type and allocatable;
+/// pods with requests, owners, node and usage; PDBs). The optimizer and the cost function read it.
+#[utoipa::path(put, path = "/v1/agent/snapshot", tag = "agent",
+    request_body(content = Object, description = "Nodes, pods, daemon pods, PDBs, DaemonSet overhead, region"),
+    responses((status = 200, body = SnapshotStored), (status = 400, body = ErrorResponse)), security(("api_key" = [])))]
+pub async fn put_snapshot(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(snapshot): JsonBody<Snapshot>,
+) -> Result<Json<SnapshotStored>, ApiError> {
+    let cluster = caller.agent_cluster()?.clone();
+    if snapshot.nodes.is_empty() {
+        return Err(ApiError::field(
+            "nodes",
+            "a cluster snapshot has at least one node",
+        ));
+    }
+    let now = OffsetDateTime::now_utc();
+    let snapshot_id =
+        snapshots::put(&state.store, &caller.tenant, &cluster, &snapshot, now).await?;
+    let (nodes, pods) = (
+        snapshot.nodes.len(),
+        snapshot.pods.len() + snapshot.daemon_pods.len(),
+    );
+    record_event(
+        &state,
+        &caller.tenant,
+        &cluster,
+        "snapshot",
+        format!("{nodes} nodes, {pods} pods"),
+    )
+    .await;
+    Ok(Json(SnapshotStored {
+        snapshot_id,
+        nodes,
+        pods,
+    }))
+}

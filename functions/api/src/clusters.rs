@@ -1,0 +1,495 @@
+//! Clusters, their policies and recommendations, and the actions issued to their agents.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use spotwise_aws::actions;
+use spotwise_aws::snapshots::{self, MAX_USABLE_AGE, Unusable};
+use spotwise_aws::store::{Item, PutCondition, Query};
+use spotwise_core::action::{ActionRecord, ActionStatus};
+use spotwise_core::domain::{CapacityType, Cluster, Policy, Role};
+use spotwise_core::keys::{self, prefix};
+use spotwise_core::{ClusterId, rfc3339};
+use spotwise_optimizer::recommendation::{Recommendation, RecommendationStatus};
+use time::OffsetDateTime;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::AppState;
+use crate::agent::{AgentStatus, ClusterEvent};
+use crate::audit::{self, snapshot};
+use crate::auth::Caller;
+use crate::error::{ApiError, ErrorResponse, JsonBody};
+use crate::paging::{Page, PageParams, Params};
+use crate::versioning::{etag, if_match, resource_id};
+
+/// Events shown with a cluster (they expire after 24 hours).
+const EVENTS_SHOWN: u32 = 100;
+
+pub fn cluster_id(id: &str) -> Result<ClusterId, ApiError> {
+    ClusterId::new(id).map_err(|_| ApiError::not_found(format!("cluster {id}")))
+}
+
+async fn load_cluster(state: &AppState, caller: &Caller, id: &str) -> Result<Cluster, ApiError> {
+    let cluster = cluster_id(id)?;
+    state
+        .store
+        .get::<Cluster>(&keys::cluster(&caller.tenant, &cluster))
+        .await?
+        .map(|item| item.body)
+        .ok_or_else(|| ApiError::not_found(format!("cluster {id}")))
+}
+
+#[utoipa::path(get, path = "/v1/clusters", tag = "clusters", params(PageParams),
+    responses((status = 200, body = Page<Cluster>)), security(("api_key" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Params(page): Params<PageParams>,
+) -> Result<Json<Page<Cluster>>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let query = page
+        .apply(Query::partition(keys::tenant_partition(&caller.tenant)).prefix(prefix::CLUSTER))?;
+    Ok(Json(Page::from_store(
+        state.store.query(&query).await?,
+        |c| c,
+    )))
+}
+
+/// What the agent's last snapshot says.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SnapshotStatus {
+    #[serde(with = "time::serde::rfc3339")]
+    pub taken_at: OffsetDateTime,
+    pub nodes: usize,
+    pub spot_nodes: usize,
+    pub pods: usize,
+    /// Node name, instance type, zone and capacity type.
+    pub node_list: Vec<NodeSummary>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NodeSummary {
+    pub name: String,
+    pub instance_type: String,
+    pub zone: String,
+    pub capacity_type: CapacityType,
+    pub pods: usize,
+    pub unschedulable: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ClusterDetail {
+    pub cluster: Cluster,
+    pub agent: Option<AgentStatus>,
+    /// Absent when no snapshot from the last six hours is complete; `snapshot_problem` says why.
+    pub snapshot: Option<SnapshotStatus>,
+    pub snapshot_problem: Option<String>,
+    /// The last 24 hours, newest first.
+    pub events: Vec<ClusterEvent>,
+}
+
+#[utoipa::path(get, path = "/v1/clusters/{id}", tag = "clusters", params(("id" = String, Path)),
+    responses((status = 200, body = ClusterDetail), (status = 404, body = ErrorResponse)), security(("api_key" = [])))]
+pub async fn detail(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<ClusterDetail>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let cluster = load_cluster(&state, &caller, &id).await?;
+    let now = OffsetDateTime::now_utc();
+    let events_query = Query::partition(keys::tenant_partition(&caller.tenant))
+        .prefix(keys::cluster_events_prefix(&cluster.id))
+        .newest_first()
+        .limit(EVENTS_SHOWN);
+    let status_key = keys::agent_status(&caller.tenant, &cluster.id);
+    let (agent, loaded, events) = tokio::try_join!(
+        state.store.get::<AgentStatus>(&status_key),
+        snapshots::load(&state.store, &cluster.id, now, MAX_USABLE_AGE),
+        state.store.query::<ClusterEvent>(&events_query),
+    )?;
+    let (snapshot, snapshot_problem) = match loaded {
+        Ok((head, snapshot)) => {
+            let mut pods_on: HashMap<&str, usize> = HashMap::new();
+            for pod in snapshot.pods.iter().chain(&snapshot.daemon_pods) {
+                if let Some(node) = &pod.spec.node {
+                    *pods_on.entry(node.as_str()).or_default() += 1;
+                }
+            }
+            let node_list = snapshot
+                .nodes
+                .iter()
+                .map(|n| NodeSummary {
+                    name: n.name.clone(),
+                    instance_type: n.instance_type.clone(),
+                    zone: n.zone.clone(),
+                    capacity_type: n.capacity_type,
+                    pods: pods_on.get(n.name.as_str()).copied().unwrap_or(0),
+                    unschedulable: n.unschedulable,
+                })
+                .collect();
+            (
+                Some(SnapshotStatus {
+                    taken_at: head.taken_at,
+                    nodes: snapshot.nodes.len(),
+                    spot_nodes: snapshot
+                        .nodes
+                        .iter()
+                        .filter(|n| n.capacity_type == CapacityType::Spot)
+                        .count(),
+                    pods: snapshot.pods.len() + snapshot.daemon_pods.len(),
+                    node_list,
+                }),
+                None,
+            )
+        }
+        Err(Unusable::Missing) => (
+            None,
+            Some("the agent has not uploaded a snapshot".to_owned()),
+        ),
+        Err(Unusable::Stale { taken_at }) => {
+            (None, Some(format!("the last snapshot is from {taken_at}")))
+        }
+        Err(Unusable::Incomplete { expected, found }) => (
+            None,
+            Some(format!(
+                "the last snapshot is incomplete ({found} of {expected} parts)"
+            )),
+        ),
+    };
+    Ok(Json(ClusterDetail {
+        cluster,
+        agent: agent.map(|a| a.body),
+        snapshot,
+        snapshot_problem,
+        events: events.items.into_iter().map(|e| e.body).collect(),
+    }))
+}
+
+#[utoipa::path(get, path = "/v1/clusters/{id}/policy", tag = "clusters", params(("id" = String, Path)),
+    responses((status = 200, body = Policy, headers(("ETag" = String))), (status = 404, body = ErrorResponse)),
+    security(("api_key" = [])))]
+pub async fn get_policy(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    caller.require(Role::Viewer)?;
+    let cluster = load_cluster(&state, &caller, &id).await?;
+    let stored = state
+        .store
+        .get::<Policy>(&keys::policy(&caller.tenant, &cluster.id))
+        .await?;
+    // A cluster without a stored policy runs on the defaults, at version 0.
+    let (policy, version) = stored.map_or_else(|| (Policy::default(), 0), |i| (i.body, i.version));
+    Ok(([(header::ETAG, etag(version))], Json(policy)).into_response())
+}
+
+fn validate_policy(p: &Policy) -> Result<(), ApiError> {
+    if p.max_interruption_band > 4 {
+        return Err(ApiError::field(
+            "max_interruption_band",
+            "must be 0 (<5%) to 4 (>20%)",
+        ));
+    }
+    if !(1..=50).contains(&p.min_spot_pools) {
+        return Err(ApiError::field("min_spot_pools", "must be 1 to 50"));
+    }
+    if p.on_demand_base_pct > 100 {
+        return Err(ApiError::field("on_demand_base_pct", "must be 0 to 100"));
+    }
+    if !(1..=100).contains(&p.max_disrupted_nodes) {
+        return Err(ApiError::field("max_disrupted_nodes", "must be 1 to 100"));
+    }
+    for (i, ns) in p.excluded_namespaces.iter().enumerate() {
+        let label = !ns.is_empty()
+            && ns.len() <= 63
+            && ns
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !label {
+            return Err(ApiError::field(
+                format!("excluded_namespaces[{i}]"),
+                "is not a namespace name",
+            ));
+        }
+    }
+    if p.cost_labels.len() > 10 {
+        return Err(ApiError::field("cost_labels", "at most 10"));
+    }
+    Ok(())
+}
+
+/// Replaces the policy. With `If-Match`, only if it is still at that version (`"0"`: the
+/// defaults, nothing stored yet).
+#[utoipa::path(put, path = "/v1/clusters/{id}/policy", tag = "clusters", request_body = Policy,
+    params(("id" = String, Path), ("If-Match" = Option<String>, Header)),
+    responses((status = 200, body = Policy), (status = 400, body = ErrorResponse), (status = 404, body = ErrorResponse),
+        (status = 409, body = ErrorResponse), (status = 412, body = ErrorResponse)),
+    security(("api_key" = [])))]
+pub async fn put_policy(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    JsonBody(policy): JsonBody<Policy>,
+) -> Result<Response, ApiError> {
+    caller.require(Role::Operator)?;
+    let cluster = load_cluster(&state, &caller, &id).await?;
+    validate_policy(&policy)?;
+    let key = keys::policy(&caller.tenant, &cluster.id);
+    let stored = state.store.get::<Policy>(&key).await?;
+    let current = stored.as_ref().map_or(0, |i| i.version);
+    if_match(&headers, current)?;
+    let before = stored.as_ref().map(|i| i.body.clone());
+    let version = match stored {
+        Some(mut item) => {
+            item.body = policy.clone();
+            state.store.update_versioned(&item).await?
+        }
+        None => {
+            state
+                .store
+                .put(&Item::new(key, &policy), PutCondition::IfAbsent)
+                .await?;
+            1
+        }
+    };
+    audit::record(
+        &state,
+        &caller,
+        "policy.update",
+        format!("cluster/{}/policy", cluster.id),
+        before.as_ref().and_then(snapshot),
+        snapshot(&policy),
+    )
+    .await;
+    Ok(([(header::ETAG, etag(version))], Json(policy)).into_response())
+}
+
+fn recommendation_view(r: Recommendation) -> serde_json::Value {
+    serde_json::to_value(r).unwrap_or_default()
+}
+
+/// The cluster's plans, newest first.
+#[utoipa::path(get, path = "/v1/clusters/{id}/recommendations", tag = "clusters", params(("id" = String, Path), PageParams),
+    responses((status = 200, description = "A page of recommendations (node mix, consolidation steps, right-sizing, savings)", body = Page<Object>),
+        (status = 404, body = ErrorResponse)),
+    security(("api_key" = [])))]
+pub async fn recommendations(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Params(page): Params<PageParams>,
+) -> Result<Json<Page<serde_json::Value>>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let cluster = load_cluster(&state, &caller, &id).await?;
+    let query = page.apply(
+        Query::partition(keys::tenant_partition(&caller.tenant))
+            .prefix(keys::recommendations_prefix(&cluster.id))
+            .newest_first(),
+    )?;
+    Ok(Json(Page::from_store(
+        state.store.query::<Recommendation>(&query).await?,
+        recommendation_view,
+    )))
+}
+
+async fn load_recommendation(
+    state: &AppState,
+    caller: &Caller,
+    cluster: &ClusterId,
+    revision: u64,
+) -> Result<Item<Recommendation>, ApiError> {
+    state
+        .store
+        .get::<Recommendation>(&keys::recommendation(&caller.tenant, cluster, revision))
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("recommendation {revision}")))
+}
+
+#[utoipa::path(get, path = "/v1/clusters/{id}/recommendations/{revision}", tag = "clusters",
+    params(("id" = String, Path), ("revision" = u64, Path)),
+    responses((status = 200, body = Object), (status = 404, body = ErrorResponse)), security(("api_key" = [])))]
+pub async fn recommendation(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((id, revision)): Path<(String, u64)>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let cluster = load_cluster(&state, &caller, &id).await?;
+    let item = load_recommendation(&state, &caller, &cluster.id, revision).await?;
+    Ok(Json(recommendation_view(item.body)))
+}
+
+/// Applies a proposed plan: its first consolidation wave goes to the agent as signed drains.
+/// Only the newest plan can be approved.
+#[utoipa::path(post, path = "/v1/clusters/{id}/recommendations/{revision}/approve", tag = "clusters",
+    params(("id" = String, Path), ("revision" = u64, Path)),
+    responses((status = 200, description = "The recommendation, now applying, with its action ids", body = Object),
+        (status = 404, body = ErrorResponse), (status = 409, body = ErrorResponse)),
+    security(("api_key" = [])))]
+pub async fn approve(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((id, revision)): Path<(String, u64)>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require(Role::Operator)?;
+    let cluster = load_cluster(&state, &caller, &id).await?;
+    let mut item = load_recommendation(&state, &caller, &cluster.id, revision).await?;
+    if item.body.status != RecommendationStatus::Proposed {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            "the recommendation is already applying",
+        ));
+    }
+    let newest = state
+        .store
+        .query::<Recommendation>(
+            &Query::partition(keys::tenant_partition(&caller.tenant))
+                .prefix(keys::recommendations_prefix(&cluster.id))
+                .newest_first()
+                .limit(1),
+        )
+        .await?;
+    if newest
+        .items
+        .first()
+        .is_some_and(|n| n.body.revision != revision)
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "superseded",
+            "a newer recommendation exists; approve that one",
+        ));
+    }
+    let before = snapshot(&item.body.status);
+    // Claim the approval first, so two approvals cannot both send the wave.
+    item.body.status = RecommendationStatus::Applying;
+    item.version = state.store.update_versioned(&item).await?;
+    let now = OffsetDateTime::now_utc();
+    let source = format!("api:{}", caller.key_id);
+    let action_ids = actions::apply_first_wave(&state.store, &state.sqs, &item.body, &source, now)
+        .await
+        .map_err(|e| ApiError::internal("sending the approved wave", &e))?;
+    item.body.action_ids = action_ids;
+    state.store.update_versioned(&item).await?;
+    audit::record(
+        &state,
+        &caller,
+        "recommendation.approve",
+        format!("cluster/{}/recommendation/{revision}", cluster.id),
+        before,
+        snapshot(&serde_json::json!({"status": "applying", "action_ids": item.body.action_ids})),
+    )
+    .await;
+    Ok(Json(recommendation_view(item.body)))
+}
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ActionFilter {
+    /// Only actions of this cluster.
+    pub cluster: Option<String>,
+}
+
+/// Actions issued to agents, newest first.
+#[utoipa::path(get, path = "/v1/actions", tag = "actions", params(PageParams, ActionFilter),
+    responses((status = 200, body = Page<ActionRecord>)), security(("api_key" = [])))]
+pub async fn list_actions(
+    State(state): State<AppState>,
+    caller: Caller,
+    Params(page): Params<PageParams>,
+    Params(filter): Params<ActionFilter>,
+) -> Result<Json<Page<ActionRecord>>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let query = page.apply(
+        Query::partition(keys::tenant_partition(&caller.tenant))
+            .prefix(prefix::ACTION)
+            .newest_first(),
+    )?;
+    let mut listed = Page::from_store(state.store.query::<ActionRecord>(&query).await?, |a| a);
+    if let Some(cluster) = &filter.cluster {
+        listed
+            .items
+            .retain(|a| a.action.cluster_id.as_str() == cluster);
+    }
+    Ok(Json(listed))
+}
+
+async fn load_action(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> Result<Item<ActionRecord>, ApiError> {
+    let id = resource_id(id, "action")?;
+    state
+        .store
+        .get::<ActionRecord>(&keys::action(&caller.tenant, id))
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("action {id}")))
+}
+
+#[utoipa::path(get, path = "/v1/actions/{id}", tag = "actions", params(("id" = String, Path)),
+    responses((status = 200, body = ActionRecord), (status = 404, body = ErrorResponse)), security(("api_key" = [])))]
+pub async fn get_action(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<ActionRecord>, ApiError> {
+    caller.require(Role::Viewer)?;
+    Ok(Json(load_action(&state, &caller, &id).await?.body))
+}
+
+/// Withdraws a queued action. The agent checks an action's status before it executes it, so
+/// a cancelled action is not carried out; one the agent already reported cannot be cancelled.
+#[utoipa::path(post, path = "/v1/actions/{id}/cancel", tag = "actions", params(("id" = String, Path)),
+    responses((status = 200, body = ActionRecord), (status = 404, body = ErrorResponse), (status = 409, body = ErrorResponse)),
+    security(("api_key" = [])))]
+pub async fn cancel_action(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<ActionRecord>, ApiError> {
+    caller.require(Role::Operator)?;
+    let mut item = load_action(&state, &caller, &id).await?;
+    if !matches!(
+        item.body.status,
+        ActionStatus::Queued | ActionStatus::Undeliverable
+    ) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!(
+                "the action is {:?} and can no longer be cancelled",
+                item.body.status
+            )
+            .to_lowercase(),
+        ));
+    }
+    let before = snapshot(&item.body.status);
+    let now = OffsetDateTime::now_utc();
+    item.body.status = ActionStatus::Cancelled;
+    item.body.status_reason = Some(format!(
+        "cancelled by {} at {}",
+        caller.actor(),
+        rfc3339(now)
+    ));
+    item.body.updated_at = now;
+    state.store.update_versioned(&item).await?;
+    audit::record(
+        &state,
+        &caller,
+        "action.cancel",
+        format!("action/{id}"),
+        before,
+        snapshot(&item.body.status),
+    )
+    .await;
+    Ok(Json(item.body))
+}
