@@ -23,3 +23,7 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --locked --no-fail-fast
 fi
+
+step "API fuzzing: schemathesis against the served OpenAPI document"
+cargo build --locked -p api --bin api
+.venv/bin/python infra/local/api_check.py fuzz

@@ -13,7 +13,7 @@ use spotwise_core::domain::{AuditEvent, Role};
 use spotwise_core::keys;
 use time::OffsetDateTime;
 use tracing::error;
-use utoipa::IntoParams;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
 use crate::auth::Caller;
@@ -112,11 +112,20 @@ pub async fn list(
     Ok(Json(listed))
 }
 
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    #[default]
+    Csv,
+    Json,
+}
+
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ExportFormat {
-    /// `csv` (default) or `json`.
-    pub format: Option<String>,
+    /// Default `csv`.
+    #[param(inline)]
+    pub format: Option<Format>,
 }
 
 #[utoipa::path(get, path = "/v1/audit/export", tag = "audit",
@@ -131,16 +140,7 @@ pub async fn export(
     Params(format): Params<ExportFormat>,
 ) -> Result<Response, ApiError> {
     caller.require(Role::Admin)?;
-    let as_json = match format.format.as_deref() {
-        None | Some("csv") => false,
-        Some("json") => true,
-        Some(other) => {
-            return Err(ApiError::field(
-                "format",
-                format!("`{other}` is not csv or json"),
-            ));
-        }
-    };
+    let as_json = format.format.unwrap_or_default() == Format::Json;
     let mut events = Vec::new();
     let mut query = audit_query(&caller).limit(500);
     loop {

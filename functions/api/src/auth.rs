@@ -72,8 +72,9 @@ pub fn key_item(key: &ApiKey) -> Item<&ApiKey> {
         .with_gsi1(keys::api_keys_index(&key.tenant_id, &key.prefix))
 }
 
-/// Creates a tenant and its first admin key: the one-off set-up of a deployment
-/// (`api bootstrap`). Fails if the tenant exists.
+/// Creates a tenant if it does not exist, and an admin key for it: the one-off set-up of a
+/// deployment, and the way back in when every admin key is lost (`api bootstrap`, which needs
+/// write access to the table, so it grants nothing its caller does not already have).
 pub async fn bootstrap(
     store: &Store,
     tenant: &TenantId,
@@ -85,12 +86,16 @@ pub async fn bootstrap(
         name: name.to_owned(),
         created_at: now,
     };
-    store
+    match store
         .put(
             &Item::new(keys::tenant(tenant), record),
             PutCondition::IfAbsent,
         )
-        .await?;
+        .await
+    {
+        Ok(()) | Err(spotwise_aws::StoreError::AlreadyExists { .. }) => {}
+        Err(err) => return Err(err),
+    }
     let issued = issue(
         tenant,
         "bootstrap admin",

@@ -23,7 +23,7 @@ use crate::agent::{AgentStatus, ClusterEvent};
 use crate::audit::{self, snapshot};
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorResponse, JsonBody};
-use crate::paging::{Page, PageParams, Params};
+use crate::paging::{Page, PageParams, Params, PathParams};
 use crate::versioning::{etag, if_match, resource_id};
 
 /// Events shown with a cluster (they expire after 24 hours).
@@ -318,7 +318,7 @@ async fn load_recommendation(
 pub async fn recommendation(
     State(state): State<AppState>,
     caller: Caller,
-    Path((id, revision)): Path<(String, u64)>,
+    PathParams((id, revision)): PathParams<(String, u64)>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     caller.require(Role::Viewer)?;
     let cluster = load_cluster(&state, &caller, &id).await?;
@@ -336,7 +336,7 @@ pub async fn recommendation(
 pub async fn approve(
     State(state): State<AppState>,
     caller: Caller,
-    Path((id, revision)): Path<(String, u64)>,
+    PathParams((id, revision)): PathParams<(String, u64)>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     caller.require(Role::Operator)?;
     let cluster = load_cluster(&state, &caller, &id).await?;

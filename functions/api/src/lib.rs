@@ -113,15 +113,60 @@ impl AppState {
 )]
 pub struct ApiDoc;
 
+/// The bearer scheme, and the error answers every operation can give, so each handler only
+/// documents its own.
 struct ApiKeyScheme;
 
 impl utoipa::Modify for ApiKeyScheme {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{Content, Ref, ResponseBuilder};
+
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "api_key",
             SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
         );
+        let error = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    Content::new(Some(Ref::from_schema_name("ErrorResponse"))),
+                )
+                .build()
+        };
+        for (path, item) in &mut openapi.paths.paths {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+            ];
+            for operation in operations.into_iter().flatten() {
+                let mut common = vec![(
+                    "400",
+                    "A parameter or the body is invalid; `field` names it",
+                )];
+                if operation.security.is_some() {
+                    common.push(("401", "No valid API key"));
+                    common.push(("403", "The key's role does not allow this"));
+                    common.push(("429", "Over the key's rate; see `Retry-After`"));
+                }
+                if path.contains('{') {
+                    common.push(("404", "No such resource for this tenant"));
+                }
+                if operation.request_body.is_some() {
+                    common.push(("415", "The body is not JSON"));
+                }
+                for (status, description) in common {
+                    operation
+                        .responses
+                        .responses
+                        .entry(status.to_owned())
+                        .or_insert_with(|| error(description).into());
+                }
+            }
+        }
     }
 }
 

@@ -35,9 +35,7 @@ async fn main() -> anyhow::Result<()> {
             let issued =
                 api::auth::bootstrap(&state.store, &tenant, name, time::OffsetDateTime::now_utc())
                     .await
-                    .with_context(|| {
-                        format!("creating tenant {tenant} (does it exist already?)")
-                    })?;
+                    .with_context(|| format!("creating tenant {tenant} "))?;
             println!(
                 "{}",
                 serde_json::json!({"tenant": tenant, "key_id": issued.key.id, "admin_key": issued.secret,

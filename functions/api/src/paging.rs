@@ -23,14 +23,40 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Params<T> {
         QueryString::<T>::from_request_parts(parts, state)
             .await
             .map(|QueryString(value)| Params(value))
-            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", e.body_text()))
+            .map_err(|e| {
+                // "Failed to deserialize query string: limit: invalid digit found in string"
+                let text = e.body_text();
+                match text
+                    .split_once("query string: ")
+                    .and_then(|(_, rest)| rest.split_once(": "))
+                {
+                    Some((field, reason)) => ApiError::field(field, reason),
+                    None => ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", text),
+                }
+            })
+    }
+}
+
+/// Path parameters that must parse (a revision number); a malformed one is a 404 in the API's
+/// error shape, as no resource has that name.
+pub struct PathParams<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for PathParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(value)| PathParams(value))
+            .map_err(|e| ApiError::not_found(format!("{}: {}", parts.uri.path(), e.body_text())))
     }
 }
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct PageParams {
-    /// Items per page, 1 to 100 (default 50).
+    /// Items per page (default 50).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,

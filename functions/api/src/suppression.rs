@@ -48,12 +48,14 @@ fn check_matchers(matchers: &[Matcher]) -> Result<(), ApiError> {
 #[serde(deny_unknown_fields)]
 pub struct SilenceInput {
     /// All must match; `event_type`, `severity` and `cluster` match like labels.
+    #[schema(min_items = 1, max_items = 20)]
     pub matchers: Vec<Matcher>,
     /// Default: now.
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub starts_at: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339")]
     pub expires_at: OffsetDateTime,
+    #[schema(min_length = 1)]
     pub comment: String,
 }
 
@@ -160,16 +162,19 @@ pub async fn delete_silence(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MaintenanceInput {
+    #[schema(min_length = 1, max_length = 100)]
     pub name: String,
     /// `FREQ=DAILY|WEEKLY`, optional `INTERVAL`, `BYDAY=MO,..`, `BYHOUR`, `BYMINUTE` (UTC).
     pub rule: String,
     /// The first occurrence.
     #[serde(with = "time::serde::rfc3339")]
     pub starts: OffsetDateTime,
-    /// 1 to 10,080 (a week).
+    /// At most a week.
+    #[schema(minimum = 1, maximum = 10080)]
     pub duration_minutes: u32,
     /// Empty: every notification.
     #[serde(default)]
+    #[schema(max_items = 20)]
     pub matchers: Vec<Matcher>,
 }
 

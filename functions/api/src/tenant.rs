@@ -64,12 +64,23 @@ impl From<&ApiKey> for KeyView {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyRole {
+    Admin,
+    Operator,
+    Viewer,
+    /// Bound to the cluster named by `cluster_id`.
+    Agent,
+}
+
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyInput {
+    #[schema(min_length = 1, max_length = 100)]
     pub name: String,
-    /// `admin`, `operator` or `viewer`; `agent` with `cluster_id` for a cluster's agent.
-    pub role: String,
+    pub role: KeyRole,
+    /// Agent keys only: the cluster the key is bound to.
     pub cluster_id: Option<String>,
 }
 
@@ -93,13 +104,13 @@ pub async fn create_key(
     if input.name.trim().is_empty() || input.name.chars().count() > 100 {
         return Err(ApiError::field("name", "must be 1 to 100 characters"));
     }
-    let principal = match (input.role.as_str(), input.cluster_id) {
-        ("admin", None) => Principal::User { role: Role::Admin },
-        ("operator", None) => Principal::User {
+    let principal = match (input.role, input.cluster_id) {
+        (KeyRole::Admin, None) => Principal::User { role: Role::Admin },
+        (KeyRole::Operator, None) => Principal::User {
             role: Role::Operator,
         },
-        ("viewer", None) => Principal::User { role: Role::Viewer },
-        ("agent", Some(cluster)) => {
+        (KeyRole::Viewer, None) => Principal::User { role: Role::Viewer },
+        (KeyRole::Agent, Some(cluster)) => {
             let cluster_id = ClusterId::new(cluster.clone())
                 .map_err(|e| ApiError::field("cluster_id", e.to_string()))?;
             state
@@ -109,22 +120,16 @@ pub async fn create_key(
                 .ok_or_else(|| ApiError::not_found(format!("cluster {cluster}")))?;
             Principal::Agent { cluster_id }
         }
-        ("agent", None) => {
+        (KeyRole::Agent, None) => {
             return Err(ApiError::field(
                 "cluster_id",
                 "agent keys are bound to a cluster",
             ));
         }
-        ("admin" | "operator" | "viewer", Some(_)) => {
+        (_, Some(_)) => {
             return Err(ApiError::field(
                 "cluster_id",
                 "only agent keys are bound to a cluster",
-            ));
-        }
-        (other, _) => {
-            return Err(ApiError::field(
-                "role",
-                format!("`{other}` is not admin, operator, viewer or agent"),
             ));
         }
     };

@@ -923,6 +923,14 @@ async fn the_openapi_document_describes_every_route() {
         "bearer"
     );
     assert!(doc.body["components"]["schemas"]["WebhookInput"].is_object());
+    let text = doc.body.to_string();
+    for reference in text.split("\"#/components/schemas/").skip(1) {
+        let name = reference.split('"').next().unwrap();
+        assert!(
+            doc.body["components"]["schemas"][name].is_object(),
+            "unresolved $ref {name}"
+        );
+    }
     let docs = api.send(Method::GET, "/v1/docs", None, None, &[]).await;
     assert!(docs.body.as_str().unwrap().contains("/v1/openapi.json"));
 }

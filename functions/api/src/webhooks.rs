@@ -92,12 +92,15 @@ fn default_severity() -> Severity {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookInput {
+    #[schema(min_length = 1, max_length = 100)]
     pub name: String,
     pub kind: EndpointKind,
     /// `https` URL reaching a public address.
+    #[schema(pattern = "^https://[^/@]+(/.*)?$")]
     pub url: String,
-    /// Signs generic webhooks (at least 16 characters). Generated when left out on create;
-    /// kept when left out on replace; a new one rotates it.
+    /// Signs generic webhooks. Generated when left out on create; kept when left out on
+    /// replace; a new one rotates it.
+    #[schema(min_length = 16)]
     pub secret: Option<String>,
     #[serde(default = "default_true")]
     pub enabled: bool,
@@ -112,7 +115,9 @@ pub struct WebhookInput {
     /// Message text with `{cluster}`, `{severity}`, `{title}`, `{body}`, `{event_type}`,
     /// `{tenant}`, `{occurred_at}`, `{savings}`.
     pub template: Option<String>,
+    #[schema(minimum = 1, maximum = 600)]
     pub rate_per_minute: Option<u32>,
+    #[schema(minimum = 1, maximum = 100)]
     pub burst: Option<u32>,
 }
 

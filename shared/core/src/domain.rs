@@ -346,21 +346,27 @@ pub enum RebalanceResponse {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Policy {
     pub mode: PolicyMode,
+    /// Spot Advisor interruption band allowed: 0 (<5%) to 4 (>20%).
+    #[cfg_attr(feature = "openapi", schema(maximum = 4))]
     pub max_interruption_band: u8,
     /// Spot capacity must spread over at least this many pools (type x zone). The default, 6,
     /// is two types in each of three zones: one pool's reclaim then takes a sixth of the spot
     /// nodes, at a cost premium the plan benchmark puts under 1%.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 50))]
     pub min_spot_pools: u32,
     pub excluded_namespaces: Vec<String>,
     /// Share of each workload kept on on-demand capacity, in percent.
+    #[cfg_attr(feature = "openapi", schema(maximum = 100))]
     pub on_demand_base_pct: u8,
     /// Most nodes disrupted at once.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 100))]
     pub max_disrupted_nodes: u32,
     #[serde(default = "default_rebalance")]
     pub rebalance: RebalanceResponse,
     /// Pod labels cost is broken down by; empty means the usual ones (`team`,
     /// `app.kubernetes.io/name`, ...).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_items = 10))]
     pub cost_labels: Vec<String>,
 }
 

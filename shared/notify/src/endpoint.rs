@@ -56,6 +56,33 @@ impl Endpoint {
         if let Err(e) = check_url(&self.url, policy) {
             return field("url", e.to_string());
         }
+        let plain = |text: &str, max: usize| {
+            !text.is_empty() && text.chars().count() <= max && !text.chars().any(char::is_control)
+        };
+        if self.route.event_types.len() > 50
+            || !self
+                .route
+                .event_types
+                .iter()
+                .all(|t| plain(t, 64) && t.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+        {
+            return field(
+                "event_types",
+                "at most 50 event types, each lower-case letters and `_`".into(),
+            );
+        }
+        if self.route.label_selector.len() > 20
+            || !self
+                .route
+                .label_selector
+                .iter()
+                .all(|(k, v)| plain(k, 253) && plain(v, 253))
+        {
+            return field(
+                "label_selector",
+                "at most 20 labels, keys and values 1 to 253 printable characters".into(),
+            );
+        }
         if self.route.kind == EndpointKind::Generic && self.secret.len() < MIN_SECRET {
             return field(
                 "secret",

@@ -52,6 +52,7 @@ pub enum MatchOp {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Matcher {
+    #[cfg_attr(feature = "openapi", schema(min_length = 1))]
     pub label: String,
     pub op: MatchOp,
     pub value: String,
