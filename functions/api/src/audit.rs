@@ -130,7 +130,8 @@ pub struct ExportFormat {
 
 #[utoipa::path(get, path = "/v1/audit/export", tag = "audit",
     params(AuditFilter, ExportFormat),
-    responses((status = 200, description = "CSV (id, at, actor, action, target, before, after) or a JSON array", content_type = "text/csv"),
+    responses((status = 200, description = "CSV (id, at, actor, action, target, before, after) or a JSON array",
+            content((String = "text/csv"), (Vec<AuditEvent> = "application/json"))),
         (status = 400, body = ErrorResponse)),
     security(("api_key" = [])))]
 pub async fn export(

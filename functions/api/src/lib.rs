@@ -1,10 +1,12 @@
 //! The Spotwise REST API: one axum Router, run by lambda_http in Lambda and by a local server
 //! otherwise. Versioned under `/v1`; every error is `{"error": {"code", "message"}}`.
 
+pub mod accounts;
 pub mod agent;
 pub mod audit;
 pub mod auth;
 pub mod clusters;
+pub mod costs;
 pub mod error;
 pub mod paging;
 pub mod suppression;
@@ -22,6 +24,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
 use spotwise_aws::Store;
+use spotwise_aws::cross_account::CrossAccount;
 use spotwise_core::config::{CommonConfig, ConfigError, Env};
 use spotwise_core::keys::Key;
 use spotwise_notify::deliver::{ClientError, Deliverer, REQUEST_TIMEOUT};
@@ -54,6 +57,7 @@ impl Config {
 pub struct AppState {
     pub store: Store,
     pub sqs: aws_sdk_sqs::Client,
+    pub cross_account: Arc<CrossAccount>,
     pub stage: String,
     pub target_policy: TargetPolicy,
     pub lookup: Arc<dyn Lookup>,
@@ -73,6 +77,7 @@ impl AppState {
                 &config.common.table_name,
             ),
             sqs: aws_sdk_sqs::Client::new(sdk),
+            cross_account: Arc::new(CrossAccount::new(sdk.clone(), "spotwise-api")),
             stage: config.common.stage.clone(),
             target_policy,
             deliverer: Arc::new(Deliverer::new(
@@ -108,6 +113,8 @@ impl AppState {
         clusters::recommendations, clusters::recommendation, clusters::approve,
         clusters::list_actions, clusters::get_action, clusters::cancel_action,
         agent::heartbeat, agent::action_state, agent::action_result, agent::put_snapshot,
+        costs::periods, costs::export, costs::reports, costs::report,
+        accounts::external_id, accounts::link, accounts::list, accounts::validate, accounts::unlink,
     ),
     modifiers(&ApiKeyScheme),
 )]
@@ -204,6 +211,10 @@ pub fn app(state: AppState) -> Router {
             axum::routing::delete(suppression::delete_window),
         )
         .route("/v1/notifications", get(suppression::feed))
+        .route("/v1/accounts", get(accounts::list).post(accounts::link))
+        .route("/v1/accounts/external-id", post(accounts::external_id))
+        .route("/v1/accounts/{id}", axum::routing::delete(accounts::unlink))
+        .route("/v1/accounts/{id}/validate", post(accounts::validate))
         .route("/v1/clusters", get(clusters::list))
         .route("/v1/clusters/{id}", get(clusters::detail))
         .route(
@@ -221,6 +232,13 @@ pub fn app(state: AppState) -> Router {
         .route(
             "/v1/clusters/{id}/recommendations/{revision}/approve",
             post(clusters::approve),
+        )
+        .route("/v1/clusters/{id}/costs", get(costs::periods))
+        .route("/v1/clusters/{id}/costs/export", get(costs::export))
+        .route("/v1/clusters/{id}/savings-reports", get(costs::reports))
+        .route(
+            "/v1/clusters/{id}/savings-reports/{month}",
+            get(costs::report),
         )
         .route("/v1/actions", get(clusters::list_actions))
         .route("/v1/actions/{id}", get(clusters::get_action))

@@ -915,6 +915,14 @@ async fn the_openapi_document_describes_every_route() {
         "/v1/agent/actions/{id}",
         "/v1/agent/actions/{id}/result",
         "/v1/agent/snapshot",
+        "/v1/clusters/{id}/costs",
+        "/v1/clusters/{id}/costs/export",
+        "/v1/clusters/{id}/savings-reports",
+        "/v1/clusters/{id}/savings-reports/{month}",
+        "/v1/accounts",
+        "/v1/accounts/external-id",
+        "/v1/accounts/{id}",
+        "/v1/accounts/{id}/validate",
     ] {
         assert!(paths.contains(route), "{route} missing from {paths:?}");
     }
@@ -1322,5 +1330,243 @@ async fn approving_the_newest_plan_sends_its_first_wave() {
     assert_eq!(
         api.get(&format!("{base}/2"), &api.other_admin).await.status,
         StatusCode::NOT_FOUND
+    );
+}
+
+fn cost_period(period: &str, dimension: &str, lines: Value) -> spotwise_cost::report::CostPeriod {
+    serde_json::from_value(json!({
+        "cluster_id": prod_cluster().to_string(), "period": period, "dimension": dimension,
+        "table": {"lines": lines}
+    }))
+    .unwrap()
+}
+
+fn line(cost: &str) -> Value {
+    json!({"cost": cost, "cpu": cost, "memory": "0", "gpu": "0", "on_demand": "9", "idle": "0"})
+}
+
+#[tokio::test]
+async fn costs_are_read_by_dimension_and_range_and_exported() {
+    let api = api().await;
+    let tenant = TenantId::new("t1").unwrap();
+    let cluster = prod_cluster();
+    for (day, shop) in [
+        ("2026-11-01", "1.25"),
+        ("2026-11-02", "2.5"),
+        ("2026-11-03", "0.125"),
+    ] {
+        let period = cost_period(
+            day,
+            "namespace",
+            json!({"shop": line(shop), "kube-system": line("0.5")}),
+        );
+        let key = keys::cost(
+            &tenant,
+            &cluster,
+            keys::CostGranularity::Day,
+            "namespace",
+            day,
+        );
+        api.state
+            .store
+            .put(&Item::new(key, period), PutCondition::Always)
+            .await
+            .unwrap();
+    }
+    let base = format!("/v1/clusters/{cluster}/costs");
+    let ranged = api
+        .get(
+            &format!("{base}?dimension=namespace&from=2026-11-02&to=2026-11-03"),
+            &api.admin,
+        )
+        .await;
+    assert_eq!(ranged.status, StatusCode::OK, "{}", ranged.body);
+    let periods: Vec<&str> = ranged.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["period"].as_str().unwrap())
+        .collect();
+    assert_eq!(periods, ["2026-11-02", "2026-11-03"]);
+    assert_eq!(
+        ranged.body["items"][0]["table"]["lines"]["shop"]["cost"],
+        "2.5"
+    );
+    assert!(
+        api.get(&format!("{base}?granularity=month"), &api.admin)
+            .await
+            .body["items"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    let bad = api.get(&format!("{base}?from=2026-11"), &api.admin).await;
+    assert_eq!(
+        (bad.status, &bad.body["error"]["field"]),
+        (StatusCode::BAD_REQUEST, &json!("from"))
+    );
+    let unknown = api.get(&format!("{base}?dimension=team"), &api.admin).await;
+    assert_eq!(
+        (unknown.status, &unknown.body["error"]["field"]),
+        (StatusCode::BAD_REQUEST, &json!("dimension"))
+    );
+
+    let csv = api
+        .get(&format!("{base}/export?dimension=namespace"), &api.admin)
+        .await;
+    let text = csv.body.as_str().unwrap();
+    assert_eq!(text.lines().count(), 1 + 6);
+    assert!(
+        text.contains("2026-11-02,namespace,shop,2.5,2.5,0,0,9,0"),
+        "{text}"
+    );
+    let summary = api.get(&format!("{base}/export"), &api.admin).await;
+    assert_eq!(summary.status, StatusCode::BAD_REQUEST);
+
+    assert!(
+        api.get(&format!("{base}?dimension=namespace"), &api.other_admin)
+            .await
+            .body["items"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    let reports = api
+        .get(
+            &format!("/v1/clusters/{cluster}/savings-reports"),
+            &api.admin,
+        )
+        .await;
+    assert_eq!(
+        (
+            reports.status,
+            reports.body["items"].as_array().unwrap().len()
+        ),
+        (StatusCode::OK, 0)
+    );
+    let missing = api
+        .get(
+            &format!("/v1/clusters/{cluster}/savings-reports/2026-10"),
+            &api.admin,
+        )
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn accounts_are_linked_with_the_tenants_external_id() {
+    let api = api().await;
+    let role = "arn:aws:iam::111122223333:role/SpotwiseAccess";
+    let early = api
+        .post(
+            "/v1/accounts",
+            &api.admin,
+            json!({"role_arn": role, "regions": ["us-east-1"]}),
+        )
+        .await;
+    assert_eq!(
+        (early.status, error_code(&early)),
+        (StatusCode::CONFLICT, "no_external_id")
+    );
+
+    let issued = api
+        .post("/v1/accounts/external-id", &api.admin, json!({}))
+        .await;
+    let external_id = issued.body["external_id"].as_str().unwrap().to_owned();
+    assert!(external_id.starts_with("sw-"));
+    assert_eq!(
+        api.post("/v1/accounts/external-id", &api.admin, json!({}))
+            .await
+            .body["external_id"],
+        external_id.as_str(),
+        "stable"
+    );
+    let other = api
+        .post("/v1/accounts/external-id", &api.other_admin, json!({}))
+        .await;
+    assert_ne!(
+        other.body["external_id"],
+        external_id.as_str(),
+        "per tenant"
+    );
+
+    for (body, field) in [
+        (
+            json!({"role_arn": "arn:aws:iam::1111:role/x", "regions": ["us-east-1"]}),
+            "role_arn",
+        ),
+        (json!({"role_arn": role, "regions": []}), "regions"),
+        (
+            json!({"role_arn": role, "regions": ["mars-1"]}),
+            "regions[0]",
+        ),
+    ] {
+        let reply = api.post("/v1/accounts", &api.admin, body).await;
+        assert_eq!(
+            (reply.status, &reply.body["error"]["field"]),
+            (StatusCode::BAD_REQUEST, &json!(field)),
+            "{}",
+            reply.body
+        );
+    }
+    let linked = api
+        .post(
+            "/v1/accounts",
+            &api.admin,
+            json!({"role_arn": role, "regions": ["us-east-1", "eu-west-1"]}),
+        )
+        .await;
+    assert_eq!(linked.status, StatusCode::CREATED, "{}", linked.body);
+    assert_eq!(
+        (&linked.body["account_id"], &linked.body["external_id"]),
+        (&json!("111122223333"), &json!(external_id))
+    );
+    let again = api
+        .post(
+            "/v1/accounts",
+            &api.admin,
+            json!({"role_arn": role, "regions": ["us-east-1"]}),
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::CONFLICT);
+
+    let validated = api
+        .post("/v1/accounts/111122223333/validate", &api.admin, json!({}))
+        .await;
+    assert_eq!(
+        validated.body["health"]["state"], "healthy",
+        "{}",
+        validated.body
+    );
+    assert_eq!(
+        api.get("/v1/accounts", &api.admin).await.body["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(
+        api.get("/v1/accounts", &api.other_admin).await.body["items"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        api.delete("/v1/accounts/111122223333", &api.other_admin)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        api.delete("/v1/accounts/111122223333", &api.admin)
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    assert!(
+        api.get("/v1/accounts", &api.admin).await.body["items"]
+            .as_array()
+            .unwrap()
+            .is_empty()
     );
 }

@@ -24,8 +24,9 @@ use spotwise_core::messages::{CostRequest, ScheduleTrigger};
 use spotwise_core::{Classify, ClusterId, Disposition, TenantId};
 use spotwise_cost::breakdown::{self, DEFAULT_LABEL_KEYS, Dimension};
 use spotwise_cost::opportunities::UnitPrices;
+pub use spotwise_cost::report::CostPeriod;
 use spotwise_cost::report::{MonthlyReport, ReportInput};
-use spotwise_cost::trends::{self, DailyCost, Forecast};
+use spotwise_cost::trends::{self, DailyCost};
 use spotwise_cost::{Baseline, CostTable, Summary, Weights, allocate, inputs, money};
 use spotwise_lambda::sqs::{BodyError, parse_body, process_batch};
 use spotwise_optimizer::catalog::TypeFilter;
@@ -110,23 +111,6 @@ impl Classify for CostError {
             CostError::UnknownJob(_) | CostError::BadPeriod(_) => Disposition::NonRetryable,
         }
     }
-}
-
-/// One dimension's table, or the totals, of one cluster for one period, as stored.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CostPeriod {
-    pub cluster_id: ClusterId,
-    /// `2026-11-24T10`, `2026-11-24` or `2026-11`.
-    pub period: String,
-    /// A [`Dimension`] name, or `summary`.
-    pub dimension: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub table: Option<CostTable>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub summary: Option<Summary>,
-    /// On a month's summary: its total forecast from the days so far.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub forecast: Option<Forecast>,
 }
 
 /// The function's triggers.

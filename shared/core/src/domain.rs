@@ -110,6 +110,16 @@ impl RoleArn {
     }
 }
 
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for RoleArn {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        <String as utoipa::PartialSchema>::schema()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for RoleArn {}
+
 impl TryFrom<String> for RoleArn {
     type Error = RoleArnError;
     fn try_from(value: String) -> Result<Self, Self::Error> {
@@ -124,6 +134,7 @@ impl From<RoleArn> for String {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "state", rename_all = "lowercase")]
 pub enum AccountHealth {
     Pending,
@@ -133,6 +144,7 @@ pub enum AccountHealth {
 
 /// A customer AWS account linked through a cross-account role that requires our ExternalId.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Account {
     pub tenant_id: TenantId,
     pub account_id: String,

@@ -173,8 +173,12 @@ pub fn cost_baseline(tenant: &TenantId, cluster: &ClusterId) -> Key {
 pub fn savings_report(tenant: &TenantId, cluster: &ClusterId, month: &str) -> Key {
     Key::new(
         tenant_partition(tenant),
-        format!("SAVINGSREPORT#{cluster}#{month}"),
+        format!("{}{month}", savings_reports_prefix(cluster)),
     )
+}
+
+pub fn savings_reports_prefix(cluster: &ClusterId) -> String {
+    format!("SAVINGSREPORT#{cluster}#")
 }
 
 /// Present while hibernation has the cluster asleep.

@@ -4,13 +4,14 @@ use std::fmt::Write as _;
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
+use spotwise_core::ClusterId;
 use spotwise_optimizer::recommendation::Recommendation;
 use time::Month;
 
 use crate::breakdown::{CostTable, Savings, Summary};
 use crate::money::{self, CostLine};
 use crate::opportunities::{self, Opportunity, UnitPrices};
-use crate::trends::{self, Anomaly, DailyCost};
+use crate::trends::{self, Anomaly, DailyCost, Forecast};
 
 /// Namespaces and opportunities a report lists.
 const REPORT_TOP: usize = 5;
@@ -255,4 +256,21 @@ mod tests {
             "2026-11,label,\"team=a,b \"\"x\"\"\",1.5,1.5,0,0,0,0"
         );
     }
+}
+
+/// One dimension's table, or the totals, of one cluster for one period, as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CostPeriod {
+    pub cluster_id: ClusterId,
+    /// `2026-11-24T10`, `2026-11-24` or `2026-11`.
+    pub period: String,
+    /// A [`Dimension`] name, or `summary`.
+    pub dimension: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<CostTable>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<Summary>,
+    /// On a month's summary: its total forecast from the days so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forecast: Option<Forecast>,
 }

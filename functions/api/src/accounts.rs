@@ -1,0 +1,209 @@
+//! Linking AWS accounts: the tenant's ExternalId, the link itself (AssumeRole with it, and the
+//! assumed identity's account must be the role's), re-validation, list and unlink.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use spotwise_aws::accounts::{self, AccountError};
+use spotwise_aws::store::Query;
+use spotwise_core::domain::{Account, AccountHealth, Role, RoleArn};
+use spotwise_core::keys::{self, prefix};
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+
+use crate::AppState;
+use crate::audit::{self, snapshot};
+use crate::auth::Caller;
+use crate::error::{ApiError, ErrorResponse, JsonBody};
+use crate::paging::{Page, PageParams, Params, PathParams};
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExternalId {
+    /// Put this in the role's trust policy (`sts:ExternalId`), e.g. as the `ExternalId`
+    /// parameter of `infra/customer-role.yaml`. The same for every role of the tenant.
+    pub external_id: String,
+}
+
+#[utoipa::path(post, path = "/v1/accounts/external-id", tag = "accounts",
+    responses((status = 200, body = ExternalId)), security(("api_key" = [])))]
+pub async fn external_id(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<ExternalId>, ApiError> {
+    caller.require(Role::Admin)?;
+    let external_id =
+        accounts::issue_external_id(&state.store, &caller.tenant, OffsetDateTime::now_utc())
+            .await?;
+    Ok(Json(ExternalId { external_id }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LinkInput {
+    /// `arn:aws:iam::<account>:role/<name>`, trusting Spotwise with the tenant's ExternalId.
+    pub role_arn: String,
+    /// Regions discovery inventories.
+    #[schema(min_items = 1, max_items = 30)]
+    pub regions: Vec<String>,
+}
+
+fn check_regions(regions: &[String]) -> Result<(), ApiError> {
+    if regions.is_empty() || regions.len() > 30 {
+        return Err(ApiError::field("regions", "list 1 to 30 regions"));
+    }
+    for (i, region) in regions.iter().enumerate() {
+        // us-east-1, ap-southeast-2, us-gov-west-1, cn-north-1
+        let parts: Vec<&str> = region.split('-').collect();
+        let shaped = parts.len() >= 3
+            && parts.iter().all(|p| {
+                !p.is_empty()
+                    && p.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            })
+            && parts
+                .last()
+                .is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()));
+        if !shaped {
+            return Err(ApiError::field(
+                format!("regions[{i}]"),
+                format!("`{region}` is not an AWS region"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn link_error(err: AccountError) -> ApiError {
+    match err {
+        AccountError::NoExternalId => ApiError::new(
+            StatusCode::CONFLICT,
+            "no_external_id",
+            "request the tenant's ExternalId first (POST /v1/accounts/external-id) and put it in the role's trust policy",
+        ),
+        AccountError::AlreadyLinked(account) => ApiError::new(
+            StatusCode::CONFLICT,
+            "already_exists",
+            format!("account {account} is already linked"),
+        ),
+        AccountError::Link(e) => {
+            ApiError::field("role_arn", format!("the role could not be used: {e}"))
+        }
+        AccountError::Store(e) => e.into(),
+    }
+}
+
+#[utoipa::path(post, path = "/v1/accounts", tag = "accounts", request_body = LinkInput,
+    responses((status = 201, body = Account), (status = 400, body = ErrorResponse), (status = 409, body = ErrorResponse)),
+    security(("api_key" = [])))]
+pub async fn link(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(input): JsonBody<LinkInput>,
+) -> Result<(StatusCode, Json<Account>), ApiError> {
+    caller.require(Role::Admin)?;
+    let role =
+        RoleArn::parse(&input.role_arn).map_err(|e| ApiError::field("role_arn", e.reason))?;
+    check_regions(&input.regions)?;
+    let account = accounts::link(
+        &state.store,
+        &state.cross_account,
+        &caller.tenant,
+        &role,
+        input.regions,
+        OffsetDateTime::now_utc(),
+    )
+    .await
+    .map_err(link_error)?;
+    audit::record(
+        &state,
+        &caller,
+        "account.link",
+        format!("account/{}", account.account_id),
+        None,
+        snapshot(&account),
+    )
+    .await;
+    Ok((StatusCode::CREATED, Json(account)))
+}
+
+#[utoipa::path(get, path = "/v1/accounts", tag = "accounts", params(PageParams),
+    responses((status = 200, body = Page<Account>)), security(("api_key" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Params(page): Params<PageParams>,
+) -> Result<Json<Page<Account>>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let query = page
+        .apply(Query::partition(keys::tenant_partition(&caller.tenant)).prefix(prefix::ACCOUNT))?;
+    Ok(Json(Page::from_store(
+        state.store.query(&query).await?,
+        |a| a,
+    )))
+}
+
+fn account_id(id: &str) -> Result<&str, ApiError> {
+    if id.len() == 12 && id.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(id)
+    } else {
+        Err(ApiError::not_found(format!("account {id}")))
+    }
+}
+
+/// Assumes the role again and records whether it still works.
+#[utoipa::path(post, path = "/v1/accounts/{id}/validate", tag = "accounts", params(("id" = String, Path)),
+    responses((status = 200, body = Account), (status = 404, body = ErrorResponse)), security(("api_key" = [])))]
+pub async fn validate(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParams(id): PathParams<String>,
+) -> Result<Json<Account>, ApiError> {
+    caller.require(Role::Operator)?;
+    let key = keys::account(&caller.tenant, account_id(&id)?);
+    let mut item = state
+        .store
+        .get::<Account>(&key)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("account {id}")))?;
+    item.body.health = match state
+        .cross_account
+        .verify_link(&item.body.role_arn, &item.body.external_id)
+        .await
+    {
+        Ok(_) => AccountHealth::Healthy,
+        Err(e) => AccountHealth::Unhealthy {
+            reason: e.to_string(),
+        },
+    };
+    state.store.update_versioned(&item).await?;
+    Ok(Json(item.body))
+}
+
+/// Unlinks an account: discovery stops reading it. Its clusters' history is kept.
+#[utoipa::path(delete, path = "/v1/accounts/{id}", tag = "accounts", params(("id" = String, Path)),
+    responses((status = 204), (status = 404, body = ErrorResponse)), security(("api_key" = [])))]
+pub async fn unlink(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParams(id): PathParams<String>,
+) -> Result<StatusCode, ApiError> {
+    caller.require(Role::Admin)?;
+    let key = keys::account(&caller.tenant, account_id(&id)?);
+    let item = state
+        .store
+        .get::<Account>(&key)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("account {id}")))?;
+    state.store.delete(&key).await?;
+    audit::record(
+        &state,
+        &caller,
+        "account.unlink",
+        format!("account/{id}"),
+        snapshot(&item.body),
+        None,
+    )
+    .await;
+    Ok(StatusCode::NO_CONTENT)
+}
