@@ -1,5 +1,7 @@
 //! Turning a verified action into Kubernetes API calls.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Node;
 use kube::Api;
@@ -13,8 +15,12 @@ pub enum ExecuteError {
     Unsupported(ActionKind),
     #[error("invalid parameters: {0}")]
     InvalidParams(String),
-    #[error("drain incomplete at the deadline: {0}")]
-    DrainIncomplete(String),
+    #[error("drain incomplete at the deadline: {detail}")]
+    DrainIncomplete {
+        detail: String,
+        /// Pods still on the node, with the last reason each could not be evicted.
+        pods_left: BTreeMap<String, String>,
+    },
     #[error("completing the Auto Scaling lifecycle action: {0}")]
     Lifecycle(String),
     #[error("kubernetes API: {0}")]
@@ -33,7 +39,7 @@ impl ExecuteError {
             // The deadline has passed; a retry would be refused as expired.
             ExecuteError::Unsupported(_)
             | ExecuteError::InvalidParams(_)
-            | ExecuteError::DrainIncomplete(_) => false,
+            | ExecuteError::DrainIncomplete { .. } => false,
         }
     }
 }
@@ -145,24 +151,30 @@ pub async fn run(
                     )
                 })?;
             let patch = Patch::Merge(json!({ "spec": { "replicas": replicas } }));
-            match kind.as_str() {
+            // The previous count goes into the result, so whoever scaled down can restore it.
+            let previous = match kind.as_str() {
                 "Deployment" => {
-                    Api::<Deployment>::namespaced(client.clone(), namespace)
-                        .patch_scale(name, &params, &patch)
-                        .await?;
+                    let api = Api::<Deployment>::namespaced(client.clone(), namespace);
+                    let scale = api.get_scale(name).await?;
+                    api.patch_scale(name, &params, &patch).await?;
+                    scale
                 }
                 "StatefulSet" => {
-                    Api::<StatefulSet>::namespaced(client.clone(), namespace)
-                        .patch_scale(name, &params, &patch)
-                        .await?;
+                    let api = Api::<StatefulSet>::namespaced(client.clone(), namespace);
+                    let scale = api.get_scale(name).await?;
+                    api.patch_scale(name, &params, &patch).await?;
+                    scale
                 }
                 other => {
                     return Err(ExecuteError::InvalidParams(format!(
                         "cannot scale a {other}"
                     )));
                 }
-            }
-            Ok(format!("{kind} {namespace}/{name} scaled to {replicas}"))
+            };
+            let previous = previous.spec.and_then(|s| s.replicas).unwrap_or(0);
+            Ok(format!(
+                "{kind} {namespace}/{name} scaled from {previous} to {replicas}"
+            ))
         }
         ActionKind::Drain => {
             let name = node_name(action)?;
@@ -193,7 +205,10 @@ pub async fn run(
             if report.left.is_empty() {
                 Ok(detail)
             } else {
-                Err(ExecuteError::DrainIncomplete(detail))
+                Err(ExecuteError::DrainIncomplete {
+                    detail,
+                    pods_left: report.left,
+                })
             }
         }
     }

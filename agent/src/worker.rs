@@ -4,8 +4,11 @@ use std::future::Future;
 use std::time::Duration;
 
 use aws_sdk_sqs::Client;
+use aws_sdk_sqs::error::SdkError;
+use aws_sdk_sqs::operation::receive_message::ReceiveMessageError;
+use aws_sdk_sqs::types::Message;
 use time::OffsetDateTime;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::{Agent, Outcome};
 
@@ -13,6 +16,11 @@ use crate::{Agent, Outcome};
 const WAIT_SECONDS: i32 = 20;
 const BATCH: i32 = 10;
 const ERROR_PAUSE: Duration = Duration::from_secs(5);
+/// While an action runs, its message is hidden again this often, for this long (seconds).
+const EXTEND_EVERY: Duration = Duration::from_secs(20);
+const EXTEND_BY: i32 = 60;
+
+pub type ReceiveError = SdkError<ReceiveMessageError>;
 
 pub struct QueueWorker {
     sqs: Client,
@@ -35,34 +43,54 @@ impl QueueWorker {
         self
     }
 
-    /// Polls until `shutdown` completes; the batch in hand is finished first.
+    /// Polls until `shutdown` completes. An action in hand is finished (Kubernetes gives the pod
+    /// its termination grace period); the rest of its batch is handed back to the queue at once.
     pub async fn run(&self, agent: &Agent, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
         loop {
-            tokio::select! {
+            let received = tokio::select! {
                 biased;
-                () = &mut shutdown => {
+                () = &mut shutdown => break,
+                received = self.receive(agent) => received,
+            };
+            let messages = match received {
+                Ok(messages) => messages,
+                Err(err) => {
+                    error!(error = %aws_sdk_sqs::error::DisplayErrorContext(&err), "queue poll failed");
+                    tokio::select! {
+                        () = &mut shutdown => break,
+                        () = tokio::time::sleep(ERROR_PAUSE) => continue,
+                    }
+                }
+            };
+            let mut messages = messages.into_iter();
+            for message in messages.by_ref() {
+                self.process(agent, &message).await;
+                let stopping = tokio::select! {
+                    biased;
+                    () = &mut shutdown => true,
+                    () = std::future::ready(()) => false,
+                };
+                if stopping {
+                    self.release(messages).await;
                     info!("shutting down");
                     return;
                 }
-                result = self.poll_once(agent) => {
-                    if let Err(err) = result {
-                        error!(error = %aws_sdk_sqs::error::DisplayErrorContext(&err), "queue poll failed");
-                        tokio::time::sleep(ERROR_PAUSE).await;
-                    }
-                }
             }
         }
+        info!("shutting down");
     }
 
-    /// One receive and the handling of what it returned. Returns the outcomes.
-    pub async fn poll_once(
-        &self,
-        agent: &Agent,
-    ) -> Result<
-        Vec<Outcome>,
-        aws_sdk_sqs::error::SdkError<aws_sdk_sqs::operation::receive_message::ReceiveMessageError>,
-    > {
+    /// One receive and the handling of everything it returned.
+    pub async fn poll_once(&self, agent: &Agent) -> Result<Vec<Outcome>, ReceiveError> {
+        let mut outcomes = Vec::new();
+        for message in self.receive(agent).await? {
+            outcomes.push(self.process(agent, &message).await);
+        }
+        Ok(outcomes)
+    }
+
+    async fn receive(&self, agent: &Agent) -> Result<Vec<Message>, ReceiveError> {
         let received = self
             .sqs
             .receive_message()
@@ -71,35 +99,72 @@ impl QueueWorker {
             .max_number_of_messages(BATCH)
             .send()
             .await?;
-        let mut outcomes = Vec::new();
-        for message in received.messages.unwrap_or_default() {
-            let outcome = agent
-                .handle(
-                    message.body().unwrap_or_default(),
-                    OffsetDateTime::now_utc(),
-                )
-                .await;
-            let finished = !matches!(
-                outcome,
-                Outcome::Failed {
-                    retryable: true,
-                    ..
+        agent.metrics().polled(OffsetDateTime::now_utc());
+        Ok(received.messages.unwrap_or_default())
+    }
+
+    /// Handles one message and deletes it unless the failure is worth another attempt.
+    async fn process(&self, agent: &Agent, message: &Message) -> Outcome {
+        let handling = agent.handle(
+            message.body().unwrap_or_default(),
+            OffsetDateTime::now_utc(),
+        );
+        tokio::pin!(handling);
+        // A drain can outlast the queue's visibility timeout; keep the message hidden while it
+        // runs so no other receive starts it again. A running action also counts as liveness.
+        let outcome = loop {
+            tokio::select! {
+                outcome = &mut handling => break outcome,
+                () = tokio::time::sleep(EXTEND_EVERY) => {
+                    if let Some(handle) = message.receipt_handle() {
+                        self.extend(handle, EXTEND_BY).await;
+                    }
+                    agent.metrics().polled(OffsetDateTime::now_utc());
                 }
-            );
-            if let (true, Some(handle)) = (finished, message.receipt_handle())
-                && let Err(err) = self
-                    .sqs
-                    .delete_message()
-                    .queue_url(&self.queue_url)
-                    .receipt_handle(handle)
-                    .send()
-                    .await
-            {
-                // Redelivery is harmless: every action is idempotent.
-                error!(error = %aws_sdk_sqs::error::DisplayErrorContext(&err), "could not delete message");
             }
-            outcomes.push(outcome);
+        };
+        let finished = !matches!(
+            outcome,
+            Outcome::Failed {
+                retryable: true,
+                ..
+            }
+        );
+        if let (true, Some(handle)) = (finished, message.receipt_handle())
+            && let Err(err) = self
+                .sqs
+                .delete_message()
+                .queue_url(&self.queue_url)
+                .receipt_handle(handle)
+                .send()
+                .await
+        {
+            // Redelivery is harmless: every action is idempotent.
+            error!(error = %aws_sdk_sqs::error::DisplayErrorContext(&err), "could not delete message");
         }
-        Ok(outcomes)
+        outcome
+    }
+
+    /// Makes received but unstarted messages visible again, for the next agent to take.
+    async fn release(&self, messages: impl Iterator<Item = Message>) {
+        for message in messages {
+            if let Some(handle) = message.receipt_handle() {
+                self.extend(handle, 0).await;
+            }
+        }
+    }
+
+    async fn extend(&self, receipt_handle: &str, seconds: i32) {
+        let extended = self
+            .sqs
+            .change_message_visibility()
+            .queue_url(&self.queue_url)
+            .receipt_handle(receipt_handle)
+            .visibility_timeout(seconds)
+            .send()
+            .await;
+        if let Err(err) = extended {
+            warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&err), "could not change the message's visibility");
+        }
     }
 }

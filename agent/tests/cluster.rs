@@ -9,12 +9,13 @@ use std::sync::{Arc, Mutex};
 
 use axum::extract::{Path, Query, State};
 use axum::http::{Method, StatusCode, Uri};
-use axum::routing::{get, patch};
+use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
-use spotwise_agent::{Agent, Outcome, QueueWorker};
+use spotwise_agent::{Agent, Metrics, Outcome, QueueWorker, Reporter};
 use spotwise_core::ClusterId;
 use spotwise_core::action::{ActionKind, ActionTarget, AgentAction};
+use spotwise_core::messages::{ActionReport, ReportedOutcome};
 use spotwise_testkit::LocalStack;
 use time::{Duration, OffsetDateTime};
 
@@ -100,23 +101,38 @@ async fn patch_node(
     Ok(Json(node.clone()))
 }
 
+fn scale(namespace: &str, name: &str, replicas: i64) -> Json<Value> {
+    Json(json!({
+        "apiVersion": "autoscaling/v1", "kind": "Scale",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"replicas": replicas}, "status": {"replicas": replicas}
+    }))
+}
+
+async fn get_scale(
+    State(s): State<Shared>,
+    Path((namespace, name)): Path<(String, String)>,
+) -> Result<Json<Value>, (StatusCode, Json<Value>)> {
+    let cluster = s.lock().unwrap();
+    let replicas = cluster
+        .replicas
+        .get(&format!("{namespace}/{name}"))
+        .ok_or_else(|| status(StatusCode::NOT_FOUND, "NotFound", "deployment not found"))?;
+    Ok(scale(&namespace, &name, *replicas))
+}
+
 async fn patch_scale(
     State(s): State<Shared>,
     Path((namespace, name)): Path<(String, String)>,
     Json(body): Json<Value>,
 ) -> Result<Json<Value>, (StatusCode, Json<Value>)> {
     let mut cluster = s.lock().unwrap();
-    let key = format!("{namespace}/{name}");
     let replicas = cluster
         .replicas
-        .get_mut(&key)
+        .get_mut(&format!("{namespace}/{name}"))
         .ok_or_else(|| status(StatusCode::NOT_FOUND, "NotFound", "deployment not found"))?;
     *replicas = body["spec"]["replicas"].as_i64().unwrap_or(*replicas);
-    Ok(Json(json!({
-        "apiVersion": "autoscaling/v1", "kind": "Scale",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {"replicas": *replicas}, "status": {"replicas": *replicas}
-    })))
+    Ok(scale(&namespace, &name, *replicas))
 }
 
 async fn list_pods(
@@ -136,6 +152,47 @@ async fn list_pods(
         .collect();
     Json(
         json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "1"}, "items": items}),
+    )
+}
+
+fn instance_of(node: &str) -> &'static str {
+    if node == "ip-10-0-1-17.ec2.internal" {
+        "i-0b662ef9931388ba0"
+    } else {
+        "i-0a1b2c3d4e5f60718"
+    }
+}
+
+/// Nodes one per page, to exercise `continue` tokens.
+async fn list_nodes(
+    State(s): State<Shared>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Json<Value> {
+    let cluster = s.lock().unwrap();
+    let mut names: Vec<&String> = cluster.nodes.keys().collect();
+    names.sort();
+    let start: usize = query
+        .get("continue")
+        .and_then(|c| c.strip_prefix("after="))
+        .and_then(|i| i.parse().ok())
+        .unwrap_or(0);
+    let item = names.get(start).map(|n| {
+        let mut node = cluster.nodes[*n].clone();
+        node.as_object_mut().unwrap().remove("kind");
+        node
+    });
+    let next = (start + 1 < names.len()).then(|| format!("after={}", start + 1));
+    Json(
+        json!({"kind": "NodeList", "metadata": {"continue": next.unwrap_or_default()}, "items": item.into_iter().collect::<Vec<_>>()}),
+    )
+}
+
+async fn list_pdbs() -> Json<Value> {
+    Json(
+        json!({"kind": "PodDisruptionBudgetList", "metadata": {}, "items": [
+            {"metadata": {"name": "web", "namespace": "shop"},
+             "spec": {"selector": {"matchLabels": {"app": "web"}}}, "status": {"disruptionsAllowed": 1}}
+        ]}),
     )
 }
 
@@ -199,11 +256,19 @@ impl FakeKube {
         {
             let mut c = state.lock().unwrap();
             for name in ["ip-10-0-1-17.ec2.internal", "ip-10-0-2-9.ec2.internal"] {
+                let capacity = if name.starts_with("ip-10-0-1") {
+                    "spot"
+                } else {
+                    "on-demand"
+                };
                 c.nodes.insert(
                     name.into(),
                     json!({"apiVersion": "v1", "kind": "Node",
-                           "metadata": {"name": name, "resourceVersion": "1", "labels": {"kubernetes.io/hostname": name}},
-                           "spec": {"providerID": "aws:///us-east-1b/i-0b662ef9931388ba0"}}),
+                           "metadata": {"name": name, "resourceVersion": "1", "labels": {
+                               "kubernetes.io/hostname": name, "node.kubernetes.io/instance-type": "m5.large",
+                               "topology.kubernetes.io/zone": "us-east-1b", "karpenter.sh/capacity-type": capacity}},
+                           "spec": {"providerID": format!("aws:///us-east-1b/{}", instance_of(name))},
+                           "status": {"allocatable": {"cpu": "1930m", "memory": "7446Mi", "pods": "29"}}}),
                 );
             }
             c.replicas.insert("shop/web".into(), 3);
@@ -240,9 +305,11 @@ impl FakeKube {
             .route("/api/v1/nodes/{name}", get(get_node).patch(patch_node))
             .route(
                 "/apis/apps/v1/namespaces/{ns}/deployments/{name}/scale",
-                patch(patch_scale),
+                get(get_scale).patch(patch_scale),
             )
             .route("/api/v1/pods", get(list_pods))
+            .route("/api/v1/nodes", get(list_nodes))
+            .route("/apis/policy/v1/poddisruptionbudgets", get(list_pdbs))
             .route(
                 "/api/v1/namespaces/{ns}/pods/{name}/eviction",
                 axum::routing::post(evict),
@@ -400,7 +467,7 @@ async fn label_and_taint_are_applied_once() {
         json!({"labels": {"x": 1}}),
     );
     assert!(
-        matches!(agent.handle(&signed(bad), now).await, Outcome::Rejected { reason } if reason.contains("params.labels"))
+        matches!(agent.handle(&signed(bad), now).await, Outcome::Rejected { reason, .. } if reason.contains("params.labels"))
     );
 }
 
@@ -420,7 +487,7 @@ async fn scale_sets_replicas_through_the_scale_subresource() {
         )
         .await;
     assert!(
-        matches!(outcome, Outcome::Done { ref detail, .. } if detail.contains("scaled to 0")),
+        matches!(outcome, Outcome::Done { ref detail, .. } if detail.contains("scaled from 3 to 0")),
         "{outcome:?}"
     );
     assert_eq!(kube.state.lock().unwrap().replicas["shop/web"], 0);
@@ -467,7 +534,7 @@ async fn unverifiable_actions_never_reach_the_cluster() {
             now
         };
         match agent.handle(body, at).await {
-            Outcome::Rejected { reason } => {
+            Outcome::Rejected { reason, .. } => {
                 assert!(reason.contains(expected), "case {i}: {reason}")
             }
             other => panic!("case {i}: expected rejection, got {other:?}"),
@@ -657,11 +724,17 @@ async fn drain_reports_pods_left_when_the_deadline_comes() {
         Outcome::Failed {
             reason,
             retryable: false,
+            pods_left,
             ..
         } => {
             assert!(
                 reason.contains("shop/db-1 (eviction blocked by a PodDisruptionBudget)"),
                 "{reason}"
+            );
+            assert_eq!(
+                pods_left.keys().collect::<Vec<_>>(),
+                ["shop/db-1"],
+                "the pods left travel to the API as a map"
             );
             assert!(
                 reason.contains("2 evicted"),
@@ -762,6 +835,73 @@ async fn worker_executes_queued_actions_and_removes_finished_messages() {
     worker.run(&agent, async {}).await;
 }
 
+#[tokio::test]
+async fn on_shutdown_the_action_in_hand_finishes_and_the_rest_of_the_batch_is_handed_back() {
+    let stack = LocalStack::start();
+    let kube = FakeKube::start().await;
+    let sqs = aws_sdk_sqs::Client::new(&stack.sdk_config().await);
+    let queue_url = sqs
+        .create_queue()
+        .queue_name("spotwise-agent-c1")
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let nodes = ["ip-10-0-1-17.ec2.internal", "ip-10-0-2-9.ec2.internal"];
+    for node in nodes {
+        let cordon = action(ActionKind::Cordon, node_target(node), json!({}));
+        sqs.send_message()
+            .queue_url(&queue_url)
+            .message_body(signed(cordon))
+            .send()
+            .await
+            .unwrap();
+    }
+
+    // The pod is told to stop while the first action of the batch runs.
+    let cordoned = |state: &Shared| {
+        let cluster = state.lock().unwrap();
+        nodes
+            .iter()
+            .filter(|n| cluster.nodes[**n]["spec"]["unschedulable"] == true)
+            .count()
+    };
+    let watched = kube.state.clone();
+    let shutdown = async move {
+        while cordoned(&watched) == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    };
+    let agent = agent(&kube, false);
+    QueueWorker::new(sqs.clone(), &queue_url)
+        .with_wait_seconds(1)
+        .run(&agent, shutdown)
+        .await;
+
+    assert_eq!(
+        cordoned(&kube.state),
+        1,
+        "one action finished, the other never started"
+    );
+    let attrs = sqs
+        .get_queue_attributes()
+        .queue_url(&queue_url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::All)
+        .send()
+        .await
+        .unwrap();
+    let count = |name| -> u32 { attrs.attributes().unwrap()[&name].parse().unwrap() };
+    assert_eq!(
+        (
+            count(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages),
+            count(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        ),
+        (1, 0),
+        "the unstarted action is visible again at once, the finished one deleted"
+    );
+}
+
 /// A stand-in for the Auto Scaling API (query protocol) that records each call's form body.
 async fn fake_autoscaling() -> (
     aws_sdk_autoscaling::Client,
@@ -837,4 +977,344 @@ async fn drain_for_an_asg_hook_completes_the_lifecycle_action() {
     ] {
         assert!(calls[0].contains(part), "{part} missing from {}", calls[0]);
     }
+}
+
+/// A stand-in for the Spotwise API's agent routes, which can be taken down and brought back.
+#[derive(Default)]
+struct ApiState {
+    down: bool,
+    results: Vec<(String, Value)>,
+    heartbeats: usize,
+    snapshots: Vec<Value>,
+    cancelled: Vec<String>,
+}
+
+struct FakeApi {
+    url: String,
+    state: Arc<Mutex<ApiState>>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeApi {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+const AGENT_KEY: &str = "swk_0123456789ab_agent";
+
+impl FakeApi {
+    async fn start() -> Self {
+        let state: Arc<Mutex<ApiState>> = Arc::default();
+        type S = State<Arc<Mutex<ApiState>>>;
+        let check = |s: &ApiState, headers: &axum::http::HeaderMap| -> Option<StatusCode> {
+            if s.down {
+                return Some(StatusCode::SERVICE_UNAVAILABLE);
+            }
+            (headers.get("authorization").and_then(|v| v.to_str().ok())
+                != Some(&format!("Bearer {AGENT_KEY}")))
+            .then_some(StatusCode::UNAUTHORIZED)
+        };
+        let app =
+            Router::new()
+                .route(
+                    "/v1/agent/actions/{id}/result",
+                    axum::routing::post(
+                        move |State(s): S,
+                              Path(id): Path<String>,
+                              headers: axum::http::HeaderMap,
+                              Json(body): Json<Value>| async move {
+                            let mut s = s.lock().unwrap();
+                            if let Some(code) = check(&s, &headers) {
+                                return code;
+                            }
+                            if id == "unknown" {
+                                return StatusCode::NOT_FOUND;
+                            }
+                            s.results.push((id, body));
+                            StatusCode::OK
+                        },
+                    ),
+                )
+                .route(
+                    "/v1/agent/actions/{id}",
+                    get(
+                        move |State(s): S,
+                              Path(id): Path<String>,
+                              headers: axum::http::HeaderMap| async move {
+                            let s = s.lock().unwrap();
+                            if let Some(code) = check(&s, &headers) {
+                                return (code, Json(json!({})));
+                            }
+                            let status = if s.cancelled.contains(&id) {
+                                "cancelled"
+                            } else {
+                                "queued"
+                            };
+                            (StatusCode::OK, Json(json!({"status": status})))
+                        },
+                    ),
+                )
+                .route(
+                    "/v1/agent/heartbeat",
+                    axum::routing::post(
+                        move |State(s): S, headers: axum::http::HeaderMap| async move {
+                            let mut s = s.lock().unwrap();
+                            if let Some(code) = check(&s, &headers) {
+                                return code;
+                            }
+                            s.heartbeats += 1;
+                            StatusCode::NO_CONTENT
+                        },
+                    ),
+                )
+                .route(
+                    "/v1/agent/snapshot",
+                    axum::routing::put(
+                        move |State(s): S,
+                              headers: axum::http::HeaderMap,
+                              Json(body): Json<Value>| async move {
+                            let mut s = s.lock().unwrap();
+                            if let Some(code) = check(&s, &headers) {
+                                return code;
+                            }
+                            s.snapshots.push(body);
+                            StatusCode::OK
+                        },
+                    ),
+                )
+                .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self { url, state, server }
+    }
+
+    fn set_down(&self, down: bool) {
+        self.state.lock().unwrap().down = down;
+    }
+}
+
+fn reporter(api: &FakeApi, buffer: Option<std::path::PathBuf>) -> Arc<Reporter> {
+    Arc::new(Reporter::new(&api.url, AGENT_KEY.into(), buffer, Metrics::new()).unwrap())
+}
+
+fn report(detail: &str) -> ActionReport {
+    ActionReport {
+        outcome: ReportedOutcome::Succeeded,
+        detail: detail.into(),
+        pods_left: BTreeMap::new(),
+    }
+}
+
+#[tokio::test]
+async fn results_outlive_an_unreachable_api_and_a_restart_and_arrive_in_order() {
+    let api = FakeApi::start().await;
+    let dir = std::env::temp_dir().join(format!("spotwise-agent-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let buffer = dir.join("results.jsonl");
+    let _ = std::fs::remove_file(&buffer);
+
+    api.set_down(true);
+    let first = reporter(&api, Some(buffer.clone()));
+    first.result("a1", report("cordoned")).await;
+    first.result("a2", report("drained")).await;
+    assert_eq!(first.pending().len(), 2, "kept while the API is down");
+    assert_eq!(std::fs::read_to_string(&buffer).unwrap().lines().count(), 2);
+    drop(first);
+
+    // A restarted agent finds them on disk and delivers them once the API is back.
+    let restarted = reporter(&api, Some(buffer.clone()));
+    assert_eq!(restarted.pending().len(), 2);
+    assert_eq!(restarted.flush().await, 0, "still down");
+    api.set_down(false);
+    assert_eq!(restarted.flush().await, 2);
+    let delivered: Vec<String> = api
+        .state
+        .lock()
+        .unwrap()
+        .results
+        .iter()
+        .map(|(id, _)| id.clone())
+        .collect();
+    assert_eq!(delivered, ["a1", "a2"]);
+    assert!(restarted.pending().is_empty());
+    assert_eq!(std::fs::read_to_string(&buffer).unwrap(), "");
+
+    // A result the API refuses for good is dropped rather than blocking the others.
+    restarted.result("unknown", report("?")).await;
+    restarted.result("a3", report("labelled")).await;
+    assert!(restarted.pending().is_empty());
+    assert_eq!(api.state.lock().unwrap().results.last().unwrap().0, "a3");
+
+    // Nothing listening at all is the same as down.
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    };
+    let nowhere = Reporter::new(&closed, AGENT_KEY.into(), None, Metrics::new()).unwrap();
+    nowhere.result("a4", report("x")).await;
+    assert_eq!(nowhere.pending().len(), 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn the_agent_reports_outcomes_and_skips_cancelled_actions() {
+    let kube = FakeKube::start().await;
+    let api = FakeApi::start().await;
+    let metrics = Metrics::new();
+    let agent = agent(&kube, false)
+        .with_reporter(reporter(&api, None))
+        .with_metrics(metrics.clone());
+    let now = OffsetDateTime::now_utc();
+    let node = "ip-10-0-1-17.ec2.internal";
+
+    let mut cancelled = action(ActionKind::Cordon, node_target(node), json!({}));
+    cancelled.action_id = "withdrawn".into();
+    api.state.lock().unwrap().cancelled.push("withdrawn".into());
+    assert_eq!(
+        agent.handle(&signed(cancelled), now).await,
+        Outcome::Cancelled {
+            action_id: "withdrawn".into()
+        }
+    );
+    assert_eq!(
+        kube.node(node)["spec"].get("unschedulable"),
+        None,
+        "not executed"
+    );
+
+    let mut cordon = action(ActionKind::Cordon, node_target(node), json!({}));
+    cordon.action_id = "c1".into();
+    assert!(matches!(
+        agent.handle(&signed(cordon), now).await,
+        Outcome::Done { .. }
+    ));
+    let mut late = action(ActionKind::Cordon, node_target(node), json!({}));
+    late.action_id = "late".into();
+    late.issued_at = now - Duration::minutes(3);
+    late.not_after = now - Duration::seconds(1);
+    assert!(matches!(
+        agent.handle(&signed(late), now).await,
+        Outcome::Rejected {
+            action_id: Some(_),
+            ..
+        }
+    ));
+    let mut forged = action(ActionKind::Cordon, node_target(node), json!({}));
+    forged.action_id = "forged".into();
+    forged.signature = "00".repeat(32);
+    assert!(matches!(
+        agent
+            .handle(&serde_json::to_string(&forged).unwrap(), now)
+            .await,
+        Outcome::Rejected {
+            action_id: None,
+            ..
+        }
+    ));
+
+    let results = api.state.lock().unwrap().results.clone();
+    let reported: Vec<(&str, &str)> = results
+        .iter()
+        .map(|(id, r)| (id.as_str(), r["outcome"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        reported,
+        [("c1", "succeeded"), ("late", "failed")],
+        "forged actions are not reported against real ids"
+    );
+    let text = metrics.render();
+    assert!(
+        text.contains("spotwise_agent_actions_total{outcome=\"cancelled\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("spotwise_agent_actions_total{outcome=\"rejected\"} 2"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn heartbeats_and_snapshots_reach_the_api() {
+    let kube = FakeKube::start().await;
+    let api = FakeApi::start().await;
+    let agent = agent(&kube, false).with_reporter(reporter(&api, None));
+    agent
+        .report_loop(
+            std::time::Duration::from_millis(50),
+            std::time::Duration::from_secs(3600),
+            tokio::time::sleep(std::time::Duration::from_millis(180)),
+        )
+        .await;
+    let state = api.state.lock().unwrap();
+    assert!(
+        state.heartbeats >= 2,
+        "one per period: {}",
+        state.heartbeats
+    );
+    assert_eq!(state.snapshots.len(), 1, "one per snapshot period");
+    let snapshot = &state.snapshots[0];
+    let nodes = snapshot["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 2, "read across pages");
+    let spot = nodes
+        .iter()
+        .find(|n| n["name"] == "ip-10-0-1-17.ec2.internal")
+        .unwrap();
+    assert_eq!(
+        (&spot["instance_id"], &spot["capacity_type"], &spot["cpu_m"]),
+        (&json!("i-0b662ef9931388ba0"), &json!("spot"), &json!(1930))
+    );
+    assert_eq!(snapshot["pdbs"].as_array().unwrap().len(), 1);
+    let pods = snapshot["pods"].as_array().unwrap().len()
+        + snapshot["daemon_pods"].as_array().unwrap().len();
+    assert!(
+        pods >= 4,
+        "running pods, finished ones left out: {snapshot}"
+    );
+}
+
+#[tokio::test]
+async fn metrics_and_health_are_served() {
+    use tower::ServiceExt;
+    let metrics = Metrics::new();
+    let app = spotwise_agent::metrics::router(metrics.clone());
+    let health = app
+        .clone()
+        .oneshot(
+            axum::http::Request::get("/healthz")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(health.status(), StatusCode::OK, "healthy while starting");
+    assert!(
+        !metrics.healthy(OffsetDateTime::now_utc() + Duration::minutes(5)),
+        "no poll for minutes"
+    );
+    metrics.polled(OffsetDateTime::now_utc() + Duration::minutes(5));
+    assert!(metrics.healthy(OffsetDateTime::now_utc() + Duration::minutes(5)));
+    let page = app
+        .oneshot(
+            axum::http::Request::get("/metrics")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.headers()["content-type"], "text/plain; version=0.0.4");
+    let text = String::from_utf8(
+        axum::body::to_bytes(page.into_body(), 1 << 20)
+            .await
+            .unwrap()
+            .to_vec(),
+    )
+    .unwrap();
+    assert!(
+        text.contains("# TYPE spotwise_agent_results_pending gauge"),
+        "{text}"
+    );
 }

@@ -263,6 +263,7 @@ mod tests {
     fn node(name: &str, itype: &str, cpu_m: u64, price: f64) -> CurrentNode {
         CurrentNode {
             name: name.into(),
+            instance_id: None,
             instance_type: itype.into(),
             zone: "us-east-1a".into(),
             capacity_type: CapacityType::OnDemand,

@@ -306,6 +306,11 @@ fn parse_node(item: &Value) -> Result<CurrentNode, String> {
             .as_str()
             .ok_or("metadata.name missing")?
             .to_owned(),
+        instance_id: item["spec"]["providerID"]
+            .as_str()
+            .and_then(|id| id.rsplit('/').next())
+            .filter(|id| id.starts_with("i-"))
+            .map(str::to_owned),
         instance_type: labels
             .get("node.kubernetes.io/instance-type")
             .cloned()

@@ -296,6 +296,9 @@ pub struct ContainerUsage {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CurrentNode {
     pub name: String,
+    /// The EC2 instance, from `spec.providerID` (`aws:///us-east-1b/i-0abc…`).
+    #[serde(default)]
+    pub instance_id: Option<String>,
     pub instance_type: String,
     pub zone: String,
     pub capacity_type: CapacityType,

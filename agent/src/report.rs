@@ -1,0 +1,203 @@
+//! Talking to the Spotwise API with the agent key: action results (never lost: kept in a local
+//! buffer, on disk when a path is given, until the API has them), heartbeats, cluster
+//! snapshots, and whether an action was cancelled before it is executed.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde::{Deserialize, Serialize};
+use spotwise_core::action::ActionStatus;
+use spotwise_core::messages::{ActionReport, Heartbeat};
+use spotwise_optimizer::kube::Snapshot;
+use tracing::{info, warn};
+
+use crate::metrics::Metrics;
+
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Results kept while the API is unreachable; beyond this the oldest are dropped (and counted).
+const MAX_BUFFERED: usize = 10_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("API request failed: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("API answered {status}: {body}")]
+    Status { status: StatusCode, body: String },
+}
+
+/// One result waiting for the API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingResult {
+    pub action_id: String,
+    pub report: ActionReport,
+}
+
+pub struct Reporter {
+    http: reqwest::Client,
+    base_url: String,
+    key: String,
+    buffer: Mutex<VecDeque<PendingResult>>,
+    buffer_file: Option<PathBuf>,
+    metrics: std::sync::Arc<Metrics>,
+}
+
+impl Reporter {
+    /// `buffer_file` keeps undelivered results across restarts; what it holds is loaded now.
+    pub fn new(
+        base_url: &str,
+        key: String,
+        buffer_file: Option<PathBuf>,
+        metrics: std::sync::Arc<Metrics>,
+    ) -> Result<Self, ReportError> {
+        let http = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .user_agent(concat!("spotwise-agent/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        let buffered: VecDeque<PendingResult> = buffer_file
+            .as_ref()
+            .and_then(|path| std::fs::read_to_string(path).ok())
+            .map(|text| {
+                text.lines()
+                    .filter_map(|line| serde_json::from_str(line).ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !buffered.is_empty() {
+            info!(
+                results = buffered.len(),
+                "undelivered results loaded from the buffer"
+            );
+        }
+        metrics.set_pending(buffered.len());
+        Ok(Self {
+            http,
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            key,
+            buffer: Mutex::new(buffered),
+            buffer_file,
+            metrics,
+        })
+    }
+
+    pub fn pending(&self) -> Vec<PendingResult> {
+        self.buffer
+            .lock()
+            .map(|b| b.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn persist(&self, buffer: &VecDeque<PendingResult>) {
+        self.metrics.set_pending(buffer.len());
+        let Some(path) = &self.buffer_file else {
+            return;
+        };
+        let text: String = buffer
+            .iter()
+            .filter_map(|r| serde_json::to_string(r).ok())
+            .map(|line| line + "\n")
+            .collect();
+        // Written aside and renamed, so a crash mid-write never leaves half a buffer.
+        let partial = path.with_extension("partial");
+        if let Err(err) =
+            std::fs::write(&partial, text).and_then(|()| std::fs::rename(&partial, path))
+        {
+            warn!(path = %path.display(), error = %err, "result buffer not saved");
+        }
+    }
+
+    /// Keeps a result and tries to deliver everything buffered.
+    pub async fn result(&self, action_id: &str, report: ActionReport) {
+        if let Ok(mut buffer) = self.buffer.lock() {
+            if buffer.len() >= MAX_BUFFERED {
+                buffer.pop_front();
+                self.metrics.dropped_result();
+            }
+            buffer.push_back(PendingResult {
+                action_id: action_id.to_owned(),
+                report,
+            });
+            self.persist(&buffer);
+        }
+        self.flush().await;
+    }
+
+    /// Delivers buffered results in order; stops at the first the API does not take, to retry
+    /// later. A result the API refuses for good (4xx) is dropped, since retrying cannot help.
+    pub async fn flush(&self) -> usize {
+        let mut delivered = 0;
+        loop {
+            let Some(next) = self.buffer.lock().ok().and_then(|b| b.front().cloned()) else {
+                return delivered;
+            };
+            let url = format!(
+                "{}/v1/agent/actions/{}/result",
+                self.base_url, next.action_id
+            );
+            let sent = self.send(self.http.post(&url).json(&next.report)).await;
+            match sent {
+                Ok(_) => delivered += 1,
+                Err(ReportError::Status { status, body })
+                    if status.is_client_error() && status != StatusCode::TOO_MANY_REQUESTS =>
+                {
+                    warn!(action_id = %next.action_id, %status, %body, "result refused by the API; dropped");
+                }
+                Err(err) => {
+                    self.metrics.report_failed();
+                    warn!(action_id = %next.action_id, error = %err, "result not delivered; kept for later");
+                    return delivered;
+                }
+            }
+            if let Ok(mut buffer) = self.buffer.lock() {
+                if buffer.front() == Some(&next) {
+                    buffer.pop_front();
+                }
+                self.persist(&buffer);
+            }
+        }
+    }
+
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, ReportError> {
+        let response = request.bearer_auth(&self.key).send().await?;
+        let status = response.status();
+        if status.is_success() {
+            Ok(response)
+        } else {
+            let body = response.text().await.unwrap_or_default();
+            Err(ReportError::Status {
+                status,
+                body: body.chars().take(300).collect(),
+            })
+        }
+    }
+
+    pub async fn heartbeat(&self, dry_run: bool) -> Result<(), ReportError> {
+        let beat = Heartbeat {
+            agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+            dry_run,
+        };
+        let url = format!("{}/v1/agent/heartbeat", self.base_url);
+        self.send(self.http.post(url).json(&beat)).await.map(drop)
+    }
+
+    pub async fn snapshot(&self, snapshot: &Snapshot) -> Result<(), ReportError> {
+        let url = format!("{}/v1/agent/snapshot", self.base_url);
+        self.send(self.http.put(url).json(snapshot)).await.map(drop)
+    }
+
+    /// The platform's status of an action; `None` when the API cannot say (unreachable).
+    pub async fn action_status(&self, action_id: &str) -> Option<ActionStatus> {
+        #[derive(Deserialize)]
+        struct State {
+            status: ActionStatus,
+        }
+        let url = format!("{}/v1/agent/actions/{action_id}", self.base_url);
+        let response = self.send(self.http.get(url)).await.ok()?;
+        response.json::<State>().await.ok().map(|s| s.status)
+    }
+}

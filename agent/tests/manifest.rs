@@ -1,0 +1,135 @@
+//! The shipped manifest configures the agent it ships, mounts what the configuration points
+//! at, and grants the agent what it calls and nothing more.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::rbac::v1::ClusterRole;
+use serde::Deserialize;
+use spotwise_agent::AgentConfig;
+use spotwise_core::config::Env;
+
+struct Manifest {
+    deployment: Deployment,
+    role: ClusterRole,
+}
+
+fn manifest() -> Manifest {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../infra/agent/agent.yaml"
+    ))
+    .unwrap();
+    let mut deployment = None;
+    let mut role = None;
+    for document in serde_yaml::Deserializer::from_str(&text) {
+        let value = serde_yaml::Value::deserialize(document).unwrap();
+        match value["kind"].as_str() {
+            Some("Deployment") => deployment = Some(serde_yaml::from_value(value).unwrap()),
+            Some("ClusterRole") => role = Some(serde_yaml::from_value(value).unwrap()),
+            _ => {}
+        }
+    }
+    Manifest {
+        deployment: deployment.expect("a Deployment"),
+        role: role.expect("a ClusterRole"),
+    }
+}
+
+#[test]
+fn the_deployment_environment_is_a_valid_agent_configuration() {
+    let spec = manifest().deployment.spec.unwrap().template.spec.unwrap();
+    let container = &spec.containers[0];
+    let vars: std::collections::HashMap<String, String> = container
+        .env
+        .iter()
+        .flatten()
+        .map(|var| (var.name.clone(), var.value.clone().unwrap_or_default()))
+        .collect();
+    let config = AgentConfig::from_env(&Env::from_map(vars)).unwrap();
+
+    let mounts: Vec<&str> = container
+        .volume_mounts
+        .iter()
+        .flatten()
+        .map(|m| m.mount_path.as_str())
+        .collect();
+    for file in [&config.secret_file, &config.key_file, &config.buffer_file] {
+        assert!(
+            mounts.iter().any(|m| file.starts_with(m)),
+            "{} is on a mounted volume",
+            file.display()
+        );
+    }
+    let probe_port = container
+        .liveness_probe
+        .as_ref()
+        .and_then(|p| p.http_get.as_ref())
+        .map(|g| g.port.clone())
+        .unwrap();
+    let metrics_port = container
+        .ports
+        .iter()
+        .flatten()
+        .find(|p| p.container_port == i32::from(config.metrics_addr.port()))
+        .expect("the metrics address is a container port");
+    assert_eq!(
+        probe_port,
+        k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(
+            metrics_port.name.clone().unwrap()
+        )
+    );
+}
+
+#[test]
+fn the_container_runs_unprivileged_on_a_read_only_root() {
+    let spec = manifest().deployment.spec.unwrap().template.spec.unwrap();
+    assert_eq!(
+        spec.security_context.and_then(|s| s.run_as_non_root),
+        Some(true)
+    );
+    let container = &spec.containers[0];
+    let security = container.security_context.clone().unwrap();
+    assert_eq!(security.read_only_root_filesystem, Some(true));
+    assert_eq!(security.allow_privilege_escalation, Some(false));
+    assert_eq!(security.capabilities.unwrap().drop.unwrap(), ["ALL"]);
+    let resources = container.resources.clone().unwrap();
+    assert!(resources.requests.is_some() && resources.limits.is_some());
+}
+
+#[test]
+fn the_cluster_role_grants_exactly_what_the_agent_calls() {
+    let mut granted: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for rule in manifest().role.rules.unwrap() {
+        for group in rule.api_groups.unwrap_or_default() {
+            for resource in rule.resources.clone().unwrap_or_default() {
+                let key = format!("{group}/{resource}");
+                granted
+                    .entry(key)
+                    .or_default()
+                    .extend(rule.verbs.iter().cloned());
+            }
+        }
+    }
+    let set = |verbs: &[&str]| verbs.iter().map(|v| v.to_string()).collect::<BTreeSet<_>>();
+    // execute.rs, drain.rs and snapshot.rs between them make exactly these calls.
+    let expected: BTreeMap<String, BTreeSet<String>> = [
+        ("/nodes", set(&["get", "list", "patch"])),
+        ("/pods", set(&["list"])),
+        ("/pods/eviction", set(&["create"])),
+        ("policy/poddisruptionbudgets", set(&["list"])),
+        ("apps/deployments/scale", set(&["get", "patch"])),
+        ("apps/statefulsets/scale", set(&["get", "patch"])),
+        ("metrics.k8s.io/pods", set(&["list"])),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    assert_eq!(granted, expected);
+    assert!(
+        !granted.values().flatten().any(|verb| verb == "*"),
+        "no wildcard verbs"
+    );
+}
