@@ -89,11 +89,28 @@ pub fn describe(action: &AgentAction) -> String {
     }
 }
 
+/// What an executed action did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Executed {
+    pub detail: String,
+    /// For a scale: the replica count it replaced, so whoever scaled down can restore it.
+    pub previous_replicas: Option<i32>,
+}
+
+impl From<String> for Executed {
+    fn from(detail: String) -> Self {
+        Self {
+            detail,
+            previous_replicas: None,
+        }
+    }
+}
+
 pub async fn run(
     client: &kube::Client,
     autoscaling: Option<&aws_sdk_autoscaling::Client>,
     action: &AgentAction,
-) -> Result<String, ExecuteError> {
+) -> Result<Executed, ExecuteError> {
     let params = PatchParams::default();
     match action.kind {
         ActionKind::Cordon | ActionKind::Uncordon => {
@@ -107,7 +124,7 @@ pub async fn run(
                     &Patch::Merge(json!({ "spec": { "unschedulable": unschedulable } })),
                 )
                 .await?;
-            Ok(format!("node {name} unschedulable={unschedulable}"))
+            Ok(format!("node {name} unschedulable={unschedulable}").into())
         }
         ActionKind::Label => {
             let name = node_name(action)?;
@@ -120,14 +137,11 @@ pub async fn run(
                     &Patch::Merge(json!({ "metadata": { "labels": labels } })),
                 )
                 .await?;
-            Ok(format!(
-                "node {name} labels {}",
-                serde_json::Value::Object(labels)
-            ))
+            Ok(format!("node {name} labels {}", serde_json::Value::Object(labels)).into())
         }
         ActionKind::Taint => {
             let name = node_name(action)?;
-            add_taint(client, name, action).await
+            add_taint(client, name, action).await.map(Executed::from)
         }
         ActionKind::Scale => {
             let ActionTarget::Workload {
@@ -172,9 +186,10 @@ pub async fn run(
                 }
             };
             let previous = previous.spec.and_then(|s| s.replicas).unwrap_or(0);
-            Ok(format!(
-                "{kind} {namespace}/{name} scaled from {previous} to {replicas}"
-            ))
+            Ok(Executed {
+                detail: format!("{kind} {namespace}/{name} scaled from {previous} to {replicas}"),
+                previous_replicas: Some(previous),
+            })
         }
         ActionKind::Drain => {
             let name = node_name(action)?;
@@ -203,7 +218,7 @@ pub async fn run(
                 (None, _) => {}
             }
             if report.left.is_empty() {
-                Ok(detail)
+                Ok(detail.into())
             } else {
                 Err(ExecuteError::DrainIncomplete {
                     detail,

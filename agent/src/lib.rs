@@ -80,12 +80,11 @@ pub enum Outcome {
     Done {
         action_id: String,
         detail: String,
+        /// For a scale: the replica count it replaced.
+        previous_replicas: Option<i32>,
     },
     /// Dry-run mode: verified, not executed.
-    WouldDo {
-        action_id: String,
-        detail: String,
-    },
+    WouldDo { action_id: String, detail: String },
     /// Not executed and never will be (unreadable, wrong cluster, expired, bad signature,
     /// unsupported). The message is removed. `action_id` is set when the action is authentic
     /// (signed with our secret), so the rejection can be reported against it.
@@ -94,9 +93,7 @@ pub enum Outcome {
         reason: String,
     },
     /// Withdrawn through the API before it ran.
-    Cancelled {
-        action_id: String,
-    },
+    Cancelled { action_id: String },
     /// Execution failed; `retryable` failures stay on the queue for another attempt.
     Failed {
         action_id: String,
@@ -190,11 +187,12 @@ impl Agent {
             };
         }
         match execute::run(&self.kube, self.autoscaling.as_ref(), &action).await {
-            Ok(detail) => {
-                info!(action_id = %action.action_id, kind = ?action.kind, %detail, "action done");
+            Ok(executed) => {
+                info!(action_id = %action.action_id, kind = ?action.kind, detail = %executed.detail, "action done");
                 Outcome::Done {
                     action_id: action.action_id,
-                    detail,
+                    detail: executed.detail,
+                    previous_replicas: executed.previous_replicas,
                 }
             }
             Err(err @ (ExecuteError::Unsupported(_) | ExecuteError::InvalidParams(_))) => reject(
@@ -266,11 +264,20 @@ fn report_of(outcome: &Outcome) -> Option<(&str, ActionReport)> {
         outcome,
         detail: detail.to_owned(),
         pods_left: BTreeMap::new(),
+        previous_replicas: None,
     };
     match outcome {
-        Outcome::Done { action_id, detail } => {
-            Some((action_id, report(ReportedOutcome::Succeeded, detail)))
-        }
+        Outcome::Done {
+            action_id,
+            detail,
+            previous_replicas,
+        } => Some((
+            action_id,
+            ActionReport {
+                previous_replicas: *previous_replicas,
+                ..report(ReportedOutcome::Succeeded, detail)
+            },
+        )),
         Outcome::WouldDo { action_id, detail } => {
             Some((action_id, report(ReportedOutcome::DryRun, detail)))
         }

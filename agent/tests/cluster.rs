@@ -487,7 +487,7 @@ async fn scale_sets_replicas_through_the_scale_subresource() {
         )
         .await;
     assert!(
-        matches!(outcome, Outcome::Done { ref detail, .. } if detail.contains("scaled from 3 to 0")),
+        matches!(outcome, Outcome::Done { ref detail, previous_replicas: Some(3), .. } if detail.contains("scaled from 3 to 0")),
         "{outcome:?}"
     );
     assert_eq!(kube.state.lock().unwrap().replicas["shop/web"], 0);
@@ -1106,6 +1106,7 @@ fn report(detail: &str) -> ActionReport {
         outcome: ReportedOutcome::Succeeded,
         detail: detail.into(),
         pods_left: BTreeMap::new(),
+        previous_replicas: None,
     }
 }
 

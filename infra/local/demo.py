@@ -47,6 +47,7 @@ STEPS = [
     ("InterruptionFunction", "events/interruption/sqs-instance-state-change.json"),
     ("WebhookDispatcherFunction", "events/webhook-dispatcher/sqs-notification.json"),
     ("ApiFunction", "events/api/http-api-health.json"),
+    ("SchedulerFunction", "events/scheduler/schedule.json"),
 ]
 
 
@@ -137,6 +138,17 @@ def endpoint_item(endpoint_id, kind, url):
             "rate_per_minute": 30, "burst": 10}
 
 
+def scheduled_report_item():
+    """A weekly savings report schedule whose first run is due now."""
+    now = time.strftime("%Y-%m-%dT%H:%M:00Z", time.gmtime(time.time() - 60))
+    return {"pk": f"T#{TENANT}", "sk": "SCHEDULE#weekly-report", "version": 1,
+            "gsi1pk": "DUE_SCHEDULE", "gsi1sk": f"{now}#T#{TENANT}#weekly-report",
+            "id": "weekly-report", "tenant_id": TENANT, "cluster_id": CLUSTER, "name": "weekly savings report",
+            "kind": "report", "cron": "0 8 * * MON", "time_zone": "Europe/Berlin", "status": "active",
+            "consecutive_failures": 0, "pause_after": 3, "next_run_at": now,
+            "created_at": now, "updated_at": now}
+
+
 def pump(bin_dir, description, stack, queue, logical):
     """Does what Lambda's SQS poller does: hands the queue's messages to the function in batches
     and deletes those it did not report as failed. Returns (messages, failures)."""
@@ -176,6 +188,10 @@ def summarize(result):
     if isinstance(result, dict) and "batchItemFailures" in result:
         failures = result["batchItemFailures"]
         return "batch ok" if not failures else f"{len(failures)} message(s) failed"
+    if isinstance(result, dict) and "runs_started" in result:
+        sleeps = result["hibernation"]
+        return (f"{result['runs_started']} scheduled run(s) started, {len(sleeps['slept'])} cluster(s) put to sleep, "
+                f"{len(sleeps['woke'])} woken, {len(result['failures']) + len(sleeps['failures'])} failure(s)")
     if isinstance(result, dict) and "statusCode" in result:
         return f"HTTP {result['statusCode']} {json.dumps(result['body'])}"
     text = json.dumps(result)
@@ -205,7 +221,8 @@ def main():
         receiver = Receiver()
         serializer = boto3.dynamodb.types.TypeSerializer()
         for item in (endpoint_item("wh-generic", "generic", receiver.url("generic")),
-                     endpoint_item("wh-slack", "slack", receiver.url("slack"))):
+                     endpoint_item("wh-slack", "slack", receiver.url("slack")),
+                     scheduled_report_item()):
             stack.ddb.put_item(TableName=stack.names["Table"], Item={k: serializer.serialize(v) for k, v in item.items()})
         description = stack.describe()
         print(f"local stack on {description['endpoint']}: table {stack.names['Table']}, "

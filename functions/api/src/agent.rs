@@ -171,6 +171,7 @@ pub async fn action_result(
     }
     item.body.status = status;
     item.body.status_reason = Some(reason.clone());
+    item.body.previous_replicas = report.previous_replicas.or(item.body.previous_replicas);
     item.body.updated_at = OffsetDateTime::now_utc();
     state.store.update_versioned(&item).await?;
     let kind = match report.outcome {

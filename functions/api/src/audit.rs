@@ -1,14 +1,12 @@
 //! The audit log: every mutating call, with who, what, when, and the resource before and after
 //! (secrets never included). Kept a year; listed newest first, filtered, exported as CSV or JSON.
 
-use std::time::Duration;
-
 use axum::Json;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use spotwise_aws::store::{Item, PutCondition, Query};
+use spotwise_aws::store::Query;
 use spotwise_core::domain::{AuditEvent, Role};
 use spotwise_core::keys;
 use time::OffsetDateTime;
@@ -20,7 +18,6 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ErrorResponse};
 use crate::paging::{Page, PageParams, Params};
 
-const RETENTION: Duration = Duration::from_secs(400 * 24 * 3600);
 /// An export reads at most this many events; narrow it with `since`/`until` for more.
 const EXPORT_LIMIT: usize = 10_000;
 
@@ -35,19 +32,16 @@ pub async fn record(
     after: Option<serde_json::Value>,
 ) {
     let now = OffsetDateTime::now_utc();
-    let id = ulid::Ulid::new().to_string();
-    let event = AuditEvent {
-        id: id.clone(),
-        tenant_id: caller.tenant.clone(),
-        actor: caller.actor(),
-        action: action.to_owned(),
+    let change = spotwise_aws::audit::Change {
+        action,
         target,
         before,
         after,
-        at: now,
     };
-    let item = Item::new(keys::audit(&caller.tenant, &id), event).expiring_at(now + RETENTION);
-    if let Err(err) = state.store.put(&item, PutCondition::IfAbsent).await {
+    let written =
+        spotwise_aws::audit::write(&state.store, &caller.tenant, &caller.actor(), change, now)
+            .await;
+    if let Err(err) = written {
         error!(tenant = %caller.tenant, %action, error = %err, "audit event not written");
     }
 }

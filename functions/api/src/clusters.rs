@@ -33,7 +33,11 @@ pub fn cluster_id(id: &str) -> Result<ClusterId, ApiError> {
     ClusterId::new(id).map_err(|_| ApiError::not_found(format!("cluster {id}")))
 }
 
-async fn load_cluster(state: &AppState, caller: &Caller, id: &str) -> Result<Cluster, ApiError> {
+pub(crate) async fn load_cluster(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> Result<Cluster, ApiError> {
     let cluster = cluster_id(id)?;
     state
         .store

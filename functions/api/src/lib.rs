@@ -9,7 +9,9 @@ pub mod clusters;
 pub mod costs;
 pub mod error;
 pub mod paging;
+pub mod schedules;
 pub mod suppression;
+pub mod templates;
 pub mod tenant;
 pub mod versioning;
 pub mod webhooks;
@@ -41,6 +43,11 @@ pub struct Config {
     /// Requests per minute per API key, and the burst above it.
     pub rate_per_minute: u32,
     pub rate_burst: u32,
+    /// Where manually triggered scheduled runs are sent, and where their failures are told.
+    pub optimize_queue_url: String,
+    pub cost_queue_url: String,
+    pub discovery_queue_url: String,
+    pub notifications_queue_url: String,
 }
 
 impl Config {
@@ -49,6 +56,10 @@ impl Config {
             common: CommonConfig::from_env(env)?,
             rate_per_minute: env.parse_or("API_RATE_PER_MINUTE", 600_u32)?.max(1),
             rate_burst: env.parse_or("API_RATE_BURST", 100_u32)?.max(1),
+            optimize_queue_url: env.required("OPTIMIZE_QUEUE_URL")?,
+            cost_queue_url: env.required("COST_QUEUE_URL")?,
+            discovery_queue_url: env.required("DISCOVERY_QUEUE_URL")?,
+            notifications_queue_url: env.required("NOTIFICATIONS_QUEUE_URL")?,
         })
     }
 }
@@ -63,6 +74,8 @@ pub struct AppState {
     pub lookup: Arc<dyn Lookup>,
     pub deliverer: Arc<Deliverer>,
     pub limiter: Arc<RateLimiter>,
+    pub run_queues: Arc<spotwise_aws::runs::RunQueues>,
+    pub notifications: spotwise_aws::Queue,
 }
 
 impl AppState {
@@ -71,12 +84,15 @@ impl AppState {
             dev_mode: config.common.dev_mode,
         };
         let lookup: Arc<dyn Lookup> = Arc::new(SystemLookup);
+        let sqs = aws_sdk_sqs::Client::new(sdk);
         Ok(Self {
             store: Store::new(
                 aws_sdk_dynamodb::Client::new(sdk),
                 &config.common.table_name,
             ),
-            sqs: aws_sdk_sqs::Client::new(sdk),
+            run_queues: Arc::new(schedules::run_queues(&sqs, config)),
+            notifications: spotwise_aws::Queue::new(sqs.clone(), &config.notifications_queue_url),
+            sqs,
             cross_account: Arc::new(CrossAccount::new(sdk.clone(), "spotwise-api")),
             stage: config.common.stage.clone(),
             target_policy,
@@ -115,6 +131,12 @@ impl AppState {
         agent::heartbeat, agent::action_state, agent::action_result, agent::put_snapshot,
         costs::periods, costs::export, costs::reports, costs::report,
         accounts::external_id, accounts::link, accounts::list, accounts::validate, accounts::unlink,
+        schedules::get_hibernation, schedules::put_hibernation, schedules::delete_hibernation,
+        schedules::wake, schedules::preview, schedules::sleeps,
+        schedules::validate_cron, schedules::list, schedules::create, schedules::get,
+        schedules::replace, schedules::delete, schedules::pause, schedules::resume,
+        schedules::trigger, schedules::list_runs,
+        templates::list, templates::create, templates::get, templates::replace, templates::delete,
     ),
     modifiers(&ApiKeyScheme),
 )]
@@ -239,6 +261,49 @@ pub fn app(state: AppState) -> Router {
         .route(
             "/v1/clusters/{id}/savings-reports/{month}",
             get(costs::report),
+        )
+        .route(
+            "/v1/clusters/{id}/hibernation",
+            get(schedules::get_hibernation)
+                .put(schedules::put_hibernation)
+                .delete(schedules::delete_hibernation),
+        )
+        .route("/v1/clusters/{id}/hibernation/wake", post(schedules::wake))
+        .route(
+            "/v1/clusters/{id}/hibernation/preview",
+            get(schedules::preview),
+        )
+        .route(
+            "/v1/clusters/{id}/hibernation/sleeps",
+            get(schedules::sleeps),
+        )
+        .route(
+            "/v1/schedules",
+            get(schedules::list).post(schedules::create),
+        )
+        .route(
+            "/v1/schedules/validate-cron",
+            post(schedules::validate_cron),
+        )
+        .route(
+            "/v1/schedules/{id}",
+            get(schedules::get)
+                .put(schedules::replace)
+                .delete(schedules::delete),
+        )
+        .route("/v1/schedules/{id}/pause", post(schedules::pause))
+        .route("/v1/schedules/{id}/resume", post(schedules::resume))
+        .route("/v1/schedules/{id}/trigger", post(schedules::trigger))
+        .route("/v1/schedules/{id}/runs", get(schedules::list_runs))
+        .route(
+            "/v1/clusters/{id}/node-templates",
+            get(templates::list).post(templates::create),
+        )
+        .route(
+            "/v1/clusters/{id}/node-templates/{template_id}",
+            get(templates::get)
+                .put(templates::replace)
+                .delete(templates::delete),
         )
         .route("/v1/actions", get(clusters::list_actions))
         .route("/v1/actions/{id}", get(clusters::get_action))

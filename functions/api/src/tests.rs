@@ -923,6 +923,19 @@ async fn the_openapi_document_describes_every_route() {
         "/v1/accounts/external-id",
         "/v1/accounts/{id}",
         "/v1/accounts/{id}/validate",
+        "/v1/clusters/{id}/hibernation",
+        "/v1/clusters/{id}/hibernation/wake",
+        "/v1/clusters/{id}/hibernation/preview",
+        "/v1/clusters/{id}/hibernation/sleeps",
+        "/v1/schedules",
+        "/v1/schedules/validate-cron",
+        "/v1/schedules/{id}",
+        "/v1/schedules/{id}/pause",
+        "/v1/schedules/{id}/resume",
+        "/v1/schedules/{id}/trigger",
+        "/v1/schedules/{id}/runs",
+        "/v1/clusters/{id}/node-templates",
+        "/v1/clusters/{id}/node-templates/{template_id}",
     ] {
         assert!(paths.contains(route), "{route} missing from {paths:?}");
     }
@@ -997,6 +1010,7 @@ impl Api {
             status_reason: None,
             source: "test".into(),
             instance_id: None,
+            previous_replicas: None,
             created_at: now,
             updated_at: now,
         };
@@ -1569,4 +1583,369 @@ async fn accounts_are_linked_with_the_tenants_external_id() {
             .unwrap()
             .is_empty()
     );
+}
+
+fn office_hours() -> Value {
+    let weekday = format!("{}{}{}", "0".repeat(8), "1".repeat(12), "0".repeat(4));
+    let weekend = "0".repeat(24);
+    json!({
+        "enabled": true,
+        "time_zone": "Europe/Berlin",
+        "awake": [weekday, weekday, weekday, weekday, weekday, weekend, weekend],
+        "exclude_namespaces": ["payments"],
+    })
+}
+
+#[tokio::test]
+async fn hibernation_schedules_are_validated_locked_previewed_and_woken() {
+    let api = api().await;
+    api.seed_cluster(None).await;
+    let path = format!("/v1/clusters/{}/hibernation", prod_cluster());
+    let operator = api.key("operator").await;
+    let viewer = api.key("viewer").await;
+
+    let fresh = api.get(&path, &viewer).await;
+    assert_eq!(fresh.status, StatusCode::OK, "{}", fresh.body);
+    assert_eq!(fresh.body["schedule"]["enabled"], false);
+    assert_eq!(fresh.headers[header::ETAG], "\"0\"");
+
+    let mut bad_day = office_hours();
+    bad_day["awake"][3] = json!("1111");
+    let mut bad_zone = office_hours();
+    bad_zone["time_zone"] = json!("Europe/Atlantis");
+    let mut bad_ns = office_hours();
+    bad_ns["exclude_namespaces"] = json!(["Payments!"]);
+    for (body, field) in [
+        (bad_day, "awake[3]"),
+        (bad_zone, "time_zone"),
+        (bad_ns, "exclude_namespaces[0]"),
+    ] {
+        let reply = api
+            .send(Method::PUT, &path, Some(&operator), Some(body), &[])
+            .await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.body);
+        assert_eq!(reply.body["error"]["field"], field);
+    }
+    let refused = api
+        .send(Method::PUT, &path, Some(&viewer), Some(office_hours()), &[])
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+
+    let saved = api
+        .send(
+            Method::PUT,
+            &path,
+            Some(&operator),
+            Some(office_hours()),
+            &[("if-match", "\"0\"")],
+        )
+        .await;
+    assert_eq!(saved.status, StatusCode::OK, "{}", saved.body);
+    assert_eq!(saved.headers[header::ETAG], "\"1\"");
+    let stale = api
+        .send(
+            Method::PUT,
+            &path,
+            Some(&operator),
+            Some(office_hours()),
+            &[("if-match", "\"0\"")],
+        )
+        .await;
+    assert_eq!(stale.status, StatusCode::PRECONDITION_FAILED);
+
+    let preview = api.get(&format!("{path}/preview?days=7"), &viewer).await;
+    assert_eq!(preview.status, StatusCode::OK, "{}", preview.body);
+    assert!((preview.body["asleep_hours"].as_f64().unwrap() - 108.0).abs() < 1.01);
+    assert_eq!(preview.body["transitions"].as_array().unwrap().len(), 10);
+    assert_eq!(
+        preview.body["estimated_savings_usd"],
+        Value::Null,
+        "no cost sampled yet"
+    );
+    let too_far = api.get(&format!("{path}/preview?days=30"), &viewer).await;
+    assert_eq!(too_far.body["error"]["field"], "days");
+
+    let until = OffsetDateTime::now_utc() + time::Duration::hours(3);
+    let until_text = until
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let woken = api
+        .post(
+            &format!("{path}/wake"),
+            &operator,
+            json!({"until": until_text}),
+        )
+        .await;
+    assert_eq!(woken.status, StatusCode::OK, "{}", woken.body);
+    assert!(woken.body["schedule"]["wake_until"].is_string());
+    let preview = api.get(&format!("{path}/preview?days=1"), &viewer).await;
+    let first = &preview.body["transitions"][0];
+    assert!(
+        first.is_null() || first["at"].as_str().unwrap() >= until_text.as_str(),
+        "nothing sleeps before the wake-up ends: {first}"
+    );
+    let past = api
+        .post(
+            &format!("{path}/wake"),
+            &operator,
+            json!({"until": "2020-01-01T00:00:00Z"}),
+        )
+        .await;
+    assert_eq!(past.body["error"]["field"], "until");
+
+    // Another tenant sees nothing; asleep clusters cannot lose their schedule.
+    assert_eq!(
+        api.get(&path, &api.other_admin).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let tenant = TenantId::new("t1").unwrap();
+    api.state
+        .store
+        .put(
+            &Item::new(
+                keys::hibernation_state(&tenant, &prod_cluster()),
+                spotwise_core::domain::HibernationState {
+                    asleep_since: OffsetDateTime::now_utc(),
+                    awake_cost_hr: 2.0,
+                    node_groups: vec![],
+                    workloads: vec![],
+                    cordoned_nodes: vec![],
+                },
+            ),
+            PutCondition::Always,
+        )
+        .await
+        .unwrap();
+    let asleep = api.get(&path, &viewer).await;
+    assert_eq!(asleep.body["asleep"]["awake_cost_hr"], 2.0);
+    assert_eq!(
+        api.delete(&path, &operator).await.status,
+        StatusCode::CONFLICT
+    );
+    api.state
+        .store
+        .delete(&keys::hibernation_state(&tenant, &prod_cluster()))
+        .await
+        .unwrap();
+    assert_eq!(
+        api.delete(&path, &operator).await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        api.get(&format!("{path}/sleeps"), &viewer).await.body["items"],
+        json!([])
+    );
+
+    let audit = api.get("/v1/audit", &api.admin).await;
+    let actions: Vec<&str> = audit.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .filter(|a| a.starts_with("hibernation."))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "hibernation.delete",
+            "hibernation.wake",
+            "hibernation.update"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn scheduled_runs_validate_cron_pause_resume_and_trigger() {
+    let api = api().await;
+    api.seed_cluster(None).await;
+    let operator = api.key("operator").await;
+
+    let checked = api
+        .post(
+            "/v1/schedules/validate-cron",
+            &operator,
+            json!({"cron": "0 6 * * MON-FRI", "time_zone": "America/New_York", "count": 3}),
+        )
+        .await;
+    assert_eq!(checked.status, StatusCode::OK, "{}", checked.body);
+    assert_eq!(checked.body["next_runs"].as_array().unwrap().len(), 3);
+    for (cron, message) in [
+        ("0 24 * * *", "cron: hour: 24 is outside 0-23"),
+        ("0 6 * *", "cron: expected 5 fields"),
+        ("0 0 31 2 *", "cron: the expression never fires"),
+    ] {
+        let bad = api
+            .post(
+                "/v1/schedules/validate-cron",
+                &operator,
+                json!({"cron": cron}),
+            )
+            .await;
+        assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+        assert_eq!(bad.body["error"]["field"], "cron");
+        assert!(
+            bad.body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with(message),
+            "{}",
+            bad.body
+        );
+    }
+
+    let input = json!({"cluster_id": prod_cluster().as_str(), "name": "weekday plan",
+        "kind": "optimize", "cron": "0 6 * * MON-FRI", "time_zone": "Europe/Berlin", "pause_after": 2});
+    let created = api.post("/v1/schedules", &operator, input.clone()).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let id = created.body["schedule"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(created.body["next_runs"].as_array().unwrap().len(), 5);
+    let mut unknown_cluster = input.clone();
+    unknown_cluster["cluster_id"] = json!("nope");
+    let refused = api.post("/v1/schedules", &operator, unknown_cluster).await;
+    assert_eq!(refused.body["error"]["field"], "cluster_id");
+
+    let paused = api
+        .post(&format!("/v1/schedules/{id}/pause"), &operator, json!({}))
+        .await;
+    assert_eq!(paused.body["schedule"]["status"], "paused");
+    assert_eq!(paused.body["next_runs"], json!([]));
+    let resumed = api
+        .post(&format!("/v1/schedules/{id}/resume"), &operator, json!({}))
+        .await;
+    assert_eq!(resumed.body["schedule"]["status"], "active");
+
+    let triggered = api
+        .post(&format!("/v1/schedules/{id}/trigger"), &operator, json!({}))
+        .await;
+    assert_eq!(triggered.status, StatusCode::ACCEPTED, "{}", triggered.body);
+    assert_eq!(triggered.body["state"], "running");
+    assert!(
+        triggered.body["trigger"]
+            .as_str()
+            .unwrap()
+            .starts_with("manual:")
+    );
+    let requests: Vec<spotwise_core::messages::OptimizeRequest> =
+        api._stack.drain(api.state.run_queues.optimize.url()).await;
+    assert_eq!(requests.len(), 1);
+    assert_eq!(
+        requests[0].scheduled.as_ref().unwrap().run_id,
+        triggered.body["run_id"].as_str().unwrap()
+    );
+    let history = api
+        .get(&format!("/v1/schedules/{id}/runs"), &operator)
+        .await;
+    assert_eq!(history.body["items"].as_array().unwrap().len(), 1);
+
+    let mut renamed = input.clone();
+    renamed["name"] = json!("renamed");
+    let replaced = api
+        .send(
+            Method::PUT,
+            &format!("/v1/schedules/{id}"),
+            Some(&operator),
+            Some(renamed),
+            &[("if-match", "\"1\"")],
+        )
+        .await;
+    assert_eq!(
+        replaced.status,
+        StatusCode::PRECONDITION_FAILED,
+        "pausing, resuming and the trigger each moved the version"
+    );
+    let other = api
+        .get(&format!("/v1/schedules/{id}"), &api.other_admin)
+        .await;
+    assert_eq!(other.status, StatusCode::NOT_FOUND);
+    let listed = api
+        .get(
+            &format!("/v1/schedules?cluster={}", prod_cluster()),
+            &operator,
+        )
+        .await;
+    assert_eq!(listed.body["items"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        api.delete(&format!("/v1/schedules/{id}"), &operator)
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+}
+
+#[tokio::test]
+async fn node_templates_are_validated_named_once_and_locked() {
+    let api = api().await;
+    api.seed_cluster(None).await;
+    let operator = api.key("operator").await;
+    let path = format!("/v1/clusters/{}/node-templates", prod_cluster());
+    let general = json!({"name": "general", "instance_families": ["m5", "m6i"],
+        "exclude_instance_types": ["*.metal"], "capacity_types": ["spot", "on-demand"],
+        "max_vcpus": 16, "labels": {"pool": "general"},
+        "taints": [{"key": "dedicated", "value": "general", "effect": "NoSchedule"}]});
+
+    for (patch, field) in [
+        (json!({"name": "General!"}), "name"),
+        (json!({"instance_families": ["M5"]}), "instance_families[0]"),
+        (
+            json!({"exclude_instance_types": ["t2.*", "a b"]}),
+            "exclude_instance_types[1]",
+        ),
+        (json!({"min_vcpus": 32}), "max_vcpus"),
+        (
+            json!({"taints": [{"key": "x", "effect": "Sometimes"}]}),
+            "taints[0]",
+        ),
+        (json!({"architectures": ["sparc"]}), "architectures[0]"),
+    ] {
+        let mut body = general.clone();
+        for (k, v) in patch.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let reply = api.post(&path, &operator, body).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.body);
+        assert_eq!(reply.body["error"]["field"], field, "{}", reply.body);
+    }
+
+    let created = api.post(&path, &operator, general.clone()).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let id = created.body["id"].as_str().unwrap().to_owned();
+    let twice = api.post(&path, &operator, general.clone()).await;
+    assert_eq!(twice.status, StatusCode::CONFLICT);
+
+    let one = format!("{path}/{id}");
+    let mut narrower = general.clone();
+    narrower["max_vcpus"] = json!(8);
+    let replaced = api
+        .send(
+            Method::PUT,
+            &one,
+            Some(&operator),
+            Some(narrower.clone()),
+            &[("if-match", "\"1\"")],
+        )
+        .await;
+    assert_eq!(replaced.status, StatusCode::OK, "{}", replaced.body);
+    assert_eq!(replaced.body["max_vcpus"], 8);
+    let stale = api
+        .send(
+            Method::PUT,
+            &one,
+            Some(&operator),
+            Some(narrower),
+            &[("if-match", "\"1\"")],
+        )
+        .await;
+    assert_eq!(stale.status, StatusCode::PRECONDITION_FAILED);
+
+    assert_eq!(
+        api.get(&one, &api.other_admin).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let listed = api.get(&path, &operator).await;
+    assert_eq!(listed.body["items"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        api.delete(&one, &operator).await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(api.get(&one, &operator).await.status, StatusCode::NOT_FOUND);
 }

@@ -14,6 +14,7 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use spotwise_aws::queue::{Queue, QueueError};
+use spotwise_aws::runs;
 use spotwise_aws::snapshots::{self, Unusable};
 use spotwise_aws::store::{Claim, Item, PutCondition, Query};
 use spotwise_aws::{Store, StoreError};
@@ -183,21 +184,30 @@ pub async fn handle_batch(deps: &Deps, event: SqsEvent) -> Result<SqsBatchRespon
 async fn handle_message(deps: &Deps, message: SqsMessage) -> Result<(), CostError> {
     let request: CostRequest = parse_body(&message, "cost request")?;
     let now = OffsetDateTime::now_utc();
-    let outcome = match &request {
+    let (result, scheduled) = match &request {
         CostRequest::Sample {
             tenant_id,
             cluster_id,
-        } => sample(deps, tenant_id, cluster_id, now).await?,
+        } => (sample(deps, tenant_id, cluster_id, now).await, None),
         CostRequest::Report {
             tenant_id,
             cluster_id,
             month,
-        } => report(deps, tenant_id, cluster_id, month, now).await?,
+            scheduled,
+        } => (
+            report(deps, tenant_id, cluster_id, month, now).await,
+            scheduled.as_ref(),
+        ),
     };
-    if let Outcome::Skipped(why) = &outcome {
+    if let Ok(Outcome::Skipped(why)) = &result {
         warn!(?request, reason = ?why, "cost request skipped");
     }
-    Ok(())
+    let outcome = runs::outcome_of(&result, |outcome| match outcome {
+        Outcome::Skipped(why) => Err(format!("no report: {why:?}")),
+        done => Ok(format!("{done:?}")),
+    });
+    runs::report(&deps.store, &deps.notifications, scheduled, outcome).await;
+    result.map(|_| ())
 }
 
 /// `2026-11-24T10`: the UTC hour `at` falls in.
@@ -270,6 +280,7 @@ pub async fn fan_out(
                     tenant_id,
                     cluster_id,
                     month: period.clone(),
+                    scheduled: None,
                 }
             }
         })

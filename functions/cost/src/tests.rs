@@ -188,6 +188,9 @@ async fn hibernation_and_consolidation_savings_are_counted() {
                 HibernationState {
                     asleep_since: later,
                     awake_cost_hr: 1.25,
+                    node_groups: vec![],
+                    workloads: vec![],
+                    cordoned_nodes: vec![],
                 },
             ),
             PutCondition::Always,

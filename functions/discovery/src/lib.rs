@@ -19,6 +19,7 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use serde::{Deserialize, Serialize};
 use spotwise_aws::cross_account::{CrossAccount, LinkError};
 use spotwise_aws::queue::QueueError;
+use spotwise_aws::runs;
 use spotwise_aws::store::{Item, PutCondition, Query};
 use spotwise_aws::{AwsFailure, Queue, Store, StoreError};
 use spotwise_core::config::{CommonConfig, ConfigError, Env};
@@ -113,9 +114,27 @@ pub async fn handle_batch(deps: &Deps, event: SqsEvent) -> Result<SqsBatchRespon
         ACCOUNT_CONCURRENCY,
         |message: SqsMessage| async move {
             let request: DiscoverAccount = parse_body(&message, "discovery request")?;
-            discover_account(deps, &request, OffsetDateTime::now_utc())
-                .await
-                .map(|_| ())
+            let result = discover_account(deps, &request, OffsetDateTime::now_utc()).await;
+            let outcome = runs::outcome_of(&result, |run| {
+                let summary = format!(
+                    "{} cluster(s) in {} region(s)",
+                    run.clusters,
+                    run.regions.len()
+                );
+                if run.healthy && run.errors.is_empty() {
+                    Ok(summary)
+                } else {
+                    Err(format!("{summary}; errors: {}", run.errors.join("; ")))
+                }
+            });
+            runs::report(
+                &deps.store,
+                &deps.notifications,
+                request.scheduled.as_ref(),
+                outcome,
+            )
+            .await;
+            result.map(|_| ())
         },
     )
     .await)
@@ -171,6 +190,7 @@ pub async fn fan_out(deps: &Deps, trigger: ScheduleTrigger) -> Result<FanOut, Di
             tenant_id: item.body.tenant_id,
             account_id: item.body.account_id,
             run_id: run_id.clone(),
+            scheduled: None,
         })
         .collect();
     let enqueued = deps.discovery_queue.send_all(&messages).await?;
@@ -771,6 +791,7 @@ mod tests {
                 tenant_id: tenant.clone(),
                 account_id: "111122223333".into(),
                 run_id: run.into(),
+                scheduled: None,
             }
         }
 

@@ -310,6 +310,7 @@ async fn issue(
         status_reason,
         source: format!("interruption:{}", signal.event_id),
         instance_id: Some(instance_id.to_owned()),
+        previous_replicas: None,
         created_at: now,
         updated_at: now,
     };

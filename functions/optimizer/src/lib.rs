@@ -16,11 +16,12 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use serde::{Deserialize, Serialize};
 use spotwise_aws::actions::{self, DispatchError};
 use spotwise_aws::queue::{Queue, QueueError};
+use spotwise_aws::runs;
 use spotwise_aws::snapshots::{self, Unusable};
 use spotwise_aws::store::{Item, PutCondition, Query};
 use spotwise_aws::{Store, StoreError};
 use spotwise_core::config::{CommonConfig, ConfigError, Env};
-use spotwise_core::domain::{Cluster, Policy, PolicyMode, PoolKey};
+use spotwise_core::domain::{Cluster, NodeTemplate, Policy, PolicyMode, PoolKey};
 use spotwise_core::keys;
 use spotwise_core::messages::{OptimizeRequest, ScheduleTrigger};
 use spotwise_core::{Classify, Disposition, rfc3339};
@@ -45,6 +46,7 @@ const STORED_LIST_CAP: usize = 200;
 pub struct Config {
     pub common: CommonConfig,
     pub optimize_queue_url: String,
+    pub notifications_queue_url: String,
 }
 
 impl Config {
@@ -52,6 +54,7 @@ impl Config {
         Ok(Self {
             common: CommonConfig::from_env(env)?,
             optimize_queue_url: env.required("OPTIMIZE_QUEUE_URL")?,
+            notifications_queue_url: env.required("NOTIFICATIONS_QUEUE_URL")?,
         })
     }
 }
@@ -60,6 +63,7 @@ pub struct Deps {
     pub store: Store,
     pub sqs: aws_sdk_sqs::Client,
     pub optimize_queue: Queue,
+    pub notifications: Queue,
 }
 
 impl Deps {
@@ -71,6 +75,7 @@ impl Deps {
                 &config.common.table_name,
             ),
             optimize_queue: Queue::new(sqs.clone(), &config.optimize_queue_url),
+            notifications: Queue::new(sqs.clone(), &config.notifications_queue_url),
             sqs,
         }
     }
@@ -104,7 +109,11 @@ impl Classify for OptimizeError {
 pub enum Skipped {
     UnknownCluster,
     Snapshot(Unusable),
-    NoPools { region: String },
+    NoPools {
+        region: String,
+    },
+    /// The cluster's node templates leave no priced offering open.
+    NoTemplateOfferings,
 }
 
 #[derive(Debug, PartialEq)]
@@ -178,6 +187,7 @@ pub async fn fan_out(
             tenant_id,
             cluster_id,
             trigger: "schedule".into(),
+            scheduled: None,
         })
         .collect();
     let enqueued = deps.optimize_queue.send_all(&requests).await?;
@@ -196,9 +206,26 @@ pub async fn handle_batch(deps: &Deps, event: SqsEvent) -> Result<SqsBatchRespon
 
 async fn handle_message(deps: &Deps, message: SqsMessage) -> Result<(), OptimizeError> {
     let request: OptimizeRequest = parse_body(&message, "optimize request")?;
-    optimize(deps, &request, OffsetDateTime::now_utc())
-        .await
-        .map(|_| ())
+    let result = optimize(deps, &request, OffsetDateTime::now_utc()).await;
+    let outcome = runs::outcome_of(&result, |outcome| match outcome {
+        Outcome::Planned {
+            revision,
+            monthly_cost,
+            actions,
+            ..
+        } => Ok(format!(
+            "recommendation revision {revision}: ${monthly_cost:.2} a month, {actions} action(s) sent"
+        )),
+        Outcome::Skipped(why) => Err(format!("not planned: {why:?}")),
+    });
+    runs::report(
+        &deps.store,
+        &deps.notifications,
+        request.scheduled.as_ref(),
+        outcome,
+    )
+    .await;
+    result.map(|_| ())
 }
 
 pub fn plan_policy(policy: &Policy) -> (PlanPolicy, SpotPolicy) {
@@ -255,7 +282,21 @@ pub async fn optimize(
     if priced.pools == 0 {
         return skip(Skipped::NoPools { region });
     }
-    let (zone_names, mut offerings) = (priced.zone_names, priced.offerings);
+    let templates: Vec<NodeTemplate> = deps
+        .store
+        .query_all::<NodeTemplate>(
+            &Query::partition(keys::tenant_partition(tenant))
+                .prefix(keys::node_templates_prefix(cluster_id)),
+        )
+        .await?
+        .into_iter()
+        .map(|t| t.body)
+        .collect();
+    let zone_names = priced.zone_names;
+    let mut offerings = spotwise_optimizer::template::apply(&templates, priced.offerings);
+    if offerings.is_empty() {
+        return skip(Skipped::NoTemplateOfferings);
+    }
     let (plan_policy, spot_policy) = plan_policy(&policy);
     let (input, _) = kube::to_plan_input(
         &snapshot,

@@ -140,6 +140,7 @@ fn request(s: &Setup) -> OptimizeRequest {
         tenant_id: s.tenant.clone(),
         cluster_id: s.cluster.clone(),
         trigger: "test".into(),
+        scheduled: None,
     }
 }
 
@@ -460,4 +461,73 @@ async fn invalid_request_fails_only_itself() {
         .map(|f| f.item_identifier.as_str())
         .collect();
     assert_eq!(failed, ["bad"]);
+}
+
+fn node_template(s: &Setup, id: &str, families: &[&str], zones: &[&str]) -> Item<NodeTemplate> {
+    Item::new(
+        keys::node_template(&s.tenant, &s.cluster, id),
+        NodeTemplate {
+            id: id.into(),
+            tenant_id: s.tenant.clone(),
+            cluster_id: s.cluster.clone(),
+            name: id.into(),
+            instance_families: families.iter().map(|f| (*f).to_owned()).collect(),
+            exclude_instance_types: vec!["*.2xlarge".into()],
+            architectures: vec![],
+            capacity_types: vec![],
+            zones: zones.iter().map(|z| (*z).to_owned()).collect(),
+            min_vcpus: None,
+            max_vcpus: None,
+            min_memory_mib: None,
+            max_memory_mib: None,
+            labels: BTreeMap::from([("pool".to_owned(), id.to_owned())]),
+            taints: vec![],
+        },
+    )
+}
+
+#[tokio::test]
+async fn node_templates_bound_what_plans_may_use() {
+    let s = setup(PolicyMode::Recommend).await;
+    let now = OffsetDateTime::now_utc();
+    snapshots::put(
+        &s.deps.store,
+        &s.tenant,
+        &s.cluster,
+        &sample_snapshot(),
+        now,
+    )
+    .await
+    .unwrap();
+    let general = node_template(&s, "general", &["m5", "r5"], &[]);
+    s.deps
+        .store
+        .put(&general, PutCondition::Always)
+        .await
+        .unwrap();
+
+    let planned = optimize(&s.deps, &request(&s), now).await.unwrap();
+    assert!(matches!(planned, Outcome::Planned { .. }), "{planned:?}");
+    let plan = latest(&s).await;
+    assert!(!plan.node_mix.is_empty());
+    for line in &plan.node_mix {
+        assert!(
+            ["m5.large", "m5.xlarge", "r5.large"].contains(&line.instance_type.as_str()),
+            "{} is outside the template",
+            line.instance_type
+        );
+    }
+
+    // A template that opens nothing priced: the cluster is not planned, and says why.
+    s.deps.store.delete(&general.key).await.unwrap();
+    let elsewhere = node_template(&s, "elsewhere", &["m5"], &["eu-west-1a"]);
+    s.deps
+        .store
+        .put(&elsewhere, PutCondition::Always)
+        .await
+        .unwrap();
+    assert_eq!(
+        optimize(&s.deps, &request(&s), now).await.unwrap(),
+        Outcome::Skipped(Skipped::NoTemplateOfferings)
+    );
 }

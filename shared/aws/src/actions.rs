@@ -100,6 +100,7 @@ pub async fn dispatch(
         status_reason,
         source: source.to_owned(),
         instance_id: None,
+        previous_replicas: None,
         created_at: now,
         updated_at: now,
     };

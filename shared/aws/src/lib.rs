@@ -4,9 +4,11 @@
 
 pub mod accounts;
 pub mod actions;
+pub mod audit;
 pub mod cross_account;
 pub mod error;
 pub mod queue;
+pub mod runs;
 pub mod sdk;
 pub mod snapshots;
 pub mod store;

@@ -142,6 +142,8 @@ pub struct Query {
     pub index: Index,
     pub partition: String,
     pub sk_prefix: Option<String>,
+    /// Only sort keys up to and including this one (ignored with a prefix).
+    pub sk_up_to: Option<String>,
     pub limit: Option<u32>,
     pub cursor: Option<String>,
     pub newest_first: bool,
@@ -153,6 +155,7 @@ impl Query {
             index: Index::Table,
             partition: partition.into(),
             sk_prefix: None,
+            sk_up_to: None,
             limit: None,
             cursor: None,
             newest_first: false,
@@ -168,6 +171,11 @@ impl Query {
 
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.sk_prefix = Some(prefix.into());
+        self
+    }
+
+    pub fn up_to(mut self, sk: impl Into<String>) -> Self {
+        self.sk_up_to = Some(sk.into());
         self
     }
 
@@ -380,12 +388,16 @@ impl Store {
             .scan_index_forward(!query.newest_first)
             .expression_attribute_names("#pk", pk_name)
             .expression_attribute_values(":pk", AttributeValue::S(query.partition.clone()));
-        request = match &query.sk_prefix {
-            Some(prefix) => request
+        request = match (&query.sk_prefix, &query.sk_up_to) {
+            (Some(prefix), _) => request
                 .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
                 .expression_attribute_names("#sk", sk_name)
                 .expression_attribute_values(":prefix", AttributeValue::S(prefix.clone())),
-            None => request.key_condition_expression("#pk = :pk"),
+            (None, Some(up_to)) => request
+                .key_condition_expression("#pk = :pk AND #sk <= :upto")
+                .expression_attribute_names("#sk", sk_name)
+                .expression_attribute_values(":upto", AttributeValue::S(up_to.clone())),
+            (None, None) => request.key_condition_expression("#pk = :pk"),
         };
         if query.index == Index::Gsi1 {
             request = request.index_name(GSI1_NAME);

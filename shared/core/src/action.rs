@@ -108,6 +108,9 @@ pub struct ActionRecord {
     pub source: String,
     #[serde(default)]
     pub instance_id: Option<String>,
+    /// For a scale the agent reported: the replica count it replaced.
+    #[serde(default)]
+    pub previous_replicas: Option<i32>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]

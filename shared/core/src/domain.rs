@@ -213,10 +213,16 @@ pub struct Resources {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Taint {
+    #[cfg_attr(feature = "openapi", schema(min_length = 1))]
     pub key: String,
     #[serde(default)]
     pub value: Option<String>,
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = "^(NoSchedule|PreferNoSchedule|NoExecute)$")
+    )]
     pub effect: String,
 }
 
@@ -245,6 +251,41 @@ pub struct Node {
     pub departed_at: Option<OffsetDateTime>,
 }
 
+/// What nodes a cluster's plans may use, and the labels and taints they carry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct NodeTemplate {
+    pub id: String,
+    pub tenant_id: TenantId,
+    pub cluster_id: ClusterId,
+    pub name: String,
+    /// Families allowed (`m5`, `c7g`); empty allows any.
+    #[serde(default)]
+    pub instance_families: Vec<String>,
+    /// Types never used; `*` matches any run of characters (`t2.*`, `*.metal`).
+    #[serde(default)]
+    pub exclude_instance_types: Vec<String>,
+    #[serde(default)]
+    pub architectures: Vec<Arch>,
+    #[serde(default)]
+    pub capacity_types: Vec<CapacityType>,
+    /// Zone names (`us-east-1a`); empty allows any.
+    #[serde(default)]
+    pub zones: Vec<String>,
+    #[serde(default)]
+    pub min_vcpus: Option<u32>,
+    #[serde(default)]
+    pub max_vcpus: Option<u32>,
+    #[serde(default)]
+    pub min_memory_mib: Option<u64>,
+    #[serde(default)]
+    pub max_memory_mib: Option<u64>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub taints: Vec<Taint>,
+}
+
 /// The HMAC key an agent shares with the platform. Stored apart from the cluster record so
 /// listing clusters never reads it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -270,6 +311,7 @@ pub struct Pod {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Arch {
     X86_64,
@@ -413,10 +455,41 @@ pub enum Severity {
 /// Written by hibernation while it has a cluster asleep: what the cluster costs per hour
 /// awake, which the cost function counts as saved for every sampled hour of the sleep.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HibernationState {
     #[serde(with = "time::serde::rfc3339")]
     pub asleep_since: OffsetDateTime,
     pub awake_cost_hr: f64,
+    /// Node groups scaled to zero, with the sizes waking restores.
+    #[serde(default)]
+    pub node_groups: Vec<SavedNodegroup>,
+    /// Workloads the agent was asked to scale to zero.
+    #[serde(default)]
+    pub workloads: Vec<SleepingWorkload>,
+    /// Nodes the agent was asked to cordon (and will be asked to uncordon).
+    #[serde(default)]
+    pub cordoned_nodes: Vec<String>,
+}
+
+/// A managed node group's scaling before hibernation took it to zero.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SavedNodegroup {
+    pub name: String,
+    pub min_size: i32,
+    pub max_size: i32,
+    pub desired_size: i32,
+}
+
+/// A Deployment or StatefulSet put to sleep, and the scale action that did it (whose report
+/// carries the replica count to restore).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SleepingWorkload {
+    pub namespace: String,
+    pub kind: String,
+    pub name: String,
+    pub action_id: String,
 }
 
 /// The envelope every producer puts on the notifications queue.

@@ -186,6 +186,78 @@ pub fn hibernation_state(tenant: &TenantId, cluster: &ClusterId) -> Key {
     Key::new(tenant_partition(tenant), format!("HIBERNATION#{cluster}"))
 }
 
+/// Sort-key prefix of a cluster's node templates.
+pub fn node_templates_prefix(cluster: &ClusterId) -> String {
+    format!("NODETEMPLATE#{cluster}#")
+}
+
+pub fn node_template(tenant: &TenantId, cluster: &ClusterId, id: &str) -> Key {
+    Key::new(
+        tenant_partition(tenant),
+        format!("{}{id}", node_templates_prefix(cluster)),
+    )
+}
+
+/// A cluster's weekly hibernation schedule.
+pub fn hibernation_schedule(tenant: &TenantId, cluster: &ClusterId) -> Key {
+    Key::new(tenant_partition(tenant), format!("HIBSCHEDULE#{cluster}"))
+}
+
+/// The GSI1 partition listing every hibernation schedule across tenants, for the scheduler.
+pub const HIBERNATION_SCHEDULES_PARTITION: &str = "HIBERNATION_SCHEDULE";
+
+pub fn hibernation_schedules_index(tenant: &TenantId, cluster: &ClusterId) -> Gsi1Key {
+    Gsi1Key {
+        gsi1pk: HIBERNATION_SCHEDULES_PARTITION.into(),
+        gsi1sk: format!("T#{tenant}#{cluster}"),
+    }
+}
+
+/// Sort-key prefix of a cluster's past sleeps; they sort by when they began.
+pub fn sleeps_prefix(cluster: &ClusterId) -> String {
+    format!("SLEEP#{cluster}#")
+}
+
+pub fn sleep(tenant: &TenantId, cluster: &ClusterId, asleep_since: &str) -> Key {
+    Key::new(
+        tenant_partition(tenant),
+        format!("{}{asleep_since}", sleeps_prefix(cluster)),
+    )
+}
+
+/// A scheduled run (cron) of the tenant's.
+pub fn scheduled_run(tenant: &TenantId, id: &str) -> Key {
+    Key::new(
+        tenant_partition(tenant),
+        format!("{}{id}", prefix::SCHEDULE),
+    )
+}
+
+/// The GSI1 partition of active schedules, sorted by their next run time, so the scheduler
+/// reads exactly the due ones.
+pub const DUE_SCHEDULES_PARTITION: &str = "DUE_SCHEDULE";
+
+/// `next_run` must be UTC RFC 3339 with a fixed width, so the order of the strings is the
+/// order of the times.
+pub fn due_schedules_index(next_run: &str, tenant: &TenantId, id: &str) -> Gsi1Key {
+    Gsi1Key {
+        gsi1pk: DUE_SCHEDULES_PARTITION.into(),
+        gsi1sk: format!("{next_run}#T#{tenant}#{id}"),
+    }
+}
+
+/// Sort-key prefix of one schedule's runs; run ids sort by start time.
+pub fn runs_prefix(schedule: &str) -> String {
+    format!("RUN#{schedule}#")
+}
+
+pub fn run(tenant: &TenantId, schedule: &str, run_id: &str) -> Key {
+    Key::new(
+        tenant_partition(tenant),
+        format!("{}{run_id}", runs_prefix(schedule)),
+    )
+}
+
 /// An API key, found by the prefix every key starts with: authentication needs no tenant.
 pub fn api_key(prefix: &str) -> Key {
     Key::new(format!("APIKEY#{prefix}"), "KEY")
@@ -338,6 +410,7 @@ pub mod prefix {
     pub const WEBHOOK: &str = "WEBHOOK#";
     pub const SILENCE: &str = "SILENCE#";
     pub const MAINTENANCE: &str = "MAINTENANCE#";
+    pub const SCHEDULE: &str = "SCHEDULE#";
 }
 
 #[cfg(test)]
@@ -378,6 +451,12 @@ mod tests {
             prefix::NODE,
             prefix::NODEGROUP,
             prefix::RECOMMENDATION,
+            prefix::SCHEDULE,
+            "HIBSCHEDULE#",
+            "HIBERNATION#",
+            "SLEEP#",
+            "RUN#",
+            "NODETEMPLATE#",
         ];
         for a in all {
             for b in all {

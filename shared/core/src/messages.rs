@@ -13,6 +13,17 @@ pub struct DiscoverAccount {
     pub account_id: String,
     /// The discovery run this message belongs to, for run accounting.
     pub run_id: String,
+    /// Set when a scheduled run asked for this discovery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled: Option<RunRef>,
+}
+
+/// A scheduled run whose outcome the receiving function records when it is done.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRef {
+    pub tenant_id: TenantId,
+    pub schedule_id: String,
+    pub run_id: String,
 }
 
 /// Asks the optimizer to plan one cluster.
@@ -23,6 +34,9 @@ pub struct OptimizeRequest {
     /// Who asked: `schedule`, `api:<key prefix>`, ...
     #[serde(default = "default_trigger")]
     pub trigger: String,
+    /// Set when a scheduled run asked for this plan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled: Option<RunRef>,
 }
 
 fn default_trigger() -> String {
@@ -43,6 +57,9 @@ pub enum CostRequest {
         tenant_id: TenantId,
         cluster_id: ClusterId,
         month: String,
+        /// Set when a scheduled run asked for this report.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scheduled: Option<RunRef>,
     },
 }
 
@@ -123,4 +140,7 @@ pub struct ActionReport {
     /// Pods a drain left on the node, with why.
     #[serde(default)]
     pub pods_left: std::collections::BTreeMap<String, String>,
+    /// For a scale: the replica count it replaced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_replicas: Option<i32>,
 }

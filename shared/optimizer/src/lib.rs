@@ -19,6 +19,7 @@ pub mod plan;
 pub mod recommendation;
 pub mod rightsizing;
 pub mod synth;
+pub mod template;
 
 pub use model::{Offering, PlanInput, PlanPolicy, PodSpec};
 pub use plan::{Plan, plan};

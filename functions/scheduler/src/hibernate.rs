@@ -1,0 +1,624 @@
+//! Hibernation: compares what each schedule wants now with whether the cluster is asleep, and
+//! makes the transition.
+//!
+//! Going to sleep reads each managed node group's scaling from EKS, writes it (and the
+//! workloads to scale) into the cluster's hibernation state *before* changing anything, then
+//! scales the node groups to zero and asks the agent to scale the workloads to zero. Waking
+//! restores exactly what the state saved: node group sizes, and each workload's replica count
+//! as the agent reported it when scaling it down. Written-first state means a tick that dies
+//! halfway is finished by the next one, and a concurrent tick loses the conditional write.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use aws_sdk_eks::types::NodegroupScalingConfig;
+use rust_decimal::prelude::ToPrimitive;
+use serde::Serialize;
+use spotwise_aws::actions;
+use spotwise_aws::store::Query;
+use spotwise_aws::{AwsFailure, Item, PutCondition, StoreError};
+use spotwise_core::action::{ActionKind, ActionRecord, ActionStatus, ActionTarget, AgentAction};
+use spotwise_core::domain::{
+    Account, Cluster, HibernationState, Nodegroup, Notification, SavedNodegroup, Severity,
+    SleepingWorkload,
+};
+use spotwise_core::keys::{self, CostGranularity};
+use spotwise_core::{ClusterId, TenantId};
+use spotwise_cost::report::CostPeriod;
+use spotwise_optimizer::kube::Snapshot;
+use spotwise_schedule::model::{HibernationSchedule, SleepRecord};
+use time::OffsetDateTime;
+use tracing::{info, warn};
+
+use crate::{Deps, SchedulerError};
+
+/// A workload scale action may wait this long on the queue for the agent.
+const SCALE_DEADLINE: time::Duration = time::Duration::minutes(30);
+/// Snapshots older than this are not trusted for the list of workloads to scale.
+const SNAPSHOT_MAX_AGE: time::Duration = time::Duration::hours(6);
+const ACTOR: &str = "scheduler:hibernation";
+
+#[derive(Debug, Default, Serialize)]
+pub struct Summary {
+    pub slept: Vec<ClusterId>,
+    pub woke: Vec<ClusterId>,
+    pub failures: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HibernationError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Dispatch(#[from] actions::DispatchError),
+    #[error("{0}")]
+    Aws(#[from] AwsFailure),
+    #[error("assuming the account's role: {0}")]
+    Link(#[from] spotwise_aws::cross_account::LinkError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub async fn tick(deps: &Deps, now: OffsetDateTime) -> Result<Summary, SchedulerError> {
+    let schedules = deps
+        .store
+        .query_all::<HibernationSchedule>(&Query::gsi1(keys::HIBERNATION_SCHEDULES_PARTITION))
+        .await?;
+    let mut summary = Summary::default();
+    for item in schedules {
+        let schedule = item.body;
+        let cluster = schedule.cluster_id.clone();
+        match Box::pin(reconcile(deps, &schedule, now)).await {
+            Ok(Some(Change::Slept)) => summary.slept.push(cluster),
+            Ok(Some(Change::Woke)) => summary.woke.push(cluster),
+            Ok(None) => {}
+            Err(err) => {
+                warn!(tenant = %schedule.tenant_id, %cluster, error = %err, "hibernation transition failed");
+                summary.failures.push(format!("cluster {cluster}: {err}"));
+            }
+        }
+    }
+    Ok(summary)
+}
+
+enum Change {
+    Slept,
+    Woke,
+}
+
+async fn reconcile(
+    deps: &Deps,
+    schedule: &HibernationSchedule,
+    now: OffsetDateTime,
+) -> Result<Option<Change>, HibernationError> {
+    let state_key = keys::hibernation_state(&schedule.tenant_id, &schedule.cluster_id);
+    let state = deps.store.get::<HibernationState>(&state_key).await?;
+    // A disabled schedule still wakes a cluster it left asleep.
+    let awake = !schedule.enabled
+        || schedule
+            .hibernation()
+            .map_err(|e| HibernationError::Invalid(e.to_string()))?
+            .desired(now, schedule.wake_until);
+    match (awake, state) {
+        (false, None) => Box::pin(sleep(deps, schedule, now))
+            .await
+            .map(|slept| slept.then_some(Change::Slept)),
+        (true, Some(state)) => Box::pin(wake(deps, schedule, state.body, now))
+            .await
+            .map(|()| Some(Change::Woke)),
+        _ => Ok(None),
+    }
+}
+
+/// The EKS client of the cluster's account and region.
+async fn eks_for(
+    deps: &Deps,
+    tenant: &TenantId,
+    cluster: &Cluster,
+) -> Result<aws_sdk_eks::Client, HibernationError> {
+    let account = deps
+        .store
+        .get::<Account>(&keys::account(tenant, &cluster.account_id))
+        .await?
+        .ok_or_else(|| {
+            HibernationError::Invalid(format!("account {} is not linked", cluster.account_id))
+        })?;
+    let config = deps
+        .accounts
+        .config_for(&account.body.role_arn, &account.body.external_id)
+        .await?
+        .to_builder()
+        .region(aws_config::Region::new(cluster.region.clone()))
+        .build();
+    Ok(aws_sdk_eks::Client::new(&config))
+}
+
+async fn cluster_of(
+    deps: &Deps,
+    schedule: &HibernationSchedule,
+) -> Result<Cluster, HibernationError> {
+    deps.store
+        .get::<Cluster>(&keys::cluster(&schedule.tenant_id, &schedule.cluster_id))
+        .await?
+        .map(|c| c.body)
+        .ok_or_else(|| {
+            HibernationError::Invalid(format!("cluster {} is not known", schedule.cluster_id))
+        })
+}
+
+/// Puts the cluster to sleep. `false` when another tick got there first.
+async fn sleep(
+    deps: &Deps,
+    schedule: &HibernationSchedule,
+    now: OffsetDateTime,
+) -> Result<bool, HibernationError> {
+    let (tenant, cluster_id) = (&schedule.tenant_id, &schedule.cluster_id);
+    let cluster = cluster_of(deps, schedule).await?;
+    let mut node_groups = Vec::new();
+    let eks = if schedule.scale_node_groups {
+        let eks = eks_for(deps, tenant, &cluster).await?;
+        for group in known_node_groups(deps, tenant, cluster_id).await? {
+            if schedule.exclude_node_groups.contains(&group.name) {
+                continue;
+            }
+            let described = eks
+                .describe_nodegroup()
+                .cluster_name(&cluster.name)
+                .nodegroup_name(&group.name)
+                .send()
+                .await
+                .map_err(|e| AwsFailure::from_sdk("eks:DescribeNodegroup", e))?;
+            let scaling = described
+                .nodegroup()
+                .and_then(|n| n.scaling_config())
+                .ok_or_else(|| {
+                    HibernationError::Invalid(format!("node group {} has no scaling", group.name))
+                })?;
+            node_groups.push(SavedNodegroup {
+                name: group.name,
+                min_size: scaling.min_size().unwrap_or(0),
+                max_size: scaling.max_size().unwrap_or(1),
+                desired_size: scaling.desired_size().unwrap_or(0),
+            });
+        }
+        Some(eks)
+    } else {
+        None
+    };
+    let channel = actions::channel(&deps.store, tenant, cluster_id).await?;
+    // Workloads and nodes are known from the agent's snapshot, and only an agent acts on them.
+    let wants_agent = schedule.scale_workloads || schedule.cordon_nodes;
+    let snapshot = match (&channel, wants_agent) {
+        (Some(_), true) => {
+            spotwise_aws::snapshots::load(&deps.store, cluster_id, now, SNAPSHOT_MAX_AGE)
+                .await?
+                .ok()
+                .map(|(_, snapshot)| snapshot)
+        }
+        _ => None,
+    };
+    let (workloads, cordoned_nodes) = match &snapshot {
+        Some(snapshot) => (
+            if schedule.scale_workloads {
+                workloads_to_sleep(schedule, snapshot)
+            } else {
+                Vec::new()
+            },
+            if schedule.cordon_nodes {
+                nodes_to_cordon(schedule, snapshot)
+            } else {
+                Vec::new()
+            },
+        ),
+        None => (Vec::new(), Vec::new()),
+    };
+    let state = HibernationState {
+        asleep_since: now,
+        awake_cost_hr: awake_cost_per_hour(deps, tenant, cluster_id).await?,
+        node_groups,
+        workloads,
+        cordoned_nodes,
+    };
+    let written = deps
+        .store
+        .put(
+            &Item::new(keys::hibernation_state(tenant, cluster_id), state.clone()),
+            PutCondition::IfAbsent,
+        )
+        .await;
+    match written {
+        Ok(()) => {}
+        Err(StoreError::AlreadyExists { .. }) => return Ok(false),
+        Err(err) => return Err(err.into()),
+    }
+    // Cordoned first, so nothing is scheduled onto capacity about to go.
+    for node in &state.cordoned_nodes {
+        let action = node_action(cluster_id, node, ActionKind::Cordon, now);
+        actions::dispatch(
+            &deps.store,
+            &deps.sqs,
+            tenant,
+            channel.as_ref(),
+            action,
+            ACTOR,
+            now,
+        )
+        .await?;
+    }
+    if let Some(eks) = &eks {
+        for group in &state.node_groups {
+            // EKS requires a maximum of at least one.
+            let zero = NodegroupScalingConfig::builder()
+                .min_size(0)
+                .desired_size(0)
+                .max_size(group.max_size.max(1))
+                .build();
+            update_scaling(eks, &cluster.name, &group.name, zero).await?;
+        }
+    }
+    for workload in &state.workloads {
+        let action = scale_action(cluster_id, workload, 0, now);
+        actions::dispatch(
+            &deps.store,
+            &deps.sqs,
+            tenant,
+            channel.as_ref(),
+            action,
+            ACTOR,
+            now,
+        )
+        .await?;
+    }
+    let detail = format!(
+        "{} node group(s) to zero, {} workload(s) to zero replicas, {} node(s) cordoned",
+        state.node_groups.len(),
+        state.workloads.len(),
+        state.cordoned_nodes.len()
+    );
+    info!(%tenant, cluster = %cluster_id, %detail, "cluster put to sleep");
+    audit(
+        deps,
+        schedule,
+        "hibernation.sleep",
+        None,
+        serde_json::to_value(&state).ok(),
+        now,
+    )
+    .await;
+    notify(
+        deps,
+        schedule,
+        "Cluster hibernating",
+        format!("{} is asleep as scheduled: {detail}.", cluster.name),
+        now,
+    )
+    .await;
+    Ok(true)
+}
+
+/// Wakes the cluster: node groups back to their saved sizes, workloads back to the replica
+/// counts the agent reported replacing. What cannot be restored exactly is recorded.
+async fn wake(
+    deps: &Deps,
+    schedule: &HibernationSchedule,
+    state: HibernationState,
+    now: OffsetDateTime,
+) -> Result<(), HibernationError> {
+    let (tenant, cluster_id) = (&schedule.tenant_id, &schedule.cluster_id);
+    let cluster = cluster_of(deps, schedule).await?;
+    if !state.node_groups.is_empty() {
+        let eks = eks_for(deps, tenant, &cluster).await?;
+        for group in &state.node_groups {
+            let saved = NodegroupScalingConfig::builder()
+                .min_size(group.min_size)
+                .max_size(group.max_size)
+                .desired_size(group.desired_size)
+                .build();
+            update_scaling(&eks, &cluster.name, &group.name, saved).await?;
+        }
+    }
+    let mut problems = Vec::new();
+    let channel = actions::channel(&deps.store, tenant, cluster_id).await?;
+    for workload in &state.workloads {
+        let id = format!("{}/{}/{}", workload.namespace, workload.kind, workload.name);
+        let down = deps
+            .store
+            .get::<ActionRecord>(&keys::action(tenant, &workload.action_id))
+            .await?
+            .map(|a| a.body);
+        let replicas = match down {
+            Some(ActionRecord {
+                status: ActionStatus::Succeeded,
+                previous_replicas: Some(replicas),
+                ..
+            }) => replicas,
+            Some(record) => {
+                problems.push(format!(
+                    "{id}: the scale-down ended {:?} without a replica count; left as it is",
+                    record.status
+                ));
+                continue;
+            }
+            None => {
+                problems.push(format!(
+                    "{id}: the scale-down action is gone; left as it is"
+                ));
+                continue;
+            }
+        };
+        let action = scale_action(cluster_id, workload, replicas, now);
+        actions::dispatch(
+            &deps.store,
+            &deps.sqs,
+            tenant,
+            channel.as_ref(),
+            action,
+            ACTOR,
+            now,
+        )
+        .await?;
+    }
+    // Nodes that went with their node group are gone; uncordoning them fails harmlessly.
+    for node in &state.cordoned_nodes {
+        let action = node_action(cluster_id, node, ActionKind::Uncordon, now);
+        actions::dispatch(
+            &deps.store,
+            &deps.sqs,
+            tenant,
+            channel.as_ref(),
+            action,
+            ACTOR,
+            now,
+        )
+        .await?;
+    }
+    let hours = (now - state.asleep_since).as_seconds_f64() / 3600.0;
+    let record = SleepRecord {
+        cluster_id: cluster_id.clone(),
+        asleep_since: state.asleep_since,
+        woke_at: now,
+        hours,
+        awake_cost_hr: state.awake_cost_hr,
+        saved_usd: (state.awake_cost_hr * hours * 100.0).round() / 100.0,
+        node_groups: state.node_groups.clone(),
+        workloads: state.workloads.len(),
+        problems: problems.clone(),
+    };
+    let since = spotwise_aws::runs::sortable(state.asleep_since);
+    deps.store
+        .put(
+            &Item::new(keys::sleep(tenant, cluster_id, &since), record.clone()),
+            PutCondition::Always,
+        )
+        .await?;
+    deps.store
+        .delete(&keys::hibernation_state(tenant, cluster_id))
+        .await?;
+    info!(%tenant, cluster = %cluster_id, hours, saved_usd = record.saved_usd, problems = problems.len(), "cluster woken");
+    audit(
+        deps,
+        schedule,
+        "hibernation.wake",
+        serde_json::to_value(&state).ok(),
+        serde_json::to_value(&record).ok(),
+        now,
+    )
+    .await;
+    let mut body = format!(
+        "{} is awake after {hours:.1} h asleep (about ${:.2} saved).",
+        cluster.name, record.saved_usd
+    );
+    if !problems.is_empty() {
+        body.push_str(&format!(" Not restored: {}", problems.join("; ")));
+    }
+    notify(deps, schedule, "Cluster awake", body, now).await;
+    Ok(())
+}
+
+async fn update_scaling(
+    eks: &aws_sdk_eks::Client,
+    cluster: &str,
+    group: &str,
+    scaling: NodegroupScalingConfig,
+) -> Result<(), HibernationError> {
+    eks.update_nodegroup_config()
+        .cluster_name(cluster)
+        .nodegroup_name(group)
+        .scaling_config(scaling)
+        .send()
+        .await
+        .map_err(|e| AwsFailure::from_sdk("eks:UpdateNodegroupConfig", e))?;
+    Ok(())
+}
+
+async fn known_node_groups(
+    deps: &Deps,
+    tenant: &TenantId,
+    cluster: &ClusterId,
+) -> Result<Vec<Nodegroup>, StoreError> {
+    let prefix = format!("{}{cluster}#", keys::prefix::NODEGROUP);
+    Ok(deps
+        .store
+        .query_all::<Nodegroup>(&Query::partition(keys::tenant_partition(tenant)).prefix(prefix))
+        .await?
+        .into_iter()
+        .map(|i| i.body)
+        .filter(|g| g.vanished_at.is_none())
+        .collect())
+}
+
+/// The Deployments and StatefulSets of the snapshot that the schedule lets sleep, each with
+/// the id of the action that will scale it down.
+fn workloads_to_sleep(
+    schedule: &HibernationSchedule,
+    snapshot: &Snapshot,
+) -> Vec<SleepingWorkload> {
+    let mut chosen: BTreeSet<(String, String, String)> = BTreeSet::new();
+    let mut kept: BTreeSet<(String, String, String)> = BTreeSet::new();
+    for pod in &snapshot.pods {
+        let workload = spotwise_cost::inputs::workload(&pod.workload);
+        let Some((kind, name)) = workload.split_once('/') else {
+            continue;
+        };
+        if kind != "Deployment" && kind != "StatefulSet" {
+            continue;
+        }
+        let key = (
+            pod.workload.namespace.clone(),
+            kind.to_owned(),
+            name.to_owned(),
+        );
+        if schedule.may_scale(&pod.workload.namespace, &pod.workload.labels) {
+            chosen.insert(key);
+        } else {
+            kept.insert(key);
+        }
+    }
+    // One excluded pod keeps its whole workload awake.
+    chosen
+        .difference(&kept)
+        .map(|(namespace, kind, name)| SleepingWorkload {
+            namespace: namespace.clone(),
+            kind: kind.clone(),
+            name: name.clone(),
+            action_id: ulid::Ulid::new().to_string().to_ascii_lowercase(),
+        })
+        .collect()
+}
+
+/// Schedulable nodes outside the excluded node groups; ones already cordoned stay as they are
+/// (and are not uncordoned on waking).
+fn nodes_to_cordon(schedule: &HibernationSchedule, snapshot: &Snapshot) -> Vec<String> {
+    snapshot
+        .nodes
+        .iter()
+        .filter(|n| !n.unschedulable && schedule.may_cordon(&n.labels))
+        .map(|n| n.name.clone())
+        .collect()
+}
+
+fn node_action(
+    cluster: &ClusterId,
+    node: &str,
+    kind: ActionKind,
+    now: OffsetDateTime,
+) -> AgentAction {
+    AgentAction {
+        action_id: ulid::Ulid::new().to_string().to_ascii_lowercase(),
+        cluster_id: cluster.clone(),
+        kind,
+        target: ActionTarget::Node {
+            name: node.to_owned(),
+        },
+        params: BTreeMap::new(),
+        reason: format!("hibernation: {kind:?}").to_lowercase(),
+        issued_at: now,
+        not_after: now + SCALE_DEADLINE,
+        signature: String::new(),
+    }
+}
+
+fn scale_action(
+    cluster: &ClusterId,
+    workload: &SleepingWorkload,
+    replicas: i32,
+    now: OffsetDateTime,
+) -> AgentAction {
+    // Scaling down reuses the id saved in the state, so the wake finds its report.
+    let action_id = if replicas == 0 {
+        workload.action_id.clone()
+    } else {
+        ulid::Ulid::new().to_string().to_ascii_lowercase()
+    };
+    AgentAction {
+        action_id,
+        cluster_id: cluster.clone(),
+        kind: ActionKind::Scale,
+        target: ActionTarget::Workload {
+            namespace: workload.namespace.clone(),
+            kind: workload.kind.clone(),
+            name: workload.name.clone(),
+        },
+        params: BTreeMap::from([("replicas".to_owned(), serde_json::json!(replicas))]),
+        reason: if replicas == 0 {
+            "hibernation: going to sleep".into()
+        } else {
+            "hibernation: waking up".into()
+        },
+        issued_at: now,
+        not_after: now + SCALE_DEADLINE,
+        signature: String::new(),
+    }
+}
+
+/// What the cluster cost in its latest sampled hour, the rate a sleep saves.
+async fn awake_cost_per_hour(
+    deps: &Deps,
+    tenant: &TenantId,
+    cluster: &ClusterId,
+) -> Result<f64, StoreError> {
+    let page = deps
+        .store
+        .query::<CostPeriod>(
+            &Query::partition(keys::tenant_partition(tenant))
+                .prefix(keys::cost_prefix(cluster, CostGranularity::Hour, "summary"))
+                .newest_first()
+                .limit(1),
+        )
+        .await?;
+    Ok(page
+        .items
+        .first()
+        .and_then(|p| p.body.summary.as_ref())
+        .and_then(|s| s.total.cost.to_f64())
+        .unwrap_or(0.0))
+}
+
+async fn audit(
+    deps: &Deps,
+    schedule: &HibernationSchedule,
+    action: &str,
+    before: Option<serde_json::Value>,
+    after: Option<serde_json::Value>,
+    now: OffsetDateTime,
+) {
+    let change = spotwise_aws::audit::Change {
+        action,
+        target: format!("cluster/{}", schedule.cluster_id),
+        before,
+        after,
+    };
+    if let Err(err) =
+        spotwise_aws::audit::write(&deps.store, &schedule.tenant_id, ACTOR, change, now).await
+    {
+        warn!(error = %err, "audit event not written");
+    }
+}
+
+async fn notify(
+    deps: &Deps,
+    schedule: &HibernationSchedule,
+    title: &str,
+    body: String,
+    now: OffsetDateTime,
+) {
+    let notification = Notification {
+        tenant_id: schedule.tenant_id.clone(),
+        event_type: "hibernation".into(),
+        severity: Severity::Info,
+        cluster_id: Some(schedule.cluster_id.clone()),
+        labels: BTreeMap::new(),
+        title: title.to_owned(),
+        body,
+        links: vec![],
+        occurred_at: now,
+        dedup_key: format!(
+            "hibernation:{}:{}:{}",
+            schedule.cluster_id,
+            title,
+            now.unix_timestamp()
+        ),
+    };
+    if let Err(err) = deps.notifications.send(&notification, None).await {
+        warn!(error = %err, "hibernation notification not sent");
+    }
+}

@@ -1,0 +1,220 @@
+//! What the platform stores about hibernation and scheduled runs.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use spotwise_core::domain::SavedNodegroup;
+use spotwise_core::{ClusterId, TenantId};
+use time::OffsetDateTime;
+
+use crate::{Hibernation, UnknownZone, WeekMatrix, Zone};
+
+/// Namespaces hibernation never scales down: the control plane's add-ons and the agent itself.
+pub const PROTECTED_NAMESPACES: [&str; 2] = ["kube-system", "spotwise"];
+/// The label EKS puts on the nodes of a managed node group.
+pub const NODEGROUP_LABEL: &str = "eks.amazonaws.com/nodegroup";
+
+/// A cluster's weekly hibernation schedule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct HibernationSchedule {
+    pub tenant_id: TenantId,
+    pub cluster_id: ClusterId,
+    pub enabled: bool,
+    /// IANA time zone the matrix is read in.
+    pub time_zone: String,
+    /// Seven strings, Monday first, of 24 characters: `1` awake, `0` asleep, per local hour.
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>, min_items = 7, max_items = 7))]
+    pub awake: WeekMatrix,
+    /// Scale the cluster's EKS managed node groups to zero while asleep.
+    pub scale_node_groups: bool,
+    /// Node groups kept running.
+    #[serde(default)]
+    pub exclude_node_groups: Vec<String>,
+    /// Ask the agent to scale Deployments and StatefulSets to zero while asleep.
+    pub scale_workloads: bool,
+    /// Namespaces whose workloads are kept running (kube-system and spotwise always are).
+    #[serde(default)]
+    pub exclude_namespaces: Vec<String>,
+    /// Workloads whose pods carry any of these labels are kept running.
+    #[serde(default)]
+    pub exclude_labels: BTreeMap<String, String>,
+    /// Ask the agent to cordon the nodes outside excluded node groups while asleep, so nothing
+    /// is scheduled onto capacity about to go.
+    #[serde(default)]
+    pub cordon_nodes: bool,
+    /// A manual wake-up: the cluster stays awake until then, whatever the matrix says.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub wake_until: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+impl HibernationSchedule {
+    pub fn hibernation(&self) -> Result<Hibernation, UnknownZone> {
+        Ok(Hibernation {
+            zone: Zone::new(&self.time_zone)?,
+            matrix: self.awake.clone(),
+        })
+    }
+
+    /// Whether a node may be cordoned: not already, and not in an excluded node group.
+    pub fn may_cordon(&self, labels: &BTreeMap<String, String>) -> bool {
+        labels
+            .get(NODEGROUP_LABEL)
+            .is_none_or(|group| !self.exclude_node_groups.contains(group))
+    }
+
+    /// Whether a workload in `namespace` whose pods carry `labels` may be put to sleep.
+    pub fn may_scale(&self, namespace: &str, labels: &BTreeMap<String, String>) -> bool {
+        !PROTECTED_NAMESPACES.contains(&namespace)
+            && !self.exclude_namespaces.iter().any(|n| n == namespace)
+            && !self
+                .exclude_labels
+                .iter()
+                .any(|(k, v)| labels.get(k) == Some(v))
+    }
+}
+
+/// One completed sleep of a cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SleepRecord {
+    pub cluster_id: ClusterId,
+    #[serde(with = "time::serde::rfc3339")]
+    pub asleep_since: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub woke_at: OffsetDateTime,
+    pub hours: f64,
+    /// What the cluster cost per hour awake when it went to sleep.
+    pub awake_cost_hr: f64,
+    pub saved_usd: f64,
+    pub node_groups: Vec<SavedNodegroup>,
+    pub workloads: usize,
+    /// What could not be restored exactly, with why.
+    #[serde(default)]
+    pub problems: Vec<String>,
+}
+
+/// What a scheduled run does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum RunKind {
+    /// Plan the cluster (and in `auto` mode act on the plan).
+    Optimize,
+    /// Re-read the cluster's account inventory.
+    Discovery,
+    /// Build and send the savings report of the current month so far.
+    Report,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum ScheduleStatus {
+    Active,
+    /// Not run until resumed: by a user, or automatically after repeated failures.
+    Paused,
+}
+
+/// A cron schedule of runs for one cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ScheduledRun {
+    pub id: String,
+    pub tenant_id: TenantId,
+    pub cluster_id: ClusterId,
+    pub name: String,
+    pub kind: RunKind,
+    pub cron: String,
+    pub time_zone: String,
+    pub status: ScheduleStatus,
+    #[serde(default)]
+    pub paused_reason: Option<String>,
+    /// Failed runs in a row; reaching `pause_after` pauses the schedule.
+    pub consecutive_failures: u32,
+    pub pause_after: u32,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub next_run_at: Option<OffsetDateTime>,
+    #[serde(default)]
+    pub last_run_id: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    Running,
+    Succeeded,
+    Failed,
+    /// No outcome arrived within the run timeout.
+    TimedOut,
+}
+
+/// One run of a schedule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RunRecord {
+    pub run_id: String,
+    pub schedule_id: String,
+    pub tenant_id: TenantId,
+    pub cluster_id: ClusterId,
+    pub kind: RunKind,
+    /// `schedule` or `manual:<key prefix>`.
+    pub trigger: String,
+    pub state: RunState,
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub finished_at: Option<OffsetDateTime>,
+    #[serde(default)]
+    pub duration_ms: Option<u64>,
+    #[serde(default)]
+    pub detail: Option<String>,
+}
+
+impl ScheduledRun {
+    pub fn cron(&self) -> Result<crate::Cron, crate::CronError> {
+        crate::Cron::parse(&self.cron)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protected_namespaces_and_exclusions_are_never_scaled() {
+        let schedule: HibernationSchedule = serde_json::from_value(serde_json::json!({
+            "tenant_id": "t1", "cluster_id": "c1", "enabled": true, "time_zone": "UTC",
+            "awake": vec!["1".repeat(24); 7], "scale_node_groups": true, "scale_workloads": true,
+            "exclude_namespaces": ["payments"], "exclude_labels": {"spotwise.io/keep": "true"},
+            "updated_at": "2026-11-25T00:00:00Z"
+        }))
+        .unwrap();
+        let none = BTreeMap::new();
+        assert!(schedule.may_scale("shop", &none));
+        assert!(!schedule.may_scale("kube-system", &none));
+        assert!(!schedule.may_scale("spotwise", &none));
+        assert!(!schedule.may_scale("payments", &none));
+        let kept = BTreeMap::from([("spotwise.io/keep".to_owned(), "true".to_owned())]);
+        assert!(!schedule.may_scale("shop", &kept));
+        assert!(schedule.hibernation().is_ok());
+        let group = |name: &str| BTreeMap::from([(NODEGROUP_LABEL.to_owned(), name.to_owned())]);
+        let excluding = HibernationSchedule {
+            exclude_node_groups: vec!["system".into()],
+            ..schedule
+        };
+        assert!(excluding.may_cordon(&group("general")));
+        assert!(!excluding.may_cordon(&group("system")));
+        assert!(
+            excluding.may_cordon(&none),
+            "Karpenter and self-managed nodes too"
+        );
+    }
+}
