@@ -216,18 +216,25 @@ pub async fn put_snapshot(
         ));
     }
     let now = OffsetDateTime::now_utc();
+    let previous = crate::pods::previous(&state, &cluster, now).await;
     let snapshot_id =
         snapshots::put(&state.store, &caller.tenant, &cluster, &snapshot, now).await?;
     let (nodes, pods) = (
         snapshot.nodes.len(),
         snapshot.pods.len() + snapshot.daemon_pods.len(),
     );
+    let changed = match &previous {
+        Some(before) => {
+            crate::pods::record(&state, &caller.tenant, &cluster, before, &snapshot, now).await
+        }
+        None => 0,
+    };
     record_event(
         &state,
         &caller.tenant,
         &cluster,
         "snapshot",
-        format!("{nodes} nodes, {pods} pods"),
+        format!("{nodes} nodes, {pods} pods, {changed} pod changes"),
     )
     .await;
     Ok(Json(SnapshotStored {

@@ -9,6 +9,7 @@ pub mod clusters;
 pub mod costs;
 pub mod error;
 pub mod paging;
+pub mod pods;
 pub mod schedules;
 pub mod suppression;
 pub mod templates;
@@ -137,6 +138,7 @@ impl AppState {
         schedules::replace, schedules::delete, schedules::pause, schedules::resume,
         schedules::trigger, schedules::list_runs,
         templates::list, templates::create, templates::get, templates::replace, templates::delete,
+        pods::list,
     ),
     modifiers(&ApiKeyScheme),
 )]
@@ -295,6 +297,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/schedules/{id}/resume", post(schedules::resume))
         .route("/v1/schedules/{id}/trigger", post(schedules::trigger))
         .route("/v1/schedules/{id}/runs", get(schedules::list_runs))
+        .route("/v1/clusters/{id}/pod-history", get(pods::list))
         .route(
             "/v1/clusters/{id}/node-templates",
             get(templates::list).post(templates::create),

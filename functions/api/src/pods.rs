@@ -38,7 +38,11 @@ pub struct PodHistoryEntry {
 }
 
 /// The cluster's snapshot before this upload, if recent enough to compare with.
-pub async fn previous(state: &AppState, cluster: &ClusterId, now: OffsetDateTime) -> Option<Snapshot> {
+pub async fn previous(
+    state: &AppState,
+    cluster: &ClusterId,
+    now: OffsetDateTime,
+) -> Option<Snapshot> {
     match snapshots::load(&state.store, cluster, now, COMPARABLE_AGE).await {
         Ok(Ok((_, snapshot))) => Some(snapshot),
         Ok(Err(_)) => None,
@@ -113,6 +117,10 @@ pub async fn list(
         limit: filter.limit,
         cursor: filter.cursor,
     };
-    let query = page.apply(Query::partition(keys::tenant_partition(&caller.tenant)).prefix(prefix))?;
-    Ok(Json(Page::from_store(state.store.query(&query).await?, |e| e)))
+    let query =
+        page.apply(Query::partition(keys::tenant_partition(&caller.tenant)).prefix(prefix))?;
+    Ok(Json(Page::from_store(
+        state.store.query(&query).await?,
+        |e| e,
+    )))
 }

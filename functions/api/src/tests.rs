@@ -936,6 +936,7 @@ async fn the_openapi_document_describes_every_route() {
         "/v1/schedules/{id}/runs",
         "/v1/clusters/{id}/node-templates",
         "/v1/clusters/{id}/node-templates/{template_id}",
+        "/v1/clusters/{id}/pod-history",
     ] {
         assert!(paths.contains(route), "{route} missing from {paths:?}");
     }
@@ -1948,4 +1949,70 @@ async fn node_templates_are_validated_named_once_and_locked() {
         StatusCode::NO_CONTENT
     );
     assert_eq!(api.get(&one, &operator).await.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn each_snapshot_adds_what_changed_to_the_pod_history() {
+    let api = api().await;
+    api.seed_cluster(None).await;
+    let agent = api.agent_key().await;
+    let mut snapshot = spotwise_optimizer::kube::parse_list(
+        fixture("events/optimizer/kubectl-snapshot.json").as_bytes(),
+    )
+    .unwrap();
+    let upload = |body: Value| {
+        let api = &api;
+        let agent = agent.clone();
+        async move {
+            let reply = api
+                .send(
+                    Method::PUT,
+                    "/v1/agent/snapshot",
+                    Some(&agent),
+                    Some(body),
+                    &[],
+                )
+                .await;
+            assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        }
+    };
+    upload(serde_json::to_value(&snapshot).unwrap()).await;
+    let moved = &mut snapshot.pods[0];
+    let pod = format!("{}/{}", moved.workload.namespace, moved.workload.name);
+    moved.spec.node = Some("ip-10-0-9-99.ec2.internal".into());
+    let gone = snapshot.pods.remove(1);
+    upload(serde_json::to_value(&snapshot).unwrap()).await;
+
+    let path = format!("/v1/clusters/{}/pod-history", prod_cluster());
+    let all = api.get(&path, &api.admin).await;
+    assert_eq!(all.status, StatusCode::OK, "{}", all.body);
+    let changes: Vec<(String, String)> = all.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["pod"].as_str().unwrap().to_owned(),
+                e["change"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(changes.len(), 2, "{changes:?}");
+    assert!(changes.contains(&(pod.clone(), "moved".to_owned())));
+    assert!(changes.contains(&(
+        format!("{}/{}", gone.workload.namespace, gone.workload.name),
+        "gone".to_owned()
+    )));
+
+    let one = api.get(&format!("{path}?pod={pod}"), &api.admin).await;
+    let items = one.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["to"], "ip-10-0-9-99.ec2.internal");
+    let bad = api.get(&format!("{path}?pod=nope"), &api.admin).await;
+    assert_eq!(bad.body["error"]["field"], "pod");
+    assert_eq!(
+        api.get(&path, &api.other_admin).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(api.get(&path, &agent).await.status, StatusCode::FORBIDDEN);
 }

@@ -186,6 +186,22 @@ pub fn hibernation_state(tenant: &TenantId, cluster: &ClusterId) -> Key {
     Key::new(tenant_partition(tenant), format!("HIBERNATION#{cluster}"))
 }
 
+/// Sort-key prefix of a cluster's pod history, or of one pod's (`namespace/name`).
+pub fn pod_history_prefix(cluster: &ClusterId, pod: Option<&str>) -> String {
+    match pod {
+        Some(pod) => format!("PODHIST#{cluster}#{pod}#"),
+        None => format!("PODHIST#{cluster}#"),
+    }
+}
+
+/// One change of one pod; `stamp` sorts by time.
+pub fn pod_history(tenant: &TenantId, cluster: &ClusterId, pod: &str, stamp: &str) -> Key {
+    Key::new(
+        tenant_partition(tenant),
+        format!("{}{stamp}", pod_history_prefix(cluster, Some(pod))),
+    )
+}
+
 /// Sort-key prefix of a cluster's node templates.
 pub fn node_templates_prefix(cluster: &ClusterId) -> String {
     format!("NODETEMPLATE#{cluster}#")
@@ -457,6 +473,7 @@ mod tests {
             "SLEEP#",
             "RUN#",
             "NODETEMPLATE#",
+            "PODHIST#",
         ];
         for a in all {
             for b in all {

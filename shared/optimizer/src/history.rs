@@ -106,7 +106,10 @@ mod tests {
     use crate::kube::parse_list;
 
     fn sample() -> Snapshot {
-        parse_list(include_bytes!("../../../events/optimizer/kubectl-snapshot.json")).unwrap()
+        parse_list(include_bytes!(
+            "../../../events/optimizer/kubectl-snapshot.json"
+        ))
+        .unwrap()
     }
 
     #[test]
@@ -131,13 +134,21 @@ mod tests {
         let events = changes(&before, &after);
         let find = |id: &str| events.iter().find(|e| e.pod == id).cloned();
         let gone_id = format!("{}/{}", gone.workload.namespace, gone.workload.name);
-        assert!(matches!(find(&gone_id).unwrap().change, PodChange::Gone { .. }));
+        assert!(matches!(
+            find(&gone_id).unwrap().change,
+            PodChange::Gone { .. }
+        ));
         let started = events
             .iter()
             .find(|e| e.pod.ends_with("/web-7f9c-new"))
             .unwrap();
         assert!(matches!(started.change, PodChange::Started { .. }));
-        assert!(started.owner.as_deref().is_some_and(|o| o.starts_with("ReplicaSet/")));
+        assert!(
+            started
+                .owner
+                .as_deref()
+                .is_some_and(|o| o.starts_with("ReplicaSet/"))
+        );
         assert_eq!(
             find(&moved_id).unwrap().change,
             PodChange::Moved {
@@ -145,7 +156,11 @@ mod tests {
                 to: "ip-10-0-9-99.ec2.internal".into()
             }
         );
-        assert!(events.iter().any(|e| matches!(e.change, PodChange::Resized { .. })));
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e.change, PodChange::Resized { .. }))
+        );
         assert_eq!(events.len(), 4, "{events:?}");
     }
 }

@@ -11,6 +11,7 @@
 pub mod catalog;
 pub mod consolidation;
 pub mod eligibility;
+pub mod history;
 pub mod kube;
 pub mod lp;
 pub mod model;
