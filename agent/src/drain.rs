@@ -5,7 +5,9 @@
 //! now) is retried with backoff until the action's deadline; pods still there at the deadline
 //! are reported with the reason. DaemonSet pods (they would be recreated in place), mirror pods
 //! (owned by the kubelet) and finished pods are skipped. Pods with emptyDir volumes are evicted:
-//! their scratch data goes with the node anyway.
+//! their scratch data goes with the node anyway. An accepted eviction only starts a pod's
+//! shutdown, so the drain then waits, up to the deadline, until the evicted pods are gone: only
+//! then may the instance be let go.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -21,6 +23,8 @@ use crate::execute::ExecuteError;
 const PDB_BLOCKED: &str = "eviction blocked by a PodDisruptionBudget";
 const FIRST_RETRY: Duration = Duration::from_millis(250);
 const MAX_RETRY: Duration = Duration::from_secs(5);
+const GONE_POLL: Duration = Duration::from_secs(1);
+const STILL_TERMINATING: &str = "evicted, still terminating at the deadline";
 /// Kubernetes' default when a pod sets none.
 const DEFAULT_GRACE_SECONDS: i64 = 30;
 
@@ -55,6 +59,7 @@ impl DrainReport {
 struct Candidate {
     namespace: String,
     name: String,
+    uid: Option<String>,
     grace_seconds: i64,
 }
 
@@ -126,12 +131,14 @@ pub async fn drain(
         pending.push(Candidate {
             namespace,
             name,
+            uid: pod.metadata.uid.clone(),
             grace_seconds,
         });
     }
 
     let mut wait = FIRST_RETRY;
     let mut last_reason: BTreeMap<String, String> = BTreeMap::new();
+    let mut terminating: Vec<Candidate> = Vec::new();
     loop {
         let remaining = deadline - OffsetDateTime::now_utc();
         if remaining <= time::Duration::ZERO {
@@ -141,6 +148,7 @@ pub async fn drain(
                     .unwrap_or_else(|| "deadline reached".into());
                 report.left.insert(pod.id(), reason);
             }
+            wait_gone(client, node, terminating, deadline, &mut report).await?;
             return Ok(report);
         }
         let mut still = Vec::new();
@@ -160,7 +168,10 @@ pub async fn drain(
                 tokio::time::timeout(remaining.unsigned_abs(), eviction.evict(&pod.name, &params))
                     .await;
             match attempt {
-                Ok(Ok(_)) => report.evicted.push(pod.id()),
+                Ok(Ok(_)) => {
+                    report.evicted.push(pod.id());
+                    terminating.push(pod);
+                }
                 Ok(Err(kube::Error::Api(status))) if status.code == 404 => {
                     report.evicted.push(pod.id())
                 }
@@ -193,11 +204,49 @@ pub async fn drain(
             }
         }
         if still.is_empty() {
+            wait_gone(client, node, terminating, deadline, &mut report).await?;
             return Ok(report);
         }
         pending = still;
         let remaining = (deadline - OffsetDateTime::now_utc()).max(time::Duration::ZERO);
         tokio::time::sleep(wait.min(remaining.unsigned_abs())).await;
         wait = (wait * 2).min(MAX_RETRY);
+    }
+}
+
+/// Waits until the evicted pods have left the node (a pod recreated under the same name has
+/// another uid), or the deadline; those still there then are reported as left.
+async fn wait_gone(
+    client: &kube::Client,
+    node: &str,
+    mut terminating: Vec<Candidate>,
+    deadline: OffsetDateTime,
+    report: &mut DrainReport,
+) -> Result<(), ExecuteError> {
+    let pods = Api::<Pod>::all(client.clone());
+    let on_node = ListParams::default().fields(&format!("spec.nodeName={node}"));
+    loop {
+        if terminating.is_empty() {
+            return Ok(());
+        }
+        let listed = pods.list(&on_node).await?;
+        terminating.retain(|pod| {
+            listed.items.iter().any(|p| {
+                p.metadata.namespace.as_deref().unwrap_or("default") == pod.namespace
+                    && p.metadata.name.as_deref() == Some(pod.name.as_str())
+                    && (pod.uid.is_none() || p.metadata.uid == pod.uid)
+            })
+        });
+        let remaining = deadline - OffsetDateTime::now_utc();
+        if terminating.is_empty() {
+            return Ok(());
+        }
+        if remaining <= time::Duration::ZERO {
+            for pod in terminating {
+                report.left.insert(pod.id(), STILL_TERMINATING.into());
+            }
+            return Ok(());
+        }
+        tokio::time::sleep(GONE_POLL.min(remaining.unsigned_abs())).await;
     }
 }

@@ -10,16 +10,16 @@ pub mod report;
 pub mod snapshot;
 mod worker;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::future::Future;
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use spotwise_core::ClusterId;
 use spotwise_core::action::{ActionStatus, AgentAction};
 use spotwise_core::config::{ConfigError, Env};
-use spotwise_core::messages::{ActionReport, ReportedOutcome};
+use spotwise_core::messages::{ActionReport, Rejection, ReportedOutcome};
 use time::OffsetDateTime;
 use tracing::{info, warn};
 
@@ -74,6 +74,41 @@ impl AgentConfig {
     }
 }
 
+/// Action ids remembered as finished, so a redelivered message is not executed twice.
+const REMEMBERED_ACTIONS: usize = 4096;
+/// Refused messages told to the API per heartbeat; a flood beyond this is only counted.
+const MAX_REJECTIONS_PER_HEARTBEAT: usize = 50;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("reading the cluster secret from {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "the cluster secret in {path} is not hex (store the secret exactly as the API gave it)"
+    )]
+    NotHex { path: String },
+    #[error("the cluster secret in {path} is empty")]
+    Empty { path: String },
+}
+
+/// The cluster's HMAC key from its Secret file: the hex text the API hands out, decoded, which
+/// is the key the platform signs with.
+pub fn read_cluster_secret(path: &Path) -> Result<Vec<u8>, SecretError> {
+    let shown = || path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| SecretError::Read {
+        path: shown(),
+        source,
+    })?;
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(SecretError::Empty { path: shown() });
+    }
+    hex::decode(text).map_err(|_| SecretError::NotHex { path: shown() })
+}
+
 /// What became of one queued action.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -94,6 +129,8 @@ pub enum Outcome {
     },
     /// Withdrawn through the API before it ran.
     Cancelled { action_id: String },
+    /// Already finished by this agent (a redelivered message): not executed again.
+    Duplicate { action_id: String },
     /// Execution failed; `retryable` failures stay on the queue for another attempt.
     Failed {
         action_id: String,
@@ -112,6 +149,10 @@ pub struct Agent {
     reporter: Option<Arc<Reporter>>,
     metrics: Arc<Metrics>,
     dry_run: bool,
+    /// Ids of actions that reached a final outcome, oldest first.
+    finished: Mutex<(VecDeque<String>, HashSet<String>)>,
+    /// Refusals not yet told to the API; they go with the next heartbeat.
+    rejections: Mutex<Vec<Rejection>>,
 }
 
 impl Agent {
@@ -124,6 +165,8 @@ impl Agent {
             reporter: None,
             metrics: Metrics::new(),
             dry_run,
+            finished: Mutex::default(),
+            rejections: Mutex::default(),
         }
     }
 
@@ -152,10 +195,61 @@ impl Agent {
     pub async fn handle(&self, body: &str, now: OffsetDateTime) -> Outcome {
         let outcome = self.decide(body, now).await;
         self.metrics.outcome(&outcome);
+        self.remember(&outcome, now);
         if let (Some(reporter), Some((action_id, report))) = (&self.reporter, report_of(&outcome)) {
             reporter.result(action_id, report).await;
         }
         outcome
+    }
+
+    fn remember(&self, outcome: &Outcome, now: OffsetDateTime) {
+        let finished_id = match outcome {
+            Outcome::Done { action_id, .. }
+            | Outcome::WouldDo { action_id, .. }
+            | Outcome::Cancelled { action_id }
+            | Outcome::Rejected {
+                action_id: Some(action_id),
+                ..
+            }
+            | Outcome::Failed {
+                action_id,
+                retryable: false,
+                ..
+            } => Some(action_id),
+            Outcome::Rejected {
+                action_id: None,
+                reason,
+            } => {
+                // Not authentic, so not reported against an action: the heartbeat carries it.
+                if let Ok(mut pending) = self.rejections.lock()
+                    && pending.len() < MAX_REJECTIONS_PER_HEARTBEAT
+                {
+                    pending.push(Rejection {
+                        reason: reason.clone(),
+                        at: now,
+                    });
+                }
+                None
+            }
+            Outcome::Failed { .. } | Outcome::Duplicate { .. } => None,
+        };
+        if let (Some(id), Ok(mut finished)) = (finished_id, self.finished.lock()) {
+            let (order, ids) = &mut *finished;
+            if ids.insert(id.clone()) {
+                order.push_back(id.clone());
+                if order.len() > REMEMBERED_ACTIONS
+                    && let Some(oldest) = order.pop_front()
+                {
+                    ids.remove(&oldest);
+                }
+            }
+        }
+    }
+
+    fn already_finished(&self, action_id: &str) -> bool {
+        self.finished
+            .lock()
+            .is_ok_and(|finished| finished.1.contains(action_id))
     }
 
     async fn decide(&self, body: &str, now: OffsetDateTime) -> Outcome {
@@ -170,13 +264,29 @@ impl Agent {
                 .is_ok();
             return reject(authentic.then(|| action.action_id.clone()), e.to_string());
         }
-        if let Some(reporter) = &self.reporter
-            && reporter.action_status(&action.action_id).await == Some(ActionStatus::Cancelled)
-        {
-            info!(action_id = %action.action_id, "action cancelled through the API; not executed");
-            return Outcome::Cancelled {
+        if self.already_finished(&action.action_id) {
+            info!(action_id = %action.action_id, "redelivered action already finished; not executed again");
+            return Outcome::Duplicate {
                 action_id: action.action_id,
             };
+        }
+        if let Some(reporter) = &self.reporter {
+            match reporter.action_status(&action.action_id).await {
+                Some(ActionStatus::Cancelled) => {
+                    info!(action_id = %action.action_id, "action cancelled through the API; not executed");
+                    return Outcome::Cancelled {
+                        action_id: action.action_id,
+                    };
+                }
+                // Finished before a restart of this agent, or closed by the platform.
+                Some(ActionStatus::Succeeded | ActionStatus::Failed | ActionStatus::Closed) => {
+                    info!(action_id = %action.action_id, "action already finished on the platform; not executed again");
+                    return Outcome::Duplicate {
+                        action_id: action.action_id,
+                    };
+                }
+                Some(ActionStatus::Queued | ActionStatus::Undeliverable) | None => {}
+            }
         }
         if self.dry_run {
             let detail = execute::describe(&action);
@@ -217,8 +327,9 @@ impl Agent {
         }
     }
 
-    /// Heartbeats every `every` (flushing undelivered results with it) and uploads a cluster
-    /// snapshot every `snapshot_every`, until `shutdown` completes.
+    /// Heartbeats every `every` on a fixed schedule (flushing undelivered results and telling
+    /// the API of refused messages with it) and, independently, uploads a cluster snapshot every
+    /// `snapshot_every`, until `shutdown` completes.
     pub async fn report_loop(
         &self,
         every: Duration,
@@ -228,15 +339,33 @@ impl Agent {
         let Some(reporter) = &self.reporter else {
             return;
         };
-        tokio::pin!(shutdown);
-        let mut last_snapshot: Option<tokio::time::Instant> = None;
-        loop {
-            if let Err(err) = reporter.heartbeat(self.dry_run).await {
-                self.metrics.heartbeat_failed();
-                warn!(error = %err, "heartbeat not delivered");
+        let heartbeats = async {
+            let mut ticks = tokio::time::interval(every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let rejected = self
+                    .rejections
+                    .lock()
+                    .map(|mut pending| std::mem::take(&mut *pending))
+                    .unwrap_or_default();
+                if let Err(err) = reporter.heartbeat(self.dry_run, &rejected).await {
+                    self.metrics.heartbeat_failed();
+                    warn!(error = %err, "heartbeat not delivered");
+                    // Kept for the next heartbeat.
+                    if let Ok(mut pending) = self.rejections.lock() {
+                        let room = MAX_REJECTIONS_PER_HEARTBEAT.saturating_sub(pending.len());
+                        pending.extend(rejected.into_iter().take(room));
+                    }
+                }
+                reporter.flush().await;
             }
-            reporter.flush().await;
-            if last_snapshot.is_none_or(|at| at.elapsed() >= snapshot_every) {
+        };
+        let snapshots = async {
+            let mut ticks = tokio::time::interval(snapshot_every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
                 let uploaded = match snapshot::collect(&self.kube).await {
                     Ok(snapshot) => reporter
                         .snapshot(&snapshot)
@@ -248,12 +377,12 @@ impl Agent {
                     warn!(error = %err, "cluster snapshot not uploaded");
                 }
                 self.metrics.snapshot(uploaded.is_ok());
-                last_snapshot = Some(tokio::time::Instant::now());
             }
-            tokio::select! {
-                () = &mut shutdown => return,
-                () = tokio::time::sleep(every) => {}
-            }
+        };
+        tokio::select! {
+            () = shutdown => {}
+            () = heartbeats => {}
+            () = snapshots => {}
         }
     }
 }
@@ -300,7 +429,10 @@ fn report_of(outcome: &Outcome) -> Option<(&str, ActionReport)> {
             action_id,
             report(ReportedOutcome::Failed, &format!("rejected: {reason}")),
         )),
-        Outcome::Failed { .. } | Outcome::Rejected { .. } | Outcome::Cancelled { .. } => None,
+        Outcome::Failed { .. }
+        | Outcome::Rejected { .. }
+        | Outcome::Cancelled { .. }
+        | Outcome::Duplicate { .. } => None,
     }
 }
 

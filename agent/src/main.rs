@@ -2,7 +2,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use spotwise_agent::{Agent, AgentConfig, Metrics, QueueWorker, Reporter, metrics};
+use spotwise_agent::{
+    Agent, AgentConfig, Metrics, QueueWorker, Reporter, metrics, read_cluster_secret,
+};
 use spotwise_core::config::Env;
 use spotwise_core::telemetry::{self, LogSettings};
 use tokio::sync::watch;
@@ -18,7 +20,7 @@ async fn main() -> anyhow::Result<()> {
     let read = |path: &std::path::Path, what: &str| {
         std::fs::read(path).with_context(|| format!("reading the {what} from {}", path.display()))
     };
-    let secret = read(&config.secret_file, "cluster secret")?;
+    let secret = read_cluster_secret(&config.secret_file)?;
     let key = String::from_utf8(read(&config.key_file, "agent key")?)
         .context("the agent key is not text")?
         .trim()

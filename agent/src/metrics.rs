@@ -23,6 +23,7 @@ pub struct Metrics {
     rejected: AtomicU64,
     failed: AtomicU64,
     cancelled: AtomicU64,
+    duplicate: AtomicU64,
     results_pending: AtomicU64,
     results_dropped: AtomicU64,
     report_failures: AtomicU64,
@@ -51,6 +52,7 @@ impl Metrics {
             Outcome::Rejected { .. } => &self.rejected,
             Outcome::Failed { .. } => &self.failed,
             Outcome::Cancelled { .. } => &self.cancelled,
+            Outcome::Duplicate { .. } => &self.duplicate,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -107,6 +109,7 @@ impl Metrics {
             ("rejected", &self.rejected),
             ("failed", &self.failed),
             ("cancelled", &self.cancelled),
+            ("duplicate", &self.duplicate),
         ] {
             let _ = writeln!(
                 out,

@@ -10,7 +10,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 use spotwise_core::action::ActionStatus;
-use spotwise_core::messages::{ActionReport, Heartbeat};
+use spotwise_core::messages::{ActionReport, Heartbeat, Rejection};
 use spotwise_optimizer::kube::Snapshot;
 use tracing::{info, warn};
 
@@ -42,6 +42,8 @@ pub struct Reporter {
     buffer: Mutex<VecDeque<PendingResult>>,
     buffer_file: Option<PathBuf>,
     metrics: std::sync::Arc<Metrics>,
+    /// One flush at a time, so a result is never posted twice by two flushes racing.
+    flushing: tokio::sync::Mutex<()>,
 }
 
 impl Reporter {
@@ -79,6 +81,7 @@ impl Reporter {
             buffer: Mutex::new(buffered),
             buffer_file,
             metrics,
+            flushing: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -125,8 +128,13 @@ impl Reporter {
     }
 
     /// Delivers buffered results in order; stops at the first the API does not take, to retry
-    /// later. A result the API refuses for good (4xx) is dropped, since retrying cannot help.
+    /// later. A result the API refuses for good (a 4xx other than throttling or an
+    /// authentication problem, which a rotated key mends) is dropped, since retrying cannot help.
+    /// A flush already under way picks up what is buffered meanwhile, so this one returns.
     pub async fn flush(&self) -> usize {
+        let Ok(_flushing) = self.flushing.try_lock() else {
+            return 0;
+        };
         let mut delivered = 0;
         loop {
             let Some(next) = self.buffer.lock().ok().and_then(|b| b.front().cloned()) else {
@@ -140,7 +148,13 @@ impl Reporter {
             match sent {
                 Ok(_) => delivered += 1,
                 Err(ReportError::Status { status, body })
-                    if status.is_client_error() && status != StatusCode::TOO_MANY_REQUESTS =>
+                    if status.is_client_error()
+                        && !matches!(
+                            status,
+                            StatusCode::TOO_MANY_REQUESTS
+                                | StatusCode::UNAUTHORIZED
+                                | StatusCode::FORBIDDEN
+                        ) =>
                 {
                     warn!(action_id = %next.action_id, %status, %body, "result refused by the API; dropped");
                 }
@@ -176,10 +190,15 @@ impl Reporter {
         }
     }
 
-    pub async fn heartbeat(&self, dry_run: bool) -> Result<(), ReportError> {
+    pub async fn heartbeat(
+        &self,
+        dry_run: bool,
+        rejected: &[Rejection],
+    ) -> Result<(), ReportError> {
         let beat = Heartbeat {
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
             dry_run,
+            rejected: rejected.to_vec(),
         };
         let url = format!("{}/v1/agent/heartbeat", self.base_url);
         self.send(self.http.post(url).json(&beat)).await.map(drop)

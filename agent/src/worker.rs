@@ -26,6 +26,7 @@ pub struct QueueWorker {
     sqs: Client,
     queue_url: String,
     wait_seconds: i32,
+    extend_every: Duration,
 }
 
 impl QueueWorker {
@@ -34,12 +35,20 @@ impl QueueWorker {
             sqs,
             queue_url: queue_url.into(),
             wait_seconds: WAIT_SECONDS,
+            extend_every: EXTEND_EVERY,
         }
     }
 
     /// A shorter long-poll, for tests.
     pub fn with_wait_seconds(mut self, seconds: i32) -> Self {
         self.wait_seconds = seconds;
+        self
+    }
+
+    /// How often the messages in hand are hidden again while an action runs (20 s), shorter
+    /// for tests.
+    pub fn with_extend_every(mut self, every: Duration) -> Self {
+        self.extend_every = every;
         self
     }
 
@@ -63,16 +72,15 @@ impl QueueWorker {
                     }
                 }
             };
-            let mut messages = messages.into_iter();
-            for message in messages.by_ref() {
-                self.process(agent, &message).await;
+            for (index, message) in messages.iter().enumerate() {
+                self.process(agent, message, &messages[index + 1..]).await;
                 let stopping = tokio::select! {
                     biased;
                     () = &mut shutdown => true,
                     () = std::future::ready(()) => false,
                 };
                 if stopping {
-                    self.release(messages).await;
+                    self.release(&messages[index + 1..]).await;
                     info!("shutting down");
                     return;
                 }
@@ -83,9 +91,10 @@ impl QueueWorker {
 
     /// One receive and the handling of everything it returned.
     pub async fn poll_once(&self, agent: &Agent) -> Result<Vec<Outcome>, ReceiveError> {
+        let messages = self.receive(agent).await?;
         let mut outcomes = Vec::new();
-        for message in self.receive(agent).await? {
-            outcomes.push(self.process(agent, &message).await);
+        for (index, message) in messages.iter().enumerate() {
+            outcomes.push(self.process(agent, message, &messages[index + 1..]).await);
         }
         Ok(outcomes)
     }
@@ -104,19 +113,21 @@ impl QueueWorker {
     }
 
     /// Handles one message and deletes it unless the failure is worth another attempt.
-    async fn process(&self, agent: &Agent, message: &Message) -> Outcome {
+    /// `waiting` are the batch's messages still to come: they stay hidden too.
+    async fn process(&self, agent: &Agent, message: &Message, waiting: &[Message]) -> Outcome {
         let handling = agent.handle(
             message.body().unwrap_or_default(),
             OffsetDateTime::now_utc(),
         );
         tokio::pin!(handling);
-        // A drain can outlast the queue's visibility timeout; keep the message hidden while it
-        // runs so no other receive starts it again. A running action also counts as liveness.
+        // A drain can outlast the queue's visibility timeout; keep the message, and the rest
+        // of its batch, hidden while it runs so no other receive starts them again. A running
+        // action also counts as liveness.
         let outcome = loop {
             tokio::select! {
                 outcome = &mut handling => break outcome,
-                () = tokio::time::sleep(EXTEND_EVERY) => {
-                    if let Some(handle) = message.receipt_handle() {
+                () = tokio::time::sleep(self.extend_every) => {
+                    for handle in std::iter::once(message).chain(waiting).filter_map(Message::receipt_handle) {
                         self.extend(handle, EXTEND_BY).await;
                     }
                     agent.metrics().polled(OffsetDateTime::now_utc());
@@ -146,7 +157,7 @@ impl QueueWorker {
     }
 
     /// Makes received but unstarted messages visible again, for the next agent to take.
-    async fn release(&self, messages: impl Iterator<Item = Message>) {
+    async fn release(&self, messages: &[Message]) {
         for message in messages {
             if let Some(handle) = message.receipt_handle() {
                 self.extend(handle, 0).await;

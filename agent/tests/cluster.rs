@@ -12,7 +12,9 @@ use axum::http::{Method, StatusCode, Uri};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
-use spotwise_agent::{Agent, Metrics, Outcome, QueueWorker, Reporter};
+use spotwise_agent::{
+    Agent, Metrics, Outcome, QueueWorker, Reporter, SecretError, read_cluster_secret,
+};
 use spotwise_core::ClusterId;
 use spotwise_core::action::{ActionKind, ActionTarget, AgentAction};
 use spotwise_core::messages::{ActionReport, ReportedOutcome};
@@ -30,6 +32,10 @@ struct Cluster {
     guarded_budget: i64,
     replicas: HashMap<String, i64>,
     requests: Vec<String>,
+    /// Evicted `app=slow` pods, with how many more pod lists still show them terminating.
+    terminating: HashMap<String, u32>,
+    /// How many pod lists an evicted `app=slow` pod stays for.
+    slow_lists: u32,
 }
 
 type Shared = Arc<Mutex<Cluster>>;
@@ -139,7 +145,15 @@ async fn list_pods(
     State(s): State<Shared>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Json<Value> {
-    let cluster = s.lock().unwrap();
+    let mut cluster = s.lock().unwrap();
+    let cluster = &mut *cluster;
+    for (key, lists_left) in &mut cluster.terminating {
+        *lists_left = lists_left.saturating_sub(1);
+        if *lists_left == 0 {
+            cluster.pods.remove(key);
+        }
+    }
+    cluster.terminating.retain(|_, lists_left| *lists_left > 0);
     let node = query
         .get("fieldSelector")
         .and_then(|f| f.strip_prefix("spec.nodeName="))
@@ -206,6 +220,7 @@ async fn evict(
         return status(StatusCode::NOT_FOUND, "NotFound", "pod not found");
     };
     let guarded = pod["metadata"]["labels"]["app"] == "guarded";
+    let slow = pod["metadata"]["labels"]["app"] == "slow";
     if guarded && cluster.guarded_budget <= 0 {
         return status(
             StatusCode::TOO_MANY_REQUESTS,
@@ -216,7 +231,16 @@ async fn evict(
     if guarded {
         cluster.guarded_budget -= 1;
     }
-    cluster.pods.remove(&key);
+    if slow {
+        // Shuts down over its grace period: still listed, with a deletion timestamp.
+        let lists = cluster.slow_lists;
+        cluster.terminating.insert(key.clone(), lists);
+        if let Some(pod) = cluster.pods.get_mut(&key) {
+            pod["metadata"]["deletionTimestamp"] = json!("2026-12-01T00:00:00Z");
+        }
+    } else {
+        cluster.pods.remove(&key);
+    }
     (
         StatusCode::CREATED,
         Json(
@@ -745,10 +769,8 @@ async fn drain_reports_pods_left_when_the_deadline_comes() {
     }
 }
 
-#[tokio::test]
-async fn worker_executes_queued_actions_and_removes_finished_messages() {
-    let stack = LocalStack::start();
-    let kube = FakeKube::start().await;
+/// The cluster's agent queue on the local stack.
+async fn agent_queue(stack: &LocalStack) -> (aws_sdk_sqs::Client, String) {
     let sqs = aws_sdk_sqs::Client::new(&stack.sdk_config().await);
     let queue_url = sqs
         .create_queue()
@@ -758,6 +780,14 @@ async fn worker_executes_queued_actions_and_removes_finished_messages() {
         .unwrap()
         .queue_url
         .unwrap();
+    (sqs, queue_url)
+}
+
+#[tokio::test]
+async fn worker_executes_queued_actions_and_removes_finished_messages() {
+    let stack = LocalStack::start();
+    let kube = FakeKube::start().await;
+    let (sqs, queue_url) = agent_queue(&stack).await;
     let node = "ip-10-0-1-17.ec2.internal";
 
     sqs.send_message()
@@ -814,22 +844,11 @@ async fn worker_executes_queued_actions_and_removes_finished_messages() {
         None
     );
 
-    let attrs = sqs
-        .get_queue_attributes()
-        .queue_url(&queue_url)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::All)
-        .send()
-        .await
-        .unwrap();
-    let remaining: u32 = attrs.attributes().unwrap()
-        [&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages]
-        .parse()
-        .unwrap();
-    let in_flight: u32 = attrs.attributes().unwrap()
-        [&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible]
-        .parse()
-        .unwrap();
-    assert_eq!((remaining, in_flight), (0, 0), "both messages deleted");
+    assert_eq!(
+        stack.queue_depth(&queue_url).await,
+        (0, 0),
+        "both messages deleted"
+    );
 
     // Shutdown future stops the loop.
     worker.run(&agent, async {}).await;
@@ -839,15 +858,7 @@ async fn worker_executes_queued_actions_and_removes_finished_messages() {
 async fn on_shutdown_the_action_in_hand_finishes_and_the_rest_of_the_batch_is_handed_back() {
     let stack = LocalStack::start();
     let kube = FakeKube::start().await;
-    let sqs = aws_sdk_sqs::Client::new(&stack.sdk_config().await);
-    let queue_url = sqs
-        .create_queue()
-        .queue_name("spotwise-agent-c1")
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
+    let (sqs, queue_url) = agent_queue(&stack).await;
     let nodes = ["ip-10-0-1-17.ec2.internal", "ip-10-0-2-9.ec2.internal"];
     for node in nodes {
         let cordon = action(ActionKind::Cordon, node_target(node), json!({}));
@@ -884,19 +895,8 @@ async fn on_shutdown_the_action_in_hand_finishes_and_the_rest_of_the_batch_is_ha
         1,
         "one action finished, the other never started"
     );
-    let attrs = sqs
-        .get_queue_attributes()
-        .queue_url(&queue_url)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::All)
-        .send()
-        .await
-        .unwrap();
-    let count = |name| -> u32 { attrs.attributes().unwrap()[&name].parse().unwrap() };
     assert_eq!(
-        (
-            count(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages),
-            count(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-        ),
+        stack.queue_depth(&queue_url).await,
         (1, 0),
         "the unstarted action is visible again at once, the finished one deleted"
     );
@@ -984,7 +984,7 @@ async fn drain_for_an_asg_hook_completes_the_lifecycle_action() {
 struct ApiState {
     down: bool,
     results: Vec<(String, Value)>,
-    heartbeats: usize,
+    heartbeats: Vec<Value>,
     snapshots: Vec<Value>,
     cancelled: Vec<String>,
 }
@@ -1048,6 +1048,8 @@ impl FakeApi {
                             }
                             let status = if s.cancelled.contains(&id) {
                                 "cancelled"
+                            } else if s.results.iter().any(|(done, _)| done == &id) {
+                                "succeeded"
                             } else {
                                 "queued"
                             };
@@ -1058,12 +1060,14 @@ impl FakeApi {
                 .route(
                     "/v1/agent/heartbeat",
                     axum::routing::post(
-                        move |State(s): S, headers: axum::http::HeaderMap| async move {
+                        move |State(s): S,
+                              headers: axum::http::HeaderMap,
+                              Json(body): Json<Value>| async move {
                             let mut s = s.lock().unwrap();
                             if let Some(code) = check(&s, &headers) {
                                 return code;
                             }
-                            s.heartbeats += 1;
+                            s.heartbeats.push(body);
                             StatusCode::NO_CONTENT
                         },
                     ),
@@ -1252,9 +1256,9 @@ async fn heartbeats_and_snapshots_reach_the_api() {
         .await;
     let state = api.state.lock().unwrap();
     assert!(
-        state.heartbeats >= 2,
+        state.heartbeats.len() >= 2,
         "one per period: {}",
-        state.heartbeats
+        state.heartbeats.len()
     );
     assert_eq!(state.snapshots.len(), 1, "one per snapshot period");
     let snapshot = &state.snapshots[0];
@@ -1317,5 +1321,293 @@ async fn metrics_and_health_are_served() {
     assert!(
         text.contains("# TYPE spotwise_agent_results_pending gauge"),
         "{text}"
+    );
+}
+
+#[tokio::test]
+async fn the_secret_file_holds_the_hex_the_platform_hands_out_and_signs_with() {
+    let dir = std::env::temp_dir().join(format!("spotwise-secret-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("cluster-secret");
+    // As `kubectl create secret --from-literal` stores it, with a trailing newline.
+    std::fs::write(&file, format!("{}\n", hex::encode(SECRET))).unwrap();
+    let key = read_cluster_secret(&file).unwrap();
+    assert_eq!(
+        key, SECRET,
+        "the decoded bytes are the key the platform signs with"
+    );
+
+    let kube = FakeKube::start().await;
+    let agent = Agent::new(
+        ClusterId::new("c1").unwrap(),
+        key,
+        kube.client.clone(),
+        false,
+    );
+    let node = "ip-10-0-1-17.ec2.internal";
+    let outcome = agent
+        .handle(
+            &signed(action(ActionKind::Cordon, node_target(node), json!({}))),
+            OffsetDateTime::now_utc(),
+        )
+        .await;
+    assert!(matches!(outcome, Outcome::Done { .. }), "{outcome:?}");
+
+    std::fs::write(&file, "not-hex").unwrap();
+    assert!(matches!(
+        read_cluster_secret(&file),
+        Err(SecretError::NotHex { .. })
+    ));
+    std::fs::write(&file, " \n").unwrap();
+    assert!(matches!(
+        read_cluster_secret(&file),
+        Err(SecretError::Empty { .. })
+    ));
+    assert!(matches!(
+        read_cluster_secret(&dir.join("missing")),
+        Err(SecretError::Read { .. })
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_redelivered_action_is_executed_once_even_after_a_restart() {
+    let kube = FakeKube::start().await;
+    let api = FakeApi::start().await;
+    let scale = {
+        let mut a = action(
+            ActionKind::Scale,
+            ActionTarget::Workload {
+                namespace: "shop".into(),
+                kind: "Deployment".into(),
+                name: "web".into(),
+            },
+            json!({"replicas": 0}),
+        );
+        a.action_id = "sleep-web".into();
+        signed(a)
+    };
+    let now = OffsetDateTime::now_utc();
+    let first = agent(&kube, false).with_reporter(reporter(&api, None));
+    assert!(
+        matches!(
+            first.handle(&scale, now).await,
+            Outcome::Done {
+                previous_replicas: Some(3),
+                ..
+            }
+        ),
+        "scaled from 3"
+    );
+    // The same message again (its delete was lost): not run, so the count to restore stays 3.
+    assert_eq!(
+        first.handle(&scale, now).await,
+        Outcome::Duplicate {
+            action_id: "sleep-web".into()
+        }
+    );
+    // A restarted agent has forgotten it; the platform's record says it is done.
+    let restarted = agent(&kube, false).with_reporter(reporter(&api, None));
+    assert_eq!(
+        restarted.handle(&scale, now).await,
+        Outcome::Duplicate {
+            action_id: "sleep-web".into()
+        }
+    );
+    let patches = kube
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with("PATCH") && r.ends_with("/web/scale"))
+        .count();
+    assert_eq!(patches, 1, "scaled once");
+    let results = api.state.lock().unwrap().results.clone();
+    assert_eq!(results.len(), 1, "reported once: {results:?}");
+    assert_eq!(results[0].1["previous_replicas"], 3);
+}
+
+#[tokio::test]
+async fn refused_messages_reach_the_api_with_the_next_heartbeat() {
+    let kube = FakeKube::start().await;
+    let api = FakeApi::start().await;
+    let agent = agent(&kube, false).with_reporter(reporter(&api, None));
+    let now = OffsetDateTime::now_utc();
+    let node = "ip-10-0-1-17.ec2.internal";
+    let mut forged = action(ActionKind::Drain, node_target(node), json!({}));
+    forged.signature = "00".repeat(32);
+    agent
+        .handle(&serde_json::to_string(&forged).unwrap(), now)
+        .await;
+    let mut elsewhere = action(ActionKind::Cordon, node_target(node), json!({}));
+    elsewhere.cluster_id = ClusterId::new("c2").unwrap();
+    agent.handle(&signed(elsewhere), now).await;
+    agent.handle("{not json", now).await;
+
+    // The first beat is lost: the refusals wait for the next one.
+    api.set_down(true);
+    agent
+        .report_loop(
+            std::time::Duration::from_millis(40),
+            std::time::Duration::from_secs(3600),
+            tokio::time::sleep(std::time::Duration::from_millis(60)),
+        )
+        .await;
+    api.set_down(false);
+    agent
+        .report_loop(
+            std::time::Duration::from_millis(40),
+            std::time::Duration::from_secs(3600),
+            tokio::time::sleep(std::time::Duration::from_millis(100)),
+        )
+        .await;
+    let beats = api.state.lock().unwrap().heartbeats.clone();
+    let rejected: Vec<String> = beats
+        .iter()
+        .flat_map(|b| b["rejected"].as_array().cloned().unwrap_or_default())
+        .map(|r| r["reason"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(rejected.len(), 3, "each refusal told once: {rejected:?}");
+    assert!(rejected[0].contains("signature"), "{rejected:?}");
+    assert!(rejected[1].contains("c2"), "{rejected:?}");
+    assert!(rejected[2].contains("unreadable"), "{rejected:?}");
+    assert_eq!(
+        kube.node(node)["spec"].get("unschedulable"),
+        None,
+        "nothing executed"
+    );
+}
+
+#[tokio::test]
+async fn a_drain_waits_for_evicted_pods_to_terminate_before_completing() {
+    let kube = FakeKube::start().await;
+    {
+        let mut cluster = kube.state.lock().unwrap();
+        let (key, value) = pod(
+            "shop",
+            "slow-1",
+            "ip-10-0-1-17.ec2.internal",
+            "ReplicaSet",
+            json!({"metadata": {"labels": {"app": "slow"}}}),
+        );
+        cluster.pods.insert(key, value);
+        cluster.slow_lists = 2;
+    }
+    let agent = agent(&kube, false);
+    let node = "ip-10-0-1-17.ec2.internal";
+    let outcome = agent
+        .handle(
+            &signed(action(ActionKind::Drain, node_target(node), json!({}))),
+            OffsetDateTime::now_utc(),
+        )
+        .await;
+    assert!(
+        matches!(outcome, Outcome::Done { ref detail, .. } if detail.contains("3 evicted")),
+        "{outcome:?}"
+    );
+    assert!(
+        !pods_on(&kube, node).contains(&"shop/slow-1".to_owned()),
+        "done only once the pod is gone"
+    );
+    let lists = kube
+        .requests()
+        .iter()
+        .filter(|r| r.as_str() == "GET /api/v1/pods")
+        .count();
+    assert!(lists >= 3, "listed until the pod was gone ({lists} lists)");
+
+    // A pod still shutting down at the deadline is reported as left.
+    {
+        let mut cluster = kube.state.lock().unwrap();
+        let (key, value) = pod(
+            "shop",
+            "slow-2",
+            node,
+            "ReplicaSet",
+            json!({"metadata": {"labels": {"app": "slow"}}}),
+        );
+        cluster.pods.insert(key, value);
+        cluster.slow_lists = 1000;
+    }
+    let mut short = action(ActionKind::Drain, node_target(node), json!({}));
+    short.not_after = OffsetDateTime::now_utc() + Duration::seconds(2);
+    match agent
+        .handle(&signed(short), OffsetDateTime::now_utc())
+        .await
+    {
+        Outcome::Failed { pods_left, .. } => assert_eq!(
+            pods_left.get("shop/slow-2").map(String::as_str),
+            Some("evicted, still terminating at the deadline")
+        ),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_rest_of_a_batch_stays_hidden_while_a_long_action_runs() {
+    let stack = LocalStack::start();
+    let kube = FakeKube::start().await;
+    guard(&kube, &["db-1"], 0);
+    let sqs = aws_sdk_sqs::Client::new(&stack.sdk_config().await);
+    let queue_url = sqs
+        .create_queue()
+        .queue_name("spotwise-agent-c1-batch")
+        .attributes(
+            aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
+            "2",
+        )
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let node = "ip-10-0-1-17.ec2.internal";
+    let mut drain = action(ActionKind::Drain, node_target(node), json!({}));
+    drain.not_after = OffsetDateTime::now_utc() + Duration::seconds(5);
+    let cordon = action(
+        ActionKind::Cordon,
+        node_target("ip-10-0-2-9.ec2.internal"),
+        json!({}),
+    );
+    sqs.send_message_batch()
+        .queue_url(&queue_url)
+        .entries(
+            aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
+                .id("drain")
+                .message_body(signed(drain))
+                .build()
+                .unwrap(),
+        )
+        .entries(
+            aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
+                .id("cordon")
+                .message_body(signed(cordon))
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let agent = agent(&kube, false);
+    let worker = QueueWorker::new(sqs.clone(), &queue_url)
+        .with_wait_seconds(1)
+        .with_extend_every(std::time::Duration::from_millis(500));
+    // Another consumer polls while the drain (blocked by its PDB until the deadline) runs.
+    let other = async {
+        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        sqs.receive_message()
+            .queue_url(&queue_url)
+            .max_number_of_messages(10)
+            .send()
+            .await
+            .unwrap()
+            .messages
+            .unwrap_or_default()
+            .len()
+    };
+    let (outcomes, stolen) = tokio::join!(worker.poll_once(&agent), other);
+    let outcomes = outcomes.unwrap();
+    assert_eq!(outcomes.len(), 2, "{outcomes:?}");
+    assert_eq!(
+        stolen, 0,
+        "both messages stayed hidden past the 2 s timeout"
     );
 }

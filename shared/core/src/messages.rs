@@ -118,6 +118,19 @@ mod tests {
 pub struct Heartbeat {
     pub agent_version: String,
     pub dry_run: bool,
+    /// Messages the agent refused since its last heartbeat that it could not report against an
+    /// action: unreadable, for another cluster, or not signed with this cluster's secret.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rejected: Vec<Rejection>,
+}
+
+/// A message on the agent's queue that it refused without executing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Rejection {
+    pub reason: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: time::OffsetDateTime,
 }
 
 /// How an action ended, as the agent saw it.
