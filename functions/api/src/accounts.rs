@@ -35,6 +35,15 @@ pub async fn external_id(
     let external_id =
         accounts::issue_external_id(&state.store, &caller.tenant, OffsetDateTime::now_utc())
             .await?;
+    audit::record(
+        &state,
+        &caller,
+        "account.external_id",
+        format!("tenant/{}", caller.tenant),
+        None,
+        None,
+    )
+    .await;
     Ok(Json(ExternalId { external_id }))
 }
 
@@ -85,6 +94,13 @@ fn link_error(err: AccountError) -> ApiError {
             StatusCode::CONFLICT,
             "already_exists",
             format!("account {account} is already linked"),
+        ),
+        AccountError::LinkedElsewhere(account) => ApiError::new(
+            StatusCode::CONFLICT,
+            "already_exists",
+            format!(
+                "account {account} is linked by another Spotwise tenant; unlink it there first"
+            ),
         ),
         AccountError::Link(e) => {
             ApiError::field("role_arn", format!("the role could not be used: {e}"))
@@ -166,6 +182,7 @@ pub async fn validate(
         .get::<Account>(&key)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("account {id}")))?;
+    let before = snapshot(&item.body.health);
     item.body.health = match state
         .cross_account
         .verify_link(&item.body.role_arn, &item.body.external_id)
@@ -177,6 +194,15 @@ pub async fn validate(
         },
     };
     state.store.update_versioned(&item).await?;
+    audit::record(
+        &state,
+        &caller,
+        "account.validate",
+        format!("account/{id}"),
+        before,
+        snapshot(&item.body.health),
+    )
+    .await;
     Ok(Json(item.body))
 }
 
@@ -195,7 +221,7 @@ pub async fn unlink(
         .get::<Account>(&key)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("account {id}")))?;
-    state.store.delete(&key).await?;
+    accounts::unlink(&state.store, &caller.tenant, &item.body.account_id).await?;
     audit::record(
         &state,
         &caller,

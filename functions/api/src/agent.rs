@@ -1,15 +1,18 @@
 //! The routes an in-cluster agent calls with its agent key: heartbeat, action status and
 //! results, snapshot upload. The cluster always comes from the key.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
+use spotwise_aws::runs::sortable;
 use spotwise_aws::snapshots;
 use spotwise_aws::store::{Item, PutCondition};
 use spotwise_core::action::{ActionRecord, ActionStatus};
+use spotwise_core::domain::{AgentStatus, Notification, Severity};
 use spotwise_core::messages::{ActionReport, Heartbeat, ReportedOutcome};
 use spotwise_core::{ClusterId, TenantId, keys};
 use spotwise_optimizer::kube::Snapshot;
@@ -26,21 +29,14 @@ const EVENT_RETENTION: Duration = Duration::from_secs(24 * 3600);
 /// A heartbeat after a silence this long is an "agent back online" event.
 const SILENCE_BEFORE_ONLINE: time::Duration = time::Duration::minutes(2);
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct AgentStatus {
-    pub agent_version: String,
-    pub dry_run: bool,
-    #[serde(with = "time::serde::rfc3339")]
-    pub last_heartbeat_at: OffsetDateTime,
-}
-
 /// Something that happened in a cluster, kept 24 hours.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ClusterEvent {
     pub id: String,
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
-    /// `agent_online`, `snapshot`, `action_succeeded`, `action_failed`, `action_dry_run`.
+    /// `agent_online`, `agent_offline`, `snapshot`, `action_succeeded`, `action_failed`,
+    /// `action_dry_run`, `action_rejected`.
     pub kind: String,
     pub message: String,
 }
@@ -79,15 +75,57 @@ pub async fn heartbeat(
     let now = OffsetDateTime::now_utc();
     let previous = state.store.get::<AgentStatus>(&key).await?;
     let status = AgentStatus {
+        tenant_id: caller.tenant.clone(),
+        cluster_id: cluster.clone(),
         agent_version: beat.agent_version,
         dry_run: beat.dry_run,
         last_heartbeat_at: now,
+        offline_since: None,
     };
-    state
-        .store
-        .put(&Item::new(key, &status), PutCondition::Always)
-        .await?;
-    if previous.is_none_or(|p| now - p.body.last_heartbeat_at > SILENCE_BEFORE_ONLINE) {
+    let index = keys::agent_heartbeat_index(&sortable(now), &caller.tenant, &cluster);
+    let mut item = Item::new(key, &status).with_gsi1(index);
+    // A new version, so the scheduler's offline flag, made under the lock, loses to this beat.
+    item.version = previous.as_ref().map_or(1, |p| p.version + 1);
+    state.store.put(&item, PutCondition::Always).await?;
+    for rejection in &beat.rejected {
+        record_event(
+            &state,
+            &caller.tenant,
+            &cluster,
+            "action_rejected",
+            format!("agent refused a queued message: {}", rejection.reason),
+        )
+        .await;
+    }
+    if let Some(first) = beat.rejected.first() {
+        // Only the platform can sign actions: a refused message means a misconfigured secret
+        // or someone else writing to the cluster's queue.
+        notify(
+            &state,
+            Notification {
+                tenant_id: caller.tenant.clone(),
+                event_type: "action_rejected".into(),
+                severity: Severity::Warning,
+                cluster_id: Some(cluster.clone()),
+                labels: BTreeMap::new(),
+                title: format!(
+                    "Agent of {cluster} refused {} queued message(s)",
+                    beat.rejected.len()
+                ),
+                body: format!(
+                    "The agent executes only actions signed with this cluster's secret. First refusal: {}",
+                    first.reason
+                ),
+                links: Vec::new(),
+                occurred_at: now,
+                dedup_key: format!("action-rejected-{cluster}-{}", sortable(first.at)),
+            },
+        )
+        .await;
+    }
+    if previous.is_none_or(|p| {
+        p.body.offline_since.is_some() || now - p.body.last_heartbeat_at > SILENCE_BEFORE_ONLINE
+    }) {
         let mode = if status.dry_run {
             " in dry-run mode"
         } else {
@@ -180,15 +218,54 @@ pub async fn action_result(
         ReportedOutcome::DryRun => "action_dry_run",
     };
     let action = &item.body.action;
+    let summary = format!("{:?} {}", action.kind, action.target_name()).to_lowercase();
     record_event(
         &state,
         &caller.tenant,
         &action.cluster_id,
         kind,
-        format!("{:?} {}: {reason}", action.kind, action.target_name()).to_lowercase(),
+        format!("{summary}: {reason}"),
+    )
+    .await;
+    let (severity, verb) = match report.outcome {
+        ReportedOutcome::Failed => (Severity::Warning, "failed"),
+        ReportedOutcome::Succeeded => (Severity::Info, "done"),
+        ReportedOutcome::DryRun => (Severity::Info, "dry run"),
+    };
+    notify(
+        &state,
+        Notification {
+            tenant_id: caller.tenant.clone(),
+            event_type: "action_result".into(),
+            severity,
+            cluster_id: Some(action.cluster_id.clone()),
+            labels: BTreeMap::from([
+                (
+                    "action".to_owned(),
+                    format!("{:?}", action.kind).to_lowercase(),
+                ),
+                (
+                    "outcome".to_owned(),
+                    kind.trim_start_matches("action_").to_owned(),
+                ),
+            ]),
+            title: format!("{summary} on {}: {verb}", action.cluster_id),
+            body: reason,
+            links: Vec::new(),
+            occurred_at: item.body.updated_at,
+            dedup_key: format!("action-result-{}-{kind}", action.action_id),
+        },
     )
     .await;
     Ok(Json(item.body))
+}
+
+/// Notifications are told after the state they describe is stored; one that cannot be queued is
+/// logged, not failed, so the agent does not report a stored result again.
+async fn notify(state: &AppState, notification: Notification) {
+    if let Err(err) = state.notifications.send(&notification, None).await {
+        warn!(event_type = %notification.event_type, error = %err, "notification not queued");
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]

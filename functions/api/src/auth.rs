@@ -105,6 +105,18 @@ pub async fn bootstrap(
     store
         .put(&key_item(&issued.key), PutCondition::IfAbsent)
         .await?;
+    let change = spotwise_aws::audit::Change {
+        action: "key.bootstrap",
+        target: format!("key/{}", issued.key.id),
+        before: None,
+        // Never the hash: the audit log is readable by every admin.
+        after: Some(serde_json::json!({
+            "name": issued.key.name,
+            "prefix": issued.key.prefix,
+            "role": "admin",
+        })),
+    };
+    spotwise_aws::audit::write(store, tenant, "cli:bootstrap", change, now).await?;
     Ok(issued)
 }
 

@@ -11,7 +11,7 @@ use spotwise_aws::actions;
 use spotwise_aws::snapshots::{self, MAX_USABLE_AGE, Unusable};
 use spotwise_aws::store::{Item, PutCondition, Query};
 use spotwise_core::action::{ActionRecord, ActionStatus};
-use spotwise_core::domain::{CapacityType, Cluster, Policy, Role};
+use spotwise_core::domain::{AgentStatus, CapacityType, Cluster, Policy, Role};
 use spotwise_core::keys::{self, prefix};
 use spotwise_core::{ClusterId, rfc3339};
 use spotwise_optimizer::recommendation::{Recommendation, RecommendationStatus};
@@ -19,7 +19,7 @@ use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
-use crate::agent::{AgentStatus, ClusterEvent};
+use crate::agent::ClusterEvent;
 use crate::audit::{self, snapshot};
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorResponse, JsonBody};
@@ -96,6 +96,8 @@ pub struct ClusterDetail {
     pub events: Vec<ClusterEvent>,
 }
 
+const EVENTS_KEPT: time::Duration = time::Duration::hours(24);
+
 #[utoipa::path(get, path = "/v1/clusters/{id}", tag = "clusters", params(("id" = String, Path)),
     responses((status = 200, body = ClusterDetail), (status = 404, body = ErrorResponse)), security(("api_key" = [])))]
 pub async fn detail(
@@ -170,7 +172,13 @@ pub async fn detail(
         agent: agent.map(|a| a.body),
         snapshot,
         snapshot_problem,
-        events: events.items.into_iter().map(|e| e.body).collect(),
+        // The table's TTL sweep is lazy; the 24 hours are a promise of the API.
+        events: events
+            .items
+            .into_iter()
+            .map(|e| e.body)
+            .filter(|e| now - e.at <= EVENTS_KEPT)
+            .collect(),
     }))
 }
 
@@ -378,9 +386,19 @@ pub async fn approve(
     item.version = state.store.update_versioned(&item).await?;
     let now = OffsetDateTime::now_utc();
     let source = format!("api:{}", caller.key_id);
-    let action_ids = actions::apply_first_wave(&state.store, &state.sqs, &item.body, &source, now)
-        .await
-        .map_err(|e| ApiError::internal("sending the approved wave", &e))?;
+    let action_ids =
+        match actions::apply_first_wave(&state.store, &state.sqs, &item.body, &source, now).await {
+            Ok(ids) => ids,
+            Err(err) => {
+                // Back to proposed, so the approval can be tried again; drains already sent
+                // are recorded and skipped by the next attempt.
+                item.body.status = RecommendationStatus::Proposed;
+                if let Err(undo) = state.store.update_versioned(&item).await {
+                    tracing::error!(error = %undo, "approval claim not released");
+                }
+                return Err(ApiError::internal("sending the approved wave", &err));
+            }
+        };
     item.body.action_ids = action_ids;
     state.store.update_versioned(&item).await?;
     audit::record(

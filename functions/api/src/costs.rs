@@ -15,7 +15,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
 use crate::auth::Caller;
-use crate::clusters::cluster_id;
+use crate::clusters::{cluster_id, load_cluster};
 use crate::error::{ApiError, ErrorResponse};
 use crate::paging::{Page, PageParams, Params, PathParams};
 
@@ -135,6 +135,7 @@ pub async fn periods(
     Params(page): Params<PageParams>,
 ) -> Result<Json<Page<CostPeriod>>, ApiError> {
     caller.require(Role::Viewer)?;
+    load_cluster(&state, &caller, &id).await?;
     let query = page.apply(periods_query(&caller, &id, &q)?)?;
     let mut listed = Page::from_store(state.store.query::<CostPeriod>(&query).await?, |p| p);
     listed.items.retain(|p| q.keeps(&p.period));
@@ -160,6 +161,7 @@ pub async fn export(
             "export a table: namespace, workload, pod, node or label",
         ));
     }
+    load_cluster(&state, &caller, &id).await?;
     let periods: Vec<CostPeriod> = state
         .store
         .query_all::<CostPeriod>(&periods_query(&caller, &id, &q)?)
@@ -205,7 +207,7 @@ pub async fn reports(
     Params(page): Params<PageParams>,
 ) -> Result<Json<Page<MonthlyReport>>, ApiError> {
     caller.require(Role::Viewer)?;
-    let cluster = cluster_id(&id)?;
+    let cluster = load_cluster(&state, &caller, &id).await?.id;
     let query = page.apply(
         Query::partition(keys::tenant_partition(&caller.tenant))
             .prefix(keys::savings_reports_prefix(&cluster))
@@ -226,7 +228,7 @@ pub async fn report(
     PathParams((id, month)): PathParams<(String, String)>,
 ) -> Result<Json<MonthlyReport>, ApiError> {
     caller.require(Role::Viewer)?;
-    let cluster = cluster_id(&id)?;
+    let cluster = load_cluster(&state, &caller, &id).await?.id;
     state
         .store
         .get::<MonthlyReport>(&keys::savings_report(&caller.tenant, &cluster, &month))

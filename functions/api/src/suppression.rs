@@ -82,10 +82,10 @@ pub async fn create_silence(
             "must be after starts_at and in the future",
         ));
     }
-    if input.expires_at - starts_at > MAX_SILENCE {
+    if input.expires_at - starts_at > MAX_SILENCE || starts_at - now > MAX_SILENCE {
         return Err(ApiError::field(
             "expires_at",
-            "a silence lasts at most 90 days",
+            "a silence lasts at most 90 days and starts within 90 days",
         ));
     }
     if input.comment.trim().is_empty() {

@@ -8,7 +8,7 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use spotwise_aws::store::{Item, PutCondition};
 use spotwise_core::config::Env;
-use spotwise_core::domain::Notification;
+use spotwise_core::domain::{Notification, Severity};
 use spotwise_core::{ClusterId, TenantId, keys};
 use spotwise_notify::record::FeedEntry;
 use spotwise_testkit::receiver::Receiver;
@@ -19,8 +19,8 @@ use tower::ServiceExt;
 use super::*;
 
 struct Api {
-    // Held so the emulator lives as long as the API under test.
-    _stack: LocalStack,
+    /// The emulator the API under test talks to; tests read its queues.
+    stack: LocalStack,
     state: AppState,
     /// Admin keys of tenants t1 and t2.
     admin: String,
@@ -51,7 +51,7 @@ async fn api_with(overrides: &[(&str, &str)]) -> Api {
         .unwrap()
         .secret;
     Api {
-        _stack: stack,
+        stack,
         state,
         admin,
         other_admin,
@@ -252,9 +252,16 @@ async fn roles_gate_every_mutation() {
         api.post("/v1/webhooks", &operator, hook).await.status,
         StatusCode::CREATED
     );
+    let seen = api.get("/v1/webhooks", &viewer).await;
+    assert_eq!(seen.status, StatusCode::OK);
+    // Chat webhook URLs are credentials: viewers see scheme, host and the last characters.
     assert_eq!(
-        api.get("/v1/webhooks", &viewer).await.status,
-        StatusCode::OK
+        seen.body["items"][0]["url"],
+        "https://hooks.example.com/…wise"
+    );
+    assert_eq!(
+        api.get("/v1/webhooks", &operator).await.body["items"][0]["url"],
+        "https://hooks.example.com/spotwise"
     );
     assert_eq!(
         api.post("/v1/keys", &operator, json!({"name": "x", "role": "admin"}))
@@ -660,7 +667,12 @@ async fn webhooks_are_replaced_under_optimistic_locking_and_audited_without_secr
         .collect();
     assert_eq!(
         actions,
-        ["webhook.delete", "webhook.update", "webhook.create"],
+        [
+            "webhook.delete",
+            "webhook.update",
+            "webhook.create",
+            "key.bootstrap"
+        ],
         "newest first"
     );
     let update = &audit.body["items"][1];
@@ -860,7 +872,11 @@ async fn the_audit_log_filters_and_exports() {
     let text = csv.body.as_str().unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines[0], "id,at,actor,action,target,before,after");
-    assert_eq!(lines.len(), 4, "{text}");
+    assert_eq!(lines.len(), 5, "{text}");
+    assert!(
+        lines[4].contains("cli:bootstrap,key.bootstrap"),
+        "the bootstrap is audited too: {text}"
+    );
     let json_export = api
         .get("/v1/audit/export?format=json&action=key.create", &api.admin)
         .await;
@@ -1128,10 +1144,20 @@ async fn agent_reports_reach_the_cluster_and_its_actions() {
         .post(
             "/v1/agent/heartbeat",
             &agent,
-            json!({"agent_version": "0.1.0", "dry_run": false}),
+            json!({"agent_version": "0.1.0", "dry_run": false, "rejected": [
+                {"reason": "bad signature", "at": "2026-12-01T10:00:00Z"}
+            ]}),
         )
         .await;
     assert_eq!(beat.status, StatusCode::NO_CONTENT, "{}", beat.body);
+    let told: Vec<Notification> = api.stack.drain(api.state.notifications.url()).await;
+    assert_eq!(
+        told.iter()
+            .map(|n| (n.event_type.as_str(), n.severity))
+            .collect::<Vec<_>>(),
+        [("action_rejected", Severity::Warning)],
+        "a refused message is a security signal"
+    );
     assert_eq!(
         api.post(
             "/v1/agent/heartbeat",
@@ -1182,7 +1208,10 @@ async fn agent_reports_reach_the_cluster_and_its_actions() {
         .iter()
         .map(|e| e["kind"].as_str().unwrap())
         .collect();
-    assert_eq!(kinds, ["snapshot", "agent_online"]);
+    let mut kinds = kinds;
+    // The heartbeat's two events can share a millisecond, and so their order.
+    kinds[1..].sort_unstable();
+    assert_eq!(kinds, ["snapshot", "action_rejected", "agent_online"]);
 
     api.seed_action("a1", &cluster).await;
     api.seed_action("a2", &cluster).await;
@@ -1235,6 +1264,12 @@ async fn agent_reports_reach_the_cluster_and_its_actions() {
             .status,
         StatusCode::OK,
         "a repeat changes nothing"
+    );
+    let told: Vec<Notification> = api.stack.drain(api.state.notifications.url()).await;
+    assert_eq!(told.len(), 1, "told once, repeat or not: {told:?}");
+    assert_eq!(
+        (told[0].event_type.as_str(), &told[0].labels["outcome"]),
+        ("action_result", &"succeeded".to_owned())
     );
     let late_cancel = api
         .post("/v1/actions/a2/cancel", &api.admin, json!({}))
@@ -1363,6 +1398,7 @@ fn line(cost: &str) -> Value {
 #[tokio::test]
 async fn costs_are_read_by_dimension_and_range_and_exported() {
     let api = api().await;
+    api.seed_cluster(None).await;
     let tenant = TenantId::new("t1").unwrap();
     let cluster = prod_cluster();
     for (day, shop) in [
@@ -1438,14 +1474,19 @@ async fn costs_are_read_by_dimension_and_range_and_exported() {
     let summary = api.get(&format!("{base}/export"), &api.admin).await;
     assert_eq!(summary.status, StatusCode::BAD_REQUEST);
 
-    assert!(
-        api.get(&format!("{base}?dimension=namespace"), &api.other_admin)
-            .await
-            .body["items"]
-            .as_array()
-            .unwrap()
-            .is_empty()
-    );
+    // Another tenant's key finds no such cluster, on every cost route.
+    for path in [
+        format!("{base}?dimension=namespace"),
+        format!("{base}/export?dimension=namespace"),
+        format!("/v1/clusters/{cluster}/savings-reports"),
+        format!("/v1/clusters/{cluster}/savings-reports/2026-11"),
+    ] {
+        assert_eq!(
+            api.get(&path, &api.other_admin).await.status,
+            StatusCode::NOT_FOUND,
+            "{path}"
+        );
+    }
     let reports = api
         .get(
             &format!("/v1/clusters/{cluster}/savings-reports"),
@@ -1544,6 +1585,21 @@ async fn accounts_are_linked_with_the_tenants_external_id() {
         )
         .await;
     assert_eq!(again.status, StatusCode::CONFLICT);
+    let elsewhere = api
+        .post(
+            "/v1/accounts",
+            &api.other_admin,
+            json!({"role_arn": role, "regions": ["us-east-1"]}),
+        )
+        .await;
+    assert_eq!(elsewhere.status, StatusCode::CONFLICT, "{}", elsewhere.body);
+    assert!(
+        elsewhere.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("another Spotwise tenant"),
+        "one tenant per AWS account, so cluster partitions are never shared"
+    );
 
     let validated = api
         .post("/v1/accounts/111122223333/validate", &api.admin, json!({}))
@@ -1578,6 +1634,28 @@ async fn accounts_are_linked_with_the_tenants_external_id() {
             .status,
         StatusCode::NO_CONTENT
     );
+    let moved = api
+        .post(
+            "/v1/accounts",
+            &api.other_admin,
+            json!({"role_arn": role, "regions": ["us-east-1"]}),
+        )
+        .await;
+    assert_eq!(
+        moved.status,
+        StatusCode::CREATED,
+        "free once unlinked: {}",
+        moved.body
+    );
+    let audited: Vec<String> = api.get("/v1/audit", &api.admin).await.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap().to_owned())
+        .collect();
+    for action in ["account.external_id", "account.validate", "account.unlink"] {
+        assert!(audited.iter().any(|a| a == action), "{action}: {audited:?}");
+    }
     assert!(
         api.get("/v1/accounts", &api.admin).await.body["items"]
             .as_array()
@@ -1711,6 +1789,8 @@ async fn hibernation_schedules_are_validated_locked_previewed_and_woken() {
                     node_groups: vec![],
                     workloads: vec![],
                     cordoned_nodes: vec![],
+                    complete: true,
+                    problems: vec![],
                 },
             ),
             PutCondition::Always,
@@ -1827,7 +1907,7 @@ async fn scheduled_runs_validate_cron_pause_resume_and_trigger() {
             .starts_with("manual:")
     );
     let requests: Vec<spotwise_core::messages::OptimizeRequest> =
-        api._stack.drain(api.state.run_queues.optimize.url()).await;
+        api.stack.drain(api.state.run_queues.optimize.url()).await;
     assert_eq!(requests.len(), 1);
     assert_eq!(
         requests[0].scheduled.as_ref().unwrap().run_id,

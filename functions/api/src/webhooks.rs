@@ -51,6 +51,21 @@ pub struct Webhook {
 }
 
 impl Webhook {
+    /// Who may edit the endpoint sees its URL; viewers and the audit log see it redacted.
+    fn shown_to(e: &Endpoint, version: u64, caller: &Caller) -> Self {
+        let mut webhook = Self::new(e, version);
+        if caller.require(Role::Operator).is_err() {
+            webhook.url = e.redacted_url();
+        }
+        webhook
+    }
+
+    fn for_audit(e: &Endpoint, version: u64) -> Option<serde_json::Value> {
+        let mut webhook = Self::new(e, version);
+        webhook.url = e.redacted_url();
+        snapshot(&webhook)
+    }
+
     fn new(e: &Endpoint, version: u64) -> Self {
         let hint: String = e
             .secret
@@ -197,7 +212,7 @@ pub async fn list(
     let items = stored
         .items
         .iter()
-        .map(|i| Webhook::new(&i.body, i.version))
+        .map(|i| Webhook::shown_to(&i.body, i.version, &caller))
         .collect();
     Ok(Json(Page {
         items,
@@ -225,16 +240,16 @@ pub async fn create(
             PutCondition::IfAbsent,
         )
         .await?;
-    let webhook = Webhook::new(&endpoint, 1);
     audit::record(
         &state,
         &caller,
         "webhook.create",
         format!("webhook/{id}"),
         None,
-        snapshot(&webhook),
+        Webhook::for_audit(&endpoint, 1),
     )
     .await;
+    let webhook = Webhook::new(&endpoint, 1);
     Ok((
         StatusCode::CREATED,
         [(header::ETAG, etag(1))],
@@ -255,7 +270,7 @@ pub async fn get(
     let item = load(&state, &caller, &id).await?;
     Ok((
         [(header::ETAG, etag(item.version))],
-        Json(Webhook::new(&item.body, item.version)),
+        Json(Webhook::shown_to(&item.body, item.version, &caller)),
     )
         .into_response())
 }
@@ -278,7 +293,7 @@ pub async fn replace(
     caller.require(Role::Operator)?;
     let mut item = load(&state, &caller, &id).await?;
     if_match(&headers, item.version)?;
-    let before = Webhook::new(&item.body, item.version);
+    let before = Webhook::for_audit(&item.body, item.version);
     let secret = input
         .secret
         .clone()
@@ -297,16 +312,16 @@ pub async fn replace(
             .delete(&keys::webhook_failures(&caller.tenant, &id))
             .await?;
     }
-    let after = Webhook::new(&item.body, version);
     audit::record(
         &state,
         &caller,
         "webhook.update",
         format!("webhook/{id}"),
-        snapshot(&before),
-        snapshot(&after),
+        before,
+        Webhook::for_audit(&item.body, version),
     )
     .await;
+    let after = Webhook::new(&item.body, version);
     Ok(([(header::ETAG, etag(version))], Json(after)).into_response())
 }
 
@@ -325,7 +340,7 @@ pub async fn delete(
         &caller,
         "webhook.delete",
         format!("webhook/{id}"),
-        snapshot(&Webhook::new(&item.body, item.version)),
+        Webhook::for_audit(&item.body, item.version),
         None,
     )
     .await;

@@ -671,7 +671,12 @@ pub async fn report(
         event_type: "savings_report".into(),
         severity: Severity::Info,
         cluster_id: Some(cluster_id.clone()),
-        labels: Default::default(),
+        // `{savings}` and `{label.month}` in endpoint templates.
+        labels: [
+            ("savings".to_owned(), format!("${}", built.realised_total)),
+            ("month".to_owned(), month.to_owned()),
+        ]
+        .into(),
         title: built.title(),
         body: built.body(),
         links: Vec::new(),

@@ -191,6 +191,8 @@ async fn hibernation_and_consolidation_savings_are_counted() {
                     node_groups: vec![],
                     workloads: vec![],
                     cordoned_nodes: vec![],
+                    complete: true,
+                    problems: vec![],
                 },
             ),
             PutCondition::Always,

@@ -21,7 +21,9 @@ use spotwise_aws::snapshots::{self, Unusable};
 use spotwise_aws::store::{Item, PutCondition, Query};
 use spotwise_aws::{Store, StoreError};
 use spotwise_core::config::{CommonConfig, ConfigError, Env};
-use spotwise_core::domain::{Cluster, NodeTemplate, Policy, PolicyMode, PoolKey};
+use spotwise_core::domain::{
+    Cluster, NodeTemplate, Notification, Policy, PolicyMode, PoolKey, Severity,
+};
 use spotwise_core::keys;
 use spotwise_core::messages::{OptimizeRequest, ScheduleTrigger};
 use spotwise_core::{Classify, Disposition, rfc3339};
@@ -331,7 +333,7 @@ pub async fn optimize(
         plan(&input)
     };
 
-    let record = store_recommendation(
+    let (record, mix_changed) = store_recommendation(
         deps,
         request,
         &policy,
@@ -341,6 +343,9 @@ pub async fn optimize(
         now,
     )
     .await?;
+    if mix_changed && record.summary.monthly_savings.is_some_and(|s| s > 0.0) {
+        announce(deps, &record).await;
+    }
     let mut action_ids = Vec::new();
     if policy.mode == PolicyMode::Auto {
         let source = format!("optimizer:{}", record.id);
@@ -473,7 +478,7 @@ async fn store_recommendation(
     plan: Plan,
     pools_in_cooldown: Vec<String>,
     now: OffsetDateTime,
-) -> Result<Recommendation, OptimizeError> {
+) -> Result<(Recommendation, bool), OptimizeError> {
     let (tenant, cluster) = (&request.tenant_id, &request.cluster_id);
     let mut consolidation = plan.consolidation.clone();
     if let Some(c) = &mut consolidation {
@@ -528,13 +533,15 @@ async fn store_recommendation(
                     .limit(1),
             )
             .await?;
-        record.revision = latest.items.first().map_or(0, |i| i.body.revision) + 1;
+        let previous = latest.items.first().map(|i| &i.body);
+        record.revision = previous.map_or(0, |p| p.revision) + 1;
+        let mix_changed = previous.is_none_or(|p| p.node_mix != record.node_mix);
         let item = Item::new(
             keys::recommendation(tenant, cluster, record.revision),
             record.clone(),
         );
         match deps.store.put(&item, PutCondition::IfAbsent).await {
-            Ok(()) => return Ok(record),
+            Ok(()) => return Ok((record, mix_changed)),
             Err(StoreError::AlreadyExists { .. }) => continue,
             Err(err) => return Err(err.into()),
         }
@@ -544,6 +551,41 @@ async fn store_recommendation(
         sk: keys::recommendations_prefix(cluster),
     }
     .into())
+}
+
+/// Tells the tenant of a plan whose node mix is new and saves money; a re-plan to the same mix
+/// every hour is not news.
+async fn announce(deps: &Deps, record: &Recommendation) {
+    let summary = &record.summary;
+    let savings = summary.monthly_savings.unwrap_or(0.0);
+    let what = match record.mode {
+        PolicyMode::Recommend => "waiting for approval",
+        PolicyMode::Auto => "being applied (auto mode)",
+    };
+    let notification = Notification {
+        tenant_id: record.tenant_id.clone(),
+        event_type: "recommendation_ready".into(),
+        severity: Severity::Info,
+        cluster_id: Some(record.cluster_id.clone()),
+        labels: BTreeMap::from([
+            ("savings".to_owned(), format!("${savings:.2}/month")),
+            ("revision".to_owned(), record.revision.to_string()),
+        ]),
+        title: format!(
+            "Plan r{} for {} saves ${savings:.2}/month",
+            record.revision, record.cluster_id
+        ),
+        body: format!(
+            "{} nodes ({} spot), ${:.2}/month, risk {:.0}/100; {what}.",
+            summary.nodes, summary.spot_nodes, summary.monthly_cost, summary.risk_score
+        ),
+        links: Vec::new(),
+        occurred_at: record.created_at,
+        dedup_key: format!("recommendation-{}-r{}", record.cluster_id, record.revision),
+    };
+    if let Err(err) = deps.notifications.send(&notification, None).await {
+        warn!(cluster = %record.cluster_id, error = %err, "recommendation notification not sent");
+    }
 }
 
 #[cfg(test)]

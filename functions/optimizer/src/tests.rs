@@ -1,7 +1,7 @@
 use aws_sdk_sqs::types::QueueAttributeName;
 use spotwise_aws::store::Item;
 use spotwise_core::action::{ActionKind, ActionRecord, ActionStatus, AgentAction};
-use spotwise_core::domain::{ClusterSecret, Pool};
+use spotwise_core::domain::{ClusterSecret, Notification, Pool};
 use spotwise_core::{ClusterId, TenantId};
 use spotwise_optimizer::kube::{Snapshot, SnapshotPod};
 use spotwise_optimizer::synth;
@@ -225,6 +225,20 @@ async fn recommend_mode_stores_versioned_plans_and_sends_nothing() {
             .actions(&s.agent_queue)
             .await
             .is_empty()
+    );
+    // The first plan is news; the same node mix an hour later is not.
+    let told: Vec<Notification> = s.stack.drain(s.deps.notifications.url()).await;
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert_eq!(told[0].event_type, "recommendation_ready");
+    assert_eq!(
+        told[0].labels["savings"],
+        format!("${savings:.2}/month"),
+        "`{{savings}}` in templates"
+    );
+    assert!(
+        told[0].body.contains("waiting for approval"),
+        "{}",
+        told[0].body
     );
 }
 

@@ -6,7 +6,10 @@
 //! scales the node groups to zero and asks the agent to scale the workloads to zero. Waking
 //! restores exactly what the state saved: node group sizes, and each workload's replica count
 //! as the agent reported it when scaling it down. Written-first state means a tick that dies
-//! halfway is finished by the next one, and a concurrent tick loses the conditional write.
+//! halfway is finished by the next one (the state is marked complete only when every step was
+//! taken), and a concurrent tick loses the conditional write. A node group that cannot be
+//! scaled for good (gone, or not tagged for Spotwise's role) is recorded as a problem and
+//! told, never retried every minute; throttling and updates in progress are retried.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -25,7 +28,7 @@ use spotwise_core::keys::{self, CostGranularity};
 use spotwise_core::{ClusterId, TenantId};
 use spotwise_cost::report::CostPeriod;
 use spotwise_optimizer::kube::Snapshot;
-use spotwise_schedule::model::{HibernationSchedule, SleepRecord};
+use spotwise_schedule::model::{HibernationSchedule, NODEGROUP_LABEL, SleepRecord};
 use time::OffsetDateTime;
 use tracing::{info, warn};
 
@@ -102,6 +105,12 @@ async fn reconcile(
         (false, None) => Box::pin(sleep(deps, schedule, now))
             .await
             .map(|slept| slept.then_some(Change::Slept)),
+        (false, Some(state)) if !state.body.complete => {
+            let cluster = cluster_of(deps, schedule).await?;
+            Box::pin(take_sleep_steps(deps, schedule, &cluster, state, now))
+                .await
+                .map(|slept| slept.then_some(Change::Slept))
+        }
         (true, Some(state)) => Box::pin(wake(deps, schedule, state.body, now))
             .await
             .map(|()| Some(Change::Woke)),
@@ -154,9 +163,10 @@ async fn sleep(
     let (tenant, cluster_id) = (&schedule.tenant_id, &schedule.cluster_id);
     let cluster = cluster_of(deps, schedule).await?;
     let mut node_groups = Vec::new();
-    let eks = if schedule.scale_node_groups {
+    let all_groups = known_node_groups(deps, tenant, cluster_id).await?;
+    if schedule.scale_node_groups {
         let eks = eks_for(deps, tenant, &cluster).await?;
-        for group in known_node_groups(deps, tenant, cluster_id).await? {
+        for group in &all_groups {
             if schedule.exclude_node_groups.contains(&group.name) {
                 continue;
             }
@@ -174,29 +184,20 @@ async fn sleep(
                     HibernationError::Invalid(format!("node group {} has no scaling", group.name))
                 })?;
             node_groups.push(SavedNodegroup {
-                name: group.name,
+                name: group.name.clone(),
                 min_size: scaling.min_size().unwrap_or(0),
                 max_size: scaling.max_size().unwrap_or(1),
                 desired_size: scaling.desired_size().unwrap_or(0),
             });
         }
-        Some(eks)
-    } else {
-        None
-    };
+    }
     let channel = actions::channel(&deps.store, tenant, cluster_id).await?;
+    let snapshot = spotwise_aws::snapshots::load(&deps.store, cluster_id, now, SNAPSHOT_MAX_AGE)
+        .await?
+        .ok()
+        .map(|(_, snapshot)| snapshot);
     // Workloads and nodes are known from the agent's snapshot, and only an agent acts on them.
-    let wants_agent = schedule.scale_workloads || schedule.cordon_nodes;
-    let snapshot = match (&channel, wants_agent) {
-        (Some(_), true) => {
-            spotwise_aws::snapshots::load(&deps.store, cluster_id, now, SNAPSHOT_MAX_AGE)
-                .await?
-                .ok()
-                .map(|(_, snapshot)| snapshot)
-        }
-        _ => None,
-    };
-    let (workloads, cordoned_nodes) = match &snapshot {
+    let (workloads, cordoned_nodes) = match snapshot.as_ref().filter(|_| channel.is_some()) {
         Some(snapshot) => (
             if schedule.scale_workloads {
                 workloads_to_sleep(schedule, snapshot)
@@ -211,76 +212,104 @@ async fn sleep(
         ),
         None => (Vec::new(), Vec::new()),
     };
+    let awake_cost_hr = awake_cost_per_hour(deps, tenant, cluster_id).await?
+        * share_asleep(
+            snapshot.as_ref(),
+            &all_groups,
+            &node_groups,
+            &cordoned_nodes,
+        );
     let state = HibernationState {
         asleep_since: now,
-        awake_cost_hr: awake_cost_per_hour(deps, tenant, cluster_id).await?,
+        awake_cost_hr,
         node_groups,
         workloads,
         cordoned_nodes,
+        complete: false,
+        problems: Vec::new(),
     };
-    let written = deps
-        .store
-        .put(
-            &Item::new(keys::hibernation_state(tenant, cluster_id), state.clone()),
-            PutCondition::IfAbsent,
-        )
-        .await;
-    match written {
+    let item = Item::new(keys::hibernation_state(tenant, cluster_id), state);
+    match deps.store.put(&item, PutCondition::IfAbsent).await {
         Ok(()) => {}
         Err(StoreError::AlreadyExists { .. }) => return Ok(false),
         Err(err) => return Err(err.into()),
     }
+    Box::pin(take_sleep_steps(deps, schedule, &cluster, item, now)).await
+}
+
+/// Takes every step of going to sleep that the saved state lists; each is harmless to take
+/// again. Marks the state complete; `false` when another tick completed it first.
+async fn take_sleep_steps(
+    deps: &Deps,
+    schedule: &HibernationSchedule,
+    cluster: &Cluster,
+    mut item: Item<HibernationState>,
+    now: OffsetDateTime,
+) -> Result<bool, HibernationError> {
+    let (tenant, cluster_id) = (&schedule.tenant_id, &schedule.cluster_id);
+    let channel = actions::channel(&deps.store, tenant, cluster_id).await?;
+    let state = &mut item.body;
     // Cordoned first, so nothing is scheduled onto capacity about to go.
     for node in &state.cordoned_nodes {
         let action = node_action(cluster_id, node, ActionKind::Cordon, now);
-        actions::dispatch(
-            &deps.store,
-            &deps.sqs,
-            tenant,
-            channel.as_ref(),
-            action,
-            ACTOR,
-            now,
-        )
-        .await?;
+        send(deps, tenant, channel.as_ref(), action, now).await?;
     }
-    if let Some(eks) = &eks {
-        for group in &state.node_groups {
+    if !state.node_groups.is_empty() {
+        let eks = eks_for(deps, tenant, cluster).await?;
+        let mut scaled = Vec::new();
+        for group in std::mem::take(&mut state.node_groups) {
             // EKS requires a maximum of at least one.
             let zero = NodegroupScalingConfig::builder()
                 .min_size(0)
                 .desired_size(0)
                 .max_size(group.max_size.max(1))
                 .build();
-            update_scaling(eks, &cluster.name, &group.name, zero).await?;
+            match update_scaling(&eks, &cluster.name, &group.name, zero).await {
+                Ok(()) => scaled.push(group),
+                Err(failure) if worth_retrying(&failure) => return Err(failure.into()),
+                // Left as it was, so waking has nothing of it to restore.
+                Err(failure) => state
+                    .problems
+                    .push(format!("node group {}: {}", group.name, failure.message)),
+            }
         }
+        state.node_groups = scaled;
     }
     for workload in &state.workloads {
-        let action = scale_action(cluster_id, workload, 0, now);
-        actions::dispatch(
-            &deps.store,
-            &deps.sqs,
-            tenant,
-            channel.as_ref(),
-            action,
-            ACTOR,
-            now,
-        )
-        .await?;
+        // The scale-down keeps its saved id: one already recorded was sent by an earlier tick.
+        if deps
+            .store
+            .get::<ActionRecord>(&keys::action(tenant, &workload.action_id))
+            .await?
+            .is_none()
+        {
+            let action = scale_action(cluster_id, workload, 0, now);
+            send(deps, tenant, channel.as_ref(), action, now).await?;
+        }
     }
-    let detail = format!(
+    state.complete = true;
+    match deps.store.update_versioned(&item).await {
+        Ok(_) => {}
+        Err(StoreError::StaleVersion { .. }) => return Ok(false),
+        Err(err) => return Err(err.into()),
+    }
+    let state = &item.body;
+    let mut detail = format!(
         "{} node group(s) to zero, {} workload(s) to zero replicas, {} node(s) cordoned",
         state.node_groups.len(),
         state.workloads.len(),
         state.cordoned_nodes.len()
     );
+    if !state.problems.is_empty() {
+        detail.push_str(&format!("; not done: {}", state.problems.join("; ")));
+    }
     info!(%tenant, cluster = %cluster_id, %detail, "cluster put to sleep");
     audit(
         deps,
         schedule,
         "hibernation.sleep",
         None,
-        serde_json::to_value(&state).ok(),
+        serde_json::to_value(state).ok(),
         now,
     )
     .await;
@@ -289,10 +318,63 @@ async fn sleep(
         schedule,
         "Cluster hibernating",
         format!("{} is asleep as scheduled: {detail}.", cluster.name),
+        problem_severity(&state.problems),
         now,
     )
     .await;
     Ok(true)
+}
+
+/// Throttling, outages and a node group update already in progress pass; the next tick
+/// takes the step again.
+fn worth_retrying(failure: &AwsFailure) -> bool {
+    failure.retryable || failure.has_code("ResourceInUseException")
+}
+
+fn problem_severity(problems: &[String]) -> Severity {
+    if problems.is_empty() {
+        Severity::Info
+    } else {
+        Severity::Warning
+    }
+}
+
+/// The share of the cluster's nodes that sleeping takes away: those of the node groups scaled
+/// to zero and the cordoned ones (an autoscaler removes them once emptied). From the snapshot
+/// when there is one, else from the node groups' sizes.
+fn share_asleep(
+    snapshot: Option<&Snapshot>,
+    all_groups: &[Nodegroup],
+    slept_groups: &[SavedNodegroup],
+    cordoned: &[String],
+) -> f64 {
+    let slept: BTreeSet<&str> = slept_groups.iter().map(|g| g.name.as_str()).collect();
+    let share = match snapshot {
+        Some(snapshot) if !snapshot.nodes.is_empty() => {
+            let going = snapshot
+                .nodes
+                .iter()
+                .filter(|n| {
+                    cordoned.contains(&n.name)
+                        || n.labels
+                            .get(NODEGROUP_LABEL)
+                            .is_some_and(|g| slept.contains(g.as_str()))
+                })
+                .count();
+            going as f64 / snapshot.nodes.len() as f64
+        }
+        _ => {
+            let size = |g: &Nodegroup| f64::from(g.desired_size.max(0));
+            let total: f64 = all_groups.iter().map(size).sum();
+            let going: f64 = all_groups
+                .iter()
+                .filter(|g| slept.contains(g.name.as_str()))
+                .map(size)
+                .sum();
+            if total > 0.0 { going / total } else { 0.0 }
+        }
+    };
+    share.clamp(0.0, 1.0)
 }
 
 /// Wakes the cluster: node groups back to their saved sizes, workloads back to the replica
@@ -305,6 +387,7 @@ async fn wake(
 ) -> Result<(), HibernationError> {
     let (tenant, cluster_id) = (&schedule.tenant_id, &schedule.cluster_id);
     let cluster = cluster_of(deps, schedule).await?;
+    let mut problems = state.problems.clone();
     if !state.node_groups.is_empty() {
         let eks = eks_for(deps, tenant, &cluster).await?;
         for group in &state.node_groups {
@@ -313,24 +396,53 @@ async fn wake(
                 .max_size(group.max_size)
                 .desired_size(group.desired_size)
                 .build();
-            update_scaling(&eks, &cluster.name, &group.name, saved).await?;
+            match update_scaling(&eks, &cluster.name, &group.name, saved).await {
+                Ok(()) => {}
+                Err(failure) if worth_retrying(&failure) => return Err(failure.into()),
+                // Gone, or no longer Spotwise's to scale: nothing left to restore.
+                Err(failure) => {
+                    problems.push(format!("node group {}: {}", group.name, failure.message));
+                }
+            }
         }
     }
-    let mut problems = Vec::new();
     let channel = actions::channel(&deps.store, tenant, cluster_id).await?;
     for workload in &state.workloads {
         let id = format!("{}/{}/{}", workload.namespace, workload.kind, workload.name);
         let down = deps
             .store
             .get::<ActionRecord>(&keys::action(tenant, &workload.action_id))
-            .await?
-            .map(|a| a.body);
-        let replicas = match down {
+            .await?;
+        let replicas = match down.as_ref().map(|a| &a.body) {
             Some(ActionRecord {
                 status: ActionStatus::Succeeded,
                 previous_replicas: Some(replicas),
                 ..
-            }) => replicas,
+            }) => *replicas,
+            // Still waiting for the agent: withdrawn, so it cannot put the workload to sleep
+            // after the cluster woke.
+            Some(ActionRecord {
+                status: ActionStatus::Queued | ActionStatus::Undeliverable,
+                ..
+            }) => {
+                if let Some(mut record) = down {
+                    record.body.status = ActionStatus::Cancelled;
+                    record.body.status_reason =
+                        Some("cancelled: the cluster woke before the agent scaled it".into());
+                    record.body.updated_at = now;
+                    match deps.store.update_versioned(&record).await {
+                        Ok(_) => {}
+                        // The agent's report came in between: the next tick restores it.
+                        Err(StoreError::StaleVersion { .. }) => {
+                            return Err(HibernationError::Invalid(format!(
+                                "{id}: the scale-down was reported while waking; retried"
+                            )));
+                        }
+                        Err(err) => return Err(err.into()),
+                    }
+                }
+                continue;
+            }
             Some(record) => {
                 problems.push(format!(
                     "{id}: the scale-down ended {:?} without a replica count; left as it is",
@@ -346,30 +458,12 @@ async fn wake(
             }
         };
         let action = scale_action(cluster_id, workload, replicas, now);
-        actions::dispatch(
-            &deps.store,
-            &deps.sqs,
-            tenant,
-            channel.as_ref(),
-            action,
-            ACTOR,
-            now,
-        )
-        .await?;
+        send(deps, tenant, channel.as_ref(), action, now).await?;
     }
     // Nodes that went with their node group are gone; uncordoning them fails harmlessly.
     for node in &state.cordoned_nodes {
         let action = node_action(cluster_id, node, ActionKind::Uncordon, now);
-        actions::dispatch(
-            &deps.store,
-            &deps.sqs,
-            tenant,
-            channel.as_ref(),
-            action,
-            ACTOR,
-            now,
-        )
-        .await?;
+        send(deps, tenant, channel.as_ref(), action, now).await?;
     }
     let hours = (now - state.asleep_since).as_seconds_f64() / 3600.0;
     let record = SleepRecord {
@@ -410,7 +504,27 @@ async fn wake(
     if !problems.is_empty() {
         body.push_str(&format!(" Not restored: {}", problems.join("; ")));
     }
-    notify(deps, schedule, "Cluster awake", body, now).await;
+    notify(
+        deps,
+        schedule,
+        "Cluster awake",
+        body,
+        problem_severity(&problems),
+        now,
+    )
+    .await;
+    Ok(())
+}
+
+/// Signs and queues an action for the cluster's agent, recorded like every other action.
+async fn send(
+    deps: &Deps,
+    tenant: &TenantId,
+    channel: Option<&actions::AgentChannel>,
+    action: AgentAction,
+    now: OffsetDateTime,
+) -> Result<(), HibernationError> {
+    actions::dispatch(&deps.store, &deps.sqs, tenant, channel, action, ACTOR, now).await?;
     Ok(())
 }
 
@@ -419,7 +533,7 @@ async fn update_scaling(
     cluster: &str,
     group: &str,
     scaling: NodegroupScalingConfig,
-) -> Result<(), HibernationError> {
+) -> Result<(), AwsFailure> {
     eks.update_nodegroup_config()
         .cluster_name(cluster)
         .nodegroup_name(group)
@@ -599,12 +713,13 @@ async fn notify(
     schedule: &HibernationSchedule,
     title: &str,
     body: String,
+    severity: Severity,
     now: OffsetDateTime,
 ) {
     let notification = Notification {
         tenant_id: schedule.tenant_id.clone(),
         event_type: "hibernation".into(),
-        severity: Severity::Info,
+        severity,
         cluster_id: Some(schedule.cluster_id.clone()),
         labels: BTreeMap::new(),
         title: title.to_owned(),

@@ -4,6 +4,7 @@
 //! Each cluster and each schedule is handled on its own: one that fails is logged and counted,
 //! the others go on, and the next minute tries again from the stored state.
 
+pub mod agents;
 pub mod hibernate;
 
 use aws_config::SdkConfig;
@@ -95,6 +96,8 @@ pub struct Tick {
     pub runs_started: usize,
     pub runs_skipped: usize,
     pub runs_timed_out: usize,
+    /// Clusters whose agent was declared offline by this tick.
+    pub agents_offline: Vec<spotwise_core::ClusterId>,
     pub failures: Vec<String>,
 }
 
@@ -109,6 +112,13 @@ pub async fn tick(deps: &Deps, now: OffsetDateTime) -> Result<Tick, SchedulerErr
         ..Tick::default()
     };
     Box::pin(start_due_runs(deps, now, &mut tick)).await?;
+    match Box::pin(agents::flag_silent(deps, now)).await {
+        Ok(offline) => tick.agents_offline = offline,
+        Err(err) => {
+            warn!(error = %err, "silent agents not checked");
+            tick.failures.push(format!("agent heartbeats: {err}"));
+        }
+    }
     info!(
         slept = tick.hibernation.slept.len(),
         woke = tick.hibernation.woke.len(),

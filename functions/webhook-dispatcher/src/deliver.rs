@@ -280,7 +280,7 @@ fn disabled_notice(
         body: format!(
             "{failures} deliveries to {} failed in a row (the last: {reason}). \
              Fix the receiver, then enable the endpoint again.",
-            endpoint.url
+            endpoint.redacted_url()
         ),
         links: Vec::new(),
         occurred_at: now,

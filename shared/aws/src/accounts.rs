@@ -22,6 +22,8 @@ pub enum AccountError {
     NoExternalId,
     #[error("account {0} is already linked to this tenant")]
     AlreadyLinked(String),
+    #[error("account {0} is linked by another Spotwise tenant")]
+    LinkedElsewhere(String),
     #[error(transparent)]
     Link(#[from] LinkError),
     #[error(transparent)]
@@ -101,6 +103,7 @@ pub async fn link(
         health: AccountHealth::Healthy,
         linked_at: now,
     };
+    claim_account(store, tenant, &account_id).await?;
     let item = Item::new(keys::account(tenant, &account_id), account.clone())
         .with_gsi1(keys::linked_accounts_index(tenant, &account_id));
     match store.put(&item, PutCondition::IfAbsent).await {
@@ -108,4 +111,51 @@ pub async fn link(
         Err(StoreError::AlreadyExists { .. }) => Err(AccountError::AlreadyLinked(account_id)),
         Err(err) => Err(err.into()),
     }
+}
+
+/// The tenant that owns an account's link.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountOwner {
+    pub tenant_id: TenantId,
+}
+
+/// Makes `tenant` the account's one owner; refused when another tenant is.
+async fn claim_account(
+    store: &Store,
+    tenant: &TenantId,
+    account_id: &str,
+) -> Result<(), AccountError> {
+    let owner = Item::new(
+        keys::account_owner(account_id),
+        AccountOwner {
+            tenant_id: tenant.clone(),
+        },
+    );
+    match store.put(&owner, PutCondition::IfAbsent).await {
+        Ok(()) => Ok(()),
+        Err(StoreError::AlreadyExists { .. }) => {
+            let current = store
+                .get::<AccountOwner>(&keys::account_owner(account_id))
+                .await?;
+            match current {
+                Some(current) if &current.body.tenant_id != tenant => {
+                    Err(AccountError::LinkedElsewhere(account_id.to_owned()))
+                }
+                _ => Ok(()),
+            }
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// Removes a tenant's link and its claim on the account.
+pub async fn unlink(store: &Store, tenant: &TenantId, account_id: &str) -> Result<(), StoreError> {
+    store.delete(&keys::account(tenant, account_id)).await?;
+    let owner = store
+        .get::<AccountOwner>(&keys::account_owner(account_id))
+        .await?;
+    if owner.is_some_and(|o| &o.body.tenant_id == tenant) {
+        store.delete(&keys::account_owner(account_id)).await?;
+    }
+    Ok(())
 }

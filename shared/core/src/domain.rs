@@ -452,6 +452,23 @@ pub enum Severity {
     Critical,
 }
 
+/// The platform's view of a cluster's agent, rewritten by every heartbeat. While the agent
+/// reports it sits in the silent-agents index by its last heartbeat, so the scheduler finds the
+/// agents that stopped reporting without reading the others.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AgentStatus {
+    pub tenant_id: TenantId,
+    pub cluster_id: ClusterId,
+    pub agent_version: String,
+    pub dry_run: bool,
+    #[serde(with = "time::serde::rfc3339")]
+    pub last_heartbeat_at: OffsetDateTime,
+    /// Set when the platform declared the agent offline and told the tenant.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub offline_since: Option<OffsetDateTime>,
+}
+
 /// Written by hibernation while it has a cluster asleep: what the cluster costs per hour
 /// awake, which the cost function counts as saved for every sampled hour of the sleep.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -469,6 +486,13 @@ pub struct HibernationState {
     /// Nodes the agent was asked to cordon (and will be asked to uncordon).
     #[serde(default)]
     pub cordoned_nodes: Vec<String>,
+    /// Set once every step of going to sleep was taken; until then each tick takes the steps
+    /// still missing, so a tick that died halfway is finished by the next.
+    #[serde(default)]
+    pub complete: bool,
+    /// What going to sleep could not do (a node group the role may not scale, say).
+    #[serde(default)]
+    pub problems: Vec<String>,
 }
 
 /// A managed node group's scaling before hibernation took it to zero.

@@ -41,6 +41,12 @@ pub fn account(tenant: &TenantId, account_id: &str) -> Key {
     Key::new(tenant_partition(tenant), format!("ACCOUNT#{account_id}"))
 }
 
+/// Which tenant linked an AWS account. An account is linked by one tenant at most, so the
+/// partitions keyed by cluster id (which embeds the account) belong to exactly one tenant.
+pub fn account_owner(account_id: &str) -> Key {
+    Key::new(format!("AWSACCOUNT#{account_id}"), "OWNER")
+}
+
 pub fn cluster(tenant: &TenantId, cluster: &ClusterId) -> Key {
     Key::new(tenant_partition(tenant), format!("CLUSTER#{cluster}"))
 }
@@ -259,6 +265,21 @@ pub fn due_schedules_index(next_run: &str, tenant: &TenantId, id: &str) -> Gsi1K
     Gsi1Key {
         gsi1pk: DUE_SCHEDULES_PARTITION.into(),
         gsi1sk: format!("{next_run}#T#{tenant}#{id}"),
+    }
+}
+
+/// The GSI1 partition of reporting agents, sorted by their last heartbeat.
+pub const AGENT_HEARTBEATS_PARTITION: &str = "AGENT_HEARTBEAT";
+
+/// `last_heartbeat` is fixed-width UTC RFC 3339, like `due_schedules_index`.
+pub fn agent_heartbeat_index(
+    last_heartbeat: &str,
+    tenant: &TenantId,
+    cluster: &ClusterId,
+) -> Gsi1Key {
+    Gsi1Key {
+        gsi1pk: AGENT_HEARTBEATS_PARTITION.into(),
+        gsi1sk: format!("{last_heartbeat}#T#{tenant}#{cluster}"),
     }
 }
 

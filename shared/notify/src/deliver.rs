@@ -55,6 +55,8 @@ impl Deliverer {
     ) -> Result<Self, ClientError> {
         let client = reqwest::Client::builder()
             .redirect(redirect::Policy::none())
+            // A proxy from the environment would connect in our place and skip the guard.
+            .no_proxy()
             .connect_timeout(CONNECT_TIMEOUT.min(request_timeout))
             .timeout(request_timeout)
             .https_only(!policy.dev_mode)

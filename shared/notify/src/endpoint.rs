@@ -37,6 +37,23 @@ pub struct Endpoint {
     pub disabled_reason: Option<String>,
 }
 
+impl Endpoint {
+    /// The URL with its path hidden but for the last four characters: chat webhook URLs are
+    /// credentials in themselves, so only the scheme and host are shown to who may not edit.
+    pub fn redacted_url(&self) -> String {
+        let Some((scheme, rest)) = self.url.split_once("://") else {
+            return "…".to_owned();
+        };
+        let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        let path: Vec<char> = path.chars().collect();
+        if path.len() <= 4 {
+            return self.url.clone();
+        }
+        let tail: String = path[path.len() - 4..].iter().collect();
+        format!("{scheme}://{host}/…{tail}")
+    }
+}
+
 /// A field that fails its check, for a 400 that names it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {reason}")]
@@ -139,6 +156,19 @@ mod tests {
             burst: 10,
             disabled_reason: None,
         }
+    }
+
+    #[test]
+    fn redacted_urls_keep_scheme_host_and_the_last_four_characters() {
+        let mut e = endpoint();
+        e.url = "https://hooks.slack.com/services/T000/B000/XXXXsecretYYYY".into();
+        assert_eq!(e.redacted_url(), "https://hooks.slack.com/…YYYY");
+        e.url = "https://example.com/a".into();
+        assert_eq!(e.redacted_url(), "https://example.com/a");
+        e.url = "https://example.com".into();
+        assert_eq!(e.redacted_url(), "https://example.com");
+        e.url = "not a url".into();
+        assert_eq!(e.redacted_url(), "…");
     }
 
     #[test]

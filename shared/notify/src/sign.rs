@@ -51,7 +51,8 @@ pub fn verify(
     if tags.is_empty() {
         return Err(VerifyError::Malformed);
     }
-    let age = (now - timestamp).abs();
+    // Saturating: a forged timestamp at the ends of i64 must be refused, not overflow.
+    let age = now.saturating_sub(timestamp).saturating_abs();
     if age > tolerance_secs {
         return Err(VerifyError::Stale {
             age,

@@ -75,6 +75,13 @@ fn forbidden_v6(ip: Ipv6Addr) -> Option<&'static str> {
         let [.., hi, lo] = segments;
         return forbidden_v4(Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo)));
     }
+    // 6to4 (2002::/16) reaches the IPv4 address in its second and third groups.
+    if segments[0] == 0x2002 {
+        let v4 = Ipv4Addr::from((u32::from(segments[1]) << 16) | u32::from(segments[2]));
+        if let Some(reason) = forbidden_v4(v4) {
+            return Some(reason);
+        }
+    }
     Some(match segments[0] {
         _ if ip.is_unspecified() => "unspecified",
         _ if ip.is_loopback() => "loopback",
@@ -83,6 +90,10 @@ fn forbidden_v6(ip: Ipv6Addr) -> Option<&'static str> {
         0xfec0..=0xfeff => "site-local",
         0xff00..=0xffff => "multicast",
         0x2001 if segments[1] == 0x0db8 => "documentation",
+        // Teredo hides its client's IPv4 address; webhooks have no business there.
+        0x2001 if segments[1] == 0x0000 => "Teredo tunnel",
+        // Local-use NAT64 translates to whatever the operator's network routes.
+        0x0064 if segments[1] == 0xff9b && segments[2] == 0x0001 => "local-use NAT64",
         // The rest of ::/8 (IPv4-compatible and other reserved forms).
         0x0000..=0x00ff => "reserved",
         _ => return None,
@@ -228,6 +239,10 @@ mod tests {
             ("::ffff:169.254.169.254", "link-local"),
             ("64:ff9b::a9fe:a9fe", "link-local"),
             ("2001:db8::1", "documentation"),
+            ("2002:a00:1::1", "private"),
+            ("2002:7f00:1::1", "loopback"),
+            ("2001:0:4136:e378:8000:63bf:3fff:fdd2", "Teredo tunnel"),
+            ("64:ff9b:1::a00:1", "local-use NAT64"),
         ] {
             assert_eq!(forbidden(ip(addr), PROD), Some(reason), "{addr}");
         }
@@ -237,6 +252,7 @@ mod tests {
             "100.128.0.1",
             "2606:4700::1111",
             "::ffff:1.1.1.1",
+            "2002:808:808::1",
         ] {
             assert_eq!(forbidden(ip(public), PROD), None, "{public}");
         }

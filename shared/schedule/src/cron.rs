@@ -113,7 +113,8 @@ impl Cron {
             days_of_month: u32::try_from(field(dom, &DAY_OF_MONTH)?).unwrap_or(u32::MAX),
             months: u16::try_from(field(month, &MONTH)?).unwrap_or(u16::MAX),
             days_of_week: u8::try_from(days_of_week & 0x7f).unwrap_or(u8::MAX),
-            either_day: !dom.starts_with('*') && !dow.starts_with('*'),
+            // `?` (as in AWS and Quartz cron) leaves a day field open, like `*`.
+            either_day: !is_open(dom) && !is_open(dow),
         };
         // Catches `0 0 30 2 *` and friends, which parse but never run.
         if cron
@@ -217,11 +218,14 @@ fn field(text: &str, spec: &FieldSpec) -> Result<u64, CronError> {
     for part in text.split(',') {
         let (range, step) = match part.split_once('/') {
             Some((range, step)) => {
+                let span = spec.max - spec.min + 1;
                 let step: u32 = step
                     .parse()
                     .ok()
-                    .filter(|&s| s > 0)
-                    .ok_or_else(|| error(format!("step {step:?} must be a positive number")))?;
+                    .filter(|&s| s > 0 && s <= span)
+                    .ok_or_else(|| {
+                        error(format!("step {step:?} must be a number from 1 to {span}"))
+                    })?;
                 (range, step)
             }
             None => (part, 1),
@@ -245,6 +249,10 @@ fn field(text: &str, spec: &FieldSpec) -> Result<u64, CronError> {
         }
     }
     Ok(bits)
+}
+
+fn is_open(day_field: &str) -> bool {
+    day_field.starts_with('*') || day_field.starts_with('?')
 }
 
 fn value(text: &str, spec: &FieldSpec) -> Result<u32, CronError> {
@@ -293,7 +301,11 @@ mod tests {
             ("* * * * 8", "day-of-week: 8 is outside 0-7"),
             (
                 "*/0 * * * *",
-                "minute: step \"0\" must be a positive number",
+                "minute: step \"0\" must be a number from 1 to 60",
+            ),
+            (
+                "1/4294967295 * * * *",
+                "minute: step \"4294967295\" must be a number from 1 to 60",
             ),
             ("5-1 * * * *", "minute: range \"5-1\" runs backwards"),
             ("x * * * *", "minute: \"x\" is not a number or a name"),
@@ -349,6 +361,23 @@ mod tests {
         assert_eq!(
             runs("0 0 29 2 *", "UTC", from, 1),
             [datetime!(2028-02-29 00:00 UTC)]
+        );
+    }
+
+    #[test]
+    fn a_question_mark_leaves_its_day_field_open() {
+        // Mondays only, as AWS cron writes it; not "every day or Monday".
+        let from = datetime!(2026-11-25 00:00 UTC); // a Wednesday
+        assert_eq!(
+            runs("0 12 ? * MON", "UTC", from, 2),
+            [
+                datetime!(2026-11-30 12:00 UTC),
+                datetime!(2026-12-07 12:00 UTC)
+            ]
+        );
+        assert_eq!(
+            runs("0 12 1 * ?", "UTC", from, 1),
+            [datetime!(2026-12-01 12:00 UTC)]
         );
     }
 

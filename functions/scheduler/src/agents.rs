@@ -1,0 +1,85 @@
+//! Agents that stopped reporting. Every heartbeat keeps its agent in the heartbeat index under
+//! its time; each tick reads the part of the index older than the silence allowed, declares
+//! those agents offline and tells their tenants once. The agent's next heartbeat puts it back.
+
+use std::collections::BTreeMap;
+
+use spotwise_aws::StoreError;
+use spotwise_aws::runs::sortable;
+use spotwise_aws::store::{Item, Query};
+use spotwise_core::domain::{AgentStatus, Notification, Severity};
+use spotwise_core::keys;
+use time::OffsetDateTime;
+use tracing::{info, warn};
+
+use crate::Deps;
+
+/// Ten missed heartbeats (every 30 s): long enough to ride out an agent restart or a rollout.
+pub const OFFLINE_AFTER: time::Duration = time::Duration::minutes(5);
+
+/// Declares silent agents offline; returns the clusters newly declared.
+pub async fn flag_silent(
+    deps: &Deps,
+    now: OffsetDateTime,
+) -> Result<Vec<spotwise_core::ClusterId>, StoreError> {
+    let silent = deps
+        .store
+        .query_all::<AgentStatus>(
+            &Query::gsi1(keys::AGENT_HEARTBEATS_PARTITION)
+                .up_to(format!("{}#~", sortable(now - OFFLINE_AFTER))),
+        )
+        .await?;
+    let mut flagged = Vec::new();
+    for item in silent {
+        let status = item.body;
+        if status.offline_since.is_some() {
+            continue;
+        }
+        let offline = AgentStatus {
+            offline_since: Some(now),
+            ..status.clone()
+        };
+        // Out of the index, so it is told once; a heartbeat in between wins the version.
+        let mut stored = Item::new(
+            keys::agent_status(&status.tenant_id, &status.cluster_id),
+            &offline,
+        );
+        stored.version = item.version;
+        match deps.store.update_versioned(&stored).await {
+            Ok(_) => {}
+            Err(StoreError::StaleVersion { .. }) => continue,
+            Err(err) => return Err(err),
+        }
+        info!(cluster = %status.cluster_id, last_heartbeat = %status.last_heartbeat_at, "agent offline");
+        let notification = offline_notification(&status, now);
+        if let Err(err) = deps.notifications.send(&notification, None).await {
+            warn!(cluster = %status.cluster_id, error = %err, "agent-offline notification not sent");
+        }
+        flagged.push(status.cluster_id);
+    }
+    Ok(flagged)
+}
+
+fn offline_notification(status: &AgentStatus, now: OffsetDateTime) -> Notification {
+    let silent_minutes = (now - status.last_heartbeat_at).whole_minutes();
+    Notification {
+        tenant_id: status.tenant_id.clone(),
+        event_type: "agent_offline".into(),
+        severity: Severity::Critical,
+        cluster_id: Some(status.cluster_id.clone()),
+        labels: BTreeMap::from([("agent_version".to_owned(), status.agent_version.clone())]),
+        title: format!("Spotwise agent of {} is offline", status.cluster_id),
+        body: format!(
+            "No heartbeat for {silent_minutes} minutes (last at {}). Until it reports again, \
+             interruption drains and scheduled actions for this cluster are not executed.",
+            sortable(status.last_heartbeat_at)
+        ),
+        links: Vec::new(),
+        occurred_at: now,
+        dedup_key: format!(
+            "agent-offline-{}-{}",
+            status.cluster_id,
+            sortable(status.last_heartbeat_at)
+        ),
+    }
+}
