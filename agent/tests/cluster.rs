@@ -4,11 +4,11 @@
 // Test helpers outside #[test] functions may panic on setup failures.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use axum::extract::{Path, Query, State};
-use axum::http::{Method, StatusCode, Uri};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
@@ -19,155 +19,10 @@ use spotwise_core::ClusterId;
 use spotwise_core::action::{ActionKind, ActionTarget, AgentAction};
 use spotwise_core::messages::{ActionReport, ReportedOutcome};
 use spotwise_testkit::LocalStack;
+use spotwise_testkit::kube::{FakeKube, KubeState, node as kube_node, pod};
 use time::{Duration, OffsetDateTime};
 
 const SECRET: &[u8] = b"cluster-secret-c1";
-
-#[derive(Default)]
-struct Cluster {
-    nodes: HashMap<String, Value>,
-    /// Keyed `namespace/name`.
-    pods: BTreeMap<String, Value>,
-    /// Disruptions the PodDisruptionBudget over `app=guarded` pods allows now.
-    guarded_budget: i64,
-    replicas: HashMap<String, i64>,
-    requests: Vec<String>,
-    /// Evicted `app=slow` pods, with how many more pod lists still show them terminating.
-    terminating: HashMap<String, u32>,
-    /// How many pod lists an evicted `app=slow` pod stays for.
-    slow_lists: u32,
-}
-
-type Shared = Arc<Mutex<Cluster>>;
-
-fn status(code: StatusCode, reason: &str, message: &str) -> (StatusCode, Json<Value>) {
-    (
-        code,
-        Json(
-            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message, "reason": reason, "code": code.as_u16()}),
-        ),
-    )
-}
-
-/// RFC 7386 JSON merge patch.
-fn merge(target: &mut Value, patch: &Value) {
-    match (target, patch) {
-        (Value::Object(t), Value::Object(p)) => {
-            for (k, v) in p {
-                if v.is_null() {
-                    t.remove(k);
-                } else {
-                    merge(t.entry(k.clone()).or_insert(Value::Null), v);
-                }
-            }
-        }
-        (t, p) => *t = p.clone(),
-    }
-}
-
-async fn get_node(
-    State(s): State<Shared>,
-    Path(name): Path<String>,
-) -> Result<Json<Value>, (StatusCode, Json<Value>)> {
-    let cluster = s.lock().unwrap();
-    cluster
-        .nodes
-        .get(&name)
-        .cloned()
-        .map(Json)
-        .ok_or_else(|| status(StatusCode::NOT_FOUND, "NotFound", "node not found"))
-}
-
-async fn patch_node(
-    State(s): State<Shared>,
-    Path(name): Path<String>,
-    Json(body): Json<Value>,
-) -> Result<Json<Value>, (StatusCode, Json<Value>)> {
-    let mut cluster = s.lock().unwrap();
-    let node = cluster
-        .nodes
-        .get_mut(&name)
-        .ok_or_else(|| status(StatusCode::NOT_FOUND, "NotFound", "node not found"))?;
-    let current = node["metadata"]["resourceVersion"]
-        .as_str()
-        .unwrap_or("0")
-        .to_owned();
-    if let Some(expected) = body["metadata"]["resourceVersion"].as_str()
-        && expected != current
-    {
-        return Err(status(
-            StatusCode::CONFLICT,
-            "Conflict",
-            "the object has been modified",
-        ));
-    }
-    merge(node, &body);
-    let next: u64 = current.parse::<u64>().unwrap_or(0) + 1;
-    node["metadata"]["resourceVersion"] = json!(next.to_string());
-    Ok(Json(node.clone()))
-}
-
-fn scale(namespace: &str, name: &str, replicas: i64) -> Json<Value> {
-    Json(json!({
-        "apiVersion": "autoscaling/v1", "kind": "Scale",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {"replicas": replicas}, "status": {"replicas": replicas}
-    }))
-}
-
-async fn get_scale(
-    State(s): State<Shared>,
-    Path((namespace, name)): Path<(String, String)>,
-) -> Result<Json<Value>, (StatusCode, Json<Value>)> {
-    let cluster = s.lock().unwrap();
-    let replicas = cluster
-        .replicas
-        .get(&format!("{namespace}/{name}"))
-        .ok_or_else(|| status(StatusCode::NOT_FOUND, "NotFound", "deployment not found"))?;
-    Ok(scale(&namespace, &name, *replicas))
-}
-
-async fn patch_scale(
-    State(s): State<Shared>,
-    Path((namespace, name)): Path<(String, String)>,
-    Json(body): Json<Value>,
-) -> Result<Json<Value>, (StatusCode, Json<Value>)> {
-    let mut cluster = s.lock().unwrap();
-    let replicas = cluster
-        .replicas
-        .get_mut(&format!("{namespace}/{name}"))
-        .ok_or_else(|| status(StatusCode::NOT_FOUND, "NotFound", "deployment not found"))?;
-    *replicas = body["spec"]["replicas"].as_i64().unwrap_or(*replicas);
-    Ok(scale(&namespace, &name, *replicas))
-}
-
-async fn list_pods(
-    State(s): State<Shared>,
-    Query(query): Query<HashMap<String, String>>,
-) -> Json<Value> {
-    let mut cluster = s.lock().unwrap();
-    let cluster = &mut *cluster;
-    for (key, lists_left) in &mut cluster.terminating {
-        *lists_left = lists_left.saturating_sub(1);
-        if *lists_left == 0 {
-            cluster.pods.remove(key);
-        }
-    }
-    cluster.terminating.retain(|_, lists_left| *lists_left > 0);
-    let node = query
-        .get("fieldSelector")
-        .and_then(|f| f.strip_prefix("spec.nodeName="))
-        .map(str::to_owned);
-    let items: Vec<Value> = cluster
-        .pods
-        .values()
-        .filter(|p| node.as_deref().is_none_or(|n| p["spec"]["nodeName"] == n))
-        .cloned()
-        .collect();
-    Json(
-        json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "1"}, "items": items}),
-    )
-}
 
 fn instance_of(node: &str) -> &'static str {
     if node == "ip-10-0-1-17.ec2.internal" {
@@ -177,197 +32,80 @@ fn instance_of(node: &str) -> &'static str {
     }
 }
 
-/// Nodes one per page, to exercise `continue` tokens.
-async fn list_nodes(
-    State(s): State<Shared>,
-    Query(query): Query<HashMap<String, String>>,
-) -> Json<Value> {
-    let cluster = s.lock().unwrap();
-    let mut names: Vec<&String> = cluster.nodes.keys().collect();
-    names.sort();
-    let start: usize = query
-        .get("continue")
-        .and_then(|c| c.strip_prefix("after="))
-        .and_then(|i| i.parse().ok())
-        .unwrap_or(0);
-    let item = names.get(start).map(|n| {
-        let mut node = cluster.nodes[*n].clone();
-        node.as_object_mut().unwrap().remove("kind");
-        node
-    });
-    let next = (start + 1 < names.len()).then(|| format!("after={}", start + 1));
-    Json(
-        json!({"kind": "NodeList", "metadata": {"continue": next.unwrap_or_default()}, "items": item.into_iter().collect::<Vec<_>>()}),
-    )
-}
-
-async fn list_pdbs() -> Json<Value> {
-    Json(
-        json!({"kind": "PodDisruptionBudgetList", "metadata": {}, "items": [
-            {"metadata": {"name": "web", "namespace": "shop"},
-             "spec": {"selector": {"matchLabels": {"app": "web"}}}, "status": {"disruptionsAllowed": 1}}
-        ]}),
-    )
-}
-
-async fn evict(
-    State(s): State<Shared>,
-    Path((namespace, name)): Path<(String, String)>,
-) -> (StatusCode, Json<Value>) {
-    let mut cluster = s.lock().unwrap();
-    let key = format!("{namespace}/{name}");
-    let Some(pod) = cluster.pods.get(&key) else {
-        return status(StatusCode::NOT_FOUND, "NotFound", "pod not found");
-    };
-    let guarded = pod["metadata"]["labels"]["app"] == "guarded";
-    let slow = pod["metadata"]["labels"]["app"] == "slow";
-    if guarded && cluster.guarded_budget <= 0 {
-        return status(
-            StatusCode::TOO_MANY_REQUESTS,
-            "TooManyRequests",
-            "Cannot evict pod as it would violate the pod's disruption budget.",
+/// Two m5.large nodes (one spot) and the pods of a small shop: two web pods, a DaemonSet pod,
+/// a mirror pod and a finished job on the spot node, one web pod on the other.
+fn sample_cluster() -> KubeState {
+    let mut c = KubeState::default();
+    for name in ["ip-10-0-1-17.ec2.internal", "ip-10-0-2-9.ec2.internal"] {
+        let capacity = if name.starts_with("ip-10-0-1") {
+            "spot"
+        } else {
+            "on-demand"
+        };
+        c.nodes.insert(
+            name.into(),
+            kube_node(
+                name,
+                instance_of(name),
+                "m5.large",
+                "us-east-1b",
+                capacity,
+                ("1930m", "7446Mi", "29"),
+                json!({}),
+            ),
         );
     }
-    if guarded {
-        cluster.guarded_budget -= 1;
-    }
-    if slow {
-        // Shuts down over its grace period: still listed, with a deletion timestamp.
-        let lists = cluster.slow_lists;
-        cluster.terminating.insert(key.clone(), lists);
-        if let Some(pod) = cluster.pods.get_mut(&key) {
-            pod["metadata"]["deletionTimestamp"] = json!("2026-12-01T00:00:00Z");
-        }
-    } else {
-        cluster.pods.remove(&key);
-    }
-    (
-        StatusCode::CREATED,
-        Json(
-            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+    c.pdbs.push(json!({"metadata": {"name": "web", "namespace": "shop"},
+        "spec": {"selector": {"matchLabels": {"app": "web"}}}, "status": {"disruptionsAllowed": 1}}));
+    c.replicas.insert("shop/web".into(), 3);
+    let node = "ip-10-0-1-17.ec2.internal";
+    c.pods.extend([
+        pod("shop", "web-1", node, "ReplicaSet", json!({})),
+        pod("shop", "web-2", node, "ReplicaSet", json!({})),
+        pod("kube-system", "aws-node-x1", node, "DaemonSet", json!({})),
+        pod(
+            "kube-system",
+            "static-proxy",
+            node,
+            "Node",
+            json!({"metadata": {"annotations": {"kubernetes.io/config.mirror": "abc"}}}),
         ),
-    )
+        pod(
+            "batch",
+            "report-1",
+            node,
+            "Job",
+            json!({"status": {"phase": "Succeeded"}}),
+        ),
+        pod(
+            "shop",
+            "web-9",
+            "ip-10-0-2-9.ec2.internal",
+            "ReplicaSet",
+            json!({}),
+        ),
+    ]);
+    c
 }
 
-fn pod(namespace: &str, name: &str, node: &str, owner_kind: &str, extra: Value) -> (String, Value) {
-    let mut pod = json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "namespace": namespace, "labels": {},
-                     "ownerReferences": [{"apiVersion": "apps/v1", "kind": owner_kind, "name": "owner", "uid": "u1"}]},
-        "spec": {"nodeName": node, "terminationGracePeriodSeconds": 30, "containers": [{"name": "c", "image": "x"}],
-                 "volumes": [{"name": "scratch", "emptyDir": {}}]},
-        "status": {"phase": "Running"}
-    });
-    merge(&mut pod, &extra);
-    (format!("{namespace}/{name}"), pod)
-}
-
-struct FakeKube {
-    state: Shared,
+/// The sample cluster behind a fake API server, and a real client of it.
+struct Cluster {
+    fake: FakeKube,
     client: kube::Client,
-    server: tokio::task::JoinHandle<()>,
 }
 
-impl Drop for FakeKube {
-    fn drop(&mut self) {
-        self.server.abort();
+impl std::ops::Deref for Cluster {
+    type Target = FakeKube;
+    fn deref(&self) -> &FakeKube {
+        &self.fake
     }
 }
 
-impl FakeKube {
+impl Cluster {
     async fn start() -> Self {
-        let state: Shared = Arc::default();
-        {
-            let mut c = state.lock().unwrap();
-            for name in ["ip-10-0-1-17.ec2.internal", "ip-10-0-2-9.ec2.internal"] {
-                let capacity = if name.starts_with("ip-10-0-1") {
-                    "spot"
-                } else {
-                    "on-demand"
-                };
-                c.nodes.insert(
-                    name.into(),
-                    json!({"apiVersion": "v1", "kind": "Node",
-                           "metadata": {"name": name, "resourceVersion": "1", "labels": {
-                               "kubernetes.io/hostname": name, "node.kubernetes.io/instance-type": "m5.large",
-                               "topology.kubernetes.io/zone": "us-east-1b", "karpenter.sh/capacity-type": capacity}},
-                           "spec": {"providerID": format!("aws:///us-east-1b/{}", instance_of(name))},
-                           "status": {"allocatable": {"cpu": "1930m", "memory": "7446Mi", "pods": "29"}}}),
-                );
-            }
-            c.replicas.insert("shop/web".into(), 3);
-            let node = "ip-10-0-1-17.ec2.internal";
-            c.pods.extend([
-                pod("shop", "web-1", node, "ReplicaSet", json!({})),
-                pod("shop", "web-2", node, "ReplicaSet", json!({})),
-                pod("kube-system", "aws-node-x1", node, "DaemonSet", json!({})),
-                pod(
-                    "kube-system",
-                    "static-proxy",
-                    node,
-                    "Node",
-                    json!({"metadata": {"annotations": {"kubernetes.io/config.mirror": "abc"}}}),
-                ),
-                pod(
-                    "batch",
-                    "report-1",
-                    node,
-                    "Job",
-                    json!({"status": {"phase": "Succeeded"}}),
-                ),
-                pod(
-                    "shop",
-                    "web-9",
-                    "ip-10-0-2-9.ec2.internal",
-                    "ReplicaSet",
-                    json!({}),
-                ),
-            ]);
-        }
-        let log = state.clone();
-        let app = Router::new()
-            .route("/api/v1/nodes/{name}", get(get_node).patch(patch_node))
-            .route(
-                "/apis/apps/v1/namespaces/{ns}/deployments/{name}/scale",
-                get(get_scale).patch(patch_scale),
-            )
-            .route("/api/v1/pods", get(list_pods))
-            .route("/api/v1/nodes", get(list_nodes))
-            .route("/apis/policy/v1/poddisruptionbudgets", get(list_pdbs))
-            .route(
-                "/api/v1/namespaces/{ns}/pods/{name}/eviction",
-                axum::routing::post(evict),
-            )
-            .layer(axum::middleware::from_fn(
-                move |method: Method, uri: Uri, req, next: axum::middleware::Next| {
-                    log.lock()
-                        .unwrap()
-                        .requests
-                        .push(format!("{method} {}", uri.path()));
-                    async move { next.run(req).await }
-                },
-            ))
-            .with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        let config = kube::Config::new(url.parse().unwrap());
-        let client = kube::Client::try_from(config).unwrap();
-        Self {
-            state,
-            client,
-            server,
-        }
-    }
-
-    fn node(&self, name: &str) -> Value {
-        self.state.lock().unwrap().nodes[name].clone()
-    }
-
-    fn requests(&self) -> Vec<String> {
-        self.state.lock().unwrap().requests.clone()
+        let fake = FakeKube::start(sample_cluster()).await.unwrap();
+        let client = kube::Client::try_from(kube::Config::new(fake.url.parse().unwrap())).unwrap();
+        Self { fake, client }
     }
 }
 
@@ -390,7 +128,7 @@ fn node_target(name: &str) -> ActionTarget {
     ActionTarget::Node { name: name.into() }
 }
 
-fn agent(kube: &FakeKube, dry_run: bool) -> Agent {
+fn agent(kube: &Cluster, dry_run: bool) -> Agent {
     Agent::new(
         ClusterId::new("c1").unwrap(),
         SECRET.to_vec(),
@@ -405,7 +143,7 @@ fn signed(a: AgentAction) -> String {
 
 #[tokio::test]
 async fn cordon_is_visible_on_the_next_get_and_uncordon_reverts_it() {
-    let kube = FakeKube::start().await;
+    let kube = Cluster::start().await;
     let agent = agent(&kube, false);
     let node = "ip-10-0-1-17.ec2.internal";
     let now = OffsetDateTime::now_utc();
@@ -444,7 +182,7 @@ async fn cordon_is_visible_on_the_next_get_and_uncordon_reverts_it() {
 
 #[tokio::test]
 async fn label_and_taint_are_applied_once() {
-    let kube = FakeKube::start().await;
+    let kube = Cluster::start().await;
     let agent = agent(&kube, false);
     let node = "ip-10-0-2-9.ec2.internal";
     let now = OffsetDateTime::now_utc();
@@ -497,7 +235,7 @@ async fn label_and_taint_are_applied_once() {
 
 #[tokio::test]
 async fn scale_sets_replicas_through_the_scale_subresource() {
-    let kube = FakeKube::start().await;
+    let kube = Cluster::start().await;
     let agent = agent(&kube, false);
     let target = ActionTarget::Workload {
         namespace: "shop".into(),
@@ -514,12 +252,12 @@ async fn scale_sets_replicas_through_the_scale_subresource() {
         matches!(outcome, Outcome::Done { ref detail, previous_replicas: Some(3), .. } if detail.contains("scaled from 3 to 0")),
         "{outcome:?}"
     );
-    assert_eq!(kube.state.lock().unwrap().replicas["shop/web"], 0);
+    assert_eq!(kube.state().replicas["shop/web"], 0);
 }
 
 #[tokio::test]
 async fn unverifiable_actions_never_reach_the_cluster() {
-    let kube = FakeKube::start().await;
+    let kube = Cluster::start().await;
     let agent = agent(&kube, false);
     let node = "ip-10-0-1-17.ec2.internal";
     let now = OffsetDateTime::now_utc();
@@ -573,7 +311,7 @@ async fn unverifiable_actions_never_reach_the_cluster() {
 
 #[tokio::test]
 async fn dry_run_reports_without_calling_the_api() {
-    let kube = FakeKube::start().await;
+    let kube = Cluster::start().await;
     let agent = agent(&kube, true);
     let outcome = agent
         .handle(
@@ -594,7 +332,7 @@ async fn dry_run_reports_without_calling_the_api() {
 
 #[tokio::test]
 async fn missing_node_is_a_final_failure() {
-    let kube = FakeKube::start().await;
+    let kube = Cluster::start().await;
     let agent = agent(&kube, false);
     let outcome = agent
         .handle(
@@ -614,8 +352,8 @@ async fn missing_node_is_a_final_failure() {
     );
 }
 
-fn guard(kube: &FakeKube, names: &[&str], budget: i64) {
-    let mut cluster = kube.state.lock().unwrap();
+fn guard(kube: &Cluster, names: &[&str], budget: i64) {
+    let mut cluster = kube.state();
     for name in names {
         let (key, value) = pod(
             "shop",
@@ -629,19 +367,9 @@ fn guard(kube: &FakeKube, names: &[&str], budget: i64) {
     cluster.guarded_budget = budget;
 }
 
-fn pods_on(kube: &FakeKube, node: &str) -> Vec<String> {
-    let cluster = kube.state.lock().unwrap();
-    cluster
-        .pods
-        .iter()
-        .filter(|(_, p)| p["spec"]["nodeName"] == node)
-        .map(|(k, _)| k.clone())
-        .collect()
-}
-
 #[tokio::test]
 async fn drain_evicts_what_should_move_and_leaves_daemonset_mirror_and_finished_pods() {
-    let kube = FakeKube::start().await;
+    let kube = Cluster::start().await;
     let agent = agent(&kube, false);
     let node = "ip-10-0-1-17.ec2.internal";
     let taint = json!({"taint": {"key": "spotwise.io/interruption", "value": "spot", "effect": "NoSchedule"}});
@@ -663,7 +391,7 @@ async fn drain_evicts_what_should_move_and_leaves_daemonset_mirror_and_finished_
         "spotwise.io/interruption"
     );
     assert_eq!(
-        pods_on(&kube, node),
+        kube.pods_on(node),
         [
             "batch/report-1",
             "kube-system/aws-node-x1",
@@ -671,7 +399,7 @@ async fn drain_evicts_what_should_move_and_leaves_daemonset_mirror_and_finished_
         ]
     );
     assert_eq!(
-        pods_on(&kube, "ip-10-0-2-9.ec2.internal"),
+        kube.pods_on("ip-10-0-2-9.ec2.internal"),
         ["shop/web-9"],
         "other nodes' pods untouched"
     );
@@ -691,7 +419,7 @@ async fn drain_evicts_what_should_move_and_leaves_daemonset_mirror_and_finished_
 
 #[tokio::test]
 async fn drain_blocked_by_a_pdb_finishes_once_the_budget_allows() {
-    let kube = FakeKube::start().await;
+    let kube = Cluster::start().await;
     guard(&kube, &["db-1", "db-2"], 0);
     let state = kube.state.clone();
     let release = tokio::spawn(async move {
@@ -727,7 +455,7 @@ async fn drain_blocked_by_a_pdb_finishes_once_the_budget_allows() {
 
 #[tokio::test]
 async fn drain_reports_pods_left_when_the_deadline_comes() {
-    let kube = FakeKube::start().await;
+    let kube = Cluster::start().await;
     guard(&kube, &["db-1"], 0);
     let agent = agent(&kube, false);
     let mut short = action(
@@ -786,7 +514,7 @@ async fn agent_queue(stack: &LocalStack) -> (aws_sdk_sqs::Client, String) {
 #[tokio::test]
 async fn worker_executes_queued_actions_and_removes_finished_messages() {
     let stack = LocalStack::start();
-    let kube = FakeKube::start().await;
+    let kube = Cluster::start().await;
     let (sqs, queue_url) = agent_queue(&stack).await;
     let node = "ip-10-0-1-17.ec2.internal";
 
@@ -857,7 +585,7 @@ async fn worker_executes_queued_actions_and_removes_finished_messages() {
 #[tokio::test]
 async fn on_shutdown_the_action_in_hand_finishes_and_the_rest_of_the_batch_is_handed_back() {
     let stack = LocalStack::start();
-    let kube = FakeKube::start().await;
+    let kube = Cluster::start().await;
     let (sqs, queue_url) = agent_queue(&stack).await;
     let nodes = ["ip-10-0-1-17.ec2.internal", "ip-10-0-2-9.ec2.internal"];
     for node in nodes {
@@ -871,7 +599,7 @@ async fn on_shutdown_the_action_in_hand_finishes_and_the_rest_of_the_batch_is_ha
     }
 
     // The pod is told to stop while the first action of the batch runs.
-    let cordoned = |state: &Shared| {
+    let cordoned = |state: &Arc<Mutex<KubeState>>| {
         let cluster = state.lock().unwrap();
         nodes
             .iter()
@@ -945,7 +673,7 @@ async fn fake_autoscaling() -> (
 
 #[tokio::test]
 async fn drain_for_an_asg_hook_completes_the_lifecycle_action() {
-    let kube = FakeKube::start().await;
+    let kube = Cluster::start().await;
     let (asg, calls, server) = fake_autoscaling().await;
     let agent = agent(&kube, false).with_autoscaling(asg);
     let params = json!({"asg_lifecycle": {
@@ -1167,7 +895,7 @@ async fn results_outlive_an_unreachable_api_and_a_restart_and_arrive_in_order() 
 
 #[tokio::test]
 async fn the_agent_reports_outcomes_and_skips_cancelled_actions() {
-    let kube = FakeKube::start().await;
+    let kube = Cluster::start().await;
     let api = FakeApi::start().await;
     let metrics = Metrics::new();
     let agent = agent(&kube, false)
@@ -1244,7 +972,7 @@ async fn the_agent_reports_outcomes_and_skips_cancelled_actions() {
 
 #[tokio::test]
 async fn heartbeats_and_snapshots_reach_the_api() {
-    let kube = FakeKube::start().await;
+    let kube = Cluster::start().await;
     let api = FakeApi::start().await;
     let agent = agent(&kube, false).with_reporter(reporter(&api, None));
     agent
@@ -1337,7 +1065,7 @@ async fn the_secret_file_holds_the_hex_the_platform_hands_out_and_signs_with() {
         "the decoded bytes are the key the platform signs with"
     );
 
-    let kube = FakeKube::start().await;
+    let kube = Cluster::start().await;
     let agent = Agent::new(
         ClusterId::new("c1").unwrap(),
         key,
@@ -1372,7 +1100,7 @@ async fn the_secret_file_holds_the_hex_the_platform_hands_out_and_signs_with() {
 
 #[tokio::test]
 async fn a_redelivered_action_is_executed_once_even_after_a_restart() {
-    let kube = FakeKube::start().await;
+    let kube = Cluster::start().await;
     let api = FakeApi::start().await;
     let scale = {
         let mut a = action(
@@ -1427,7 +1155,7 @@ async fn a_redelivered_action_is_executed_once_even_after_a_restart() {
 
 #[tokio::test]
 async fn refused_messages_reach_the_api_with_the_next_heartbeat() {
-    let kube = FakeKube::start().await;
+    let kube = Cluster::start().await;
     let api = FakeApi::start().await;
     let agent = agent(&kube, false).with_reporter(reporter(&api, None));
     let now = OffsetDateTime::now_utc();
@@ -1478,9 +1206,9 @@ async fn refused_messages_reach_the_api_with_the_next_heartbeat() {
 
 #[tokio::test]
 async fn a_drain_waits_for_evicted_pods_to_terminate_before_completing() {
-    let kube = FakeKube::start().await;
+    let kube = Cluster::start().await;
     {
-        let mut cluster = kube.state.lock().unwrap();
+        let mut cluster = kube.state();
         let (key, value) = pod(
             "shop",
             "slow-1",
@@ -1504,7 +1232,7 @@ async fn a_drain_waits_for_evicted_pods_to_terminate_before_completing() {
         "{outcome:?}"
     );
     assert!(
-        !pods_on(&kube, node).contains(&"shop/slow-1".to_owned()),
+        !kube.pods_on(node).contains(&"shop/slow-1".to_owned()),
         "done only once the pod is gone"
     );
     let lists = kube
@@ -1516,7 +1244,7 @@ async fn a_drain_waits_for_evicted_pods_to_terminate_before_completing() {
 
     // A pod still shutting down at the deadline is reported as left.
     {
-        let mut cluster = kube.state.lock().unwrap();
+        let mut cluster = kube.state();
         let (key, value) = pod(
             "shop",
             "slow-2",
@@ -1544,7 +1272,7 @@ async fn a_drain_waits_for_evicted_pods_to_terminate_before_completing() {
 #[tokio::test]
 async fn the_rest_of_a_batch_stays_hidden_while_a_long_action_runs() {
     let stack = LocalStack::start();
-    let kube = FakeKube::start().await;
+    let kube = Cluster::start().await;
     guard(&kube, &["db-1"], 0);
     let sqs = aws_sdk_sqs::Client::new(&stack.sdk_config().await);
     let queue_url = sqs

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod clusters;
 pub mod costs;
 pub mod error;
+pub mod install;
 pub mod paging;
 pub mod pods;
 pub mod schedules;
@@ -126,7 +127,7 @@ impl AppState {
         suppression::create_window, suppression::list_windows, suppression::delete_window,
         suppression::feed,
         audit::list, audit::export,
-        clusters::list, clusters::detail, clusters::get_policy, clusters::put_policy,
+        clusters::list, clusters::detail, install::install, clusters::get_policy, clusters::put_policy,
         clusters::recommendations, clusters::recommendation, clusters::approve,
         clusters::list_actions, clusters::get_action, clusters::cancel_action,
         agent::heartbeat, agent::action_state, agent::action_result, agent::put_snapshot,
@@ -241,6 +242,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/accounts/{id}/validate", post(accounts::validate))
         .route("/v1/clusters", get(clusters::list))
         .route("/v1/clusters/{id}", get(clusters::detail))
+        .route("/v1/clusters/{id}/agent", post(install::install))
         .route(
             "/v1/clusters/{id}/policy",
             get(clusters::get_policy).put(clusters::put_policy),

@@ -84,6 +84,8 @@ pub async fn record(
 pub struct HistoryFilter {
     /// Only this pod, as `namespace/name`.
     pub pod: Option<String>,
+    /// Items per page (default 50).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
     pub cursor: Option<String>,
 }

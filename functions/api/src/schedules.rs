@@ -621,6 +621,8 @@ fn validate_schedule(input: &ScheduleInput) -> Result<OffsetDateTime, ApiError> 
 pub struct ScheduleFilter {
     /// Only this cluster's schedules.
     pub cluster: Option<String>,
+    /// Items per page (default 50).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
     pub cursor: Option<String>,
 }

@@ -2096,3 +2096,101 @@ async fn each_snapshot_adds_what_changed_to_the_pod_history() {
     );
     assert_eq!(api.get(&path, &agent).await.status, StatusCode::FORBIDDEN);
 }
+
+#[tokio::test]
+async fn installing_an_agent_gives_its_cluster_a_queue_a_secret_and_a_key() {
+    let api = api().await;
+    api.seed_cluster(None).await;
+    let cluster = prod_cluster();
+    let tenant = TenantId::new("t1").unwrap();
+    let path = format!("/v1/clusters/{cluster}/agent");
+    let role = "arn:aws:iam::111122223333:role/SpotwiseAgent";
+
+    let operator = api.key("operator").await;
+    assert_eq!(
+        api.post(&path, &operator, json!({})).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        api.post(&path, &api.other_admin, json!({})).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let foreign = api
+        .post(
+            &path,
+            &api.admin,
+            json!({"agent_role_arn": "arn:aws:iam::999999999999:role/agent"}),
+        )
+        .await;
+    assert_eq!(
+        (foreign.status, &foreign.body["error"]["field"]),
+        (StatusCode::BAD_REQUEST, &json!("agent_role_arn")),
+        "only a role in the cluster's own account may read its queue"
+    );
+
+    let installed = api
+        .post(&path, &api.admin, json!({"agent_role_arn": role}))
+        .await;
+    assert_eq!(installed.status, StatusCode::CREATED, "{}", installed.body);
+    let queue_url = installed.body["queue_url"].as_str().unwrap().to_owned();
+    assert!(queue_url.ends_with(".fifo"), "{queue_url}");
+    let policy = api
+        .state
+        .sqs
+        .get_queue_attributes()
+        .queue_url(&queue_url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::Policy)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::Policy]
+        .clone();
+    assert!(
+        policy.contains(role) && policy.contains("sqs:ReceiveMessage"),
+        "{policy}"
+    );
+
+    // The platform now signs with the secret the manifest holds, and queues to this queue.
+    let secret = installed.body["cluster_secret"].as_str().unwrap();
+    let channel = spotwise_aws::actions::channel(&api.state.store, &tenant, &cluster)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (channel.queue_url.as_str(), channel.secret),
+        (queue_url.as_str(), hex::decode(secret).unwrap())
+    );
+    let agent_key = installed.body["agent_key"].as_str().unwrap().to_owned();
+    assert_eq!(
+        api.post(
+            "/v1/agent/heartbeat",
+            &agent_key,
+            json!({"agent_version": "0.1.0", "dry_run": false})
+        )
+        .await
+        .status,
+        StatusCode::NO_CONTENT
+    );
+
+    let again = api.post(&path, &api.admin, json!({})).await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.body);
+    let rotated = api
+        .post(
+            &path,
+            &api.admin,
+            json!({"agent_role_arn": role, "rotate": true}),
+        )
+        .await;
+    assert_eq!(rotated.status, StatusCode::CREATED, "{}", rotated.body);
+    assert_eq!(rotated.body["queue_url"], queue_url.as_str(), "same queue");
+    assert_ne!(rotated.body["cluster_secret"], secret, "a new secret");
+
+    let audit = api.get("/v1/audit", &api.admin).await.body.to_string();
+    assert!(audit.contains("cluster.agent_install") && audit.contains("cluster.agent_rotate"));
+    assert!(
+        !audit.contains(secret),
+        "the secret is never in the audit log"
+    );
+    assert!(!audit.contains(&agent_key));
+}

@@ -1,0 +1,350 @@
+//! A Kubernetes API server for the calls the agent makes, on a free loopback port, stateful:
+//! nodes get/list (one per page, so `continue` tokens are exercised)/patch (merge patches,
+//! `resourceVersion` checked), pods list (by `spec.nodeName`), evictions (429 while the budget
+//! over `app=guarded` pods allows none; `app=slow` pods stay listed, terminating, for a few
+//! lists), PodDisruptionBudgets list, and the scale subresource of Deployments and
+//! StatefulSets. Real `kube::Client`s talk to it over HTTP.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use axum::extract::{Path, Query, State};
+use axum::http::{Method, StatusCode, Uri};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+/// What the server holds; tests read and change it between calls.
+#[derive(Debug, Default)]
+pub struct KubeState {
+    pub nodes: HashMap<String, Value>,
+    /// Keyed `namespace/name`.
+    pub pods: BTreeMap<String, Value>,
+    pub pdbs: Vec<Value>,
+    /// Disruptions the PodDisruptionBudget over `app=guarded` pods allows now.
+    pub guarded_budget: i64,
+    /// Replicas of each Deployment or StatefulSet, keyed `namespace/name`.
+    pub replicas: HashMap<String, i64>,
+    /// Every request, as `METHOD /path`.
+    pub requests: Vec<String>,
+    /// Evicted `app=slow` pods, with how many more pod lists still show them terminating.
+    pub terminating: HashMap<String, u32>,
+    /// How many pod lists an evicted `app=slow` pod stays for.
+    pub slow_lists: u32,
+}
+
+type Shared = Arc<Mutex<KubeState>>;
+
+fn lock(state: &Shared) -> MutexGuard<'_, KubeState> {
+    state.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+pub struct FakeKube {
+    pub state: Shared,
+    /// `http://127.0.0.1:<port>`, for `kube::Config::new`.
+    pub url: String,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeKube {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl FakeKube {
+    pub async fn start(initial: KubeState) -> std::io::Result<Self> {
+        let state: Shared = Arc::new(Mutex::new(initial));
+        let log = state.clone();
+        let app = Router::new()
+            .route("/api/v1/nodes/{name}", get(get_node).patch(patch_node))
+            .route(
+                "/apis/apps/v1/namespaces/{ns}/deployments/{name}/scale",
+                get(get_scale).patch(patch_scale),
+            )
+            .route(
+                "/apis/apps/v1/namespaces/{ns}/statefulsets/{name}/scale",
+                get(get_scale).patch(patch_scale),
+            )
+            .route("/api/v1/pods", get(list_pods))
+            .route("/api/v1/nodes", get(list_nodes))
+            .route("/apis/policy/v1/poddisruptionbudgets", get(list_pdbs))
+            .route("/api/v1/namespaces/{ns}/pods/{name}/eviction", post(evict))
+            .layer(axum::middleware::from_fn(
+                move |method: Method, uri: Uri, req, next: axum::middleware::Next| {
+                    lock(&log).requests.push(format!("{method} {}", uri.path()));
+                    async move { next.run(req).await }
+                },
+            ))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Self { state, url, server })
+    }
+
+    pub fn state(&self) -> MutexGuard<'_, KubeState> {
+        lock(&self.state)
+    }
+
+    pub fn node(&self, name: &str) -> Value {
+        self.state().nodes.get(name).cloned().unwrap_or(Value::Null)
+    }
+
+    pub fn requests(&self) -> Vec<String> {
+        self.state().requests.clone()
+    }
+
+    /// `namespace/name` of the pods on `node`, sorted.
+    pub fn pods_on(&self, node: &str) -> Vec<String> {
+        self.state()
+            .pods
+            .iter()
+            .filter(|(_, p)| p["spec"]["nodeName"] == node)
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+}
+
+/// A running pod with one container and an emptyDir volume, owned by `owner_kind`;
+/// `extra` is merged over it. Returns its `namespace/name` key and the pod.
+pub fn pod(
+    namespace: &str,
+    name: &str,
+    node: &str,
+    owner_kind: &str,
+    extra: Value,
+) -> (String, Value) {
+    let mut pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "labels": {},
+                     "ownerReferences": [{"apiVersion": "apps/v1", "kind": owner_kind, "name": "owner", "uid": "u1"}]},
+        "spec": {"nodeName": node, "terminationGracePeriodSeconds": 30, "containers": [{"name": "c", "image": "x"}],
+                 "volumes": [{"name": "scratch", "emptyDir": {}}]},
+        "status": {"phase": "Running"}
+    });
+    merge(&mut pod, &extra);
+    (format!("{namespace}/{name}"), pod)
+}
+
+/// A ready node of an EC2 instance, as the kubelet registers it on EKS.
+pub fn node(
+    name: &str,
+    instance_id: &str,
+    instance_type: &str,
+    zone: &str,
+    capacity_type: &str,
+    allocatable: (&str, &str, &str),
+    extra_labels: Value,
+) -> Value {
+    let (cpu, memory, pods) = allocatable;
+    let mut node = json!({"apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "resourceVersion": "1", "labels": {
+            "kubernetes.io/hostname": name, "node.kubernetes.io/instance-type": instance_type,
+            "kubernetes.io/arch": "amd64", "kubernetes.io/os": "linux",
+            "topology.kubernetes.io/zone": zone, "karpenter.sh/capacity-type": capacity_type}},
+        "spec": {"providerID": format!("aws:///{zone}/{instance_id}")},
+        "status": {"allocatable": {"cpu": cpu, "memory": memory, "pods": pods}}});
+    merge(&mut node["metadata"]["labels"], &extra_labels);
+    node
+}
+
+fn status(code: StatusCode, reason: &str, message: &str) -> (StatusCode, Json<Value>) {
+    (
+        code,
+        Json(
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message, "reason": reason, "code": code.as_u16()}),
+        ),
+    )
+}
+
+/// RFC 7386 JSON merge patch.
+pub fn merge(target: &mut Value, patch: &Value) {
+    match (target, patch) {
+        (Value::Object(t), Value::Object(p)) => {
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        (t, p) => *t = p.clone(),
+    }
+}
+
+type Reply = Result<Json<Value>, (StatusCode, Json<Value>)>;
+
+async fn get_node(State(s): State<Shared>, Path(name): Path<String>) -> Reply {
+    lock(&s)
+        .nodes
+        .get(&name)
+        .cloned()
+        .map(Json)
+        .ok_or_else(|| status(StatusCode::NOT_FOUND, "NotFound", "node not found"))
+}
+
+async fn patch_node(
+    State(s): State<Shared>,
+    Path(name): Path<String>,
+    Json(body): Json<Value>,
+) -> Reply {
+    let mut cluster = lock(&s);
+    let node = cluster
+        .nodes
+        .get_mut(&name)
+        .ok_or_else(|| status(StatusCode::NOT_FOUND, "NotFound", "node not found"))?;
+    let current = node["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap_or("0")
+        .to_owned();
+    if let Some(expected) = body["metadata"]["resourceVersion"].as_str()
+        && expected != current
+    {
+        return Err(status(
+            StatusCode::CONFLICT,
+            "Conflict",
+            "the object has been modified",
+        ));
+    }
+    merge(node, &body);
+    let next: u64 = current.parse::<u64>().unwrap_or(0) + 1;
+    node["metadata"]["resourceVersion"] = json!(next.to_string());
+    Ok(Json(node.clone()))
+}
+
+fn scale(namespace: &str, name: &str, replicas: i64) -> Json<Value> {
+    Json(json!({
+        "apiVersion": "autoscaling/v1", "kind": "Scale",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"replicas": replicas}, "status": {"replicas": replicas}
+    }))
+}
+
+async fn get_scale(
+    State(s): State<Shared>,
+    Path((namespace, name)): Path<(String, String)>,
+) -> Reply {
+    let replicas = lock(&s)
+        .replicas
+        .get(&format!("{namespace}/{name}"))
+        .copied()
+        .ok_or_else(|| status(StatusCode::NOT_FOUND, "NotFound", "workload not found"))?;
+    Ok(scale(&namespace, &name, replicas))
+}
+
+async fn patch_scale(
+    State(s): State<Shared>,
+    Path((namespace, name)): Path<(String, String)>,
+    Json(body): Json<Value>,
+) -> Reply {
+    let mut cluster = lock(&s);
+    let replicas = cluster
+        .replicas
+        .get_mut(&format!("{namespace}/{name}"))
+        .ok_or_else(|| status(StatusCode::NOT_FOUND, "NotFound", "workload not found"))?;
+    *replicas = body["spec"]["replicas"].as_i64().unwrap_or(*replicas);
+    Ok(scale(&namespace, &name, *replicas))
+}
+
+async fn list_pods(
+    State(s): State<Shared>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Json<Value> {
+    let mut guard = lock(&s);
+    let cluster = &mut *guard;
+    for (key, lists_left) in &mut cluster.terminating {
+        *lists_left = lists_left.saturating_sub(1);
+        if *lists_left == 0 {
+            cluster.pods.remove(key);
+        }
+    }
+    cluster.terminating.retain(|_, lists_left| *lists_left > 0);
+    let node = query
+        .get("fieldSelector")
+        .and_then(|f| f.strip_prefix("spec.nodeName="))
+        .map(str::to_owned);
+    let items: Vec<Value> = cluster
+        .pods
+        .values()
+        .filter(|p| node.as_deref().is_none_or(|n| p["spec"]["nodeName"] == n))
+        .cloned()
+        .collect();
+    Json(
+        json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "1"}, "items": items}),
+    )
+}
+
+async fn list_nodes(
+    State(s): State<Shared>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Json<Value> {
+    let cluster = lock(&s);
+    let mut names: Vec<&String> = cluster.nodes.keys().collect();
+    names.sort();
+    let start: usize = query
+        .get("continue")
+        .and_then(|c| c.strip_prefix("after="))
+        .and_then(|i| i.parse().ok())
+        .unwrap_or(0);
+    let item = names
+        .get(start)
+        .and_then(|n| cluster.nodes.get(*n))
+        .map(|n| {
+            let mut node = n.clone();
+            if let Some(fields) = node.as_object_mut() {
+                fields.remove("kind");
+            }
+            node
+        });
+    let next = (start + 1 < names.len()).then(|| format!("after={}", start + 1));
+    Json(
+        json!({"kind": "NodeList", "metadata": {"continue": next.unwrap_or_default()}, "items": item.into_iter().collect::<Vec<_>>()}),
+    )
+}
+
+async fn list_pdbs(State(s): State<Shared>) -> Json<Value> {
+    Json(json!({"kind": "PodDisruptionBudgetList", "metadata": {}, "items": lock(&s).pdbs}))
+}
+
+async fn evict(
+    State(s): State<Shared>,
+    Path((namespace, name)): Path<(String, String)>,
+) -> (StatusCode, Json<Value>) {
+    let mut cluster = lock(&s);
+    let key = format!("{namespace}/{name}");
+    let Some(pod) = cluster.pods.get(&key) else {
+        return status(StatusCode::NOT_FOUND, "NotFound", "pod not found");
+    };
+    let guarded = pod["metadata"]["labels"]["app"] == "guarded";
+    let slow = pod["metadata"]["labels"]["app"] == "slow";
+    if guarded && cluster.guarded_budget <= 0 {
+        return status(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TooManyRequests",
+            "Cannot evict pod as it would violate the pod's disruption budget.",
+        );
+    }
+    if guarded {
+        cluster.guarded_budget -= 1;
+    }
+    if slow {
+        // Shuts down over its grace period: still listed, with a deletion timestamp.
+        let lists = cluster.slow_lists;
+        cluster.terminating.insert(key.clone(), lists);
+        if let Some(pod) = cluster.pods.get_mut(&key) {
+            pod["metadata"]["deletionTimestamp"] = json!("2026-12-01T00:00:00Z");
+        }
+    } else {
+        cluster.pods.remove(&key);
+    }
+    (
+        StatusCode::CREATED,
+        Json(
+            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+        ),
+    )
+}
