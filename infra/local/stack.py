@@ -231,6 +231,44 @@ def check_template(template):
                 read_only = all(a.split(":", 1)[-1].startswith(("Describe", "Get", "List")) for a in actions)
                 if "*" in resources_ and not read_only:
                     problems.append(f"{name}: write action on Resource '*' ({actions})")
+    problems += check_dead_letters(resources)
+    return problems
+
+
+def check_dead_letters(resources):
+    """Every function invoked asynchronously (a schedule or a queue) has somewhere its failures
+    go, and every dead-letter queue has an alarm. Functions behind the HTTP API answer their
+    caller and need neither."""
+    problems = []
+    dead_letters = set()
+    for r in resources.values():
+        redrive = r.get("Properties", {}).get("RedrivePolicy", {})
+        if redrive:
+            dead_letters.add(redrive["deadLetterTargetArn"]["Fn::GetAtt"][0])
+    for name, r in resources.items():
+        if r["Type"] != "AWS::Serverless::Function":
+            continue
+        events = r.get("Properties", {}).get("Events", {})
+        kinds = {e["Type"] for e in events.values()}
+        if not kinds:
+            problems.append(f"{name}: no trigger")
+        for event_name, event in events.items():
+            ep = event.get("Properties", {})
+            if event["Type"] in ("Schedule", "ScheduleV2"):
+                target = ep.get("DeadLetterConfig", {}).get("Arn", {}).get("Fn::GetAtt", [None])[0]
+                if target:
+                    dead_letters.add(target)
+            elif event["Type"] == "SQS":
+                continue
+            elif event["Type"] != "HttpApi" and not r["Properties"].get("EventInvokeConfig", {}).get("DestinationConfig"):
+                problems.append(f"{name}.{event_name}: {event['Type']} trigger without an on-failure destination")
+    alarmed = {
+        d.get("Value", {}).get("Fn::GetAtt", [None])[0]
+        for r in resources.values() if r["Type"] == "AWS::CloudWatch::Alarm"
+        for d in r.get("Properties", {}).get("Dimensions", []) if d.get("Name") == "QueueName"
+    }
+    for queue in sorted(dead_letters - alarmed):
+        problems.append(f"{queue}: dead-letter queue without a depth alarm")
     return problems
 
 
