@@ -1,0 +1,119 @@
+//! The simulated cluster behind the agent: one node per EC2 instance moto launched, with the
+//! allocatable EKS leaves of the real catalogue's type, and the pods of a small company spread
+//! over them (web and API Deployments, a ledger StatefulSet under a PodDisruptionBudget,
+//! batch jobs, a cache, and a DaemonSet on every node), sized to use about a third of the
+//! capacity, as clusters sized for a peak do.
+
+use std::collections::BTreeMap;
+
+use anyhow::Context;
+use serde_json::{Value, json};
+use spotwise_core::domain::InstanceType;
+use spotwise_testkit::kube::{KubeState, node, pod};
+
+use crate::Instance;
+
+/// The shipped instance catalogue (`data/ec2-instance-types.json`).
+pub fn catalogue() -> anyhow::Result<BTreeMap<String, InstanceType>> {
+    let path = spotwise_testkit::repo_root().join("data/ec2-instance-types.json");
+    let bytes = std::fs::read(&path).with_context(|| path.display().to_string())?;
+    Ok(
+        spotwise_core::pricing::catalogue::parse_catalogue_file(&bytes, "catalogue")?
+            .into_iter()
+            .map(|t| (t.name.clone(), t))
+            .collect(),
+    )
+}
+
+/// (namespace, workload kind, name, replicas, cpu request, memory request)
+const WORKLOADS: &[(&str, &str, &str, u32, &str, &str)] = &[
+    ("shop", "Deployment", "web", 8, "500m", "1Gi"),
+    ("shop", "Deployment", "api", 6, "1", "2Gi"),
+    ("payments", "StatefulSet", "ledger", 3, "1", "4Gi"),
+    ("batch", "Deployment", "reports", 4, "250m", "512Mi"),
+    ("data", "Deployment", "cache", 2, "2", "6Gi"),
+];
+
+pub fn generate(
+    instances: &[Instance],
+    catalogue: &BTreeMap<String, InstanceType>,
+) -> anyhow::Result<KubeState> {
+    let mut state = KubeState::default();
+    for instance in instances {
+        let spec = catalogue
+            .get(&instance.instance_type)
+            .with_context(|| format!("{} is not in the catalogue", instance.instance_type))?;
+        let (cpu_m, mem_mib) = spotwise_optimizer::catalog::allocatable(spec);
+        let capacity = if instance.spot { "spot" } else { "on-demand" };
+        state.nodes.insert(
+            instance.node.clone(),
+            node(
+                &instance.node,
+                &instance.id,
+                &instance.instance_type,
+                &instance.zone,
+                capacity,
+                (&format!("{cpu_m}m"), &format!("{mem_mib}Mi"), &spec.max_pods.to_string()),
+                json!({
+                    "eks.amazonaws.com/nodegroup": instance.nodegroup,
+                    "eks.amazonaws.com/capacityType": if instance.spot { "SPOT" } else { "ON_DEMAND" },
+                }),
+            ),
+        );
+        let (key, daemon) = pod(
+            "kube-system",
+            &format!(
+                "aws-node-{}",
+                &instance.id[instance.id.len().saturating_sub(5)..]
+            ),
+            &instance.node,
+            "DaemonSet",
+            requests("50m", "128Mi"),
+        );
+        state.pods.insert(key, daemon);
+    }
+    let nodes: Vec<&Instance> = instances.iter().collect();
+    let mut next = 0_usize;
+    for (namespace, kind, name, replicas, cpu, memory) in WORKLOADS {
+        let template_hash = "5d8f7c9b4";
+        for index in 0..*replicas {
+            let host = nodes.get(next % nodes.len().max(1)).context("no nodes")?;
+            next += 1;
+            let (pod_name, owner_kind, owner_name, labels) = match *kind {
+                "StatefulSet" => (
+                    format!("{name}-{index}"),
+                    "StatefulSet",
+                    (*name).to_owned(),
+                    json!({"app": name}),
+                ),
+                _ => (
+                    format!("{name}-{template_hash}-{index:02}"),
+                    "ReplicaSet",
+                    format!("{name}-{template_hash}"),
+                    json!({"app": name, "pod-template-hash": template_hash}),
+                ),
+            };
+            let mut extra = requests(cpu, memory);
+            extra["metadata"] = json!({
+                "labels": labels,
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": owner_kind, "name": owner_name, "uid": format!("uid-{name}")}],
+            });
+            let (key, value) = pod(namespace, &pod_name, &host.node, owner_kind, extra);
+            state.pods.insert(key, value);
+        }
+        state
+            .replicas
+            .insert(format!("{namespace}/{name}"), i64::from(*replicas));
+    }
+    state.pdbs.push(json!({
+        "metadata": {"name": "ledger", "namespace": "payments"},
+        "spec": {"minAvailable": 2, "selector": {"matchLabels": {"app": "ledger"}}},
+        "status": {"disruptionsAllowed": 1}
+    }));
+    Ok(state)
+}
+
+fn requests(cpu: &str, memory: &str) -> Value {
+    json!({"spec": {"containers": [{"name": "main", "image": "registry.example/app:1",
+        "resources": {"requests": {"cpu": cpu, "memory": memory}}}]}})
+}

@@ -1,0 +1,711 @@
+//! The whole Spotwise flow on the local stack, with the real handlers, the real API over HTTP
+//! and the real agent against a simulated cluster:
+//!
+//! link an account (moto STS) with two EKS clusters (moto EKS/EC2) → discovery → pricing
+//! scrape (the shipped real feeds) → install the agent and upload its snapshot of a cluster
+//! generated from the real instance catalogue → optimize → approve → the agent executes the
+//! first wave → a spot interruption warning → the agent drains the node → notifications
+//! delivered, signed, to a loopback webhook receiver → hourly cost and the month's savings
+//! report.
+//!
+//! [`run`] returns what each step produced, so the demo prints it and the tests assert on it.
+
+pub mod cluster;
+pub mod html;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use aws_sdk_ec2::types::{Placement, ResourceType, Tag, TagSpecification};
+use aws_sdk_eks::types::{CapacityTypes, NodegroupScalingConfig, VpcConfigRequest};
+use serde_json::{Value, json};
+use spotwise_agent::{Agent, Metrics, Outcome, QueueWorker, Reporter, read_cluster_secret};
+use spotwise_core::config::Env;
+use spotwise_core::domain::RoleArn;
+use spotwise_core::messages::{DiscoverAccount, OptimizeRequest, ScheduleTrigger};
+use spotwise_core::{ClusterId, TenantId};
+use spotwise_testkit::LocalStack;
+use spotwise_testkit::kube::FakeKube;
+use spotwise_testkit::receiver::Receiver;
+use time::OffsetDateTime;
+
+pub const ACCOUNT: &str = "111122223333";
+pub const REGION: &str = "us-east-1";
+const ROLE: &str = "arn:aws:iam::111122223333:role/SpotwiseAccess";
+const AGENT_ROLE: &str = "arn:aws:iam::111122223333:role/SpotwiseAgent";
+const WEBHOOK_SECRET: &str = "whsec_flow_0123456789abcdef";
+
+/// One group of identical EC2 instances of a simulated cluster.
+#[derive(Debug, Clone)]
+pub struct Group {
+    pub nodegroup: &'static str,
+    pub instance_type: &'static str,
+    pub count: i32,
+    pub spot: bool,
+}
+
+/// The production cluster the agent runs in: on-demand general-purpose and compute nodes
+/// sized for a peak long gone, plus a small spot group.
+pub const PROD: &[Group] = &[
+    Group {
+        nodegroup: "general",
+        instance_type: "m5.2xlarge",
+        count: 4,
+        spot: false,
+    },
+    Group {
+        nodegroup: "compute",
+        instance_type: "c5.2xlarge",
+        count: 2,
+        spot: false,
+    },
+    Group {
+        nodegroup: "spot",
+        instance_type: "m5.large",
+        count: 2,
+        spot: true,
+    },
+];
+const STAGING: &[Group] = &[Group {
+    nodegroup: "general",
+    instance_type: "m5.large",
+    count: 2,
+    spot: false,
+}];
+
+/// An EC2 instance of the simulated cluster, as moto launched it.
+#[derive(Debug, Clone)]
+pub struct Instance {
+    pub id: String,
+    pub node: String,
+    pub instance_type: String,
+    pub zone: String,
+    pub nodegroup: String,
+    pub spot: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// Name and wall time of each step.
+    pub steps: Vec<(String, Duration)>,
+    pub clusters_discovered: Vec<String>,
+    pub nodes_discovered: usize,
+    pub pools: usize,
+    pub cluster_id: String,
+    pub snapshot_nodes: usize,
+    pub snapshot_pods: usize,
+    /// The recommendation as the API shows it.
+    pub recommendation: Value,
+    /// Node mix before, as (instance type, capacity type) → nodes.
+    pub mix_before: BTreeMap<(String, String), u32>,
+    pub approved_actions: Vec<String>,
+    /// What the agent did with each action it received, in order.
+    pub executed: Vec<String>,
+    pub interrupted_instance: String,
+    pub interrupted_node: String,
+    pub interruption_handled: Duration,
+    pub interruption_drain: String,
+    pub node_after_drain: Value,
+    pub webhooks_received: usize,
+    pub webhooks_verified: usize,
+    pub webhook_event_types: BTreeMap<String, usize>,
+    pub hour_cost: Value,
+    pub namespace_costs: Vec<(String, f64)>,
+    pub savings_report: Value,
+}
+
+impl Report {
+    fn step(&mut self, name: &str, started: Instant) {
+        self.steps.push((name.to_owned(), started.elapsed()));
+    }
+
+    pub fn monthly(&self, field: &str) -> f64 {
+        self.recommendation["summary"][field]
+            .as_f64()
+            .unwrap_or(0.0)
+    }
+
+    /// Actions the agent finished (not refused, not failed).
+    pub fn executed_ok(&self) -> usize {
+        self.executed
+            .iter()
+            .filter(|e| e.starts_with("done"))
+            .count()
+    }
+}
+
+fn env(stack: &LocalStack, logical: &str, extra: &[(&str, String)]) -> Env {
+    let mut vars = stack.function_env(logical);
+    vars.insert("SPOTWISE_DEV_MODE".into(), "true".into());
+    for (name, value) in extra {
+        vars.insert((*name).into(), value.clone());
+    }
+    Env::from_map(vars)
+}
+
+/// The API over real HTTP, as users and the agent reach it.
+struct Api {
+    http: reqwest::Client,
+    base: String,
+    admin: String,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Api {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl Api {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        let mut request = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.base))
+            .bearer_auth(&self.admin);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("{method} {path}"))?;
+        let status = response.status();
+        let text = response.text().await?;
+        if !status.is_success() {
+            bail!("{method} {path}: {status} {text}");
+        }
+        Ok(if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text)?
+        })
+    }
+
+    async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+}
+
+/// Runs the whole flow on `stack` (a fresh one: the flow creates everything it uses).
+pub async fn run(stack: &LocalStack) -> anyhow::Result<Report> {
+    let mut report = Report::default();
+    let sdk = stack.sdk_config().await;
+    let tenant = TenantId::new("acme")?;
+    let now = OffsetDateTime::now_utc();
+    let data = |file: &str| {
+        spotwise_testkit::repo_root()
+            .join("data")
+            .join(file)
+            .display()
+            .to_string()
+    };
+
+    // The API, served on loopback, and the tenant's first admin key.
+    let started = Instant::now();
+    let api_config = api::Config::from_env(&env(
+        stack,
+        "ApiFunction",
+        &[
+            ("API_RATE_PER_MINUTE", "100000".into()),
+            ("API_RATE_BURST", "10000".into()),
+        ],
+    ))?;
+    let state = api::AppState::new(&sdk, &api_config)?;
+    let admin = api::auth::bootstrap(&state.store, &tenant, "Acme", now)
+        .await?
+        .secret;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let app = api::app(state);
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let api = Api {
+        http: reqwest::Client::new(),
+        base,
+        admin,
+        server,
+    };
+    let receiver = Receiver::start().await;
+    api.post(
+        "/v1/webhooks",
+        json!({"name": "ops", "kind": "generic", "url": receiver.url("spotwise"), "secret": WEBHOOK_SECRET}),
+    )
+    .await?;
+
+    // Link the customer's account; its two EKS clusters and their instances.
+    let issued = api.post("/v1/accounts/external-id", json!({})).await?;
+    let external_id = issued["external_id"]
+        .as_str()
+        .context("external_id")?
+        .to_owned();
+    api.post(
+        "/v1/accounts",
+        json!({"role_arn": ROLE, "regions": [REGION]}),
+    )
+    .await?;
+    let customer = spotwise_aws::cross_account::CrossAccount::new(sdk.clone(), "spotwise-flow")
+        .config_for(&RoleArn::parse(ROLE)?, &external_id)
+        .await?
+        .to_builder()
+        .region(aws_config::Region::new(REGION))
+        .build();
+    let instances = create_cluster(&customer, "prod", PROD).await?;
+    create_cluster(&customer, "staging", STAGING).await?;
+    report.step("link account, two EKS clusters", started);
+
+    let started = Instant::now();
+    let discovery = discovery::Deps::new(
+        &sdk,
+        &discovery::Config::from_env(&env(stack, "DiscoveryFunction", &[]))?,
+    );
+    let run = discovery::discover_account(
+        &discovery,
+        &DiscoverAccount {
+            tenant_id: tenant.clone(),
+            account_id: ACCOUNT.into(),
+            run_id: "flow".into(),
+            scheduled: None,
+        },
+        now,
+    )
+    .await?;
+    report.nodes_discovered = run.nodes;
+    let clusters = api.get("/v1/clusters").await?;
+    report.clusters_discovered = clusters["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["id"].as_str().map(str::to_owned))
+        .collect();
+    let cluster = ClusterId::new(format!("{ACCOUNT}.{REGION}.prod"))?;
+    report.cluster_id = cluster.to_string();
+    report.step("discovery", started);
+
+    let started = Instant::now();
+    let scraper_config = pricing_scraper::Config::from_env(&env(
+        stack,
+        "PricingScraperFunction",
+        &[
+            ("SPOT_ADVISOR_SOURCE", data("spot-advisor-data.json")),
+            ("SPOT_PRICE_SOURCE", data("spot-prices-spotjs.json")),
+            ("ON_DEMAND_PRICE_SOURCE", data("on-demand-prices.json")),
+            ("CATALOGUE_SOURCE", data("ec2-instance-types.json")),
+            ("SCRAPE_REGIONS", REGION.into()),
+        ],
+    ))?;
+    let scraper = pricing_scraper::Deps::new(&sdk, &scraper_config)?;
+    let trigger: ScheduleTrigger = serde_json::from_value(json!({"job": "pricing-scraper"}))?;
+    let scraped = pricing_scraper::scrape(&scraper, &scraper_config, trigger).await?;
+    report.pools = scraped.pools;
+    report.step("pricing scrape", started);
+
+    // The agent: installed through the API, reading its secret and key as the manifest mounts
+    // them, in a cluster generated from the real instance catalogue.
+    let started = Instant::now();
+    let installed = api
+        .post(
+            &format!("/v1/clusters/{cluster}/agent"),
+            json!({"agent_role_arn": AGENT_ROLE}),
+        )
+        .await?;
+    let work = std::env::temp_dir().join(format!(
+        "spotwise-flow-{}-{}",
+        std::process::id(),
+        now.unix_timestamp_nanos()
+    ));
+    std::fs::create_dir_all(&work)?;
+    let secret_file = work.join("cluster-secret");
+    std::fs::write(
+        &secret_file,
+        format!(
+            "{}\n",
+            installed["cluster_secret"]
+                .as_str()
+                .context("cluster_secret")?
+        ),
+    )?;
+    let queue_url = installed["queue_url"]
+        .as_str()
+        .context("queue_url")?
+        .to_owned();
+    let agent_key = installed["agent_key"]
+        .as_str()
+        .context("agent_key")?
+        .to_owned();
+    let catalogue = cluster::catalogue()?;
+    let kube_state = cluster::generate(&instances, &catalogue)?;
+    let fake = FakeKube::start(kube_state).await?;
+    let kube = kube::Client::try_from(kube::Config::new(fake.url.parse()?))?;
+    let metrics = Metrics::new();
+    let reporter = std::sync::Arc::new(Reporter::new(
+        &api.base,
+        agent_key,
+        Some(work.join("results.jsonl")),
+        metrics.clone(),
+    )?);
+    let agent = Agent::new(
+        cluster.clone(),
+        read_cluster_secret(&secret_file)?,
+        kube.clone(),
+        false,
+    )
+    .with_reporter(reporter.clone())
+    .with_metrics(metrics);
+    reporter.heartbeat(false, &[]).await?;
+    let snapshot = spotwise_agent::snapshot::collect(&kube).await?;
+    report.snapshot_nodes = snapshot.nodes.len();
+    report.snapshot_pods = snapshot.pods.len() + snapshot.daemon_pods.len();
+    for node in &snapshot.nodes {
+        let capacity = format!("{:?}", node.capacity_type).to_lowercase();
+        *report
+            .mix_before
+            .entry((node.instance_type.clone(), capacity))
+            .or_default() += 1;
+    }
+    reporter.snapshot(&snapshot).await?;
+    report.step("agent installed, snapshot uploaded", started);
+
+    let started = Instant::now();
+    let optimizer = optimizer::Deps::new(
+        &sdk,
+        &optimizer::Config::from_env(&env(stack, "OptimizerFunction", &[]))?,
+    );
+    let planned = optimizer::optimize(
+        &optimizer,
+        &OptimizeRequest {
+            tenant_id: tenant.clone(),
+            cluster_id: cluster.clone(),
+            trigger: "flow".into(),
+            scheduled: None,
+        },
+        now,
+    )
+    .await?;
+    let optimizer::Outcome::Planned { revision, .. } = planned else {
+        bail!("the cluster was not planned: {planned:?}");
+    };
+    report.recommendation = api
+        .get(&format!(
+            "/v1/clusters/{cluster}/recommendations/{revision}"
+        ))
+        .await?;
+    report.step("optimize", started);
+
+    let started = Instant::now();
+    let approved = api
+        .post(
+            &format!("/v1/clusters/{cluster}/recommendations/{revision}/approve"),
+            json!({}),
+        )
+        .await?;
+    report.recommendation = approved.clone();
+    report.approved_actions = approved["action_ids"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a.as_str().map(str::to_owned))
+        .collect();
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let worker = QueueWorker::new(sqs.clone(), &queue_url).with_wait_seconds(1);
+    report.executed = execute_all(&worker, &agent).await?;
+    report.step("approve, agent executes the first wave", started);
+
+    // A spot interruption warning for a spot node the wave left in place.
+    let started = Instant::now();
+    let drained: Vec<String> = fake
+        .state()
+        .nodes
+        .values()
+        .filter(|n| n["spec"]["unschedulable"] == true)
+        .filter_map(|n| n["metadata"]["name"].as_str().map(str::to_owned))
+        .collect();
+    let target = instances
+        .iter()
+        .find(|i| i.spot && !drained.contains(&i.node))
+        .or_else(|| instances.iter().find(|i| !drained.contains(&i.node)))
+        .context("every node was drained")?;
+    report.interrupted_instance = target.id.clone();
+    report.interrupted_node = target.node.clone();
+    let interruption = interruption::Deps::new(
+        &sdk,
+        &interruption::Config::from_env(&env(stack, "InterruptionFunction", &[]))?,
+    );
+    let event = spot_warning(&target.id, OffsetDateTime::now_utc());
+    let interruption_queue = stack.resource("InterruptionQueue").to_owned();
+    sqs.send_message()
+        .queue_url(&interruption_queue)
+        .message_body(event.to_string())
+        .send()
+        .await?;
+    let batch = stack.poll(&interruption_queue).await;
+    let handling = Instant::now();
+    let response = interruption::handle_batch(&interruption, batch.clone())
+        .await
+        .unwrap_or_else(|never| match never {});
+    report.interruption_handled = handling.elapsed();
+    stack.settle(&interruption_queue, &batch, &response).await;
+    if !response.batch_item_failures.is_empty() {
+        bail!(
+            "the interruption event failed: {:?}",
+            response.batch_item_failures
+        );
+    }
+    let drain = execute_all(&worker, &agent).await?;
+    report.interruption_drain = drain.join("; ");
+    report.executed.extend(drain);
+    report.node_after_drain = fake.node(&target.node);
+    report.step("spot interruption, drain", started);
+
+    let started = Instant::now();
+    let cost = cost::Deps::new(
+        &sdk,
+        &cost::Config::from_env(&env(stack, "CostFunction", &[]))?,
+    );
+    cost::sample(&cost, &tenant, &cluster, OffsetDateTime::now_utc()).await?;
+    let month = format!("{:04}-{:02}", now.year(), u8::from(now.month()));
+    cost::report(&cost, &tenant, &cluster, &month, OffsetDateTime::now_utc()).await?;
+    let hours = api
+        .get(&format!(
+            "/v1/clusters/{cluster}/costs?granularity=hour&dimension=summary"
+        ))
+        .await?;
+    report.hour_cost = hours["items"]
+        .as_array()
+        .and_then(|i| i.last())
+        .cloned()
+        .unwrap_or(Value::Null);
+    let namespaces = api
+        .get(&format!(
+            "/v1/clusters/{cluster}/costs?granularity=hour&dimension=namespace"
+        ))
+        .await?;
+    if let Some(lines) = namespaces["items"]
+        .as_array()
+        .and_then(|i| i.last())
+        .and_then(|p| p["table"]["lines"].as_object())
+    {
+        report.namespace_costs = lines
+            .iter()
+            .map(|(name, line)| (name.clone(), decimal(&line["cost"])))
+            .collect();
+        report
+            .namespace_costs
+            .sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    }
+    report.savings_report = api
+        .get(&format!("/v1/clusters/{cluster}/savings-reports/{month}"))
+        .await?;
+    report.step("hourly cost, savings report", started);
+
+    let started = Instant::now();
+    let dispatcher = webhook_dispatcher::Deps::new(
+        &sdk,
+        &webhook_dispatcher::Config::from_env(&env(stack, "WebhookDispatcherFunction", &[]))?,
+    )?;
+    for queue in ["NotificationsQueue", "DeliveriesQueue"] {
+        let url = stack.resource(queue).to_owned();
+        // Failures are retried at once rather than after the visibility timeout, a few times:
+        // deliveries to one endpoint in one batch contend for its rate limiter.
+        let mut retries = 0;
+        loop {
+            let batch = stack.poll(&url).await;
+            if batch.records.is_empty() {
+                break;
+            }
+            let response = webhook_dispatcher::handle_batch(&dispatcher, batch.clone())
+                .await
+                .unwrap_or_else(|never| match never {});
+            stack.settle(&url, &batch, &response).await;
+            for failed in &response.batch_item_failures {
+                retries += 1;
+                if retries > 20 {
+                    bail!("{queue}: {failed:?} keeps failing");
+                }
+                let handle = batch
+                    .records
+                    .iter()
+                    .find(|r| r.message_id.as_deref() == Some(failed.item_identifier.as_str()))
+                    .and_then(|r| r.receipt_handle.clone())
+                    .context("receipt handle")?;
+                sqs.change_message_visibility()
+                    .queue_url(&url)
+                    .receipt_handle(handle)
+                    .visibility_timeout(0)
+                    .send()
+                    .await?;
+            }
+        }
+    }
+    let received = receiver.requests();
+    report.webhooks_received = received.len();
+    let now_s = OffsetDateTime::now_utc().unix_timestamp();
+    for request in &received {
+        let signature = request
+            .headers
+            .get("x-spotwise-signature")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        if spotwise_notify::sign::verify(
+            WEBHOOK_SECRET.as_bytes(),
+            signature,
+            &request.body,
+            now_s,
+            300,
+        )
+        .is_ok()
+        {
+            report.webhooks_verified += 1;
+        }
+        if let Ok(body) = serde_json::from_slice::<Value>(&request.body)
+            && let Some(kind) = body["event_type"].as_str()
+        {
+            *report
+                .webhook_event_types
+                .entry(kind.to_owned())
+                .or_default() += 1;
+        }
+    }
+    report.step("notifications delivered", started);
+    let _ = std::fs::remove_dir_all(&work);
+    Ok(report)
+}
+
+fn decimal(value: &Value) -> f64 {
+    match value {
+        Value::String(s) => s.parse().unwrap_or(0.0),
+        other => other.as_f64().unwrap_or(0.0),
+    }
+}
+
+/// Polls the agent's queue until it is empty; a line per outcome.
+async fn execute_all(worker: &QueueWorker, agent: &Agent) -> anyhow::Result<Vec<String>> {
+    let mut lines = Vec::new();
+    loop {
+        let outcomes = worker.poll_once(agent).await?;
+        if outcomes.is_empty() {
+            return Ok(lines);
+        }
+        lines.extend(outcomes.iter().map(describe));
+    }
+}
+
+fn describe(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Done { detail, .. } => format!("done: {detail}"),
+        Outcome::WouldDo { detail, .. } => format!("dry run: {detail}"),
+        Outcome::Rejected { reason, .. } => format!("rejected: {reason}"),
+        Outcome::Cancelled { action_id } => format!("cancelled: {action_id}"),
+        Outcome::Duplicate { action_id } => format!("duplicate: {action_id}"),
+        Outcome::Failed { reason, .. } => format!("failed: {reason}"),
+    }
+}
+
+/// The EventBridge spot interruption warning (the shipped sample's shape) for `instance`.
+pub fn spot_warning(instance: &str, at: OffsetDateTime) -> Value {
+    json!({
+        "version": "0",
+        "id": format!("flow-{instance}-{}", at.unix_timestamp_nanos()),
+        "detail-type": "EC2 Spot Instance Interruption Warning",
+        "source": "aws.ec2",
+        "account": ACCOUNT,
+        "time": spotwise_core::rfc3339(at),
+        "region": REGION,
+        "resources": [format!("arn:aws:ec2:{REGION}:instance/{instance}")],
+        "detail": {"instance-id": instance, "instance-action": "terminate"}
+    })
+}
+
+/// An EKS cluster with one managed node group per group, and its instances, tagged as EKS tags
+/// them, spread over three zones.
+async fn create_cluster(
+    customer: &aws_config::SdkConfig,
+    name: &str,
+    groups: &[Group],
+) -> anyhow::Result<Vec<Instance>> {
+    let eks = aws_sdk_eks::Client::new(customer);
+    let ec2 = aws_sdk_ec2::Client::new(customer);
+    eks.create_cluster()
+        .name(name)
+        .role_arn(format!("arn:aws:iam::{ACCOUNT}:role/eks-cluster"))
+        .resources_vpc_config(
+            VpcConfigRequest::builder()
+                .subnet_ids("subnet-0a1b2c3d")
+                .build(),
+        )
+        .send()
+        .await?;
+    let zones = ["us-east-1a", "us-east-1b", "us-east-1c"];
+    let mut instances = Vec::new();
+    for group in groups {
+        eks.create_nodegroup()
+            .cluster_name(name)
+            .nodegroup_name(group.nodegroup)
+            .node_role(format!("arn:aws:iam::{ACCOUNT}:role/eks-node"))
+            .subnets("subnet-0a1b2c3d")
+            .capacity_type(if group.spot {
+                CapacityTypes::Spot
+            } else {
+                CapacityTypes::OnDemand
+            })
+            .instance_types(group.instance_type)
+            .scaling_config(
+                NodegroupScalingConfig::builder()
+                    .min_size(1)
+                    .max_size(group.count * 2)
+                    .desired_size(group.count)
+                    .build(),
+            )
+            .send()
+            .await?;
+        for index in 0..group.count {
+            let zone = zones[usize::try_from(index).unwrap_or(0) % zones.len()];
+            let mut tags = TagSpecification::builder().resource_type(ResourceType::Instance);
+            for (key, value) in [
+                ("eks:cluster-name", name),
+                ("eks:nodegroup-name", group.nodegroup),
+                (&format!("kubernetes.io/cluster/{name}") as &str, "owned"),
+            ] {
+                tags = tags.tags(Tag::builder().key(key).value(value).build());
+            }
+            let mut launch = ec2
+                .run_instances()
+                .image_id("ami-12c6146b")
+                .instance_type(group.instance_type.into())
+                .min_count(1)
+                .max_count(1)
+                .placement(Placement::builder().availability_zone(zone).build())
+                .tag_specifications(tags.build());
+            if group.spot {
+                launch = launch.instance_market_options(
+                    aws_sdk_ec2::types::InstanceMarketOptionsRequest::builder()
+                        .market_type(aws_sdk_ec2::types::MarketType::Spot)
+                        .build(),
+                );
+            }
+            let launched = launch.send().await?;
+            for i in launched.instances() {
+                instances.push(Instance {
+                    id: i.instance_id().context("instance id")?.to_owned(),
+                    node: i.private_dns_name().context("private DNS name")?.to_owned(),
+                    instance_type: group.instance_type.to_owned(),
+                    zone: zone.to_owned(),
+                    nodegroup: group.nodegroup.to_owned(),
+                    spot: group.spot,
+                });
+            }
+        }
+    }
+    Ok(instances)
+}

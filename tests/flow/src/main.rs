@@ -1,0 +1,117 @@
+//! `spotwise-demo`: the whole flow on a fresh local stack, a summary on stdout and an HTML
+//! report (`--report`, default `target/spotwise-demo.html`).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+use spotwise_core::config::Env;
+use spotwise_core::telemetry::{self, LogSettings};
+use spotwise_testkit::LocalStack;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let mut out = spotwise_testkit::repo_root().join("target/spotwise-demo.html");
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--report" => out = PathBuf::from(args.next().context("--report needs a path")?),
+            other => {
+                anyhow::bail!("unknown argument {other:?} (usage: spotwise-demo [--report FILE])")
+            }
+        }
+    }
+    telemetry::init(&LogSettings::from_env(&Env::process()));
+    let started = Instant::now();
+    let stack = LocalStack::start();
+    let report = spotwise_flow::run(&stack).await?;
+    let total = started.elapsed();
+
+    let summary = &report.recommendation["summary"];
+    let money = |field: &str| summary[field].as_f64().unwrap_or(0.0);
+    println!(
+        "Spotwise on the local stack ({}), cluster {}",
+        stack.endpoint(),
+        report.cluster_id
+    );
+    println!(
+        "  discovery: {} clusters ({}), {} nodes; {} spot pools priced",
+        report.clusters_discovered.len(),
+        report.clusters_discovered.join(", "),
+        report.nodes_discovered,
+        report.pools
+    );
+    println!(
+        "  agent snapshot: {} nodes, {} pods",
+        report.snapshot_nodes, report.snapshot_pods
+    );
+    println!(
+        "  monthly cost:   ${:.2} now -> ${:.2} planned (saves ${:.2}, {:.0}% of the planned cost on spot, risk {:.0}/100)",
+        money("current_monthly_cost"),
+        money("monthly_cost"),
+        money("monthly_savings"),
+        money("spot_cost_share") * 100.0,
+        money("risk_score"),
+    );
+    println!(
+        "  node mix:       {} nodes now -> {} planned ({} spot)",
+        report.snapshot_nodes, summary["nodes"], summary["spot_nodes"]
+    );
+    println!(
+        "  actions:        {} approved, {} of {} executed by the agent",
+        report.approved_actions.len(),
+        report.executed_ok(),
+        report.executed.len()
+    );
+    for line in &report.executed {
+        println!("    {line}");
+    }
+    println!(
+        "  interruption:   {} ({}) handled in {:.1} ms; node unschedulable: {}",
+        report.interrupted_instance,
+        report.interrupted_node,
+        report.interruption_handled.as_secs_f64() * 1000.0,
+        report.node_after_drain["spec"]["unschedulable"]
+    );
+    println!(
+        "  webhooks:       {} delivered to the local receiver, {} with a valid signature ({:?})",
+        report.webhooks_received, report.webhooks_verified, report.webhook_event_types
+    );
+    println!(
+        "  cost, last hour: ${} ({} idle); by namespace: {}",
+        report.hour_cost["summary"]["total"]["cost"]
+            .as_str()
+            .unwrap_or("?"),
+        report.hour_cost["summary"]["total"]["idle"]
+            .as_str()
+            .unwrap_or("?"),
+        report
+            .namespace_costs
+            .iter()
+            .map(|(n, c)| format!("{n} ${c:.4}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "  savings report {}: ${} spent, ${} saved",
+        report.savings_report["month"].as_str().unwrap_or("?"),
+        report.savings_report["cost"].as_str().unwrap_or("?"),
+        report.savings_report["realised_total"]
+            .as_str()
+            .unwrap_or("?"),
+    );
+    for (step, took) in &report.steps {
+        println!("  {:>7.0} ms  {step}", took.as_secs_f64() * 1000.0);
+    }
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&out, spotwise_flow::html::render(&report))
+        .with_context(|| format!("writing {}", out.display()))?;
+    println!(
+        "  report: {} (whole run {:.1} s)",
+        out.display(),
+        total.as_secs_f64()
+    );
+    Ok(())
+}
