@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
-# Runs Spotwise locally with no AWS account: builds the function binaries, starts the local
-# AWS stack from template.yaml, seeds a tenant and invokes every function on its sample event.
+# Runs Spotwise locally with no AWS account. First the whole flow on a fresh local stack
+# (spotwise-demo): an account with two EKS clusters in moto, discovery, the shipped price data,
+# the agent against a simulated cluster, optimize, approve, the agent's actions, a spot
+# interruption and its drain, signed webhooks to a local receiver and the savings report, with a
+# summary and an HTML report. Then every function binary on its sample event from events/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo build --workspace --bins --locked
+target/debug/spotwise-demo --report target/spotwise-demo.html
+echo
 exec .venv/bin/python infra/local/demo.py --bin-dir target/debug "$@"

@@ -93,6 +93,11 @@ pub struct Report {
     pub nodes_discovered: usize,
     pub pools: usize,
     pub cluster_id: String,
+    pub tenant_id: String,
+    /// The cluster's agent queue.
+    pub queue_url: String,
+    /// The production cluster's instances, in launch order.
+    pub instances: Vec<Instance>,
     pub snapshot_nodes: usize,
     pub snapshot_pods: usize,
     /// The recommendation as the API shows it.
@@ -291,6 +296,8 @@ pub async fn run(stack: &LocalStack) -> anyhow::Result<Report> {
         .collect();
     let cluster = ClusterId::new(format!("{ACCOUNT}.{REGION}.prod"))?;
     report.cluster_id = cluster.to_string();
+    report.tenant_id = tenant.to_string();
+    report.instances.clone_from(&instances);
     report.step("discovery", started);
 
     let started = Instant::now();
@@ -340,6 +347,7 @@ pub async fn run(stack: &LocalStack) -> anyhow::Result<Report> {
         .as_str()
         .context("queue_url")?
         .to_owned();
+    report.queue_url.clone_from(&queue_url);
     let agent_key = installed["agent_key"]
         .as_str()
         .context("agent_key")?

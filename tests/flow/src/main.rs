@@ -21,7 +21,13 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     }
-    telemetry::init(&LogSettings::from_env(&Env::process()));
+    let env = Env::process();
+    let mut logs = LogSettings::from_env(&env);
+    // The summary is the output; handler logs only when something goes wrong, unless asked.
+    if env.optional("RUST_LOG").is_none() {
+        logs.filter = "warn".into();
+    }
+    telemetry::init(&logs);
     let started = Instant::now();
     let stack = LocalStack::start();
     let report = spotwise_flow::run(&stack).await?;
