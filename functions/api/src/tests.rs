@@ -2194,3 +2194,123 @@ async fn installing_an_agent_gives_its_cluster_a_queue_a_secret_and_a_key() {
     );
     assert!(!audit.contains(&agent_key));
 }
+
+#[tokio::test]
+async fn another_tenants_key_can_change_nothing_of_a_tenant() {
+    let api = api().await;
+    api.seed_cluster(None).await;
+    let cluster = prod_cluster();
+    api.seed_action("a1", &cluster).await;
+    let schedule = api
+        .post(
+            "/v1/schedules",
+            &api.admin,
+            json!({"cluster_id": cluster.as_str(), "name": "nightly", "kind": "optimize",
+                   "cron": "0 2 * * *", "time_zone": "UTC"}),
+        )
+        .await;
+    assert_eq!(schedule.status, StatusCode::CREATED, "{}", schedule.body);
+    let schedule = schedule.body["schedule"]["id"].as_str().unwrap().to_owned();
+    let template = api
+        .post(
+            &format!("/v1/clusters/{cluster}/node-templates"),
+            &api.admin,
+            json!({"name": "general", "instance_families": ["m5"]}),
+        )
+        .await;
+    assert_eq!(template.status, StatusCode::CREATED, "{}", template.body);
+    let template = template.body["id"].as_str().unwrap().to_owned();
+    let hibernation = api
+        .send(
+            Method::PUT,
+            &format!("/v1/clusters/{cluster}/hibernation"),
+            Some(&api.admin),
+            Some(office_hours()),
+            &[],
+        )
+        .await;
+    assert_eq!(hibernation.status, StatusCode::OK, "{}", hibernation.body);
+
+    let c = format!("/v1/clusters/{cluster}");
+    let mut policy = api.get(&format!("{c}/policy"), &api.admin).await.body;
+    policy["mode"] = json!("auto");
+    let until = spotwise_core::rfc3339(OffsetDateTime::now_utc() + time::Duration::hours(2));
+    let attempts: Vec<(Method, String, Option<Value>)> = vec![
+        (Method::PUT, format!("{c}/policy"), Some(policy)),
+        (Method::POST, format!("{c}/agent"), Some(json!({}))),
+        (
+            Method::POST,
+            format!("{c}/recommendations/1/approve"),
+            Some(json!({})),
+        ),
+        (
+            Method::PUT,
+            format!("{c}/hibernation"),
+            Some(office_hours()),
+        ),
+        (Method::DELETE, format!("{c}/hibernation"), None),
+        (
+            Method::POST,
+            format!("{c}/hibernation/wake"),
+            Some(json!({"until": until})),
+        ),
+        (
+            Method::DELETE,
+            format!("{c}/node-templates/{template}"),
+            None,
+        ),
+        (
+            Method::POST,
+            "/v1/actions/a1/cancel".into(),
+            Some(json!({})),
+        ),
+        (
+            Method::POST,
+            format!("/v1/schedules/{schedule}/pause"),
+            Some(json!({})),
+        ),
+        (
+            Method::POST,
+            format!("/v1/schedules/{schedule}/trigger"),
+            Some(json!({})),
+        ),
+        (Method::DELETE, format!("/v1/schedules/{schedule}"), None),
+        (
+            Method::POST,
+            "/v1/accounts/111122223333/validate".into(),
+            Some(json!({})),
+        ),
+    ];
+    for (method, path, body) in attempts {
+        let reply = api
+            .send(method.clone(), &path, Some(&api.other_admin), body, &[])
+            .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::NOT_FOUND,
+            "{method} {path}: {}",
+            reply.body
+        );
+    }
+    // Everything is as it was.
+    assert_eq!(
+        api.get("/v1/actions/a1", &api.admin).await.body["status"],
+        "queued"
+    );
+    assert_eq!(
+        api.get(&format!("/v1/schedules/{schedule}"), &api.admin)
+            .await
+            .body["schedule"]["status"],
+        "active"
+    );
+    assert_eq!(
+        api.get(&format!("{c}/hibernation"), &api.admin)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        api.get(&format!("{c}/policy"), &api.admin).await.body["mode"],
+        "recommend"
+    );
+}

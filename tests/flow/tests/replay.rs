@@ -178,24 +178,15 @@ async fn final_state(twice: bool) -> BTreeMap<String, Vec<String>> {
         .collect();
     queued.sort();
     state.insert("agent queue".to_owned(), queued);
-    let cost_items: Vec<String> = store
-        .query_all::<Value>(
-            &Query::partition(keys::tenant_partition(&tenant))
-                .prefix(format!("COST#{}#", report.cluster_id)),
-        )
+    let cluster = spotwise_core::ClusterId::new(report.cluster_id.clone()).unwrap();
+    let cost_items: Vec<String> = tenant_items(store, &tenant, format!("COST#{cluster}#"))
         .await
-        .unwrap()
         .into_iter()
         .map(|item| format!("{} {}", item.key.sk, item.body["summary"]["total"]["cost"]))
         .collect();
     state.insert("cost periods".to_owned(), cost_items);
-    let reports: Vec<String> = store
-        .query_all::<Value>(
-            &Query::partition(keys::tenant_partition(&tenant))
-                .prefix(format!("SAVINGSREPORT#{}#", report.cluster_id)),
-        )
+    let reports: Vec<String> = tenant_items(store, &tenant, keys::savings_reports_prefix(&cluster))
         .await
-        .unwrap()
         .into_iter()
         .map(|item| format!("{} {}", item.body["month"], item.body["cost"]))
         .collect();
@@ -206,6 +197,17 @@ async fn final_state(twice: bool) -> BTreeMap<String, Vec<String>> {
         vec![format!("{}", deliveries.0 + deliveries.1)],
     );
     state
+}
+
+async fn tenant_items(
+    store: &spotwise_aws::Store,
+    tenant: &spotwise_core::TenantId,
+    prefix: String,
+) -> Vec<spotwise_aws::Item<Value>> {
+    store
+        .query_all::<Value>(&Query::partition(keys::tenant_partition(tenant)).prefix(prefix))
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
