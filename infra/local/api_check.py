@@ -35,7 +35,7 @@ ACCEPTED_REFUSALS = {
     r"^rule: ": "RRULE grammar",
     r"^until: must be in the next 7 days$": "a manual wake-up is bounded",
     r"^expires_at: must be after starts_at and in the future$": "silences relative to now",
-    r"^role_arn: ": "IAM role ARN shape",
+    r"^(agent_)?role_arn: ": "IAM role ARN shape",
     r"^cluster_id: only agent keys are bound to a cluster$": "role and cluster_id combinations",
     r"^If-Match .* does not match the current version": "a stale or made-up If-Match is refused",
     r"^(labels|exclude_labels): keys must be 1 to 253 characters$": "Kubernetes label-key rules",

@@ -11,8 +11,8 @@ use axum::http::StatusCode;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use spotwise_aws::store::{Item, PutCondition};
-use spotwise_core::domain::{Cluster, ClusterSecret, Principal, Role, RoleArn};
+use spotwise_aws::store::{Item, PutCondition, Query};
+use spotwise_core::domain::{ApiKey, Cluster, ClusterSecret, Principal, Role, RoleArn};
 use spotwise_core::keys;
 use time::OffsetDateTime;
 use tracing::info;
@@ -34,8 +34,8 @@ pub struct InstallInput {
     /// The IAM role the agent runs as (IRSA), in the cluster's account; only it may read the
     /// queue. Left out, only principals of the Spotwise account can.
     pub agent_role_arn: Option<String>,
-    /// Issue a new secret (and key) for an installed agent; actions signed with the old
-    /// secret are refused from then on.
+    /// Issue a new secret and key for an installed agent; actions signed with the old secret
+    /// are refused from then on, and the cluster's old agent keys are revoked.
     #[serde(default)]
     pub rotate: bool,
 }
@@ -126,6 +126,12 @@ pub async fn install(
         )
         .await?;
     let now = OffsetDateTime::now_utc();
+    // A rotation answers a leak: the old key goes with the old secret.
+    let revoked = if installed {
+        revoke_agent_keys(&state, &caller, &cluster, now).await?
+    } else {
+        Vec::new()
+    };
     let issued = auth::issue(
         &caller.tenant,
         &format!("agent {cluster}"),
@@ -156,6 +162,7 @@ pub async fn install(
             "agent_queue_url": queue_url,
             "agent_role_arn": agent_role.as_ref().map(RoleArn::as_str),
             "key_id": issued.key.id,
+            "revoked_key_ids": revoked,
         })),
     )
     .await;
@@ -169,6 +176,30 @@ pub async fn install(
             key_id: issued.key.id,
         }),
     ))
+}
+
+/// Revokes every live agent key of the cluster; returns their ids.
+async fn revoke_agent_keys(
+    state: &AppState,
+    caller: &Caller,
+    cluster: &spotwise_core::ClusterId,
+    now: OffsetDateTime,
+) -> Result<Vec<String>, ApiError> {
+    let mut revoked = Vec::new();
+    let tenant_keys = state
+        .store
+        .query_all::<ApiKey>(&Query::gsi1(keys::api_keys_partition(&caller.tenant)))
+        .await?;
+    for mut item in tenant_keys {
+        let bound_here = matches!(&item.body.principal,
+            Principal::Agent { cluster_id } if cluster_id == cluster);
+        if bound_here && item.body.revoked_at.is_none() {
+            item.body.revoked_at = Some(now);
+            state.store.update_versioned(&item).await?;
+            revoked.push(item.body.id.clone());
+        }
+    }
+    Ok(revoked)
 }
 
 /// Creates the queue, or finds it with the same attributes (CreateQueue is idempotent then),

@@ -2185,6 +2185,24 @@ async fn installing_an_agent_gives_its_cluster_a_queue_a_secret_and_a_key() {
     assert_eq!(rotated.status, StatusCode::CREATED, "{}", rotated.body);
     assert_eq!(rotated.body["queue_url"], queue_url.as_str(), "same queue");
     assert_ne!(rotated.body["cluster_secret"], secret, "a new secret");
+    let beat = json!({"agent_version": "0.1.0", "dry_run": false});
+    assert_eq!(
+        api.post("/v1/agent/heartbeat", &agent_key, beat.clone())
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED,
+        "the old key went with the old secret"
+    );
+    assert_eq!(
+        api.post(
+            "/v1/agent/heartbeat",
+            rotated.body["agent_key"].as_str().unwrap(),
+            beat
+        )
+        .await
+        .status,
+        StatusCode::NO_CONTENT
+    );
 
     let audit = api.get("/v1/audit", &api.admin).await.body.to_string();
     assert!(audit.contains("cluster.agent_install") && audit.contains("cluster.agent_rotate"));
