@@ -23,7 +23,7 @@ use spotwise_core::config::{CommonConfig, ConfigError, Env};
 use spotwise_core::domain::Notification;
 use spotwise_core::messages::DeliveryRequest;
 use spotwise_core::{Classify, Disposition};
-use spotwise_lambda::sqs::{BodyError, parse_body, process_batch};
+use spotwise_lambda::sqs::{BodyError, parse_body, process_batch_by};
 use spotwise_notify::deliver::{ClientError, Deliverer, REQUEST_TIMEOUT};
 use spotwise_notify::ssrf::{SystemLookup, TargetPolicy};
 use time::OffsetDateTime;
@@ -131,19 +131,29 @@ impl Classify for DispatchError {
     }
 }
 
+/// Deliveries to one endpoint go one after another, so they do not contend for its rate
+/// limiter; notifications and other endpoints' deliveries run alongside.
 pub async fn handle_batch(deps: &Deps, event: SqsEvent) -> Result<SqsBatchResponse, Infallible> {
-    Ok(process_batch(event, CONCURRENCY, |message| handle_message(deps, message)).await)
+    Ok(
+        process_batch_by(event, CONCURRENCY, endpoint_of, |message| {
+            handle_message(deps, message)
+        })
+        .await,
+    )
+}
+
+/// The endpoint a delivery request names; a notification names none.
+fn endpoint_of(message: &SqsMessage) -> Option<String> {
+    message
+        .body
+        .as_deref()
+        .and_then(|body| serde_json::from_str::<serde_json::Value>(body).ok())
+        .and_then(|value| value.get("endpoint_id")?.as_str().map(str::to_owned))
 }
 
 async fn handle_message(deps: &Deps, message: SqsMessage) -> Result<(), DispatchError> {
     let now = OffsetDateTime::now_utc();
-    // A delivery request names its endpoint; a notification never does.
-    let is_delivery = message
-        .body
-        .as_deref()
-        .and_then(|body| serde_json::from_str::<serde_json::Value>(body).ok())
-        .is_some_and(|value| value.get("endpoint_id").is_some());
-    if is_delivery {
+    if endpoint_of(&message).is_some() {
         let request: DeliveryRequest = parse_body(&message, "delivery request")?;
         let attempt = request.prior_attempts + receive_count(&message);
         let receipt = message.receipt_handle.as_deref().unwrap_or_default();

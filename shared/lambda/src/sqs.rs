@@ -59,13 +59,46 @@ where
     Fut: Future<Output = Result<(), E>>,
     E: Classify + Display,
 {
-    let outcomes: Vec<(String, Result<(), E>)> = stream::iter(event.records)
-        .map(|message| {
-            let id = message.message_id.clone().unwrap_or_default();
-            let fut = handle(message);
-            async move { (id, fut.await) }
+    process_batch_by(event, concurrency, |m| m.message_id.clone(), handle).await
+}
+
+/// Like [`process_batch`], but messages with the same `key` are handled one after another, in
+/// batch order (groups run concurrently), for work that contends on a shared item.
+pub async fn process_batch_by<K, F, Fut, E>(
+    event: SqsEvent,
+    concurrency: usize,
+    key: K,
+    handle: F,
+) -> SqsBatchResponse
+where
+    K: Fn(&SqsMessage) -> Option<String>,
+    F: Fn(SqsMessage) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: Classify + Display,
+{
+    let mut groups: Vec<(Option<String>, Vec<SqsMessage>)> = Vec::new();
+    for message in event.records {
+        let group_key = key(&message);
+        match groups
+            .iter_mut()
+            .find(|(k, _)| group_key.is_some() && *k == group_key)
+        {
+            Some((_, group)) => group.push(message),
+            None => groups.push((group_key, vec![message])),
+        }
+    }
+    let handle = &handle;
+    let outcomes: Vec<(String, Result<(), E>)> = stream::iter(groups)
+        .map(|(_, group)| async move {
+            let mut outcomes = Vec::with_capacity(group.len());
+            for message in group {
+                let id = message.message_id.clone().unwrap_or_default();
+                outcomes.push((id, handle(message).await));
+            }
+            outcomes
         })
         .buffer_unordered(concurrency.max(1))
+        .flat_map(stream::iter)
         .collect()
         .await;
 
@@ -132,6 +165,51 @@ mod tests {
             .collect();
         failed.sort_unstable();
         assert_eq!(failed, ["b", "c"]);
+    }
+
+    #[tokio::test]
+    async fn messages_with_one_key_run_one_after_another_and_other_keys_alongside() {
+        use std::sync::Mutex;
+        let mut event = SqsEvent::default();
+        event.records = ["e1", "e2", "e1", "e1", "e2", "e3"]
+            .iter()
+            .enumerate()
+            .map(|(i, key)| message(&format!("m{i}"), key))
+            .collect();
+        // (key, started or finished) in the order they happened.
+        let log: Mutex<Vec<(String, bool)>> = Mutex::default();
+        let response = process_batch_by(
+            event,
+            4,
+            |m| m.body.clone(),
+            |m| {
+                let log = &log;
+                async move {
+                    let key = m.body.unwrap_or_default();
+                    log.lock().unwrap().push((key.clone(), true));
+                    tokio::task::yield_now().await;
+                    log.lock().unwrap().push((key, false));
+                    Ok::<(), Boom>(())
+                }
+            },
+        )
+        .await;
+        assert!(response.batch_item_failures.is_empty());
+        let log = log.into_inner().unwrap();
+        let mut running: std::collections::HashMap<String, u32> = Default::default();
+        let mut keys_at_once = 0;
+        for (key, started) in &log {
+            let n = running.entry(key.clone()).or_default();
+            if *started {
+                *n += 1;
+                assert_eq!(*n, 1, "{key} ran twice at once: {log:?}");
+            } else {
+                *n -= 1;
+            }
+            keys_at_once = keys_at_once.max(running.values().filter(|n| **n > 0).count());
+        }
+        assert!(keys_at_once > 1, "different keys run alongside: {log:?}");
+        assert_eq!(log.len(), 12);
     }
 
     #[test]

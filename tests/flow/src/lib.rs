@@ -524,9 +524,6 @@ pub async fn run(stack: &LocalStack) -> anyhow::Result<Report> {
     )?;
     for queue in ["NotificationsQueue", "DeliveriesQueue"] {
         let url = stack.resource(queue).to_owned();
-        // Failures are retried at once rather than after the visibility timeout, a few times:
-        // deliveries to one endpoint in one batch contend for its rate limiter.
-        let mut retries = 0;
         loop {
             let batch = stack.poll(&url).await;
             if batch.records.is_empty() {
@@ -536,23 +533,8 @@ pub async fn run(stack: &LocalStack) -> anyhow::Result<Report> {
                 .await
                 .unwrap_or_else(|never| match never {});
             stack.settle(&url, &batch, &response).await;
-            for failed in &response.batch_item_failures {
-                retries += 1;
-                if retries > 20 {
-                    bail!("{queue}: {failed:?} keeps failing");
-                }
-                let handle = batch
-                    .records
-                    .iter()
-                    .find(|r| r.message_id.as_deref() == Some(failed.item_identifier.as_str()))
-                    .and_then(|r| r.receipt_handle.clone())
-                    .context("receipt handle")?;
-                sqs.change_message_visibility()
-                    .queue_url(&url)
-                    .receipt_handle(handle)
-                    .visibility_timeout(0)
-                    .send()
-                    .await?;
+            if !response.batch_item_failures.is_empty() {
+                bail!("{queue}: {:?}", response.batch_item_failures);
             }
         }
     }
