@@ -20,7 +20,6 @@ import urllib.request
 
 import boto3
 from boto3.dynamodb.types import TypeDeserializer
-from moto.server import ThreadedMotoServer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import stack as local_stack  # noqa: E402
@@ -203,21 +202,9 @@ def main():
     parser.add_argument("--bin-dir", default=os.path.join(ROOT, "target", "debug"))
     args = parser.parse_args()
 
-    import logging
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
+    server, stack, seeded = local_stack.start_seeded(ROOT, {"ScrapeRegions": "us-east-1,us-east-2,eu-west-1"})
     try:
-        template = local_stack.load_template(os.path.join(ROOT, "template.yaml"))
-        stack = local_stack.Stack(template, f"http://{host}:{port}",
-                                  {"SpotAdvisorUrl": "data/spot-advisor-data.json",
-                                   "SpotPriceSource": "data/spot-prices-spotjs.json",
-                                   "OnDemandPriceSource": "data/on-demand-prices.json",
-                                   "CatalogueSource": "data/ec2-instance-types.json",
-                                   "ScrapeRegions": "us-east-1,us-east-2,eu-west-1"})
-        stack.create()
-        seeded = stack.seed(os.path.join(ROOT, "events/local/seed.json"))
+        template = stack.template
         receiver = Receiver()
         serializer = boto3.dynamodb.types.TypeSerializer()
         for item in (endpoint_item("wh-generic", "generic", receiver.url("generic")),

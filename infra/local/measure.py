@@ -18,8 +18,6 @@ import sys
 import threading
 import time
 
-from moto.server import ThreadedMotoServer
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import stack as local_stack  # noqa: E402
 
@@ -133,20 +131,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bin-dir", default=os.path.join(ROOT, "target", "release"))
     args = parser.parse_args()
-    import logging
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
+    server, stack, _ = local_stack.start_seeded(ROOT, {"ScrapeRegions": "us-east-1"})
     try:
-        template = local_stack.load_template(os.path.join(ROOT, "template.yaml"))
-        data = lambda f: os.path.join(ROOT, "data", f)  # noqa: E731
-        stack = local_stack.Stack(template, f"http://{host}:{port}", {
-            "SpotAdvisorUrl": data("spot-advisor-data.json"), "SpotPriceSource": data("spot-prices-spotjs.json"),
-            "OnDemandPriceSource": data("on-demand-prices.json"), "CatalogueSource": data("ec2-instance-types.json"),
-            "ScrapeRegions": "us-east-1"})
-        stack.create()
-        stack.seed(os.path.join(ROOT, "events/local/seed.json"))
         description = stack.describe()
         # The optimizer and the cost function work on the agent's snapshot of the seeded cluster.
         optimizer = description["functions"]["OptimizerFunction"]

@@ -192,6 +192,34 @@ class Stack:
         }
 
 
+# The shipped real feeds, relative to the repository root (the binaries run there).
+LOCAL_FEEDS = {
+    "SpotAdvisorUrl": "data/spot-advisor-data.json",
+    "SpotPriceSource": "data/spot-prices-spotjs.json",
+    "OnDemandPriceSource": "data/on-demand-prices.json",
+    "CatalogueSource": "data/ec2-instance-types.json",
+}
+
+
+def start_seeded(root, parameters):
+    """moto on a free loopback port with the stack of template.yaml created on it, reading the
+    shipped feeds, and the local seed (events/local/seed.json) written. Returns the server (stop
+    it), the stack, and how many seed items were written."""
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        template = load_template(os.path.join(root, "template.yaml"))
+        stack = Stack(template, f"http://{host}:{port}", {**LOCAL_FEEDS, **parameters})
+        stack.create()
+        seeded = stack.seed(os.path.join(root, "events/local/seed.json"))
+    except BaseException:
+        server.stop()
+        raise
+    return server, stack, seeded
+
+
 def check_template(template):
     """Platform rules: every SQS-triggered function reports partial batch failures, every queue
     that feeds a function has a DLQ, every function has its own log group, and no IAM statement
