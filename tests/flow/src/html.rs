@@ -13,8 +13,8 @@ fn escape(text: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// Horizontal bars, one per (label, value), scaled to the largest.
-fn bars(rows: &[(String, f64)], unit: &str, color: &str) -> String {
+/// Horizontal bars, one per (label, value), scaled to the largest; `show` writes a value.
+fn bars(rows: &[(String, f64)], show: impl Fn(f64) -> String, color: &str) -> String {
     let max = rows
         .iter()
         .map(|r| r.1)
@@ -34,11 +34,15 @@ fn bars(rows: &[(String, f64)], unit: &str, color: &str) -> String {
             escape(label),
             175.0 + width,
             y + 14,
-            escape(&format!("{value:.2}{unit}")),
+            escape(&show(*value)),
         );
     }
     svg.push_str("</svg>");
     svg
+}
+
+fn nodes(count: f64) -> String {
+    format!("{count:.0} nodes")
 }
 
 fn mix_rows(mix: &BTreeMap<(String, String), u32>) -> Vec<(String, f64)> {
@@ -111,8 +115,8 @@ table{{border-collapse:collapse}} td{{padding:.15em .8em .15em 0}}</style></head
         node = escape(&report.interrupted_node),
         received = report.webhooks_received,
         verified = report.webhooks_verified,
-        namespace_chart = bars(&namespaces, "", "#3b7dd8"),
-        before_chart = bars(&mix_rows(&report.mix_before), " nodes", "#999"),
-        after_chart = bars(&mix_rows(&after), " nodes", "#2e9e5b"),
+        namespace_chart = bars(&namespaces, |v| format!("${v:.4}"), "#3b7dd8"),
+        before_chart = bars(&mix_rows(&report.mix_before), nodes, "#999"),
+        after_chart = bars(&mix_rows(&after), nodes, "#2e9e5b"),
     )
 }

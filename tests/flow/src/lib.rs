@@ -376,7 +376,11 @@ pub async fn run(stack: &LocalStack) -> anyhow::Result<Report> {
     report.snapshot_nodes = snapshot.nodes.len();
     report.snapshot_pods = snapshot.pods.len() + snapshot.daemon_pods.len();
     for node in &snapshot.nodes {
-        let capacity = format!("{:?}", node.capacity_type).to_lowercase();
+        // As the plan names it (`on-demand`, `spot`).
+        let capacity = serde_json::to_value(node.capacity_type)?
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         *report
             .mix_before
             .entry((node.instance_type.clone(), capacity))
