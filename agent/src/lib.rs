@@ -195,14 +195,22 @@ impl Agent {
     pub async fn handle(&self, body: &str, now: OffsetDateTime) -> Outcome {
         let outcome = self.decide(body, now).await;
         self.metrics.outcome(&outcome);
-        self.remember(&outcome, now);
+        self.remember(&outcome);
+        if let Outcome::Rejected {
+            action_id: None,
+            reason,
+        } = &outcome
+        {
+            self.hold_rejection(reason, now);
+        }
         if let (Some(reporter), Some((action_id, report))) = (&self.reporter, report_of(&outcome)) {
             reporter.result(action_id, report).await;
         }
         outcome
     }
 
-    fn remember(&self, outcome: &Outcome, now: OffsetDateTime) {
+    /// Keeps the id of an action that reached a final outcome.
+    fn remember(&self, outcome: &Outcome) {
         let finished_id = match outcome {
             Outcome::Done { action_id, .. }
             | Outcome::WouldDo { action_id, .. }
@@ -217,21 +225,10 @@ impl Agent {
                 ..
             } => Some(action_id),
             Outcome::Rejected {
-                action_id: None,
-                reason,
-            } => {
-                // Not authentic, so not reported against an action: the heartbeat carries it.
-                if let Ok(mut pending) = self.rejections.lock()
-                    && pending.len() < MAX_REJECTIONS_PER_HEARTBEAT
-                {
-                    pending.push(Rejection {
-                        reason: reason.clone(),
-                        at: now,
-                    });
-                }
-                None
+                action_id: None, ..
             }
-            Outcome::Failed { .. } | Outcome::Duplicate { .. } => None,
+            | Outcome::Failed { .. }
+            | Outcome::Duplicate { .. } => None,
         };
         if let (Some(id), Ok(mut finished)) = (finished_id, self.finished.lock()) {
             let (order, ids) = &mut *finished;
@@ -243,6 +240,18 @@ impl Agent {
                     ids.remove(&oldest);
                 }
             }
+        }
+    }
+
+    /// A refusal not authentic enough to report against an action: the heartbeat carries it.
+    fn hold_rejection(&self, reason: &str, at: OffsetDateTime) {
+        if let Ok(mut pending) = self.rejections.lock()
+            && pending.len() < MAX_REJECTIONS_PER_HEARTBEAT
+        {
+            pending.push(Rejection {
+                reason: reason.to_owned(),
+                at,
+            });
         }
     }
 

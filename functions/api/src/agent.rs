@@ -100,9 +100,8 @@ pub async fn heartbeat(
     if let Some(first) = beat.rejected.first() {
         // Only the platform can sign actions: a refused message means a misconfigured secret
         // or someone else writing to the cluster's queue.
-        notify(
-            &state,
-            Notification {
+        state.notifications.notify(
+            &Notification {
                 tenant_id: caller.tenant.clone(),
                 event_type: "action_rejected".into(),
                 severity: Severity::Warning,
@@ -232,9 +231,9 @@ pub async fn action_result(
         ReportedOutcome::Succeeded => (Severity::Info, "done"),
         ReportedOutcome::DryRun => (Severity::Info, "dry run"),
     };
-    notify(
-        &state,
-        Notification {
+    state
+        .notifications
+        .notify(&Notification {
             tenant_id: caller.tenant.clone(),
             event_type: "action_result".into(),
             severity,
@@ -254,18 +253,9 @@ pub async fn action_result(
             links: Vec::new(),
             occurred_at: item.body.updated_at,
             dedup_key: format!("action-result-{}-{kind}", action.action_id),
-        },
-    )
-    .await;
+        })
+        .await;
     Ok(Json(item.body))
-}
-
-/// Notifications are told after the state they describe is stored; one that cannot be queued is
-/// logged, not failed, so the agent does not report a stored result again.
-async fn notify(state: &AppState, notification: Notification) {
-    if let Err(err) = state.notifications.send(&notification, None).await {
-        warn!(event_type = %notification.event_type, error = %err, "notification not queued");
-    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -53,7 +53,7 @@ pub struct InstalledAgent {
 }
 
 /// SQS names allow 80 characters of `[A-Za-z0-9_-]`; cluster ids are longer and have dots.
-pub fn agent_queue_name(stage: &str, cluster: &spotwise_core::ClusterId) -> String {
+fn agent_queue_name(stage: &str, cluster: &spotwise_core::ClusterId) -> String {
     let digest = Sha256::digest(cluster.as_str().as_bytes());
     format!("spotwise-{stage}-agent-{}.fifo", &hex::encode(digest)[..20])
 }

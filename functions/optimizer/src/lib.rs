@@ -583,9 +583,7 @@ async fn announce(deps: &Deps, record: &Recommendation) {
         occurred_at: record.created_at,
         dedup_key: format!("recommendation-{}-r{}", record.cluster_id, record.revision),
     };
-    if let Err(err) = deps.notifications.send(&notification, None).await {
-        warn!(cluster = %record.cluster_id, error = %err, "recommendation notification not sent");
-    }
+    deps.notifications.notify(&notification).await;
 }
 
 #[cfg(test)]

@@ -6,11 +6,11 @@ use std::collections::BTreeMap;
 
 use spotwise_aws::StoreError;
 use spotwise_aws::runs::sortable;
-use spotwise_aws::store::{Item, Query};
+use spotwise_aws::store::Query;
 use spotwise_core::domain::{AgentStatus, Notification, Severity};
 use spotwise_core::keys;
 use time::OffsetDateTime;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::Deps;
 
@@ -30,31 +30,23 @@ pub async fn flag_silent(
         )
         .await?;
     let mut flagged = Vec::new();
-    for item in silent {
-        let status = item.body;
-        if status.offline_since.is_some() {
+    for mut item in silent {
+        if item.body.offline_since.is_some() {
             continue;
         }
-        let offline = AgentStatus {
-            offline_since: Some(now),
-            ..status.clone()
-        };
+        item.body.offline_since = Some(now);
         // Out of the index, so it is told once; a heartbeat in between wins the version.
-        let mut stored = Item::new(
-            keys::agent_status(&status.tenant_id, &status.cluster_id),
-            &offline,
-        );
-        stored.version = item.version;
-        match deps.store.update_versioned(&stored).await {
+        item.gsi1 = None;
+        match deps.store.update_versioned(&item).await {
             Ok(_) => {}
             Err(StoreError::StaleVersion { .. }) => continue,
             Err(err) => return Err(err),
         }
+        let status = item.body;
         info!(cluster = %status.cluster_id, last_heartbeat = %status.last_heartbeat_at, "agent offline");
-        let notification = offline_notification(&status, now);
-        if let Err(err) = deps.notifications.send(&notification, None).await {
-            warn!(cluster = %status.cluster_id, error = %err, "agent-offline notification not sent");
-        }
+        deps.notifications
+            .notify(&offline_notification(&status, now))
+            .await;
         flagged.push(status.cluster_id);
     }
     Ok(flagged)

@@ -733,7 +733,5 @@ async fn notify(
             now.unix_timestamp()
         ),
     };
-    if let Err(err) = deps.notifications.send(&notification, None).await {
-        warn!(error = %err, "hibernation notification not sent");
-    }
+    deps.notifications.notify(&notification).await;
 }

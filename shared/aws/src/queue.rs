@@ -3,6 +3,8 @@
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use serde::Serialize;
+use spotwise_core::domain::Notification;
+use tracing::warn;
 
 use crate::error::AwsFailure;
 
@@ -58,6 +60,15 @@ impl Queue {
 
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// Queues a notification about something already stored. A notification that cannot be
+    /// queued is logged rather than returned, so the caller does not redo what it tells of.
+    pub async fn notify(&self, notification: &Notification) {
+        if let Err(err) = self.send(notification, None).await {
+            warn!(tenant = %notification.tenant_id, event_type = %notification.event_type,
+                  error = %err, "notification not queued");
+        }
     }
 
     fn encode<T: Serialize>(&self, message: &T) -> Result<String, QueueError> {

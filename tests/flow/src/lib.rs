@@ -454,7 +454,7 @@ pub async fn run(stack: &LocalStack) -> anyhow::Result<Report> {
         &sdk,
         &interruption::Config::from_env(&env(stack, "InterruptionFunction", &[]))?,
     );
-    let event = spot_warning(&target.id, OffsetDateTime::now_utc());
+    let event = spot_warning(&target.id, OffsetDateTime::now_utc())?;
     let interruption_queue = stack.resource("InterruptionQueue").to_owned();
     sqs.send_message()
         .queue_url(&interruption_queue)
@@ -606,19 +606,21 @@ fn describe(outcome: &Outcome) -> String {
     }
 }
 
-/// The EventBridge spot interruption warning (the shipped sample's shape) for `instance`.
-pub fn spot_warning(instance: &str, at: OffsetDateTime) -> Value {
-    json!({
-        "version": "0",
-        "id": format!("flow-{instance}-{}", at.unix_timestamp_nanos()),
-        "detail-type": "EC2 Spot Instance Interruption Warning",
-        "source": "aws.ec2",
-        "account": ACCOUNT,
-        "time": spotwise_core::rfc3339(at),
-        "region": REGION,
-        "resources": [format!("arn:aws:ec2:{REGION}:instance/{instance}")],
-        "detail": {"instance-id": instance, "instance-action": "terminate"}
-    })
+/// The shipped EventBridge spot interruption warning (`events/eventbridge/`), for `instance`
+/// of the flow's account, sent at `at` under an id of its own.
+fn spot_warning(instance: &str, at: OffsetDateTime) -> anyhow::Result<Value> {
+    let path =
+        spotwise_testkit::repo_root().join("events/eventbridge/spot-interruption-warning.json");
+    let mut event: Value = serde_json::from_str(
+        &std::fs::read_to_string(&path).with_context(|| path.display().to_string())?,
+    )?;
+    event["id"] = json!(format!("flow-{instance}-{}", at.unix_timestamp_nanos()));
+    event["account"] = json!(ACCOUNT);
+    event["time"] = json!(spotwise_core::rfc3339(at));
+    event["region"] = json!(REGION);
+    event["resources"] = json!([format!("arn:aws:ec2:{REGION}:instance/{instance}")]);
+    event["detail"]["instance-id"] = json!(instance);
+    Ok(event)
 }
 
 /// An EKS cluster with one managed node group per group, and its instances, tagged as EKS tags
