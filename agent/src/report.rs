@@ -11,7 +11,7 @@ use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 use spotwise_core::action::ActionStatus;
 use spotwise_core::messages::{ActionReport, Heartbeat, Rejection};
-use spotwise_optimizer::kube::Snapshot;
+use spotwise_core::snapshot::Snapshot;
 use tracing::{info, warn};
 
 use crate::metrics::Metrics;

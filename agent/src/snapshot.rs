@@ -4,7 +4,7 @@
 
 use http::Request;
 use serde_json::{Value, json};
-use spotwise_optimizer::kube::{Snapshot, SnapshotError, parse_list};
+use spotwise_core::snapshot::{Snapshot, SnapshotError, parse_list};
 
 /// Items per list request, so a 20,000-pod cluster is read in bounded pieces.
 const PAGE: u32 = 500;

@@ -5,10 +5,10 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
-use spotwise_aws::accounts::{self, AccountError};
-use spotwise_aws::store::Query;
+use spotwise_store::accounts::{self, AccountError};
+use spotwise_store::Query;
 use spotwise_core::domain::{Account, AccountHealth, Role, RoleArn};
-use spotwise_core::keys::{self, prefix};
+use spotwise_store::keys::{self, prefix};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 

@@ -6,9 +6,9 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use spotwise_aws::store::Query;
+use spotwise_store::Query;
 use spotwise_core::domain::{AuditEvent, Role};
-use spotwise_core::keys;
+use spotwise_store::keys;
 use time::OffsetDateTime;
 use tracing::error;
 use utoipa::{IntoParams, ToSchema};
@@ -32,14 +32,14 @@ pub async fn record(
     after: Option<serde_json::Value>,
 ) {
     let now = OffsetDateTime::now_utc();
-    let change = spotwise_aws::audit::Change {
+    let change = spotwise_store::audit::Change {
         action,
         target,
         before,
         after,
     };
     let written =
-        spotwise_aws::audit::write(&state.store, &caller.tenant, &caller.actor(), change, now)
+        spotwise_store::audit::write(&state.store, &caller.tenant, &caller.actor(), change, now)
             .await;
     if let Err(err) = written {
         error!(tenant = %caller.tenant, %action, error = %err, "audit event not written");

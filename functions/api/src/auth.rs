@@ -15,10 +15,11 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
-use spotwise_aws::Store;
-use spotwise_aws::store::{Item, PutCondition};
+use spotwise_store::Store;
+use spotwise_store::{Item, PutCondition};
 use spotwise_core::domain::{ApiKey, Principal, Role, Tenant};
-use spotwise_core::{ClusterId, TenantId, keys};
+use spotwise_core::{ClusterId, TenantId};
+use spotwise_store::keys;
 use spotwise_notify::routing::Bucket;
 use time::OffsetDateTime;
 
@@ -80,7 +81,7 @@ pub async fn bootstrap(
     tenant: &TenantId,
     name: &str,
     now: OffsetDateTime,
-) -> Result<IssuedKey, spotwise_aws::StoreError> {
+) -> Result<IssuedKey, spotwise_store::StoreError> {
     let record = Tenant {
         id: tenant.clone(),
         name: name.to_owned(),
@@ -93,7 +94,7 @@ pub async fn bootstrap(
         )
         .await
     {
-        Ok(()) | Err(spotwise_aws::StoreError::AlreadyExists { .. }) => {}
+        Ok(()) | Err(spotwise_store::StoreError::AlreadyExists { .. }) => {}
         Err(err) => return Err(err),
     }
     let issued = issue(
@@ -105,7 +106,7 @@ pub async fn bootstrap(
     store
         .put(&key_item(&issued.key), PutCondition::IfAbsent)
         .await?;
-    let change = spotwise_aws::audit::Change {
+    let change = spotwise_store::audit::Change {
         action: "key.bootstrap",
         target: format!("key/{}", issued.key.id),
         before: None,
@@ -116,7 +117,7 @@ pub async fn bootstrap(
             "role": "admin",
         })),
     };
-    spotwise_aws::audit::write(store, tenant, "cli:bootstrap", change, now).await?;
+    spotwise_store::audit::write(store, tenant, "cli:bootstrap", change, now).await?;
     Ok(issued)
 }
 

@@ -7,9 +7,9 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use spotwise_aws::store::Query;
+use spotwise_store::Query;
 use spotwise_core::domain::Role;
-use spotwise_core::keys::{self, CostGranularity};
+use spotwise_store::keys::{self, CostGranularity};
 use spotwise_cost::report::{CostPeriod, ExportRow, MonthlyReport, csv};
 use utoipa::{IntoParams, ToSchema};
 

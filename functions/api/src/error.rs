@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Json, body::Bytes};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use spotwise_aws::StoreError;
+use spotwise_store::StoreError;
 use spotwise_core::{Classify, Disposition};
 use tracing::error;
 use utoipa::ToSchema;

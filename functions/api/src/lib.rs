@@ -27,10 +27,10 @@ use axum::response::Html;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
-use spotwise_aws::Store;
+use spotwise_store::Store;
 use spotwise_aws::cross_account::CrossAccount;
 use spotwise_core::config::{CommonConfig, ConfigError, Env};
-use spotwise_core::keys::Key;
+use spotwise_store::keys::Key;
 use spotwise_notify::deliver::{ClientError, Deliverer, REQUEST_TIMEOUT};
 use spotwise_notify::ssrf::{Lookup, SystemLookup, TargetPolicy};
 use tracing::error;
@@ -76,7 +76,7 @@ pub struct AppState {
     pub lookup: Arc<dyn Lookup>,
     pub deliverer: Arc<Deliverer>,
     pub limiter: Arc<RateLimiter>,
-    pub run_queues: Arc<spotwise_aws::runs::RunQueues>,
+    pub run_queues: Arc<spotwise_store::runs::RunQueues>,
     pub notifications: spotwise_aws::Queue,
 }
 

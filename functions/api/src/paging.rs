@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use spotwise_aws::store::{self, Query};
+use spotwise_store::Query;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::ApiError;
@@ -83,7 +83,7 @@ pub struct Page<T> {
 }
 
 impl<T> Page<T> {
-    pub fn from_store<S>(page: store::Page<S>, view: impl Fn(S) -> T) -> Self {
+    pub fn from_store<S>(page: spotwise_store::Page<S>, view: impl Fn(S) -> T) -> Self {
         Self {
             items: page.items.into_iter().map(|item| view(item.body)).collect(),
             next_cursor: page.next,

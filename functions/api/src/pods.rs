@@ -4,12 +4,13 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
-use spotwise_aws::snapshots;
-use spotwise_aws::store::{Item, Query};
+use spotwise_store::snapshots;
+use spotwise_store::{Item, Query};
 use spotwise_core::domain::Role;
-use spotwise_core::{ClusterId, TenantId, keys};
+use spotwise_core::{ClusterId, TenantId};
+use spotwise_store::keys;
 use spotwise_optimizer::history::{self, PodEvent};
-use spotwise_optimizer::kube::Snapshot;
+use spotwise_core::snapshot::Snapshot;
 use time::OffsetDateTime;
 use tracing::warn;
 use utoipa::{IntoParams, ToSchema};
@@ -63,7 +64,7 @@ pub async fn record(
     now: OffsetDateTime,
 ) -> usize {
     let events = history::changes(before, after);
-    let stamp = spotwise_aws::runs::sortable(now);
+    let stamp = spotwise_store::runs::sortable(now);
     let items: Vec<Item<PodHistoryEntry>> = events
         .into_iter()
         .enumerate()

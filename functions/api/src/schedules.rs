@@ -10,11 +10,11 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use rust_decimal::prelude::ToPrimitive;
 use serde::{Deserialize, Serialize};
-use spotwise_aws::Item;
-use spotwise_aws::runs::{self, RunQueues};
-use spotwise_aws::store::{PutCondition, Query};
+use spotwise_store::Item;
+use spotwise_store::runs::{self, RunQueues};
+use spotwise_store::{PutCondition, Query};
 use spotwise_core::domain::{HibernationState, Role};
-use spotwise_core::keys::{self, CostGranularity, prefix};
+use spotwise_store::keys::{self, CostGranularity, prefix};
 use spotwise_cost::report::CostPeriod;
 use spotwise_schedule::model::{
     HibernationSchedule, RunKind, RunRecord, ScheduleStatus, ScheduledRun, SleepRecord,

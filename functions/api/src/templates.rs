@@ -7,9 +7,9 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use spotwise_aws::store::{Item, PutCondition, Query};
+use spotwise_store::{Item, PutCondition, Query};
 use spotwise_core::domain::{Arch, CapacityType, NodeTemplate, Role, Taint};
-use spotwise_core::keys;
+use spotwise_store::keys;
 use spotwise_optimizer::template::valid_taint;
 use utoipa::ToSchema;
 

@@ -6,10 +6,11 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use spotwise_aws::store::{Item, PutCondition};
+use spotwise_store::{Item, PutCondition};
 use spotwise_core::config::Env;
 use spotwise_core::domain::{Notification, Severity};
-use spotwise_core::{ClusterId, TenantId, keys};
+use spotwise_core::{ClusterId, TenantId};
+use spotwise_store::keys;
 use spotwise_notify::record::FeedEntry;
 use spotwise_testkit::receiver::Receiver;
 use spotwise_testkit::{LocalStack, fixture, records};
@@ -1169,7 +1170,7 @@ async fn agent_reports_reach_the_cluster_and_its_actions() {
         StatusCode::FORBIDDEN,
         "user keys are not agents"
     );
-    let snapshot = spotwise_optimizer::kube::parse_list(
+    let snapshot = spotwise_core::snapshot::parse_list(
         fixture("events/optimizer/kubectl-snapshot.json").as_bytes(),
     )
     .unwrap();
@@ -2036,7 +2037,7 @@ async fn each_snapshot_adds_what_changed_to_the_pod_history() {
     let api = api().await;
     api.seed_cluster(None).await;
     let agent = api.agent_key().await;
-    let mut snapshot = spotwise_optimizer::kube::parse_list(
+    let mut snapshot = spotwise_core::snapshot::parse_list(
         fixture("events/optimizer/kubectl-snapshot.json").as_bytes(),
     )
     .unwrap();
@@ -2153,7 +2154,7 @@ async fn installing_an_agent_gives_its_cluster_a_queue_a_secret_and_a_key() {
 
     // The platform now signs with the secret the manifest holds, and queues to this queue.
     let secret = installed.body["cluster_secret"].as_str().unwrap();
-    let channel = spotwise_aws::actions::channel(&api.state.store, &tenant, &cluster)
+    let channel = spotwise_store::actions::channel(&api.state.store, &tenant, &cluster)
         .await
         .unwrap()
         .unwrap();

@@ -1,7 +1,7 @@
 use std::str::FromStr;
 
 use spotwise_core::domain::Pool;
-use spotwise_optimizer::kube::{self, Snapshot};
+use spotwise_core::snapshot::Snapshot;
 use spotwise_testkit::{LocalStack, fixture, records};
 use time::macros::datetime;
 
@@ -50,7 +50,7 @@ async fn setup() -> Setup {
 }
 
 fn sample_snapshot() -> Snapshot {
-    kube::parse_list(fixture("events/optimizer/kubectl-snapshot.json").as_bytes()).unwrap()
+    spotwise_core::snapshot::parse_list(fixture("events/optimizer/kubectl-snapshot.json").as_bytes()).unwrap()
 }
 
 async fn upload(s: &Setup, at: OffsetDateTime) {

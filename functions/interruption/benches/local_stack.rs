@@ -7,10 +7,11 @@
 use std::time::Instant;
 
 use interruption::{Config, Deps, InstanceOutcome, Outcome, handle_body};
-use spotwise_aws::store::{Item, PutCondition};
+use spotwise_store::{Item, PutCondition};
 use spotwise_core::config::Env;
 use spotwise_core::domain::{CapacityType, Cluster, ClusterSecret, Node, Resources};
-use spotwise_core::{ClusterId, TenantId, keys};
+use spotwise_core::{ClusterId, TenantId};
+use spotwise_store::keys;
 use spotwise_testkit::LocalStack;
 use time::OffsetDateTime;
 
@@ -46,7 +47,7 @@ async fn main() {
         agent_queue_url: Some(queue),
         vanished_at: None,
     };
-    let put = |r: Result<(), spotwise_aws::StoreError>| r.unwrap_or_else(|e| panic!("{e}"));
+    let put = |r: Result<(), spotwise_store::StoreError>| r.unwrap_or_else(|e| panic!("{e}"));
     put(deps
         .store
         .put(

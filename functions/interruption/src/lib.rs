@@ -21,15 +21,16 @@ use futures_util::future::try_join_all;
 use serde::Deserialize;
 use serde_json::json;
 use spotwise_aws::queue::{Fifo, QueueError};
-use spotwise_aws::store::{Claim, Item, PutCondition, Query};
-use spotwise_aws::{Queue, Store, StoreError};
+use spotwise_store::{Claim, Item, PutCondition, Query};
+use spotwise_aws::Queue;
+use spotwise_store::{Store, StoreError};
 use spotwise_core::action::{ActionKind, ActionRecord, ActionStatus, ActionTarget, AgentAction};
 use spotwise_core::config::{CommonConfig, ConfigError, Env};
 use spotwise_core::domain::{
     Cluster, ClusterSecret, Node, Notification, Policy, PoolKey, RebalanceResponse, Severity,
 };
 use spotwise_core::interruption::{self, ParseError, Parsed, Signal, SignalKind};
-use spotwise_core::keys::{self, Key};
+use spotwise_store::keys::{self, Key};
 use spotwise_core::{Classify, ClusterId, Disposition, TenantId, rfc3339};
 use spotwise_lambda::sqs::{BodyError, process_batch};
 use time::OffsetDateTime;

@@ -35,8 +35,8 @@ async fn put_snapshot(
     let tenant = TenantId::new(tenant)?;
     let cluster = ClusterId::new(cluster)?;
     let bytes = std::fs::read(file).map_err(|e| format!("cannot read {file}: {e}"))?;
-    let snapshot = spotwise_optimizer::kube::parse_list(&bytes)?;
-    let id = spotwise_aws::snapshots::put(
+    let snapshot = spotwise_core::snapshot::parse_list(&bytes)?;
+    let id = spotwise_store::snapshots::put(
         &deps.store,
         &tenant,
         &cluster,

@@ -16,18 +16,19 @@ use std::collections::{BTreeMap, BTreeSet};
 use aws_sdk_eks::types::NodegroupScalingConfig;
 use rust_decimal::prelude::ToPrimitive;
 use serde::Serialize;
-use spotwise_aws::actions;
-use spotwise_aws::store::Query;
-use spotwise_aws::{AwsFailure, Item, PutCondition, StoreError};
+use spotwise_store::actions;
+use spotwise_store::Query;
+use spotwise_aws::AwsFailure;
+use spotwise_store::{Item, PutCondition, StoreError};
 use spotwise_core::action::{ActionKind, ActionRecord, ActionStatus, ActionTarget, AgentAction};
 use spotwise_core::domain::{
     Account, Cluster, HibernationState, Nodegroup, Notification, SavedNodegroup, Severity,
     SleepingWorkload,
 };
-use spotwise_core::keys::{self, CostGranularity};
+use spotwise_store::keys::{self, CostGranularity};
 use spotwise_core::{ClusterId, TenantId};
 use spotwise_cost::report::CostPeriod;
-use spotwise_optimizer::kube::Snapshot;
+use spotwise_core::snapshot::Snapshot;
 use spotwise_schedule::model::{HibernationSchedule, NODEGROUP_LABEL, SleepRecord};
 use time::OffsetDateTime;
 use tracing::{info, warn};
@@ -192,7 +193,7 @@ async fn sleep(
         }
     }
     let channel = actions::channel(&deps.store, tenant, cluster_id).await?;
-    let snapshot = spotwise_aws::snapshots::load(&deps.store, cluster_id, now, SNAPSHOT_MAX_AGE)
+    let snapshot = spotwise_store::snapshots::load(&deps.store, cluster_id, now, SNAPSHOT_MAX_AGE)
         .await?
         .ok()
         .map(|(_, snapshot)| snapshot);
@@ -477,7 +478,7 @@ async fn wake(
         workloads: state.workloads.len(),
         problems: problems.clone(),
     };
-    let since = spotwise_aws::runs::sortable(state.asleep_since);
+    let since = spotwise_store::runs::sortable(state.asleep_since);
     deps.store
         .put(
             &Item::new(keys::sleep(tenant, cluster_id, &since), record.clone()),
@@ -695,14 +696,14 @@ async fn audit(
     after: Option<serde_json::Value>,
     now: OffsetDateTime,
 ) {
-    let change = spotwise_aws::audit::Change {
+    let change = spotwise_store::audit::Change {
         action,
         target: format!("cluster/{}", schedule.cluster_id),
         before,
         after,
     };
     if let Err(err) =
-        spotwise_aws::audit::write(&deps.store, &schedule.tenant_id, ACTOR, change, now).await
+        spotwise_store::audit::write(&deps.store, &schedule.tenant_id, ACTOR, change, now).await
     {
         warn!(error = %err, "audit event not written");
     }

@@ -11,11 +11,11 @@ use aws_config::SdkConfig;
 use serde::Serialize;
 use spotwise_aws::cross_account::CrossAccount;
 use spotwise_aws::queue::Queue;
-use spotwise_aws::runs::{self, RunError, RunOutcome, RunQueues};
-use spotwise_aws::store::Query;
-use spotwise_aws::{Store, StoreError};
+use spotwise_store::runs::{self, RunError, RunOutcome, RunQueues};
+use spotwise_store::Query;
+use spotwise_store::{Store, StoreError};
 use spotwise_core::config::{CommonConfig, ConfigError, Env};
-use spotwise_core::keys;
+use spotwise_store::keys;
 use spotwise_core::messages::{RunRef, ScheduleTrigger};
 use spotwise_core::{Classify, Disposition};
 use spotwise_schedule::Zone;
@@ -155,7 +155,7 @@ async fn start_due_runs(
 
 async fn start_one(
     deps: &Deps,
-    item: spotwise_aws::Item<ScheduledRun>,
+    item: spotwise_store::Item<ScheduledRun>,
     now: OffsetDateTime,
     tick: &mut Tick,
 ) -> Result<(), SchedulerError> {

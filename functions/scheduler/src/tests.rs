@@ -4,16 +4,16 @@ use std::collections::BTreeMap;
 
 use aws_config::SdkConfig;
 use aws_sdk_eks::types::{NodegroupScalingConfig, VpcConfigRequest};
-use spotwise_aws::accounts;
-use spotwise_aws::runs::{self, RunOutcome};
-use spotwise_aws::{Item, PutCondition};
+use spotwise_store::accounts;
+use spotwise_store::runs::{self, RunOutcome};
+use spotwise_store::{Item, PutCondition};
 use spotwise_core::action::{ActionKind, ActionRecord, ActionStatus, ActionTarget, AgentAction};
 use spotwise_core::domain::{
     CapacityType, ClusterSecret, HibernationState, Nodegroup, Notification, RoleArn,
 };
 use spotwise_core::messages::OptimizeRequest;
 use spotwise_core::{ClusterId, TenantId};
-use spotwise_optimizer::kube;
+
 use spotwise_schedule::WeekMatrix;
 use spotwise_schedule::model::{HibernationSchedule, RunKind, SleepRecord};
 use spotwise_testkit::{LocalStack, fixture, records};
@@ -133,8 +133,8 @@ async fn setup() -> Setup {
         .await
         .unwrap();
     let snapshot =
-        kube::parse_list(fixture("events/optimizer/kubectl-snapshot.json").as_bytes()).unwrap();
-    spotwise_aws::snapshots::put(&deps.store, &tenant, &cluster, &snapshot, now)
+        spotwise_core::snapshot::parse_list(fixture("events/optimizer/kubectl-snapshot.json").as_bytes()).unwrap();
+    spotwise_store::snapshots::put(&deps.store, &tenant, &cluster, &snapshot, now)
         .await
         .unwrap();
     Setup {

@@ -3,10 +3,10 @@
 use std::time::Duration;
 
 use serde::Deserialize;
-use spotwise_aws::StoreError;
-use spotwise_aws::store::{Item, PutCondition};
+use spotwise_store::StoreError;
+use spotwise_store::{Item, PutCondition};
 use spotwise_core::domain::{Notification, Severity};
-use spotwise_core::keys;
+use spotwise_store::keys;
 use spotwise_core::messages::DeliveryRequest;
 use spotwise_notify::deliver::{Delivery, Verdict};
 use spotwise_notify::endpoint::Endpoint;

@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
-use spotwise_aws::store::{Claim, Item, PutCondition, Query};
+use spotwise_store::{Claim, Item, PutCondition, Query};
 use spotwise_core::domain::Notification;
-use spotwise_core::keys::{self, prefix};
+use spotwise_store::keys::{self, prefix};
 use spotwise_core::messages::DeliveryRequest;
 use spotwise_notify::endpoint::Endpoint;
 use spotwise_notify::record::{FeedEntry, Suppression};

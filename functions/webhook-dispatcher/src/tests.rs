@@ -4,10 +4,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use spotwise_aws::store::{Item, PutCondition, Query};
+use spotwise_store::{Item, PutCondition, Query};
 use spotwise_core::TenantId;
 use spotwise_core::domain::Severity;
-use spotwise_core::keys::{self, prefix};
+use spotwise_store::keys::{self, prefix};
 use spotwise_notify::deliver::{DELIVERY_HEADER, Deliverer};
 use spotwise_notify::endpoint::Endpoint;
 use spotwise_notify::format::EndpointKind;

@@ -3,7 +3,8 @@
 use std::error::Error as StdError;
 use std::fmt::Debug;
 
-use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_smithy_types::error::display::DisplayErrorContext;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use aws_smithy_runtime_api::client::result::SdkError;
 use spotwise_core::{Classify, Disposition};
 

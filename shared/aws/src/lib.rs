@@ -1,18 +1,11 @@
 //! AWS plumbing shared by the Lambda functions: SDK configuration that honours
-//! `AWS_ENDPOINT_URL`, cross-account role assumption with ExternalId, the single-table DynamoDB
-//! store, and SQS queues.
+//! `AWS_ENDPOINT_URL`, cross-account role assumption with ExternalId, SQS queues, and SDK errors
+//! reduced to what a handler branches on. Nothing here knows a table key or a domain workflow.
 
-pub mod accounts;
-pub mod actions;
-pub mod audit;
 pub mod cross_account;
 pub mod error;
 pub mod queue;
-pub mod runs;
 pub mod sdk;
-pub mod snapshots;
-pub mod store;
 
 pub use error::AwsFailure;
 pub use queue::Queue;
-pub use store::{Claim, Item, Page, PutCondition, Query, Store, StoreError};

@@ -8,9 +8,9 @@ pub mod domain;
 pub mod error;
 pub mod ids;
 pub mod interruption;
-pub mod keys;
 pub mod messages;
 pub mod pricing;
+pub mod snapshot;
 pub mod telemetry;
 
 pub use error::{Classify, Disposition};

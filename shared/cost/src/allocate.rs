@@ -11,7 +11,7 @@ use std::str::FromStr;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use spotwise_core::domain::CapacityType;
-use spotwise_optimizer::kube::PodUsage;
+use spotwise_core::snapshot::PodUsage;
 
 use crate::money::{CostLine, apportion, from_units, to_units};
 

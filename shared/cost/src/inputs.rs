@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use spotwise_core::domain::CapacityType;
 use spotwise_optimizer::Offering;
 use spotwise_optimizer::eligibility::WorkloadPod;
-use spotwise_optimizer::kube::{Snapshot, SnapshotPod};
+use spotwise_core::snapshot::{Snapshot, SnapshotPod};
 
 use crate::allocate::{NodeInput, PodInput};
 use crate::money;

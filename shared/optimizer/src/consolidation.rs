@@ -72,7 +72,7 @@ pub fn plan(input: &PlanInput) -> Consolidation {
     let as_offerings: Vec<Offering> = nodes
         .iter()
         .map(|n| {
-            let mut o = n.as_offering();
+            let mut o = Offering::from(n);
             o.price_hr = n.price_hr.or_else(|| price_of(input, &o)).unwrap_or(0.0);
             o
         })

@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
+pub use spotwise_core::snapshot::{Owner, Pdb, WorkloadPod};
 
 pub const SPOT_ANNOTATION: &str = "spotwise.io/spot";
 
@@ -32,58 +33,6 @@ impl Default for SpotPolicy {
             on_demand_kinds: vec!["StatefulSet".into(), "Pod".into()],
             on_demand_base_count: 0,
             on_demand_base_pct: 0,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct Owner {
-    pub kind: String,
-    pub name: String,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct WorkloadPod {
-    pub namespace: String,
-    pub name: String,
-    pub labels: BTreeMap<String, String>,
-    pub annotations: BTreeMap<String, String>,
-    pub owner: Option<Owner>,
-}
-
-/// A PodDisruptionBudget's selector and limits; limits are integers or percentages ("50%").
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Pdb {
-    pub namespace: String,
-    pub name: String,
-    pub match_labels: BTreeMap<String, String>,
-    pub min_available: Option<String>,
-    pub max_unavailable: Option<String>,
-}
-
-impl Pdb {
-    fn selects(&self, pod: &WorkloadPod) -> bool {
-        pod.namespace == self.namespace
-            && !self.match_labels.is_empty()
-            && self
-                .match_labels
-                .iter()
-                .all(|(k, v)| pod.labels.get(k) == Some(v))
-    }
-
-    /// Whether the budget forbids every voluntary disruption of `selected` pods.
-    fn forbids_disruption(&self, selected: usize) -> bool {
-        let zero = |v: &str| v.trim_end_matches('%').trim().parse::<u64>() == Ok(0);
-        if self.max_unavailable.as_deref().is_some_and(zero) {
-            return true;
-        }
-        match self.min_available.as_deref() {
-            Some(v) if v.ends_with('%') => v
-                .trim_end_matches('%')
-                .parse::<u64>()
-                .is_ok_and(|p| p >= 100),
-            Some(v) => v.parse::<u64>().is_ok_and(|n| n >= selected as u64),
-            None => false,
         }
     }
 }

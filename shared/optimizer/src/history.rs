@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::kube::{Snapshot, SnapshotPod};
+use spotwise_core::snapshot::{Snapshot, SnapshotPod};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "change", rename_all = "snake_case")]
@@ -103,7 +103,7 @@ pub fn changes(before: &Snapshot, after: &Snapshot) -> Vec<PodEvent> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kube::parse_list;
+    use spotwise_core::snapshot::parse_list;
 
     fn sample() -> Snapshot {
         parse_list(include_bytes!(

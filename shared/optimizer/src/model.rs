@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use spotwise_core::domain::{Arch, CapacityType, Taint};
+pub use spotwise_core::snapshot::{CurrentNode, Overhead, PodSpec, Toleration};
 
 /// Resource dimensions every placement checks, in this order.
 pub const CPU: usize = 0;
@@ -25,69 +26,6 @@ pub fn fits(used: &Vector, add: &Vector, capacity: &Vector) -> bool {
 pub fn add(into: &mut Vector, add: &Vector) {
     for r in 0..DIMENSIONS {
         into[r] += add[r];
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct Toleration {
-    #[serde(default)]
-    pub key: Option<String>,
-    /// `Equal` (the default) or `Exists`.
-    #[serde(default)]
-    pub operator: Option<String>,
-    #[serde(default)]
-    pub value: Option<String>,
-    /// Empty tolerates every effect.
-    #[serde(default)]
-    pub effect: Option<String>,
-}
-
-impl Toleration {
-    pub fn tolerates(&self, taint: &Taint) -> bool {
-        if let Some(effect) = &self.effect
-            && !effect.is_empty()
-            && effect != &taint.effect
-        {
-            return false;
-        }
-        match self.key.as_deref() {
-            // An empty key with Exists tolerates everything.
-            None | Some("") => self.operator.as_deref() == Some("Exists"),
-            Some(key) if key != taint.key => false,
-            Some(_) => match self.operator.as_deref() {
-                Some("Exists") => true,
-                _ => self.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or(""),
-            },
-        }
-    }
-}
-
-/// One pod to place. `name` is `namespace/name`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PodSpec {
-    pub name: String,
-    pub cpu_m: u64,
-    pub mem_mib: u64,
-    #[serde(default)]
-    pub gpus: u32,
-    /// Whether the pod may run on spot capacity (see `eligibility` for how a snapshot decides).
-    pub spot_ok: bool,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub node_selector: BTreeMap<String, String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub tolerations: Vec<Toleration>,
-    /// Where the pod runs now, for consolidation.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub node: Option<String>,
-    /// Set for pods an eviction would lose (no controller recreates them): their node is never
-    /// drained by consolidation.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub pinned: bool,
-}
-
-impl PodSpec {
-    pub fn demand(&self) -> Vector {
-        [self.cpu_m, self.mem_mib, 1, u64::from(self.gpus)]
     }
 }
 
@@ -230,14 +168,6 @@ impl Default for PlanPolicy {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Overhead {
-    pub cpu_m: u64,
-    pub mem_mib: u64,
-    pub pods: u32,
-}
-
 impl PlanPolicy {
     /// Price used to compare offerings: spot prices carry a premium for interruption risk so a
     /// slightly cheaper but much riskier pool does not win. Reported costs use the real price.
@@ -292,46 +222,20 @@ pub struct ContainerUsage {
     pub mem_samples_mib: Vec<u64>,
 }
 
-/// A node the cluster runs now, priced from the offerings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CurrentNode {
-    pub name: String,
-    /// The EC2 instance, from `spec.providerID` (`aws:///us-east-1b/i-0abc…`).
-    #[serde(default)]
-    pub instance_id: Option<String>,
-    pub instance_type: String,
-    pub zone: String,
-    pub capacity_type: CapacityType,
-    /// Allocatable capacity as the node reports it.
-    pub cpu_m: u64,
-    pub mem_mib: u64,
-    pub max_pods: u32,
-    #[serde(default)]
-    pub gpus: u32,
-    #[serde(default)]
-    pub price_hr: Option<f64>,
-    #[serde(default)]
-    pub labels: BTreeMap<String, String>,
-    #[serde(default)]
-    pub taints: Vec<Taint>,
-    #[serde(default)]
-    pub unschedulable: bool,
-}
-
-impl CurrentNode {
+impl From<&CurrentNode> for Offering {
     /// The node seen as an offering, so the same placement rules apply to it.
-    pub fn as_offering(&self) -> Offering {
+    fn from(node: &CurrentNode) -> Self {
         Offering {
-            instance_type: self.instance_type.clone(),
-            zone: self.zone.clone(),
-            capacity_type: self.capacity_type,
-            cpu_m: self.cpu_m,
-            mem_mib: self.mem_mib,
-            max_pods: self.max_pods,
-            gpus: self.gpus,
-            price_hr: self.price_hr.unwrap_or(0.0),
+            instance_type: node.instance_type.clone(),
+            zone: node.zone.clone(),
+            capacity_type: node.capacity_type,
+            cpu_m: node.cpu_m,
+            mem_mib: node.mem_mib,
+            max_pods: node.max_pods,
+            gpus: node.gpus,
+            price_hr: node.price_hr.unwrap_or(0.0),
             interruption_band: None,
-            arch: match self.labels.get("kubernetes.io/arch").map(String::as_str) {
+            arch: match node.labels.get("kubernetes.io/arch").map(String::as_str) {
                 Some("arm64") => Some(Arch::Arm64),
                 Some("amd64") => Some(Arch::X86_64),
                 _ => None,
@@ -339,8 +243,8 @@ impl CurrentNode {
             on_demand_price_hr: None,
             observed_interruptions: 0,
             price_volatility: 0.0,
-            labels: self.labels.clone(),
-            taints: self.taints.clone(),
+            labels: node.labels.clone(),
+            taints: node.taints.clone(),
         }
     }
 }

@@ -10,10 +10,10 @@ use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use serde_json::Value;
-use spotwise_aws::store::Query;
+use spotwise_store::Query;
 use spotwise_core::action::ActionRecord;
 use spotwise_core::config::Env;
-use spotwise_core::keys;
+use spotwise_store::keys;
 use spotwise_flow::Report;
 use spotwise_testkit::{LocalStack, fixture};
 
@@ -200,10 +200,10 @@ async fn final_state(twice: bool) -> BTreeMap<String, Vec<String>> {
 }
 
 async fn tenant_items(
-    store: &spotwise_aws::Store,
+    store: &spotwise_store::Store,
     tenant: &spotwise_core::TenantId,
     prefix: String,
-) -> Vec<spotwise_aws::Item<Value>> {
+) -> Vec<spotwise_store::Item<Value>> {
     store
         .query_all::<Value>(&Query::partition(keys::tenant_partition(tenant)).prefix(prefix))
         .await

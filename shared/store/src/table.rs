@@ -11,12 +11,12 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use spotwise_core::keys::{Gsi1Key, Key};
+use crate::keys::{Gsi1Key, Key};
 use spotwise_core::{Classify, Disposition};
 use time::OffsetDateTime;
 use tracing::{debug, warn};
 
-use crate::error::AwsFailure;
+use spotwise_aws::AwsFailure;
 
 const PK: &str = "pk";
 const SK: &str = "sk";

@@ -3,7 +3,7 @@
 
 use spotwise_core::TenantId;
 use spotwise_core::domain::AuditEvent;
-use spotwise_core::keys;
+use crate::keys;
 use time::OffsetDateTime;
 
 use crate::{Item, PutCondition, Store, StoreError};

@@ -16,7 +16,7 @@ use spotwise_cost::report::{self, ExportRow};
 use spotwise_cost::{Allocation, CostLine, CostTable, Weights, allocate, inputs};
 use spotwise_optimizer::catalog::{PriceData, TypeFilter};
 use spotwise_optimizer::eligibility::SpotPolicy;
-use spotwise_optimizer::kube::Snapshot;
+use spotwise_core::snapshot::Snapshot;
 use spotwise_optimizer::{Offering, Plan, PlanInput, PlanPolicy, kube, plan};
 
 const USAGE: &str = "usage: spotwise plan --input FILE [--format json|table] [--region REGION]
@@ -115,7 +115,7 @@ fn priced_snapshot(
     bytes: &[u8],
     filter: impl FnOnce(&Snapshot) -> TypeFilter,
 ) -> anyhow::Result<(Snapshot, Vec<Offering>)> {
-    let snapshot = kube::parse_list(bytes)?;
+    let snapshot = spotwise_core::snapshot::parse_list(bytes)?;
     let region = args
         .region
         .clone()

@@ -6,15 +6,16 @@ use std::time::Duration;
 
 use spotwise_core::action::{ActionKind, ActionRecord, ActionStatus, ActionTarget, AgentAction};
 use spotwise_core::domain::{Cluster, ClusterSecret};
-use spotwise_core::keys;
+use crate::keys;
 use spotwise_core::{Classify, ClusterId, Disposition, TenantId};
 use spotwise_optimizer::consolidation::Step;
 use spotwise_optimizer::recommendation::Recommendation;
 use time::OffsetDateTime;
 
-use crate::queue::{Fifo, QueueError};
-use crate::store::Claim;
-use crate::{Item, PutCondition, Queue, Store, StoreError};
+use spotwise_aws::queue::{Fifo, QueueError};
+use crate::table::Claim;
+use crate::{Item, PutCondition, Store, StoreError};
+use spotwise_aws::Queue;
 
 /// How long a consolidation drain may take before the agent gives up on it.
 const DRAIN_DEADLINE: time::Duration = time::Duration::minutes(30);

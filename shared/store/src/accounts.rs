@@ -10,11 +10,11 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use spotwise_core::TenantId;
 use spotwise_core::domain::{Account, AccountHealth, RoleArn};
-use spotwise_core::keys::{self, Key};
+use crate::keys::{self, Key};
 use time::OffsetDateTime;
 
-use crate::cross_account::{CrossAccount, LinkError};
-use crate::store::{Item, PutCondition, Store, StoreError};
+use spotwise_aws::cross_account::{CrossAccount, LinkError};
+use crate::table::{Item, PutCondition, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AccountError {

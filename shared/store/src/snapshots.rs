@@ -6,15 +6,14 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use spotwise_core::domain::{Node, Pool};
-use spotwise_core::{ClusterId, TenantId, keys, rfc3339};
+use spotwise_core::snapshot::{CurrentNode, Overhead, Pdb, Snapshot, SnapshotPod};
+use spotwise_core::{ClusterId, TenantId, rfc3339};
 use spotwise_optimizer::Offering;
 use spotwise_optimizer::catalog::{self, TypeFilter};
-use spotwise_optimizer::eligibility::Pdb;
-use spotwise_optimizer::kube::{Snapshot, SnapshotPod};
-use spotwise_optimizer::model::{CurrentNode, Overhead};
 use time::OffsetDateTime;
 
-use crate::store::{Item, PutCondition, Query, Store, StoreError};
+use crate::keys;
+use crate::table::{Item, PutCondition, Query, Store, StoreError};
 
 /// Pods (or nodes x5) per stored chunk, well under DynamoDB's 400 KB item limit.
 const PODS_PER_CHUNK: usize = 1_000;

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::Command;
 
 fn spotwise(args: &[&str]) -> std::process::Output {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     Command::new(env!("CARGO_BIN_EXE_spotwise"))
         .current_dir(root)
         .args(args)

@@ -3,8 +3,8 @@
 //! Tenant-owned items live in partition `T#<tenant>`; only [`TenantId`] (validated, no `#`) can
 //! produce such a partition, which is what makes tenant isolation a property of the keys.
 
-use crate::domain::PoolKey;
-use crate::ids::{ClusterId, TenantId};
+use spotwise_core::domain::PoolKey;
+use spotwise_core::{ClusterId, TenantId};
 
 /// A primary key of the table.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -1,0 +1,14 @@
+//! The single DynamoDB table: its key scheme (every key is built in [`keys`]), the table client
+//! ([`Store`]), and one repository module per aggregate.
+
+pub mod accounts;
+pub mod actions;
+pub mod audit;
+pub mod keys;
+pub mod runs;
+pub mod snapshots;
+mod table;
+
+pub use table::{
+Claim, GSI1_NAME, Item, Page, PutCondition, Query, Store, StoreError,
+};
