@@ -11,12 +11,12 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use rust_decimal::Decimal;
+use spotwise_core::snapshot::Snapshot;
 use spotwise_cost::breakdown::{self, DEFAULT_LABEL_KEYS, Dimension};
 use spotwise_cost::report::{self, ExportRow};
 use spotwise_cost::{Allocation, CostLine, CostTable, Weights, allocate, inputs};
 use spotwise_optimizer::catalog::{PriceData, TypeFilter};
 use spotwise_optimizer::eligibility::SpotPolicy;
-use spotwise_core::snapshot::Snapshot;
 use spotwise_optimizer::{Offering, Plan, PlanInput, PlanPolicy, kube, plan};
 
 const USAGE: &str = "usage: spotwise plan --input FILE [--format json|table] [--region REGION]

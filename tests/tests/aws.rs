@@ -6,9 +6,9 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use spotwise_store::{Claim, Item, PutCondition, Query, Store, StoreError};
 use spotwise_core::TenantId;
 use spotwise_store::keys::{self, Gsi1Key, Key};
+use spotwise_store::{Claim, Item, PutCondition, Query, Store, StoreError};
 use spotwise_testkit::LocalStack;
 use time::OffsetDateTime;
 

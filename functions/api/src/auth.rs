@@ -15,12 +15,12 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
-use spotwise_store::Store;
-use spotwise_store::{Item, PutCondition};
 use spotwise_core::domain::{ApiKey, Principal, Role, Tenant};
 use spotwise_core::{ClusterId, TenantId};
-use spotwise_store::keys;
 use spotwise_notify::routing::Bucket;
+use spotwise_store::Store;
+use spotwise_store::keys;
+use spotwise_store::{Item, PutCondition};
 use time::OffsetDateTime;
 
 use crate::AppState;

@@ -7,14 +7,14 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use spotwise_store::actions;
-use spotwise_store::snapshots::{self, MAX_USABLE_AGE, Unusable};
-use spotwise_store::{Item, PutCondition, Query};
 use spotwise_core::action::{ActionRecord, ActionStatus};
 use spotwise_core::domain::{AgentStatus, CapacityType, Cluster, Policy, Role};
-use spotwise_store::keys::{self, prefix};
 use spotwise_core::{ClusterId, rfc3339};
 use spotwise_optimizer::recommendation::{Recommendation, RecommendationStatus};
+use spotwise_store::actions;
+use spotwise_store::keys::{self, prefix};
+use spotwise_store::snapshots::{self, MAX_USABLE_AGE, Unusable};
+use spotwise_store::{Item, PutCondition, Query};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 

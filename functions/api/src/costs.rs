@@ -7,10 +7,10 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use spotwise_store::Query;
 use spotwise_core::domain::Role;
-use spotwise_store::keys::{self, CostGranularity};
 use spotwise_cost::report::{CostPeriod, ExportRow, MonthlyReport, csv};
+use spotwise_store::Query;
+use spotwise_store::keys::{self, CostGranularity};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;

@@ -7,8 +7,8 @@ use axum::response::{IntoResponse, Response};
 use axum::{Json, body::Bytes};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use spotwise_store::StoreError;
 use spotwise_core::{Classify, Disposition};
+use spotwise_store::StoreError;
 use tracing::error;
 use utoipa::ToSchema;
 

@@ -4,13 +4,13 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
+use spotwise_core::domain::Role;
+use spotwise_core::snapshot::Snapshot;
+use spotwise_core::{ClusterId, TenantId};
+use spotwise_optimizer::history::{self, PodEvent};
+use spotwise_store::keys;
 use spotwise_store::snapshots;
 use spotwise_store::{Item, Query};
-use spotwise_core::domain::Role;
-use spotwise_core::{ClusterId, TenantId};
-use spotwise_store::keys;
-use spotwise_optimizer::history::{self, PodEvent};
-use spotwise_core::snapshot::Snapshot;
 use time::OffsetDateTime;
 use tracing::warn;
 use utoipa::{IntoParams, ToSchema};

@@ -10,16 +10,17 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use rust_decimal::prelude::ToPrimitive;
 use serde::{Deserialize, Serialize};
-use spotwise_store::Item;
-use spotwise_store::runs::{self, RunQueues};
-use spotwise_store::{PutCondition, Query};
-use spotwise_core::domain::{HibernationState, Role};
-use spotwise_store::keys::{self, CostGranularity, prefix};
+use spotwise_core::domain::Role;
 use spotwise_cost::report::CostPeriod;
+use spotwise_schedule::model::HibernationState;
 use spotwise_schedule::model::{
     HibernationSchedule, RunKind, RunRecord, ScheduleStatus, ScheduledRun, SleepRecord,
 };
 use spotwise_schedule::{Cron, Transition, WeekMatrix, Zone};
+use spotwise_store::Item;
+use spotwise_store::keys::{self, CostGranularity, prefix};
+use spotwise_store::runs::{self, RunQueues};
+use spotwise_store::{PutCondition, Query};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 

@@ -4,11 +4,11 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
-use spotwise_store::{Item, PutCondition, Query};
 use spotwise_core::domain::Role;
-use spotwise_store::keys::{self, prefix};
 use spotwise_notify::record::FeedEntry;
 use spotwise_notify::routing::{Maintenance, MaintenanceWindow, Matcher, Silence};
+use spotwise_store::keys::{self, prefix};
+use spotwise_store::{Item, PutCondition, Query};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 

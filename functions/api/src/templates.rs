@@ -7,10 +7,10 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use spotwise_store::{Item, PutCondition, Query};
 use spotwise_core::domain::{Arch, CapacityType, NodeTemplate, Role, Taint};
-use spotwise_store::keys;
 use spotwise_optimizer::template::valid_taint;
+use spotwise_store::keys;
+use spotwise_store::{Item, PutCondition, Query};
 use utoipa::ToSchema;
 
 use crate::AppState;

@@ -4,10 +4,10 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
-use spotwise_store::{PutCondition, Query};
+use spotwise_core::ClusterId;
 use spotwise_core::domain::{ApiKey, Principal, Role, Tenant};
-use spotwise_core::{ClusterId};
 use spotwise_store::keys;
+use spotwise_store::{PutCondition, Query};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 

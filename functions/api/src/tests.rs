@@ -6,12 +6,12 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use spotwise_store::{Item, PutCondition};
 use spotwise_core::config::Env;
 use spotwise_core::domain::{Notification, Severity};
 use spotwise_core::{ClusterId, TenantId};
-use spotwise_store::keys;
 use spotwise_notify::record::FeedEntry;
+use spotwise_store::keys;
+use spotwise_store::{Item, PutCondition};
 use spotwise_testkit::receiver::Receiver;
 use spotwise_testkit::{LocalStack, fixture, records};
 use time::OffsetDateTime;
@@ -1784,7 +1784,7 @@ async fn hibernation_schedules_are_validated_locked_previewed_and_woken() {
         .put(
             &Item::new(
                 keys::hibernation_state(&tenant, &prod_cluster()),
-                spotwise_core::domain::HibernationState {
+                spotwise_schedule::model::HibernationState {
                     asleep_since: OffsetDateTime::now_utc(),
                     awake_cost_hr: 2.0,
                     node_groups: vec![],

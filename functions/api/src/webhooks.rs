@@ -8,15 +8,15 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
-use spotwise_store::{Item, PutCondition, Query};
 use spotwise_core::domain::{Notification, Role, Severity};
-use spotwise_store::keys::{self, prefix};
 use spotwise_notify::deliver::Verdict;
 use spotwise_notify::endpoint::Endpoint;
 use spotwise_notify::format::{EndpointKind, render};
 use spotwise_notify::record::{DeliveryOutcome, DeliveryRecord};
 use spotwise_notify::routing::Route;
 use spotwise_notify::ssrf;
+use spotwise_store::keys::{self, prefix};
+use spotwise_store::{Item, PutCondition, Query};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 

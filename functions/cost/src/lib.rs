@@ -14,13 +14,8 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use spotwise_aws::queue::{Queue, QueueError};
-use spotwise_store::runs;
-use spotwise_store::snapshots::{self, Unusable};
-use spotwise_store::{Claim, Item, PutCondition, Query};
-use spotwise_store::{Store, StoreError};
 use spotwise_core::config::{CommonConfig, ConfigError, Env};
-use spotwise_core::domain::{Cluster, HibernationState, Notification, Policy, Severity};
-use spotwise_store::keys::{self, CostGranularity};
+use spotwise_core::domain::{Cluster, Notification, Policy, Severity};
 use spotwise_core::messages::{CostRequest, ScheduleTrigger};
 use spotwise_core::{Classify, ClusterId, Disposition, TenantId};
 use spotwise_cost::breakdown::{self, DEFAULT_LABEL_KEYS, Dimension};
@@ -32,6 +27,12 @@ use spotwise_cost::{Baseline, CostTable, Summary, Weights, allocate, inputs, mon
 use spotwise_lambda::sqs::{BodyError, parse_body, process_batch};
 use spotwise_optimizer::catalog::TypeFilter;
 use spotwise_optimizer::recommendation::Recommendation;
+use spotwise_schedule::model::HibernationState;
+use spotwise_store::keys::{self, CostGranularity};
+use spotwise_store::runs;
+use spotwise_store::snapshots::{self, Unusable};
+use spotwise_store::{Claim, Item, PutCondition, Query};
+use spotwise_store::{Store, StoreError};
 use time::{Date, Month, OffsetDateTime};
 use tracing::{info, warn};
 

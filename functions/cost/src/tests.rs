@@ -50,7 +50,10 @@ async fn setup() -> Setup {
 }
 
 fn sample_snapshot() -> Snapshot {
-    spotwise_core::snapshot::parse_list(fixture("events/optimizer/kubectl-snapshot.json").as_bytes()).unwrap()
+    spotwise_core::snapshot::parse_list(
+        fixture("events/optimizer/kubectl-snapshot.json").as_bytes(),
+    )
+    .unwrap()
 }
 
 async fn upload(s: &Setup, at: OffsetDateTime) {

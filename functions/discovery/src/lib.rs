@@ -19,18 +19,18 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use serde::{Deserialize, Serialize};
 use spotwise_aws::cross_account::{CrossAccount, LinkError};
 use spotwise_aws::queue::QueueError;
-use spotwise_store::runs;
-use spotwise_store::{Item, PutCondition, Query};
 use spotwise_aws::{AwsFailure, Queue};
-use spotwise_store::{Store, StoreError};
 use spotwise_core::config::{CommonConfig, ConfigError, Env};
 use spotwise_core::domain::{
     Account, AccountHealth, Cluster, Node, Nodegroup, Notification, Resources, Severity,
 };
 use spotwise_core::messages::{DiscoverAccount, ScheduleTrigger};
 use spotwise_core::{Classify, ClusterId, Disposition, TenantId};
-use spotwise_store::keys;
 use spotwise_lambda::sqs::{BodyError, parse_body, process_batch};
+use spotwise_store::keys;
+use spotwise_store::runs;
+use spotwise_store::{Item, PutCondition, Query};
+use spotwise_store::{Store, StoreError};
 use time::OffsetDateTime;
 use tracing::{info, warn};
 
@@ -587,8 +587,8 @@ async fn reconcile(
 mod tests {
     use std::collections::HashMap;
 
-    use spotwise_store::{Item, PutCondition};
     use spotwise_core::domain::{Account, AccountHealth, RoleArn};
+    use spotwise_store::{Item, PutCondition};
     use spotwise_testkit::LocalStack;
     use time::OffsetDateTime;
 
@@ -661,9 +661,9 @@ mod tests {
     mod worker {
         use aws_sdk_ec2::types::{InstanceType as Ec2Type, ResourceType, Tag, TagSpecification};
         use aws_sdk_eks::types::{CapacityTypes, NodegroupScalingConfig, VpcConfigRequest};
-        use spotwise_store::accounts;
         use spotwise_aws::sdk::for_region;
         use spotwise_core::domain::{CapacityType, RoleArn};
+        use spotwise_store::accounts;
 
         use super::*;
 

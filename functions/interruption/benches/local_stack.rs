@@ -7,11 +7,11 @@
 use std::time::Instant;
 
 use interruption::{Config, Deps, InstanceOutcome, Outcome, handle_body};
-use spotwise_store::{Item, PutCondition};
 use spotwise_core::config::Env;
 use spotwise_core::domain::{CapacityType, Cluster, ClusterSecret, Node, Resources};
 use spotwise_core::{ClusterId, TenantId};
 use spotwise_store::keys;
+use spotwise_store::{Item, PutCondition};
 use spotwise_testkit::LocalStack;
 use time::OffsetDateTime;
 

@@ -20,19 +20,19 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use futures_util::future::try_join_all;
 use serde::Deserialize;
 use serde_json::json;
-use spotwise_aws::queue::{Fifo, QueueError};
-use spotwise_store::{Claim, Item, PutCondition, Query};
 use spotwise_aws::Queue;
-use spotwise_store::{Store, StoreError};
+use spotwise_aws::queue::{Fifo, QueueError};
 use spotwise_core::action::{ActionKind, ActionRecord, ActionStatus, ActionTarget, AgentAction};
 use spotwise_core::config::{CommonConfig, ConfigError, Env};
 use spotwise_core::domain::{
     Cluster, ClusterSecret, Node, Notification, Policy, PoolKey, RebalanceResponse, Severity,
 };
 use spotwise_core::interruption::{self, ParseError, Parsed, Signal, SignalKind};
-use spotwise_store::keys::{self, Key};
 use spotwise_core::{Classify, ClusterId, Disposition, TenantId, rfc3339};
 use spotwise_lambda::sqs::{BodyError, process_batch};
+use spotwise_store::keys::{self, Key};
+use spotwise_store::{Claim, Item, PutCondition, Query};
+use spotwise_store::{Store, StoreError};
 use time::OffsetDateTime;
 use tracing::{info, warn};
 

@@ -14,17 +14,11 @@ use std::convert::Infallible;
 use aws_config::SdkConfig;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use serde::{Deserialize, Serialize};
-use spotwise_store::actions::{self, DispatchError};
 use spotwise_aws::queue::{Queue, QueueError};
-use spotwise_store::runs;
-use spotwise_store::snapshots::{self, Unusable};
-use spotwise_store::{Item, PutCondition, Query};
-use spotwise_store::{Store, StoreError};
 use spotwise_core::config::{CommonConfig, ConfigError, Env};
 use spotwise_core::domain::{
     Cluster, NodeTemplate, Notification, Policy, PolicyMode, PoolKey, Severity,
 };
-use spotwise_store::keys;
 use spotwise_core::messages::{OptimizeRequest, ScheduleTrigger};
 use spotwise_core::{Classify, Disposition, rfc3339};
 use spotwise_lambda::sqs::{BodyError, parse_body, process_batch};
@@ -35,6 +29,12 @@ use spotwise_optimizer::kube;
 use spotwise_optimizer::model::{Offering, PlanPolicy};
 use spotwise_optimizer::recommendation::{Recommendation, RecommendationStatus, node_mix};
 use spotwise_optimizer::{Plan, plan};
+use spotwise_store::actions::{self, DispatchError};
+use spotwise_store::keys;
+use spotwise_store::runs;
+use spotwise_store::snapshots::{self, Unusable};
+use spotwise_store::{Item, PutCondition, Query};
+use spotwise_store::{Store, StoreError};
 use time::OffsetDateTime;
 use tracing::{info, warn};
 

@@ -1,10 +1,10 @@
 use aws_sdk_sqs::types::QueueAttributeName;
-use spotwise_store::Item;
 use spotwise_core::action::{ActionKind, ActionRecord, ActionStatus, AgentAction};
 use spotwise_core::domain::{ClusterSecret, Notification, Pool};
-use spotwise_core::{ClusterId, TenantId};
 use spotwise_core::snapshot::{Snapshot, SnapshotPod};
+use spotwise_core::{ClusterId, TenantId};
 use spotwise_optimizer::synth;
+use spotwise_store::Item;
 use spotwise_testkit::{LocalStack, fixture, records};
 
 use super::*;
@@ -132,7 +132,10 @@ async fn setup(mode: PolicyMode) -> Setup {
 }
 
 fn sample_snapshot() -> Snapshot {
-    spotwise_core::snapshot::parse_list(fixture("events/optimizer/kubectl-snapshot.json").as_bytes()).unwrap()
+    spotwise_core::snapshot::parse_list(
+        fixture("events/optimizer/kubectl-snapshot.json").as_bytes(),
+    )
+    .unwrap()
 }
 
 fn request(s: &Setup) -> OptimizeRequest {

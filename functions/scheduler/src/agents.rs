@@ -4,11 +4,11 @@
 
 use std::collections::BTreeMap;
 
-use spotwise_store::StoreError;
-use spotwise_store::runs::sortable;
-use spotwise_store::Query;
 use spotwise_core::domain::{AgentStatus, Notification, Severity};
+use spotwise_store::Query;
+use spotwise_store::StoreError;
 use spotwise_store::keys;
+use spotwise_store::runs::sortable;
 use time::OffsetDateTime;
 use tracing::info;
 

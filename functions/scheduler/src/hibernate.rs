@@ -16,20 +16,20 @@ use std::collections::{BTreeMap, BTreeSet};
 use aws_sdk_eks::types::NodegroupScalingConfig;
 use rust_decimal::prelude::ToPrimitive;
 use serde::Serialize;
-use spotwise_store::actions;
-use spotwise_store::Query;
 use spotwise_aws::AwsFailure;
-use spotwise_store::{Item, PutCondition, StoreError};
 use spotwise_core::action::{ActionKind, ActionRecord, ActionStatus, ActionTarget, AgentAction};
-use spotwise_core::domain::{
-    Account, Cluster, HibernationState, Nodegroup, Notification, SavedNodegroup, Severity,
-    SleepingWorkload,
-};
-use spotwise_store::keys::{self, CostGranularity};
+use spotwise_core::domain::{Account, Cluster, Nodegroup, Notification, Severity};
+use spotwise_core::snapshot::Snapshot;
 use spotwise_core::{ClusterId, TenantId};
 use spotwise_cost::report::CostPeriod;
-use spotwise_core::snapshot::Snapshot;
-use spotwise_schedule::model::{HibernationSchedule, NODEGROUP_LABEL, SleepRecord};
+use spotwise_schedule::model::{
+    HibernationSchedule, HibernationState, NODEGROUP_LABEL, SavedNodegroup, SleepRecord,
+    SleepingWorkload,
+};
+use spotwise_store::Query;
+use spotwise_store::actions;
+use spotwise_store::keys::{self, CostGranularity};
+use spotwise_store::{Item, PutCondition, StoreError};
 use time::OffsetDateTime;
 use tracing::{info, warn};
 

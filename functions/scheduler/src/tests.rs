@@ -4,18 +4,16 @@ use std::collections::BTreeMap;
 
 use aws_config::SdkConfig;
 use aws_sdk_eks::types::{NodegroupScalingConfig, VpcConfigRequest};
+use spotwise_core::action::{ActionKind, ActionRecord, ActionStatus, ActionTarget, AgentAction};
+use spotwise_core::domain::{CapacityType, ClusterSecret, Nodegroup, Notification, RoleArn};
+use spotwise_core::messages::OptimizeRequest;
+use spotwise_core::{ClusterId, TenantId};
 use spotwise_store::accounts;
 use spotwise_store::runs::{self, RunOutcome};
 use spotwise_store::{Item, PutCondition};
-use spotwise_core::action::{ActionKind, ActionRecord, ActionStatus, ActionTarget, AgentAction};
-use spotwise_core::domain::{
-    CapacityType, ClusterSecret, HibernationState, Nodegroup, Notification, RoleArn,
-};
-use spotwise_core::messages::OptimizeRequest;
-use spotwise_core::{ClusterId, TenantId};
 
 use spotwise_schedule::WeekMatrix;
-use spotwise_schedule::model::{HibernationSchedule, RunKind, SleepRecord};
+use spotwise_schedule::model::{HibernationSchedule, HibernationState, RunKind, SleepRecord};
 use spotwise_testkit::{LocalStack, fixture, records};
 use time::Duration;
 
@@ -132,8 +130,10 @@ async fn setup() -> Setup {
         )
         .await
         .unwrap();
-    let snapshot =
-        spotwise_core::snapshot::parse_list(fixture("events/optimizer/kubectl-snapshot.json").as_bytes()).unwrap();
+    let snapshot = spotwise_core::snapshot::parse_list(
+        fixture("events/optimizer/kubectl-snapshot.json").as_bytes(),
+    )
+    .unwrap();
     spotwise_store::snapshots::put(&deps.store, &tenant, &cluster, &snapshot, now)
         .await
         .unwrap();
@@ -593,7 +593,7 @@ async fn a_sleep_cut_short_is_finished_by_the_next_tick_and_a_lost_node_group_is
     put_schedule(&s, &schedule).await;
     // What a tick that died right after saving the state leaves: nothing scaled yet, and one
     // of the saved node groups has since been deleted.
-    let saved = |name: &str, (min, max, desired)| spotwise_core::domain::SavedNodegroup {
+    let saved = |name: &str, (min, max, desired)| spotwise_schedule::model::SavedNodegroup {
         name: name.into(),
         min_size: min,
         max_size: max,

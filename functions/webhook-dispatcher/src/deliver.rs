@@ -3,16 +3,16 @@
 use std::time::Duration;
 
 use serde::Deserialize;
-use spotwise_store::StoreError;
-use spotwise_store::{Item, PutCondition};
 use spotwise_core::domain::{Notification, Severity};
-use spotwise_store::keys;
 use spotwise_core::messages::DeliveryRequest;
 use spotwise_notify::deliver::{Delivery, Verdict};
 use spotwise_notify::endpoint::Endpoint;
 use spotwise_notify::format::{EndpointKind, render};
 use spotwise_notify::record::{DeliveryOutcome, DeliveryRecord};
 use spotwise_notify::routing::{Bucket, retry_delay};
+use spotwise_store::StoreError;
+use spotwise_store::keys;
+use spotwise_store::{Item, PutCondition};
 use time::OffsetDateTime;
 use tracing::{info, warn};
 

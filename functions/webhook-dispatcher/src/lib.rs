@@ -17,9 +17,8 @@ use std::time::Duration;
 
 use aws_config::SdkConfig;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
-use spotwise_aws::queue::QueueError;
 use spotwise_aws::Queue;
-use spotwise_store::{Store, StoreError};
+use spotwise_aws::queue::QueueError;
 use spotwise_core::config::{CommonConfig, ConfigError, Env};
 use spotwise_core::domain::Notification;
 use spotwise_core::messages::DeliveryRequest;
@@ -27,6 +26,7 @@ use spotwise_core::{Classify, Disposition};
 use spotwise_lambda::sqs::{BodyError, parse_body, process_batch_by};
 use spotwise_notify::deliver::{ClientError, Deliverer, REQUEST_TIMEOUT};
 use spotwise_notify::ssrf::{SystemLookup, TargetPolicy};
+use spotwise_store::{Store, StoreError};
 use time::OffsetDateTime;
 
 const CONCURRENCY: usize = 10;

@@ -2,13 +2,13 @@
 
 use std::time::Duration;
 
-use spotwise_store::{Claim, Item, PutCondition, Query};
 use spotwise_core::domain::Notification;
-use spotwise_store::keys::{self, prefix};
 use spotwise_core::messages::DeliveryRequest;
 use spotwise_notify::endpoint::Endpoint;
 use spotwise_notify::record::{FeedEntry, Suppression};
 use spotwise_notify::routing::{Maintenance, Silence};
+use spotwise_store::keys::{self, prefix};
+use spotwise_store::{Claim, Item, PutCondition, Query};
 use time::OffsetDateTime;
 use tracing::info;
 

@@ -4,10 +4,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use spotwise_store::{Item, PutCondition, Query};
 use spotwise_core::TenantId;
 use spotwise_core::domain::Severity;
-use spotwise_store::keys::{self, prefix};
 use spotwise_notify::deliver::{DELIVERY_HEADER, Deliverer};
 use spotwise_notify::endpoint::Endpoint;
 use spotwise_notify::format::EndpointKind;
@@ -15,6 +13,8 @@ use spotwise_notify::record::{DeliveryOutcome, DeliveryRecord, FeedEntry, Suppre
 use spotwise_notify::routing::{Maintenance, MaintenanceWindow, MatchOp, Matcher, Route, Silence};
 use spotwise_notify::sign::{SIGNATURE_HEADER, verify};
 use spotwise_notify::ssrf::{SystemLookup, TargetPolicy};
+use spotwise_store::keys::{self, prefix};
+use spotwise_store::{Item, PutCondition, Query};
 use spotwise_testkit::receiver::Receiver;
 use spotwise_testkit::{LocalStack, fixture};
 

@@ -3,9 +3,9 @@
 use std::error::Error as StdError;
 use std::fmt::Debug;
 
+use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
-use aws_smithy_runtime_api::client::result::SdkError;
 use spotwise_core::{Classify, Disposition};
 
 /// Error codes AWS uses for transient service-side conditions.

@@ -589,7 +589,6 @@ impl Pdb {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use rust_decimal::Decimal;
 use spotwise_core::domain::CapacityType;
+use spotwise_core::snapshot::PodUsage;
 use spotwise_cost::breakdown::{self, DEFAULT_LABEL_KEYS, Dimension};
 use spotwise_cost::{NodeInput, PodInput, Weights, allocate};
-use spotwise_core::snapshot::PodUsage;
 use spotwise_optimizer::synth;
 
 const NODE_CPU_M: u64 = 7_910;

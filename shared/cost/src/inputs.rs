@@ -3,9 +3,9 @@
 use std::collections::HashMap;
 
 use spotwise_core::domain::CapacityType;
+use spotwise_core::snapshot::{Snapshot, SnapshotPod};
 use spotwise_optimizer::Offering;
 use spotwise_optimizer::eligibility::WorkloadPod;
-use spotwise_core::snapshot::{Snapshot, SnapshotPod};
 
 use crate::allocate::{NodeInput, PodInput};
 use crate::money;

@@ -3,7 +3,6 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use spotwise_core::domain::SavedNodegroup;
 use spotwise_core::{ClusterId, TenantId};
 use time::OffsetDateTime;
 
@@ -182,6 +181,53 @@ impl ScheduledRun {
     pub fn cron(&self) -> Result<crate::Cron, crate::CronError> {
         crate::Cron::parse(&self.cron)
     }
+}
+
+/// Written by hibernation while it has a cluster asleep: what the cluster costs per hour
+/// awake, which the cost function counts as saved for every sampled hour of the sleep.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct HibernationState {
+    #[serde(with = "time::serde::rfc3339")]
+    pub asleep_since: OffsetDateTime,
+    pub awake_cost_hr: f64,
+    /// Node groups scaled to zero, with the sizes waking restores.
+    #[serde(default)]
+    pub node_groups: Vec<SavedNodegroup>,
+    /// Workloads the agent was asked to scale to zero.
+    #[serde(default)]
+    pub workloads: Vec<SleepingWorkload>,
+    /// Nodes the agent was asked to cordon (and will be asked to uncordon).
+    #[serde(default)]
+    pub cordoned_nodes: Vec<String>,
+    /// Set once every step of going to sleep was taken; until then each tick takes the steps
+    /// still missing, so a tick that died halfway is finished by the next.
+    #[serde(default)]
+    pub complete: bool,
+    /// What going to sleep could not do (a node group the role may not scale, say).
+    #[serde(default)]
+    pub problems: Vec<String>,
+}
+
+/// A managed node group's scaling before hibernation took it to zero.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SavedNodegroup {
+    pub name: String,
+    pub min_size: i32,
+    pub max_size: i32,
+    pub desired_size: i32,
+}
+
+/// A Deployment or StatefulSet put to sleep, and the scale action that did it (whose report
+/// carries the replica count to restore).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SleepingWorkload {
+    pub namespace: String,
+    pub kind: String,
+    pub name: String,
+    pub action_id: String,
 }
 
 #[cfg(test)]

@@ -6,15 +6,15 @@
 //! 2. [`link`] assumes the role with that ExternalId, checks the identity's account is the one
 //!    the ARN names, and stores the account as healthy and listed for discovery.
 
+use crate::keys::{self, Key};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use spotwise_core::TenantId;
 use spotwise_core::domain::{Account, AccountHealth, RoleArn};
-use crate::keys::{self, Key};
 use time::OffsetDateTime;
 
-use spotwise_aws::cross_account::{CrossAccount, LinkError};
 use crate::table::{Item, PutCondition, Store, StoreError};
+use spotwise_aws::cross_account::{CrossAccount, LinkError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AccountError {

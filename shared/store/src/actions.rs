@@ -4,18 +4,18 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::keys;
 use spotwise_core::action::{ActionKind, ActionRecord, ActionStatus, ActionTarget, AgentAction};
 use spotwise_core::domain::{Cluster, ClusterSecret};
-use crate::keys;
 use spotwise_core::{Classify, ClusterId, Disposition, TenantId};
 use spotwise_optimizer::consolidation::Step;
 use spotwise_optimizer::recommendation::Recommendation;
 use time::OffsetDateTime;
 
-use spotwise_aws::queue::{Fifo, QueueError};
 use crate::table::Claim;
 use crate::{Item, PutCondition, Store, StoreError};
 use spotwise_aws::Queue;
+use spotwise_aws::queue::{Fifo, QueueError};
 
 /// How long a consolidation drain may take before the agent gives up on it.
 const DRAIN_DEADLINE: time::Duration = time::Duration::minutes(30);

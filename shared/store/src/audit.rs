@@ -1,9 +1,9 @@
 //! The tenant's audit log: every change made through the API, and every change the platform
 //! makes on its own (hibernation, scheduled runs), with who, what, and before/after.
 
+use crate::keys;
 use spotwise_core::TenantId;
 use spotwise_core::domain::AuditEvent;
-use crate::keys;
 use time::OffsetDateTime;
 
 use crate::{Item, PutCondition, Store, StoreError};

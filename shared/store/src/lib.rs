@@ -9,6 +9,4 @@ pub mod runs;
 pub mod snapshots;
 mod table;
 
-pub use table::{
-Claim, GSI1_NAME, Item, Page, PutCondition, Query, Store, StoreError,
-};
+pub use table::{Claim, GSI1_NAME, Item, Page, PutCondition, Query, Store, StoreError};

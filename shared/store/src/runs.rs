@@ -3,17 +3,17 @@
 //! row. The scheduler and the API's manual trigger start runs; the optimizer, discovery and
 //! cost functions finish them.
 
-use spotwise_core::domain::{Cluster, Notification, Severity};
 use crate::keys::{self, Gsi1Key};
+use spotwise_core::domain::{Cluster, Notification, Severity};
 use spotwise_core::messages::{CostRequest, DiscoverAccount, OptimizeRequest, RunRef};
 use spotwise_core::{Classify, ClusterId, Disposition};
 use spotwise_schedule::model::{RunKind, RunRecord, RunState, ScheduleStatus, ScheduledRun};
 use time::OffsetDateTime;
 use tracing::{info, warn};
 
-use spotwise_aws::queue::QueueError;
 use crate::{Item, PutCondition, Store, StoreError};
 use spotwise_aws::Queue;
+use spotwise_aws::queue::QueueError;
 
 /// A run without an outcome after this long is counted as failed.
 pub const RUN_TIMEOUT: time::Duration = time::Duration::hours(1);

@@ -7,11 +7,11 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::keys::{Gsi1Key, Key};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use crate::keys::{Gsi1Key, Key};
 use spotwise_core::{Classify, Disposition};
 use time::OffsetDateTime;
 use tracing::{debug, warn};

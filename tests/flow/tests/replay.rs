@@ -10,11 +10,11 @@ use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use serde_json::Value;
-use spotwise_store::Query;
 use spotwise_core::action::ActionRecord;
 use spotwise_core::config::Env;
-use spotwise_store::keys;
 use spotwise_flow::Report;
+use spotwise_store::Query;
+use spotwise_store::keys;
 use spotwise_testkit::{LocalStack, fixture};
 
 const SAMPLES: &[(&str, &str)] = &[
