@@ -7,14 +7,11 @@ use k8s_openapi::api::core::v1::Node;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
-use spotwise_core::action::{ActionKind, ActionTarget, AgentAction};
+use spotwise_core::action::{ActionSpec, AgentAction, ScalableKind, WorkloadRef};
+use spotwise_core::domain::Taint;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExecuteError {
-    #[error("{0:?} actions are not supported by this agent")]
-    Unsupported(ActionKind),
-    #[error("invalid parameters: {0}")]
-    InvalidParams(String),
     #[error("drain incomplete at the deadline: {detail}")]
     DrainIncomplete {
         detail: String,
@@ -37,56 +34,14 @@ impl ExecuteError {
             }
             ExecuteError::Kube(_) | ExecuteError::Lifecycle(_) => true,
             // The deadline has passed; a retry would be refused as expired.
-            ExecuteError::Unsupported(_)
-            | ExecuteError::InvalidParams(_)
-            | ExecuteError::DrainIncomplete { .. } => false,
+            ExecuteError::DrainIncomplete { .. } => false,
         }
     }
 }
 
-fn node_name(action: &AgentAction) -> Result<&str, ExecuteError> {
-    match &action.target {
-        ActionTarget::Node { name } => Ok(name),
-        ActionTarget::Workload { .. } => Err(ExecuteError::InvalidParams(format!(
-            "{:?} needs a node target",
-            action.kind
-        ))),
-    }
-}
-
-fn string_map(
-    action: &AgentAction,
-    param: &str,
-) -> Result<serde_json::Map<String, serde_json::Value>, ExecuteError> {
-    let value = action
-        .params
-        .get(param)
-        .ok_or_else(|| ExecuteError::InvalidParams(format!("params.{param} is required")))?;
-    let map = value
-        .as_object()
-        .ok_or_else(|| ExecuteError::InvalidParams(format!("params.{param} must be an object")))?;
-    if map.values().any(|v| !(v.is_string() || v.is_null())) {
-        return Err(ExecuteError::InvalidParams(format!(
-            "params.{param} values must be strings (or null to remove)"
-        )));
-    }
-    Ok(map.clone())
-}
-
 /// A human-readable account of what the action would change.
 pub fn describe(action: &AgentAction) -> String {
-    match &action.target {
-        ActionTarget::Node { name } => format!("{:?} node {name}", action.kind).to_lowercase(),
-        ActionTarget::Workload {
-            namespace,
-            kind,
-            name,
-        } => format!(
-            "{:?} {kind} {namespace}/{name} {:?}",
-            action.kind, action.params
-        )
-        .to_lowercase(),
-    }
+    action.spec.to_string()
 }
 
 /// What an executed action did.
@@ -112,77 +67,54 @@ pub async fn run(
     action: &AgentAction,
 ) -> Result<Executed, ExecuteError> {
     let params = PatchParams::default();
-    match action.kind {
-        ActionKind::Cordon | ActionKind::Uncordon => {
-            let name = node_name(action)?;
-            let unschedulable = action.kind == ActionKind::Cordon;
+    match &action.spec {
+        ActionSpec::Cordon { node } | ActionSpec::Uncordon { node } => {
+            let unschedulable = matches!(action.spec, ActionSpec::Cordon { .. });
             let nodes: Api<Node> = Api::all(client.clone());
             nodes
                 .patch(
-                    name,
+                    node,
                     &params,
                     &Patch::Merge(json!({ "spec": { "unschedulable": unschedulable } })),
                 )
                 .await?;
-            Ok(format!("node {name} unschedulable={unschedulable}").into())
+            Ok(format!("node {node} unschedulable={unschedulable}").into())
         }
-        ActionKind::Label => {
-            let name = node_name(action)?;
-            let labels = string_map(action, "labels")?;
+        ActionSpec::Label { node, labels } => {
             let nodes: Api<Node> = Api::all(client.clone());
+            let labels = json!(labels);
             nodes
                 .patch(
-                    name,
+                    node,
                     &params,
                     &Patch::Merge(json!({ "metadata": { "labels": labels } })),
                 )
                 .await?;
-            Ok(format!("node {name} labels {}", serde_json::Value::Object(labels)).into())
+            Ok(format!("node {node} labels {labels}").into())
         }
-        ActionKind::Taint => {
-            let name = node_name(action)?;
-            add_taint(client, name, action).await.map(Executed::from)
+        ActionSpec::Taint { node, taint } => {
+            add_taint(client, node, taint).await.map(Executed::from)
         }
-        ActionKind::Scale => {
-            let ActionTarget::Workload {
+        ActionSpec::Scale { workload, replicas } => {
+            let WorkloadRef {
                 namespace,
                 kind,
                 name,
-            } = &action.target
-            else {
-                return Err(ExecuteError::InvalidParams(
-                    "scale needs a workload target".into(),
-                ));
-            };
-            let replicas = action
-                .params
-                .get("replicas")
-                .and_then(|v| v.as_u64())
-                .and_then(|r| i32::try_from(r).ok())
-                .ok_or_else(|| {
-                    ExecuteError::InvalidParams(
-                        "params.replicas must be a non-negative integer".into(),
-                    )
-                })?;
+            } = workload;
             let patch = Patch::Merge(json!({ "spec": { "replicas": replicas } }));
             // The previous count goes into the result, so whoever scaled down can restore it.
-            let previous = match kind.as_str() {
-                "Deployment" => {
+            let previous = match kind {
+                ScalableKind::Deployment => {
                     let api = Api::<Deployment>::namespaced(client.clone(), namespace);
                     let scale = api.get_scale(name).await?;
                     api.patch_scale(name, &params, &patch).await?;
                     scale
                 }
-                "StatefulSet" => {
+                ScalableKind::StatefulSet => {
                     let api = Api::<StatefulSet>::namespaced(client.clone(), namespace);
                     let scale = api.get_scale(name).await?;
                     api.patch_scale(name, &params, &patch).await?;
                     scale
-                }
-                other => {
-                    return Err(ExecuteError::InvalidParams(format!(
-                        "cannot scale a {other}"
-                    )));
                 }
             };
             let previous = previous.spec.and_then(|s| s.replicas).unwrap_or(0);
@@ -191,23 +123,25 @@ pub async fn run(
                 previous_replicas: Some(previous),
             })
         }
-        ActionKind::Drain => {
-            let name = node_name(action)?;
-            if action.params.contains_key("taint") {
-                add_taint(client, name, action).await?;
+        ActionSpec::Drain {
+            node,
+            taint,
+            lifecycle_hook,
+        } => {
+            if let Some(taint) = taint {
+                add_taint(client, node, taint).await?;
             }
-            let hook = crate::lifecycle::Hook::from_action(action)?;
-            let drained = match (&hook, autoscaling) {
+            let drained = match (lifecycle_hook, autoscaling) {
                 (Some(hook), Some(asg)) => tokio::select! {
-                    drained = crate::drain::drain(client, name, action.not_after) => drained,
+                    drained = crate::drain::drain(client, node, action.not_after) => drained,
                     () = crate::lifecycle::keep_alive(asg, hook) => unreachable!("heartbeats never end"),
                 },
-                _ => crate::drain::drain(client, name, action.not_after).await,
+                _ => crate::drain::drain(client, node, action.not_after).await,
             };
             let report = drained?;
-            let mut detail = report.summary(name);
+            let mut detail = report.summary(node);
             // The instance goes either way; completing the hook lets it go now.
-            match (&hook, autoscaling) {
+            match (lifecycle_hook, autoscaling) {
                 (Some(hook), Some(asg)) => {
                     crate::lifecycle::complete(asg, hook).await?;
                     detail.push_str("; lifecycle action completed (CONTINUE)");
@@ -232,15 +166,14 @@ pub async fn run(
 async fn add_taint(
     client: &kube::Client,
     name: &str,
-    action: &AgentAction,
+    taint: &Taint,
 ) -> Result<String, ExecuteError> {
-    let taint = action
-        .params
-        .get("taint")
-        .cloned()
-        .ok_or_else(|| ExecuteError::InvalidParams("params.taint is required".into()))?;
-    let taint: k8s_openapi::api::core::v1::Taint = serde_json::from_value(taint)
-        .map_err(|e| ExecuteError::InvalidParams(format!("params.taint: {e}")))?;
+    let taint = k8s_openapi::api::core::v1::Taint {
+        key: taint.key.clone(),
+        value: taint.value.clone(),
+        effect: taint.effect.clone(),
+        time_added: None,
+    };
     let nodes: Api<Node> = Api::all(client.clone());
     let node = nodes.get(name).await?;
     let mut taints = node.spec.and_then(|s| s.taints).unwrap_or_default();

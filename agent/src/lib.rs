@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use spotwise_core::ClusterId;
-use spotwise_core::action::{ActionStatus, AgentAction};
+use spotwise_core::action::{ActionStatus, ReceivedAction};
 use spotwise_core::config::{ConfigError, Env};
 use spotwise_core::messages::{ActionReport, Rejection, ReportedOutcome};
 use time::OffsetDateTime;
@@ -262,17 +262,21 @@ impl Agent {
     }
 
     async fn decide(&self, body: &str, now: OffsetDateTime) -> Outcome {
-        let action: AgentAction = match serde_json::from_str(body) {
-            Ok(action) => action,
+        let received = match ReceivedAction::parse(body) {
+            Ok(received) => received,
             Err(e) => return reject(None, format!("unreadable action: {e}")),
         };
-        if let Err(e) = action.verify(&self.cluster_id, &self.secret, now) {
+        if let Err(e) = received.verify(&self.cluster_id, &self.secret, now) {
             // Signed by the platform but refused (expired): worth reporting against its id.
-            let authentic = action
-                .verify(&self.cluster_id, &self.secret, action.issued_at)
+            let authentic = received
+                .verify(&self.cluster_id, &self.secret, received.action.issued_at)
                 .is_ok();
-            return reject(authentic.then(|| action.action_id.clone()), e.to_string());
+            return reject(
+                authentic.then(|| received.action.action_id.clone()),
+                e.to_string(),
+            );
         }
+        let action = received.action;
         if self.already_finished(&action.action_id) {
             info!(action_id = %action.action_id, "redelivered action already finished; not executed again");
             return Outcome::Duplicate {
@@ -307,17 +311,13 @@ impl Agent {
         }
         match execute::run(&self.kube, self.autoscaling.as_ref(), &action).await {
             Ok(executed) => {
-                info!(action_id = %action.action_id, kind = ?action.kind, detail = %executed.detail, "action done");
+                info!(action_id = %action.action_id, kind = %action.kind(), detail = %executed.detail, "action done");
                 Outcome::Done {
                     action_id: action.action_id,
                     detail: executed.detail,
                     previous_replicas: executed.previous_replicas,
                 }
             }
-            Err(err @ (ExecuteError::Unsupported(_) | ExecuteError::InvalidParams(_))) => reject(
-                Some(action.action_id.clone()),
-                format!("action {}: {err}", action.action_id),
-            ),
             Err(err) => {
                 let retryable = err.is_retryable();
                 warn!(action_id = %action.action_id, error = %err, retryable, "action failed");

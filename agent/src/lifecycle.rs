@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use aws_sdk_autoscaling::Client;
 use aws_sdk_autoscaling::error::DisplayErrorContext;
-use serde::Deserialize;
-use spotwise_core::action::AgentAction;
+use spotwise_core::action::LifecycleHook;
 use tracing::warn;
 
 use crate::execute::ExecuteError;
@@ -15,30 +14,8 @@ use crate::execute::ExecuteError;
 /// Well inside the smallest heartbeat timeout Auto Scaling allows (30 s).
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(20);
 
-/// `params.asg_lifecycle` as the interruption handler writes it.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Hook {
-    pub auto_scaling_group: String,
-    pub hook_name: String,
-    pub token: String,
-    pub instance_id: String,
-}
-
-impl Hook {
-    pub fn from_action(action: &AgentAction) -> Result<Option<Self>, ExecuteError> {
-        action
-            .params
-            .get("asg_lifecycle")
-            .map(|value| {
-                serde_json::from_value(value.clone())
-                    .map_err(|e| ExecuteError::InvalidParams(format!("params.asg_lifecycle: {e}")))
-            })
-            .transpose()
-    }
-}
-
 /// Sends heartbeats until dropped.
-pub async fn keep_alive(client: &Client, hook: &Hook) {
+pub async fn keep_alive(client: &Client, hook: &LifecycleHook) {
     loop {
         tokio::time::sleep(HEARTBEAT_EVERY).await;
         let sent = client
@@ -55,7 +32,7 @@ pub async fn keep_alive(client: &Client, hook: &Hook) {
     }
 }
 
-pub async fn complete(client: &Client, hook: &Hook) -> Result<(), ExecuteError> {
+pub async fn complete(client: &Client, hook: &LifecycleHook) -> Result<(), ExecuteError> {
     client
         .complete_lifecycle_action()
         .auto_scaling_group_name(&hook.auto_scaling_group)

@@ -11,12 +11,16 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
+use hmac::Mac;
 use serde_json::{Value, json};
 use spotwise_agent::{
     Agent, Metrics, Outcome, QueueWorker, Reporter, SecretError, read_cluster_secret,
 };
 use spotwise_core::ClusterId;
-use spotwise_core::action::{ActionKind, ActionTarget, AgentAction};
+use spotwise_core::action::{
+    ActionSpec, AgentAction, LifecycleHook, ScalableKind, WorkloadRef, hmac_sha256,
+};
+use spotwise_core::domain::Taint;
 use spotwise_core::messages::{ActionReport, ReportedOutcome};
 use spotwise_testkit::LocalStack;
 use spotwise_testkit::kube::{FakeKube, KubeState, node as kube_node, pod};
@@ -109,14 +113,12 @@ impl Cluster {
     }
 }
 
-fn action(kind: ActionKind, target: ActionTarget, params: Value) -> AgentAction {
+fn action(spec: ActionSpec) -> AgentAction {
     let now = OffsetDateTime::now_utc();
     AgentAction {
         action_id: format!("a-{}", now.unix_timestamp_nanos()),
         cluster_id: ClusterId::new("c1").unwrap(),
-        kind,
-        target,
-        params: serde_json::from_value::<BTreeMap<String, Value>>(params).unwrap(),
+        spec,
         reason: "test".into(),
         issued_at: now,
         not_after: now + Duration::minutes(2),
@@ -124,8 +126,64 @@ fn action(kind: ActionKind, target: ActionTarget, params: Value) -> AgentAction 
     }
 }
 
-fn node_target(name: &str) -> ActionTarget {
-    ActionTarget::Node { name: name.into() }
+fn cordon_node(node: &str) -> ActionSpec {
+    ActionSpec::Cordon { node: node.into() }
+}
+
+fn uncordon_node(node: &str) -> ActionSpec {
+    ActionSpec::Uncordon { node: node.into() }
+}
+
+fn drain_node(node: &str) -> ActionSpec {
+    ActionSpec::Drain {
+        node: node.into(),
+        taint: None,
+        lifecycle_hook: None,
+    }
+}
+
+fn interruption_taint() -> Taint {
+    Taint {
+        key: "spotwise.io/interruption".into(),
+        value: Some("spot".into()),
+        effect: "NoSchedule".into(),
+    }
+}
+
+fn scale_web(replicas: u32) -> ActionSpec {
+    ActionSpec::Scale {
+        workload: WorkloadRef {
+            namespace: "shop".into(),
+            kind: ScalableKind::Deployment,
+            name: "web".into(),
+        },
+        replicas,
+    }
+}
+
+/// An action in the wire form agents read before typed actions (`kind`, `target`, free-form
+/// `params`), signed over that form as the earlier platform signed it.
+fn legacy_signed(kind: &str, target: Value, params: Value) -> String {
+    let now = OffsetDateTime::now_utc();
+    let mut legacy = json!({
+        "action_id": format!("old-{}", now.unix_timestamp_nanos()),
+        "cluster_id": "c1",
+        "kind": kind,
+        "target": target,
+        "params": params,
+        "reason": "queued before the upgrade",
+        "issued_at": spotwise_core::rfc3339(now),
+        "not_after": spotwise_core::rfc3339(now + Duration::minutes(2)),
+    });
+    // The earlier canonical form: compact JSON, keys sorted, no signature.
+    let canonical = serde_json::to_string(&legacy).unwrap();
+    let signature = hex::encode(
+        hmac_sha256(SECRET, canonical.as_bytes())
+            .finalize()
+            .into_bytes(),
+    );
+    legacy["signature"] = signature.into();
+    legacy.to_string()
 }
 
 fn agent(kube: &Cluster, dry_run: bool) -> Agent {
@@ -148,29 +206,16 @@ async fn cordon_is_visible_on_the_next_get_and_uncordon_reverts_it() {
     let node = "ip-10-0-1-17.ec2.internal";
     let now = OffsetDateTime::now_utc();
 
-    let outcome = agent
-        .handle(
-            &signed(action(ActionKind::Cordon, node_target(node), json!({}))),
-            now,
-        )
-        .await;
+    let outcome = agent.handle(&signed(action(cordon_node(node))), now).await;
     assert!(matches!(outcome, Outcome::Done { .. }), "{outcome:?}");
     assert_eq!(kube.node(node)["spec"]["unschedulable"], true);
 
     // Duplicate delivery is harmless.
-    let outcome = agent
-        .handle(
-            &signed(action(ActionKind::Cordon, node_target(node), json!({}))),
-            now,
-        )
-        .await;
+    let outcome = agent.handle(&signed(action(cordon_node(node))), now).await;
     assert!(matches!(outcome, Outcome::Done { .. }));
 
     agent
-        .handle(
-            &signed(action(ActionKind::Uncordon, node_target(node), json!({}))),
-            now,
-        )
+        .handle(&signed(action(uncordon_node(node))), now)
         .await;
     assert_eq!(kube.node(node)["spec"]["unschedulable"], false);
     assert_eq!(
@@ -187,11 +232,10 @@ async fn label_and_taint_are_applied_once() {
     let node = "ip-10-0-2-9.ec2.internal";
     let now = OffsetDateTime::now_utc();
 
-    let label = action(
-        ActionKind::Label,
-        node_target(node),
-        json!({"labels": {"spotwise.io/managed": "true"}}),
-    );
+    let label = action(ActionSpec::Label {
+        node: node.into(),
+        labels: BTreeMap::from([("spotwise.io/managed".into(), Some("true".into()))]),
+    });
     assert!(matches!(
         agent.handle(&signed(label), now).await,
         Outcome::Done { .. }
@@ -206,14 +250,12 @@ async fn label_and_taint_are_applied_once() {
         "merge keeps other labels"
     );
 
-    let taint = json!({"taint": {"key": "spotwise.io/interruption", "value": "spot", "effect": "NoSchedule"}});
     for _ in 0..2 {
-        let outcome = agent
-            .handle(
-                &signed(action(ActionKind::Taint, node_target(node), taint.clone())),
-                now,
-            )
-            .await;
+        let taint = ActionSpec::Taint {
+            node: node.into(),
+            taint: interruption_taint(),
+        };
+        let outcome = agent.handle(&signed(action(taint)), now).await;
         assert!(matches!(outcome, Outcome::Done { .. }), "{outcome:?}");
     }
     let taints = kube.node(node)["spec"]["taints"]
@@ -223,13 +265,14 @@ async fn label_and_taint_are_applied_once() {
     assert_eq!(taints.len(), 1);
     assert_eq!(taints[0]["key"], "spotwise.io/interruption");
 
-    let bad = action(
-        ActionKind::Label,
-        node_target(node),
+    // A typed label cannot carry a number; an earlier-form message that does is refused by name.
+    let bad = legacy_signed(
+        "label",
+        json!({"type": "node", "name": node}),
         json!({"labels": {"x": 1}}),
     );
     assert!(
-        matches!(agent.handle(&signed(bad), now).await, Outcome::Rejected { reason, .. } if reason.contains("params.labels"))
+        matches!(agent.handle(&bad, now).await, Outcome::Rejected { reason, .. } if reason.contains("params.labels"))
     );
 }
 
@@ -237,16 +280,8 @@ async fn label_and_taint_are_applied_once() {
 async fn scale_sets_replicas_through_the_scale_subresource() {
     let kube = Cluster::start().await;
     let agent = agent(&kube, false);
-    let target = ActionTarget::Workload {
-        namespace: "shop".into(),
-        kind: "Deployment".into(),
-        name: "web".into(),
-    };
     let outcome = agent
-        .handle(
-            &signed(action(ActionKind::Scale, target, json!({"replicas": 0}))),
-            OffsetDateTime::now_utc(),
-        )
+        .handle(&signed(action(scale_web(0))), OffsetDateTime::now_utc())
         .await;
     assert!(
         matches!(outcome, Outcome::Done { ref detail, previous_replicas: Some(3), .. } if detail.contains("scaled from 3 to 0")),
@@ -262,16 +297,11 @@ async fn unverifiable_actions_never_reach_the_cluster() {
     let node = "ip-10-0-1-17.ec2.internal";
     let now = OffsetDateTime::now_utc();
 
-    let mut wrong_cluster = action(ActionKind::Cordon, node_target(node), json!({}));
+    let mut wrong_cluster = action(cordon_node(node));
     wrong_cluster.cluster_id = ClusterId::new("c2").unwrap();
-    let expired = action(ActionKind::Cordon, node_target(node), json!({}));
-    let mut forged: AgentAction = serde_json::from_str(&signed(action(
-        ActionKind::Cordon,
-        node_target(node),
-        json!({}),
-    )))
-    .unwrap();
-    forged.target = node_target("ip-10-0-2-9.ec2.internal");
+    let expired = action(cordon_node(node));
+    let mut forged: AgentAction = serde_json::from_str(&signed(action(cordon_node(node)))).unwrap();
+    forged.spec = cordon_node("ip-10-0-2-9.ec2.internal");
 
     let cases = [
         (signed(wrong_cluster), "serves c1"),
@@ -281,10 +311,7 @@ async fn unverifiable_actions_never_reach_the_cluster() {
         ),
         (serde_json::to_string(&forged).unwrap(), "invalid signature"),
         (
-            serde_json::to_string(
-                &action(ActionKind::Cordon, node_target(node), json!({})).sign(b"other-secret"),
-            )
-            .unwrap(),
+            serde_json::to_string(&action(cordon_node(node)).sign(b"other-secret")).unwrap(),
             "invalid signature",
         ),
         ("{not json".to_owned(), "unreadable"),
@@ -315,11 +342,7 @@ async fn dry_run_reports_without_calling_the_api() {
     let agent = agent(&kube, true);
     let outcome = agent
         .handle(
-            &signed(action(
-                ActionKind::Cordon,
-                node_target("ip-10-0-1-17.ec2.internal"),
-                json!({}),
-            )),
+            &signed(action(cordon_node("ip-10-0-1-17.ec2.internal"))),
             OffsetDateTime::now_utc(),
         )
         .await;
@@ -336,7 +359,7 @@ async fn missing_node_is_a_final_failure() {
     let agent = agent(&kube, false);
     let outcome = agent
         .handle(
-            &signed(action(ActionKind::Cordon, node_target("gone"), json!({}))),
+            &signed(action(cordon_node("gone"))),
             OffsetDateTime::now_utc(),
         )
         .await;
@@ -372,12 +395,13 @@ async fn drain_evicts_what_should_move_and_leaves_daemonset_mirror_and_finished_
     let kube = Cluster::start().await;
     let agent = agent(&kube, false);
     let node = "ip-10-0-1-17.ec2.internal";
-    let taint = json!({"taint": {"key": "spotwise.io/interruption", "value": "spot", "effect": "NoSchedule"}});
+    let drain = ActionSpec::Drain {
+        node: node.into(),
+        taint: Some(interruption_taint()),
+        lifecycle_hook: None,
+    };
     let outcome = agent
-        .handle(
-            &signed(action(ActionKind::Drain, node_target(node), taint)),
-            OffsetDateTime::now_utc(),
-        )
+        .handle(&signed(action(drain)), OffsetDateTime::now_utc())
         .await;
     match &outcome {
         Outcome::Done { detail, .. } => {
@@ -406,10 +430,7 @@ async fn drain_evicts_what_should_move_and_leaves_daemonset_mirror_and_finished_
 
     // A duplicate delivery finds nothing left to move.
     let again = agent
-        .handle(
-            &signed(action(ActionKind::Drain, node_target(node), json!({}))),
-            OffsetDateTime::now_utc(),
-        )
+        .handle(&signed(action(drain_node(node))), OffsetDateTime::now_utc())
         .await;
     assert!(
         matches!(again, Outcome::Done { ref detail, .. } if detail.contains("0 evicted")),
@@ -429,11 +450,7 @@ async fn drain_blocked_by_a_pdb_finishes_once_the_budget_allows() {
     let agent = agent(&kube, false);
     let outcome = agent
         .handle(
-            &signed(action(
-                ActionKind::Drain,
-                node_target("ip-10-0-1-17.ec2.internal"),
-                json!({}),
-            )),
+            &signed(action(drain_node("ip-10-0-1-17.ec2.internal"))),
             OffsetDateTime::now_utc(),
         )
         .await;
@@ -458,11 +475,7 @@ async fn drain_reports_pods_left_when_the_deadline_comes() {
     let kube = Cluster::start().await;
     guard(&kube, &["db-1"], 0);
     let agent = agent(&kube, false);
-    let mut short = action(
-        ActionKind::Drain,
-        node_target("ip-10-0-1-17.ec2.internal"),
-        json!({}),
-    );
+    let mut short = action(drain_node("ip-10-0-1-17.ec2.internal"));
     short.not_after = OffsetDateTime::now_utc() + Duration::seconds(2);
     let started = std::time::Instant::now();
     let outcome = agent
@@ -520,19 +533,11 @@ async fn worker_executes_queued_actions_and_removes_finished_messages() {
 
     sqs.send_message()
         .queue_url(&queue_url)
-        .message_body(signed(action(
-            ActionKind::Cordon,
-            node_target(node),
-            json!({}),
-        )))
+        .message_body(signed(action(cordon_node(node))))
         .send()
         .await
         .unwrap();
-    let mut forged = action(
-        ActionKind::Cordon,
-        node_target("ip-10-0-2-9.ec2.internal"),
-        json!({}),
-    );
+    let mut forged = action(cordon_node("ip-10-0-2-9.ec2.internal"));
     forged.signature = "00".repeat(32);
     sqs.send_message()
         .queue_url(&queue_url)
@@ -589,7 +594,7 @@ async fn on_shutdown_the_action_in_hand_finishes_and_the_rest_of_the_batch_is_ha
     let (sqs, queue_url) = agent_queue(&stack).await;
     let nodes = ["ip-10-0-1-17.ec2.internal", "ip-10-0-2-9.ec2.internal"];
     for node in nodes {
-        let cordon = action(ActionKind::Cordon, node_target(node), json!({}));
+        let cordon = action(cordon_node(node));
         sqs.send_message()
             .queue_url(&queue_url)
             .message_body(signed(cordon))
@@ -676,19 +681,18 @@ async fn drain_for_an_asg_hook_completes_the_lifecycle_action() {
     let kube = Cluster::start().await;
     let (asg, calls, server) = fake_autoscaling().await;
     let agent = agent(&kube, false).with_autoscaling(asg);
-    let params = json!({"asg_lifecycle": {
-        "auto_scaling_group": "eks-workers", "hook_name": "spotwise-drain",
-        "token": "71514b9d-6a40-4b26-8523-05e7ee35fa40", "instance_id": "i-0b662ef9931388ba0"
-    }});
+    let drain = ActionSpec::Drain {
+        node: "ip-10-0-1-17.ec2.internal".into(),
+        taint: None,
+        lifecycle_hook: Some(LifecycleHook {
+            auto_scaling_group: "eks-workers".into(),
+            hook_name: "spotwise-drain".into(),
+            token: "71514b9d-6a40-4b26-8523-05e7ee35fa40".into(),
+            instance_id: "i-0b662ef9931388ba0".into(),
+        }),
+    };
     let outcome = agent
-        .handle(
-            &signed(action(
-                ActionKind::Drain,
-                node_target("ip-10-0-1-17.ec2.internal"),
-                params,
-            )),
-            OffsetDateTime::now_utc(),
-        )
+        .handle(&signed(action(drain)), OffsetDateTime::now_utc())
         .await;
     server.abort();
     assert!(
@@ -904,7 +908,7 @@ async fn the_agent_reports_outcomes_and_skips_cancelled_actions() {
     let now = OffsetDateTime::now_utc();
     let node = "ip-10-0-1-17.ec2.internal";
 
-    let mut cancelled = action(ActionKind::Cordon, node_target(node), json!({}));
+    let mut cancelled = action(cordon_node(node));
     cancelled.action_id = "withdrawn".into();
     api.state.lock().unwrap().cancelled.push("withdrawn".into());
     assert_eq!(
@@ -919,13 +923,13 @@ async fn the_agent_reports_outcomes_and_skips_cancelled_actions() {
         "not executed"
     );
 
-    let mut cordon = action(ActionKind::Cordon, node_target(node), json!({}));
+    let mut cordon = action(cordon_node(node));
     cordon.action_id = "c1".into();
     assert!(matches!(
         agent.handle(&signed(cordon), now).await,
         Outcome::Done { .. }
     ));
-    let mut late = action(ActionKind::Cordon, node_target(node), json!({}));
+    let mut late = action(cordon_node(node));
     late.action_id = "late".into();
     late.issued_at = now - Duration::minutes(3);
     late.not_after = now - Duration::seconds(1);
@@ -936,7 +940,7 @@ async fn the_agent_reports_outcomes_and_skips_cancelled_actions() {
             ..
         }
     ));
-    let mut forged = action(ActionKind::Cordon, node_target(node), json!({}));
+    let mut forged = action(cordon_node(node));
     forged.action_id = "forged".into();
     forged.signature = "00".repeat(32);
     assert!(matches!(
@@ -1075,7 +1079,7 @@ async fn the_secret_file_holds_the_hex_the_platform_hands_out_and_signs_with() {
     let node = "ip-10-0-1-17.ec2.internal";
     let outcome = agent
         .handle(
-            &signed(action(ActionKind::Cordon, node_target(node), json!({}))),
+            &signed(action(cordon_node(node))),
             OffsetDateTime::now_utc(),
         )
         .await;
@@ -1103,15 +1107,7 @@ async fn a_redelivered_action_is_executed_once_even_after_a_restart() {
     let kube = Cluster::start().await;
     let api = FakeApi::start().await;
     let scale = {
-        let mut a = action(
-            ActionKind::Scale,
-            ActionTarget::Workload {
-                namespace: "shop".into(),
-                kind: "Deployment".into(),
-                name: "web".into(),
-            },
-            json!({"replicas": 0}),
-        );
+        let mut a = action(scale_web(0));
         a.action_id = "sleep-web".into();
         signed(a)
     };
@@ -1160,12 +1156,12 @@ async fn refused_messages_reach_the_api_with_the_next_heartbeat() {
     let agent = agent(&kube, false).with_reporter(reporter(&api, None));
     let now = OffsetDateTime::now_utc();
     let node = "ip-10-0-1-17.ec2.internal";
-    let mut forged = action(ActionKind::Drain, node_target(node), json!({}));
+    let mut forged = action(drain_node(node));
     forged.signature = "00".repeat(32);
     agent
         .handle(&serde_json::to_string(&forged).unwrap(), now)
         .await;
-    let mut elsewhere = action(ActionKind::Cordon, node_target(node), json!({}));
+    let mut elsewhere = action(cordon_node(node));
     elsewhere.cluster_id = ClusterId::new("c2").unwrap();
     agent.handle(&signed(elsewhere), now).await;
     agent.handle("{not json", now).await;
@@ -1222,10 +1218,7 @@ async fn a_drain_waits_for_evicted_pods_to_terminate_before_completing() {
     let agent = agent(&kube, false);
     let node = "ip-10-0-1-17.ec2.internal";
     let outcome = agent
-        .handle(
-            &signed(action(ActionKind::Drain, node_target(node), json!({}))),
-            OffsetDateTime::now_utc(),
-        )
+        .handle(&signed(action(drain_node(node))), OffsetDateTime::now_utc())
         .await;
     assert!(
         matches!(outcome, Outcome::Done { ref detail, .. } if detail.contains("3 evicted")),
@@ -1255,7 +1248,7 @@ async fn a_drain_waits_for_evicted_pods_to_terminate_before_completing() {
         cluster.pods.insert(key, value);
         cluster.slow_lists = 1000;
     }
-    let mut short = action(ActionKind::Drain, node_target(node), json!({}));
+    let mut short = action(drain_node(node));
     short.not_after = OffsetDateTime::now_utc() + Duration::seconds(2);
     match agent
         .handle(&signed(short), OffsetDateTime::now_utc())
@@ -1288,13 +1281,9 @@ async fn the_rest_of_a_batch_stays_hidden_while_a_long_action_runs() {
         .queue_url
         .unwrap();
     let node = "ip-10-0-1-17.ec2.internal";
-    let mut drain = action(ActionKind::Drain, node_target(node), json!({}));
+    let mut drain = action(drain_node(node));
     drain.not_after = OffsetDateTime::now_utc() + Duration::seconds(5);
-    let cordon = action(
-        ActionKind::Cordon,
-        node_target("ip-10-0-2-9.ec2.internal"),
-        json!({}),
-    );
+    let cordon = action(cordon_node("ip-10-0-2-9.ec2.internal"));
     sqs.send_message_batch()
         .queue_url(&queue_url)
         .entries(

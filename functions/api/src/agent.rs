@@ -218,7 +218,7 @@ pub async fn action_result(
         ReportedOutcome::DryRun => "action_dry_run",
     };
     let action = &item.body.action;
-    let summary = format!("{:?} {}", action.kind, action.target_name()).to_lowercase();
+    let summary = action.spec.to_string();
     record_event(
         &state,
         &caller.tenant,
@@ -240,10 +240,7 @@ pub async fn action_result(
             severity,
             cluster_id: Some(action.cluster_id.clone()),
             labels: BTreeMap::from([
-                (
-                    "action".to_owned(),
-                    format!("{:?}", action.kind).to_lowercase(),
-                ),
+                ("action".to_owned(), action.kind().to_string()),
                 (
                     "outcome".to_owned(),
                     kind.trim_start_matches("action_").to_owned(),

@@ -12,16 +12,16 @@ use std::time::Duration;
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use rand::RngCore;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
+use rand::RngCore;
 use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 use spotwise_core::domain::{ApiKey, Principal, Role, Tenant};
 use spotwise_core::{ClusterId, TenantId};
 use spotwise_store::Store;
 use spotwise_store::keys;
 use spotwise_store::{Item, PutCondition};
+use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 
 use crate::AppState;
@@ -173,7 +173,6 @@ fn presented_key(parts: &Parts) -> Option<&str> {
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
 }
-
 
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;

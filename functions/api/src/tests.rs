@@ -1014,11 +1014,11 @@ impl Api {
             action: spotwise_core::action::AgentAction {
                 action_id: id.into(),
                 cluster_id: cluster.clone(),
-                kind: spotwise_core::action::ActionKind::Drain,
-                target: spotwise_core::action::ActionTarget::Node {
-                    name: "ip-10-0-1-17.ec2.internal".into(),
+                spec: spotwise_core::action::ActionSpec::Drain {
+                    node: "ip-10-0-1-17.ec2.internal".into(),
+                    taint: None,
+                    lifecycle_hook: None,
                 },
-                params: Default::default(),
                 reason: "test".into(),
                 issued_at: now,
                 not_after: now + time::Duration::minutes(5),

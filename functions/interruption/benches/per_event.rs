@@ -6,9 +6,8 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use interruption::build_action;
+use interruption::{NodeResponse, build_action};
 use spotwise_core::ClusterId;
-use spotwise_core::action::ActionKind;
 use spotwise_core::interruption::{Parsed, parse};
 use time::OffsetDateTime;
 
@@ -45,7 +44,7 @@ fn main() {
                 &cluster,
                 "ip-10-0-1-17.ec2.internal",
                 &signal.instance_ids[0],
-                ActionKind::Drain,
+                NodeResponse::Drain,
                 now,
             )
             .sign(&secret);

@@ -22,10 +22,12 @@ use serde::Deserialize;
 use serde_json::json;
 use spotwise_aws::Queue;
 use spotwise_aws::queue::{Fifo, QueueError};
-use spotwise_core::action::{ActionKind, ActionRecord, ActionStatus, ActionTarget, AgentAction};
+use spotwise_core::action::{
+    ActionKind, ActionRecord, ActionSpec, ActionStatus, AgentAction, LifecycleHook,
+};
 use spotwise_core::config::{CommonConfig, ConfigError, Env};
 use spotwise_core::domain::{
-    Cluster, ClusterSecret, Node, Notification, Policy, PoolKey, RebalanceResponse, Severity,
+    Cluster, ClusterSecret, Node, Notification, Policy, PoolKey, RebalanceResponse, Severity, Taint,
 };
 use spotwise_core::interruption::{self, ParseError, Parsed, Signal, SignalKind};
 use spotwise_core::{Classify, ClusterId, Disposition, TenantId, rfc3339};
@@ -101,6 +103,22 @@ impl Classify for InterruptionError {
             InterruptionError::Body(_) | InterruptionError::Parse(_) => Disposition::NonRetryable,
             InterruptionError::Store(e) => e.disposition(),
             InterruptionError::Queue(e) => e.disposition(),
+        }
+    }
+}
+
+/// What the handler does to the node of an instance that is going.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeResponse {
+    Cordon,
+    Drain,
+}
+
+impl NodeResponse {
+    pub fn kind(self) -> ActionKind {
+        match self {
+            NodeResponse::Cordon => ActionKind::Cordon,
+            NodeResponse::Drain => ActionKind::Drain,
         }
     }
 }
@@ -232,20 +250,21 @@ async fn handle_instance(
     if signal.kind == SignalKind::StateChange {
         return depart(deps, signal, &node, now).await;
     }
-    let kind = match signal.kind {
+    let response = match signal.kind {
         SignalKind::RebalanceRecommendation => match rebalance_policy(deps, &node).await? {
-            RebalanceResponse::Cordon => ActionKind::Cordon,
-            RebalanceResponse::Drain => ActionKind::Drain,
+            RebalanceResponse::Cordon => NodeResponse::Cordon,
+            RebalanceResponse::Drain => NodeResponse::Drain,
             RebalanceResponse::Notify => {
                 notify(deps, signal, &node, instance_id, None, now).await?;
                 return Ok(InstanceOutcome::NotifiedOnly);
             }
         },
-        _ => ActionKind::Drain,
+        _ => NodeResponse::Drain,
     };
+    let kind = response.kind();
 
     // Claim the (instance, kind) pair while reading where and how to send: one round trip.
-    let action_claim = keys::idempotency("action", &format!("{instance_id}#{kind:?}"));
+    let action_claim = keys::idempotency("action", &format!("{instance_id}#{kind}"));
     let cluster_key = keys::cluster(&node.tenant_id, &node.cluster_id);
     let secret_key = keys::cluster_secret(&node.cluster_id);
     let (claimed, cluster, secret) = tokio::join!(
@@ -265,7 +284,9 @@ async fn handle_instance(
         (Err(err), _) | (_, Err(err)) => Err(err.into()),
     };
     let issued = match destination {
-        Ok(destination) => issue(deps, signal, &node, instance_id, kind, destination, now).await,
+        Ok(destination) => {
+            issue(deps, signal, &node, instance_id, response, destination, now).await
+        }
         Err(err) => Err(err),
     };
     if issued.is_err() {
@@ -281,11 +302,19 @@ async fn issue(
     signal: &Signal,
     node: &IndexedNode,
     instance_id: &str,
-    kind: ActionKind,
+    response: NodeResponse,
     destination: Option<(String, Vec<u8>)>,
     now: OffsetDateTime,
 ) -> Result<InstanceOutcome, InterruptionError> {
-    let action = build_action(signal, &node.cluster_id, &node.name, instance_id, kind, now);
+    let action = build_action(
+        signal,
+        &node.cluster_id,
+        &node.name,
+        instance_id,
+        response,
+        now,
+    );
+    let kind = response.kind();
     let (action, status, status_reason) = match destination {
         Some((queue_url, secret)) => {
             let signed = action.sign(&secret);
@@ -356,36 +385,32 @@ pub fn build_action(
     cluster_id: &ClusterId,
     node_name: &str,
     instance_id: &str,
-    kind: ActionKind,
+    response: NodeResponse,
     now: OffsetDateTime,
 ) -> AgentAction {
     let deadline = interruption::action_deadline(signal, now);
-    let mut params = BTreeMap::from([("deadline".to_owned(), json!(rfc3339(deadline)))]);
-    if kind == ActionKind::Drain {
-        params.insert(
-            "taint".into(),
-            json!({"key": INTERRUPTION_TAINT, "value": kind_label(signal.kind), "effect": "NoSchedule"}),
-        );
-    }
-    if let Some(lifecycle) = &signal.lifecycle {
-        params.insert(
-            "asg_lifecycle".into(),
-            json!({
-                "auto_scaling_group": lifecycle.auto_scaling_group,
-                "hook_name": lifecycle.hook_name,
-                "token": lifecycle.token,
-                "instance_id": instance_id,
+    let node = node_name.to_owned();
+    let spec = match response {
+        NodeResponse::Cordon => ActionSpec::Cordon { node },
+        NodeResponse::Drain => ActionSpec::Drain {
+            node,
+            taint: Some(Taint {
+                key: INTERRUPTION_TAINT.into(),
+                value: Some(signal.kind.as_str().into()),
+                effect: "NoSchedule".into(),
             }),
-        );
-    }
+            lifecycle_hook: signal.lifecycle.as_ref().map(|lifecycle| LifecycleHook {
+                auto_scaling_group: lifecycle.auto_scaling_group.clone(),
+                hook_name: lifecycle.hook_name.clone(),
+                token: lifecycle.token.clone(),
+                instance_id: instance_id.to_owned(),
+            }),
+        },
+    };
     AgentAction {
         action_id: ulid::Ulid::new().to_string().to_ascii_lowercase(),
         cluster_id: cluster_id.clone(),
-        kind,
-        target: ActionTarget::Node {
-            name: node_name.to_owned(),
-        },
-        params,
+        spec,
         reason: format!("{} for {instance_id}", kind_label(signal.kind)),
         issued_at: now,
         not_after: deadline,
@@ -517,7 +542,7 @@ async fn notify(
     let what = match action {
         Some((a, ActionStatus::Queued)) => format!(
             "Spotwise is {}ing the node (action {}).",
-            format!("{:?}", a.kind).to_lowercase(),
+            a.kind(),
             a.action_id
         ),
         Some((a, _)) => format!(

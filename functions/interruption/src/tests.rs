@@ -175,13 +175,14 @@ async fn spot_warning_queues_one_signed_drain_with_a_live_deadline() {
         Ok(())
     );
     assert_eq!(action.not_after, now + interruption::INTERRUPTION_NOTICE);
+    let ActionSpec::Drain { node, taint, .. } = &action.spec else {
+        panic!("{:?}", action.spec);
+    };
+    assert_eq!(node, "ip-10-0-1-17.ec2.internal");
     assert_eq!(
-        action.target,
-        ActionTarget::Node {
-            name: "ip-10-0-1-17.ec2.internal".into()
-        }
+        taint.as_ref().map(|t| t.key.as_str()),
+        Some(INTERRUPTION_TAINT)
     );
-    assert_eq!(action.params["taint"]["key"], INTERRUPTION_TAINT);
 
     // Recorded, counted on its pool (by zone id), pool cooled down, tenant notified.
     let records = env
@@ -274,21 +275,17 @@ async fn every_sample_and_variant_gets_the_right_response() {
     let actions = agent_actions(&env).await;
     let asg = actions
         .iter()
-        .find(|a| {
-            a.target
-                == ActionTarget::Node {
-                    name: "ip-10-0-4-4.ec2.internal".into(),
-                }
-        })
+        .find(|a| a.spec.node() == Some("ip-10-0-4-4.ec2.internal"))
         .unwrap();
-    assert_eq!(
-        asg.params["asg_lifecycle"]["hook_name"],
-        "cluster-termination-handler"
-    );
-    assert_eq!(
-        asg.params["asg_lifecycle"]["token"],
-        "0befcbdb-6ecd-498a-9ff7-ae9b54447cd6"
-    );
+    let ActionSpec::Drain {
+        lifecycle_hook: Some(hook),
+        ..
+    } = &asg.spec
+    else {
+        panic!("{:?}", asg.spec);
+    };
+    assert_eq!(hook.hook_name, "cluster-termination-handler");
+    assert_eq!(hook.token, "0befcbdb-6ecd-498a-9ff7-ae9b54447cd6");
     assert_eq!(actions.len(), 4);
 
     // The instance stops: its node is marked departed and its open actions closed.
@@ -359,9 +356,9 @@ async fn every_event_delivered_twice_in_random_order_yields_one_drain_per_node()
     let actions = agent_actions(&env).await;
     let mut per_node: HashMap<String, usize> = HashMap::new();
     for a in &actions {
-        assert_eq!(a.kind, ActionKind::Drain);
-        if let ActionTarget::Node { name } = &a.target {
-            *per_node.entry(name.clone()).or_default() += 1;
+        assert_eq!(a.kind(), ActionKind::Drain);
+        if let Some(name) = a.spec.node() {
+            *per_node.entry(name.to_owned()).or_default() += 1;
         }
     }
     assert_eq!(per_node.len(), 3, "{per_node:?}");

@@ -269,7 +269,7 @@ async fn auto_mode_drains_the_first_wave_once_with_signed_actions() {
     let sent = s.stack_queue_reader.actions(&s.agent_queue).await;
     assert_eq!(sent.len(), 1);
     let drain = &sent[0];
-    assert_eq!(drain.kind, ActionKind::Drain);
+    assert_eq!(drain.kind(), ActionKind::Drain);
     drain.verify(&s.cluster, SECRET, now).unwrap();
     let record = latest(&s).await;
     assert_eq!(record.status, RecommendationStatus::Applying);

@@ -17,7 +17,9 @@ use aws_sdk_eks::types::NodegroupScalingConfig;
 use rust_decimal::prelude::ToPrimitive;
 use serde::Serialize;
 use spotwise_aws::AwsFailure;
-use spotwise_core::action::{ActionKind, ActionRecord, ActionStatus, ActionTarget, AgentAction};
+use spotwise_core::action::{
+    ActionRecord, ActionSpec, ActionStatus, AgentAction, ScalableKind, WorkloadRef,
+};
 use spotwise_core::domain::{Account, Cluster, Nodegroup, Notification, Severity};
 use spotwise_core::snapshot::Snapshot;
 use spotwise_core::{ClusterId, TenantId};
@@ -252,7 +254,7 @@ async fn take_sleep_steps(
     let state = &mut item.body;
     // Cordoned first, so nothing is scheduled onto capacity about to go.
     for node in &state.cordoned_nodes {
-        let action = node_action(cluster_id, node, ActionKind::Cordon, now);
+        let action = node_action(cluster_id, ActionSpec::Cordon { node: node.clone() }, now);
         send(deps, tenant, channel.as_ref(), action, now).await?;
     }
     if !state.node_groups.is_empty() {
@@ -419,7 +421,8 @@ async fn wake(
                 status: ActionStatus::Succeeded,
                 previous_replicas: Some(replicas),
                 ..
-            }) => *replicas,
+                // Kubernetes never reports a negative count.
+            }) => u32::try_from(*replicas).unwrap_or_default(),
             // Still waiting for the agent: withdrawn, so it cannot put the workload to sleep
             // after the cluster woke.
             Some(ActionRecord {
@@ -463,7 +466,7 @@ async fn wake(
     }
     // Nodes that went with their node group are gone; uncordoning them fails harmlessly.
     for node in &state.cordoned_nodes {
-        let action = node_action(cluster_id, node, ActionKind::Uncordon, now);
+        let action = node_action(cluster_id, ActionSpec::Uncordon { node: node.clone() }, now);
         send(deps, tenant, channel.as_ref(), action, now).await?;
     }
     let hours = (now - state.asleep_since).as_seconds_f64() / 3600.0;
@@ -567,21 +570,17 @@ fn workloads_to_sleep(
     schedule: &HibernationSchedule,
     snapshot: &Snapshot,
 ) -> Vec<SleepingWorkload> {
-    let mut chosen: BTreeSet<(String, String, String)> = BTreeSet::new();
-    let mut kept: BTreeSet<(String, String, String)> = BTreeSet::new();
+    let mut chosen: BTreeSet<(String, ScalableKind, String)> = BTreeSet::new();
+    let mut kept: BTreeSet<(String, ScalableKind, String)> = BTreeSet::new();
     for pod in &snapshot.pods {
         let workload = spotwise_cost::inputs::workload(&pod.workload);
         let Some((kind, name)) = workload.split_once('/') else {
             continue;
         };
-        if kind != "Deployment" && kind != "StatefulSet" {
+        let Some(kind) = ScalableKind::from_kind(kind) else {
             continue;
-        }
-        let key = (
-            pod.workload.namespace.clone(),
-            kind.to_owned(),
-            name.to_owned(),
-        );
+        };
+        let key = (pod.workload.namespace.clone(), kind, name.to_owned());
         if schedule.may_scale(&pod.workload.namespace, &pod.workload.labels) {
             chosen.insert(key);
         } else {
@@ -593,7 +592,7 @@ fn workloads_to_sleep(
         .difference(&kept)
         .map(|(namespace, kind, name)| SleepingWorkload {
             namespace: namespace.clone(),
-            kind: kind.clone(),
+            kind: *kind,
             name: name.clone(),
             action_id: ulid::Ulid::new().to_string().to_ascii_lowercase(),
         })
@@ -611,21 +610,12 @@ fn nodes_to_cordon(schedule: &HibernationSchedule, snapshot: &Snapshot) -> Vec<S
         .collect()
 }
 
-fn node_action(
-    cluster: &ClusterId,
-    node: &str,
-    kind: ActionKind,
-    now: OffsetDateTime,
-) -> AgentAction {
+fn node_action(cluster: &ClusterId, spec: ActionSpec, now: OffsetDateTime) -> AgentAction {
     AgentAction {
         action_id: ulid::Ulid::new().to_string().to_ascii_lowercase(),
         cluster_id: cluster.clone(),
-        kind,
-        target: ActionTarget::Node {
-            name: node.to_owned(),
-        },
-        params: BTreeMap::new(),
-        reason: format!("hibernation: {kind:?}").to_lowercase(),
+        reason: format!("hibernation: {}", spec.kind()),
+        spec,
         issued_at: now,
         not_after: now + SCALE_DEADLINE,
         signature: String::new(),
@@ -635,7 +625,7 @@ fn node_action(
 fn scale_action(
     cluster: &ClusterId,
     workload: &SleepingWorkload,
-    replicas: i32,
+    replicas: u32,
     now: OffsetDateTime,
 ) -> AgentAction {
     // Scaling down reuses the id saved in the state, so the wake finds its report.
@@ -647,13 +637,14 @@ fn scale_action(
     AgentAction {
         action_id,
         cluster_id: cluster.clone(),
-        kind: ActionKind::Scale,
-        target: ActionTarget::Workload {
-            namespace: workload.namespace.clone(),
-            kind: workload.kind.clone(),
-            name: workload.name.clone(),
+        spec: ActionSpec::Scale {
+            workload: WorkloadRef {
+                namespace: workload.namespace.clone(),
+                kind: workload.kind,
+                name: workload.name.clone(),
+            },
+            replicas,
         },
-        params: BTreeMap::from([("replicas".to_owned(), serde_json::json!(replicas))]),
         reason: if replicas == 0 {
             "hibernation: going to sleep".into()
         } else {

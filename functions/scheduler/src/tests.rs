@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use aws_config::SdkConfig;
 use aws_sdk_eks::types::{NodegroupScalingConfig, VpcConfigRequest};
-use spotwise_core::action::{ActionKind, ActionRecord, ActionStatus, ActionTarget, AgentAction};
+use spotwise_core::action::{ActionKind, ActionRecord, ActionSpec, ActionStatus, AgentAction};
 use spotwise_core::domain::{CapacityType, ClusterSecret, Nodegroup, Notification, RoleArn};
 use spotwise_core::messages::OptimizeRequest;
 use spotwise_core::{ClusterId, TenantId};
@@ -215,17 +215,12 @@ fn always_asleep(s: &Setup, now: OffsetDateTime) -> HibernationSchedule {
 }
 
 fn scale_target(action: &AgentAction) -> (String, i64) {
-    let ActionTarget::Workload {
-        namespace,
-        kind,
-        name,
-    } = &action.target
-    else {
+    let ActionSpec::Scale { workload, replicas } = &action.spec else {
         panic!("not a workload action: {action:?}");
     };
     (
-        format!("{namespace}/{kind}/{name}"),
-        action.params["replicas"].as_i64().unwrap(),
+        format!("{}/{}/{}", workload.namespace, workload.kind, workload.name),
+        i64::from(*replicas),
     )
 }
 
@@ -241,11 +236,12 @@ async fn sleep_then_wake_restores_node_groups_and_workloads_exactly() {
     assert_eq!(sizes(&s, "system").await, (1, 3, 2), "excluded");
 
     let sent: Vec<AgentAction> = s.stack.drain(&s.agent_queue).await;
-    let (down, cordons): (Vec<AgentAction>, Vec<AgentAction>) =
-        sent.into_iter().partition(|a| a.kind == ActionKind::Scale);
+    let (down, cordons): (Vec<AgentAction>, Vec<AgentAction>) = sent
+        .into_iter()
+        .partition(|a| a.kind() == ActionKind::Scale);
     let mut cordoned: Vec<&str> = cordons
         .iter()
-        .inspect(|a| assert_eq!(a.kind, ActionKind::Cordon))
+        .inspect(|a| assert_eq!(a.kind(), ActionKind::Cordon))
         .map(AgentAction::target_name)
         .collect();
     cordoned.sort_unstable();
@@ -313,10 +309,11 @@ async fn sleep_then_wake_restores_node_groups_and_workloads_exactly() {
     assert_eq!(sizes(&s, "system").await, (1, 3, 2));
 
     let sent: Vec<AgentAction> = s.stack.drain(&s.agent_queue).await;
-    let (up, uncordons): (Vec<AgentAction>, Vec<AgentAction>) =
-        sent.into_iter().partition(|a| a.kind == ActionKind::Scale);
+    let (up, uncordons): (Vec<AgentAction>, Vec<AgentAction>) = sent
+        .into_iter()
+        .partition(|a| a.kind() == ActionKind::Scale);
     assert_eq!(uncordons.len(), 3);
-    assert!(uncordons.iter().all(|a| a.kind == ActionKind::Uncordon));
+    assert!(uncordons.iter().all(|a| a.kind() == ActionKind::Uncordon));
     let mut targets: Vec<(String, i64)> = up.iter().map(scale_target).collect();
     targets.sort();
     assert_eq!(

@@ -12,10 +12,12 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use time::OffsetDateTime;
 
+use crate::domain::Taint;
 use crate::ids::{ClusterId, TenantId};
 
 pub type HmacSha256 = Hmac<Sha256>;
 
+/// The kind of an action, for filters, labels and logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
@@ -28,30 +30,161 @@ pub enum ActionKind {
     Scale,
 }
 
-/// What an action is applied to.
+impl ActionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionKind::Cordon => "cordon",
+            ActionKind::Uncordon => "uncordon",
+            ActionKind::Drain => "drain",
+            ActionKind::Label => "label",
+            ActionKind::Taint => "taint",
+            ActionKind::Scale => "scale",
+        }
+    }
+}
+
+impl std::fmt::Display for ActionKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What an action does and to what. Each kind carries exactly the target and parameters it
+/// needs, so an action the agent could not execute cannot be built.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(tag = "type", rename_all = "lowercase")]
-pub enum ActionTarget {
-    Node {
-        name: String,
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum ActionSpec {
+    /// Marks the node unschedulable.
+    Cordon { node: String },
+    /// Makes the node schedulable again.
+    Uncordon { node: String },
+    /// Cordons the node (adding `taint` when given), evicts its pods within their disruption
+    /// budgets by `not_after`, then completes the Auto Scaling lifecycle hook when given.
+    Drain {
+        node: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        taint: Option<Taint>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lifecycle_hook: Option<LifecycleHook>,
     },
-    Workload {
-        namespace: String,
-        kind: String,
-        name: String,
+    /// Sets node labels; `null` removes one.
+    Label {
+        node: String,
+        labels: BTreeMap<String, Option<String>>,
     },
+    /// Adds a taint to the node (a no-op when one with the same key and effect is there).
+    Taint { node: String, taint: Taint },
+    /// Sets a workload's replica count.
+    Scale {
+        workload: WorkloadRef,
+        replicas: u32,
+    },
+}
+
+/// A workload whose replica count can be set through the scale subresource.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WorkloadRef {
+    pub namespace: String,
+    pub kind: ScalableKind,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum ScalableKind {
+    Deployment,
+    StatefulSet,
+}
+
+impl ScalableKind {
+    /// The kind from a controller's `kind` as Kubernetes writes it.
+    pub fn from_kind(kind: &str) -> Option<Self> {
+        match kind {
+            "Deployment" => Some(ScalableKind::Deployment),
+            "StatefulSet" => Some(ScalableKind::StatefulSet),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScalableKind::Deployment => "Deployment",
+            ScalableKind::StatefulSet => "StatefulSet",
+        }
+    }
+}
+
+impl std::fmt::Display for ScalableKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An Auto Scaling termination hook held open for a drain: the agent sends heartbeats while it
+/// drains and completes it with CONTINUE afterwards.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LifecycleHook {
+    pub auto_scaling_group: String,
+    pub hook_name: String,
+    pub token: String,
+    pub instance_id: String,
+}
+
+impl ActionSpec {
+    pub fn kind(&self) -> ActionKind {
+        match self {
+            ActionSpec::Cordon { .. } => ActionKind::Cordon,
+            ActionSpec::Uncordon { .. } => ActionKind::Uncordon,
+            ActionSpec::Drain { .. } => ActionKind::Drain,
+            ActionSpec::Label { .. } => ActionKind::Label,
+            ActionSpec::Taint { .. } => ActionKind::Taint,
+            ActionSpec::Scale { .. } => ActionKind::Scale,
+        }
+    }
+
+    /// The node the action changes, for node actions.
+    pub fn node(&self) -> Option<&str> {
+        match self {
+            ActionSpec::Cordon { node }
+            | ActionSpec::Uncordon { node }
+            | ActionSpec::Drain { node, .. }
+            | ActionSpec::Label { node, .. }
+            | ActionSpec::Taint { node, .. } => Some(node),
+            ActionSpec::Scale { .. } => None,
+        }
+    }
+}
+
+impl std::fmt::Display for ActionSpec {
+    /// What the action does, as people read it: `drain node ip-10-0-1-5`,
+    /// `scale Deployment shop/web to 0`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ActionSpec::Scale { workload, replicas } => write!(
+                f,
+                "scale {} {}/{} to {replicas}",
+                workload.kind, workload.namespace, workload.name
+            ),
+            node_action => write!(
+                f,
+                "{} node {}",
+                node_action.kind(),
+                node_action.node().unwrap_or_default()
+            ),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(try_from = "wire::ReceivedAction")]
 pub struct AgentAction {
     pub action_id: String,
     pub cluster_id: ClusterId,
-    pub kind: ActionKind,
-    pub target: ActionTarget,
-    #[serde(default)]
-    pub params: BTreeMap<String, serde_json::Value>,
+    pub spec: ActionSpec,
     pub reason: String,
     #[serde(with = "time::serde::rfc3339")]
     pub issued_at: OffsetDateTime,
@@ -121,23 +254,21 @@ impl AgentAction {
     /// The node or workload name the action targets (the FIFO group: one action at a time per
     /// target).
     pub fn target_name(&self) -> &str {
-        match &self.target {
-            ActionTarget::Node { name } | ActionTarget::Workload { name, .. } => name,
+        match &self.spec {
+            ActionSpec::Scale { workload, .. } => &workload.name,
+            node_action => node_action.node().unwrap_or_default(),
         }
     }
 
-    /// The bytes that are signed: the action with an empty signature, as sorted compact JSON.
+    pub fn kind(&self) -> ActionKind {
+        self.spec.kind()
+    }
+
+    /// The bytes that are signed: the action without its signature, as compact JSON with every
+    /// object's keys sorted.
     pub fn canonical_bytes(&self) -> Vec<u8> {
-        let mut unsigned = self.clone();
-        unsigned.signature.clear();
-        // serde_json::Value keeps object keys in a BTreeMap, so this output is key-sorted.
-        match serde_json::to_value(&unsigned) {
-            Ok(mut value) => {
-                if let Some(map) = value.as_object_mut() {
-                    map.remove("signature");
-                }
-                value.to_string().into_bytes()
-            }
+        match serde_json::to_value(self) {
+            Ok(value) => unsigned_canonical(value),
             // Serialising plain data with string keys cannot fail; fall back to something that
             // will never verify rather than panic.
             Err(_) => Vec::new(),
@@ -160,27 +291,243 @@ impl AgentAction {
         secret: &[u8],
         now: OffsetDateTime,
     ) -> Result<(), VerifyError> {
-        if &self.cluster_id != cluster {
-            return Err(VerifyError::WrongCluster {
-                action_id: self.action_id.clone(),
-                expected: cluster.to_string(),
-                found: self.cluster_id.to_string(),
-            });
+        check(self, &self.canonical_bytes(), cluster, secret, now)
+    }
+}
+
+/// An action as an agent took it off its queue: the typed action, and the canonical bytes of
+/// exactly what was sent, which is what the signature covers. Verifying the received form
+/// rather than a re-serialisation keeps actions signed in the earlier wire form (still on a
+/// queue during an upgrade) verifiable.
+#[derive(Debug, Clone)]
+pub struct ReceivedAction {
+    pub action: AgentAction,
+    signed_bytes: Vec<u8>,
+}
+
+impl ReceivedAction {
+    pub fn parse(body: &str) -> Result<Self, serde_json::Error> {
+        let value: serde_json::Value = serde_json::from_str(body)?;
+        let action = AgentAction::deserialize(&value)?;
+        Ok(Self {
+            action,
+            signed_bytes: unsigned_canonical(value),
+        })
+    }
+
+    /// As [`AgentAction::verify`], over the bytes that were received.
+    pub fn verify(
+        &self,
+        cluster: &ClusterId,
+        secret: &[u8],
+        now: OffsetDateTime,
+    ) -> Result<(), VerifyError> {
+        check(&self.action, &self.signed_bytes, cluster, secret, now)
+    }
+}
+
+fn check(
+    action: &AgentAction,
+    signed_bytes: &[u8],
+    cluster: &ClusterId,
+    secret: &[u8],
+    now: OffsetDateTime,
+) -> Result<(), VerifyError> {
+    if &action.cluster_id != cluster {
+        return Err(VerifyError::WrongCluster {
+            action_id: action.action_id.clone(),
+            expected: cluster.to_string(),
+            found: action.cluster_id.to_string(),
+        });
+    }
+    if now > action.not_after {
+        return Err(VerifyError::Expired {
+            action_id: action.action_id.clone(),
+            not_after: crate::rfc3339(action.not_after),
+        });
+    }
+    let bad = || VerifyError::BadSignature {
+        action_id: action.action_id.clone(),
+    };
+    let expected = hex::decode(&action.signature).map_err(|_| bad())?;
+    // verify_slice compares in constant time.
+    hmac_sha256(secret, signed_bytes)
+        .verify_slice(&expected)
+        .map_err(|_| bad())
+}
+
+/// `value` without its top-level `signature`, as compact JSON with sorted keys at every level
+/// (whatever map order serde_json was built with).
+fn unsigned_canonical(mut value: serde_json::Value) -> Vec<u8> {
+    if let Some(map) = value.as_object_mut() {
+        map.remove("signature");
+    }
+    let mut out = String::new();
+    write_canonical(&value, &mut out);
+    out.into_bytes()
+}
+
+fn write_canonical(value: &serde_json::Value, out: &mut String) {
+    match value {
+        serde_json::Value::Object(map) => {
+            let mut entries: Vec<_> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            out.push('{');
+            for (i, (key, item)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&serde_json::Value::String(key.clone()).to_string());
+                out.push(':');
+                write_canonical(item, out);
+            }
+            out.push('}');
         }
-        if now > self.not_after {
-            return Err(VerifyError::Expired {
-                action_id: self.action_id.clone(),
-                not_after: self.not_after.to_string(),
-            });
+        serde_json::Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(']');
         }
-        let bad = || VerifyError::BadSignature {
-            action_id: self.action_id.clone(),
-        };
-        let expected = hex::decode(&self.signature).map_err(|_| bad())?;
-        // verify_slice compares in constant time.
-        hmac_sha256(secret, &self.canonical_bytes())
-            .verify_slice(&expected)
-            .map_err(|_| bad())
+        scalar => out.push_str(&scalar.to_string()),
+    }
+}
+
+/// The wire forms an action is read from. The typed form (`spec`) is what this release writes;
+/// the earlier form (`kind`, `target`, free-form `params`) is still read, for one release, from
+/// queues and stored records written before the upgrade.
+mod wire {
+    use std::collections::BTreeMap;
+
+    use serde::Deserialize;
+    use time::OffsetDateTime;
+
+    use super::{ActionKind, ActionSpec, AgentAction, LifecycleHook, ScalableKind, WorkloadRef};
+    use crate::ClusterId;
+    use crate::domain::Taint;
+
+    #[derive(Deserialize)]
+    pub(super) struct ReceivedAction {
+        action_id: String,
+        cluster_id: ClusterId,
+        #[serde(default)]
+        spec: Option<ActionSpec>,
+        #[serde(default)]
+        kind: Option<ActionKind>,
+        #[serde(default)]
+        target: Option<LegacyTarget>,
+        #[serde(default)]
+        params: BTreeMap<String, serde_json::Value>,
+        reason: String,
+        #[serde(with = "time::serde::rfc3339")]
+        issued_at: OffsetDateTime,
+        #[serde(with = "time::serde::rfc3339")]
+        not_after: OffsetDateTime,
+        #[serde(default)]
+        signature: String,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(tag = "type", rename_all = "lowercase")]
+    enum LegacyTarget {
+        Node {
+            name: String,
+        },
+        Workload {
+            namespace: String,
+            kind: String,
+            name: String,
+        },
+    }
+
+    impl TryFrom<ReceivedAction> for AgentAction {
+        type Error = String;
+
+        fn try_from(received: ReceivedAction) -> Result<Self, String> {
+            let spec = match (received.spec, received.kind, received.target) {
+                (Some(spec), _, _) => spec,
+                (None, Some(kind), Some(target)) => legacy_spec(kind, target, &received.params)?,
+                (None, _, _) => return Err("missing field `spec`".into()),
+            };
+            Ok(AgentAction {
+                action_id: received.action_id,
+                cluster_id: received.cluster_id,
+                spec,
+                reason: received.reason,
+                issued_at: received.issued_at,
+                not_after: received.not_after,
+                signature: received.signature,
+            })
+        }
+    }
+
+    fn param<T: serde::de::DeserializeOwned>(
+        params: &BTreeMap<String, serde_json::Value>,
+        name: &str,
+    ) -> Result<Option<T>, String> {
+        params
+            .get(name)
+            .map(|value| T::deserialize(value).map_err(|e| format!("params.{name}: {e}")))
+            .transpose()
+    }
+
+    fn required<T: serde::de::DeserializeOwned>(
+        params: &BTreeMap<String, serde_json::Value>,
+        name: &str,
+    ) -> Result<T, String> {
+        param(params, name)?.ok_or_else(|| format!("params.{name} is required"))
+    }
+
+    fn legacy_spec(
+        kind: ActionKind,
+        target: LegacyTarget,
+        params: &BTreeMap<String, serde_json::Value>,
+    ) -> Result<ActionSpec, String> {
+        match (kind, target) {
+            (
+                ActionKind::Scale,
+                LegacyTarget::Workload {
+                    namespace,
+                    kind,
+                    name,
+                },
+            ) => Ok(ActionSpec::Scale {
+                workload: WorkloadRef {
+                    namespace,
+                    kind: ScalableKind::from_kind(&kind)
+                        .ok_or_else(|| format!("cannot scale a {kind}"))?,
+                    name,
+                },
+                replicas: required(params, "replicas")?,
+            }),
+            (ActionKind::Scale, LegacyTarget::Node { .. }) => {
+                Err("scale needs a workload target".into())
+            }
+            (kind, LegacyTarget::Workload { .. }) => Err(format!("{kind} needs a node target")),
+            (ActionKind::Cordon, LegacyTarget::Node { name }) => {
+                Ok(ActionSpec::Cordon { node: name })
+            }
+            (ActionKind::Uncordon, LegacyTarget::Node { name }) => {
+                Ok(ActionSpec::Uncordon { node: name })
+            }
+            (ActionKind::Drain, LegacyTarget::Node { name }) => Ok(ActionSpec::Drain {
+                node: name,
+                taint: param::<Taint>(params, "taint")?,
+                lifecycle_hook: param::<LifecycleHook>(params, "asg_lifecycle")?,
+            }),
+            (ActionKind::Label, LegacyTarget::Node { name }) => Ok(ActionSpec::Label {
+                node: name,
+                labels: required(params, "labels")?,
+            }),
+            (ActionKind::Taint, LegacyTarget::Node { name }) => Ok(ActionSpec::Taint {
+                node: name,
+                taint: required(params, "taint")?,
+            }),
+        }
     }
 }
 
@@ -203,11 +550,15 @@ mod tests {
         AgentAction {
             action_id: "01hx".into(),
             cluster_id: ClusterId::new("c1").unwrap(),
-            kind: ActionKind::Drain,
-            target: ActionTarget::Node {
-                name: "ip-10-0-0-1.ec2.internal".into(),
+            spec: ActionSpec::Drain {
+                node: "ip-10-0-0-1.ec2.internal".into(),
+                taint: Some(Taint {
+                    key: "spotwise.io/interruption".into(),
+                    value: Some("spot".into()),
+                    effect: "NoSchedule".into(),
+                }),
+                lifecycle_hook: None,
             },
-            params: BTreeMap::from([("grace_seconds".into(), serde_json::json!(90))]),
             reason: "spot interruption warning".into(),
             issued_at: datetime!(2026-11-22 10:00 UTC),
             not_after: datetime!(2026-11-22 10:02 UTC),
@@ -229,8 +580,8 @@ mod tests {
     #[test]
     fn tampering_breaks_the_signature() {
         let mut signed = action().sign(SECRET);
-        signed.target = ActionTarget::Node {
-            name: "other-node".into(),
+        signed.spec = ActionSpec::Cordon {
+            node: "other-node".into(),
         };
         let now = datetime!(2026-11-22 10:01 UTC);
         assert!(matches!(
@@ -279,5 +630,149 @@ mod tests {
         let canonical = String::from_utf8(signed.canonical_bytes()).unwrap();
         assert!(canonical.starts_with("{\"action_id\":"), "{canonical}");
         assert!(!canonical.contains("signature"));
+    }
+
+    #[test]
+    fn received_bytes_are_what_is_verified() {
+        let signed = action().sign(SECRET);
+        let wire = serde_json::to_string(&signed).unwrap();
+        let received = ReceivedAction::parse(&wire).unwrap();
+        let now = datetime!(2026-11-22 10:01 UTC);
+        assert_eq!(received.action, signed);
+        assert_eq!(received.verify(&signed.cluster_id, SECRET, now), Ok(()));
+        let forged = wire.replace("ip-10-0-0-1", "ip-10-0-0-2");
+        let forged = ReceivedAction::parse(&forged).unwrap();
+        assert!(matches!(
+            forged.verify(&signed.cluster_id, SECRET, now),
+            Err(VerifyError::BadSignature { .. })
+        ));
+    }
+
+    /// An action in the earlier wire form, signed over that form, as an earlier platform
+    /// queued it.
+    fn legacy_signed(kind: &str, target: serde_json::Value, params: serde_json::Value) -> String {
+        let mut legacy = serde_json::json!({
+            "action_id": "01old",
+            "cluster_id": "c1",
+            "kind": kind,
+            "target": target,
+            "params": params,
+            "reason": "before the upgrade",
+            "issued_at": "2026-11-22T10:00:00Z",
+            "not_after": "2026-11-22T10:02:00Z",
+        });
+        let signature = hex::encode(
+            hmac_sha256(SECRET, &unsigned_canonical(legacy.clone()))
+                .finalize()
+                .into_bytes(),
+        );
+        legacy["signature"] = signature.into();
+        legacy.to_string()
+    }
+
+    #[test]
+    fn earlier_wire_form_is_read_typed_and_still_verifies() {
+        let now = datetime!(2026-11-22 10:01 UTC);
+        let cluster = ClusterId::new("c1").unwrap();
+        let drain = legacy_signed(
+            "drain",
+            serde_json::json!({"type": "node", "name": "n1"}),
+            serde_json::json!({
+                "deadline": "2026-11-22T10:02:00Z",
+                "taint": {"key": "spotwise.io/interruption", "value": "spot", "effect": "NoSchedule"},
+                "asg_lifecycle": {"auto_scaling_group": "g", "hook_name": "h", "token": "t", "instance_id": "i-0123456789abcdef0"},
+            }),
+        );
+        let received = ReceivedAction::parse(&drain).unwrap();
+        assert_eq!(received.verify(&cluster, SECRET, now), Ok(()));
+        let ActionSpec::Drain {
+            node,
+            taint,
+            lifecycle_hook,
+        } = &received.action.spec
+        else {
+            panic!("{:?}", received.action.spec);
+        };
+        assert_eq!(node, "n1");
+        assert_eq!(
+            taint.as_ref().map(|t| t.key.as_str()),
+            Some("spotwise.io/interruption")
+        );
+        assert_eq!(lifecycle_hook.as_ref().map(|h| h.token.as_str()), Some("t"));
+
+        let scale = legacy_signed(
+            "scale",
+            serde_json::json!({"type": "workload", "namespace": "shop", "kind": "Deployment", "name": "web"}),
+            serde_json::json!({"replicas": 3}),
+        );
+        let received = ReceivedAction::parse(&scale).unwrap();
+        assert_eq!(received.verify(&cluster, SECRET, now), Ok(()));
+        assert_eq!(
+            received.action.spec.to_string(),
+            "scale Deployment shop/web to 3"
+        );
+    }
+
+    #[test]
+    fn earlier_wire_form_that_no_typed_action_can_express_is_refused_by_name() {
+        let cases = [
+            (
+                "scale",
+                serde_json::json!({"type": "node", "name": "n1"}),
+                serde_json::json!({"replicas": 1}),
+                "workload target",
+            ),
+            (
+                "cordon",
+                serde_json::json!({"type": "workload", "namespace": "a", "kind": "Deployment", "name": "b"}),
+                serde_json::json!({}),
+                "node target",
+            ),
+            (
+                "scale",
+                serde_json::json!({"type": "workload", "namespace": "a", "kind": "DaemonSet", "name": "b"}),
+                serde_json::json!({"replicas": 1}),
+                "cannot scale a DaemonSet",
+            ),
+            (
+                "scale",
+                serde_json::json!({"type": "workload", "namespace": "a", "kind": "Deployment", "name": "b"}),
+                serde_json::json!({"replicas": -1}),
+                "params.replicas",
+            ),
+            (
+                "label",
+                serde_json::json!({"type": "node", "name": "n1"}),
+                serde_json::json!({}),
+                "params.labels is required",
+            ),
+            (
+                "label",
+                serde_json::json!({"type": "node", "name": "n1"}),
+                serde_json::json!({"labels": {"a": 1}}),
+                "params.labels",
+            ),
+        ];
+        for (kind, target, params, expected) in cases {
+            let err = ReceivedAction::parse(&legacy_signed(kind, target, params)).unwrap_err();
+            assert!(err.to_string().contains(expected), "{kind}: {err}");
+        }
+    }
+
+    #[test]
+    fn typed_form_names_the_kind_beside_its_fields() {
+        let signed = action().sign(SECRET);
+        let value = serde_json::to_value(&signed).unwrap();
+        assert_eq!(value["spec"]["kind"], "drain");
+        assert_eq!(value["spec"]["node"], "ip-10-0-0-1.ec2.internal");
+        assert!(value["spec"].get("lifecycle_hook").is_none());
+        assert_eq!(signed.kind(), ActionKind::Drain);
+        assert_eq!(
+            signed.spec.to_string(),
+            "drain node ip-10-0-0-1.ec2.internal"
+        );
+        let wrong = serde_json::json!({"kind": "scale", "node": "n1"});
+        let err = serde_json::from_value::<ActionSpec>(wrong).unwrap_err();
+        assert!(err.to_string().contains("workload"), "{err}");
     }
 }

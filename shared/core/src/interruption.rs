@@ -29,6 +29,20 @@ pub enum SignalKind {
     AsgTermination,
 }
 
+impl SignalKind {
+    /// The kind as it is serialised, which is also a valid Kubernetes label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignalKind::SpotInterruption => "spot-interruption",
+            SignalKind::CapacityReservationInterruption => "capacity-reservation-interruption",
+            SignalKind::RebalanceRecommendation => "rebalance-recommendation",
+            SignalKind::ScheduledChange => "scheduled-change",
+            SignalKind::StateChange => "state-change",
+            SignalKind::AsgTermination => "asg-termination",
+        }
+    }
+}
+
 /// What is needed to complete an Auto Scaling lifecycle action after draining.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AsgLifecycle {

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use spotwise_core::action::ScalableKind;
 use spotwise_core::{ClusterId, TenantId};
 use time::OffsetDateTime;
 
@@ -225,7 +226,7 @@ pub struct SavedNodegroup {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SleepingWorkload {
     pub namespace: String,
-    pub kind: String,
+    pub kind: ScalableKind,
     pub name: String,
     pub action_id: String,
 }

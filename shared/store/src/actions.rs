@@ -1,11 +1,10 @@
 //! Sending signed actions to a cluster's agent and recording them, for every issuer that is
 //! not on the interruption handler's latency-critical path (optimizer, hibernation, API).
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::keys;
-use spotwise_core::action::{ActionKind, ActionRecord, ActionStatus, ActionTarget, AgentAction};
+use spotwise_core::action::{ActionRecord, ActionSpec, ActionStatus, AgentAction};
 use spotwise_core::domain::{Cluster, ClusterSecret};
 use spotwise_core::{Classify, ClusterId, Disposition, TenantId};
 use spotwise_optimizer::consolidation::Step;
@@ -109,7 +108,7 @@ pub async fn dispatch(
         keys::action(tenant, &record.action.action_id),
         record.clone(),
     );
-    if let spotwise_core::action::ActionTarget::Node { name } = &record.action.target {
+    if let Some(name) = record.action.spec.node() {
         item = item.with_gsi1(keys::node_actions_index(
             &record.action.cluster_id,
             name,
@@ -153,12 +152,11 @@ pub async fn apply_first_wave(
         let action = AgentAction {
             action_id: ulid::Ulid::new().to_string().to_ascii_lowercase(),
             cluster_id: record.cluster_id.clone(),
-            kind: ActionKind::Drain,
-            target: ActionTarget::Node { name: node.clone() },
-            params: BTreeMap::from([(
-                "deadline".to_owned(),
-                serde_json::json!(spotwise_core::rfc3339(now + DRAIN_DEADLINE)),
-            )]),
+            spec: ActionSpec::Drain {
+                node: node.clone(),
+                taint: None,
+                lifecycle_hook: None,
+            },
             reason: format!("consolidation: {reason}"),
             issued_at: now,
             not_after: now + DRAIN_DEADLINE,

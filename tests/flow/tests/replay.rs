@@ -160,7 +160,7 @@ async fn final_state(twice: bool) -> BTreeMap<String, Vec<String>> {
         .map(|a| {
             anonymous(&format!(
                 "{:?} {} {:?} {}",
-                a.body.action.kind,
+                a.body.action.kind(),
                 a.body.action.target_name(),
                 a.body.status,
                 a.body.source
