@@ -12,6 +12,9 @@ step "cfn-lint template.yaml infra/customer-role.yaml"
 step "template rules (DLQs, partial batch failures, log groups, no wildcard IAM)"
 .venv/bin/python infra/local/stack.py check
 
+step "crate layering (scripts/layers.py)"
+.venv/bin/python scripts/layers.py
+
 step "cargo fmt --check"
 cargo fmt --all --check
 step "cargo clippy"

@@ -1,14 +1,19 @@
 //! `/metrics` (Prometheus text format) and `/healthz` (the queue was polled recently).
 
-use std::fmt::Write as _;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use time::OffsetDateTime;
 
 use crate::Outcome;
@@ -16,157 +21,155 @@ use crate::Outcome;
 /// A poll older than this makes the agent unhealthy (a long-poll takes 20 s).
 const HEALTHY_WITHIN_SECONDS: i64 = 120;
 
-#[derive(Default)]
+/// Every `outcome` label value, exposed from the start so each series exists at 0.
+const OUTCOMES: [&str; 6] = [
+    "done",
+    "dry_run",
+    "rejected",
+    "failed",
+    "cancelled",
+    "duplicate",
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+/// The agent's metrics. Names and help are given without the `spotwise_agent_` prefix, the
+/// counters' `_total` suffix and a closing period: the registry and its encoder add them.
 pub struct Metrics {
-    done: AtomicU64,
-    dry_run: AtomicU64,
-    rejected: AtomicU64,
-    failed: AtomicU64,
-    cancelled: AtomicU64,
-    duplicate: AtomicU64,
-    results_pending: AtomicU64,
-    results_dropped: AtomicU64,
-    report_failures: AtomicU64,
-    heartbeat_failures: AtomicU64,
-    snapshots: AtomicU64,
-    snapshot_failures: AtomicU64,
+    registry: Registry,
+    actions: Family<OutcomeLabel, Counter>,
+    results_pending: Gauge<u64, AtomicU64>,
+    results_dropped: Counter,
+    report_failures: Counter,
+    heartbeat_failures: Counter,
+    snapshots: Counter,
+    snapshot_failures: Counter,
     /// Unix seconds of the last successful receive; 0 before the first.
-    last_poll: AtomicI64,
-    started: AtomicI64,
+    last_poll: Gauge,
+    /// Unix seconds at construction, the health grace before the first poll.
+    started: i64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("spotwise_agent");
+        let actions = Family::<OutcomeLabel, Counter>::default();
+        for outcome in OUTCOMES {
+            actions.get_or_create_owned(&OutcomeLabel { outcome });
+        }
+        registry.register("actions", "Actions handled, by outcome", actions.clone());
+        let results_pending = Gauge::default();
+        registry.register(
+            "results_pending",
+            "Results not yet delivered to the API",
+            results_pending.clone(),
+        );
+        let counter = |registry: &mut Registry, name: &str, help: &str| {
+            let counter = Counter::default();
+            registry.register(name, help, counter.clone());
+            counter
+        };
+        let results_dropped = counter(
+            &mut registry,
+            "results_dropped",
+            "Results dropped because the buffer was full",
+        );
+        let report_failures = counter(
+            &mut registry,
+            "report_failures",
+            "Failed attempts to deliver a result",
+        );
+        let heartbeat_failures = counter(
+            &mut registry,
+            "heartbeat_failures",
+            "Heartbeats the API did not take",
+        );
+        let snapshots = counter(&mut registry, "snapshots", "Cluster snapshots uploaded");
+        let snapshot_failures = counter(
+            &mut registry,
+            "snapshot_failures",
+            "Cluster snapshots that failed",
+        );
+        let last_poll = Gauge::default();
+        registry.register(
+            "last_poll_timestamp_seconds",
+            "Last successful queue receive",
+            last_poll.clone(),
+        );
+        Self {
+            registry,
+            actions,
+            results_pending,
+            results_dropped,
+            report_failures,
+            heartbeat_failures,
+            snapshots,
+            snapshot_failures,
+            last_poll,
+            started: OffsetDateTime::now_utc().unix_timestamp(),
+        }
+    }
 }
 
 impl Metrics {
     pub fn new() -> Arc<Self> {
-        let metrics = Self::default();
-        metrics.started.store(
-            OffsetDateTime::now_utc().unix_timestamp(),
-            Ordering::Relaxed,
-        );
-        Arc::new(metrics)
+        Arc::new(Self::default())
     }
 
     pub fn outcome(&self, outcome: &Outcome) {
-        let counter = match outcome {
-            Outcome::Done { .. } => &self.done,
-            Outcome::WouldDo { .. } => &self.dry_run,
-            Outcome::Rejected { .. } => &self.rejected,
-            Outcome::Failed { .. } => &self.failed,
-            Outcome::Cancelled { .. } => &self.cancelled,
-            Outcome::Duplicate { .. } => &self.duplicate,
+        let outcome = match outcome {
+            Outcome::Done { .. } => "done",
+            Outcome::WouldDo { .. } => "dry_run",
+            Outcome::Rejected { .. } => "rejected",
+            Outcome::Failed { .. } => "failed",
+            Outcome::Cancelled { .. } => "cancelled",
+            Outcome::Duplicate { .. } => "duplicate",
         };
-        counter.fetch_add(1, Ordering::Relaxed);
+        self.actions.get_or_create(&OutcomeLabel { outcome }).inc();
     }
 
     pub fn polled(&self, at: OffsetDateTime) {
-        self.last_poll.store(at.unix_timestamp(), Ordering::Relaxed);
+        self.last_poll.set(at.unix_timestamp());
     }
 
     pub fn set_pending(&self, pending: usize) {
-        self.results_pending.store(
-            u64::try_from(pending).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
+        self.results_pending
+            .set(u64::try_from(pending).unwrap_or(u64::MAX));
     }
 
     pub fn dropped_result(&self) {
-        self.results_dropped.fetch_add(1, Ordering::Relaxed);
+        self.results_dropped.inc();
     }
 
     pub fn report_failed(&self) {
-        self.report_failures.fetch_add(1, Ordering::Relaxed);
+        self.report_failures.inc();
     }
 
     pub fn heartbeat_failed(&self) {
-        self.heartbeat_failures.fetch_add(1, Ordering::Relaxed);
+        self.heartbeat_failures.inc();
     }
 
     pub fn snapshot(&self, ok: bool) {
-        let counter = if ok {
-            &self.snapshots
+        if ok {
+            self.snapshots.inc();
         } else {
-            &self.snapshot_failures
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+            self.snapshot_failures.inc();
+        }
     }
 
     /// Healthy while the queue is being polled (or within the grace after start).
     pub fn healthy(&self, now: OffsetDateTime) -> bool {
-        let last = self
-            .last_poll
-            .load(Ordering::Relaxed)
-            .max(self.started.load(Ordering::Relaxed));
+        let last = self.last_poll.get().max(self.started);
         now.unix_timestamp() - last <= HEALTHY_WITHIN_SECONDS
     }
 
     pub fn render(&self) -> String {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let mut out = String::new();
-        out.push_str("# HELP spotwise_agent_actions_total Actions handled, by outcome.\n");
-        out.push_str("# TYPE spotwise_agent_actions_total counter\n");
-        for (outcome, counter) in [
-            ("done", &self.done),
-            ("dry_run", &self.dry_run),
-            ("rejected", &self.rejected),
-            ("failed", &self.failed),
-            ("cancelled", &self.cancelled),
-            ("duplicate", &self.duplicate),
-        ] {
-            let _ = writeln!(
-                out,
-                "spotwise_agent_actions_total{{outcome=\"{outcome}\"}} {}",
-                get(counter)
-            );
-        }
-        for (name, help, kind, value) in [
-            (
-                "spotwise_agent_results_pending",
-                "Results not yet delivered to the API.",
-                "gauge",
-                get(&self.results_pending),
-            ),
-            (
-                "spotwise_agent_results_dropped_total",
-                "Results dropped because the buffer was full.",
-                "counter",
-                get(&self.results_dropped),
-            ),
-            (
-                "spotwise_agent_report_failures_total",
-                "Failed attempts to deliver a result.",
-                "counter",
-                get(&self.report_failures),
-            ),
-            (
-                "spotwise_agent_heartbeat_failures_total",
-                "Heartbeats the API did not take.",
-                "counter",
-                get(&self.heartbeat_failures),
-            ),
-            (
-                "spotwise_agent_snapshots_total",
-                "Cluster snapshots uploaded.",
-                "counter",
-                get(&self.snapshots),
-            ),
-            (
-                "spotwise_agent_snapshot_failures_total",
-                "Cluster snapshots that failed.",
-                "counter",
-                get(&self.snapshot_failures),
-            ),
-        ] {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP spotwise_agent_last_poll_timestamp_seconds Last successful queue receive.\n\
-             # TYPE spotwise_agent_last_poll_timestamp_seconds gauge\n\
-             spotwise_agent_last_poll_timestamp_seconds {}",
-            self.last_poll.load(Ordering::Relaxed)
-        );
+        // Only the writer can fail, and writing to a String does not.
+        let _ = encode(&mut out, &self.registry);
         out
     }
 }
@@ -180,7 +183,10 @@ pub fn router(metrics: Arc<Metrics>) -> Router {
 
 async fn render(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         metrics.render(),
     )
 }

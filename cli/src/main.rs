@@ -1,5 +1,5 @@
 //! `spotwise plan --input FILE [--format json|table] [--region REGION]`
-//! `spotwise cost --input FILE [--by DIMENSION] [--format table|json|csv] [--region REGION] [--hours N]`
+//! `spotwise cost --input FILE [--by DIMENSION] [--format table|json|csv] [--label KEY]... [--region REGION] [--hours N]`
 //!
 //! Offline what-if. `plan` takes the planner's own format (`pods`, `offerings`, `policy`) or a
 //! cluster snapshot from `kubectl get nodes,pods,pdb,podmetrics -A -o json`; `cost` allocates a
@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::{Parser, Subcommand};
 use rust_decimal::Decimal;
 use spotwise_core::snapshot::Snapshot;
 use spotwise_cost::breakdown::{self, DEFAULT_LABEL_KEYS, Dimension};
@@ -19,104 +21,126 @@ use spotwise_optimizer::catalog::{PriceData, TypeFilter};
 use spotwise_optimizer::eligibility::SpotPolicy;
 use spotwise_optimizer::{Offering, Plan, PlanInput, PlanPolicy, kube, plan};
 
-const USAGE: &str = "usage: spotwise plan --input FILE [--format json|table] [--region REGION]
-       spotwise cost --input FILE [--by namespace|workload|pod|node|label] [--format table|json|csv] [--label KEY]... [--region REGION] [--hours N]";
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Command {
-    Plan,
-    Cost,
+/// What-if planning and cost allocation, offline, with the price data shipped in this binary.
+#[derive(Parser)]
+#[command(name = "spotwise", args_override_self = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
 }
 
-#[derive(Debug, PartialEq)]
-enum Format {
+#[derive(Subcommand)]
+enum Command {
+    /// Plan a cluster's nodes from a planner input or a kubectl snapshot.
+    Plan {
+        #[command(flatten)]
+        source: Source,
+        /// json or table.
+        #[arg(short, long, default_value = "table", value_parser = plan_format)]
+        format: PlanFormat,
+    },
+    /// Allocate a snapshot's node prices over its pods.
+    Cost(CostArgs),
+}
+
+#[derive(clap::Args)]
+struct Source {
+    /// A `kubectl get nodes,pods,pdb,podmetrics -A -o json` list, or (plan only) a planner input.
+    #[arg(short, long, value_name = "FILE")]
+    input: String,
+    /// Price a snapshot for this region instead of its nodes' region label.
+    #[arg(long)]
+    region: Option<String>,
+}
+
+#[derive(clap::Args)]
+struct CostArgs {
+    #[command(flatten)]
+    source: Source,
+    /// namespace, workload, pod, node or label.
+    #[arg(long, value_name = "DIMENSION", default_value = "namespace")]
+    by: Dimension,
+    /// table, json or csv.
+    #[arg(short, long, default_value = "table", value_parser = cost_format)]
+    format: CostFormat,
+    /// A label key to break down by (repeatable); without it, the usual cost labels.
+    #[arg(long = "label", value_name = "KEY")]
+    labels: Vec<String>,
+    /// Hours the snapshot's prices are charged for.
+    #[arg(long, value_name = "N", default_value = "1", value_parser = hours)]
+    hours: u32,
+}
+
+#[derive(Clone)]
+enum PlanFormat {
     Json,
     Table,
+}
+
+#[derive(Clone)]
+enum CostFormat {
+    Table,
+    Json,
     Csv,
 }
 
-struct Args {
-    command: Command,
-    input: String,
-    format: Format,
-    region: Option<String>,
-    by: Dimension,
-    hours: u32,
-    labels: Vec<String>,
+// Hand-written value parsers rather than `ValueEnum`, to keep the messages scripts match on.
+fn plan_format(value: &str) -> Result<PlanFormat, String> {
+    match value {
+        "json" => Ok(PlanFormat::Json),
+        "table" => Ok(PlanFormat::Table),
+        other => Err(format!("--format must be json or table, not `{other}`")),
+    }
 }
 
-fn parse_args(args: &[String]) -> anyhow::Result<Args> {
-    let Some((command, rest)) = args.split_first() else {
-        bail!("{USAGE}")
-    };
-    let command = match command.as_str() {
-        "plan" => Command::Plan,
-        "cost" => Command::Cost,
-        "--help" | "-h" => bail!("{USAGE}"),
-        other => bail!("unknown command `{other}`\n{USAGE}"),
-    };
-    let mut input = None;
-    let mut format = Format::Table;
-    let mut region = None;
-    let mut by = Dimension::Namespace;
-    let mut hours = 1;
-    let mut labels = Vec::new();
-    let mut it = rest.iter();
-    while let Some(flag) = it.next() {
-        let mut value = || {
-            it.next()
-                .with_context(|| format!("{flag} needs a value\n{USAGE}"))
-        };
-        match flag.as_str() {
-            "--input" | "-i" => input = Some(value()?.clone()),
-            "--format" | "-f" => {
-                format = match (value()?.as_str(), command) {
-                    ("json", _) => Format::Json,
-                    ("table", _) => Format::Table,
-                    ("csv", Command::Cost) => Format::Csv,
-                    (other, Command::Plan) => {
-                        bail!("--format must be json or table, not `{other}`")
-                    }
-                    (other, Command::Cost) => {
-                        bail!("--format must be table, json or csv, not `{other}`")
-                    }
-                }
-            }
-            "--region" => region = Some(value()?.clone()),
-            "--by" if command == Command::Cost => {
-                by = value()?.parse().map_err(anyhow::Error::msg)?;
-            }
-            "--label" if command == Command::Cost => labels.push(value()?.clone()),
-            "--hours" if command == Command::Cost => {
-                hours = value()?
-                    .parse()
-                    .ok()
-                    .filter(|h| *h > 0)
-                    .context("--hours must be a whole number of hours, at least 1")?;
-            }
-            "--help" | "-h" => bail!("{USAGE}"),
-            other => bail!("unknown argument `{other}`\n{USAGE}"),
-        }
+fn cost_format(value: &str) -> Result<CostFormat, String> {
+    match value {
+        "table" => Ok(CostFormat::Table),
+        "json" => Ok(CostFormat::Json),
+        "csv" => Ok(CostFormat::Csv),
+        other => Err(format!(
+            "--format must be table, json or csv, not `{other}`"
+        )),
     }
-    Ok(Args {
-        command,
-        input: input.with_context(|| format!("--input is required\n{USAGE}"))?,
-        format,
-        region,
-        by,
-        hours,
-        labels,
+}
+
+fn hours(value: &str) -> Result<u32, &'static str> {
+    value
+        .parse()
+        .ok()
+        .filter(|h| *h > 0)
+        .ok_or("--hours must be a whole number of hours, at least 1")
+}
+
+/// A missing or unknown flag in the words of the hand-written parser this replaced, which
+/// scripts match on; `None` leaves the error (and `--help`) to clap.
+fn reworded(err: &clap::Error) -> Option<String> {
+    let arg = match err.get(ContextKind::InvalidArg)? {
+        ContextValue::String(arg) => arg,
+        ContextValue::Strings(args) => args.first()?,
+        _ => return None,
+    };
+    // A missing flag is named with its value: `--input <FILE>`.
+    let flag = arg.split_whitespace().next()?;
+    let message = match err.kind() {
+        ErrorKind::MissingRequiredArgument => format!("{flag} is required"),
+        ErrorKind::UnknownArgument => format!("unknown argument `{flag}`"),
+        _ => return None,
+    };
+    Some(match err.get(ContextKind::Usage) {
+        Some(usage) => format!("{message}\n{usage}"),
+        None => message,
     })
 }
 
 /// A snapshot and the shipped offerings of its region and zones that `filter` admits.
 fn priced_snapshot(
-    args: &Args,
+    source: &Source,
     bytes: &[u8],
     filter: impl FnOnce(&Snapshot) -> TypeFilter,
 ) -> anyhow::Result<(Snapshot, Vec<Offering>)> {
     let snapshot = spotwise_core::snapshot::parse_list(bytes)?;
-    let region = args
+    let region = source
         .region
         .clone()
         .or_else(|| snapshot.region.clone())
@@ -134,18 +158,18 @@ fn priced_snapshot(
     Ok((snapshot, offerings))
 }
 
-fn read(args: &Args) -> anyhow::Result<(Vec<u8>, serde_json::Value)> {
+fn read(source: &Source) -> anyhow::Result<(Vec<u8>, serde_json::Value)> {
     let bytes =
-        std::fs::read(&args.input).with_context(|| format!("cannot read {}", args.input))?;
+        std::fs::read(&source.input).with_context(|| format!("cannot read {}", source.input))?;
     let value =
-        serde_json::from_slice(&bytes).with_context(|| format!("{} is not JSON", args.input))?;
+        serde_json::from_slice(&bytes).with_context(|| format!("{} is not JSON", source.input))?;
     Ok((bytes, value))
 }
 
-fn load_plan_input(args: &Args) -> anyhow::Result<PlanInput> {
-    let (bytes, value) = read(args)?;
+fn load_plan_input(source: &Source) -> anyhow::Result<PlanInput> {
+    let (bytes, value) = read(source)?;
     if value.get("items").is_some() {
-        let (snapshot, offerings) = priced_snapshot(args, &bytes, |s| TypeFilter {
+        let (snapshot, offerings) = priced_snapshot(source, &bytes, |s| TypeFilter {
             architectures: s.architectures(),
             ..TypeFilter::default()
         })?;
@@ -160,7 +184,7 @@ fn load_plan_input(args: &Args) -> anyhow::Result<PlanInput> {
     serde_json::from_value(value).with_context(|| {
         format!(
             "{} is neither a planner input (pods, offerings, policy) nor a Kubernetes List",
-            args.input
+            source.input
         )
     })
 }
@@ -181,15 +205,15 @@ struct CostView {
     total: CostLine,
 }
 
-fn cost(args: &Args) -> anyhow::Result<String> {
-    let (bytes, value) = read(args)?;
+fn cost(args: &CostArgs) -> anyhow::Result<String> {
+    let (bytes, value) = read(&args.source)?;
     if value.get("items").is_none() {
         bail!(
             "{} is not a Kubernetes List (kubectl get nodes,pods,pdb,podmetrics -A -o json)",
-            args.input
+            args.source.input
         );
     }
-    let (snapshot, offerings) = priced_snapshot(args, &bytes, any_type)?;
+    let (snapshot, offerings) = priced_snapshot(&args.source, &bytes, any_type)?;
     let (nodes, pods) = inputs::from_snapshot(&snapshot, &offerings);
     let allocation = allocate(&nodes, &pods, args.hours, &Weights::default());
     // Without --label, the usual cost labels that some pod carries.
@@ -210,8 +234,8 @@ fn cost(args: &Args) -> anyhow::Result<String> {
         table,
     };
     Ok(match args.format {
-        Format::Table => cost_table(args, &view),
-        Format::Json => {
+        CostFormat::Table => cost_table(args, &view),
+        CostFormat::Json => {
             serde_json::to_string_pretty(&serde_json::json!({
                 "hours": args.hours,
                 "by": args.by,
@@ -226,7 +250,7 @@ fn cost(args: &Args) -> anyhow::Result<String> {
                 "weights": Weights::default(),
             }))? + "\n"
         }
-        Format::Csv => {
+        CostFormat::Csv => {
             let mut rows = report::table_rows("snapshot", args.by.as_str(), &view.table);
             let idle = breakdown::idle_line(&view.total, &view.table);
             if !matches!(args.by, Dimension::Node | Dimension::Label) {
@@ -242,7 +266,7 @@ fn cost(args: &Args) -> anyhow::Result<String> {
     })
 }
 
-fn cost_table(args: &Args, view: &CostView) -> String {
+fn cost_table(args: &CostArgs, view: &CostView) -> String {
     let mut out = format!(
         "{:<44} {:>10} {:>10} {:>10} {:>10} {:>11} {:>10}\n",
         args.by.as_str().to_uppercase(),
@@ -344,23 +368,32 @@ fn table(plan: &Plan) -> String {
     out
 }
 
-fn run() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let args = parse_args(&args)?;
-    if args.command == Command::Cost {
-        print!("{}", cost(&args)?);
-        return Ok(());
-    }
-    let plan = plan(&load_plan_input(&args)?);
-    match args.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&plan)?),
-        Format::Table | Format::Csv => print!("{}", table(&plan)),
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Plan { source, format } => {
+            let plan = plan(&load_plan_input(&source)?);
+            match format {
+                PlanFormat::Json => println!("{}", serde_json::to_string_pretty(&plan)?),
+                PlanFormat::Table => print!("{}", table(&plan)),
+            }
+        }
+        Command::Cost(args) => print!("{}", cost(&args)?),
     }
     Ok(())
 }
 
 fn main() -> ExitCode {
-    match run() {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            let Some(message) = reworded(&err) else {
+                err.exit()
+            };
+            eprintln!("spotwise: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("spotwise: {err:#}");

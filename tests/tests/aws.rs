@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use spotwise_core::TenantId;
-use spotwise_store::keys::{self, Gsi1Key, Key};
+use spotwise_core::{ClusterId, TenantId};
+use spotwise_store::keys::{self, Gsi1Key};
 use spotwise_store::{Claim, Item, PutCondition, Query, Store, StoreError};
 use spotwise_testkit::LocalStack;
 use time::OffsetDateTime;
@@ -28,6 +28,14 @@ fn doc(name: &str, n: u32) -> Doc {
     }
 }
 
+fn t1() -> TenantId {
+    TenantId::new("t1").unwrap()
+}
+
+fn c1() -> ClusterId {
+    ClusterId::new("c1").unwrap()
+}
+
 async fn store(stack: &LocalStack) -> Store {
     let sdk = stack.sdk_config().await;
     Store::new(aws_sdk_dynamodb::Client::new(&sdk), stack.table())
@@ -37,10 +45,10 @@ async fn store(stack: &LocalStack) -> Store {
 async fn conditional_create_detects_an_existing_item() {
     let stack = LocalStack::start();
     let store = store(&stack).await;
-    let item = Item::new(Key::new("T#t1", "DOC#1"), doc("first", 1));
+    let item = Item::new(keys::webhook(&t1(), "1"), doc("first", 1));
     store.put(&item, PutCondition::IfAbsent).await.unwrap();
 
-    let again = Item::new(Key::new("T#t1", "DOC#1"), doc("second", 2));
+    let again = Item::new(keys::webhook(&t1(), "1"), doc("second", 2));
     let err = store.put(&again, PutCondition::IfAbsent).await.unwrap_err();
     assert!(
         matches!(err, StoreError::AlreadyExists { ref pk, .. } if pk == "T#t1"),
@@ -55,7 +63,7 @@ async fn conditional_create_detects_an_existing_item() {
     );
     assert!(
         store
-            .get::<Doc>(&Key::new("T#t1", "DOC#missing"))
+            .get::<Doc>(&keys::webhook(&t1(), "missing"))
             .await
             .unwrap()
             .is_none()
@@ -66,7 +74,7 @@ async fn conditional_create_detects_an_existing_item() {
 async fn optimistic_locking_rejects_a_stale_version() {
     let stack = LocalStack::start();
     let store = store(&stack).await;
-    let key = Key::new("T#t1", "POLICY#p1");
+    let key = keys::policy(&t1(), &c1());
     store
         .put(
             &Item::new(key.clone(), doc("v1", 1)),
@@ -110,13 +118,15 @@ async fn query_returns_every_item_across_pages() {
         .map(|i| {
             let mut body = doc(&format!("node-{i:03}"), i);
             body.padding = "x".repeat(30_000);
-            Item::new(Key::new("C#c1", format!("NODE#{i:03}")), body)
+            Item::new(keys::node(&c1(), &format!("{i:03}")), body)
         })
         .collect();
     store.batch_put(&items).await.unwrap();
 
     let all = store
-        .query_all::<Doc>(&Query::partition("C#c1").prefix("NODE#"))
+        .query_all::<Doc>(
+            &Query::partition(keys::cluster_partition(&c1())).prefix(keys::prefix::NODE),
+        )
         .await
         .unwrap();
     assert_eq!(all.len(), 60);
@@ -171,13 +181,15 @@ async fn batch_put_writes_more_than_one_batch_and_last_duplicate_wins() {
     let stack = LocalStack::start();
     let store = store(&stack).await;
     let mut items: Vec<Item<Doc>> = (0..73)
-        .map(|i| Item::new(Key::new("P#batch", format!("I#{i:03}")), doc("a", i)))
+        .map(|i| Item::new(keys::silence(&t1(), &format!("{i:03}")), doc("a", i)))
         .collect();
-    items.push(Item::new(Key::new("P#batch", "I#005"), doc("replaced", 5)));
+    items.push(Item::new(keys::silence(&t1(), "005"), doc("replaced", 5)));
     store.batch_put(&items).await.unwrap();
 
     let all = store
-        .query_all::<Doc>(&Query::partition("P#batch"))
+        .query_all::<Doc>(
+            &Query::partition(keys::tenant_partition(&t1())).prefix(keys::prefix::SILENCE),
+        )
         .await
         .unwrap();
     assert_eq!(all.len(), 73);
@@ -242,7 +254,7 @@ async fn one_tenants_keys_never_return_another_tenants_items() {
     assert!(
         listed
             .iter()
-            .all(|i| i.body.name == "a" && i.key.pk == "T#tenant-a")
+            .all(|i| i.body.name == "a" && i.key.pk() == "T#tenant-a")
     );
 
     // A's key for B's account id does not exist: ids are scoped by tenant partition.
@@ -276,12 +288,12 @@ async fn gsi1_reverse_lookup_finds_the_node_of_an_instance() {
     let stack = LocalStack::start();
     let store = store(&stack).await;
     let index = keys::instance_index("i-0abc");
-    let item = Item::new(Key::new("C#c1", "NODE#ip-10-0-0-1"), doc("ip-10-0-0-1", 1))
-        .with_gsi1(index.clone());
+    let item =
+        Item::new(keys::node(&c1(), "ip-10-0-0-1"), doc("ip-10-0-0-1", 1)).with_gsi1(index.clone());
     store.put(&item, PutCondition::Always).await.unwrap();
     let other =
-        Item::new(Key::new("C#c1", "NODE#ip-10-0-0-2"), doc("ip-10-0-0-2", 2)).with_gsi1(Gsi1Key {
-            gsi1pk: "INSTANCE#i-0def".into(),
+        Item::new(keys::node(&c1(), "ip-10-0-0-2"), doc("ip-10-0-0-2", 2)).with_gsi1(Gsi1Key {
+            gsi1pk: keys::instance_index("i-0def").gsi1pk,
             gsi1sk: "NODE".into(),
         });
     store.put(&other, PutCondition::Always).await.unwrap();

@@ -218,12 +218,7 @@ fn validate_policy(p: &Policy) -> Result<(), ApiError> {
         return Err(ApiError::field("max_disrupted_nodes", "must be 1 to 100"));
     }
     for (i, ns) in p.excluded_namespaces.iter().enumerate() {
-        let label = !ns.is_empty()
-            && ns.len() <= 63
-            && ns
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-        if !label {
+        if !spotwise_core::ids::is_dns_label(ns) {
             return Err(ApiError::field(
                 format!("excluded_namespaces[{i}]"),
                 "is not a namespace name",

@@ -24,7 +24,7 @@ use aws_config::SdkConfig;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Html;
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
 use spotwise_aws::cross_account::CrossAccount;
@@ -32,10 +32,12 @@ use spotwise_core::config::{CommonConfig, ConfigError, Env};
 use spotwise_notify::deliver::{ClientError, Deliverer, REQUEST_TIMEOUT};
 use spotwise_notify::ssrf::{Lookup, SystemLookup, TargetPolicy};
 use spotwise_store::Store;
-use spotwise_store::keys::Key;
+use spotwise_store::keys;
 use tracing::error;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::RateLimiter;
 pub use crate::error::ApiError;
@@ -110,39 +112,13 @@ impl AppState {
 }
 
 #[derive(OpenApi)]
-#[openapi(
-    info(
-        title = "Spotwise API",
-        description = "Spot capacity for EKS: tenants, keys, notifications and the audit log. \
+#[openapi(info(
+    title = "Spotwise API",
+    description = "Spot capacity for EKS: tenants, keys, notifications and the audit log. \
             Authenticate with `Authorization: Bearer swk_...`. Errors are `{\"error\": {\"code\", \"message\", \"field\"}}`; \
             lists are paginated with `limit` and `cursor`.",
-        version = "1"
-    ),
-    paths(
-        health,
-        tenant::get, tenant::create_key, tenant::list_keys, tenant::revoke_key,
-        webhooks::list, webhooks::create, webhooks::get, webhooks::replace, webhooks::delete,
-        webhooks::test, webhooks::deliveries,
-        suppression::create_silence, suppression::list_silences, suppression::delete_silence,
-        suppression::create_window, suppression::list_windows, suppression::delete_window,
-        suppression::feed,
-        audit::list, audit::export,
-        clusters::list, clusters::detail, install::install, clusters::get_policy, clusters::put_policy,
-        clusters::recommendations, clusters::recommendation, clusters::approve,
-        clusters::list_actions, clusters::get_action, clusters::cancel_action,
-        agent::heartbeat, agent::action_state, agent::action_result, agent::put_snapshot,
-        costs::periods, costs::export, costs::reports, costs::report,
-        accounts::external_id, accounts::link, accounts::list, accounts::validate, accounts::unlink,
-        schedules::get_hibernation, schedules::put_hibernation, schedules::delete_hibernation,
-        schedules::wake, schedules::preview, schedules::sleeps,
-        schedules::validate_cron, schedules::list, schedules::create, schedules::get,
-        schedules::replace, schedules::delete, schedules::pause, schedules::resume,
-        schedules::trigger, schedules::list_runs,
-        templates::list, templates::create, templates::get, templates::replace, templates::delete,
-        pods::list,
-    ),
-    modifiers(&ApiKeyScheme),
-)]
+    version = "1"
+))]
 pub struct ApiDoc;
 
 /// The bearer scheme, and the error answers every operation can give, so each handler only
@@ -202,133 +178,107 @@ impl utoipa::Modify for ApiKeyScheme {
     }
 }
 
+/// Every documented route, listed once: each handler's `#[utoipa::path]` gives both its route
+/// and its operation in the OpenAPI document.
+fn documented_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health))
+        .routes(routes!(tenant::get))
+        .routes(routes!(tenant::list_keys, tenant::create_key))
+        .routes(routes!(tenant::revoke_key))
+        .routes(routes!(webhooks::list, webhooks::create))
+        .routes(routes!(webhooks::get, webhooks::replace, webhooks::delete))
+        .routes(routes!(webhooks::test))
+        .routes(routes!(webhooks::deliveries))
+        .routes(routes!(
+            suppression::list_silences,
+            suppression::create_silence
+        ))
+        .routes(routes!(suppression::delete_silence))
+        .routes(routes!(
+            suppression::list_windows,
+            suppression::create_window
+        ))
+        .routes(routes!(suppression::delete_window))
+        .routes(routes!(suppression::feed))
+        .routes(routes!(accounts::list, accounts::link))
+        .routes(routes!(accounts::external_id))
+        .routes(routes!(accounts::unlink))
+        .routes(routes!(accounts::validate))
+        .routes(routes!(clusters::list))
+        .routes(routes!(clusters::detail))
+        .routes(routes!(install::install))
+        .routes(routes!(clusters::get_policy, clusters::put_policy))
+        .routes(routes!(clusters::recommendations))
+        .routes(routes!(clusters::recommendation))
+        .routes(routes!(clusters::approve))
+        .routes(routes!(costs::periods))
+        .routes(routes!(costs::export))
+        .routes(routes!(costs::reports))
+        .routes(routes!(costs::report))
+        .routes(routes!(
+            schedules::get_hibernation,
+            schedules::put_hibernation,
+            schedules::delete_hibernation
+        ))
+        .routes(routes!(schedules::wake))
+        .routes(routes!(schedules::preview))
+        .routes(routes!(schedules::sleeps))
+        .routes(routes!(schedules::list, schedules::create))
+        .routes(routes!(schedules::validate_cron))
+        .routes(routes!(
+            schedules::get,
+            schedules::replace,
+            schedules::delete
+        ))
+        .routes(routes!(schedules::pause))
+        .routes(routes!(schedules::resume))
+        .routes(routes!(schedules::trigger))
+        .routes(routes!(schedules::list_runs))
+        .routes(routes!(pods::list))
+        .routes(routes!(templates::list, templates::create))
+        .routes(routes!(
+            templates::get,
+            templates::replace,
+            templates::delete
+        ))
+        .routes(routes!(clusters::list_actions))
+        .routes(routes!(clusters::get_action))
+        .routes(routes!(clusters::cancel_action))
+        .routes(routes!(agent::heartbeat))
+        .routes(routes!(agent::action_state))
+        .routes(routes!(agent::action_result))
+        .routes(routes!(agent::put_snapshot))
+        .routes(routes!(audit::list))
+        .routes(routes!(audit::export))
+}
+
+/// The OpenAPI document the API serves at `/v1/openapi.json`.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    with_common_answers(documented_routes().into_openapi())
+}
+
+/// The common answers go on once every route's operation is in the document.
+fn with_common_answers(mut document: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    utoipa::Modify::modify(&ApiKeyScheme, &mut document);
+    document
+}
+
 pub fn app(state: AppState) -> Router {
-    Router::new()
-        .route("/v1/health", get(health))
-        .route("/v1/openapi.json", get(openapi))
+    let (documented, document) = documented_routes().split_for_parts();
+    let document = Arc::new(with_common_answers(document));
+    documented
+        .route(
+            "/v1/openapi.json",
+            get(move || {
+                let document = Arc::clone(&document);
+                async move { Json(document) }
+            }),
+        )
         .route("/v1/docs", get(docs))
-        .route("/v1/tenant", get(tenant::get))
-        .route("/v1/keys", get(tenant::list_keys).post(tenant::create_key))
-        .route("/v1/keys/{id}", axum::routing::delete(tenant::revoke_key))
-        .route("/v1/webhooks", get(webhooks::list).post(webhooks::create))
-        .route(
-            "/v1/webhooks/{id}",
-            get(webhooks::get)
-                .put(webhooks::replace)
-                .delete(webhooks::delete),
-        )
-        .route("/v1/webhooks/{id}/test", post(webhooks::test))
-        .route("/v1/webhooks/{id}/deliveries", get(webhooks::deliveries))
-        .route(
-            "/v1/silences",
-            get(suppression::list_silences).post(suppression::create_silence),
-        )
-        .route(
-            "/v1/silences/{id}",
-            axum::routing::delete(suppression::delete_silence),
-        )
-        .route(
-            "/v1/maintenance-windows",
-            get(suppression::list_windows).post(suppression::create_window),
-        )
-        .route(
-            "/v1/maintenance-windows/{id}",
-            axum::routing::delete(suppression::delete_window),
-        )
-        .route("/v1/notifications", get(suppression::feed))
-        .route("/v1/accounts", get(accounts::list).post(accounts::link))
-        .route("/v1/accounts/external-id", post(accounts::external_id))
-        .route("/v1/accounts/{id}", axum::routing::delete(accounts::unlink))
-        .route("/v1/accounts/{id}/validate", post(accounts::validate))
-        .route("/v1/clusters", get(clusters::list))
-        .route("/v1/clusters/{id}", get(clusters::detail))
-        .route("/v1/clusters/{id}/agent", post(install::install))
-        .route(
-            "/v1/clusters/{id}/policy",
-            get(clusters::get_policy).put(clusters::put_policy),
-        )
-        .route(
-            "/v1/clusters/{id}/recommendations",
-            get(clusters::recommendations),
-        )
-        .route(
-            "/v1/clusters/{id}/recommendations/{revision}",
-            get(clusters::recommendation),
-        )
-        .route(
-            "/v1/clusters/{id}/recommendations/{revision}/approve",
-            post(clusters::approve),
-        )
-        .route("/v1/clusters/{id}/costs", get(costs::periods))
-        .route("/v1/clusters/{id}/costs/export", get(costs::export))
-        .route("/v1/clusters/{id}/savings-reports", get(costs::reports))
-        .route(
-            "/v1/clusters/{id}/savings-reports/{month}",
-            get(costs::report),
-        )
-        .route(
-            "/v1/clusters/{id}/hibernation",
-            get(schedules::get_hibernation)
-                .put(schedules::put_hibernation)
-                .delete(schedules::delete_hibernation),
-        )
-        .route("/v1/clusters/{id}/hibernation/wake", post(schedules::wake))
-        .route(
-            "/v1/clusters/{id}/hibernation/preview",
-            get(schedules::preview),
-        )
-        .route(
-            "/v1/clusters/{id}/hibernation/sleeps",
-            get(schedules::sleeps),
-        )
-        .route(
-            "/v1/schedules",
-            get(schedules::list).post(schedules::create),
-        )
-        .route(
-            "/v1/schedules/validate-cron",
-            post(schedules::validate_cron),
-        )
-        .route(
-            "/v1/schedules/{id}",
-            get(schedules::get)
-                .put(schedules::replace)
-                .delete(schedules::delete),
-        )
-        .route("/v1/schedules/{id}/pause", post(schedules::pause))
-        .route("/v1/schedules/{id}/resume", post(schedules::resume))
-        .route("/v1/schedules/{id}/trigger", post(schedules::trigger))
-        .route("/v1/schedules/{id}/runs", get(schedules::list_runs))
-        .route("/v1/clusters/{id}/pod-history", get(pods::list))
-        .route(
-            "/v1/clusters/{id}/node-templates",
-            get(templates::list).post(templates::create),
-        )
-        .route(
-            "/v1/clusters/{id}/node-templates/{template_id}",
-            get(templates::get)
-                .put(templates::replace)
-                .delete(templates::delete),
-        )
-        .route("/v1/actions", get(clusters::list_actions))
-        .route("/v1/actions/{id}", get(clusters::get_action))
-        .route("/v1/actions/{id}/cancel", post(clusters::cancel_action))
-        .route("/v1/agent/heartbeat", post(agent::heartbeat))
-        .route("/v1/agent/actions/{id}", get(agent::action_state))
-        .route("/v1/agent/actions/{id}/result", post(agent::action_result))
-        .route(
-            "/v1/agent/snapshot",
-            axum::routing::put(agent::put_snapshot),
-        )
-        .route("/v1/audit", get(audit::list))
-        .route("/v1/audit/export", get(audit::export))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
-}
-
-async fn openapi() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
 }
 
 /// A page that renders the OpenAPI document (Redoc, loaded from its CDN).
@@ -353,7 +303,7 @@ struct Health {
 async fn health(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
     match state
         .store
-        .get::<serde_json::Value>(&Key::new("HEALTH", "PROBE"))
+        .get::<serde_json::Value>(&keys::health_probe())
         .await
     {
         Ok(_) => Ok(Json(Health {

@@ -8,18 +8,16 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use rust_decimal::prelude::ToPrimitive;
 use serde::{Deserialize, Serialize};
 use spotwise_core::domain::Role;
-use spotwise_cost::report::CostPeriod;
 use spotwise_schedule::model::HibernationState;
 use spotwise_schedule::model::{
     HibernationSchedule, RunKind, RunRecord, ScheduleStatus, ScheduledRun, SleepRecord,
 };
 use spotwise_schedule::{Cron, Transition, WeekMatrix, Zone};
-use spotwise_store::Item;
-use spotwise_store::keys::{self, CostGranularity, prefix};
+use spotwise_store::keys::{self, prefix};
 use spotwise_store::runs::{self, RunQueues};
+use spotwise_store::{Item, costs};
 use spotwise_store::{PutCondition, Query};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
@@ -105,14 +103,6 @@ pub struct HibernationView {
     pub version: u64,
 }
 
-fn is_name(text: &str) -> bool {
-    !text.is_empty()
-        && text.len() <= 63
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-}
-
 fn validate_hibernation(input: &HibernationInput) -> Result<WeekMatrix, ApiError> {
     Zone::new(&input.time_zone).map_err(|e| ApiError::field("time_zone", e.to_string()))?;
     let matrix = WeekMatrix::parse(&input.awake).map_err(|e| match e {
@@ -123,7 +113,7 @@ fn validate_hibernation(input: &HibernationInput) -> Result<WeekMatrix, ApiError
         other => ApiError::field("awake", other.to_string()),
     })?;
     for (i, ns) in input.exclude_namespaces.iter().enumerate() {
-        if !is_name(ns) {
+        if !spotwise_core::ids::is_dns_label(ns) {
             return Err(ApiError::field(
                 format!("exclude_namespaces[{i}]"),
                 "is not a namespace name",
@@ -438,7 +428,8 @@ pub async fn preview(
     } else {
         (Vec::new(), 0.0)
     };
-    let cost = latest_hourly_cost(&state, &caller, &schedule.cluster_id).await?;
+    let cost =
+        costs::latest_hourly_cost(&state.store, &caller.tenant, &schedule.cluster_id).await?;
     Ok(Json(Preview {
         time_zone: schedule.time_zone,
         from,
@@ -448,27 +439,6 @@ pub async fn preview(
         awake_cost_hr: cost,
         estimated_savings_usd: cost.map(|c| (c * asleep_hours * 100.0).round() / 100.0),
     }))
-}
-
-async fn latest_hourly_cost(
-    state: &AppState,
-    caller: &Caller,
-    cluster: &spotwise_core::ClusterId,
-) -> Result<Option<f64>, ApiError> {
-    let page = state
-        .store
-        .query::<CostPeriod>(
-            &Query::partition(keys::tenant_partition(&caller.tenant))
-                .prefix(keys::cost_prefix(cluster, CostGranularity::Hour, "summary"))
-                .newest_first()
-                .limit(1),
-        )
-        .await?;
-    Ok(page
-        .items
-        .first()
-        .and_then(|p| p.body.summary.as_ref())
-        .and_then(|s| s.total.cost.to_f64()))
 }
 
 /// Past sleeps, newest first, with hours and savings.

@@ -54,23 +54,15 @@ pub struct NodeTemplateInput {
     pub taints: Vec<Taint>,
 }
 
-fn is_token(text: &str, extra: &[u8]) -> bool {
-    !text.is_empty()
-        && text.len() <= 63
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || extra.contains(&b))
-}
-
 fn validate(input: &NodeTemplateInput) -> Result<(), ApiError> {
-    if !is_token(&input.name, b"-") {
+    if !spotwise_core::ids::is_lowercase_token(&input.name, b"-") {
         return Err(ApiError::field(
             "name",
             "must be 1 to 63 lower-case letters, digits or -",
         ));
     }
     for (i, family) in input.instance_families.iter().enumerate() {
-        if !is_token(family, b"-") {
+        if !spotwise_core::ids::is_lowercase_token(family, b"-") {
             return Err(ApiError::field(
                 format!("instance_families[{i}]"),
                 "is not an instance family",
@@ -78,7 +70,7 @@ fn validate(input: &NodeTemplateInput) -> Result<(), ApiError> {
         }
     }
     for (i, pattern) in input.exclude_instance_types.iter().enumerate() {
-        if !is_token(pattern, b".-*") {
+        if !spotwise_core::ids::is_lowercase_token(pattern, b".-*") {
             return Err(ApiError::field(
                 format!("exclude_instance_types[{i}]"),
                 "is not an instance type pattern",
@@ -86,7 +78,7 @@ fn validate(input: &NodeTemplateInput) -> Result<(), ApiError> {
         }
     }
     for (i, zone) in input.zones.iter().enumerate() {
-        if !is_token(zone, b"-") {
+        if !spotwise_core::ids::is_lowercase_token(zone, b"-") {
             return Err(ApiError::field(format!("zones[{i}]"), "is not a zone name"));
         }
     }

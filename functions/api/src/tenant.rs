@@ -50,7 +50,7 @@ pub struct KeyView {
 impl From<&ApiKey> for KeyView {
     fn from(key: &ApiKey) -> Self {
         let (role, cluster_id) = match &key.principal {
-            Principal::User { role } => (format!("{role:?}").to_ascii_lowercase(), None),
+            Principal::User { role } => (role.as_str().to_owned(), None),
             Principal::Agent { cluster_id } => ("agent".to_owned(), Some(cluster_id.clone())),
         };
         Self {

@@ -31,7 +31,7 @@ use spotwise_schedule::model::HibernationState;
 use spotwise_store::keys::{self, CostGranularity};
 use spotwise_store::runs;
 use spotwise_store::snapshots::{self, Unusable};
-use spotwise_store::{Claim, Item, PutCondition, Query};
+use spotwise_store::{Item, PutCondition, Query};
 use spotwise_store::{Store, StoreError};
 use time::{Date, Month, OffsetDateTime};
 use tracing::{info, warn};
@@ -661,12 +661,12 @@ pub async fn report(
         .await?;
 
     let claim = keys::idempotency("savings-report", &format!("{tenant}:{cluster_id}:{month}"));
-    if deps.store.claim(&claim, REPORT_CLAIM_HOLD, now).await? == Claim::AlreadyClaimed {
+    let Some(held) = deps.store.hold(claim, REPORT_CLAIM_HOLD, now).await? else {
         return Ok(Outcome::Reported {
             month: month.into(),
             notified: false,
         });
-    }
+    };
     let notification = Notification {
         tenant_id: tenant.clone(),
         event_type: "savings_report".into(),
@@ -684,11 +684,9 @@ pub async fn report(
         occurred_at: now,
         dedup_key: format!("savings-report:{cluster_id}:{month}"),
     };
-    if let Err(e) = deps.notifications.send(&notification, None).await {
-        // Let the retry send it.
-        let _ = deps.store.delete(&claim).await;
-        return Err(e.into());
-    }
+    // A failure gives the claim back: the retry sends it.
+    held.settle(deps.notifications.send(&notification, None).await)
+        .await?;
     info!(%tenant, cluster = %cluster_id, %month, saved = %built.realised_total, "savings report sent");
     Ok(Outcome::Reported {
         month: month.into(),

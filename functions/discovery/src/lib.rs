@@ -224,13 +224,6 @@ pub struct AccountRun {
     pub duration_ms: u64,
 }
 
-pub fn run_key(tenant: &TenantId, account_id: &str, run_id: &str) -> keys::Key {
-    keys::Key::new(
-        keys::tenant_partition(tenant),
-        format!("DISCOVERY#{account_id}#{run_id}"),
-    )
-}
-
 /// Stable across runs and readable: `<account>.<region>.<eks name>`.
 pub fn cluster_id(account_id: &str, region: &str, name: &str) -> Option<ClusterId> {
     ClusterId::new(format!("{account_id}.{region}.{name}")).ok()
@@ -351,7 +344,7 @@ async fn finish(
 ) -> Result<(), DiscoveryError> {
     run.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     let item = Item::new(
-        run_key(&run.tenant_id, &run.account_id, &run.run_id),
+        keys::discovery_run(&run.tenant_id, &run.account_id, &run.run_id),
         run.clone(),
     )
     .expiring_at(run.started_at + RUN_RETENTION);
@@ -489,7 +482,9 @@ async fn reconcile(
 
         let stored_nodes: HashMap<String, Item<Node>> = deps
             .store
-            .query_all::<Node>(&Query::partition(format!("C#{id}")).prefix(keys::prefix::NODE))
+            .query_all::<Node>(
+                &Query::partition(keys::cluster_partition(&id)).prefix(keys::prefix::NODE),
+            )
             .await?
             .into_iter()
             .map(|i| (i.body.name.clone(), i))
@@ -939,7 +934,7 @@ mod tests {
             let run = c
                 .deps
                 .store
-                .get::<AccountRun>(&run_key(&c.tenant, "111122223333", "r3"))
+                .get::<AccountRun>(&keys::discovery_run(&c.tenant, "111122223333", "r3"))
                 .await
                 .unwrap()
                 .unwrap();
@@ -1049,7 +1044,7 @@ mod tests {
             let run = c
                 .deps
                 .store
-                .get::<AccountRun>(&run_key(
+                .get::<AccountRun>(&keys::discovery_run(
                     &c.tenant,
                     "111122223333",
                     "01JDISCOVERYRUNSAMPLE00001",

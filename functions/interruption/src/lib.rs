@@ -21,19 +21,20 @@ use futures_util::future::try_join_all;
 use serde::Deserialize;
 use serde_json::json;
 use spotwise_aws::Queue;
-use spotwise_aws::queue::{Fifo, QueueError};
+use spotwise_aws::queue::QueueError;
 use spotwise_core::action::{
     ActionKind, ActionRecord, ActionSpec, ActionStatus, AgentAction, LifecycleHook,
 };
 use spotwise_core::config::{CommonConfig, ConfigError, Env};
 use spotwise_core::domain::{
-    Cluster, ClusterSecret, Node, Notification, Policy, PoolKey, RebalanceResponse, Severity, Taint,
+    Node, Notification, Policy, PoolKey, RebalanceResponse, Severity, Taint,
 };
 use spotwise_core::interruption::{self, ParseError, Parsed, Signal, SignalKind};
 use spotwise_core::{Classify, ClusterId, Disposition, TenantId, rfc3339};
 use spotwise_lambda::sqs::{BodyError, process_batch};
+use spotwise_store::actions::{self, AgentChannel};
 use spotwise_store::keys::{self, Key};
-use spotwise_store::{Claim, Item, PutCondition, Query};
+use spotwise_store::{Item, PutCondition, Query};
 use spotwise_store::{Store, StoreError};
 use time::OffsetDateTime;
 use tracing::{info, warn};
@@ -189,14 +190,14 @@ pub async fn handle_body(
     // The claim and the node look-ups are independent: one round trip for both.
     let claim = keys::idempotency("event", &signal.event_id);
     let (claimed, nodes) = tokio::join!(
-        deps.store.claim(&claim, EVENT_DEDUP_HOLD, now),
+        deps.store.hold(claim, EVENT_DEDUP_HOLD, now),
         try_join_all(signal.instance_ids.iter().map(|id| lookup_node(deps, id))),
     );
-    if claimed? == Claim::AlreadyClaimed {
+    let Some(held) = claimed? else {
         info!(event_id = %signal.event_id, "duplicate delivery skipped");
         count(deps, "duplicate_events", now).await;
         return Ok(Outcome::Duplicate);
-    }
+    };
     let handled = match nodes {
         Ok(nodes) => {
             let work = signal
@@ -208,19 +209,12 @@ pub async fn handle_body(
         }
         Err(err) => Err(err),
     };
-    match handled {
-        Ok(outcomes) => Ok(Outcome::Handled(
-            signal.instance_ids.iter().cloned().zip(outcomes).collect(),
-        )),
-        Err(err) => {
-            // Give the event back so its redelivery is processed; instances already handled
-            // are protected by their own action claims.
-            if let Err(release) = deps.store.delete(&claim).await {
-                warn!(event_id = %signal.event_id, error = %release, "could not release event claim");
-            }
-            Err(err)
-        }
-    }
+    // A failure gives the event back so its redelivery is processed; instances already
+    // handled are protected by their own action claims.
+    let outcomes = held.settle(handled).await?;
+    Ok(Outcome::Handled(
+        signal.instance_ids.iter().cloned().zip(outcomes).collect(),
+    ))
 }
 
 async fn lookup_node(
@@ -265,34 +259,20 @@ async fn handle_instance(
 
     // Claim the (instance, kind) pair while reading where and how to send: one round trip.
     let action_claim = keys::idempotency("action", &format!("{instance_id}#{kind}"));
-    let cluster_key = keys::cluster(&node.tenant_id, &node.cluster_id);
-    let secret_key = keys::cluster_secret(&node.cluster_id);
-    let (claimed, cluster, secret) = tokio::join!(
-        deps.store.claim(&action_claim, ACTION_DEDUP_HOLD, now),
-        deps.store.get::<Cluster>(&cluster_key),
-        deps.store.get::<ClusterSecret>(&secret_key),
+    let (claimed, channel) = tokio::join!(
+        deps.store.hold(action_claim, ACTION_DEDUP_HOLD, now),
+        actions::channel(&deps.store, &node.tenant_id, &node.cluster_id),
     );
-    if claimed? == Claim::AlreadyClaimed {
-        info!(event_id = %signal.event_id, %instance_id, ?kind, "action already issued for this instance");
+    let Some(held) = claimed? else {
+        info!(event_id = %signal.event_id, %instance_id, %kind, "action already issued for this instance");
         count(deps, "deduplicated_actions", now).await;
         return Ok(InstanceOutcome::AlreadyHandled);
-    }
-    let destination = match (cluster, secret) {
-        (Ok(cluster), Ok(secret)) => Ok(cluster
-            .and_then(|c| c.body.agent_queue_url)
-            .zip(secret.and_then(|s| hex::decode(s.body.secret_hex).ok()))),
-        (Err(err), _) | (_, Err(err)) => Err(err.into()),
     };
-    let issued = match destination {
-        Ok(destination) => {
-            issue(deps, signal, &node, instance_id, response, destination, now).await
-        }
-        Err(err) => Err(err),
+    let issued = match channel {
+        Ok(channel) => issue(deps, signal, &node, instance_id, response, channel, now).await,
+        Err(err) => Err(err.into()),
     };
-    if issued.is_err() {
-        let _ = deps.store.delete(&action_claim).await;
-    }
-    issued
+    held.settle(issued).await
 }
 
 /// Sends the signed action (the time-critical part), then records, counts and notifies
@@ -303,7 +283,7 @@ async fn issue(
     node: &IndexedNode,
     instance_id: &str,
     response: NodeResponse,
-    destination: Option<(String, Vec<u8>)>,
+    channel: Option<AgentChannel>,
     now: OffsetDateTime,
 ) -> Result<InstanceOutcome, InterruptionError> {
     let action = build_action(
@@ -315,38 +295,15 @@ async fn issue(
         now,
     );
     let kind = response.kind();
-    let (action, status, status_reason) = match destination {
-        Some((queue_url, secret)) => {
-            let signed = action.sign(&secret);
-            let fifo = queue_url.ends_with(".fifo").then(|| Fifo {
-                group_id: node.name.clone(),
-                dedup_id: signed.action_id.clone(),
-            });
-            Queue::new(deps.sqs.clone(), queue_url)
-                .send(&signed, fifo)
-                .await?;
-            (signed, ActionStatus::Queued, None)
-        }
-        None => (
-            action,
-            ActionStatus::Undeliverable,
-            Some("the cluster has no agent installed".to_owned()),
-        ),
-    };
-    let record = ActionRecord {
-        tenant_id: node.tenant_id.clone(),
-        action: action.clone(),
-        status,
-        status_reason,
-        source: format!("interruption:{}", signal.event_id),
-        instance_id: Some(instance_id.to_owned()),
-        previous_replicas: None,
-        created_at: now,
-        updated_at: now,
-    };
-    let item = Item::new(keys::action(&node.tenant_id, &action.action_id), record).with_gsi1(
-        keys::node_actions_index(&node.cluster_id, &node.name, &action.action_id),
+    let delivered = actions::deliver(&deps.sqs, channel.as_ref(), action).await?;
+    let item = actions::record_item(
+        &node.tenant_id,
+        delivered,
+        format!("interruption:{}", signal.event_id),
+        Some(instance_id.to_owned()),
+        now,
     );
+    let (action, status) = (&item.body.action, item.body.status);
     let pool = async {
         if signal.kind == SignalKind::SpotInterruption {
             record_pool_interruption(deps, signal, node, now).await
@@ -356,14 +313,7 @@ async fn issue(
     };
     let (recorded, notified, pooled, ()) = tokio::join!(
         deps.store.put(&item, PutCondition::IfAbsent),
-        notify(
-            deps,
-            signal,
-            node,
-            instance_id,
-            Some((&action, status)),
-            now
-        ),
+        notify(deps, signal, node, instance_id, Some((action, status)), now),
         pool,
         count(deps, "actions", now),
     );
@@ -371,9 +321,9 @@ async fn issue(
     notified?;
     pooled?;
     info!(event_id = %signal.event_id, %instance_id, tenant = %node.tenant_id, cluster = %node.cluster_id,
-          node = %node.name, action_id = %action.action_id, ?kind, ?status, deadline = %rfc3339(action.not_after), "action issued");
+          node = %node.name, action_id = %action.action_id, %kind, ?status, deadline = %rfc3339(action.not_after), "action issued");
     Ok(InstanceOutcome::Issued {
-        action_id: action.action_id,
+        action_id: action.action_id.clone(),
         kind,
         status,
     })
@@ -508,7 +458,7 @@ async fn record_pool_interruption(
     };
     deps.store
         .increment(
-            &keys::pool_interruptions(&pool, &day(now)),
+            &keys::pool_interruptions(&pool, now),
             "interruptions",
             1,
             Some(now + POOL_STATS_RETENTION),
@@ -576,7 +526,7 @@ async fn notify(
 
 /// Best-effort daily counter; a failed count never fails the event.
 async fn count(deps: &Deps, what: &str, now: OffsetDateTime) {
-    let key: Key = keys::daily_stats("interruption", &day(now));
+    let key: Key = keys::daily_stats("interruption", now);
     if let Err(err) = deps
         .store
         .increment(&key, what, 1, Some(now + STATS_RETENTION))
@@ -612,11 +562,6 @@ fn region_of_zone(zone: &str) -> &str {
         }
     }
     zone
-}
-
-fn day(at: OffsetDateTime) -> String {
-    let d = at.date();
-    format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@ use std::collections::HashMap;
 
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
-use spotwise_core::domain::{CapacityType, Resources};
+use spotwise_core::domain::{CapacityType, ClusterSecret, Resources};
 use spotwise_testkit::{LocalStack, fixture, records};
 
 use super::*;
@@ -10,13 +10,14 @@ use super::*;
 const SECRET: &[u8] = b"c1-agent-secret";
 const SPOT_INSTANCE: &str = "i-0b662ef9931388ba0";
 
-struct Env_ {
+/// The handler wired to a fresh local stack, with one cluster's agent queue.
+struct LocalHandler {
     stack: LocalStack,
     deps: Deps,
     agent_queue: String,
 }
 
-async fn setup() -> Env_ {
+async fn setup() -> LocalHandler {
     let stack = LocalStack::start();
     let config =
         Config::from_env(&Env::from_map(stack.function_env("InterruptionFunction"))).unwrap();
@@ -66,7 +67,7 @@ async fn setup() -> Env_ {
     ] {
         index_node(&deps, "c1", instance, name, zone_id).await;
     }
-    Env_ {
+    LocalHandler {
         stack,
         deps,
         agent_queue,
@@ -119,17 +120,17 @@ fn variant(name: &str, changes: &[(&str, serde_json::Value)]) -> String {
 }
 
 /// Drains the agent's FIFO queue, returning every action on it.
-async fn agent_actions(env: &Env_) -> Vec<AgentAction> {
+async fn agent_actions(env: &LocalHandler) -> Vec<AgentAction> {
     env.stack.drain(&env.agent_queue).await
 }
 
-async fn stat(env: &Env_, counter: &str) -> i64 {
+async fn stat(env: &LocalHandler, counter: &str) -> i64 {
     let item = env
         .deps
         .store
         .get::<HashMap<String, serde_json::Value>>(&keys::daily_stats(
             "interruption",
-            &day(OffsetDateTime::now_utc()),
+            OffsetDateTime::now_utc(),
         ))
         .await
         .unwrap();
@@ -204,7 +205,7 @@ async fn spot_warning_queues_one_signed_drain_with_a_live_deadline() {
     let counter = env
         .deps
         .store
-        .get::<HashMap<String, serde_json::Value>>(&keys::pool_interruptions(&pool, &day(now)))
+        .get::<HashMap<String, serde_json::Value>>(&keys::pool_interruptions(&pool, now))
         .await
         .unwrap()
         .unwrap();

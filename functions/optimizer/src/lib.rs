@@ -20,7 +20,7 @@ use spotwise_core::domain::{
     Cluster, NodeTemplate, Notification, Policy, PolicyMode, PoolKey, Severity,
 };
 use spotwise_core::messages::{OptimizeRequest, ScheduleTrigger};
-use spotwise_core::{Classify, Disposition, rfc3339};
+use spotwise_core::{Classify, Disposition};
 use spotwise_lambda::sqs::{BodyError, parse_body, process_batch};
 use spotwise_optimizer::catalog::TypeFilter;
 use spotwise_optimizer::consolidation::Step;
@@ -402,12 +402,7 @@ async fn observed_risk(
     zone_ids: &BTreeMap<&str, &str>,
     now: OffsetDateTime,
 ) -> Result<BTreeMap<(String, String), PoolRisk>, StoreError> {
-    let cutoff = format!(
-        "INTERRUPTIONS#{}",
-        rfc3339(now - time::Duration::days(OBSERVED_DAYS))
-            .get(..10)
-            .unwrap_or_default()
-    );
+    let cutoff = keys::pool_interruptions_from(now - time::Duration::days(OBSERVED_DAYS));
     let cutoff = cutoff.as_str();
     let lookups = pools.iter().filter_map(|(itype, zone)| {
         let key = PoolKey {
@@ -416,11 +411,11 @@ async fn observed_risk(
             instance_type: itype.clone(),
         };
         Some(async move {
-            let partition = keys::pool_current(&key).pk;
             let counts = deps
                 .store
                 .query_all::<InterruptionCount>(
-                    &Query::partition(partition).prefix("INTERRUPTIONS#"),
+                    &Query::partition(keys::pool_partition(&key))
+                        .prefix(keys::prefix::POOL_INTERRUPTIONS),
                 )
                 .await?;
             let cooldown = deps
@@ -429,7 +424,7 @@ async fn observed_risk(
                 .await?;
             let interruptions: i64 = counts
                 .iter()
-                .filter(|c| c.key.sk.as_str() >= cutoff)
+                .filter(|c| c.key.sk() >= cutoff)
                 .map(|c| c.body.interruptions)
                 .sum();
             Ok::<_, StoreError>((

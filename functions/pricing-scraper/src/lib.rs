@@ -25,7 +25,7 @@ use spotwise_core::pricing::advisor::{Advisor, AdvisorError};
 use spotwise_core::pricing::pools::{RegionInputs, SpotPrices, build_pools};
 use spotwise_core::pricing::{catalogue, ondemand, spot};
 use spotwise_core::{Classify, Disposition, TenantId};
-use spotwise_store::keys::{self, Key};
+use spotwise_store::keys;
 use spotwise_store::snapshots;
 use spotwise_store::{Item, PutCondition, Query};
 use spotwise_store::{Store, StoreError};
@@ -222,15 +222,6 @@ pub struct ScrapeRun {
     pub duration_ms: u64,
 }
 
-fn history_key(pool: &Pool, at: OffsetDateTime) -> Key {
-    let Key { pk, .. } = keys::pool_current(&pool.key);
-    Key::new(pk, format!("HIST#{}", at.unix_timestamp()))
-}
-
-pub fn run_key(run_id: &str) -> Key {
-    Key::new("SCRAPE", format!("RUN#{run_id}"))
-}
-
 /// The current pools of a region, as stored.
 pub async fn stored_pools(store: &Store, region: &str) -> Result<Vec<Pool>, StoreError> {
     Ok(store
@@ -284,8 +275,8 @@ pub async fn scrape(
     run.pools = run.regions.iter().map(|r| r.pools).sum();
     run.written = run.regions.iter().map(|r| r.written).sum();
     run.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    let record =
-        Item::new(run_key(&run.run_id), run.clone()).expiring_at(started_at + RUN_RETENTION);
+    let record = Item::new(keys::scrape_run(&run.run_id), run.clone())
+        .expiring_at(started_at + RUN_RETENTION);
     deps.store.put(&record, PutCondition::IfAbsent).await?;
 
     let failures: Vec<String> = run
@@ -449,7 +440,10 @@ async fn region_pools(
     let mut items: Vec<Item<&Pool>> = Vec::with_capacity(changed.len() * 2);
     for pool in &changed {
         items.push(snapshots::current_pool_item(pool));
-        items.push(Item::new(history_key(pool, now), *pool).expiring_at(now + HISTORY_RETENTION));
+        items.push(
+            Item::new(keys::pool_history(&pool.key, now), *pool)
+                .expiring_at(now + HISTORY_RETENTION),
+        );
     }
     deps.store.batch_put(&items).await?;
     info!(%region, zones = zones.len(), types = catalogue.len(), pools = pools.len(), written = changed.len(), "region scraped");

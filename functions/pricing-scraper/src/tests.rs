@@ -127,7 +127,7 @@ async fn file_feeds_become_pools_and_an_unchanged_rerun_writes_nothing() {
     assert_eq!(second.written, 0, "nothing changed, nothing written");
     let recorded = deps
         .store
-        .get::<ScrapeRun>(&run_key(&second.run_id))
+        .get::<ScrapeRun>(&keys::scrape_run(&second.run_id))
         .await
         .unwrap()
         .unwrap();
@@ -334,8 +334,8 @@ fn history_and_index_keys() {
         updated_at: OffsetDateTime::UNIX_EPOCH,
     };
     assert_eq!(
-        history_key(&pool, OffsetDateTime::UNIX_EPOCH),
-        Key::new("POOL#us-east-1#use1-az1#m5.large", "HIST#0")
+        keys::pool_history(&pool.key, OffsetDateTime::UNIX_EPOCH).sk(),
+        "HIST#0"
     );
     assert_eq!(
         keys::region_pools_index(&pool.key).gsi1pk,

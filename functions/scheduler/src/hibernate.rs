@@ -14,7 +14,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use aws_sdk_eks::types::NodegroupScalingConfig;
-use rust_decimal::prelude::ToPrimitive;
 use serde::Serialize;
 use spotwise_aws::AwsFailure;
 use spotwise_core::action::{
@@ -23,15 +22,14 @@ use spotwise_core::action::{
 use spotwise_core::domain::{Account, Cluster, Nodegroup, Notification, Severity};
 use spotwise_core::snapshot::Snapshot;
 use spotwise_core::{ClusterId, TenantId};
-use spotwise_cost::report::CostPeriod;
 use spotwise_schedule::model::{
     HibernationSchedule, HibernationState, NODEGROUP_LABEL, SavedNodegroup, SleepRecord,
     SleepingWorkload,
 };
 use spotwise_store::Query;
-use spotwise_store::actions;
-use spotwise_store::keys::{self, CostGranularity};
+use spotwise_store::keys;
 use spotwise_store::{Item, PutCondition, StoreError};
+use spotwise_store::{actions, costs};
 use time::OffsetDateTime;
 use tracing::{info, warn};
 
@@ -215,7 +213,9 @@ async fn sleep(
         ),
         None => (Vec::new(), Vec::new()),
     };
-    let awake_cost_hr = awake_cost_per_hour(deps, tenant, cluster_id).await?
+    let awake_cost_hr = costs::latest_hourly_cost(&deps.store, tenant, cluster_id)
+        .await?
+        .unwrap_or(0.0)
         * share_asleep(
             snapshot.as_ref(),
             &all_groups,
@@ -449,8 +449,8 @@ async fn wake(
             }
             Some(record) => {
                 problems.push(format!(
-                    "{id}: the scale-down ended {:?} without a replica count; left as it is",
-                    record.status
+                    "{id}: the scale-down ended {} without a replica count; left as it is",
+                    record.status.as_str()
                 ));
                 continue;
             }
@@ -654,29 +654,6 @@ fn scale_action(
         not_after: now + SCALE_DEADLINE,
         signature: String::new(),
     }
-}
-
-/// What the cluster cost in its latest sampled hour, the rate a sleep saves.
-async fn awake_cost_per_hour(
-    deps: &Deps,
-    tenant: &TenantId,
-    cluster: &ClusterId,
-) -> Result<f64, StoreError> {
-    let page = deps
-        .store
-        .query::<CostPeriod>(
-            &Query::partition(keys::tenant_partition(tenant))
-                .prefix(keys::cost_prefix(cluster, CostGranularity::Hour, "summary"))
-                .newest_first()
-                .limit(1),
-        )
-        .await?;
-    Ok(page
-        .items
-        .first()
-        .and_then(|p| p.body.summary.as_ref())
-        .and_then(|s| s.total.cost.to_f64())
-        .unwrap_or(0.0))
 }
 
 async fn audit(

@@ -8,7 +8,7 @@ use spotwise_notify::endpoint::Endpoint;
 use spotwise_notify::record::{FeedEntry, Suppression};
 use spotwise_notify::routing::{Maintenance, Silence};
 use spotwise_store::keys::{self, prefix};
-use spotwise_store::{Claim, Item, PutCondition, Query};
+use spotwise_store::{Item, PutCondition, Query};
 use time::OffsetDateTime;
 use tracing::info;
 
@@ -46,23 +46,16 @@ pub async fn dispatch(
 ) -> Result<Outcome, DispatchError> {
     validate(n)?;
     let dedup = keys::idempotency("notification", &format!("{}#{}", n.tenant_id, n.dedup_key));
-    if deps
+    let Some(held) = deps
         .store
-        .claim(&dedup, deps.limits.dedup_window, now)
+        .hold(dedup, deps.limits.dedup_window, now)
         .await?
-        == Claim::AlreadyClaimed
-    {
+    else {
         info!(tenant = %n.tenant_id, dedup_key = %n.dedup_key, "duplicate notification dropped");
         return Ok(Outcome::Duplicate);
-    }
-    match store_and_fan_out(deps, n, now).await {
-        Ok(outcome) => Ok(outcome),
-        Err(err) => {
-            // Release the claim so the redelivered message is routed, not dropped.
-            let _ = deps.store.delete(&dedup).await;
-            Err(err)
-        }
-    }
+    };
+    // A failure gives the claim back, so the redelivered message is routed, not dropped.
+    held.settle(store_and_fan_out(deps, n, now).await).await
 }
 
 async fn store_and_fan_out(

@@ -228,6 +228,20 @@ pub enum ActionStatus {
     Cancelled,
 }
 
+impl ActionStatus {
+    /// The status as the API writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionStatus::Queued => "queued",
+            ActionStatus::Undeliverable => "undeliverable",
+            ActionStatus::Closed => "closed",
+            ActionStatus::Succeeded => "succeeded",
+            ActionStatus::Failed => "failed",
+            ActionStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
 /// The platform's record of an action it issued, kept in the tenant's partition.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -30,6 +30,15 @@ impl Role {
     pub fn allows(self, required: Role) -> bool {
         self >= required
     }
+
+    /// The role as the API writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
 }
 
 /// Who a key acts for. Agent keys are bound to exactly one cluster and reach only agent routes.

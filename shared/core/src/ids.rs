@@ -102,6 +102,21 @@ key_safe_id!(
     "cluster"
 );
 
+/// Whether `text` is 1 to 63 bytes of lowercase ASCII letters, digits and the `extra` bytes:
+/// the shape of Kubernetes names and of instance families and zone names.
+pub fn is_lowercase_token(text: &str, extra: &[u8]) -> bool {
+    (1..=63).contains(&text.len())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || extra.contains(&b))
+}
+
+/// Whether `text` is a DNS label (RFC 1123), as Kubernetes requires of namespace names: 1 to 63
+/// lowercase letters, digits and `-`, starting and ending with a letter or digit.
+pub fn is_dns_label(text: &str) -> bool {
+    is_lowercase_token(text, b"-") && !text.starts_with('-') && !text.ends_with('-')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,5 +168,16 @@ mod tests {
         let b = ClusterId::generate();
         assert_ne!(a, b);
         assert!(ClusterId::new(a.as_str()).is_ok());
+    }
+
+    #[test]
+    fn dns_labels_are_what_kubernetes_accepts_as_namespace_names() {
+        for good in ["a", "kube-system", "team-42", &"a".repeat(63)] {
+            assert!(is_dns_label(good), "{good}");
+        }
+        for bad in ["", "-a", "a-", "Shop", "a_b", "a.b", &"a".repeat(64)] {
+            assert!(!is_dns_label(bad), "{bad}");
+        }
+        assert!(is_lowercase_token("m5.*", b".*-"));
     }
 }

@@ -109,6 +109,17 @@ pub enum RunKind {
     Report,
 }
 
+impl RunKind {
+    /// The kind as the API writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunKind::Optimize => "optimize",
+            RunKind::Discovery => "discovery",
+            RunKind::Report => "report",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]

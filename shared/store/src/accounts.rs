@@ -6,7 +6,7 @@
 //! 2. [`link`] assumes the role with that ExternalId, checks the identity's account is the one
 //!    the ARN names, and stores the account as healthy and listed for discovery.
 
-use crate::keys::{self, Key};
+use crate::keys;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use spotwise_core::TenantId;
@@ -38,10 +38,6 @@ pub struct PendingExternalId {
     pub issued_at: OffsetDateTime,
 }
 
-fn external_id_key(tenant: &TenantId) -> Key {
-    Key::new(keys::tenant_partition(tenant), "EXTERNAL_ID")
-}
-
 /// Returns the tenant's ExternalId, creating it on first use. It stays the same afterwards so
 /// every role the tenant creates can use it.
 pub async fn issue_external_id(
@@ -50,7 +46,7 @@ pub async fn issue_external_id(
     now: OffsetDateTime,
 ) -> Result<String, StoreError> {
     if let Some(existing) = store
-        .get::<PendingExternalId>(&external_id_key(tenant))
+        .get::<PendingExternalId>(&keys::external_id(tenant))
         .await?
     {
         return Ok(existing.body.external_id);
@@ -63,7 +59,7 @@ pub async fn issue_external_id(
     };
     match store
         .put(
-            &Item::new(external_id_key(tenant), fresh.clone()),
+            &Item::new(keys::external_id(tenant), fresh.clone()),
             PutCondition::IfAbsent,
         )
         .await
@@ -71,7 +67,7 @@ pub async fn issue_external_id(
         Ok(()) => Ok(fresh.external_id),
         // Lost a race with a concurrent request: use the winner's.
         Err(StoreError::AlreadyExists { .. }) => Ok(store
-            .get::<PendingExternalId>(&external_id_key(tenant))
+            .get::<PendingExternalId>(&keys::external_id(tenant))
             .await?
             .map_or(fresh.external_id, |winner| winner.body.external_id)),
         Err(err) => Err(err),
@@ -88,7 +84,7 @@ pub async fn link(
     now: OffsetDateTime,
 ) -> Result<Account, AccountError> {
     let external_id = store
-        .get::<PendingExternalId>(&external_id_key(tenant))
+        .get::<PendingExternalId>(&keys::external_id(tenant))
         .await?
         .ok_or(AccountError::NoExternalId)?
         .body

@@ -1,5 +1,6 @@
-//! Sending signed actions to a cluster's agent and recording them, for every issuer that is
-//! not on the interruption handler's latency-critical path (optimizer, hibernation, API).
+//! Sending signed actions to a cluster's agent and recording them, for every issuer: the
+//! optimizer, hibernation, the API and the interruption handler (which records concurrently
+//! with its other writes, so it uses [`deliver`] and [`record_item`] apart).
 
 use std::time::Duration;
 
@@ -11,7 +12,6 @@ use spotwise_optimizer::consolidation::Step;
 use spotwise_optimizer::recommendation::Recommendation;
 use time::OffsetDateTime;
 
-use crate::table::Claim;
 use crate::{Item, PutCondition, Store, StoreError};
 use spotwise_aws::Queue;
 use spotwise_aws::queue::{Fifo, QueueError};
@@ -64,17 +64,20 @@ pub async fn channel(
         .map(|(queue_url, secret)| AgentChannel { queue_url, secret }))
 }
 
-/// Signs and queues `action` when the cluster has an agent, then records it in the tenant's
-/// partition (indexed by node for node actions). Without an agent the record says so.
-pub async fn dispatch(
-    store: &Store,
+/// An action as it left for the agent: signed and queued, or undeliverable without an agent.
+pub struct Delivered {
+    pub action: AgentAction,
+    pub status: ActionStatus,
+    pub status_reason: Option<String>,
+}
+
+/// Signs and queues `action` when the cluster has an agent (one FIFO group per target, so one
+/// action at a time per node or workload).
+pub async fn deliver(
     sqs: &aws_sdk_sqs::Client,
-    tenant: &TenantId,
     channel: Option<&AgentChannel>,
     action: AgentAction,
-    source: &str,
-    now: OffsetDateTime,
-) -> Result<ActionRecord, DispatchError> {
+) -> Result<Delivered, QueueError> {
     let (action, status, status_reason) = match channel {
         Some(channel) => {
             let signed = action.sign(&channel.secret);
@@ -93,30 +96,63 @@ pub async fn dispatch(
             Some("the cluster has no agent installed".to_owned()),
         ),
     };
-    let record = ActionRecord {
-        tenant_id: tenant.clone(),
+    Ok(Delivered {
         action,
         status,
         status_reason,
-        source: source.to_owned(),
-        instance_id: None,
-        previous_replicas: None,
-        created_at: now,
-        updated_at: now,
-    };
+    })
+}
+
+/// The platform's record of a delivered action, in the tenant's partition and indexed by node
+/// for node actions. `source` says what caused it; `instance_id` is the EC2 instance it is for.
+pub fn record_item(
+    tenant: &TenantId,
+    delivered: Delivered,
+    source: String,
+    instance_id: Option<String>,
+    now: OffsetDateTime,
+) -> Item<ActionRecord> {
+    let Delivered {
+        action,
+        status,
+        status_reason,
+    } = delivered;
     let mut item = Item::new(
-        keys::action(tenant, &record.action.action_id),
-        record.clone(),
+        keys::action(tenant, &action.action_id),
+        ActionRecord {
+            tenant_id: tenant.clone(),
+            action,
+            status,
+            status_reason,
+            source,
+            instance_id,
+            previous_replicas: None,
+            created_at: now,
+            updated_at: now,
+        },
     );
-    if let Some(name) = record.action.spec.node() {
-        item = item.with_gsi1(keys::node_actions_index(
-            &record.action.cluster_id,
-            name,
-            &record.action.action_id,
-        ));
+    let action = &item.body.action;
+    if let Some(node) = action.spec.node() {
+        let index = keys::node_actions_index(&action.cluster_id, node, &action.action_id);
+        item = item.with_gsi1(index);
     }
+    item
+}
+
+/// Delivers `action` ([`deliver`]) and records it ([`record_item`]).
+pub async fn dispatch(
+    store: &Store,
+    sqs: &aws_sdk_sqs::Client,
+    tenant: &TenantId,
+    channel: Option<&AgentChannel>,
+    action: AgentAction,
+    source: &str,
+    now: OffsetDateTime,
+) -> Result<ActionRecord, DispatchError> {
+    let delivered = deliver(sqs, channel, action).await?;
+    let item = record_item(tenant, delivered, source.to_owned(), None, now);
     store.put(&item, PutCondition::IfAbsent).await?;
-    Ok(record)
+    Ok(item.body)
 }
 
 /// Sends the drains of a recommendation's first consolidation wave (removals only: a
@@ -145,10 +181,10 @@ pub async fn apply_first_wave(
             "consolidation-drain",
             &format!("{}#{node}", record.cluster_id),
         );
-        if store.claim(&claim, DRAIN_CLAIM_HOLD, now).await? == Claim::AlreadyClaimed {
+        let Some(held) = store.hold(claim, DRAIN_CLAIM_HOLD, now).await? else {
             tracing::info!(cluster = %record.cluster_id, %node, "drain already in flight");
             continue;
-        }
+        };
         let action = AgentAction {
             action_id: ulid::Ulid::new().to_string().to_ascii_lowercase(),
             cluster_id: record.cluster_id.clone(),
@@ -162,7 +198,7 @@ pub async fn apply_first_wave(
             not_after: now + DRAIN_DEADLINE,
             signature: String::new(),
         };
-        match dispatch(
+        let dispatched = dispatch(
             store,
             sqs,
             &record.tenant_id,
@@ -171,14 +207,8 @@ pub async fn apply_first_wave(
             source,
             now,
         )
-        .await
-        {
-            Ok(dispatched) => sent.push(dispatched.action.action_id),
-            Err(err) => {
-                let _ = store.delete(&claim).await;
-                return Err(err);
-            }
-        }
+        .await;
+        sent.push(held.settle(dispatched).await?.action.action_id);
     }
     Ok(sent)
 }

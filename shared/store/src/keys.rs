@@ -1,25 +1,58 @@
-//! The single-table key scheme. Every key is built here, so the layout is visible in one place.
+//! The single-table key scheme. Every key is built here, by typed functions, so the layout is
+//! visible in one place and no caller can invent a key.
 //!
 //! Tenant-owned items live in partition `T#<tenant>`; only [`TenantId`] (validated, no `#`) can
 //! produce such a partition, which is what makes tenant isolation a property of the keys.
+//! Dates in keys are UTC days, `2026-11-22` ([`utc_day`]); times are fixed-width UTC RFC 3339,
+//! so string order is time order.
 
 use spotwise_core::domain::PoolKey;
 use spotwise_core::{ClusterId, TenantId};
+use time::OffsetDateTime;
 
-/// A primary key of the table.
+/// A primary key of the table. Only this module builds one (the table decodes stored ones).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Key {
-    pub pk: String,
-    pub sk: String,
+    pk: String,
+    sk: String,
 }
 
 impl Key {
-    pub fn new(pk: impl Into<String>, sk: impl Into<String>) -> Self {
+    fn new(pk: impl Into<String>, sk: impl Into<String>) -> Self {
         Self {
             pk: pk.into(),
             sk: sk.into(),
         }
     }
+
+    /// The key of an item read back from the table.
+    pub(crate) fn stored(pk: String, sk: String) -> Self {
+        Self { pk, sk }
+    }
+
+    pub fn pk(&self) -> &str {
+        &self.pk
+    }
+
+    pub fn sk(&self) -> &str {
+        &self.sk
+    }
+}
+
+/// The UTC day of `at`, as every key that holds a day writes it.
+pub fn utc_day(at: OffsetDateTime) -> String {
+    let day = at.to_offset(time::UtcOffset::UTC).date();
+    format!(
+        "{:04}-{:02}-{:02}",
+        day.year(),
+        u8::from(day.month()),
+        day.day()
+    )
+}
+
+/// A liveness probe's key: reading it proves the table answers.
+pub fn health_probe() -> Key {
+    Key::new("HEALTH", "PROBE")
 }
 
 /// A secondary (GSI1) key for reverse look-ups.
@@ -37,8 +70,29 @@ pub fn tenant(tenant: &TenantId) -> Key {
     Key::new(tenant_partition(tenant), "TENANT")
 }
 
+/// The ExternalId a tenant was issued for its next account link.
+pub fn external_id(tenant: &TenantId) -> Key {
+    Key::new(tenant_partition(tenant), "EXTERNAL_ID")
+}
+
+/// One discovery run of one linked account.
+pub fn discovery_run(tenant: &TenantId, account_id: &str, run_id: &str) -> Key {
+    Key::new(
+        tenant_partition(tenant),
+        format!("{}{account_id}#{run_id}", prefix::DISCOVERY_RUN),
+    )
+}
+
+/// One run of the pricing scraper.
+pub fn scrape_run(run_id: &str) -> Key {
+    Key::new("SCRAPE", format!("{}{run_id}", prefix::RUN))
+}
+
 pub fn account(tenant: &TenantId, account_id: &str) -> Key {
-    Key::new(tenant_partition(tenant), format!("ACCOUNT#{account_id}"))
+    Key::new(
+        tenant_partition(tenant),
+        format!("{}{account_id}", prefix::ACCOUNT),
+    )
 }
 
 /// Which tenant linked an AWS account. An account is linked by one tenant at most, so the
@@ -48,18 +102,29 @@ pub fn account_owner(account_id: &str) -> Key {
 }
 
 pub fn cluster(tenant: &TenantId, cluster: &ClusterId) -> Key {
-    Key::new(tenant_partition(tenant), format!("CLUSTER#{cluster}"))
+    Key::new(
+        tenant_partition(tenant),
+        format!("{}{cluster}", prefix::CLUSTER),
+    )
 }
 
 pub fn nodegroup(tenant: &TenantId, cluster: &ClusterId, name: &str) -> Key {
     Key::new(
         tenant_partition(tenant),
-        format!("NODEGROUP#{cluster}#{name}"),
+        format!("{}{cluster}#{name}", prefix::NODEGROUP),
     )
 }
 
+/// The partition of one cluster's nodes, secret and snapshot.
+pub fn cluster_partition(cluster: &ClusterId) -> String {
+    format!("C#{cluster}")
+}
+
 pub fn node(cluster: &ClusterId, node_name: &str) -> Key {
-    Key::new(format!("C#{cluster}"), format!("NODE#{node_name}"))
+    Key::new(
+        cluster_partition(cluster),
+        format!("{}{node_name}", prefix::NODE),
+    )
 }
 
 pub fn pool_current(pool: &PoolKey) -> Key {
@@ -72,25 +137,34 @@ pub fn idempotency(scope: &str, id: &str) -> Key {
 }
 
 pub fn audit(tenant: &TenantId, event_id: &str) -> Key {
-    Key::new(tenant_partition(tenant), format!("AUDIT#{event_id}"))
+    Key::new(
+        tenant_partition(tenant),
+        format!("{}{event_id}", prefix::AUDIT),
+    )
 }
 
 pub fn action(tenant: &TenantId, action_id: &str) -> Key {
-    Key::new(tenant_partition(tenant), format!("ACTION#{action_id}"))
+    Key::new(
+        tenant_partition(tenant),
+        format!("{}{action_id}", prefix::ACTION),
+    )
 }
 
 pub fn cluster_secret(cluster: &ClusterId) -> Key {
-    Key::new(format!("C#{cluster}"), "SECRET")
+    Key::new(cluster_partition(cluster), "SECRET")
 }
 
 pub fn policy(tenant: &TenantId, cluster: &ClusterId) -> Key {
-    Key::new(tenant_partition(tenant), format!("POLICY#{cluster}"))
+    Key::new(
+        tenant_partition(tenant),
+        format!("{}{cluster}", prefix::POLICY),
+    )
 }
 
 /// The current snapshot of a cluster (nodes, pods, PDBs) as the agent last uploaded it: a head
 /// item naming the version whose chunks are complete.
 pub fn snapshot_head(cluster: &ClusterId) -> Key {
-    Key::new(format!("C#{cluster}"), "SNAPSHOT")
+    Key::new(cluster_partition(cluster), "SNAPSHOT")
 }
 
 /// The GSI1 partition that lists every cluster with an uploaded snapshot, across tenants.
@@ -106,12 +180,12 @@ pub fn snapshotted_clusters_index(tenant: &TenantId, cluster: &ClusterId) -> Gsi
 
 /// Sort-key prefix of one snapshot version's chunks.
 pub fn snapshot_chunks_prefix(version: &str) -> String {
-    format!("SNAPSHOT#{version}#")
+    format!("{}{version}#", prefix::SNAPSHOT_CHUNKS)
 }
 
 pub fn snapshot_chunk(cluster: &ClusterId, version: &str, index: u32) -> Key {
     Key::new(
-        format!("C#{cluster}"),
+        cluster_partition(cluster),
         format!("{}{index:05}", snapshot_chunks_prefix(version)),
     )
 }
@@ -128,7 +202,8 @@ pub fn recommendations_prefix(cluster: &ClusterId) -> String {
     format!("{}{cluster}#", prefix::RECOMMENDATION)
 }
 
-fn pool_partition(pool: &PoolKey) -> String {
+/// The partition of one pool's current item, history, interruption counts and cooldown.
+pub fn pool_partition(pool: &PoolKey) -> String {
     format!("POOL#{}#{}#{}", pool.region, pool.zone, pool.instance_type)
 }
 
@@ -168,12 +243,19 @@ pub fn cost(
 
 /// Sort-key prefix of one dimension's periods; append a period prefix (`2026-11`) to narrow.
 pub fn cost_prefix(cluster: &ClusterId, granularity: CostGranularity, dimension: &str) -> String {
-    format!("COST#{cluster}#{}#{dimension}#", granularity.code())
+    format!(
+        "{}{cluster}#{}#{dimension}#",
+        prefix::COST,
+        granularity.code()
+    )
 }
 
 /// The cluster's cost before Spotwise changed anything, for consolidation savings.
 pub fn cost_baseline(tenant: &TenantId, cluster: &ClusterId) -> Key {
-    Key::new(tenant_partition(tenant), format!("COSTBASE#{cluster}"))
+    Key::new(
+        tenant_partition(tenant),
+        format!("{}{cluster}", prefix::COST_BASELINE),
+    )
 }
 
 pub fn savings_report(tenant: &TenantId, cluster: &ClusterId, month: &str) -> Key {
@@ -184,19 +266,22 @@ pub fn savings_report(tenant: &TenantId, cluster: &ClusterId, month: &str) -> Ke
 }
 
 pub fn savings_reports_prefix(cluster: &ClusterId) -> String {
-    format!("SAVINGSREPORT#{cluster}#")
+    format!("{}{cluster}#", prefix::SAVINGS_REPORT)
 }
 
 /// Present while hibernation has the cluster asleep.
 pub fn hibernation_state(tenant: &TenantId, cluster: &ClusterId) -> Key {
-    Key::new(tenant_partition(tenant), format!("HIBERNATION#{cluster}"))
+    Key::new(
+        tenant_partition(tenant),
+        format!("{}{cluster}", prefix::HIBERNATION_STATE),
+    )
 }
 
 /// Sort-key prefix of a cluster's pod history, or of one pod's (`namespace/name`).
 pub fn pod_history_prefix(cluster: &ClusterId, pod: Option<&str>) -> String {
     match pod {
-        Some(pod) => format!("PODHIST#{cluster}#{pod}#"),
-        None => format!("PODHIST#{cluster}#"),
+        Some(pod) => format!("{}{cluster}#{pod}#", prefix::POD_HISTORY),
+        None => format!("{}{cluster}#", prefix::POD_HISTORY),
     }
 }
 
@@ -210,7 +295,7 @@ pub fn pod_history(tenant: &TenantId, cluster: &ClusterId, pod: &str, stamp: &st
 
 /// Sort-key prefix of a cluster's node templates.
 pub fn node_templates_prefix(cluster: &ClusterId) -> String {
-    format!("NODETEMPLATE#{cluster}#")
+    format!("{}{cluster}#", prefix::NODE_TEMPLATE)
 }
 
 pub fn node_template(tenant: &TenantId, cluster: &ClusterId, id: &str) -> Key {
@@ -222,7 +307,10 @@ pub fn node_template(tenant: &TenantId, cluster: &ClusterId, id: &str) -> Key {
 
 /// A cluster's weekly hibernation schedule.
 pub fn hibernation_schedule(tenant: &TenantId, cluster: &ClusterId) -> Key {
-    Key::new(tenant_partition(tenant), format!("HIBSCHEDULE#{cluster}"))
+    Key::new(
+        tenant_partition(tenant),
+        format!("{}{cluster}", prefix::HIBERNATION_SCHEDULE),
+    )
 }
 
 /// The GSI1 partition listing every hibernation schedule across tenants, for the scheduler.
@@ -237,7 +325,7 @@ pub fn hibernation_schedules_index(tenant: &TenantId, cluster: &ClusterId) -> Gs
 
 /// Sort-key prefix of a cluster's past sleeps; they sort by when they began.
 pub fn sleeps_prefix(cluster: &ClusterId) -> String {
-    format!("SLEEP#{cluster}#")
+    format!("{}{cluster}#", prefix::SLEEP)
 }
 
 pub fn sleep(tenant: &TenantId, cluster: &ClusterId, asleep_since: &str) -> Key {
@@ -285,7 +373,7 @@ pub fn agent_heartbeat_index(
 
 /// Sort-key prefix of one schedule's runs; run ids sort by start time.
 pub fn runs_prefix(schedule: &str) -> String {
-    format!("RUN#{schedule}#")
+    format!("{}{schedule}#", prefix::RUN)
 }
 
 pub fn run(tenant: &TenantId, schedule: &str, run_id: &str) -> Key {
@@ -314,12 +402,15 @@ pub fn api_keys_index(tenant: &TenantId, prefix: &str) -> Gsi1Key {
 
 /// What the cluster's agent last said about itself (heartbeat).
 pub fn agent_status(tenant: &TenantId, cluster: &ClusterId) -> Key {
-    Key::new(tenant_partition(tenant), format!("AGENT#{cluster}"))
+    Key::new(
+        tenant_partition(tenant),
+        format!("{}{cluster}", prefix::AGENT_STATUS),
+    )
 }
 
 /// Sort-key prefix of a cluster's recent events (kept 24 hours); ids sort by time.
 pub fn cluster_events_prefix(cluster: &ClusterId) -> String {
-    format!("EVENT#{cluster}#")
+    format!("{}{cluster}#", prefix::CLUSTER_EVENT)
 }
 
 pub fn cluster_event(tenant: &TenantId, cluster: &ClusterId, id: &str) -> Key {
@@ -351,17 +442,23 @@ pub fn webhook_delivery(tenant: &TenantId, endpoint: &str, id: &str) -> Key {
 }
 
 pub fn webhook_deliveries_prefix(endpoint: &str) -> String {
-    format!("WHLOG#{endpoint}#")
+    format!("{}{endpoint}#", prefix::WEBHOOK_DELIVERY)
 }
 
 /// An endpoint's failed deliveries since its last success.
 pub fn webhook_failures(tenant: &TenantId, endpoint: &str) -> Key {
-    Key::new(tenant_partition(tenant), format!("WHFAIL#{endpoint}"))
+    Key::new(
+        tenant_partition(tenant),
+        format!("{}{endpoint}", prefix::WEBHOOK_FAILURES),
+    )
 }
 
 /// The token bucket that rate-limits an endpoint.
 pub fn webhook_bucket(tenant: &TenantId, endpoint: &str) -> Key {
-    Key::new(tenant_partition(tenant), format!("WHBUCKET#{endpoint}"))
+    Key::new(
+        tenant_partition(tenant),
+        format!("{}{endpoint}", prefix::WEBHOOK_BUCKET),
+    )
 }
 
 pub fn silence(tenant: &TenantId, id: &str) -> Key {
@@ -375,9 +472,26 @@ pub fn maintenance_window(tenant: &TenantId, id: &str) -> Key {
     )
 }
 
-/// Cross-tenant interruption count of one pool for one UTC day (`2026-11-22`).
-pub fn pool_interruptions(pool: &PoolKey, day: &str) -> Key {
-    Key::new(pool_partition(pool), format!("INTERRUPTIONS#{day}"))
+/// One observation of a pool's prices, kept for the spot-price volatility.
+pub fn pool_history(pool: &PoolKey, at: OffsetDateTime) -> Key {
+    Key::new(
+        pool_partition(pool),
+        format!("{}{}", prefix::POOL_HISTORY, at.unix_timestamp()),
+    )
+}
+
+/// Cross-tenant interruption count of one pool for the UTC day of `at`.
+pub fn pool_interruptions(pool: &PoolKey, at: OffsetDateTime) -> Key {
+    Key::new(
+        pool_partition(pool),
+        format!("{}{}", prefix::POOL_INTERRUPTIONS, utc_day(at)),
+    )
+}
+
+/// The sort keys of a pool's daily interruption counts from the day of `since` on are those
+/// at or above this bound (and under [`prefix::POOL_INTERRUPTIONS`]).
+pub fn pool_interruptions_from(since: OffsetDateTime) -> String {
+    format!("{}{}", prefix::POOL_INTERRUPTIONS, utc_day(since))
 }
 
 /// Present (until its TTL) while a pool should not receive new spot capacity.
@@ -386,8 +500,11 @@ pub fn pool_cooldown(pool: &PoolKey) -> Key {
 }
 
 /// Daily counters of a function's outcomes (`STATS#interruption`, `DAY#2026-11-22`).
-pub fn daily_stats(function: &str, day: &str) -> Key {
-    Key::new(format!("STATS#{function}"), format!("DAY#{day}"))
+pub fn daily_stats(function: &str, at: OffsetDateTime) -> Key {
+    Key::new(
+        format!("STATS#{function}"),
+        format!("{}{}", prefix::DAY, utc_day(at)),
+    )
 }
 
 /// GSI1 entry listing the actions issued for one node.
@@ -433,21 +550,50 @@ pub fn region_pools_index(pool: &PoolKey) -> Gsi1Key {
     }
 }
 
-/// Sort-key prefixes for listing one kind of item in a tenant's partition. No prefix may be a
-/// prefix of another kind's sort keys, or a listing would read (and fail to decode) both.
 pub mod prefix {
+    //! Sort-key prefixes, grouped by the partition they live in. A listing reads one prefix, so
+    //! within a partition no prefix may begin another kind's sort keys, or the listing would read
+    //! (and fail to decode) both; the tests check every pair.
+
+    // Tenant partition (`T#<tenant>`).
     pub const ACCOUNT: &str = "ACCOUNT#";
+    pub const DISCOVERY_RUN: &str = "DISCOVERY#";
     pub const CLUSTER: &str = "CLUSTER#";
+    pub const NODEGROUP: &str = "NODEGROUP#";
     pub const AUDIT: &str = "AUDIT#";
     pub const ACTION: &str = "ACTION#";
-    pub const NODE: &str = "NODE#";
-    pub const NODEGROUP: &str = "NODEGROUP#";
+    pub const POLICY: &str = "POLICY#";
     pub const RECOMMENDATION: &str = "REC#";
+    pub const COST: &str = "COST#";
+    pub const COST_BASELINE: &str = "COSTBASE#";
+    pub const SAVINGS_REPORT: &str = "SAVINGSREPORT#";
+    pub const HIBERNATION_STATE: &str = "HIBERNATION#";
+    pub const HIBERNATION_SCHEDULE: &str = "HIBSCHEDULE#";
+    pub const SLEEP: &str = "SLEEP#";
+    pub const POD_HISTORY: &str = "PODHIST#";
+    pub const NODE_TEMPLATE: &str = "NODETEMPLATE#";
+    pub const SCHEDULE: &str = "SCHEDULE#";
+    pub const RUN: &str = "RUN#";
+    pub const AGENT_STATUS: &str = "AGENT#";
+    pub const CLUSTER_EVENT: &str = "EVENT#";
     pub const NOTIFICATION: &str = "NOTIFICATION#";
     pub const WEBHOOK: &str = "WEBHOOK#";
+    pub const WEBHOOK_DELIVERY: &str = "WHLOG#";
+    pub const WEBHOOK_FAILURES: &str = "WHFAIL#";
+    pub const WEBHOOK_BUCKET: &str = "WHBUCKET#";
     pub const SILENCE: &str = "SILENCE#";
     pub const MAINTENANCE: &str = "MAINTENANCE#";
-    pub const SCHEDULE: &str = "SCHEDULE#";
+
+    // Cluster partition (`C#<cluster>`).
+    pub const NODE: &str = "NODE#";
+    pub const SNAPSHOT_CHUNKS: &str = "SNAPSHOT#";
+
+    // Pool partition (`POOL#<region>#<zone>#<type>`).
+    pub const POOL_HISTORY: &str = "HIST#";
+    pub const POOL_INTERRUPTIONS: &str = "INTERRUPTIONS#";
+
+    // Daily statistics partition (`STATS#<function>`).
+    pub const DAY: &str = "DAY#";
 }
 
 #[cfg(test)]
@@ -478,32 +624,114 @@ mod tests {
         assert!(audit(&t, "01J").sk.starts_with(prefix::AUDIT));
     }
 
+    /// Every sort key that shares a partition: the listed prefixes, and the fixed sort keys of
+    /// single items there (which a prefix must not match either).
+    fn partitions() -> [(&'static str, Vec<&'static str>); 4] {
+        let t = TenantId::new("t1").unwrap();
+        let c = ClusterId::new("c1").unwrap();
+        let pool = PoolKey {
+            region: "us-east-1".into(),
+            zone: "use1-az1".into(),
+            instance_type: "m5.large".into(),
+        };
+        let fixed = |key: Key| -> &'static str { key.sk.leak() };
+        [
+            (
+                "tenant",
+                vec![
+                    prefix::ACCOUNT,
+                    prefix::DISCOVERY_RUN,
+                    prefix::CLUSTER,
+                    prefix::NODEGROUP,
+                    prefix::AUDIT,
+                    prefix::ACTION,
+                    prefix::POLICY,
+                    prefix::RECOMMENDATION,
+                    prefix::COST,
+                    prefix::COST_BASELINE,
+                    prefix::SAVINGS_REPORT,
+                    prefix::HIBERNATION_STATE,
+                    prefix::HIBERNATION_SCHEDULE,
+                    prefix::SLEEP,
+                    prefix::POD_HISTORY,
+                    prefix::NODE_TEMPLATE,
+                    prefix::SCHEDULE,
+                    prefix::RUN,
+                    prefix::AGENT_STATUS,
+                    prefix::CLUSTER_EVENT,
+                    prefix::NOTIFICATION,
+                    prefix::WEBHOOK,
+                    prefix::WEBHOOK_DELIVERY,
+                    prefix::WEBHOOK_FAILURES,
+                    prefix::WEBHOOK_BUCKET,
+                    prefix::SILENCE,
+                    prefix::MAINTENANCE,
+                    fixed(tenant(&t)),
+                    fixed(external_id(&t)),
+                ],
+            ),
+            (
+                "cluster",
+                vec![
+                    prefix::NODE,
+                    prefix::SNAPSHOT_CHUNKS,
+                    fixed(cluster_secret(&c)),
+                    fixed(snapshot_head(&c)),
+                ],
+            ),
+            (
+                "pool",
+                vec![
+                    prefix::POOL_HISTORY,
+                    prefix::POOL_INTERRUPTIONS,
+                    fixed(pool_current(&pool)),
+                    fixed(pool_cooldown(&pool)),
+                ],
+            ),
+            ("stats", vec![prefix::DAY]),
+        ]
+    }
+
     #[test]
-    fn prefixes_do_not_overlap() {
-        let all = [
-            prefix::ACCOUNT,
-            prefix::CLUSTER,
-            prefix::AUDIT,
-            prefix::ACTION,
-            prefix::NODE,
-            prefix::NODEGROUP,
-            prefix::RECOMMENDATION,
-            prefix::SCHEDULE,
-            "HIBSCHEDULE#",
-            "HIBERNATION#",
-            "SLEEP#",
-            "RUN#",
-            "NODETEMPLATE#",
-            "PODHIST#",
-        ];
-        for a in all {
-            for b in all {
-                // NODE# and NODEGROUP# live in different partitions (C#<cluster> vs T#<tenant>).
-                if a != b && !(a == prefix::NODE && b == prefix::NODEGROUP) {
-                    assert!(!b.starts_with(a), "{a} is a prefix of {b}");
+    fn no_prefix_begins_another_sort_key_of_its_partition() {
+        for (partition, sort_keys) in partitions() {
+            for (i, a) in sort_keys.iter().enumerate() {
+                for (j, b) in sort_keys.iter().enumerate() {
+                    if i != j && a.ends_with('#') {
+                        assert!(!b.starts_with(a), "{partition}: {a} is a prefix of {b}");
+                    }
                 }
             }
         }
+    }
+
+    #[test]
+    fn keys_of_each_partition_use_its_listed_prefixes() {
+        let t = TenantId::new("t1").unwrap();
+        let c = ClusterId::new("c1").unwrap();
+        let at = time::macros::datetime!(2026-11-22 23:59:59 -02:00);
+        let pool = PoolKey {
+            region: "us-east-1".into(),
+            zone: "use1-az1".into(),
+            instance_type: "m5.large".into(),
+        };
+        assert_eq!(utc_day(at), "2026-11-23", "days are UTC days");
+        assert!(
+            discovery_run(&t, "111122223333", "r1")
+                .sk
+                .starts_with(prefix::DISCOVERY_RUN)
+        );
+        assert_eq!(node(&c, "n1").pk, cluster_partition(&c));
+        assert_eq!(
+            pool_interruptions(&pool, at),
+            Key::new(
+                "POOL#us-east-1#use1-az1#m5.large",
+                "INTERRUPTIONS#2026-11-23"
+            )
+        );
+        assert!(pool_interruptions(&pool, at).sk >= pool_interruptions_from(at));
+        assert_eq!(daily_stats("interruption", at).sk, "DAY#2026-11-23");
+        assert_eq!(pool_history(&pool, at).pk, pool_partition(&pool));
     }
 
     #[test]

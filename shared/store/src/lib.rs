@@ -4,9 +4,10 @@
 pub mod accounts;
 pub mod actions;
 pub mod audit;
+pub mod costs;
 pub mod keys;
 pub mod runs;
 pub mod snapshots;
 mod table;
 
-pub use table::{Claim, GSI1_NAME, Item, Page, PutCondition, Query, Store, StoreError};
+pub use table::{Claim, GSI1_NAME, HeldClaim, Item, Page, PutCondition, Query, Store, StoreError};

@@ -298,10 +298,7 @@ fn paused_notification(schedule: &ScheduledRun, detail: &str, now: OffsetDateTim
         cluster_id: Some(schedule.cluster_id.clone()),
         labels: [
             ("schedule_id".to_owned(), schedule.id.clone()),
-            (
-                "kind".to_owned(),
-                format!("{:?}", schedule.kind).to_lowercase(),
-            ),
+            ("kind".to_owned(), schedule.kind.as_str().to_owned()),
         ]
         .into(),
         title: format!("Scheduled run \"{}\" paused", schedule.name),

@@ -137,7 +137,7 @@ pub async fn load(
     }
     let chunks = store
         .query_all::<SnapshotChunk>(
-            &Query::partition(keys::snapshot_head(cluster).pk)
+            &Query::partition(keys::cluster_partition(cluster))
                 .prefix(keys::snapshot_chunks_prefix(&head.id)),
         )
         .await?;
@@ -230,7 +230,7 @@ pub async fn region_offerings(
     let mut zone_names = snapshot.zone_names();
     let nodes = store
         .query_all::<Node>(
-            &Query::partition(keys::snapshot_head(cluster).pk).prefix(keys::prefix::NODE),
+            &Query::partition(keys::cluster_partition(cluster)).prefix(keys::prefix::NODE),
         )
         .await?;
     for node in nodes {

@@ -210,6 +210,26 @@ pub struct Page<T> {
     pub next: Option<String>,
 }
 
+/// A claim taken by [`Store::hold`].
+#[must_use = "settle the claim with the work's result, so a failure gives the work back"]
+pub struct HeldClaim<'a> {
+    store: &'a Store,
+    key: Key,
+}
+
+impl HeldClaim<'_> {
+    /// Keeps the claim when the work succeeded; releases it when the work failed, so a retry
+    /// does the work. A release that fails is logged: the claim then lapses at its hold.
+    pub async fn settle<T, E>(self, result: Result<T, E>) -> Result<T, E> {
+        if result.is_err()
+            && let Err(release) = self.store.delete(&self.key).await
+        {
+            warn!(pk = %self.key.pk(), sk = %self.key.sk(), error = %release, "claim not released; it lapses at its hold");
+        }
+        result
+    }
+}
+
 #[derive(Clone)]
 pub struct Store {
     client: Client,
@@ -259,8 +279,8 @@ impl Store {
             Ok(_) => Ok(()),
             Err(e) => Err(match AwsFailure::from_sdk("dynamodb:PutItem", e) {
                 f if f.has_code("ConditionalCheckFailedException") => StoreError::AlreadyExists {
-                    pk: item.key.pk.clone(),
-                    sk: item.key.sk.clone(),
+                    pk: item.key.pk().to_owned(),
+                    sk: item.key.sk().to_owned(),
                 },
                 f => f.into(),
             }),
@@ -288,8 +308,8 @@ impl Store {
             Ok(_) => Ok(next),
             Err(e) => Err(match AwsFailure::from_sdk("dynamodb:PutItem", e) {
                 f if f.has_code("ConditionalCheckFailedException") => StoreError::StaleVersion {
-                    pk: item.key.pk.clone(),
-                    sk: item.key.sk.clone(),
+                    pk: item.key.pk().to_owned(),
+                    sk: item.key.sk().to_owned(),
                     expected,
                 },
                 f => f.into(),
@@ -341,6 +361,21 @@ impl Store {
             .and_then(|mut a| a.remove(attribute))
             .and_then(|v| v.as_n().ok().and_then(|n| n.parse().ok()))
             .unwrap_or(by))
+    }
+
+    /// Claims `key` for `hold` before work that must happen once. `None` when the claim is
+    /// held already (the work was done, or is being done). The held claim gives the work back on
+    /// failure ([`HeldClaim::settle`]), so a redelivery does it again.
+    pub async fn hold(
+        &self,
+        key: Key,
+        hold: Duration,
+        now: OffsetDateTime,
+    ) -> Result<Option<HeldClaim<'_>>, StoreError> {
+        Ok(match self.claim(&key, hold, now).await? {
+            Claim::Claimed => Some(HeldClaim { store: self, key }),
+            Claim::AlreadyClaimed => None,
+        })
     }
 
     /// Claims `key` for `hold`. A claim whose TTL has passed counts as free even before DynamoDB's
@@ -458,8 +493,8 @@ impl Store {
                     .set_item(Some(encode(&items[i])?))
                     .build()
                     .map_err(|e| StoreError::Encode {
-                        pk: items[i].key.pk.clone(),
-                        sk: items[i].key.sk.clone(),
+                        pk: items[i].key.pk().to_owned(),
+                        sk: items[i].key.sk().to_owned(),
                         reason: e.to_string(),
                     })?;
                 Ok(WriteRequest::builder().put_request(put).build())
@@ -518,15 +553,15 @@ fn number(n: impl ToString) -> AttributeValue {
 
 fn key_attrs(key: &Key) -> HashMap<String, AttributeValue> {
     HashMap::from([
-        (PK.to_owned(), AttributeValue::S(key.pk.clone())),
-        (SK.to_owned(), AttributeValue::S(key.sk.clone())),
+        (PK.to_owned(), AttributeValue::S(key.pk().to_owned())),
+        (SK.to_owned(), AttributeValue::S(key.sk().to_owned())),
     ])
 }
 
 fn encode<T: Serialize>(item: &Item<T>) -> Result<HashMap<String, AttributeValue>, StoreError> {
     let fail = |reason: String| StoreError::Encode {
-        pk: item.key.pk.clone(),
-        sk: item.key.sk.clone(),
+        pk: item.key.pk().to_owned(),
+        sk: item.key.sk().to_owned(),
         reason,
     };
     let mut attrs: HashMap<String, AttributeValue> =
@@ -576,7 +611,7 @@ fn decode<T: DeserializeOwned>(
         reason: e.to_string(),
     })?;
     Ok(Item {
-        key: Key { pk, sk },
+        key: Key::stored(pk, sk),
         gsi1,
         ttl,
         version,
@@ -624,7 +659,9 @@ mod cursor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keys;
     use serde::Deserialize;
+    use spotwise_core::TenantId;
 
     #[derive(Debug, PartialEq, Serialize, Deserialize)]
     struct Doc {
@@ -635,7 +672,7 @@ mod tests {
     #[test]
     fn encode_decode_round_trip_keeps_bookkeeping() {
         let item = Item::new(
-            Key::new("T#t1", "DOC#1"),
+            keys::webhook(&TenantId::new("t1").unwrap(), "1"),
             Doc {
                 name: "a".into(),
                 count: 2,
@@ -656,7 +693,10 @@ mod tests {
         struct Sneaky {
             pk: String,
         }
-        let item = Item::new(Key::new("T#t1", "X"), Sneaky { pk: "T#t2".into() });
+        let item = Item::new(
+            keys::silence(&TenantId::new("t1").unwrap(), "x"),
+            Sneaky { pk: "T#t2".into() },
+        );
         assert!(
             matches!(encode(&item), Err(StoreError::Encode { reason, .. }) if reason.contains("\"pk\""))
         );

@@ -174,7 +174,7 @@ async fn final_state(twice: bool) -> BTreeMap<String, Vec<String>> {
         .drain::<Value>(report.queue_url.as_str())
         .await
         .iter()
-        .map(|a| anonymous(&format!("{} {}", a["kind"], a["target"])))
+        .map(|a| anonymous(&a["spec"].to_string()))
         .collect();
     queued.sort();
     state.insert("agent queue".to_owned(), queued);
@@ -182,7 +182,13 @@ async fn final_state(twice: bool) -> BTreeMap<String, Vec<String>> {
     let cost_items: Vec<String> = tenant_items(store, &tenant, format!("COST#{cluster}#"))
         .await
         .into_iter()
-        .map(|item| format!("{} {}", item.key.sk, item.body["summary"]["total"]["cost"]))
+        .map(|item| {
+            format!(
+                "{} {}",
+                item.key.sk(),
+                item.body["summary"]["total"]["cost"]
+            )
+        })
         .collect();
     state.insert("cost periods".to_owned(), cost_items);
     let reports: Vec<String> = tenant_items(store, &tenant, keys::savings_reports_prefix(&cluster))

@@ -1,0 +1,403 @@
+//! The agent and the Spotwise API: results, cancellations, heartbeats, snapshots and refusals.
+
+use super::*;
+
+/// A stand-in for the Spotwise API's agent routes, which can be taken down and brought back.
+#[derive(Default)]
+struct ApiState {
+    down: bool,
+    results: Vec<(String, Value)>,
+    heartbeats: Vec<Value>,
+    snapshots: Vec<Value>,
+    cancelled: Vec<String>,
+}
+
+struct FakeApi {
+    url: String,
+    state: Arc<Mutex<ApiState>>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeApi {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+const AGENT_KEY: &str = "swk_0123456789ab_agent";
+
+impl FakeApi {
+    async fn start() -> Self {
+        let state: Arc<Mutex<ApiState>> = Arc::default();
+        type S = State<Arc<Mutex<ApiState>>>;
+        let check = |s: &ApiState, headers: &axum::http::HeaderMap| -> Option<StatusCode> {
+            if s.down {
+                return Some(StatusCode::SERVICE_UNAVAILABLE);
+            }
+            (headers.get("authorization").and_then(|v| v.to_str().ok())
+                != Some(&format!("Bearer {AGENT_KEY}")))
+            .then_some(StatusCode::UNAUTHORIZED)
+        };
+        let app =
+            Router::new()
+                .route(
+                    "/v1/agent/actions/{id}/result",
+                    axum::routing::post(
+                        move |State(s): S,
+                              Path(id): Path<String>,
+                              headers: axum::http::HeaderMap,
+                              Json(body): Json<Value>| async move {
+                            let mut s = s.lock().unwrap();
+                            if let Some(code) = check(&s, &headers) {
+                                return code;
+                            }
+                            if id == "unknown" {
+                                return StatusCode::NOT_FOUND;
+                            }
+                            s.results.push((id, body));
+                            StatusCode::OK
+                        },
+                    ),
+                )
+                .route(
+                    "/v1/agent/actions/{id}",
+                    get(
+                        move |State(s): S,
+                              Path(id): Path<String>,
+                              headers: axum::http::HeaderMap| async move {
+                            let s = s.lock().unwrap();
+                            if let Some(code) = check(&s, &headers) {
+                                return (code, Json(json!({})));
+                            }
+                            let status = if s.cancelled.contains(&id) {
+                                "cancelled"
+                            } else if s.results.iter().any(|(done, _)| done == &id) {
+                                "succeeded"
+                            } else {
+                                "queued"
+                            };
+                            (StatusCode::OK, Json(json!({"status": status})))
+                        },
+                    ),
+                )
+                .route(
+                    "/v1/agent/heartbeat",
+                    axum::routing::post(
+                        move |State(s): S,
+                              headers: axum::http::HeaderMap,
+                              Json(body): Json<Value>| async move {
+                            let mut s = s.lock().unwrap();
+                            if let Some(code) = check(&s, &headers) {
+                                return code;
+                            }
+                            s.heartbeats.push(body);
+                            StatusCode::NO_CONTENT
+                        },
+                    ),
+                )
+                .route(
+                    "/v1/agent/snapshot",
+                    axum::routing::put(
+                        move |State(s): S,
+                              headers: axum::http::HeaderMap,
+                              Json(body): Json<Value>| async move {
+                            let mut s = s.lock().unwrap();
+                            if let Some(code) = check(&s, &headers) {
+                                return code;
+                            }
+                            s.snapshots.push(body);
+                            StatusCode::OK
+                        },
+                    ),
+                )
+                .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self { url, state, server }
+    }
+
+    fn set_down(&self, down: bool) {
+        self.state.lock().unwrap().down = down;
+    }
+}
+
+fn reporter(api: &FakeApi, buffer: Option<std::path::PathBuf>) -> Arc<Reporter> {
+    Arc::new(Reporter::new(&api.url, AGENT_KEY.into(), buffer, Metrics::new()).unwrap())
+}
+
+fn report(detail: &str) -> ActionReport {
+    ActionReport {
+        outcome: ReportedOutcome::Succeeded,
+        detail: detail.into(),
+        pods_left: BTreeMap::new(),
+        previous_replicas: None,
+    }
+}
+
+#[tokio::test]
+async fn results_outlive_an_unreachable_api_and_a_restart_and_arrive_in_order() {
+    let api = FakeApi::start().await;
+    let dir = std::env::temp_dir().join(format!("spotwise-agent-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let buffer = dir.join("results.jsonl");
+    let _ = std::fs::remove_file(&buffer);
+
+    api.set_down(true);
+    let first = reporter(&api, Some(buffer.clone()));
+    first.result("a1", report("cordoned")).await;
+    first.result("a2", report("drained")).await;
+    assert_eq!(first.pending().len(), 2, "kept while the API is down");
+    assert_eq!(std::fs::read_to_string(&buffer).unwrap().lines().count(), 2);
+    drop(first);
+
+    // A restarted agent finds them on disk and delivers them once the API is back.
+    let restarted = reporter(&api, Some(buffer.clone()));
+    assert_eq!(restarted.pending().len(), 2);
+    assert_eq!(restarted.flush().await, 0, "still down");
+    api.set_down(false);
+    assert_eq!(restarted.flush().await, 2);
+    let delivered: Vec<String> = api
+        .state
+        .lock()
+        .unwrap()
+        .results
+        .iter()
+        .map(|(id, _)| id.clone())
+        .collect();
+    assert_eq!(delivered, ["a1", "a2"]);
+    assert!(restarted.pending().is_empty());
+    assert_eq!(std::fs::read_to_string(&buffer).unwrap(), "");
+
+    // A result the API refuses for good is dropped rather than blocking the others.
+    restarted.result("unknown", report("?")).await;
+    restarted.result("a3", report("labelled")).await;
+    assert!(restarted.pending().is_empty());
+    assert_eq!(api.state.lock().unwrap().results.last().unwrap().0, "a3");
+
+    // Nothing listening at all is the same as down.
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    };
+    let nowhere = Reporter::new(&closed, AGENT_KEY.into(), None, Metrics::new()).unwrap();
+    nowhere.result("a4", report("x")).await;
+    assert_eq!(nowhere.pending().len(), 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn the_agent_reports_outcomes_and_skips_cancelled_actions() {
+    let kube = Cluster::start().await;
+    let api = FakeApi::start().await;
+    let metrics = Metrics::new();
+    let agent = agent(&kube, false)
+        .with_reporter(reporter(&api, None))
+        .with_metrics(metrics.clone());
+    let now = OffsetDateTime::now_utc();
+    let node = "ip-10-0-1-17.ec2.internal";
+
+    let mut cancelled = action(cordon_node(node));
+    cancelled.action_id = "withdrawn".into();
+    api.state.lock().unwrap().cancelled.push("withdrawn".into());
+    assert_eq!(
+        agent.handle(&signed(cancelled), now).await,
+        Outcome::Cancelled {
+            action_id: "withdrawn".into()
+        }
+    );
+    assert_eq!(
+        kube.node(node)["spec"].get("unschedulable"),
+        None,
+        "not executed"
+    );
+
+    let mut cordon = action(cordon_node(node));
+    cordon.action_id = "c1".into();
+    assert!(matches!(
+        agent.handle(&signed(cordon), now).await,
+        Outcome::Done { .. }
+    ));
+    let mut late = action(cordon_node(node));
+    late.action_id = "late".into();
+    late.issued_at = now - Duration::minutes(3);
+    late.not_after = now - Duration::seconds(1);
+    assert!(matches!(
+        agent.handle(&signed(late), now).await,
+        Outcome::Rejected {
+            action_id: Some(_),
+            ..
+        }
+    ));
+    let mut forged = action(cordon_node(node));
+    forged.action_id = "forged".into();
+    forged.signature = "00".repeat(32);
+    assert!(matches!(
+        agent
+            .handle(&serde_json::to_string(&forged).unwrap(), now)
+            .await,
+        Outcome::Rejected {
+            action_id: None,
+            ..
+        }
+    ));
+
+    let results = api.state.lock().unwrap().results.clone();
+    let reported: Vec<(&str, &str)> = results
+        .iter()
+        .map(|(id, r)| (id.as_str(), r["outcome"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        reported,
+        [("c1", "succeeded"), ("late", "failed")],
+        "forged actions are not reported against real ids"
+    );
+    let text = metrics.render();
+    assert!(
+        text.contains("spotwise_agent_actions_total{outcome=\"cancelled\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("spotwise_agent_actions_total{outcome=\"rejected\"} 2"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn heartbeats_and_snapshots_reach_the_api() {
+    let kube = Cluster::start().await;
+    let api = FakeApi::start().await;
+    let agent = agent(&kube, false).with_reporter(reporter(&api, None));
+    agent
+        .report_loop(
+            std::time::Duration::from_millis(50),
+            std::time::Duration::from_secs(3600),
+            tokio::time::sleep(std::time::Duration::from_millis(180)),
+        )
+        .await;
+    let state = api.state.lock().unwrap();
+    assert!(
+        state.heartbeats.len() >= 2,
+        "one per period: {}",
+        state.heartbeats.len()
+    );
+    assert_eq!(state.snapshots.len(), 1, "one per snapshot period");
+    let snapshot = &state.snapshots[0];
+    let nodes = snapshot["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 2, "read across pages");
+    let spot = nodes
+        .iter()
+        .find(|n| n["name"] == "ip-10-0-1-17.ec2.internal")
+        .unwrap();
+    assert_eq!(
+        (&spot["instance_id"], &spot["capacity_type"], &spot["cpu_m"]),
+        (&json!("i-0b662ef9931388ba0"), &json!("spot"), &json!(1930))
+    );
+    assert_eq!(snapshot["pdbs"].as_array().unwrap().len(), 1);
+    let pods = snapshot["pods"].as_array().unwrap().len()
+        + snapshot["daemon_pods"].as_array().unwrap().len();
+    assert!(
+        pods >= 4,
+        "running pods, finished ones left out: {snapshot}"
+    );
+}
+
+#[tokio::test]
+async fn a_redelivered_action_is_executed_once_even_after_a_restart() {
+    let kube = Cluster::start().await;
+    let api = FakeApi::start().await;
+    let scale = {
+        let mut a = action(scale_web(0));
+        a.action_id = "sleep-web".into();
+        signed(a)
+    };
+    let now = OffsetDateTime::now_utc();
+    let first = agent(&kube, false).with_reporter(reporter(&api, None));
+    assert!(
+        matches!(
+            first.handle(&scale, now).await,
+            Outcome::Done {
+                previous_replicas: Some(3),
+                ..
+            }
+        ),
+        "scaled from 3"
+    );
+    // The same message again (its delete was lost): not run, so the count to restore stays 3.
+    assert_eq!(
+        first.handle(&scale, now).await,
+        Outcome::Duplicate {
+            action_id: "sleep-web".into()
+        }
+    );
+    // A restarted agent has forgotten it; the platform's record says it is done.
+    let restarted = agent(&kube, false).with_reporter(reporter(&api, None));
+    assert_eq!(
+        restarted.handle(&scale, now).await,
+        Outcome::Duplicate {
+            action_id: "sleep-web".into()
+        }
+    );
+    let patches = kube
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with("PATCH") && r.ends_with("/web/scale"))
+        .count();
+    assert_eq!(patches, 1, "scaled once");
+    let results = api.state.lock().unwrap().results.clone();
+    assert_eq!(results.len(), 1, "reported once: {results:?}");
+    assert_eq!(results[0].1["previous_replicas"], 3);
+}
+
+#[tokio::test]
+async fn refused_messages_reach_the_api_with_the_next_heartbeat() {
+    let kube = Cluster::start().await;
+    let api = FakeApi::start().await;
+    let agent = agent(&kube, false).with_reporter(reporter(&api, None));
+    let now = OffsetDateTime::now_utc();
+    let node = "ip-10-0-1-17.ec2.internal";
+    let mut forged = action(drain_node(node));
+    forged.signature = "00".repeat(32);
+    agent
+        .handle(&serde_json::to_string(&forged).unwrap(), now)
+        .await;
+    let mut elsewhere = action(cordon_node(node));
+    elsewhere.cluster_id = ClusterId::new("c2").unwrap();
+    agent.handle(&signed(elsewhere), now).await;
+    agent.handle("{not json", now).await;
+
+    // The first beat is lost: the refusals wait for the next one.
+    api.set_down(true);
+    agent
+        .report_loop(
+            std::time::Duration::from_millis(40),
+            std::time::Duration::from_secs(3600),
+            tokio::time::sleep(std::time::Duration::from_millis(60)),
+        )
+        .await;
+    api.set_down(false);
+    agent
+        .report_loop(
+            std::time::Duration::from_millis(40),
+            std::time::Duration::from_secs(3600),
+            tokio::time::sleep(std::time::Duration::from_millis(100)),
+        )
+        .await;
+    let beats = api.state.lock().unwrap().heartbeats.clone();
+    let rejected: Vec<String> = beats
+        .iter()
+        .flat_map(|b| b["rejected"].as_array().cloned().unwrap_or_default())
+        .map(|r| r["reason"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(rejected.len(), 3, "each refusal told once: {rejected:?}");
+    assert!(rejected[0].contains("signature"), "{rejected:?}");
+    assert!(rejected[1].contains("c2"), "{rejected:?}");
+    assert!(rejected[2].contains("unreadable"), "{rejected:?}");
+    assert_eq!(
+        kube.node(node)["spec"].get("unschedulable"),
+        None,
+        "nothing executed"
+    );
+}

@@ -1,0 +1,271 @@
+//! The agent routes (`/v1/agent/...`), actions, and installing an agent on a cluster.
+
+use super::*;
+
+#[tokio::test]
+async fn agent_reports_reach_the_cluster_and_its_actions() {
+    let api = api().await;
+    api.seed_cluster(None).await;
+    let agent = api.agent_key().await;
+    let cluster = prod_cluster();
+
+    let beat = api
+        .post(
+            "/v1/agent/heartbeat",
+            &agent,
+            json!({"agent_version": "0.1.0", "dry_run": false, "rejected": [
+                {"reason": "bad signature", "at": "2026-12-01T10:00:00Z"}
+            ]}),
+        )
+        .await;
+    assert_eq!(beat.status, StatusCode::NO_CONTENT, "{}", beat.body);
+    let told: Vec<Notification> = api.stack.drain(api.state.notifications.url()).await;
+    assert_eq!(
+        told.iter()
+            .map(|n| (n.event_type.as_str(), n.severity))
+            .collect::<Vec<_>>(),
+        [("action_rejected", Severity::Warning)],
+        "a refused message is a security signal"
+    );
+    assert_eq!(
+        api.post(
+            "/v1/agent/heartbeat",
+            &api.admin,
+            json!({"agent_version": "x", "dry_run": false})
+        )
+        .await
+        .status,
+        StatusCode::FORBIDDEN,
+        "user keys are not agents"
+    );
+    let snapshot = spotwise_core::snapshot::parse_list(
+        fixture("events/optimizer/kubectl-snapshot.json").as_bytes(),
+    )
+    .unwrap();
+    let uploaded = api
+        .send(
+            Method::PUT,
+            "/v1/agent/snapshot",
+            Some(&agent),
+            Some(serde_json::to_value(&snapshot).unwrap()),
+            &[],
+        )
+        .await;
+    assert_eq!(uploaded.status, StatusCode::OK, "{}", uploaded.body);
+    let broken = api
+        .send(
+            Method::PUT,
+            "/v1/agent/snapshot",
+            Some(&agent),
+            Some(json!({"nodes": "none"})),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        (broken.status, &broken.body["error"]["field"]),
+        (StatusCode::BAD_REQUEST, &json!("nodes"))
+    );
+
+    let detail = api
+        .get(&format!("/v1/clusters/{cluster}"), &api.admin)
+        .await;
+    assert_eq!(detail.body["agent"]["agent_version"], "0.1.0");
+    assert_eq!(detail.body["snapshot"]["nodes"], snapshot.nodes.len());
+    let kinds: Vec<&str> = detail.body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    let mut kinds = kinds;
+    // The heartbeat's two events can share a millisecond, and so their order.
+    kinds[1..].sort_unstable();
+    assert_eq!(kinds, ["snapshot", "action_rejected", "agent_online"]);
+
+    api.seed_action("a1", &cluster).await;
+    api.seed_action("a2", &cluster).await;
+    api.seed_action(
+        "elsewhere",
+        &ClusterId::new("111122223333.us-east-1.other").unwrap(),
+    )
+    .await;
+    assert_eq!(
+        api.get("/v1/agent/actions/a1", &agent).await.body["status"],
+        "queued"
+    );
+    assert_eq!(
+        api.get("/v1/agent/actions/elsewhere", &agent).await.status,
+        StatusCode::NOT_FOUND,
+        "another cluster's action"
+    );
+
+    let cancelled = api
+        .post("/v1/actions/a1/cancel", &api.admin, json!({}))
+        .await;
+    assert_eq!(
+        (cancelled.status, &cancelled.body["status"]),
+        (StatusCode::OK, &json!("cancelled"))
+    );
+    assert_eq!(
+        api.get("/v1/agent/actions/a1", &agent).await.body["status"],
+        "cancelled"
+    );
+
+    let report = json!({"outcome": "succeeded", "detail": "node drained: 4 evicted", "pods_left": {"shop/cart-0": "PDB"}});
+    let done = api
+        .post("/v1/agent/actions/a2/result", &agent, report.clone())
+        .await;
+    assert_eq!(
+        (done.status, &done.body["status"]),
+        (StatusCode::OK, &json!("succeeded")),
+        "{}",
+        done.body
+    );
+    assert!(
+        done.body["status_reason"]
+            .as_str()
+            .unwrap()
+            .contains("shop/cart-0 (PDB)")
+    );
+    assert_eq!(
+        api.post("/v1/agent/actions/a2/result", &agent, report)
+            .await
+            .status,
+        StatusCode::OK,
+        "a repeat changes nothing"
+    );
+    let told: Vec<Notification> = api.stack.drain(api.state.notifications.url()).await;
+    assert_eq!(told.len(), 1, "told once, repeat or not: {told:?}");
+    assert_eq!(
+        (told[0].event_type.as_str(), &told[0].labels["outcome"]),
+        ("action_result", &"succeeded".to_owned())
+    );
+    let late_cancel = api
+        .post("/v1/actions/a2/cancel", &api.admin, json!({}))
+        .await;
+    assert_eq!(late_cancel.status, StatusCode::CONFLICT);
+    let listed = api
+        .get(&format!("/v1/actions?cluster={cluster}"), &api.admin)
+        .await;
+    assert_eq!(listed.body["items"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        api.get("/v1/actions/a2", &api.other_admin).await.status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn installing_an_agent_gives_its_cluster_a_queue_a_secret_and_a_key() {
+    let api = api().await;
+    api.seed_cluster(None).await;
+    let cluster = prod_cluster();
+    let tenant = TenantId::new("t1").unwrap();
+    let path = format!("/v1/clusters/{cluster}/agent");
+    let role = "arn:aws:iam::111122223333:role/SpotwiseAgent";
+
+    let operator = api.key("operator").await;
+    assert_eq!(
+        api.post(&path, &operator, json!({})).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        api.post(&path, &api.other_admin, json!({})).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let foreign = api
+        .post(
+            &path,
+            &api.admin,
+            json!({"agent_role_arn": "arn:aws:iam::999999999999:role/agent"}),
+        )
+        .await;
+    assert_eq!(
+        (foreign.status, &foreign.body["error"]["field"]),
+        (StatusCode::BAD_REQUEST, &json!("agent_role_arn")),
+        "only a role in the cluster's own account may read its queue"
+    );
+
+    let installed = api
+        .post(&path, &api.admin, json!({"agent_role_arn": role}))
+        .await;
+    assert_eq!(installed.status, StatusCode::CREATED, "{}", installed.body);
+    let queue_url = installed.body["queue_url"].as_str().unwrap().to_owned();
+    assert!(queue_url.ends_with(".fifo"), "{queue_url}");
+    let policy = api
+        .state
+        .sqs
+        .get_queue_attributes()
+        .queue_url(&queue_url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::Policy)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::Policy]
+        .clone();
+    assert!(
+        policy.contains(role) && policy.contains("sqs:ReceiveMessage"),
+        "{policy}"
+    );
+
+    // The platform now signs with the secret the manifest holds, and queues to this queue.
+    let secret = installed.body["cluster_secret"].as_str().unwrap();
+    let channel = spotwise_store::actions::channel(&api.state.store, &tenant, &cluster)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (channel.queue_url.as_str(), channel.secret),
+        (queue_url.as_str(), hex::decode(secret).unwrap())
+    );
+    let agent_key = installed.body["agent_key"].as_str().unwrap().to_owned();
+    assert_eq!(
+        api.post(
+            "/v1/agent/heartbeat",
+            &agent_key,
+            json!({"agent_version": "0.1.0", "dry_run": false})
+        )
+        .await
+        .status,
+        StatusCode::NO_CONTENT
+    );
+
+    let again = api.post(&path, &api.admin, json!({})).await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.body);
+    let rotated = api
+        .post(
+            &path,
+            &api.admin,
+            json!({"agent_role_arn": role, "rotate": true}),
+        )
+        .await;
+    assert_eq!(rotated.status, StatusCode::CREATED, "{}", rotated.body);
+    assert_eq!(rotated.body["queue_url"], queue_url.as_str(), "same queue");
+    assert_ne!(rotated.body["cluster_secret"], secret, "a new secret");
+    let beat = json!({"agent_version": "0.1.0", "dry_run": false});
+    assert_eq!(
+        api.post("/v1/agent/heartbeat", &agent_key, beat.clone())
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED,
+        "the old key went with the old secret"
+    );
+    assert_eq!(
+        api.post(
+            "/v1/agent/heartbeat",
+            rotated.body["agent_key"].as_str().unwrap(),
+            beat
+        )
+        .await
+        .status,
+        StatusCode::NO_CONTENT
+    );
+
+    let audit = api.get("/v1/audit", &api.admin).await.body.to_string();
+    assert!(audit.contains("cluster.agent_install") && audit.contains("cluster.agent_rotate"));
+    assert!(
+        !audit.contains(secret),
+        "the secret is never in the audit log"
+    );
+    assert!(!audit.contains(&agent_key));
+}

@@ -1,0 +1,214 @@
+//! What every route shares: request validation errors and list paging.
+
+use super::*;
+
+#[tokio::test]
+async fn invalid_requests_get_a_400_naming_the_field() {
+    let api = api().await;
+    let cases = [
+        (
+            "/v1/webhooks",
+            json!({"name": "ops", "kind": "slack"}),
+            "url",
+        ),
+        ("/v1/webhooks", webhook("https://10.1.2.3/hook"), "url"),
+        (
+            "/v1/webhooks",
+            webhook("http://hooks.example.com/hook"),
+            "url",
+        ),
+        ("/v1/webhooks", webhook("https://[fd00::1]/hook"), "url"),
+        (
+            "/v1/webhooks",
+            json!({"name": "ops", "kind": "slack", "url": "https://hooks.example.com/x", "template": "{nope}"}),
+            "template",
+        ),
+        (
+            "/v1/webhooks",
+            json!({"name": "ops", "kind": "generic", "url": "https://hooks.example.com/x", "secret": "short"}),
+            "secret",
+        ),
+        (
+            "/v1/webhooks",
+            json!({"name": "ops", "kind": "pager", "url": "https://hooks.example.com/x"}),
+            "kind",
+        ),
+        (
+            "/v1/webhooks",
+            json!({"name": "ops", "kind": "slack", "url": "https://hooks.example.com/x", "min_severity": "loud"}),
+            "min_severity",
+        ),
+        (
+            "/v1/webhooks",
+            json!({"name": "ops", "kind": "slack", "url": "https://hooks.example.com/x", "colour": "red"}),
+            "colour",
+        ),
+        (
+            "/v1/webhooks",
+            json!({"name": "ops", "kind": "slack", "url": "https://hooks.example.com/x", "rate_per_minute": 0}),
+            "rate_per_minute",
+        ),
+        (
+            "/v1/silences",
+            json!({"matchers": [], "expires_at": "2030-01-01T00:00:00Z", "comment": "x"}),
+            "matchers",
+        ),
+        (
+            "/v1/silences",
+            json!({"matchers": [{"label": "env", "op": "like", "value": "x"}], "expires_at": "2030-01-01T00:00:00Z", "comment": "x"}),
+            "matchers[0].op",
+        ),
+        (
+            "/v1/silences",
+            json!({"matchers": [{"label": "env", "op": "equal", "value": "x"}], "expires_at": "2020-01-01T00:00:00Z", "comment": "x"}),
+            "expires_at",
+        ),
+        (
+            "/v1/maintenance-windows",
+            json!({"name": "w", "rule": "FREQ=HOURLY", "starts": "2026-11-07T02:00:00Z", "duration_minutes": 60}),
+            "rule",
+        ),
+        (
+            "/v1/maintenance-windows",
+            json!({"name": "w", "rule": "FREQ=DAILY", "starts": "yesterday", "duration_minutes": 60}),
+            "starts",
+        ),
+        ("/v1/keys", json!({"name": "k", "role": "root"}), "role"),
+        (
+            "/v1/keys",
+            json!({"name": "k", "role": "agent"}),
+            "cluster_id",
+        ),
+    ];
+    for (path, body, field) in cases {
+        let reply = api.post(path, &api.admin, body.clone()).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{path} {body}: {}",
+            reply.body
+        );
+        assert_eq!(
+            reply.body["error"]["field"], field,
+            "{path} {body}: {}",
+            reply.body
+        );
+        assert!(
+            reply.body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with(field),
+            "{}",
+            reply.body
+        );
+    }
+    let broken = api
+        .send(
+            Method::POST,
+            "/v1/webhooks",
+            Some(&api.admin),
+            None,
+            &[("content-type", "application/json")],
+        )
+        .await;
+    assert_eq!(
+        (broken.status, error_code(&broken)),
+        (StatusCode::BAD_REQUEST, "invalid_body")
+    );
+    let not_json = api
+        .send(Method::POST, "/v1/webhooks", Some(&api.admin), None, &[])
+        .await;
+    assert_eq!(not_json.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    for (path, field) in [
+        ("/v1/webhooks?limit=0", "limit"),
+        ("/v1/webhooks?limit=101", "limit"),
+        ("/v1/webhooks?cursor=bm9wZQ", "cursor"),
+    ] {
+        let reply = api.get(path, &api.admin).await;
+        assert_eq!(
+            (reply.status, &reply.body["error"]["field"]),
+            (StatusCode::BAD_REQUEST, &json!(field)),
+            "{path}: {}",
+            reply.body
+        );
+    }
+    assert_eq!(
+        api.get("/v1/webhooks?limit=many", &api.admin).await.status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        api.get("/v1/webhooks/a%23b", &api.admin).await.status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn lists_page_through_every_item_once() {
+    let api = api().await;
+    let tenant = TenantId::new("t1").unwrap();
+    let event: Value =
+        serde_json::from_str(&fixture("events/webhook-dispatcher/sqs-notification.json")).unwrap();
+    let base: Notification =
+        serde_json::from_str(event["Records"][0]["body"].as_str().unwrap()).unwrap();
+    let items: Vec<_> = (0..120)
+        .map(|i| {
+            let id = format!("{i:04}");
+            Item::new(
+                keys::notification(&tenant, &id),
+                FeedEntry {
+                    id,
+                    notification: Notification {
+                        dedup_key: format!("k{i}"),
+                        ..base.clone()
+                    },
+                    suppressed: None,
+                    endpoints: vec![],
+                },
+            )
+        })
+        .collect();
+    api.state.store.batch_put(&items).await.unwrap();
+
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/notifications?limit=50&cursor={c}"),
+            None => "/v1/notifications?limit=50".to_owned(),
+        };
+        let page = api.get(&path, &api.admin).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        pages += 1;
+        seen.extend(
+            page.body["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["id"].as_str().unwrap().to_owned()),
+        );
+        match page.body["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 120);
+    assert_eq!(seen.iter().collect::<HashSet<_>>().len(), 120);
+    assert_eq!(
+        (seen[0].as_str(), seen[119].as_str()),
+        ("0119", "0000"),
+        "newest first"
+    );
+    assert!(pages >= 3);
+
+    // A cursor of one tenant's list is refused in another's.
+    let first = api.get("/v1/notifications?limit=10", &api.admin).await;
+    let cursor = first.body["next_cursor"].as_str().unwrap();
+    let reused = api
+        .get(
+            &format!("/v1/notifications?limit=10&cursor={cursor}"),
+            &api.other_admin,
+        )
+        .await;
+    assert_eq!(reused.status, StatusCode::BAD_REQUEST);
+}
