@@ -39,11 +39,6 @@ impl ExecuteError {
     }
 }
 
-/// A human-readable account of what the action would change.
-pub fn describe(action: &AgentAction) -> String {
-    action.spec.to_string()
-}
-
 /// What an executed action did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Executed {

@@ -302,7 +302,7 @@ impl Agent {
             }
         }
         if self.dry_run {
-            let detail = execute::describe(&action);
+            let detail = action.spec.to_string();
             info!(action_id = %action.action_id, %detail, "dry run");
             return Outcome::WouldDo {
                 action_id: action.action_id,

@@ -1,4 +1,4 @@
-//! `/metrics` (Prometheus text format) and `/healthz` (the queue was polled recently).
+//! `/metrics` (OpenMetrics text, `prometheus-client`) and `/healthz` (the queue was polled recently).
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;

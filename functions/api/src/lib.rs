@@ -253,20 +253,11 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(audit::export))
 }
 
-/// The OpenAPI document the API serves at `/v1/openapi.json`.
-pub fn openapi_document() -> utoipa::openapi::OpenApi {
-    with_common_answers(documented_routes().into_openapi())
-}
-
-/// The common answers go on once every route's operation is in the document.
-fn with_common_answers(mut document: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
-    utoipa::Modify::modify(&ApiKeyScheme, &mut document);
-    document
-}
-
 pub fn app(state: AppState) -> Router {
-    let (documented, document) = documented_routes().split_for_parts();
-    let document = Arc::new(with_common_answers(document));
+    let (documented, mut document) = documented_routes().split_for_parts();
+    // The common answers go on once every route's operation is in the document.
+    utoipa::Modify::modify(&ApiKeyScheme, &mut document);
+    let document = Arc::new(document);
     documented
         .route(
             "/v1/openapi.json",

@@ -294,7 +294,6 @@ async fn issue(
         response,
         now,
     );
-    let kind = response.kind();
     let delivered = actions::deliver(&deps.sqs, channel.as_ref(), action).await?;
     let item = actions::record_item(
         &node.tenant_id,
@@ -304,6 +303,7 @@ async fn issue(
         now,
     );
     let (action, status) = (&item.body.action, item.body.status);
+    let kind = action.kind();
     let pool = async {
         if signal.kind == SignalKind::SpotInterruption {
             record_pool_interruption(deps, signal, node, now).await

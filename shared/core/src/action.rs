@@ -180,7 +180,7 @@ impl std::fmt::Display for ActionSpec {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(try_from = "wire::ReceivedAction")]
+#[serde(try_from = "wire::WireAction")]
 pub struct AgentAction {
     pub action_id: String,
     pub cluster_id: ClusterId,
@@ -425,7 +425,7 @@ mod wire {
     use crate::domain::Taint;
 
     #[derive(Deserialize)]
-    pub(super) struct ReceivedAction {
+    pub(super) struct WireAction {
         action_id: String,
         cluster_id: ClusterId,
         #[serde(default)]
@@ -458,10 +458,10 @@ mod wire {
         },
     }
 
-    impl TryFrom<ReceivedAction> for AgentAction {
+    impl TryFrom<WireAction> for AgentAction {
         type Error = String;
 
-        fn try_from(received: ReceivedAction) -> Result<Self, String> {
+        fn try_from(received: WireAction) -> Result<Self, String> {
             let spec = match (received.spec, received.kind, received.target) {
                 (Some(spec), _, _) => spec,
                 (None, Some(kind), Some(target)) => legacy_spec(kind, target, &received.params)?,

@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use crate::keys;
+use spotwise_aws::Queue;
+use spotwise_aws::queue::{Fifo, QueueError};
 use spotwise_core::action::{ActionRecord, ActionSpec, ActionStatus, AgentAction};
 use spotwise_core::domain::{Cluster, ClusterSecret};
 use spotwise_core::{Classify, ClusterId, Disposition, TenantId};
@@ -12,9 +13,8 @@ use spotwise_optimizer::consolidation::Step;
 use spotwise_optimizer::recommendation::Recommendation;
 use time::OffsetDateTime;
 
+use crate::keys;
 use crate::{Item, PutCondition, Store, StoreError};
-use spotwise_aws::Queue;
-use spotwise_aws::queue::{Fifo, QueueError};
 
 /// How long a consolidation drain may take before the agent gives up on it.
 const DRAIN_DEADLINE: time::Duration = time::Duration::minutes(30);
