@@ -148,6 +148,39 @@ pub enum Skipped {
     NoCosts { month: String },
 }
 
+impl std::fmt::Display for Skipped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Skipped::UnknownCluster => f.write_str("the cluster is unknown"),
+            Skipped::Snapshot(unusable) => unusable.fmt(f),
+            Skipped::NoPools { region } => write!(f, "no priced pools for region {region}"),
+            Skipped::NoCosts { month } => write!(f, "no cost sampled in {month}"),
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Sampled {
+                hour,
+                cost,
+                pods,
+                unpriced_nodes,
+            } => write!(
+                f,
+                "hour {hour}: ${cost} over {pods} pods, {unpriced_nodes} node(s) unpriced"
+            ),
+            Outcome::Reported { month, notified } => write!(
+                f,
+                "savings report for {month}{}",
+                if *notified { " sent" } else { " already sent" }
+            ),
+            Outcome::Skipped(why) => why.fmt(f),
+        }
+    }
+}
+
 #[derive(Debug, PartialEq)]
 pub enum Outcome {
     Sampled {
@@ -204,8 +237,8 @@ async fn handle_message(deps: &Deps, message: SqsMessage) -> Result<(), CostErro
         warn!(?request, reason = ?why, "cost request skipped");
     }
     let outcome = runs::outcome_of(&result, |outcome| match outcome {
-        Outcome::Skipped(why) => Err(format!("no report: {why:?}")),
-        done => Ok(format!("{done:?}")),
+        Outcome::Skipped(why) => Err(format!("no report: {why}")),
+        done => Ok(done.to_string()),
     });
     runs::report(&deps.store, &deps.notifications, scheduled, outcome).await;
     result.map(|_| ())

@@ -118,6 +118,19 @@ pub enum Skipped {
     NoTemplateOfferings,
 }
 
+impl std::fmt::Display for Skipped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Skipped::UnknownCluster => f.write_str("the cluster is unknown"),
+            Skipped::Snapshot(unusable) => unusable.fmt(f),
+            Skipped::NoPools { region } => write!(f, "no priced pools for region {region}"),
+            Skipped::NoTemplateOfferings => {
+                f.write_str("the node templates leave no priced offering open")
+            }
+        }
+    }
+}
+
 #[derive(Debug, PartialEq)]
 pub enum Outcome {
     Planned {
@@ -218,7 +231,7 @@ async fn handle_message(deps: &Deps, message: SqsMessage) -> Result<(), Optimize
         } => Ok(format!(
             "recommendation revision {revision}: ${monthly_cost:.2} a month, {actions} action(s) sent"
         )),
-        Outcome::Skipped(why) => Err(format!("not planned: {why:?}")),
+        Outcome::Skipped(why) => Err(format!("not planned: {why}")),
     });
     runs::report(
         &deps.store,

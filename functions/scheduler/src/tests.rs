@@ -489,7 +489,12 @@ async fn due_runs_start_once_never_overlap_and_pause_after_repeated_failures() {
     optimizer_consumes(&s).await;
     let finished = run_record(&s, &run1).await;
     assert_eq!(finished.state, RunState::Failed);
-    assert!(finished.detail.unwrap().contains("NoPools"));
+    assert!(
+        finished
+            .detail
+            .unwrap()
+            .contains("not planned: no priced pools for region")
+    );
     assert!(finished.duration_ms.is_some());
     assert_eq!(schedule_now(&s).await.consecutive_failures, 1);
 

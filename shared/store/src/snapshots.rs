@@ -53,6 +53,21 @@ pub enum Unusable {
     Incomplete { expected: u32, found: usize },
 }
 
+impl std::fmt::Display for Unusable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unusable::Missing => f.write_str("the agent has uploaded no snapshot"),
+            Unusable::Stale { taken_at } => {
+                write!(f, "the latest snapshot is stale (taken {taken_at})")
+            }
+            Unusable::Incomplete { expected, found } => write!(
+                f,
+                "the latest snapshot is incomplete ({found} of {expected} chunks)"
+            ),
+        }
+    }
+}
+
 /// Stores a snapshot: a new chunk set first, then the head that points at it, so a
 /// reader sees the old snapshot or the new one, never a mix.
 pub async fn put(
