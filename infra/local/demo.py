@@ -66,6 +66,17 @@ def function_env(description, logical):
     return env
 
 
+def sample_event(description, logical, event):
+    """The path of `event` as the function receives it: a sample the local queues must be named
+    on (local_stack.sample_event) is written to a temporary file, which the caller removes; any
+    other event is used as it is."""
+    if event not in local_stack.SAMPLE_QUEUES:
+        return event
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        f.write(local_stack.sample_event(ROOT, description, logical, event))
+    return f.name
+
+
 def invoke(bin_dir, description, logical, event):
     binary = description["functions"][logical]["binary"]
     started = time.monotonic()
@@ -161,7 +172,7 @@ def pump(bin_dir, description, stack, queue, logical):
         event = {"Records": [{"messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
                               "attributes": m.get("Attributes", {}), "messageAttributes": {}, "eventSource": "aws:sqs",
                               "md5OfBody": m["MD5OfBody"], "awsRegion": description["region"],
-                              "eventSourceARN": f"arn:aws:sqs:{description['region']}:123456789012:{queue}"}
+                              "eventSourceARN": local_stack.queue_arn(stack.refs[queue], description["region"])}
                              for m in messages]}
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
             json.dump(event, f)
@@ -228,7 +239,12 @@ def main():
 
         print(f"{'function':<27} {'event':<56} {'ms':>6}  result")
         for logical, event in STEPS:
-            result, ms = invoke(args.bin_dir, description, logical, event)
+            delivered = sample_event(description, logical, event)
+            try:
+                result, ms = invoke(args.bin_dir, description, logical, delivered)
+            finally:
+                if delivered != event:
+                    os.unlink(delivered)
             print(f"{logical:<27} {event:<56} {ms:>6.0f}  {summarize(result)}")
 
         notified = pump(args.bin_dir, description, stack, "NotificationsQueue", "WebhookDispatcherFunction")
@@ -288,7 +304,8 @@ def main():
               f"({agent_queue['Attributes']['ApproximateNumberOfMessages']} signed on the cluster's agent queue)")
         for record in actions:
             action = record["action"]
-            print(f"    {action['kind']} {action['target']['name']} ({record['instance_id']}): {record['status']}, "
+            spec = action["spec"]
+            print(f"    {spec['kind']} {spec['node']} ({record['instance_id']}): {record['status']}, "
                   f"deadline {action['not_after']} — {action['reason']}")
         if stats:
             counters = {k: int(v) for k, v in stats[0].items() if k not in ("pk", "sk", "ttl")}

@@ -94,8 +94,7 @@ def peak_rss_kib(pid):
 def measure(bin_dir, description, logical, event_path):
     function = description["functions"][logical]
     binary = os.path.join(bin_dir, function["binary"])
-    with open(os.path.join(ROOT, event_path), encoding="utf-8") as f:
-        runtime = RuntimeApi(f.read())
+    runtime = RuntimeApi(local_stack.sample_event(ROOT, description, logical, event_path))
     env = dict(os.environ)
     env.update(function["env"])
     env.update({

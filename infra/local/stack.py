@@ -201,6 +201,35 @@ LOCAL_FEEDS = {
 }
 
 
+def queue_arn(queue_url, region):
+    """The ARN of a queue from its URL (`…/<account>/<name>`), as Lambda puts it on each SQS
+    record (`eventSourceARN`)."""
+    account, name = queue_url.rstrip("/").rsplit("/", 2)[-2:]
+    return f"arn:aws:sqs:{region}:{account}:{name}"
+
+
+# Sample SQS events whose function tells its queues apart by `eventSourceARN`, with the
+# environment variable of the queue each is delivered from.
+SAMPLE_QUEUES = {
+    "events/webhook-dispatcher/sqs-notification.json": "NOTIFICATIONS_QUEUE_URL",
+}
+
+
+def sample_event(root, description, logical, event_path):
+    """The JSON text of a sample event as `logical` receives it on the local stack: a sample
+    from SAMPLE_QUEUES names the local queue in every record's `eventSourceARN`."""
+    with open(os.path.join(root, event_path), encoding="utf-8") as f:
+        text = f.read()
+    queue_variable = SAMPLE_QUEUES.get(event_path)
+    if queue_variable is None:
+        return text
+    event = json.loads(text)
+    arn = queue_arn(description["functions"][logical]["env"][queue_variable], description["region"])
+    for record in event["Records"]:
+        record["eventSourceARN"] = arn
+    return json.dumps(event)
+
+
 def start_seeded(root, parameters):
     """moto on a free loopback port with the stack of template.yaml created on it, reading the
     shipped feeds, and the local seed (events/local/seed.json) written. Returns the server (stop

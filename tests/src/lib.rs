@@ -211,6 +211,7 @@ impl LocalStack {
     /// with receipt handles and receive counts. Empty when none is visible.
     pub async fn poll(&self, queue_url: &str) -> SqsEvent {
         let sqs = aws_sdk_sqs::Client::new(&self.sdk_config().await);
+        let arn = self.queue_arn(queue_url).await;
         let received = sqs
             .receive_message()
             .queue_url(queue_url)
@@ -229,6 +230,7 @@ impl LocalStack {
                 message.message_id = m.message_id;
                 message.receipt_handle = m.receipt_handle;
                 message.body = m.body;
+                message.event_source_arn = Some(arn.clone());
                 message.attributes = m
                     .attributes
                     .unwrap_or_default()
@@ -239,6 +241,20 @@ impl LocalStack {
             })
             .collect();
         event
+    }
+
+    /// The queue's ARN, which Lambda puts on every record as `eventSourceARN`.
+    pub async fn queue_arn(&self, queue_url: &str) -> String {
+        let sqs = aws_sdk_sqs::Client::new(&self.sdk_config().await);
+        sqs.get_queue_attributes()
+            .queue_url(queue_url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("reading the ARN of {queue_url}: {e}"))
+            .attributes
+            .and_then(|mut attributes| attributes.remove(&QueueAttributeName::QueueArn))
+            .unwrap_or_else(|| panic!("{queue_url} has no QueueArn"))
     }
 
     /// Messages on a queue that are (visible, hidden or delayed), without receiving any.

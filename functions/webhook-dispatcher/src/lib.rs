@@ -1,4 +1,5 @@
-//! Notification dispatcher. Two kinds of message reach it:
+//! Notification dispatcher. Two kinds of message reach it, told apart by the queue their
+//! record's `eventSourceARN` names:
 //!
 //! - a [`Notification`] from any function, on the notifications queue: validated, deduplicated
 //!   on its dedup key within a window, checked against the tenant's silences and maintenance
@@ -117,12 +118,16 @@ pub enum DispatchError {
     },
     #[error("the rate limiter of endpoint {0} stayed contended")]
     Contended(String),
+    #[error("record from {0:?}, which is neither the notifications nor the deliveries queue")]
+    UnknownSource(String),
 }
 
 impl Classify for DispatchError {
     fn disposition(&self) -> Disposition {
         match self {
-            DispatchError::Body(_) | DispatchError::Invalid(_) => Disposition::NonRetryable,
+            DispatchError::Body(_)
+            | DispatchError::Invalid(_)
+            | DispatchError::UnknownSource(_) => Disposition::NonRetryable,
             DispatchError::Store(e) => e.disposition(),
             DispatchError::Queue(e) => e.disposition(),
             DispatchError::RetryScheduled { .. } | DispatchError::Contended(_) => {
@@ -143,7 +148,8 @@ pub async fn handle_batch(deps: &Deps, event: SqsEvent) -> Result<SqsBatchRespon
     )
 }
 
-/// The endpoint a delivery request names; a notification names none.
+/// The endpoint a delivery request names, the key deliveries are serialised by; a
+/// notification names none.
 fn endpoint_of(message: &SqsMessage) -> Option<String> {
     message
         .body
@@ -154,16 +160,19 @@ fn endpoint_of(message: &SqsMessage) -> Option<String> {
 
 async fn handle_message(deps: &Deps, message: SqsMessage) -> Result<(), DispatchError> {
     let now = OffsetDateTime::now_utc();
-    if endpoint_of(&message).is_some() {
+    let source = message.event_source_arn.as_deref().unwrap_or_default();
+    if deps.deliveries.is_source_of(source) {
         let request: DeliveryRequest = parse_body(&message, "delivery request")?;
         let attempt = request.prior_attempts + receive_count(&message);
         let receipt = message.receipt_handle.as_deref().unwrap_or_default();
         deliver::deliver(deps, &request, attempt, receipt, now)
             .await
             .map(drop)
-    } else {
+    } else if deps.notifications.is_source_of(source) {
         let notification: Notification = parse_body(&message, "notification")?;
         route::dispatch(deps, &notification, now).await.map(drop)
+    } else {
+        Err(DispatchError::UnknownSource(source.to_owned()))
     }
 }
 

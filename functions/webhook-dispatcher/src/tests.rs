@@ -107,6 +107,16 @@ fn request(endpoint_id: &str, n: Notification) -> DeliveryRequest {
 }
 
 impl Setup {
+    /// The shipped sample event, as the notifications queue of this stack would hand it over.
+    async fn sample(&self) -> (SqsEvent, Notification) {
+        let (mut event, n) = sample();
+        let arn = self.stack.queue_arn(self.deps.notifications.url()).await;
+        for record in &mut event.records {
+            record.event_source_arn = Some(arn.clone());
+        }
+        (event, n)
+    }
+
     /// One round of the Lambda poller on a queue: receive, handle, delete what succeeded.
     async fn run(&self, queue_url: &str) -> SqsBatchResponse {
         let event = self.stack.poll(queue_url).await;
@@ -224,7 +234,7 @@ async fn a_notification_reaches_each_matching_endpoint_in_its_format() {
         save_endpoint(&s.deps, &e).await;
     }
 
-    let (event, n) = sample();
+    let (event, n) = s.sample().await;
     assert!(
         handle_batch(&s.deps, event)
             .await
@@ -299,7 +309,7 @@ async fn duplicates_are_dropped_within_the_window_and_routed_after_it() {
         &endpoint("ops", EndpointKind::Slack, s.receiver.url("ops")),
     )
     .await;
-    let (event, n) = sample();
+    let (event, n) = s.sample().await;
     for _ in 0..2 {
         let response = handle_batch(&s.deps, event.clone()).await.unwrap();
         assert!(response.batch_item_failures.is_empty());
@@ -624,7 +634,7 @@ async fn forbidden_targets_are_refused_at_delivery_time() {
 #[tokio::test]
 async fn invalid_messages_fail_alone_with_a_reason() {
     let s = setup(&[]).await;
-    let (mut event, mut n) = sample();
+    let (mut event, mut n) = s.sample().await;
     n.title = "  ".into();
     assert!(matches!(
         route::dispatch(&s.deps, &n, OffsetDateTime::now_utc()).await,
@@ -637,7 +647,12 @@ async fn invalid_messages_fail_alone_with_a_reason() {
     let mut bad_delivery = event.records[0].clone();
     bad_delivery.message_id = Some("bad-delivery".into());
     bad_delivery.body = Some(r#"{"endpoint_id":"e1"}"#.into());
-    event.records.extend([bad, bad_delivery]);
+    bad_delivery.event_source_arn = Some(s.stack.queue_arn(s.deps.deliveries.url()).await);
+    // A sound notification, but from a queue the dispatcher does not read.
+    let mut stray = event.records[0].clone();
+    stray.message_id = Some("stray".into());
+    stray.event_source_arn = Some("arn:aws:sqs:us-east-1:123456789012:elsewhere".into());
+    event.records.extend([bad, bad_delivery, stray]);
     let response = handle_batch(&s.deps, event).await.unwrap();
     let mut failed: Vec<_> = response
         .batch_item_failures
@@ -645,5 +660,5 @@ async fn invalid_messages_fail_alone_with_a_reason() {
         .map(|f| f.item_identifier.as_str())
         .collect();
     failed.sort();
-    assert_eq!(failed, ["bad", "bad-delivery"]);
+    assert_eq!(failed, ["bad", "bad-delivery", "stray"]);
 }

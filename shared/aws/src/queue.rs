@@ -62,6 +62,17 @@ impl Queue {
         &self.url
     }
 
+    /// Whether `arn` (a record's `eventSourceARN`, `arn:aws:sqs:<region>:<account>:<name>`)
+    /// names this queue: the same account and queue name as its URL's `/<account>/<name>`.
+    pub fn is_source_of(&self, arn: &str) -> bool {
+        let mut url = self.url.trim_end_matches('/').rsplit('/');
+        let (Some(name), Some(account)) = (url.next(), url.next()) else {
+            return false;
+        };
+        let mut arn = arn.rsplit(':');
+        arn.next() == Some(name) && arn.next() == Some(account)
+    }
+
     /// Queues a notification about something already stored. A notification that cannot be
     /// queued is logged rather than returned, so the caller does not redo what it tells of.
     pub async fn notify(&self, notification: &Notification) {
@@ -195,3 +206,37 @@ impl Queue {
 
 /// SQS accepts at most ten entries per SendMessageBatch.
 const SEND_BATCH_MAX: usize = 10;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queue(url: &str) -> Queue {
+        let config = aws_sdk_sqs::Config::builder()
+            .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+            .build();
+        Queue::new(Client::from_conf(config), url)
+    }
+
+    #[test]
+    fn a_record_is_from_the_queue_its_arn_names() {
+        let deliveries =
+            queue("https://sqs.us-east-1.amazonaws.com/123456789012/spotwise-DeliveriesQueue");
+        assert!(
+            deliveries.is_source_of("arn:aws:sqs:us-east-1:123456789012:spotwise-DeliveriesQueue")
+        );
+        for other in [
+            "arn:aws:sqs:us-east-1:123456789012:spotwise-NotificationsQueue",
+            "arn:aws:sqs:us-east-1:210987654321:spotwise-DeliveriesQueue",
+            "arn:aws:sqs:us-east-1:123456789012:spotwise-DeliveriesQueue-x",
+            "spotwise-DeliveriesQueue",
+            "",
+        ] {
+            assert!(!deliveries.is_source_of(other), "{other}");
+        }
+        let local = queue("http://127.0.0.1:5000/123456789012/spotwise-local-DeliveriesQueue");
+        assert!(
+            local.is_source_of("arn:aws:sqs:us-east-1:123456789012:spotwise-local-DeliveriesQueue")
+        );
+    }
+}

@@ -84,10 +84,13 @@ struct Handlers {
     notify: webhook_dispatcher::Deps,
 }
 
-async fn deliver(handlers: &Handlers, handler: &str, index: usize, body: &str) {
+async fn deliver(stack: &LocalStack, handlers: &Handlers, handler: &str, index: usize, body: &str) {
     let mut message = SqsMessage::default();
     message.message_id = Some(format!("replay-{index}"));
     message.body = Some(body.to_owned());
+    if handler == "notify" {
+        message.event_source_arn = Some(stack.queue_arn(handlers.notify.notifications.url()).await);
+    }
     let mut event = SqsEvent::default();
     event.records.push(message);
     let response = match handler {
@@ -129,7 +132,7 @@ async fn final_state(twice: bool) -> BTreeMap<String, Vec<String>> {
     // One message per invocation: moto, unlike DynamoDB, does not serialise concurrent
     // conditional writes.
     for (index, (handler, body)) in deliveries.iter().enumerate() {
-        deliver(&handlers, handler, index, body).await;
+        deliver(&stack, &handlers, handler, index, body).await;
     }
 
     let anonymous = |text: &str| {
