@@ -2,7 +2,15 @@
 //! reads them: lists, ranges, steps, month and weekday names, 0 or 7 for Sunday, and the
 //! `@hourly`, `@daily`, `@weekly`, `@monthly`, `@yearly` shorthands. When both day fields are
 //! restricted, a day matching either runs. Times are local to a zone: a time a DST change
-//! skips runs once just after the change, a repeated time runs once.
+//! skips runs once, shifted by the gap (02:30 on a spring-forward night runs at 03:30); a
+//! repeated time runs once, at its first occurrence.
+//!
+//! Kept rather than taken from a crate: `croner` (4, with its jiff feature) agrees on zones,
+//! `?` and either-day matching, but its errors name neither field nor value (the API's
+//! as-you-type validation returns `minute: 60 is outside 0-59`), it finds an expression that
+//! never fires only when searching, and it runs a skipped time at the hour after the gap
+//! (03:00), which would move existing schedules. `cron` and `cron-parser` need chrono and
+//! chrono-tz, a second time stack beside jiff's bundled database.
 
 use std::fmt;
 
