@@ -2,8 +2,6 @@
 //! transitions, past sleeps) and scheduled runs (cron per cluster: validate with the next run
 //! times, pause/resume, trigger now, run history). The scheduler function acts on both.
 
-use std::collections::BTreeMap;
-
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -12,9 +10,10 @@ use serde::{Deserialize, Serialize};
 use spotwise_core::domain::Role;
 use spotwise_schedule::model::HibernationState;
 use spotwise_schedule::model::{
-    HibernationSchedule, RunKind, RunRecord, ScheduleStatus, ScheduledRun, SleepRecord,
+    HibernationSchedule, HibernationSettings, RunRecord, ScheduleSettings, ScheduleStatus,
+    ScheduledRun, SleepRecord,
 };
-use spotwise_schedule::{Cron, Transition, WeekMatrix, Zone};
+use spotwise_schedule::{Cron, Transition, Zone};
 use spotwise_store::keys::{self, prefix};
 use spotwise_store::runs::{self, RunQueues};
 use spotwise_store::{Item, costs};
@@ -32,67 +31,9 @@ use crate::versioning::{etag, if_match, resource_id};
 
 /// A manual wake-up lasts at most this long.
 const MAX_WAKE: time::Duration = time::Duration::days(7);
-const DEFAULT_PAUSE_AFTER: u32 = 3;
 const PREVIEW_RUNS: usize = 5;
 
 // ---------------------------------------------------------------- hibernation
-
-/// A hibernation schedule as written by users.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct HibernationInput {
-    pub enabled: bool,
-    /// IANA time zone the matrix is read in, e.g. `Europe/Berlin`.
-    #[schema(example = "Europe/Berlin")]
-    pub time_zone: String,
-    /// Seven strings, Monday first, of 24 characters: `1` awake, `0` asleep, per local hour.
-    #[schema(min_items = 7, max_items = 7)]
-    pub awake: Vec<DayHours>,
-    /// Scale the cluster's EKS managed node groups to zero while asleep.
-    #[serde(default = "yes")]
-    pub scale_node_groups: bool,
-    #[serde(default)]
-    pub exclude_node_groups: Vec<String>,
-    /// Ask the agent to scale Deployments and StatefulSets to zero while asleep.
-    #[serde(default)]
-    pub scale_workloads: bool,
-    /// Namespaces whose workloads keep running (kube-system and spotwise always do).
-    #[serde(default)]
-    pub exclude_namespaces: Vec<String>,
-    /// Workloads whose pods carry any of these labels keep running.
-    #[serde(default)]
-    pub exclude_labels: BTreeMap<String, String>,
-    /// Ask the agent to cordon the nodes outside excluded node groups while asleep.
-    #[serde(default)]
-    pub cordon_nodes: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-
-/// One day of the matrix: 24 characters, `1` awake or `0` asleep, from 00:00 local.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(transparent)]
-pub struct DayHours(pub String);
-
-impl AsRef<str> for DayHours {
-    fn as_ref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl utoipa::PartialSchema for DayHours {
-    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        utoipa::openapi::schema::ObjectBuilder::new()
-            .schema_type(utoipa::openapi::schema::Type::String)
-            .pattern(Some("^[01]{24}$"))
-            .examples(["000000001111111111110000"])
-            .into()
-    }
-}
-
-impl ToSchema for DayHours {}
 
 /// The schedule, and the sleep in progress if there is one.
 #[derive(Debug, Serialize, ToSchema)]
@@ -103,15 +44,8 @@ pub struct HibernationView {
     pub version: u64,
 }
 
-fn validate_hibernation(input: &HibernationInput) -> Result<WeekMatrix, ApiError> {
+fn validate_hibernation(input: &HibernationSettings) -> Result<(), ApiError> {
     Zone::new(&input.time_zone).map_err(|e| ApiError::field("time_zone", e.to_string()))?;
-    let matrix = WeekMatrix::parse(&input.awake).map_err(|e| match e {
-        spotwise_schedule::MatrixError::Day { day } => ApiError::field(
-            format!("awake[{day}]"),
-            "must be 24 characters, each 1 (awake) or 0 (asleep)",
-        ),
-        other => ApiError::field("awake", other.to_string()),
-    })?;
     for (i, ns) in input.exclude_namespaces.iter().enumerate() {
         if !spotwise_core::ids::is_dns_label(ns) {
             return Err(ApiError::field(
@@ -138,7 +72,7 @@ fn validate_hibernation(input: &HibernationInput) -> Result<WeekMatrix, ApiError
             "keys must be 1 to 253 characters",
         ));
     }
-    Ok(matrix)
+    Ok(())
 }
 
 /// Nothing stored yet: disabled, always awake, UTC, at version 0.
@@ -146,15 +80,7 @@ fn default_schedule(caller: &Caller, cluster: &spotwise_core::ClusterId) -> Hibe
     HibernationSchedule {
         tenant_id: caller.tenant.clone(),
         cluster_id: cluster.clone(),
-        enabled: false,
-        time_zone: "UTC".into(),
-        awake: WeekMatrix::always_awake(),
-        scale_node_groups: true,
-        exclude_node_groups: vec![],
-        scale_workloads: false,
-        exclude_namespaces: vec![],
-        exclude_labels: BTreeMap::new(),
-        cordon_nodes: false,
+        settings: HibernationSettings::default(),
         wake_until: None,
         updated_at: OffsetDateTime::UNIX_EPOCH,
     }
@@ -211,7 +137,7 @@ pub async fn get_hibernation(
 
 /// Replaces the schedule (a manual wake-up in force is kept). With `If-Match`, only if it is
 /// still at that version (`"0"`: nothing stored yet).
-#[utoipa::path(put, path = "/v1/clusters/{id}/hibernation", tag = "hibernation", request_body = HibernationInput,
+#[utoipa::path(put, path = "/v1/clusters/{id}/hibernation", tag = "hibernation", request_body = HibernationSettings,
     params(("id" = String, Path), ("If-Match" = Option<String>, Header)),
     responses((status = 200, body = HibernationView), (status = 409, body = ErrorResponse), (status = 412, body = ErrorResponse)),
     security(("api_key" = [])))]
@@ -220,22 +146,14 @@ pub async fn put_hibernation(
     caller: Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
-    JsonBody(input): JsonBody<HibernationInput>,
+    JsonBody(settings): JsonBody<HibernationSettings>,
 ) -> Result<Response, ApiError> {
     caller.require(Role::Operator)?;
-    let matrix = validate_hibernation(&input)?;
+    validate_hibernation(&settings)?;
     let (current, version, asleep) = load_hibernation(&state, &caller, &id).await?;
     if_match(&headers, version)?;
     let schedule = HibernationSchedule {
-        enabled: input.enabled,
-        time_zone: input.time_zone,
-        awake: matrix,
-        scale_node_groups: input.scale_node_groups,
-        exclude_node_groups: input.exclude_node_groups,
-        scale_workloads: input.scale_workloads,
-        exclude_namespaces: input.exclude_namespaces,
-        exclude_labels: input.exclude_labels,
-        cordon_nodes: input.cordon_nodes,
+        settings,
         updated_at: OffsetDateTime::now_utc(),
         ..current.clone()
     };
@@ -420,7 +338,7 @@ pub async fn preview(
         .map_err(|e| ApiError::field("time_zone", e.to_string()))?;
     let from = OffsetDateTime::now_utc();
     let until = from + time::Duration::days(i64::from(days));
-    let (transitions, asleep_hours) = if schedule.enabled {
+    let (transitions, asleep_hours) = if schedule.settings.enabled {
         (
             hibernation.transitions(from, until, schedule.wake_until),
             hibernation.asleep_hours(from, until, schedule.wake_until),
@@ -431,7 +349,7 @@ pub async fn preview(
     let cost =
         costs::latest_hourly_cost(&state.store, &caller.tenant, &schedule.cluster_id).await?;
     Ok(Json(Preview {
-        time_zone: schedule.time_zone,
+        time_zone: schedule.settings.time_zone,
         from,
         until,
         transitions,
@@ -467,29 +385,6 @@ pub async fn sleeps(
 
 // ---------------------------------------------------------------- scheduled runs
 
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ScheduleInput {
-    pub cluster_id: String,
-    #[schema(min_length = 1, max_length = 100)]
-    pub name: String,
-    pub kind: RunKind,
-    /// Five fields (`minute hour day-of-month month day-of-week`) or `@daily` and the like.
-    #[schema(example = "0 6 * * MON-FRI")]
-    #[schema(min_length = 1)]
-    pub cron: String,
-    #[serde(default = "utc")]
-    #[schema(min_length = 1)]
-    pub time_zone: String,
-    /// Failed runs in a row that pause the schedule (default 3).
-    #[schema(minimum = 1, maximum = 100)]
-    pub pause_after: Option<u32>,
-}
-
-fn utc() -> String {
-    "UTC".into()
-}
-
 /// A schedule with its next run times.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ScheduleView {
@@ -502,7 +397,7 @@ fn next_runs(schedule: &ScheduledRun, from: OffsetDateTime) -> Vec<String> {
     if schedule.status != ScheduleStatus::Active {
         return Vec::new();
     }
-    Zone::new(&schedule.time_zone)
+    Zone::new(&schedule.settings.time_zone)
         .ok()
         .zip(schedule.cron().ok())
         .map(|(zone, cron)| {
@@ -542,6 +437,10 @@ pub struct CronCheck {
     pub count: Option<usize>,
 }
 
+fn utc() -> String {
+    "UTC".into()
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CronPreview {
     pub cron: String,
@@ -575,11 +474,14 @@ pub async fn validate_cron(
     }))
 }
 
-fn validate_schedule(input: &ScheduleInput) -> Result<OffsetDateTime, ApiError> {
-    if input.name.trim().is_empty() || input.name.len() > 100 {
+/// Checks the settings, trims name and expression, and gives the next run time.
+fn validate_schedule(input: &mut ScheduleSettings) -> Result<OffsetDateTime, ApiError> {
+    input.name = input.name.trim().to_owned();
+    input.cron = input.cron.trim().to_owned();
+    if input.name.is_empty() || input.name.len() > 100 {
         return Err(ApiError::field("name", "must be 1 to 100 characters"));
     }
-    if input.pause_after.is_some_and(|k| !(1..=100).contains(&k)) {
+    if !(1..=100).contains(&input.pause_after) {
         return Err(ApiError::field("pause_after", "must be 1 to 100"));
     }
     let (cron, zone) = parse_calendar(&input.cron, &input.time_zone)?;
@@ -621,7 +523,7 @@ pub async fn list(
             filter
                 .cluster
                 .as_deref()
-                .is_none_or(|c| i.body.cluster_id.as_str() == c)
+                .is_none_or(|c| i.body.settings.cluster_id.as_str() == c)
         })
         .map(|i| view(i.body, i.version))
         .collect();
@@ -631,32 +533,28 @@ pub async fn list(
     }))
 }
 
-#[utoipa::path(post, path = "/v1/schedules", tag = "schedules", request_body = ScheduleInput,
+#[utoipa::path(post, path = "/v1/schedules", tag = "schedules", request_body = ScheduleSettings,
     responses((status = 201, body = ScheduleView)),
     security(("api_key" = [])))]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
-    JsonBody(input): JsonBody<ScheduleInput>,
+    JsonBody(input): JsonBody<ScheduleSettings>,
 ) -> Result<Response, ApiError> {
     caller.require(Role::Operator)?;
-    let next = validate_schedule(&input)?;
-    let cluster = load_cluster(&state, &caller, &input.cluster_id)
+    let mut settings = input;
+    let next = validate_schedule(&mut settings)?;
+    load_cluster(&state, &caller, settings.cluster_id.as_str())
         .await
         .map_err(|_| ApiError::field("cluster_id", "no such cluster"))?;
     let now = OffsetDateTime::now_utc();
     let schedule = ScheduledRun {
         id: ulid::Ulid::new().to_string().to_ascii_lowercase(),
         tenant_id: caller.tenant.clone(),
-        cluster_id: cluster.id,
-        name: input.name.trim().to_owned(),
-        kind: input.kind,
-        cron: input.cron.trim().to_owned(),
-        time_zone: input.time_zone,
+        settings,
         status: ScheduleStatus::Active,
         paused_reason: None,
         consecutive_failures: 0,
-        pause_after: input.pause_after.unwrap_or(DEFAULT_PAUSE_AFTER),
         next_run_at: Some(next),
         last_run_id: None,
         created_at: now,
@@ -713,7 +611,7 @@ pub async fn get(
 }
 
 /// Replaces name, kind, cron, zone and failure limit. The cluster cannot change.
-#[utoipa::path(put, path = "/v1/schedules/{id}", tag = "schedules", request_body = ScheduleInput,
+#[utoipa::path(put, path = "/v1/schedules/{id}", tag = "schedules", request_body = ScheduleSettings,
     params(("id" = String, Path), ("If-Match" = Option<String>, Header)),
     responses((status = 200, body = ScheduleView), (status = 409, body = ErrorResponse), (status = 412, body = ErrorResponse)),
     security(("api_key" = [])))]
@@ -722,13 +620,14 @@ pub async fn replace(
     caller: Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
-    JsonBody(input): JsonBody<ScheduleInput>,
+    JsonBody(input): JsonBody<ScheduleSettings>,
 ) -> Result<Response, ApiError> {
     caller.require(Role::Operator)?;
-    let next = validate_schedule(&input)?;
+    let mut settings = input;
+    let next = validate_schedule(&mut settings)?;
     let item = load(&state, &caller, &id).await?;
     if_match(&headers, item.version)?;
-    if input.cluster_id != item.body.cluster_id.as_str() {
+    if settings.cluster_id != item.body.settings.cluster_id {
         return Err(ApiError::field(
             "cluster_id",
             "a schedule cannot move to another cluster",
@@ -736,11 +635,7 @@ pub async fn replace(
     }
     let before = item.body.clone();
     let schedule = ScheduledRun {
-        name: input.name.trim().to_owned(),
-        kind: input.kind,
-        cron: input.cron.trim().to_owned(),
-        time_zone: input.time_zone,
-        pause_after: input.pause_after.unwrap_or(DEFAULT_PAUSE_AFTER),
+        settings,
         next_run_at: Some(next),
         updated_at: OffsetDateTime::now_utc(),
         ..item.body
@@ -809,7 +704,7 @@ async fn set_status(
         ScheduleStatus::Active => {
             schedule.paused_reason = None;
             schedule.consecutive_failures = 0;
-            schedule.next_run_at = Zone::new(&schedule.time_zone)
+            schedule.next_run_at = Zone::new(&schedule.settings.time_zone)
                 .ok()
                 .zip(schedule.cron().ok())
                 .and_then(|(zone, cron)| cron.next_after(&zone, now));

@@ -97,7 +97,7 @@ async fn reconcile(
     let state_key = keys::hibernation_state(&schedule.tenant_id, &schedule.cluster_id);
     let state = deps.store.get::<HibernationState>(&state_key).await?;
     // A disabled schedule still wakes a cluster it left asleep.
-    let awake = !schedule.enabled
+    let awake = !schedule.settings.enabled
         || schedule
             .hibernation()
             .map_err(|e| HibernationError::Invalid(e.to_string()))?
@@ -165,10 +165,10 @@ async fn sleep(
     let cluster = cluster_of(deps, schedule).await?;
     let mut node_groups = Vec::new();
     let all_groups = known_node_groups(deps, tenant, cluster_id).await?;
-    if schedule.scale_node_groups {
+    if schedule.settings.scale_node_groups {
         let eks = eks_for(deps, tenant, &cluster).await?;
         for group in &all_groups {
-            if schedule.exclude_node_groups.contains(&group.name) {
+            if schedule.settings.exclude_node_groups.contains(&group.name) {
                 continue;
             }
             let described = eks
@@ -200,12 +200,12 @@ async fn sleep(
     // Workloads and nodes are known from the agent's snapshot, and only an agent acts on them.
     let (workloads, cordoned_nodes) = match snapshot.as_ref().filter(|_| channel.is_some()) {
         Some(snapshot) => (
-            if schedule.scale_workloads {
+            if schedule.settings.scale_workloads {
                 workloads_to_sleep(schedule, snapshot)
             } else {
                 Vec::new()
             },
-            if schedule.cordon_nodes {
+            if schedule.settings.cordon_nodes {
                 nodes_to_cordon(schedule, snapshot)
             } else {
                 Vec::new()

@@ -163,7 +163,7 @@ async fn start_one(
     if schedule.status != ScheduleStatus::Active {
         return Ok(());
     }
-    let next = Zone::new(&schedule.time_zone)
+    let next = Zone::new(&schedule.settings.time_zone)
         .ok()
         .zip(schedule.cron().ok())
         .and_then(|(zone, cron)| cron.next_after(&zone, now));

@@ -13,7 +13,10 @@ use spotwise_store::runs::{self, RunOutcome};
 use spotwise_store::{Item, PutCondition};
 
 use spotwise_schedule::WeekMatrix;
-use spotwise_schedule::model::{HibernationSchedule, HibernationState, RunKind, SleepRecord};
+use spotwise_schedule::model::{
+    HibernationSchedule, HibernationSettings, HibernationState, RunKind, ScheduleSettings,
+    SleepRecord,
+};
 use spotwise_testkit::{LocalStack, fixture, records};
 use time::Duration;
 
@@ -200,15 +203,17 @@ fn always_asleep(s: &Setup, now: OffsetDateTime) -> HibernationSchedule {
     HibernationSchedule {
         tenant_id: s.tenant.clone(),
         cluster_id: s.cluster.clone(),
-        enabled: true,
-        time_zone: "Europe/Berlin".into(),
-        awake: WeekMatrix::parse(&vec!["0".repeat(24); 7]).unwrap(),
-        scale_node_groups: true,
-        exclude_node_groups: vec!["system".into(), "ng-spot".into()],
-        scale_workloads: true,
-        exclude_namespaces: vec!["data".into()],
-        exclude_labels: BTreeMap::new(),
-        cordon_nodes: true,
+        settings: HibernationSettings {
+            enabled: true,
+            time_zone: "Europe/Berlin".into(),
+            awake: WeekMatrix::parse(&vec!["0".repeat(24); 7]).unwrap(),
+            scale_node_groups: true,
+            exclude_node_groups: vec!["system".into(), "ng-spot".into()],
+            scale_workloads: true,
+            exclude_namespaces: vec!["data".into()],
+            exclude_labels: BTreeMap::new(),
+            cordon_nodes: true,
+        },
         wake_until: None,
         updated_at: now,
     }
@@ -379,12 +384,12 @@ async fn a_disabled_schedule_wakes_a_cluster_it_left_asleep() {
     let s = setup().await;
     let now = OffsetDateTime::now_utc();
     let mut schedule = always_asleep(&s, now);
-    schedule.scale_workloads = false;
+    schedule.settings.scale_workloads = false;
     put_schedule(&s, &schedule).await;
     tick(&s.deps, now).await.unwrap();
     assert_eq!(sizes(&s, "general").await, (0, 5, 0));
 
-    schedule.enabled = false;
+    schedule.settings.enabled = false;
     put_schedule(&s, &schedule).await;
     let woke = tick(&s.deps, now + Duration::minutes(5)).await.unwrap();
     assert_eq!(woke.hibernation.woke, vec![s.cluster.clone()]);
@@ -400,15 +405,17 @@ fn scheduled(s: &Setup, kind: RunKind, pause_after: u32, next: OffsetDateTime) -
     ScheduledRun {
         id: "nightly".into(),
         tenant_id: s.tenant.clone(),
-        cluster_id: s.cluster.clone(),
-        name: "nightly plan".into(),
-        kind,
-        cron: "*/5 * * * *".into(),
-        time_zone: "UTC".into(),
+        settings: ScheduleSettings {
+            cluster_id: s.cluster.clone(),
+            name: "nightly plan".into(),
+            kind,
+            cron: "*/5 * * * *".into(),
+            time_zone: "UTC".into(),
+            pause_after,
+        },
         status: ScheduleStatus::Active,
         paused_reason: None,
         consecutive_failures: 0,
-        pause_after,
         next_run_at: Some(next),
         last_run_id: None,
         created_at: next,
@@ -590,8 +597,8 @@ async fn a_sleep_cut_short_is_finished_by_the_next_tick_and_a_lost_node_group_is
     let s = setup().await;
     let now = OffsetDateTime::now_utc();
     let mut schedule = always_asleep(&s, now);
-    schedule.scale_workloads = false;
-    schedule.cordon_nodes = false;
+    schedule.settings.scale_workloads = false;
+    schedule.settings.cordon_nodes = false;
     put_schedule(&s, &schedule).await;
     // What a tick that died right after saving the state leaves: nothing scaled yet, and one
     // of the saved node groups has since been deleted.

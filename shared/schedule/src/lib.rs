@@ -7,7 +7,7 @@ pub mod model;
 pub mod week;
 
 pub use cron::{Cron, CronError};
-pub use week::{Hibernation, MatrixError, Transition, WeekMatrix};
+pub use week::{DayHours, Hibernation, MatrixError, Transition, WeekMatrix};
 
 use jiff::tz::TimeZone;
 use time::OffsetDateTime;

@@ -14,24 +14,27 @@ pub const PROTECTED_NAMESPACES: [&str; 2] = ["kube-system", "spotwise"];
 /// The label EKS puts on the nodes of a managed node group.
 pub const NODEGROUP_LABEL: &str = "eks.amazonaws.com/nodegroup";
 
-/// A cluster's weekly hibernation schedule.
+/// What users set of a cluster's hibernation: the API's request body, and the stored
+/// schedule's settings, so the two cannot drift.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct HibernationSchedule {
-    pub tenant_id: TenantId,
-    pub cluster_id: ClusterId,
+#[serde(deny_unknown_fields)]
+pub struct HibernationSettings {
     pub enabled: bool,
-    /// IANA time zone the matrix is read in.
+    /// IANA time zone the matrix is read in, e.g. `Europe/Berlin`.
+    #[cfg_attr(feature = "openapi", schema(example = "Europe/Berlin"))]
     pub time_zone: String,
     /// Seven strings, Monday first, of 24 characters: `1` awake, `0` asleep, per local hour.
-    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>, min_items = 7, max_items = 7))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<crate::DayHours>, min_items = 7, max_items = 7))]
     pub awake: WeekMatrix,
-    /// Scale the cluster's EKS managed node groups to zero while asleep.
+    /// Scale the cluster's EKS managed node groups to zero while asleep (default on).
+    #[serde(default = "on")]
     pub scale_node_groups: bool,
     /// Node groups kept running.
     #[serde(default)]
     pub exclude_node_groups: Vec<String>,
     /// Ask the agent to scale Deployments and StatefulSets to zero while asleep.
+    #[serde(default)]
     pub scale_workloads: bool,
     /// Namespaces whose workloads are kept running (kube-system and spotwise always are).
     #[serde(default)]
@@ -43,6 +46,37 @@ pub struct HibernationSchedule {
     /// is scheduled onto capacity about to go.
     #[serde(default)]
     pub cordon_nodes: bool,
+}
+
+fn on() -> bool {
+    true
+}
+
+impl Default for HibernationSettings {
+    /// Nothing set yet: disabled, always awake, UTC.
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            time_zone: "UTC".into(),
+            awake: WeekMatrix::always_awake(),
+            scale_node_groups: on(),
+            exclude_node_groups: Vec::new(),
+            scale_workloads: false,
+            exclude_namespaces: Vec::new(),
+            exclude_labels: BTreeMap::new(),
+            cordon_nodes: false,
+        }
+    }
+}
+
+/// A cluster's weekly hibernation schedule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct HibernationSchedule {
+    pub tenant_id: TenantId,
+    pub cluster_id: ClusterId,
+    #[serde(flatten)]
+    pub settings: HibernationSettings,
     /// A manual wake-up: the cluster stays awake until then, whatever the matrix says.
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub wake_until: Option<OffsetDateTime>,
@@ -53,8 +87,8 @@ pub struct HibernationSchedule {
 impl HibernationSchedule {
     pub fn hibernation(&self) -> Result<Hibernation, UnknownZone> {
         Ok(Hibernation {
-            zone: Zone::new(&self.time_zone)?,
-            matrix: self.awake.clone(),
+            zone: Zone::new(&self.settings.time_zone)?,
+            matrix: self.settings.awake.clone(),
         })
     }
 
@@ -62,14 +96,19 @@ impl HibernationSchedule {
     pub fn may_cordon(&self, labels: &BTreeMap<String, String>) -> bool {
         labels
             .get(NODEGROUP_LABEL)
-            .is_none_or(|group| !self.exclude_node_groups.contains(group))
+            .is_none_or(|group| !self.settings.exclude_node_groups.contains(group))
     }
 
     /// Whether a workload in `namespace` whose pods carry `labels` may be put to sleep.
     pub fn may_scale(&self, namespace: &str, labels: &BTreeMap<String, String>) -> bool {
         !PROTECTED_NAMESPACES.contains(&namespace)
-            && !self.exclude_namespaces.iter().any(|n| n == namespace)
             && !self
+                .settings
+                .exclude_namespaces
+                .iter()
+                .any(|n| n == namespace)
+            && !self
+                .settings
                 .exclude_labels
                 .iter()
                 .any(|(k, v)| labels.get(k) == Some(v))
@@ -129,23 +168,58 @@ pub enum ScheduleStatus {
     Paused,
 }
 
+/// A failing schedule is paused after this many failed runs in a row unless it says otherwise.
+pub const DEFAULT_PAUSE_AFTER: u32 = 3;
+
+/// What users set of a scheduled run: the API's request body, and the stored schedule's
+/// settings, so the two cannot drift.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleSettings {
+    /// The cluster the runs are for; a schedule cannot move to another cluster.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub cluster_id: ClusterId,
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 100))]
+    pub name: String,
+    pub kind: RunKind,
+    /// Five fields (`minute hour day-of-month month day-of-week`) or `@daily` and the like.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(example = "0 6 * * MON-FRI", min_length = 1)
+    )]
+    pub cron: String,
+    /// IANA time zone the expression is read in (default `UTC`).
+    #[serde(default = "utc")]
+    #[cfg_attr(feature = "openapi", schema(min_length = 1))]
+    pub time_zone: String,
+    /// Failed runs in a row that pause the schedule (default 3).
+    #[serde(default = "default_pause_after")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 100))]
+    pub pause_after: u32,
+}
+
+fn utc() -> String {
+    "UTC".into()
+}
+
+fn default_pause_after() -> u32 {
+    DEFAULT_PAUSE_AFTER
+}
+
 /// A cron schedule of runs for one cluster.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ScheduledRun {
     pub id: String,
     pub tenant_id: TenantId,
-    pub cluster_id: ClusterId,
-    pub name: String,
-    pub kind: RunKind,
-    pub cron: String,
-    pub time_zone: String,
+    #[serde(flatten)]
+    pub settings: ScheduleSettings,
     pub status: ScheduleStatus,
     #[serde(default)]
     pub paused_reason: Option<String>,
-    /// Failed runs in a row; reaching `pause_after` pauses the schedule.
+    /// Failed runs in a row; reaching `settings.pause_after` pauses the schedule.
     pub consecutive_failures: u32,
-    pub pause_after: u32,
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub next_run_at: Option<OffsetDateTime>,
     #[serde(default)]
@@ -191,7 +265,7 @@ pub struct RunRecord {
 
 impl ScheduledRun {
     pub fn cron(&self) -> Result<crate::Cron, crate::CronError> {
-        crate::Cron::parse(&self.cron)
+        crate::Cron::parse(&self.settings.cron)
     }
 }
 
@@ -264,10 +338,8 @@ mod tests {
         assert!(!schedule.may_scale("shop", &kept));
         assert!(schedule.hibernation().is_ok());
         let group = |name: &str| BTreeMap::from([(NODEGROUP_LABEL.to_owned(), name.to_owned())]);
-        let excluding = HibernationSchedule {
-            exclude_node_groups: vec!["system".into()],
-            ..schedule
-        };
+        let mut excluding = schedule;
+        excluding.settings.exclude_node_groups = vec!["system".into()];
         assert!(excluding.may_cordon(&group("general")));
         assert!(!excluding.may_cordon(&group("system")));
         assert!(

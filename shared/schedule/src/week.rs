@@ -78,12 +78,50 @@ impl Serialize for WeekMatrix {
     }
 }
 
+/// Read day by day, so that a bad day is reported at its index (`awake[3]`).
 impl<'de> Deserialize<'de> for WeekMatrix {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let days = Vec::<String>::deserialize(deserializer)?;
+        let days = Vec::<DayHours>::deserialize(deserializer)?;
         Self::parse(&days).map_err(serde::de::Error::custom)
     }
 }
+
+/// One day of the matrix: 24 characters, `1` awake or `0` asleep, from 00:00 local.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DayHours(String);
+
+impl AsRef<str> for DayHours {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for DayHours {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if text.len() == 24 && text.bytes().all(|b| b == b'0' || b == b'1') {
+            Ok(Self(text))
+        } else {
+            Err(serde::de::Error::custom(
+                "must be 24 characters, each 1 (awake) or 0 (asleep)",
+            ))
+        }
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for DayHours {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some("^[01]{24}$"))
+            .examples(["000000001111111111110000"])
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for DayHours {}
 
 /// A change of state: from `at` on, the cluster should be awake or asleep.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -212,6 +250,9 @@ mod tests {
         days[2] = "2".repeat(24);
         assert!(WeekMatrix::parse(&days).is_err());
         let json: Result<WeekMatrix, _> = serde_json::from_str(r#"["111"]"#);
+        assert!(json.unwrap_err().to_string().contains("24 characters"));
+        let one_day = format!(r#"["{}"]"#, "1".repeat(24));
+        let json: Result<WeekMatrix, _> = serde_json::from_str(&one_day);
         assert!(json.unwrap_err().to_string().contains("7 days"));
     }
 

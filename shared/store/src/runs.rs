@@ -106,8 +106,8 @@ pub async fn start(
         run_id: run_id.clone(),
         schedule_id: schedule.id.clone(),
         tenant_id: schedule.tenant_id.clone(),
-        cluster_id: schedule.cluster_id.clone(),
-        kind: schedule.kind,
+        cluster_id: schedule.settings.cluster_id.clone(),
+        kind: schedule.settings.kind,
         trigger: trigger.to_owned(),
         state: RunState::Running,
         started_at: now,
@@ -136,7 +136,7 @@ pub async fn start(
         return Err(err);
     }
     remember(store, &run, now).await?;
-    info!(schedule = %schedule.id, run = %run.run_id, kind = ?schedule.kind, %trigger, "run started");
+    info!(schedule = %schedule.id, run = %run.run_id, kind = ?schedule.settings.kind, %trigger, "run started");
     Ok(record)
 }
 
@@ -169,8 +169,11 @@ async fn send(
     run: &RunRef,
     now: OffsetDateTime,
 ) -> Result<(), RunError> {
-    let (tenant_id, cluster_id) = (schedule.tenant_id.clone(), schedule.cluster_id.clone());
-    match schedule.kind {
+    let (tenant_id, cluster_id) = (
+        schedule.tenant_id.clone(),
+        schedule.settings.cluster_id.clone(),
+    );
+    match schedule.settings.kind {
         RunKind::Optimize => {
             let request = OptimizeRequest {
                 tenant_id,
@@ -257,7 +260,7 @@ pub async fn finish(
         };
         let pausing = failed
             && schedule.status == ScheduleStatus::Active
-            && schedule.consecutive_failures >= schedule.pause_after;
+            && schedule.consecutive_failures >= schedule.settings.pause_after;
         if pausing {
             schedule.status = ScheduleStatus::Paused;
             schedule.paused_reason = Some(format!(
@@ -295,13 +298,16 @@ fn paused_notification(schedule: &ScheduledRun, detail: &str, now: OffsetDateTim
         tenant_id: schedule.tenant_id.clone(),
         event_type: "schedule_paused".into(),
         severity: Severity::Warning,
-        cluster_id: Some(schedule.cluster_id.clone()),
+        cluster_id: Some(schedule.settings.cluster_id.clone()),
         labels: [
             ("schedule_id".to_owned(), schedule.id.clone()),
-            ("kind".to_owned(), schedule.kind.as_str().to_owned()),
+            (
+                "kind".to_owned(),
+                schedule.settings.kind.as_str().to_owned(),
+            ),
         ]
         .into(),
-        title: format!("Scheduled run \"{}\" paused", schedule.name),
+        title: format!("Scheduled run \"{}\" paused", schedule.settings.name),
         body: format!(
             "{} runs in a row failed, so the schedule is paused until resumed. The last: {detail}",
             schedule.consecutive_failures
