@@ -25,7 +25,7 @@ use tracing::{info, warn};
 
 pub use execute::ExecuteError;
 pub use metrics::Metrics;
-pub use report::Reporter;
+pub use report::{Reporter, StatusCheck};
 pub use worker::QueueWorker;
 
 pub struct AgentConfig {
@@ -285,20 +285,47 @@ impl Agent {
         }
         if let Some(reporter) = &self.reporter {
             match reporter.action_status(&action.action_id).await {
-                Some(ActionStatus::Cancelled) => {
+                StatusCheck::Known(ActionStatus::Cancelled) => {
                     info!(action_id = %action.action_id, "action cancelled through the API; not executed");
                     return Outcome::Cancelled {
                         action_id: action.action_id,
                     };
                 }
                 // Finished before a restart of this agent, or closed by the platform.
-                Some(ActionStatus::Succeeded | ActionStatus::Failed | ActionStatus::Closed) => {
+                StatusCheck::Known(
+                    ActionStatus::Succeeded | ActionStatus::Failed | ActionStatus::Closed,
+                ) => {
                     info!(action_id = %action.action_id, "action already finished on the platform; not executed again");
                     return Outcome::Duplicate {
                         action_id: action.action_id,
                     };
                 }
-                Some(ActionStatus::Queued | ActionStatus::Undeliverable) | None => {}
+                StatusCheck::Known(ActionStatus::Queued | ActionStatus::Undeliverable) => {}
+                StatusCheck::Refused(status) => {
+                    return reject(
+                        Some(action.action_id),
+                        format!(
+                            "the platform does not confirm this action (HTTP {}); not executed",
+                            status.as_u16()
+                        ),
+                    );
+                }
+                // The node goes whatever happens; the signature's short validity bounds it.
+                StatusCheck::Unreachable(reason) if action.spec.is_interruption_drain() => {
+                    warn!(action_id = %action.action_id, %reason, not_after = %spotwise_core::rfc3339(action.not_after),
+                        "platform unreachable; interruption drain runs within its validity");
+                }
+                StatusCheck::Unreachable(reason) => {
+                    warn!(action_id = %action.action_id, %reason, "platform unreachable; action held until it confirms");
+                    return Outcome::Failed {
+                        action_id: action.action_id,
+                        reason: format!(
+                            "the platform could not confirm the action ({reason}); held for a later attempt"
+                        ),
+                        retryable: true,
+                        pods_left: BTreeMap::new(),
+                    };
+                }
             }
         }
         if self.dry_run {

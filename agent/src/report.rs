@@ -28,6 +28,17 @@ pub enum ReportError {
     Status { status: StatusCode, body: String },
 }
 
+/// The platform's answer on whether an action is current.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StatusCheck {
+    Known(ActionStatus),
+    /// The platform does not know the action, or not for this agent's key (404, 401, 403):
+    /// it is not current, whatever its signature says.
+    Refused(StatusCode),
+    /// No usable answer: connection failure, timeout, throttling, a 5xx.
+    Unreachable(String),
+}
+
 /// One result waiting for the API.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingResult {
@@ -209,14 +220,26 @@ impl Reporter {
         self.send(self.http.put(url).json(snapshot)).await.map(drop)
     }
 
-    /// The platform's status of an action; `None` when the API cannot say (unreachable).
-    pub async fn action_status(&self, action_id: &str) -> Option<ActionStatus> {
+    /// What the platform says of an action before it runs.
+    pub async fn action_status(&self, action_id: &str) -> StatusCheck {
         #[derive(Deserialize)]
         struct State {
             status: ActionStatus,
         }
         let url = format!("{}/v1/agent/actions/{action_id}", self.base_url);
-        let response = self.send(self.http.get(url)).await.ok()?;
-        response.json::<State>().await.ok().map(|s| s.status)
+        match self.send(self.http.get(url)).await {
+            Ok(response) => match response.json::<State>().await {
+                Ok(state) => StatusCheck::Known(state.status),
+                Err(e) => StatusCheck::Unreachable(format!("unreadable answer: {e}")),
+            },
+            Err(ReportError::Status { status, .. })
+                if status.is_client_error()
+                    && status != StatusCode::TOO_MANY_REQUESTS
+                    && status != StatusCode::REQUEST_TIMEOUT =>
+            {
+                StatusCheck::Refused(status)
+            }
+            Err(e) => StatusCheck::Unreachable(e.to_string()),
+        }
     }
 }

@@ -18,7 +18,8 @@ use spotwise_agent::{
 };
 use spotwise_core::ClusterId;
 use spotwise_core::action::{
-    ActionSpec, AgentAction, LifecycleHook, ScalableKind, WorkloadRef, hmac_sha256,
+    ActionSpec, AgentAction, INTERRUPTION_TAINT, LifecycleHook, ScalableKind, WorkloadRef,
+    hmac_sha256,
 };
 use spotwise_core::domain::Taint;
 use spotwise_core::messages::{ActionReport, ReportedOutcome};
@@ -151,7 +152,7 @@ fn drain_node(node: &str) -> ActionSpec {
 
 fn interruption_taint() -> Taint {
     Taint {
-        key: "spotwise.io/interruption".into(),
+        key: INTERRUPTION_TAINT.into(),
         value: Some("spot".into()),
         effect: "NoSchedule".into(),
     }

@@ -10,6 +10,10 @@ struct ApiState {
     heartbeats: Vec<Value>,
     snapshots: Vec<Value>,
     cancelled: Vec<String>,
+    /// Status checks of these ids answer 404: the platform does not know them.
+    unknown: Vec<String>,
+    /// Status checks of these ids answer 403: another tenant's, or a revoked key's.
+    forbidden: Vec<String>,
 }
 
 struct FakeApi {
@@ -68,6 +72,12 @@ impl FakeApi {
                             let s = s.lock().unwrap();
                             if let Some(code) = check(&s, &headers) {
                                 return (code, Json(json!({})));
+                            }
+                            if s.unknown.contains(&id) {
+                                return (StatusCode::NOT_FOUND, Json(json!({})));
+                            }
+                            if s.forbidden.contains(&id) {
+                                return (StatusCode::FORBIDDEN, Json(json!({})));
                             }
                             let status = if s.cancelled.contains(&id) {
                                 "cancelled"
@@ -262,6 +272,77 @@ async fn the_agent_reports_outcomes_and_skips_cancelled_actions() {
     assert!(
         text.contains("spotwise_agent_actions_total{outcome=\"rejected\"} 2"),
         "{text}"
+    );
+}
+
+#[tokio::test]
+async fn only_actions_the_platform_confirms_are_executed() {
+    let kube = Cluster::start().await;
+    let api = FakeApi::start().await;
+    let online = agent(&kube, false).with_reporter(reporter(&api, None));
+    let now = OffsetDateTime::now_utc();
+    let node = "ip-10-0-1-17.ec2.internal";
+    let cordoned = || kube.node(node)["spec"].get("unschedulable").cloned();
+
+    for (id, code) in [("gone", "404"), ("revoked", "403")] {
+        let mut unconfirmed = action(cordon_node(node));
+        unconfirmed.action_id = id.into();
+        {
+            let mut state = api.state.lock().unwrap();
+            state.unknown.push("gone".into());
+            state.forbidden.push("revoked".into());
+        }
+        match online.handle(&signed(unconfirmed), now).await {
+            Outcome::Rejected {
+                action_id: Some(rejected),
+                reason,
+            } => {
+                assert_eq!(rejected, id);
+                assert!(reason.contains(code), "{reason}");
+            }
+            other => panic!("{id}: {other:?}"),
+        }
+        assert_eq!(cordoned(), None, "{id} not executed");
+    }
+
+    // An API that refuses connections confirms nothing.
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    };
+    let offline = agent(&kube, false).with_reporter(Arc::new(
+        Reporter::new(&closed, AGENT_KEY.into(), None, Metrics::new()).unwrap(),
+    ));
+    let mut held = action(cordon_node(node));
+    held.action_id = "held".into();
+    assert!(matches!(
+        offline.handle(&signed(held), now).await,
+        Outcome::Failed { retryable: true, ref reason, .. } if reason.contains("could not confirm")
+    ));
+    assert_eq!(cordoned(), None, "an ordinary action waits for the platform");
+
+    let mut warning = action(ActionSpec::Drain {
+        node: node.into(),
+        taint: Some(interruption_taint()),
+        lifecycle_hook: None,
+    });
+    warning.action_id = "warning".into();
+    assert!(matches!(
+        offline.handle(&signed(warning.clone()), now).await,
+        Outcome::Done { .. }
+    ));
+    assert_eq!(cordoned(), Some(json!(true)), "an interruption drain runs");
+
+    let mut expired = warning;
+    expired.action_id = "expired".into();
+    expired.issued_at = now - Duration::minutes(3);
+    expired.not_after = now - Duration::seconds(1);
+    assert!(
+        matches!(
+            offline.handle(&signed(expired), now).await,
+            Outcome::Rejected { .. }
+        ),
+        "but only within its own validity"
     );
 }
 

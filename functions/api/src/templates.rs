@@ -1,17 +1,13 @@
 //! Node templates per cluster: the nodes its plans may use, and the labels and taints they get.
 
-use std::collections::BTreeMap;
-
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
-use spotwise_core::domain::{Arch, CapacityType, NodeTemplate, Role, Taint};
+use spotwise_core::domain::{NodeTemplate, NodeTemplateSpec, Role};
 use spotwise_optimizer::template::valid_taint;
 use spotwise_store::keys;
 use spotwise_store::{Item, PutCondition, Query};
-use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::audit::{self, snapshot};
@@ -24,37 +20,7 @@ use crate::versioning::{etag, if_match, resource_id};
 /// A cluster has at most this many templates; each multiplies the offerings planned over.
 const MAX_TEMPLATES: usize = 20;
 
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NodeTemplateInput {
-    #[schema(min_length = 1, max_length = 63)]
-    pub name: String,
-    /// Families allowed (`m5`, `c7g`); empty allows any.
-    #[serde(default)]
-    pub instance_families: Vec<String>,
-    /// Types never used; `*` matches any run of characters (`t2.*`, `*.metal`).
-    #[serde(default)]
-    pub exclude_instance_types: Vec<String>,
-    #[serde(default)]
-    pub architectures: Vec<Arch>,
-    #[serde(default)]
-    pub capacity_types: Vec<CapacityType>,
-    /// Zone names (`us-east-1a`); empty allows any.
-    #[serde(default)]
-    pub zones: Vec<String>,
-    pub min_vcpus: Option<u32>,
-    pub max_vcpus: Option<u32>,
-    pub min_memory_mib: Option<u64>,
-    pub max_memory_mib: Option<u64>,
-    /// Labels the template's nodes carry, for workloads to select.
-    #[serde(default)]
-    pub labels: BTreeMap<String, String>,
-    /// Taints the template's nodes carry; only tolerating workloads are planned onto them.
-    #[serde(default)]
-    pub taints: Vec<Taint>,
-}
-
-fn validate(input: &NodeTemplateInput) -> Result<(), ApiError> {
+fn validate(input: &NodeTemplateSpec) -> Result<(), ApiError> {
     if !spotwise_core::ids::is_lowercase_token(&input.name, b"-") {
         return Err(ApiError::field(
             "name",
@@ -116,24 +82,13 @@ fn template(
     caller: &Caller,
     cluster: &spotwise_core::ClusterId,
     id: String,
-    input: NodeTemplateInput,
+    input: NodeTemplateSpec,
 ) -> NodeTemplate {
     NodeTemplate {
         id,
         tenant_id: caller.tenant.clone(),
         cluster_id: cluster.clone(),
-        name: input.name,
-        instance_families: input.instance_families,
-        exclude_instance_types: input.exclude_instance_types,
-        architectures: input.architectures,
-        capacity_types: input.capacity_types,
-        zones: input.zones,
-        min_vcpus: input.min_vcpus,
-        max_vcpus: input.max_vcpus,
-        min_memory_mib: input.min_memory_mib,
-        max_memory_mib: input.max_memory_mib,
-        labels: input.labels,
-        taints: input.taints,
+        spec: input,
     }
 }
 
@@ -174,20 +129,20 @@ pub async fn list(
 }
 
 #[utoipa::path(post, path = "/v1/clusters/{id}/node-templates", tag = "node templates",
-    request_body = NodeTemplateInput, params(("id" = String, Path)),
+    request_body = NodeTemplateSpec, params(("id" = String, Path)),
     responses((status = 201, body = NodeTemplate), (status = 409, body = ErrorResponse)),
     security(("api_key" = [])))]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    JsonBody(input): JsonBody<NodeTemplateInput>,
+    JsonBody(input): JsonBody<NodeTemplateSpec>,
 ) -> Result<Response, ApiError> {
     caller.require(Role::Operator)?;
     validate(&input)?;
     let cluster = load_cluster(&state, &caller, &id).await?;
     let existing = all(&state, &caller, &cluster.id).await?;
-    if existing.iter().any(|t| t.body.name == input.name) {
+    if existing.iter().any(|t| t.body.spec.name == input.name) {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "already_exists",
@@ -264,7 +219,7 @@ pub async fn get(
 }
 
 #[utoipa::path(put, path = "/v1/clusters/{id}/node-templates/{template_id}", tag = "node templates",
-    request_body = NodeTemplateInput,
+    request_body = NodeTemplateSpec,
     params(("id" = String, Path), ("template_id" = String, Path), ("If-Match" = Option<String>, Header)),
     responses((status = 200, body = NodeTemplate), (status = 409, body = ErrorResponse), (status = 412, body = ErrorResponse)),
     security(("api_key" = [])))]
@@ -273,16 +228,16 @@ pub async fn replace(
     caller: Caller,
     Path((id, template_id)): Path<(String, String)>,
     headers: HeaderMap,
-    JsonBody(input): JsonBody<NodeTemplateInput>,
+    JsonBody(input): JsonBody<NodeTemplateSpec>,
 ) -> Result<Response, ApiError> {
     caller.require(Role::Operator)?;
     validate(&input)?;
     let mut item = load(&state, &caller, &id, &template_id).await?;
     if_match(&headers, item.version)?;
     let before = item.body.clone();
-    if before.name != input.name {
+    if before.spec.name != input.name {
         let others = all(&state, &caller, &before.cluster_id).await?;
-        if others.iter().any(|t| t.body.name == input.name) {
+        if others.iter().any(|t| t.body.spec.name == input.name) {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
                 "already_exists",

@@ -23,7 +23,8 @@ use serde_json::json;
 use spotwise_aws::Queue;
 use spotwise_aws::queue::QueueError;
 use spotwise_core::action::{
-    ActionKind, ActionRecord, ActionSpec, ActionStatus, AgentAction, LifecycleHook,
+    ActionKind, ActionRecord, ActionSpec, ActionStatus, AgentAction, INTERRUPTION_TAINT,
+    LifecycleHook,
 };
 use spotwise_core::config::{CommonConfig, ConfigError, Env};
 use spotwise_core::domain::{
@@ -49,8 +50,6 @@ const POOL_COOLDOWN: Duration = Duration::from_secs(30 * 60);
 const POOL_STATS_RETENTION: Duration = Duration::from_secs(35 * 24 * 3600);
 const STATS_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
 const CONCURRENCY: usize = 10;
-/// Taint that keeps new pods off a node that is about to go.
-const INTERRUPTION_TAINT: &str = "spotwise.io/interruption";
 
 pub struct Config {
     pub common: CommonConfig,

@@ -1,6 +1,6 @@
 use aws_sdk_sqs::types::QueueAttributeName;
 use spotwise_core::action::{ActionKind, ActionRecord, ActionStatus, AgentAction};
-use spotwise_core::domain::{ClusterSecret, Notification, Pool};
+use spotwise_core::domain::{ClusterSecret, NodeTemplateSpec, Notification, Pool};
 use spotwise_core::snapshot::{Snapshot, SnapshotPod};
 use spotwise_core::{ClusterId, TenantId};
 use spotwise_optimizer::synth;
@@ -487,18 +487,14 @@ fn node_template(s: &Setup, id: &str, families: &[&str], zones: &[&str]) -> Item
             id: id.into(),
             tenant_id: s.tenant.clone(),
             cluster_id: s.cluster.clone(),
-            name: id.into(),
-            instance_families: families.iter().map(|f| (*f).to_owned()).collect(),
-            exclude_instance_types: vec!["*.2xlarge".into()],
-            architectures: vec![],
-            capacity_types: vec![],
-            zones: zones.iter().map(|z| (*z).to_owned()).collect(),
-            min_vcpus: None,
-            max_vcpus: None,
-            min_memory_mib: None,
-            max_memory_mib: None,
-            labels: BTreeMap::from([("pool".to_owned(), id.to_owned())]),
-            taints: vec![],
+            spec: NodeTemplateSpec {
+                name: id.into(),
+                instance_families: families.iter().map(|f| (*f).to_owned()).collect(),
+                exclude_instance_types: vec!["*.2xlarge".into()],
+                zones: zones.iter().map(|z| (*z).to_owned()).collect(),
+                labels: BTreeMap::from([("pool".to_owned(), id.to_owned())]),
+                ..NodeTemplateSpec::default()
+            },
         },
     )
 }

@@ -133,6 +133,9 @@ pub struct LifecycleHook {
     pub instance_id: String,
 }
 
+/// Taint the interruption handler's drains put on a node that is about to go.
+pub const INTERRUPTION_TAINT: &str = "spotwise.io/interruption";
+
 impl ActionSpec {
     pub fn kind(&self) -> ActionKind {
         match self {
@@ -155,6 +158,12 @@ impl ActionSpec {
             | ActionSpec::Taint { node, .. } => Some(node),
             ActionSpec::Scale { .. } => None,
         }
+    }
+
+    /// A drain answering an interruption warning: the one action an agent runs when the
+    /// platform cannot confirm it, because the node goes whatever happens.
+    pub fn is_interruption_drain(&self) -> bool {
+        matches!(self, ActionSpec::Drain { taint: Some(taint), .. } if taint.key == INTERRUPTION_TAINT)
     }
 }
 

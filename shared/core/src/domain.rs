@@ -260,13 +260,13 @@ pub struct Node {
     pub departed_at: Option<OffsetDateTime>,
 }
 
-/// What nodes a cluster's plans may use, and the labels and taints they carry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// What users set of a node template: the API's request body, and the stored template's
+/// settings, so the two cannot drift.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct NodeTemplate {
-    pub id: String,
-    pub tenant_id: TenantId,
-    pub cluster_id: ClusterId,
+#[serde(deny_unknown_fields)]
+pub struct NodeTemplateSpec {
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 63))]
     pub name: String,
     /// Families allowed (`m5`, `c7g`); empty allows any.
     #[serde(default)]
@@ -289,10 +289,23 @@ pub struct NodeTemplate {
     pub min_memory_mib: Option<u64>,
     #[serde(default)]
     pub max_memory_mib: Option<u64>,
+    /// Labels the template's nodes carry, for workloads to select.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Taints the template's nodes carry; only tolerating workloads are planned onto them.
     #[serde(default)]
     pub taints: Vec<Taint>,
+}
+
+/// What nodes a cluster's plans may use, and the labels and taints they carry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct NodeTemplate {
+    pub id: String,
+    pub tenant_id: TenantId,
+    pub cluster_id: ClusterId,
+    #[serde(flatten)]
+    pub spec: NodeTemplateSpec,
 }
 
 /// The HMAC key an agent shares with the platform. Stored apart from the cluster record so

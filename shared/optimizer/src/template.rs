@@ -39,25 +39,25 @@ pub fn glob_matches(pattern: &str, text: &str) -> bool {
 pub fn allows(template: &NodeTemplate, offering: &Offering) -> bool {
     let vcpus = offering.cpu_m / 1000;
     let in_list = |list: &[String], value: &str| list.is_empty() || list.iter().any(|v| v == value);
-    in_list(&template.instance_families, family(&offering.instance_type))
+    in_list(&template.spec.instance_families, family(&offering.instance_type))
         && !template
-            .exclude_instance_types
+            .spec.exclude_instance_types
             .iter()
             .any(|p| glob_matches(p, &offering.instance_type))
-        && (template.architectures.is_empty()
+        && (template.spec.architectures.is_empty()
             || offering
                 .arch
-                .is_some_and(|a| template.architectures.contains(&a)))
-        && (template.capacity_types.is_empty()
-            || template.capacity_types.contains(&offering.capacity_type))
-        && in_list(&template.zones, &offering.zone)
-        && template.min_vcpus.is_none_or(|min| vcpus >= u64::from(min))
-        && template.max_vcpus.is_none_or(|max| vcpus <= u64::from(max))
+                .is_some_and(|a| template.spec.architectures.contains(&a)))
+        && (template.spec.capacity_types.is_empty()
+            || template.spec.capacity_types.contains(&offering.capacity_type))
+        && in_list(&template.spec.zones, &offering.zone)
+        && template.spec.min_vcpus.is_none_or(|min| vcpus >= u64::from(min))
+        && template.spec.max_vcpus.is_none_or(|max| vcpus <= u64::from(max))
         && template
-            .min_memory_mib
+            .spec.min_memory_mib
             .is_none_or(|min| offering.mem_mib >= min)
         && template
-            .max_memory_mib
+            .spec.max_memory_mib
             .is_none_or(|max| offering.mem_mib <= max)
 }
 
@@ -73,11 +73,11 @@ pub fn apply(templates: &[NodeTemplate], offerings: Vec<Offering>) -> Vec<Offeri
             let mut templated = offering.clone();
             templated
                 .labels
-                .extend(template.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+                .extend(template.spec.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
             templated
                 .labels
-                .insert(TEMPLATE_LABEL.to_owned(), template.name.clone());
-            templated.taints.extend(template.taints.iter().cloned());
+                .insert(TEMPLATE_LABEL.to_owned(), template.spec.name.clone());
+            templated.taints.extend(template.spec.taints.iter().cloned());
             out.push(templated);
         }
     }
@@ -96,7 +96,7 @@ pub fn valid_taint(taint: &Taint) -> bool {
 mod tests {
     use std::collections::BTreeMap;
 
-    use spotwise_core::domain::{Arch, CapacityType};
+    use spotwise_core::domain::{Arch, CapacityType, NodeTemplateSpec};
     use spotwise_core::{ClusterId, TenantId};
 
     use super::*;
@@ -136,18 +136,10 @@ mod tests {
             id: name.into(),
             tenant_id: TenantId::new("t1").unwrap(),
             cluster_id: ClusterId::new("c1").unwrap(),
-            name: name.into(),
-            instance_families: vec![],
-            exclude_instance_types: vec![],
-            architectures: vec![],
-            capacity_types: vec![],
-            zones: vec![],
-            min_vcpus: None,
-            max_vcpus: None,
-            min_memory_mib: None,
-            max_memory_mib: None,
-            labels: BTreeMap::new(),
-            taints: vec![],
+            spec: NodeTemplateSpec {
+                name: name.into(),
+                ..NodeTemplateSpec::default()
+            },
         }
     }
 
@@ -192,39 +184,39 @@ mod tests {
                 .collect()
         };
         let mut t = template("general");
-        t.instance_families = vec!["m5".into()];
-        t.exclude_instance_types = vec!["*.metal".into()];
+        t.spec.instance_families = vec!["m5".into()];
+        t.spec.exclude_instance_types = vec!["*.metal".into()];
         assert_eq!(names(&t), ["m5.large", "m5.24xlarge"]);
-        t.max_vcpus = Some(16);
+        t.spec.max_vcpus = Some(16);
         assert_eq!(names(&t), ["m5.large"]);
 
         let mut arm = template("arm");
-        arm.architectures = vec![Arch::Arm64];
+        arm.spec.architectures = vec![Arch::Arm64];
         assert_eq!(names(&arm), ["c6g.xlarge"]);
 
         let mut on_demand = template("steady");
-        on_demand.capacity_types = vec![CapacityType::OnDemand];
-        on_demand.zones = vec!["us-east-1a".into()];
+        on_demand.spec.capacity_types = vec![CapacityType::OnDemand];
+        on_demand.spec.zones = vec!["us-east-1a".into()];
         assert_eq!(names(&on_demand), ["t3.large"]);
 
         let mut big = template("big");
-        big.min_memory_mib = Some(65_536);
+        big.spec.min_memory_mib = Some(65_536);
         assert_eq!(names(&big), ["m5.24xlarge", "m5.metal"]);
     }
 
     #[test]
     fn templated_offerings_carry_the_templates_labels_and_taints() {
         let mut batch = template("batch");
-        batch.instance_families = vec!["m5".into()];
-        batch.labels = BTreeMap::from([("workload".to_owned(), "batch".to_owned())]);
-        batch.taints = vec![Taint {
+        batch.spec.instance_families = vec!["m5".into()];
+        batch.spec.labels = BTreeMap::from([("workload".to_owned(), "batch".to_owned())]);
+        batch.spec.taints = vec![Taint {
             key: "dedicated".into(),
             value: Some("batch".into()),
             effect: "NoSchedule".into(),
         }];
         let mut general = template("general");
-        general.instance_families = vec!["m5".into()];
-        general.max_vcpus = Some(4);
+        general.spec.instance_families = vec!["m5".into()];
+        general.spec.max_vcpus = Some(4);
         let out = apply(&[batch, general], catalogue());
         // m5.large is open to both templates, as two different nodes.
         assert_eq!(out.len(), 4);
