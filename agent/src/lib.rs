@@ -19,7 +19,9 @@ use std::time::Duration;
 use spotwise_core::ClusterId;
 use spotwise_core::action::{ActionStatus, ReceivedAction};
 use spotwise_core::config::{ConfigError, Env};
-use spotwise_core::messages::{ActionReport, Rejection, ReportedOutcome};
+use spotwise_core::messages::{
+    ActionReport, MAX_REJECTION_REASON, MAX_REJECTIONS_PER_HEARTBEAT, Rejection, ReportedOutcome,
+};
 use time::OffsetDateTime;
 use tracing::{info, warn};
 
@@ -76,8 +78,6 @@ impl AgentConfig {
 
 /// Action ids remembered as finished, so a redelivered message is not executed twice.
 const REMEMBERED_ACTIONS: usize = 4096;
-/// Refused messages told to the API per heartbeat; a flood beyond this is only counted.
-const MAX_REJECTIONS_PER_HEARTBEAT: usize = 50;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
@@ -249,7 +249,7 @@ impl Agent {
             && pending.len() < MAX_REJECTIONS_PER_HEARTBEAT
         {
             pending.push(Rejection {
-                reason: reason.to_owned(),
+                reason: reason.chars().take(MAX_REJECTION_REASON).collect(),
                 at,
             });
         }

@@ -319,7 +319,11 @@ async fn only_actions_the_platform_confirms_are_executed() {
         offline.handle(&signed(held), now).await,
         Outcome::Failed { retryable: true, ref reason, .. } if reason.contains("could not confirm")
     ));
-    assert_eq!(cordoned(), None, "an ordinary action waits for the platform");
+    assert_eq!(
+        cordoned(),
+        None,
+        "an ordinary action waits for the platform"
+    );
 
     let mut warning = action(ActionSpec::Drain {
         node: node.into(),

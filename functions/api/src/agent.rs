@@ -10,7 +10,10 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use spotwise_core::action::{ActionRecord, ActionStatus};
 use spotwise_core::domain::{AgentStatus, Notification, Severity};
-use spotwise_core::messages::{ActionReport, Heartbeat, ReportedOutcome};
+use spotwise_core::messages::{
+    ActionReport, Heartbeat, MAX_AGENT_VERSION, MAX_REJECTION_REASON, MAX_REJECTIONS_PER_HEARTBEAT,
+    ReportedOutcome,
+};
 use spotwise_core::snapshot::Snapshot;
 use spotwise_core::{ClusterId, TenantId};
 use spotwise_store::keys;
@@ -64,6 +67,32 @@ async fn record_event(
     }
 }
 
+fn validate_heartbeat(beat: &Heartbeat) -> Result<(), ApiError> {
+    if beat.agent_version.chars().count() > MAX_AGENT_VERSION {
+        return Err(ApiError::field(
+            "agent_version",
+            format!("at most {MAX_AGENT_VERSION} characters"),
+        ));
+    }
+    if beat.rejected.len() > MAX_REJECTIONS_PER_HEARTBEAT {
+        return Err(ApiError::field(
+            "rejected",
+            format!("at most {MAX_REJECTIONS_PER_HEARTBEAT} refusals per heartbeat"),
+        ));
+    }
+    if let Some(i) = beat
+        .rejected
+        .iter()
+        .position(|r| r.reason.chars().count() > MAX_REJECTION_REASON)
+    {
+        return Err(ApiError::field(
+            format!("rejected[{i}].reason"),
+            format!("at most {MAX_REJECTION_REASON} characters"),
+        ));
+    }
+    Ok(())
+}
+
 #[utoipa::path(post, path = "/v1/agent/heartbeat", tag = "agent", request_body = Heartbeat,
     responses((status = 204), (status = 403, body = ErrorResponse)), security(("api_key" = [])))]
 pub async fn heartbeat(
@@ -72,6 +101,7 @@ pub async fn heartbeat(
     JsonBody(beat): JsonBody<Heartbeat>,
 ) -> Result<StatusCode, ApiError> {
     let cluster = caller.agent_cluster()?.clone();
+    validate_heartbeat(&beat)?;
     let key = keys::agent_status(&caller.tenant, &cluster);
     let now = OffsetDateTime::now_utc();
     let previous = state.store.get::<AgentStatus>(&key).await?;

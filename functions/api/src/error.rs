@@ -147,6 +147,22 @@ impl IntoResponse for ApiError {
 /// plain-text rejections.
 pub struct JsonBody<T>(pub T);
 
+/// `application/json`, alone or with a UTF-8 charset; `application/jsonx` or
+/// `application/json-seq` are other types, so the match is exact rather than by prefix.
+fn is_json_media_type(value: &str) -> bool {
+    let mut parts = value.split(';').map(str::trim);
+    let essence_is_json = parts
+        .next()
+        .is_some_and(|essence| essence.eq_ignore_ascii_case("application/json"));
+    essence_is_json
+        && parts.all(|param| {
+            param.split_once('=').is_some_and(|(name, value)| {
+                name.trim().eq_ignore_ascii_case("charset")
+                    && value.trim().trim_matches('"').eq_ignore_ascii_case("utf-8")
+            })
+        })
+}
+
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
@@ -155,7 +171,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
             .headers()
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("application/json"));
+            .is_some_and(is_json_media_type);
         if !is_json {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -202,4 +218,31 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
 fn is_field_error(err: &serde_json::Error) -> bool {
     let text = err.to_string();
     text.starts_with("missing field") || text.starts_with("unknown field")
+}
+
+#[cfg(test)]
+mod media_type_tests {
+    use super::is_json_media_type;
+
+    #[test]
+    fn only_json_with_an_optional_utf8_charset_is_json() {
+        for accepted in [
+            "application/json",
+            "Application/JSON",
+            "application/json; charset=utf-8",
+            "application/json;charset=\"UTF-8\"",
+        ] {
+            assert!(is_json_media_type(accepted), "{accepted}");
+        }
+        for refused in [
+            "application/jsonx",
+            "application/json-seq",
+            "application/json; charset=latin1",
+            "application/json; boundary=x",
+            "text/json",
+            "",
+        ] {
+            assert!(!is_json_media_type(refused), "{refused}");
+        }
+    }
 }

@@ -21,7 +21,7 @@ pub mod webhooks;
 use std::sync::Arc;
 
 use aws_config::SdkConfig;
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::Html;
 use axum::routing::get;
@@ -36,7 +36,7 @@ use spotwise_store::keys;
 use tracing::error;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
-use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 
 use crate::auth::RateLimiter;
@@ -164,7 +164,14 @@ impl utoipa::Modify for ApiKeyScheme {
                     common.push(("404", "No such resource for this tenant"));
                 }
                 if operation.request_body.is_some() {
-                    common.push(("415", "The body is not JSON"));
+                    common.push((
+                        "413",
+                        "The body is over the route's limit: 64 KiB, or 6 MiB for a snapshot",
+                    ));
+                    common.push((
+                        "415",
+                        "The body is not JSON (`application/json`, optionally with a UTF-8 charset)",
+                    ));
                 }
                 for (status, description) in common {
                     operation
@@ -177,6 +184,11 @@ impl utoipa::Modify for ApiKeyScheme {
         }
     }
 }
+
+/// Request bodies are small JSON documents; the longest field limits add up to well under this.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// A cluster snapshot: 6 MiB is Lambda's limit for a synchronous request.
+pub const MAX_SNAPSHOT_BODY_BYTES: usize = 6 * 1024 * 1024;
 
 /// Every documented route, listed once: each handler's `#[utoipa::path]` gives both its route
 /// and its operation in the OpenAPI document.
@@ -248,7 +260,7 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(agent::heartbeat))
         .routes(routes!(agent::action_state))
         .routes(routes!(agent::action_result))
-        .routes(routes!(agent::put_snapshot))
+        .routes(routes!(agent::put_snapshot).layer(DefaultBodyLimit::max(MAX_SNAPSHOT_BODY_BYTES)))
         .routes(routes!(audit::list))
         .routes(routes!(audit::export))
 }
@@ -269,6 +281,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/docs", get(docs))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
 

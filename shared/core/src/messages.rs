@@ -116,18 +116,28 @@ mod tests {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Heartbeat {
+    #[cfg_attr(feature = "openapi", schema(max_length = 64))]
     pub agent_version: String,
     pub dry_run: bool,
     /// Messages the agent refused since its last heartbeat that it could not report against an
     /// action: unreadable, for another cluster, or not signed with this cluster's secret.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(max_items = 50))]
     pub rejected: Vec<Rejection>,
 }
+
+/// A heartbeat carries at most this many refusals; the agent keeps no more between beats.
+pub const MAX_REJECTIONS_PER_HEARTBEAT: usize = 50;
+/// Longest refusal reason, in characters; the agent shortens longer ones.
+pub const MAX_REJECTION_REASON: usize = 1000;
+/// Longest agent version string.
+pub const MAX_AGENT_VERSION: usize = 64;
 
 /// A message on the agent's queue that it refused without executing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Rejection {
+    #[cfg_attr(feature = "openapi", schema(max_length = 1000))]
     pub reason: String,
     #[serde(with = "time::serde::rfc3339")]
     pub at: time::OffsetDateTime,

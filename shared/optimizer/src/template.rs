@@ -39,25 +39,39 @@ pub fn glob_matches(pattern: &str, text: &str) -> bool {
 pub fn allows(template: &NodeTemplate, offering: &Offering) -> bool {
     let vcpus = offering.cpu_m / 1000;
     let in_list = |list: &[String], value: &str| list.is_empty() || list.iter().any(|v| v == value);
-    in_list(&template.spec.instance_families, family(&offering.instance_type))
-        && !template
-            .spec.exclude_instance_types
-            .iter()
-            .any(|p| glob_matches(p, &offering.instance_type))
+    in_list(
+        &template.spec.instance_families,
+        family(&offering.instance_type),
+    ) && !template
+        .spec
+        .exclude_instance_types
+        .iter()
+        .any(|p| glob_matches(p, &offering.instance_type))
         && (template.spec.architectures.is_empty()
             || offering
                 .arch
                 .is_some_and(|a| template.spec.architectures.contains(&a)))
         && (template.spec.capacity_types.is_empty()
-            || template.spec.capacity_types.contains(&offering.capacity_type))
+            || template
+                .spec
+                .capacity_types
+                .contains(&offering.capacity_type))
         && in_list(&template.spec.zones, &offering.zone)
-        && template.spec.min_vcpus.is_none_or(|min| vcpus >= u64::from(min))
-        && template.spec.max_vcpus.is_none_or(|max| vcpus <= u64::from(max))
         && template
-            .spec.min_memory_mib
+            .spec
+            .min_vcpus
+            .is_none_or(|min| vcpus >= u64::from(min))
+        && template
+            .spec
+            .max_vcpus
+            .is_none_or(|max| vcpus <= u64::from(max))
+        && template
+            .spec
+            .min_memory_mib
             .is_none_or(|min| offering.mem_mib >= min)
         && template
-            .spec.max_memory_mib
+            .spec
+            .max_memory_mib
             .is_none_or(|max| offering.mem_mib <= max)
 }
 
@@ -71,13 +85,19 @@ pub fn apply(templates: &[NodeTemplate], offerings: Vec<Offering>) -> Vec<Offeri
     for template in templates {
         for offering in offerings.iter().filter(|o| allows(template, o)) {
             let mut templated = offering.clone();
-            templated
-                .labels
-                .extend(template.spec.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+            templated.labels.extend(
+                template
+                    .spec
+                    .labels
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone())),
+            );
             templated
                 .labels
                 .insert(TEMPLATE_LABEL.to_owned(), template.spec.name.clone());
-            templated.taints.extend(template.spec.taints.iter().cloned());
+            templated
+                .taints
+                .extend(template.spec.taints.iter().cloned());
             out.push(templated);
         }
     }

@@ -38,6 +38,31 @@ async fn agent_reports_reach_the_cluster_and_its_actions() {
         StatusCode::FORBIDDEN,
         "user keys are not agents"
     );
+    let rejection = |reason: String| json!({"reason": reason, "at": "2026-12-01T10:00:00Z"});
+    for (body, field) in [
+        (
+            json!({"agent_version": "0.1.0", "dry_run": false,
+                "rejected": vec![rejection("bad".into()); 51]}),
+            "rejected",
+        ),
+        (
+            json!({"agent_version": "0.1.0", "dry_run": false,
+                "rejected": [rejection("x".repeat(1_001))]}),
+            "rejected[0].reason",
+        ),
+        (
+            json!({"agent_version": "v".repeat(65), "dry_run": false}),
+            "agent_version",
+        ),
+    ] {
+        let refused = api.post("/v1/agent/heartbeat", &agent, body).await;
+        assert_eq!(
+            (refused.status, &refused.body["error"]["field"]),
+            (StatusCode::BAD_REQUEST, &json!(field)),
+            "{}",
+            refused.body
+        );
+    }
     let snapshot = spotwise_core::snapshot::parse_list(
         fixture("events/optimizer/kubectl-snapshot.json").as_bytes(),
     )

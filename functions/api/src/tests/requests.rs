@@ -119,6 +119,33 @@ async fn invalid_requests_get_a_400_naming_the_field() {
         .send(Method::POST, "/v1/webhooks", Some(&api.admin), None, &[])
         .await;
     assert_eq!(not_json.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let oversized = api
+        .post(
+            "/v1/webhooks",
+            &api.admin,
+            json!({"url": format!("https://hooks.example.com/{}", "a".repeat(500_000))}),
+        )
+        .await;
+    assert_eq!(
+        (oversized.status, error_code(&oversized)),
+        (StatusCode::PAYLOAD_TOO_LARGE, "invalid_body"),
+        "over the route's body limit, in the JSON error shape: {}",
+        oversized.body
+    );
+    let look_alike = api
+        .send(
+            Method::POST,
+            "/v1/webhooks",
+            Some(&api.admin),
+            None,
+            &[("content-type", "application/jsonx")],
+        )
+        .await;
+    assert_eq!(
+        (look_alike.status, error_code(&look_alike)),
+        (StatusCode::UNSUPPORTED_MEDIA_TYPE, "invalid_body"),
+        "the media type is matched exactly"
+    );
     for (path, field) in [
         ("/v1/webhooks?limit=0", "limit"),
         ("/v1/webhooks?limit=101", "limit"),
