@@ -22,7 +22,7 @@ use crate::AppState;
 use crate::agent::ClusterEvent;
 use crate::audit::{self, snapshot};
 use crate::auth::Caller;
-use crate::error::{ApiError, ErrorResponse, JsonBody};
+use crate::error::{ApiError, ErrorResponse, JsonBody, max_items};
 use crate::paging::{Page, PageParams, Params, PathParams};
 use crate::versioning::{etag, if_match, resource_id};
 
@@ -217,6 +217,7 @@ fn validate_policy(p: &Policy) -> Result<(), ApiError> {
     if !(1..=100).contains(&p.max_disrupted_nodes) {
         return Err(ApiError::field("max_disrupted_nodes", "must be 1 to 100"));
     }
+    max_items("excluded_namespaces", p.excluded_namespaces.len(), 100)?;
     for (i, ns) in p.excluded_namespaces.iter().enumerate() {
         if !spotwise_core::ids::is_dns_label(ns) {
             return Err(ApiError::field(

@@ -147,6 +147,42 @@ impl IntoResponse for ApiError {
 /// plain-text rejections.
 pub struct JsonBody<T>(pub T);
 
+/// A 400 naming `field` when `value` is longer than `max` characters.
+pub fn max_chars(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
+    if value.chars().count() > max {
+        return Err(ApiError::field(field, format!("at most {max} characters")));
+    }
+    Ok(())
+}
+
+/// A 400 naming `field` when it holds more than `max` entries.
+pub fn max_items(field: &str, len: usize, max: usize) -> Result<(), ApiError> {
+    if len > max {
+        return Err(ApiError::field(field, format!("at most {max} entries")));
+    }
+    Ok(())
+}
+
+/// Every key and value of a label map within Kubernetes' label limits (253 and 63
+/// characters), and at most `max` pairs.
+pub fn label_map<'a>(
+    field: &str,
+    labels: impl ExactSizeIterator<Item = (&'a String, &'a String)>,
+    max: usize,
+) -> Result<(), ApiError> {
+    max_items(field, labels.len(), max)?;
+    for (key, value) in labels {
+        if key.is_empty() || key.chars().count() > 253 {
+            return Err(ApiError::field(
+                format!("{field}.{key}"),
+                "keys are 1 to 253 characters",
+            ));
+        }
+        max_chars(&format!("{field}.{key}"), value, 63)?;
+    }
+    Ok(())
+}
+
 /// `application/json`, alone or with a UTF-8 charset; `application/jsonx` or
 /// `application/json-seq` are other types, so the match is exact rather than by prefix.
 fn is_json_media_type(value: &str) -> bool {

@@ -25,7 +25,7 @@ use crate::AppState;
 use crate::audit::{self, snapshot};
 use crate::auth::Caller;
 use crate::clusters::load_cluster;
-use crate::error::{ApiError, ErrorResponse, JsonBody};
+use crate::error::{ApiError, ErrorResponse, JsonBody, label_map, max_chars, max_items};
 use crate::paging::{Page, PageParams, Params};
 use crate::versioning::{etag, if_match, resource_id};
 
@@ -45,6 +45,10 @@ pub struct HibernationView {
 }
 
 fn validate_hibernation(input: &HibernationSettings) -> Result<(), ApiError> {
+    max_chars("time_zone", &input.time_zone, 64)?;
+    max_items("exclude_namespaces", input.exclude_namespaces.len(), 100)?;
+    max_items("exclude_node_groups", input.exclude_node_groups.len(), 100)?;
+    label_map("exclude_labels", input.exclude_labels.iter(), 50)?;
     Zone::new(&input.time_zone).map_err(|e| ApiError::field("time_zone", e.to_string()))?;
     for (i, ns) in input.exclude_namespaces.iter().enumerate() {
         if !spotwise_core::ids::is_dns_label(ns) {
@@ -61,16 +65,6 @@ fn validate_hibernation(input: &HibernationSettings) -> Result<(), ApiError> {
                 "must be 1 to 63 characters",
             ));
         }
-    }
-    if input
-        .exclude_labels
-        .keys()
-        .any(|k| k.is_empty() || k.len() > 253)
-    {
-        return Err(ApiError::field(
-            "exclude_labels",
-            "keys must be 1 to 253 characters",
-        ));
     }
     Ok(())
 }
@@ -427,10 +421,10 @@ fn parse_calendar(cron: &str, time_zone: &str) -> Result<(Cron, Zone), ApiError>
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CronCheck {
-    #[schema(min_length = 1)]
+    #[schema(min_length = 1, max_length = 200)]
     pub cron: String,
     #[serde(default = "utc")]
-    #[schema(min_length = 1)]
+    #[schema(min_length = 1, max_length = 64)]
     pub time_zone: String,
     /// How many run times to list (default 5, at most 50).
     #[schema(minimum = 1, maximum = 50)]
@@ -462,6 +456,8 @@ pub async fn validate_cron(
     if !(1..=50).contains(&count) {
         return Err(ApiError::field("count", "must be 1 to 50"));
     }
+    max_chars("cron", &check.cron, 200)?;
+    max_chars("time_zone", &check.time_zone, 64)?;
     let (cron, zone) = parse_calendar(&check.cron, &check.time_zone)?;
     Ok(Json(CronPreview {
         next_runs: cron
@@ -481,6 +477,8 @@ fn validate_schedule(input: &mut ScheduleSettings) -> Result<OffsetDateTime, Api
     if input.name.is_empty() || input.name.len() > 100 {
         return Err(ApiError::field("name", "must be 1 to 100 characters"));
     }
+    max_chars("cron", &input.cron, 200)?;
+    max_chars("time_zone", &input.time_zone, 64)?;
     if !(1..=100).contains(&input.pause_after) {
         return Err(ApiError::field("pause_after", "must be 1 to 100"));
     }

@@ -15,12 +15,14 @@ use utoipa::ToSchema;
 use crate::AppState;
 use crate::audit::{self, snapshot};
 use crate::auth::Caller;
-use crate::error::{ApiError, ErrorResponse, JsonBody};
+use crate::error::{ApiError, ErrorResponse, JsonBody, max_chars};
 use crate::paging::{Page, PageParams, Params};
 use crate::versioning::resource_id;
 
 const MAX_SILENCE: time::Duration = time::Duration::days(90);
 const MAX_MATCHERS: usize = 20;
+/// A silence's comment is shown with every notification it suppresses.
+const MAX_COMMENT: usize = 1000;
 
 fn new_id() -> String {
     ulid::Ulid::new().to_string().to_ascii_lowercase()
@@ -40,6 +42,8 @@ fn check_matchers(matchers: &[Matcher]) -> Result<(), ApiError> {
                 "must not be empty",
             ));
         }
+        max_chars(&format!("matchers[{i}].label"), &m.label, 253)?;
+        max_chars(&format!("matchers[{i}].value"), &m.value, 253)?;
     }
     Ok(())
 }
@@ -55,7 +59,7 @@ pub struct SilenceInput {
     pub starts_at: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339")]
     pub expires_at: OffsetDateTime,
-    #[schema(min_length = 1)]
+    #[schema(min_length = 1, max_length = 1000)]
     pub comment: String,
 }
 
@@ -88,6 +92,7 @@ pub async fn create_silence(
             "a silence lasts at most 90 days and starts within 90 days",
         ));
     }
+    max_chars("comment", &input.comment, MAX_COMMENT)?;
     if input.comment.trim().is_empty() {
         return Err(ApiError::field(
             "comment",
@@ -165,6 +170,7 @@ pub struct MaintenanceInput {
     #[schema(min_length = 1, max_length = 100)]
     pub name: String,
     /// `FREQ=DAILY|WEEKLY`, optional `INTERVAL`, `BYDAY=MO,..`, `BYHOUR`, `BYMINUTE` (UTC).
+    #[schema(max_length = 200)]
     pub rule: String,
     /// The first occurrence.
     #[serde(with = "time::serde::rfc3339")]
@@ -193,6 +199,7 @@ pub async fn create_window(
         return Err(ApiError::field("duration_minutes", "must be 1 to 10080"));
     }
     check_matchers(&input.matchers)?;
+    max_chars("rule", &input.rule, 200)?;
     let window = MaintenanceWindow {
         rule: input.rule,
         starts: input.starts,

@@ -23,7 +23,7 @@ use utoipa::ToSchema;
 use crate::AppState;
 use crate::audit::{self, snapshot};
 use crate::auth::Caller;
-use crate::error::{ApiError, ErrorResponse, JsonBody};
+use crate::error::{ApiError, ErrorResponse, JsonBody, label_map, max_chars, max_items};
 use crate::paging::{Page, PageParams, Params};
 use crate::versioning::{etag, if_match, resource_id};
 
@@ -111,11 +111,11 @@ pub struct WebhookInput {
     pub name: String,
     pub kind: EndpointKind,
     /// `https` URL reaching a public address.
-    #[schema(pattern = "^https://[^/@]+(/.*)?$")]
+    #[schema(pattern = "^https://[^/@]+(/.*)?$", max_length = 2048)]
     pub url: String,
     /// Signs generic webhooks. Generated when left out on create; kept when left out on
     /// replace; a new one rotates it.
-    #[schema(min_length = 16)]
+    #[schema(min_length = 16, max_length = 256)]
     pub secret: Option<String>,
     #[serde(default = "default_true")]
     pub enabled: bool,
@@ -123,12 +123,14 @@ pub struct WebhookInput {
     pub min_severity: Severity,
     /// Empty: every event type.
     #[serde(default)]
+    #[schema(max_items = 50)]
     pub event_types: Vec<String>,
-    /// Every pair must be among a notification's labels.
+    /// Every pair must be among a notification's labels (at most 20 pairs).
     #[serde(default)]
     pub label_selector: BTreeMap<String, String>,
     /// Message text with `{cluster}`, `{severity}`, `{title}`, `{body}`, `{event_type}`,
     /// `{tenant}`, `{occurred_at}`, `{savings}`.
+    #[schema(max_length = 4000)]
     pub template: Option<String>,
     #[schema(minimum = 1, maximum = 600)]
     pub rate_per_minute: Option<u32>,
@@ -150,6 +152,24 @@ fn generate_secret() -> String {
 }
 
 impl WebhookInput {
+    /// The size of every field, before anything reads it (the URL guard included).
+    fn check_bounds(&self) -> Result<(), ApiError> {
+        max_chars("name", &self.name, 100)?;
+        max_chars("url", &self.url, 2048)?;
+        if let Some(secret) = &self.secret {
+            max_chars("secret", secret, 256)?;
+        }
+        max_items("event_types", self.event_types.len(), 50)?;
+        for (i, event_type) in self.event_types.iter().enumerate() {
+            max_chars(&format!("event_types[{i}]"), event_type, 100)?;
+        }
+        label_map("label_selector", self.label_selector.iter(), 20)?;
+        if let Some(template) = &self.template {
+            max_chars("template", template, 4000)?;
+        }
+        Ok(())
+    }
+
     fn into_endpoint(self, caller: &Caller, id: String, secret: String) -> Endpoint {
         Endpoint {
             id,
@@ -229,6 +249,7 @@ pub async fn create(
     JsonBody(input): JsonBody<WebhookInput>,
 ) -> Result<Response, ApiError> {
     caller.require(Role::Operator)?;
+    input.check_bounds()?;
     let secret = input.secret.clone().unwrap_or_else(generate_secret);
     let id = ulid::Ulid::new().to_string().to_ascii_lowercase();
     let endpoint = input.into_endpoint(&caller, id.clone(), secret.clone());
@@ -291,6 +312,7 @@ pub async fn replace(
     JsonBody(input): JsonBody<WebhookInput>,
 ) -> Result<Response, ApiError> {
     caller.require(Role::Operator)?;
+    input.check_bounds()?;
     let mut item = load(&state, &caller, &id).await?;
     if_match(&headers, item.version)?;
     let before = Webhook::for_audit(&item.body, item.version);

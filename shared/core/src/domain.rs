@@ -430,6 +430,8 @@ pub struct Policy {
     /// nodes, at a cost premium the plan benchmark puts under 1%.
     #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 50))]
     pub min_spot_pools: u32,
+    /// Namespaces whose pods are never moved (at most 100 names).
+    #[cfg_attr(feature = "openapi", schema(max_items = 100))]
     pub excluded_namespaces: Vec<String>,
     /// Share of each workload kept on on-demand capacity, in percent.
     #[cfg_attr(feature = "openapi", schema(maximum = 100))]

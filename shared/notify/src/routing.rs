@@ -52,9 +52,10 @@ pub enum MatchOp {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Matcher {
-    #[cfg_attr(feature = "openapi", schema(min_length = 1))]
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 253))]
     pub label: String,
     pub op: MatchOp,
+    #[cfg_attr(feature = "openapi", schema(max_length = 253))]
     pub value: String,
 }
 

@@ -22,7 +22,10 @@ pub const NODEGROUP_LABEL: &str = "eks.amazonaws.com/nodegroup";
 pub struct HibernationSettings {
     pub enabled: bool,
     /// IANA time zone the matrix is read in, e.g. `Europe/Berlin`.
-    #[cfg_attr(feature = "openapi", schema(example = "Europe/Berlin"))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(example = "Europe/Berlin", max_length = 64)
+    )]
     pub time_zone: String,
     /// Seven strings, Monday first, of 24 characters: `1` awake, `0` asleep, per local hour.
     #[cfg_attr(feature = "openapi", schema(value_type = Vec<crate::DayHours>, min_items = 7, max_items = 7))]
@@ -32,14 +35,16 @@ pub struct HibernationSettings {
     pub scale_node_groups: bool,
     /// Node groups kept running.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_items = 100))]
     pub exclude_node_groups: Vec<String>,
     /// Ask the agent to scale Deployments and StatefulSets to zero while asleep.
     #[serde(default)]
     pub scale_workloads: bool,
     /// Namespaces whose workloads are kept running (kube-system and spotwise always are).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_items = 100))]
     pub exclude_namespaces: Vec<String>,
-    /// Workloads whose pods carry any of these labels are kept running.
+    /// Workloads whose pods carry any of these labels are kept running (at most 50 pairs).
     #[serde(default)]
     pub exclude_labels: BTreeMap<String, String>,
     /// Ask the agent to cordon the nodes outside excluded node groups while asleep, so nothing
