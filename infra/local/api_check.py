@@ -38,7 +38,7 @@ ACCEPTED_REFUSALS = {
     r"^(agent_)?role_arn: ": "IAM role ARN shape",
     r"^cluster_id: only agent keys are bound to a cluster$": "role and cluster_id combinations",
     r"^If-Match .* does not match the current version": "a stale or made-up If-Match is refused",
-    r"^(labels|exclude_labels): keys must be 1 to 253 characters$": "Kubernetes label-key rules",
+    r"^(labels|exclude_labels|label_selector): keys must be 1 to 253 characters$": "Kubernetes label-key rules",
     r"^from: .* is not a period of this granularity$": "period names per granularity",
     r"^dimension: export a table": "the summary has no lines to export",
     r"^nodes: ": "the agent's snapshot body is typed Object in the schema",

@@ -173,10 +173,7 @@ pub fn label_map<'a>(
     max_items(field, labels.len(), max)?;
     for (key, value) in labels {
         if key.is_empty() || key.chars().count() > 253 {
-            return Err(ApiError::field(
-                format!("{field}.{key}"),
-                "keys are 1 to 253 characters",
-            ));
+            return Err(ApiError::field(field, "keys must be 1 to 253 characters"));
         }
         max_chars(&format!("{field}.{key}"), value, 63)?;
     }

@@ -18,6 +18,7 @@ pub mod tenant;
 pub mod versioning;
 pub mod webhooks;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use aws_config::SdkConfig;
@@ -35,6 +36,8 @@ use spotwise_store::Store;
 use spotwise_store::keys;
 use tracing::error;
 use utoipa::OpenApi;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ArrayItems, Schema};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
@@ -185,6 +188,68 @@ impl utoipa::Modify for ApiKeyScheme {
     }
 }
 
+/// A request body that refuses unknown fields is also flattened into the stored model the API
+/// returns (`HibernationSettings` into `HibernationSchedule`). Referenced from an `allOf`, its
+/// `additionalProperties: false` would forbid the model's own fields, so there the reference
+/// becomes a copy that allows them; the request body keeps the strict schema.
+fn open_flattened_settings(document: &mut utoipa::openapi::OpenApi) {
+    let Some(components) = document.components.as_mut() else {
+        return;
+    };
+    let strict: BTreeMap<String, Schema> = components
+        .schemas
+        .iter()
+        .filter_map(|(name, schema)| match schema {
+            RefOr::T(Schema::Object(object)) if object.additional_properties.is_some() => {
+                let mut open = object.clone();
+                open.additional_properties = None;
+                Some((format!("#/components/schemas/{name}"), Schema::Object(open)))
+            }
+            _ => None,
+        })
+        .collect();
+    for schema in components.schemas.values_mut() {
+        open_all_of_refs(schema, &strict);
+    }
+}
+
+/// Walks a schema, including the ones generic wrappers such as `Page<T>` inline, replacing
+/// strict references that sit in an `allOf`.
+fn open_all_of_refs(schema: &mut RefOr<Schema>, strict: &BTreeMap<String, Schema>) {
+    let RefOr::T(schema) = schema else {
+        return;
+    };
+    match schema {
+        Schema::AllOf(all_of) => {
+            for item in &mut all_of.items {
+                if let RefOr::Ref(reference) = item
+                    && let Some(open) = strict.get(&reference.ref_location)
+                {
+                    *item = RefOr::T(open.clone());
+                } else {
+                    open_all_of_refs(item, strict);
+                }
+            }
+        }
+        Schema::Object(object) => {
+            for property in object.properties.values_mut() {
+                open_all_of_refs(property, strict);
+            }
+        }
+        Schema::Array(array) => {
+            if let ArrayItems::RefOrSchema(items) = &mut array.items {
+                open_all_of_refs(items, strict);
+            }
+        }
+        Schema::OneOf(one_of) => {
+            for item in &mut one_of.items {
+                open_all_of_refs(item, strict);
+            }
+        }
+        _ => {}
+    }
+}
+
 /// Request bodies are small JSON documents; the longest field limits add up to well under this.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// A cluster snapshot: 6 MiB is Lambda's limit for a synchronous request.
@@ -269,6 +334,7 @@ pub fn app(state: AppState) -> Router {
     let (documented, mut document) = documented_routes().split_for_parts();
     // The common answers go on once every route's operation is in the document.
     utoipa::Modify::modify(&ApiKeyScheme, &mut document);
+    open_flattened_settings(&mut document);
     let document = Arc::new(document);
     documented
         .route(

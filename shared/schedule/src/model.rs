@@ -183,7 +183,10 @@ pub const DEFAULT_PAUSE_AFTER: u32 = 3;
 #[serde(deny_unknown_fields)]
 pub struct ScheduleSettings {
     /// The cluster the runs are for; a schedule cannot move to another cluster.
-    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(value_type = String, min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9._-]+$")
+    )]
     pub cluster_id: ClusterId,
     #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 100))]
     pub name: String,
