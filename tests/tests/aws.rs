@@ -118,14 +118,14 @@ async fn query_returns_every_item_across_pages() {
         .map(|i| {
             let mut body = doc(&format!("node-{i:03}"), i);
             body.padding = "x".repeat(30_000);
-            Item::new(keys::node(&c1(), &format!("{i:03}")), body)
+            Item::new(keys::node(&t1(), &c1(), &format!("{i:03}")), body)
         })
         .collect();
     store.batch_put(&items).await.unwrap();
 
     let all = store
         .query_all::<Doc>(
-            &Query::partition(keys::cluster_partition(&c1())).prefix(keys::prefix::NODE),
+            &Query::partition(keys::cluster_partition(&t1(), &c1())).prefix(keys::prefix::NODE),
         )
         .await
         .unwrap();
@@ -144,8 +144,8 @@ async fn query_returns_every_item_across_pages() {
     loop {
         let page = store
             .query::<Doc>(
-                &Query::partition("C#c1")
-                    .prefix("NODE#")
+                &Query::partition(keys::cluster_partition(&t1(), &c1()))
+                    .prefix(keys::prefix::NODE)
                     .limit(7)
                     .after(cursor),
             )
@@ -166,8 +166,8 @@ async fn query_returns_every_item_across_pages() {
 
     let newest = store
         .query::<Doc>(
-            &Query::partition("C#c1")
-                .prefix("NODE#")
+            &Query::partition(keys::cluster_partition(&t1(), &c1()))
+                .prefix(keys::prefix::NODE)
                 .limit(1)
                 .newest_first(),
         )
@@ -288,14 +288,20 @@ async fn gsi1_reverse_lookup_finds_the_node_of_an_instance() {
     let stack = LocalStack::start();
     let store = store(&stack).await;
     let index = keys::instance_index("i-0abc");
-    let item =
-        Item::new(keys::node(&c1(), "ip-10-0-0-1"), doc("ip-10-0-0-1", 1)).with_gsi1(index.clone());
+    let item = Item::new(
+        keys::node(&t1(), &c1(), "ip-10-0-0-1"),
+        doc("ip-10-0-0-1", 1),
+    )
+    .with_gsi1(index.clone());
     store.put(&item, PutCondition::Always).await.unwrap();
-    let other =
-        Item::new(keys::node(&c1(), "ip-10-0-0-2"), doc("ip-10-0-0-2", 2)).with_gsi1(Gsi1Key {
-            gsi1pk: keys::instance_index("i-0def").gsi1pk,
-            gsi1sk: "NODE".into(),
-        });
+    let other = Item::new(
+        keys::node(&t1(), &c1(), "ip-10-0-0-2"),
+        doc("ip-10-0-0-2", 2),
+    )
+    .with_gsi1(Gsi1Key {
+        gsi1pk: keys::instance_index("i-0def").gsi1pk,
+        gsi1sk: "NODE".into(),
+    });
     store.put(&other, PutCondition::Always).await.unwrap();
 
     let found = store

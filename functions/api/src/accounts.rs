@@ -7,9 +7,10 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use spotwise_core::domain::{Account, AccountHealth, Role, RoleArn};
 use spotwise_store::Query;
-use spotwise_store::accounts::{self, AccountError};
+use spotwise_store::accounts::{self, AccountError, UnlinkError};
 use spotwise_store::keys::{self, prefix};
 use time::OffsetDateTime;
+use tracing::info;
 use utoipa::ToSchema;
 
 use crate::AppState;
@@ -206,7 +207,10 @@ pub async fn validate(
     Ok(Json(item.body))
 }
 
-/// Unlinks an account: discovery stops reading it. Its clusters' history is kept.
+/// Unlinks an account: discovery stops reading it, and nothing of this tenant acts on its
+/// clusters any more (agent keys revoked, agent queues deleted, open actions cancelled,
+/// schedules and hibernation removed, secrets, snapshots and cluster records deleted). Cost,
+/// plans, pod history and the audit log are kept as history.
 #[utoipa::path(delete, path = "/v1/accounts/{id}", tag = "accounts", params(("id" = String, Path)),
     responses((status = 204), (status = 404, body = ErrorResponse)), security(("api_key" = [])))]
 pub async fn unlink(
@@ -221,14 +225,28 @@ pub async fn unlink(
         .get::<Account>(&key)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("account {id}")))?;
-    accounts::unlink(&state.store, &caller.tenant, &item.body.account_id).await?;
+    let unlinked = accounts::unlink(
+        &state.store,
+        &state.sqs,
+        &caller.tenant,
+        &item.body.account_id,
+        OffsetDateTime::now_utc(),
+    )
+    .await
+    .map_err(|e| match e {
+        UnlinkError::Store(e) => ApiError::from(e),
+        UnlinkError::Queue(e) => ApiError::internal("deleting an agent queue", &e),
+    })?;
+    info!(account = %item.body.account_id, clusters = unlinked.clusters.len(),
+        revoked_keys = unlinked.revoked_key_ids.len(), cancelled_actions = unlinked.cancelled_actions,
+        "account unlinked");
     audit::record(
         &state,
         &caller,
         "account.unlink",
         format!("account/{id}"),
         snapshot(&item.body),
-        None,
+        snapshot(&unlinked),
     )
     .await;
     Ok(StatusCode::NO_CONTENT)

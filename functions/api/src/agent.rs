@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use spotwise_core::action::{ActionRecord, ActionStatus};
@@ -27,6 +27,7 @@ use utoipa::ToSchema;
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorResponse, JsonBody};
+use crate::paging::PathParams;
 use crate::versioning::resource_id;
 
 const EVENT_RETENTION: Duration = Duration::from_secs(24 * 3600);
@@ -200,7 +201,7 @@ pub struct ActionState {
 pub async fn action_state(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> Result<Json<ActionState>, ApiError> {
     Ok(Json(ActionState {
         status: own_action(&state, &caller, &id).await?.body.status,
@@ -214,7 +215,7 @@ pub async fn action_state(
 pub async fn action_result(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     JsonBody(report): JsonBody<ActionReport>,
 ) -> Result<Json<ActionRecord>, ApiError> {
     let mut item = own_action(&state, &caller, &id).await?;
@@ -311,7 +312,7 @@ pub async fn put_snapshot(
         ));
     }
     let now = OffsetDateTime::now_utc();
-    let previous = crate::pods::previous(&state, &cluster, now).await;
+    let previous = crate::pods::previous(&state, &caller.tenant, &cluster, now).await;
     let snapshot_id =
         snapshots::put(&state.store, &caller.tenant, &cluster, &snapshot, now).await?;
     let (nodes, pods) = (

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -103,7 +103,7 @@ const EVENTS_KEPT: time::Duration = time::Duration::hours(24);
 pub async fn detail(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> Result<Json<ClusterDetail>, ApiError> {
     caller.require(Role::Viewer)?;
     let cluster = load_cluster(&state, &caller, &id).await?;
@@ -115,7 +115,13 @@ pub async fn detail(
     let status_key = keys::agent_status(&caller.tenant, &cluster.id);
     let (agent, loaded, events) = tokio::try_join!(
         state.store.get::<AgentStatus>(&status_key),
-        snapshots::load(&state.store, &cluster.id, now, MAX_USABLE_AGE),
+        snapshots::load(
+            &state.store,
+            &caller.tenant,
+            &cluster.id,
+            now,
+            MAX_USABLE_AGE
+        ),
         state.store.query::<ClusterEvent>(&events_query),
     )?;
     let (snapshot, snapshot_problem) = match loaded {
@@ -188,7 +194,7 @@ pub async fn detail(
 pub async fn get_policy(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> Result<Response, ApiError> {
     caller.require(Role::Viewer)?;
     let cluster = load_cluster(&state, &caller, &id).await?;
@@ -242,7 +248,7 @@ fn validate_policy(p: &Policy) -> Result<(), ApiError> {
 pub async fn put_policy(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     headers: HeaderMap,
     JsonBody(policy): JsonBody<Policy>,
 ) -> Result<Response, ApiError> {
@@ -291,7 +297,7 @@ fn recommendation_view(r: Recommendation) -> serde_json::Value {
 pub async fn recommendations(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     Params(page): Params<PageParams>,
 ) -> Result<Json<Page<serde_json::Value>>, ApiError> {
     caller.require(Role::Viewer)?;
@@ -458,7 +464,7 @@ async fn load_action(
 pub async fn get_action(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> Result<Json<ActionRecord>, ApiError> {
     caller.require(Role::Viewer)?;
     Ok(Json(load_action(&state, &caller, &id).await?.body))
@@ -472,7 +478,7 @@ pub async fn get_action(
 pub async fn cancel_action(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> Result<Json<ActionRecord>, ApiError> {
     caller.require(Role::Operator)?;
     let mut item = load_action(&state, &caller, &id).await?;

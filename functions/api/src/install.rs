@@ -11,9 +11,10 @@ use axum::http::StatusCode;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use spotwise_core::domain::{ApiKey, Cluster, ClusterSecret, Principal, Role, RoleArn};
+use spotwise_core::domain::{Cluster, ClusterSecret, Principal, Role, RoleArn};
+use spotwise_core::{ClusterId, TenantId};
 use spotwise_store::keys;
-use spotwise_store::{Item, PutCondition, Query};
+use spotwise_store::{Item, PutCondition, accounts};
 use time::OffsetDateTime;
 use tracing::info;
 use utoipa::ToSchema;
@@ -53,8 +54,10 @@ pub struct InstalledAgent {
 }
 
 /// SQS names allow 80 characters of `[A-Za-z0-9_-]`; cluster ids are longer and have dots.
-fn agent_queue_name(stage: &str, cluster: &spotwise_core::ClusterId) -> String {
-    let digest = Sha256::digest(cluster.as_str().as_bytes());
+/// The tenant is part of the name: a tenant that links an account another tenant unlinked gets
+/// its own queue, never the one the other tenant's agent read.
+fn agent_queue_name(stage: &str, tenant: &TenantId, cluster: &ClusterId) -> String {
+    let digest = Sha256::digest(format!("{tenant}#{cluster}").as_bytes());
     format!("spotwise-{stage}-agent-{}.fifo", &hex::encode(digest)[..20])
 }
 
@@ -95,7 +98,7 @@ pub async fn install(
             Ok(role)
         })
         .transpose()?;
-    let secret_key = keys::cluster_secret(&cluster);
+    let secret_key = keys::cluster_secret(&caller.tenant, &cluster);
     let installed = state
         .store
         .get::<ClusterSecret>(&secret_key)
@@ -109,7 +112,7 @@ pub async fn install(
         ));
     }
 
-    let queue_url = create_queue(&state, &cluster, agent_role.as_ref()).await?;
+    let queue_url = create_queue(&state, &caller.tenant, &cluster, agent_role.as_ref()).await?;
     let mut secret = [0_u8; SECRET_BYTES];
     rand::rng().fill_bytes(&mut secret);
     let secret_hex = hex::encode(secret);
@@ -126,12 +129,15 @@ pub async fn install(
         )
         .await?;
     let now = OffsetDateTime::now_utc();
-    // A rotation answers a leak: the old key goes with the old secret.
-    let revoked = if installed {
-        revoke_agent_keys(&state, &caller, &cluster, now).await?
-    } else {
-        Vec::new()
-    };
+    // A rotation answers a leak: the old key goes with the old secret. A first install finds
+    // none, unless keys outlived their secret.
+    let revoked = accounts::revoke_agent_keys(
+        &state.store,
+        &caller.tenant,
+        std::slice::from_ref(&cluster),
+        now,
+    )
+    .await?;
     let issued = auth::issue(
         &caller.tenant,
         &format!("agent {cluster}"),
@@ -178,38 +184,15 @@ pub async fn install(
     ))
 }
 
-/// Revokes every live agent key of the cluster; returns their ids.
-async fn revoke_agent_keys(
-    state: &AppState,
-    caller: &Caller,
-    cluster: &spotwise_core::ClusterId,
-    now: OffsetDateTime,
-) -> Result<Vec<String>, ApiError> {
-    let mut revoked = Vec::new();
-    let tenant_keys = state
-        .store
-        .query_all::<ApiKey>(&Query::gsi1(keys::api_keys_partition(&caller.tenant)))
-        .await?;
-    for mut item in tenant_keys {
-        let bound_here = matches!(&item.body.principal,
-            Principal::Agent { cluster_id } if cluster_id == cluster);
-        if bound_here && item.body.revoked_at.is_none() {
-            item.body.revoked_at = Some(now);
-            state.store.update_versioned(&item).await?;
-            revoked.push(item.body.id.clone());
-        }
-    }
-    Ok(revoked)
-}
-
 /// Creates the queue, or finds it with the same attributes (CreateQueue is idempotent then),
 /// and grants the agent's role what the agent calls.
 async fn create_queue(
     state: &AppState,
-    cluster: &spotwise_core::ClusterId,
+    tenant: &TenantId,
+    cluster: &ClusterId,
     agent_role: Option<&RoleArn>,
 ) -> Result<String, ApiError> {
-    let name = agent_queue_name(&state.stage, cluster);
+    let name = agent_queue_name(&state.stage, tenant, cluster);
     let attributes = HashMap::from([
         (QueueAttributeName::FifoQueue, "true".to_owned()),
         (QueueAttributeName::VisibilityTimeout, "60".to_owned()),

@@ -2,7 +2,7 @@
 //! started, moved, went away or was resized is recorded (kept 7 days).
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use spotwise_core::domain::Role;
 use spotwise_core::snapshot::Snapshot;
@@ -19,7 +19,7 @@ use crate::AppState;
 use crate::auth::Caller;
 use crate::clusters::load_cluster;
 use crate::error::ApiError;
-use crate::paging::{Page, PageParams, Params};
+use crate::paging::{Page, PageParams, Params, PathParams};
 
 const RETENTION: time::Duration = time::Duration::days(7);
 /// A previous snapshot older than this is not compared: too much happened in between to say
@@ -41,10 +41,11 @@ pub struct PodHistoryEntry {
 /// The cluster's snapshot before this upload, if recent enough to compare with.
 pub async fn previous(
     state: &AppState,
+    tenant: &TenantId,
     cluster: &ClusterId,
     now: OffsetDateTime,
 ) -> Option<Snapshot> {
-    match snapshots::load(&state.store, cluster, now, COMPARABLE_AGE).await {
+    match snapshots::load(&state.store, tenant, cluster, now, COMPARABLE_AGE).await {
         Ok(Ok((_, snapshot))) => Some(snapshot),
         Ok(Err(_)) => None,
         Err(err) => {
@@ -99,7 +100,7 @@ pub struct HistoryFilter {
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     Params(filter): Params<HistoryFilter>,
 ) -> Result<Json<Page<PodHistoryEntry>>, ApiError> {
     caller.require(Role::Viewer)?;

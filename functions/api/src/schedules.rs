@@ -3,7 +3,7 @@
 //! times, pause/resume, trigger now, run history). The scheduler function acts on both.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -26,7 +26,7 @@ use crate::audit::{self, snapshot};
 use crate::auth::Caller;
 use crate::clusters::load_cluster;
 use crate::error::{ApiError, ErrorResponse, JsonBody, label_map, max_chars, max_items};
-use crate::paging::{Page, PageParams, Params};
+use crate::paging::{Page, PageParams, Params, PathParams};
 use crate::versioning::{etag, if_match, resource_id};
 
 /// A manual wake-up lasts at most this long.
@@ -114,7 +114,7 @@ async fn load_hibernation(
 pub async fn get_hibernation(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> Result<Response, ApiError> {
     caller.require(Role::Viewer)?;
     let (schedule, version, asleep) = load_hibernation(&state, &caller, &id).await?;
@@ -138,7 +138,7 @@ pub async fn get_hibernation(
 pub async fn put_hibernation(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     headers: HeaderMap,
     JsonBody(settings): JsonBody<HibernationSettings>,
 ) -> Result<Response, ApiError> {
@@ -199,7 +199,7 @@ async fn save_hibernation(
 pub async fn delete_hibernation(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> Result<StatusCode, ApiError> {
     caller.require(Role::Operator)?;
     let (schedule, version, asleep) = load_hibernation(&state, &caller, &id).await?;
@@ -250,7 +250,7 @@ pub struct WakeInput {
 pub async fn wake(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     JsonBody(input): JsonBody<WakeInput>,
 ) -> Result<Json<HibernationView>, ApiError> {
     caller.require(Role::Operator)?;
@@ -318,7 +318,7 @@ pub struct Preview {
 pub async fn preview(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     Params(params): Params<PreviewParams>,
 ) -> Result<Json<Preview>, ApiError> {
     caller.require(Role::Viewer)?;
@@ -361,7 +361,7 @@ pub async fn preview(
 pub async fn sleeps(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     Params(page): Params<PageParams>,
 ) -> Result<Json<Page<SleepRecord>>, ApiError> {
     caller.require(Role::Viewer)?;
@@ -597,7 +597,7 @@ async fn load(state: &AppState, caller: &Caller, id: &str) -> Result<Item<Schedu
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> Result<Response, ApiError> {
     caller.require(Role::Viewer)?;
     let item = load(&state, &caller, &id).await?;
@@ -616,7 +616,7 @@ pub async fn get(
 pub async fn replace(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     headers: HeaderMap,
     JsonBody(input): JsonBody<ScheduleSettings>,
 ) -> Result<Response, ApiError> {
@@ -664,7 +664,7 @@ pub async fn replace(
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> Result<StatusCode, ApiError> {
     caller.require(Role::Operator)?;
     let item = load(&state, &caller, &id).await?;
@@ -734,7 +734,7 @@ async fn set_status(
 pub async fn pause(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> Result<Json<ScheduleView>, ApiError> {
     set_status(&state, &caller, &id, ScheduleStatus::Paused).await
 }
@@ -746,7 +746,7 @@ pub async fn pause(
 pub async fn resume(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> Result<Json<ScheduleView>, ApiError> {
     set_status(&state, &caller, &id, ScheduleStatus::Active).await
 }
@@ -759,7 +759,7 @@ pub async fn resume(
 pub async fn trigger(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> Result<Response, ApiError> {
     caller.require(Role::Operator)?;
     let item = load(&state, &caller, &id).await?;
@@ -800,7 +800,7 @@ pub async fn trigger(
 pub async fn list_runs(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     Params(page): Params<PageParams>,
 ) -> Result<Json<Page<RunRecord>>, ApiError> {
     caller.require(Role::Viewer)?;

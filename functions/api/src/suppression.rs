@@ -1,7 +1,7 @@
 //! Silences, maintenance windows, and the notification feed they act on.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
 use spotwise_core::domain::Role;
@@ -16,7 +16,7 @@ use crate::AppState;
 use crate::audit::{self, snapshot};
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorResponse, JsonBody, max_chars};
-use crate::paging::{Page, PageParams, Params};
+use crate::paging::{Page, PageParams, Params, PathParams};
 use crate::versioning::resource_id;
 
 const MAX_SILENCE: time::Duration = time::Duration::days(90);
@@ -142,7 +142,7 @@ pub async fn list_silences(
 pub async fn delete_silence(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> Result<StatusCode, ApiError> {
     caller.require(Role::Operator)?;
     let key = keys::silence(&caller.tenant, resource_id(&id, "silence")?);
@@ -258,7 +258,7 @@ pub async fn list_windows(
 pub async fn delete_window(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> Result<StatusCode, ApiError> {
     caller.require(Role::Operator)?;
     let key = keys::maintenance_window(&caller.tenant, resource_id(&id, "maintenance window")?);

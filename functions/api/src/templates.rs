@@ -1,7 +1,7 @@
 //! Node templates per cluster: the nodes its plans may use, and the labels and taints they get.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use spotwise_core::domain::{NodeTemplate, NodeTemplateSpec, Role};
@@ -14,7 +14,7 @@ use crate::audit::{self, snapshot};
 use crate::auth::Caller;
 use crate::clusters::load_cluster;
 use crate::error::{ApiError, ErrorResponse, JsonBody};
-use crate::paging::{Page, PageParams, Params};
+use crate::paging::{Page, PageParams, Params, PathParams};
 use crate::versioning::{etag, if_match, resource_id};
 
 /// A cluster has at most this many templates; each multiplies the offerings planned over.
@@ -113,7 +113,7 @@ async fn all(
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     Params(page): Params<PageParams>,
 ) -> Result<Json<Page<NodeTemplate>>, ApiError> {
     caller.require(Role::Viewer)?;
@@ -135,7 +135,7 @@ pub async fn list(
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     JsonBody(input): JsonBody<NodeTemplateSpec>,
 ) -> Result<Response, ApiError> {
     caller.require(Role::Operator)?;
@@ -211,7 +211,7 @@ async fn load(
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
-    Path((id, template_id)): Path<(String, String)>,
+    PathParams((id, template_id)): PathParams<(String, String)>,
 ) -> Result<Response, ApiError> {
     caller.require(Role::Viewer)?;
     let item = load(&state, &caller, &id, &template_id).await?;
@@ -226,7 +226,7 @@ pub async fn get(
 pub async fn replace(
     State(state): State<AppState>,
     caller: Caller,
-    Path((id, template_id)): Path<(String, String)>,
+    PathParams((id, template_id)): PathParams<(String, String)>,
     headers: HeaderMap,
     JsonBody(input): JsonBody<NodeTemplateSpec>,
 ) -> Result<Response, ApiError> {
@@ -266,7 +266,7 @@ pub async fn replace(
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
-    Path((id, template_id)): Path<(String, String)>,
+    PathParams((id, template_id)): PathParams<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     caller.require(Role::Operator)?;
     let item = load(&state, &caller, &id, &template_id).await?;

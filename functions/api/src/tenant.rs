@@ -1,7 +1,7 @@
 //! The caller's tenant and its API keys.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use spotwise_core::ClusterId;
@@ -15,7 +15,7 @@ use crate::AppState;
 use crate::audit::{self, snapshot};
 use crate::auth::{self, Caller};
 use crate::error::{ApiError, ErrorResponse, JsonBody};
-use crate::paging::{Page, PageParams, Params};
+use crate::paging::{Page, PageParams, Params, PathParams};
 use crate::versioning::resource_id;
 
 #[utoipa::path(get, path = "/v1/tenant", tag = "tenant",
@@ -185,7 +185,7 @@ pub async fn list_keys(
 pub async fn revoke_key(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> Result<StatusCode, ApiError> {
     caller.require(Role::Admin)?;
     let key = keys::api_key(resource_id(&id, "key")?);

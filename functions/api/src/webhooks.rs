@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use rand::RngCore;
@@ -24,7 +24,7 @@ use crate::AppState;
 use crate::audit::{self, snapshot};
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorResponse, JsonBody, label_map, max_chars, max_items};
-use crate::paging::{Page, PageParams, Params};
+use crate::paging::{Page, PageParams, Params, PathParams};
 use crate::versioning::{etag, if_match, resource_id};
 
 const DELIVERY_LOG_RETENTION: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
@@ -285,7 +285,7 @@ pub async fn create(
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> Result<Response, ApiError> {
     caller.require(Role::Viewer)?;
     let item = load(&state, &caller, &id).await?;
@@ -307,7 +307,7 @@ pub async fn get(
 pub async fn replace(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     headers: HeaderMap,
     JsonBody(input): JsonBody<WebhookInput>,
 ) -> Result<Response, ApiError> {
@@ -352,7 +352,7 @@ pub async fn replace(
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> Result<StatusCode, ApiError> {
     caller.require(Role::Operator)?;
     let item = load(&state, &caller, &id).await?;
@@ -386,7 +386,7 @@ pub struct TestResult {
 pub async fn test(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> Result<Json<TestResult>, ApiError> {
     caller.require(Role::Operator)?;
     let endpoint = load(&state, &caller, &id).await?.body;
@@ -468,7 +468,7 @@ pub async fn test(
 pub async fn deliveries(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     Params(page): Params<PageParams>,
 ) -> Result<Json<Page<DeliveryRecord>>, ApiError> {
     caller.require(Role::Viewer)?;

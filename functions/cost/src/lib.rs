@@ -355,7 +355,7 @@ pub async fn sample(
         return Ok(Outcome::Skipped(Skipped::UnknownCluster));
     };
     let policy = policy?.map(|p| p.body).unwrap_or_default();
-    let loaded = snapshots::load(&deps.store, cluster_id, now, SAMPLE_MAX_AGE).await?;
+    let loaded = snapshots::load(&deps.store, tenant, cluster_id, now, SAMPLE_MAX_AGE).await?;
     let (head, snapshot) = match loaded {
         Ok(loaded) => loaded,
         Err(why) => return Ok(Outcome::Skipped(Skipped::Snapshot(why))),
@@ -377,8 +377,15 @@ pub async fn sample(
         min_vcpus: 0,
         architectures: Vec::new(),
     };
-    let priced =
-        snapshots::region_offerings(&deps.store, cluster_id, &snapshot, &region, &any_type).await?;
+    let priced = snapshots::region_offerings(
+        &deps.store,
+        tenant,
+        cluster_id,
+        &snapshot,
+        &region,
+        &any_type,
+    )
+    .await?;
     if priced.pools == 0 {
         return Ok(Outcome::Skipped(Skipped::NoPools { region }));
     }

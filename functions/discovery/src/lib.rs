@@ -483,7 +483,7 @@ async fn reconcile(
         let stored_nodes: HashMap<String, Item<Node>> = deps
             .store
             .query_all::<Node>(
-                &Query::partition(keys::cluster_partition(&id)).prefix(keys::prefix::NODE),
+                &Query::partition(keys::cluster_partition(tenant, &id)).prefix(keys::prefix::NODE),
             )
             .await?
             .into_iter()
@@ -520,7 +520,7 @@ async fn reconcile(
             node.departed_at = None;
             if previous.is_none() || before != node {
                 writes_nodes.push(
-                    Item::new(keys::node(&id, &node.name), node)
+                    Item::new(keys::node(tenant, &id, &node.name), node)
                         .with_gsi1(keys::instance_index(&instance.instance_id)),
                 );
             }

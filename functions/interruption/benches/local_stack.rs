@@ -59,7 +59,7 @@ async fn main() {
         .store
         .put(
             &Item::new(
-                keys::cluster_secret(&cluster_id),
+                keys::cluster_secret(&tenant, &cluster_id),
                 ClusterSecret {
                     secret_hex: "00".repeat(32),
                 },
@@ -72,7 +72,7 @@ async fn main() {
             let name = format!("ip-10-1-{}-{}.ec2.internal", i / 250, i % 250);
             let instance = format!("i-{i:017x}");
             Item::new(
-                keys::node(&cluster_id, &name),
+                keys::node(&tenant, &cluster_id, &name),
                 Node {
                     tenant_id: tenant.clone(),
                     cluster_id: cluster_id.clone(),

@@ -375,7 +375,7 @@ async fn depart(
     node: &IndexedNode,
     now: OffsetDateTime,
 ) -> Result<InstanceOutcome, InterruptionError> {
-    let node_key = keys::node(&node.cluster_id, &node.name);
+    let node_key = keys::node(&node.tenant_id, &node.cluster_id, &node.name);
     for _ in 0..3 {
         let Some(mut item) = deps.store.get::<Node>(&node_key).await? else {
             break;
@@ -394,6 +394,7 @@ async fn depart(
     let open = deps
         .store
         .query_all::<ActionRecord>(&Query::gsi1(keys::node_actions_partition(
+            &node.tenant_id,
             &node.cluster_id,
             &node.name,
         )))

@@ -46,7 +46,7 @@ async fn setup() -> LocalHandler {
     deps.store
         .put(
             &Item::new(
-                keys::cluster_secret(&cluster_id),
+                keys::cluster_secret(&tenant, &cluster_id),
                 ClusterSecret {
                     secret_hex: hex::encode(SECRET),
                 },
@@ -101,7 +101,7 @@ async fn index_node(
         unschedulable: false,
         departed_at: None,
     };
-    let item = Item::new(keys::node(&node.cluster_id, name), node)
+    let item = Item::new(keys::node(&node.tenant_id, &node.cluster_id, name), node)
         .with_gsi1(keys::instance_index(instance_id));
     deps.store.put(&item, PutCondition::Always).await.unwrap();
 }
@@ -190,6 +190,7 @@ async fn spot_warning_queues_one_signed_drain_with_a_live_deadline() {
         .deps
         .store
         .query_all::<ActionRecord>(&Query::gsi1(keys::node_actions_partition(
+            &TenantId::new("t1").unwrap(),
             &action.cluster_id,
             "ip-10-0-1-17.ec2.internal",
         )))
@@ -307,6 +308,7 @@ async fn every_sample_and_variant_gets_the_right_response() {
         .deps
         .store
         .get::<Node>(&keys::node(
+            &TenantId::new("t1").unwrap(),
             &ClusterId::new("c1").unwrap(),
             "ip-10-0-1-17.ec2.internal",
         ))

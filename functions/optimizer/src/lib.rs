@@ -279,7 +279,14 @@ pub async fn optimize(
         return skip(Skipped::UnknownCluster);
     };
     let policy = policy?.map(|p| p.body).unwrap_or_default();
-    let loaded = snapshots::load(&deps.store, cluster_id, now, snapshots::MAX_USABLE_AGE).await?;
+    let loaded = snapshots::load(
+        &deps.store,
+        tenant,
+        cluster_id,
+        now,
+        snapshots::MAX_USABLE_AGE,
+    )
+    .await?;
     let (head, snapshot) = match loaded {
         Ok(loaded) => loaded,
         Err(why) => return skip(Skipped::Snapshot(why)),
@@ -293,7 +300,8 @@ pub async fn optimize(
         ..TypeFilter::default()
     };
     let priced =
-        snapshots::region_offerings(&deps.store, cluster_id, &snapshot, &region, &filter).await?;
+        snapshots::region_offerings(&deps.store, tenant, cluster_id, &snapshot, &region, &filter)
+            .await?;
     if priced.pools == 0 {
         return skip(Skipped::NoPools { region });
     }

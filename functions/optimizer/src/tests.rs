@@ -86,7 +86,7 @@ async fn setup(mode: PolicyMode) -> Setup {
     store
         .put(
             &Item::new(
-                keys::cluster_secret(&cluster),
+                keys::cluster_secret(&tenant, &cluster),
                 ClusterSecret {
                     secret_hex: hex::encode(SECRET),
                 },
@@ -409,10 +409,16 @@ async fn large_snapshots_are_chunked_and_read_back_whole() {
     snapshots::put(&s.deps.store, &s.tenant, &s.cluster, &snapshot, now)
         .await
         .unwrap();
-    let (head, loaded) = snapshots::load(&s.deps.store, &s.cluster, now, snapshots::MAX_USABLE_AGE)
-        .await
-        .unwrap()
-        .unwrap();
+    let (head, loaded) = snapshots::load(
+        &s.deps.store,
+        &s.tenant,
+        &s.cluster,
+        now,
+        snapshots::MAX_USABLE_AGE,
+    )
+    .await
+    .unwrap()
+    .unwrap();
     assert_eq!(
         head.chunks, 5,
         "3 pod chunks, 1 DaemonSet pod chunk and 1 node chunk"

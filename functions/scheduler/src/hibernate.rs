@@ -193,10 +193,11 @@ async fn sleep(
         }
     }
     let channel = actions::channel(&deps.store, tenant, cluster_id).await?;
-    let snapshot = spotwise_store::snapshots::load(&deps.store, cluster_id, now, SNAPSHOT_MAX_AGE)
-        .await?
-        .ok()
-        .map(|(_, snapshot)| snapshot);
+    let snapshot =
+        spotwise_store::snapshots::load(&deps.store, tenant, cluster_id, now, SNAPSHOT_MAX_AGE)
+            .await?
+            .ok()
+            .map(|(_, snapshot)| snapshot);
     // Workloads and nodes are known from the agent's snapshot, and only an agent acts on them.
     let (workloads, cordoned_nodes) = match snapshot.as_ref().filter(|_| channel.is_some()) {
         Some(snapshot) => (
@@ -553,10 +554,11 @@ async fn known_node_groups(
     tenant: &TenantId,
     cluster: &ClusterId,
 ) -> Result<Vec<Nodegroup>, StoreError> {
-    let prefix = format!("{}{cluster}#", keys::prefix::NODEGROUP);
+    let groups =
+        Query::partition(keys::tenant_partition(tenant)).prefix(keys::nodegroups_prefix(cluster));
     Ok(deps
         .store
-        .query_all::<Nodegroup>(&Query::partition(keys::tenant_partition(tenant)).prefix(prefix))
+        .query_all::<Nodegroup>(&groups)
         .await?
         .into_iter()
         .map(|i| i.body)

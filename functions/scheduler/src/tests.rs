@@ -124,7 +124,7 @@ async fn setup() -> Setup {
     deps.store
         .put(
             &Item::new(
-                keys::cluster_secret(&cluster),
+                keys::cluster_secret(&tenant, &cluster),
                 ClusterSecret {
                     secret_hex: SECRET.iter().map(|b| format!("{b:02x}")).collect(),
                 },

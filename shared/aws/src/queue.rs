@@ -155,6 +155,23 @@ impl Queue {
         Ok(())
     }
 
+    /// Deletes the queue and every message on it; a queue already gone is no error.
+    pub async fn delete(&self) -> Result<(), QueueError> {
+        match self.client.delete_queue().queue_url(&self.url).send().await {
+            Ok(_) => Ok(()),
+            Err(err) => {
+                let failure = AwsFailure::from_sdk("sqs:DeleteQueue", err);
+                if failure.has_code("AWS.SimpleQueueService.NonExistentQueue")
+                    || failure.has_code("QueueDoesNotExist")
+                {
+                    Ok(())
+                } else {
+                    Err(failure.into())
+                }
+            }
+        }
+    }
+
     /// Sends many messages to a standard queue, ten per SendMessageBatch call. Returns how many
     /// were accepted; any rejected entry fails the call after the rest were sent.
     pub async fn send_all<T: Serialize>(&self, messages: &[T]) -> Result<usize, QueueError> {

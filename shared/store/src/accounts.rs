@@ -5,16 +5,22 @@
 //!    (`infra/customer-role.yaml`).
 //! 2. [`link`] assumes the role with that ExternalId, checks the identity's account is the one
 //!    the ARN names, and stores the account as healthy and listed for discovery.
+//! 3. [`unlink`] ends the link and revokes whatever could still act on the account's clusters,
+//!    so the next tenant that links the account starts clean.
 
-use crate::keys;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
-use spotwise_core::TenantId;
-use spotwise_core::domain::{Account, AccountHealth, RoleArn};
+use spotwise_aws::Queue;
+use spotwise_aws::cross_account::{CrossAccount, LinkError};
+use spotwise_aws::queue::QueueError;
+use spotwise_core::action::{ActionRecord, ActionStatus};
+use spotwise_core::domain::{Account, AccountHealth, ApiKey, Cluster, Principal, RoleArn};
+use spotwise_core::{Classify, ClusterId, Disposition, TenantId};
+use spotwise_schedule::model::ScheduledRun;
 use time::OffsetDateTime;
 
-use crate::table::{Item, PutCondition, Store, StoreError};
-use spotwise_aws::cross_account::{CrossAccount, LinkError};
+use crate::keys::{self, Key};
+use crate::table::{Item, PutCondition, Query, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AccountError {
@@ -144,8 +150,102 @@ async fn claim_account(
     }
 }
 
-/// Removes a tenant's link and its claim on the account.
-pub async fn unlink(store: &Store, tenant: &TenantId, account_id: &str) -> Result<(), StoreError> {
+/// What unlinking an account took from the tenant, for the audit log.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Unlinked {
+    pub clusters: Vec<ClusterId>,
+    pub revoked_key_ids: Vec<String>,
+    pub deleted_queues: usize,
+    pub cancelled_actions: usize,
+    pub deleted_schedules: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UnlinkError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+impl Classify for UnlinkError {
+    fn disposition(&self) -> Disposition {
+        match self {
+            UnlinkError::Store(e) => e.disposition(),
+            UnlinkError::Queue(e) => e.disposition(),
+        }
+    }
+}
+
+/// Ends a tenant's link to an account and everything that acts on the account's clusters for
+/// that tenant: agent keys are revoked, agent queues deleted with the actions on them, open
+/// actions cancelled, schedules and hibernation removed, and the cluster partitions (secret,
+/// snapshot, nodes) and cluster records deleted. Cost, plans, pod history and audit stay in the
+/// tenant's partition as history. The account's items go last, so an unlink that fails part way
+/// can be sent again.
+pub async fn unlink(
+    store: &Store,
+    sqs: &aws_sdk_sqs::Client,
+    tenant: &TenantId,
+    account_id: &str,
+    now: OffsetDateTime,
+) -> Result<Unlinked, UnlinkError> {
+    let tenant_partition = keys::tenant_partition(tenant);
+    let clusters: Vec<Item<Cluster>> = store
+        .query_all::<Cluster>(&Query::partition(&tenant_partition).prefix(keys::prefix::CLUSTER))
+        .await?
+        .into_iter()
+        .filter(|c| c.body.account_id == account_id)
+        .collect();
+    let ids: Vec<ClusterId> = clusters.iter().map(|c| c.body.id.clone()).collect();
+    let mut unlinked = Unlinked {
+        revoked_key_ids: revoke_agent_keys(store, tenant, &ids, now).await?,
+        ..Unlinked::default()
+    };
+    for url in clusters
+        .iter()
+        .filter_map(|c| c.body.agent_queue_url.as_deref())
+    {
+        Queue::new(sqs.clone(), url).delete().await?;
+        unlinked.deleted_queues += 1;
+    }
+    unlinked.cancelled_actions = cancel_open_actions(store, tenant, &ids, now).await?;
+
+    let schedules: Vec<Key> = store
+        .query_all::<ScheduledRun>(
+            &Query::partition(&tenant_partition).prefix(keys::prefix::SCHEDULE),
+        )
+        .await?
+        .into_iter()
+        .filter(|s| ids.contains(&s.body.settings.cluster_id))
+        .map(|s| s.key)
+        .collect();
+    unlinked.deleted_schedules = schedules.len();
+    let mut doomed = schedules;
+    for cluster in &ids {
+        doomed.extend([
+            keys::hibernation_schedule(tenant, cluster),
+            keys::hibernation_state(tenant, cluster),
+            keys::agent_status(tenant, cluster),
+        ]);
+        doomed.extend(
+            store
+                .query_keys(&Query::partition(keys::cluster_partition(tenant, cluster)))
+                .await?,
+        );
+        doomed.extend(
+            store
+                .query_keys(
+                    &Query::partition(&tenant_partition).prefix(keys::nodegroups_prefix(cluster)),
+                )
+                .await?,
+        );
+    }
+    store.batch_delete(&doomed).await?;
+    store
+        .batch_delete(&clusters.iter().map(|c| c.key.clone()).collect::<Vec<_>>())
+        .await?;
+
     store.delete(&keys::account(tenant, account_id)).await?;
     let owner = store
         .get::<AccountOwner>(&keys::account_owner(account_id))
@@ -153,5 +253,65 @@ pub async fn unlink(store: &Store, tenant: &TenantId, account_id: &str) -> Resul
     if owner.is_some_and(|o| &o.body.tenant_id == tenant) {
         store.delete(&keys::account_owner(account_id)).await?;
     }
-    Ok(())
+    unlinked.clusters = ids;
+    Ok(unlinked)
+}
+
+/// Revokes every live agent key of the tenant bound to one of `clusters`; returns their ids.
+pub async fn revoke_agent_keys(
+    store: &Store,
+    tenant: &TenantId,
+    clusters: &[ClusterId],
+    now: OffsetDateTime,
+) -> Result<Vec<String>, StoreError> {
+    let mut revoked = Vec::new();
+    let tenant_keys = store
+        .query_all::<ApiKey>(&Query::gsi1(keys::api_keys_partition(tenant)))
+        .await?;
+    for mut item in tenant_keys {
+        let bound_here = matches!(&item.body.principal,
+            Principal::Agent { cluster_id } if clusters.contains(cluster_id));
+        if bound_here && item.body.revoked_at.is_none() {
+            item.body.revoked_at = Some(now);
+            store.update_versioned(&item).await?;
+            revoked.push(item.body.id.clone());
+        }
+    }
+    Ok(revoked)
+}
+
+/// Marks the queued (and undeliverable) actions of `clusters` cancelled, so an agent that
+/// still holds one and asks refuses it; returns how many.
+async fn cancel_open_actions(
+    store: &Store,
+    tenant: &TenantId,
+    clusters: &[ClusterId],
+    now: OffsetDateTime,
+) -> Result<usize, StoreError> {
+    let open = store
+        .query_all::<ActionRecord>(
+            &Query::partition(keys::tenant_partition(tenant)).prefix(keys::prefix::ACTION),
+        )
+        .await?
+        .into_iter()
+        .filter(|a| {
+            clusters.contains(&a.body.action.cluster_id)
+                && matches!(
+                    a.body.status,
+                    ActionStatus::Queued | ActionStatus::Undeliverable
+                )
+        });
+    let mut cancelled = 0;
+    for mut item in open {
+        item.body.status = ActionStatus::Cancelled;
+        item.body.status_reason = Some("the cluster's account was unlinked".to_owned());
+        item.body.updated_at = now;
+        match store.update_versioned(&item).await {
+            Ok(_) => cancelled += 1,
+            // The agent reported meanwhile; its outcome stands.
+            Err(StoreError::StaleVersion { .. }) => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(cancelled)
 }

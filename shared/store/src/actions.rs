@@ -52,7 +52,7 @@ pub async fn channel(
 ) -> Result<Option<AgentChannel>, StoreError> {
     let (cluster_key, secret_key) = (
         keys::cluster(tenant, cluster),
-        keys::cluster_secret(cluster),
+        keys::cluster_secret(tenant, cluster),
     );
     let (record, secret) = tokio::join!(
         store.get::<Cluster>(&cluster_key),
@@ -133,7 +133,7 @@ pub fn record_item(
     );
     let action = &item.body.action;
     if let Some(node) = action.spec.node() {
-        let index = keys::node_actions_index(&action.cluster_id, node, &action.action_id);
+        let index = keys::node_actions_index(tenant, &action.cluster_id, node, &action.action_id);
         item = item.with_gsi1(index);
     }
     item
@@ -179,7 +179,7 @@ pub async fn apply_first_wave(
         };
         let claim = keys::idempotency(
             "consolidation-drain",
-            &format!("{}#{node}", record.cluster_id),
+            &format!("{}#{}#{node}", record.tenant_id, record.cluster_id),
         );
         let Some(held) = store.hold(claim, DRAIN_CLAIM_HOLD, now).await? else {
             tracing::info!(cluster = %record.cluster_id, %node, "drain already in flight");

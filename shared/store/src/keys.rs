@@ -111,18 +111,25 @@ pub fn cluster(tenant: &TenantId, cluster: &ClusterId) -> Key {
 pub fn nodegroup(tenant: &TenantId, cluster: &ClusterId, name: &str) -> Key {
     Key::new(
         tenant_partition(tenant),
-        format!("{}{cluster}#{name}", prefix::NODEGROUP),
+        format!("{}{name}", nodegroups_prefix(cluster)),
     )
 }
 
-/// The partition of one cluster's nodes, secret and snapshot.
-pub fn cluster_partition(cluster: &ClusterId) -> String {
-    format!("C#{cluster}")
+/// Sort-key prefix of a cluster's node groups.
+pub fn nodegroups_prefix(cluster: &ClusterId) -> String {
+    format!("{}{cluster}#", prefix::NODEGROUP)
 }
 
-pub fn node(cluster: &ClusterId, node_name: &str) -> Key {
+/// The partition of one cluster's nodes, secret and snapshot, as one tenant knows it. A cluster
+/// id names an AWS account's cluster; the tenant in the key keeps what one tenant's agent and
+/// discovery wrote away from the next tenant that links the same account.
+pub fn cluster_partition(tenant: &TenantId, cluster: &ClusterId) -> String {
+    format!("C#{tenant}#{cluster}")
+}
+
+pub fn node(tenant: &TenantId, cluster: &ClusterId, node_name: &str) -> Key {
     Key::new(
-        cluster_partition(cluster),
+        cluster_partition(tenant, cluster),
         format!("{}{node_name}", prefix::NODE),
     )
 }
@@ -150,8 +157,8 @@ pub fn action(tenant: &TenantId, action_id: &str) -> Key {
     )
 }
 
-pub fn cluster_secret(cluster: &ClusterId) -> Key {
-    Key::new(cluster_partition(cluster), "SECRET")
+pub fn cluster_secret(tenant: &TenantId, cluster: &ClusterId) -> Key {
+    Key::new(cluster_partition(tenant, cluster), "SECRET")
 }
 
 pub fn policy(tenant: &TenantId, cluster: &ClusterId) -> Key {
@@ -163,8 +170,8 @@ pub fn policy(tenant: &TenantId, cluster: &ClusterId) -> Key {
 
 /// The current snapshot of a cluster (nodes, pods, PDBs) as the agent last uploaded it: a head
 /// item naming the version whose chunks are complete.
-pub fn snapshot_head(cluster: &ClusterId) -> Key {
-    Key::new(cluster_partition(cluster), "SNAPSHOT")
+pub fn snapshot_head(tenant: &TenantId, cluster: &ClusterId) -> Key {
+    Key::new(cluster_partition(tenant, cluster), "SNAPSHOT")
 }
 
 /// The GSI1 partition that lists every cluster with an uploaded snapshot, across tenants.
@@ -183,9 +190,9 @@ pub fn snapshot_chunks_prefix(version: &str) -> String {
     format!("{}{version}#", prefix::SNAPSHOT_CHUNKS)
 }
 
-pub fn snapshot_chunk(cluster: &ClusterId, version: &str, index: u32) -> Key {
+pub fn snapshot_chunk(tenant: &TenantId, cluster: &ClusterId, version: &str, index: u32) -> Key {
     Key::new(
-        cluster_partition(cluster),
+        cluster_partition(tenant, cluster),
         format!("{}{index:05}", snapshot_chunks_prefix(version)),
     )
 }
@@ -508,15 +515,20 @@ pub fn daily_stats(function: &str, at: OffsetDateTime) -> Key {
 }
 
 /// GSI1 entry listing the actions issued for one node.
-pub fn node_actions_index(cluster: &ClusterId, node_name: &str, action_id: &str) -> Gsi1Key {
+pub fn node_actions_index(
+    tenant: &TenantId,
+    cluster: &ClusterId,
+    node_name: &str,
+    action_id: &str,
+) -> Gsi1Key {
     Gsi1Key {
-        gsi1pk: node_actions_partition(cluster, node_name),
+        gsi1pk: node_actions_partition(tenant, cluster, node_name),
         gsi1sk: action_id.to_owned(),
     }
 }
 
-pub fn node_actions_partition(cluster: &ClusterId, node_name: &str) -> String {
-    format!("NODEACTIONS#{cluster}#{node_name}")
+pub fn node_actions_partition(tenant: &TenantId, cluster: &ClusterId, node_name: &str) -> String {
+    format!("NODEACTIONS#T#{tenant}#{cluster}#{node_name}")
 }
 
 /// GSI1 index entry mapping an EC2 instance to the node that runs on it.
@@ -671,7 +683,7 @@ mod tests {
             (
                 "cluster",
                 vec![prefix::NODE, prefix::SNAPSHOT_CHUNKS],
-                vec![cluster_secret(&c), snapshot_head(&c)],
+                vec![cluster_secret(&t, &c), snapshot_head(&t, &c)],
             ),
             (
                 "pool",
@@ -719,7 +731,7 @@ mod tests {
                 .sk
                 .starts_with(prefix::DISCOVERY_RUN)
         );
-        assert_eq!(node(&c, "n1").pk, cluster_partition(&c));
+        assert_eq!(node(&t, &c, "n1").pk, cluster_partition(&t, &c));
         assert_eq!(
             pool_interruptions(&pool, at),
             Key::new(

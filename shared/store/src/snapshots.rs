@@ -104,7 +104,7 @@ pub async fn put(
         .enumerate()
         .map(|(i, chunk)| {
             Item::new(
-                keys::snapshot_chunk(cluster, &id, u32::try_from(i).unwrap_or(u32::MAX)),
+                keys::snapshot_chunk(tenant, cluster, &id, u32::try_from(i).unwrap_or(u32::MAX)),
                 chunk,
             )
             .expiring_at(expires)
@@ -123,7 +123,7 @@ pub async fn put(
     };
     store
         .put(
-            &Item::new(keys::snapshot_head(cluster), head)
+            &Item::new(keys::snapshot_head(tenant, cluster), head)
                 .with_gsi1(keys::snapshotted_clusters_index(tenant, cluster)),
             PutCondition::Always,
         )
@@ -134,12 +134,13 @@ pub async fn put(
 /// The cluster's current snapshot, if it is complete and no older than `max_age`.
 pub async fn load(
     store: &Store,
+    tenant: &TenantId,
     cluster: &ClusterId,
     now: OffsetDateTime,
     max_age: time::Duration,
 ) -> Result<Result<(SnapshotHead, Snapshot), Unusable>, StoreError> {
     let Some(head) = store
-        .get::<SnapshotHead>(&keys::snapshot_head(cluster))
+        .get::<SnapshotHead>(&keys::snapshot_head(tenant, cluster))
         .await?
     else {
         return Ok(Err(Unusable::Missing));
@@ -152,7 +153,7 @@ pub async fn load(
     }
     let chunks = store
         .query_all::<SnapshotChunk>(
-            &Query::partition(keys::cluster_partition(cluster))
+            &Query::partition(keys::cluster_partition(tenant, cluster))
                 .prefix(keys::snapshot_chunks_prefix(&head.id)),
         )
         .await?;
@@ -231,6 +232,7 @@ pub struct RegionOfferings {
 /// recorded for the cluster's nodes (zone names differ between accounts; ids do not).
 pub async fn region_offerings(
     store: &Store,
+    tenant: &TenantId,
     cluster: &ClusterId,
     snapshot: &Snapshot,
     region: &str,
@@ -245,7 +247,7 @@ pub async fn region_offerings(
     let mut zone_names = snapshot.zone_names();
     let nodes = store
         .query_all::<Node>(
-            &Query::partition(keys::cluster_partition(cluster)).prefix(keys::prefix::NODE),
+            &Query::partition(keys::cluster_partition(tenant, cluster)).prefix(keys::prefix::NODE),
         )
         .await?;
     for node in nodes {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::keys::{Gsi1Key, Key};
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
+use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRequest};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use spotwise_core::{Classify, Disposition};
@@ -500,6 +500,42 @@ impl Store {
                 Ok(WriteRequest::builder().put_request(put).build())
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
+        self.write_all(requests).await
+    }
+
+    /// Deletes many items, 25 per request, like [`Store::batch_put`]; absent keys are no error.
+    pub async fn batch_delete(&self, keys: &[Key]) -> Result<(), StoreError> {
+        let mut unique: Vec<&Key> = keys.iter().collect();
+        unique.sort_unstable();
+        unique.dedup();
+        let requests = unique
+            .into_iter()
+            .map(|key| {
+                let delete = DeleteRequest::builder()
+                    .set_key(Some(key_attrs(key)))
+                    .build()
+                    .map_err(|e| StoreError::Encode {
+                        pk: key.pk().to_owned(),
+                        sk: key.sk().to_owned(),
+                        reason: e.to_string(),
+                    })?;
+                Ok(WriteRequest::builder().delete_request(delete).build())
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        self.write_all(requests).await
+    }
+
+    /// The keys of every item of the query, whatever the items hold.
+    pub async fn query_keys(&self, query: &Query) -> Result<Vec<Key>, StoreError> {
+        Ok(self
+            .query_all::<serde::de::IgnoredAny>(query)
+            .await?
+            .into_iter()
+            .map(|item| item.key)
+            .collect())
+    }
+
+    async fn write_all(&self, requests: Vec<WriteRequest>) -> Result<(), StoreError> {
         for chunk in requests.chunks(BATCH_WRITE_MAX) {
             self.write_chunk(chunk.to_vec()).await?;
         }
@@ -625,7 +661,7 @@ mod cursor {
 
     use aws_sdk_dynamodb::types::AttributeValue;
 
-    use super::{Query, StoreError};
+    use super::{GSI1PK, GSI1SK, Index, PK, Query, SK, StoreError};
 
     pub fn encode(key: &HashMap<String, AttributeValue>) -> String {
         let plain: BTreeMap<&str, &str> = key
@@ -643,11 +679,23 @@ mod cursor {
             .map_err(|_| StoreError::InvalidCursor("not a cursor issued by this API"))?;
         let plain: BTreeMap<String, String> = serde_json::from_slice(&bytes)
             .map_err(|_| StoreError::InvalidCursor("not a cursor issued by this API"))?;
-        let (pk_name, _) = query.key_names();
+        let (pk_name, sk_name) = query.key_names();
         if plain.get(pk_name) != Some(&query.partition) {
             return Err(StoreError::InvalidCursor(
                 "cursor belongs to another listing",
             ));
+        }
+        // DynamoDB wants exactly the key of the last item read: the table's key, and on an
+        // index the index's key too.
+        let mut expected = vec![PK, SK];
+        if query.index == Index::Gsi1 {
+            expected.extend([GSI1PK, GSI1SK]);
+        }
+        if !plain.contains_key(sk_name)
+            || plain.len() != expected.len()
+            || !expected.iter().all(|name| plain.contains_key(*name))
+        {
+            return Err(StoreError::InvalidCursor("not a cursor issued by this API"));
         }
         Ok(plain
             .into_iter()
@@ -718,6 +766,37 @@ mod tests {
             Err(StoreError::InvalidCursor(_))
         ));
         assert!(cursor::decode("zz", &Query::partition("T#t1")).is_err());
+    }
+
+    #[test]
+    fn cursor_must_hold_the_whole_key_of_its_listing() {
+        let token = |attrs: &[(&str, &str)]| {
+            cursor::encode(
+                &attrs
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), AttributeValue::S((*v).to_owned())))
+                    .collect(),
+            )
+        };
+        let table = Query::partition("T#t1");
+        let no_sort_key = token(&[("pk", "T#t1")]);
+        let extra = token(&[("pk", "T#t1"), ("sk", "A#1"), ("x", "y")]);
+        for bad in [no_sort_key, extra] {
+            assert!(matches!(
+                cursor::decode(&bad, &table),
+                Err(StoreError::InvalidCursor(_))
+            ));
+        }
+        let index = Query::gsi1("DUE");
+        let table_key_only = token(&[("gsi1pk", "DUE"), ("gsi1sk", "2026")]);
+        assert!(cursor::decode(&table_key_only, &index).is_err());
+        let whole = token(&[
+            ("gsi1pk", "DUE"),
+            ("gsi1sk", "2026"),
+            ("pk", "T#t1"),
+            ("sk", "S#1"),
+        ]);
+        assert!(cursor::decode(&whole, &index).is_ok());
     }
 
     #[test]

@@ -33,7 +33,7 @@ use time::OffsetDateTime;
 pub const ACCOUNT: &str = "111122223333";
 pub const REGION: &str = "us-east-1";
 const ROLE: &str = "arn:aws:iam::111122223333:role/SpotwiseAccess";
-const AGENT_ROLE: &str = "arn:aws:iam::111122223333:role/SpotwiseAgent";
+pub const AGENT_ROLE: &str = "arn:aws:iam::111122223333:role/SpotwiseAgent";
 const WEBHOOK_SECRET: &str = "whsec_flow_0123456789abcdef";
 
 /// One group of identical EC2 instances of a simulated cluster.
@@ -140,7 +140,8 @@ impl Report {
     }
 }
 
-fn env(stack: &LocalStack, logical: &str, extra: &[(&str, String)]) -> Env {
+/// A function's environment on the local stack, as template.yaml sets it, in dev mode.
+pub fn env(stack: &LocalStack, logical: &str, extra: &[(&str, String)]) -> Env {
     let mut vars = stack.function_env(logical);
     vars.insert("SPOTWISE_DEV_MODE".into(), "true".into());
     for (name, value) in extra {
@@ -149,31 +150,92 @@ fn env(stack: &LocalStack, logical: &str, extra: &[(&str, String)]) -> Env {
     Env::from_map(vars)
 }
 
-/// The API over real HTTP, as users and the agent reach it.
-struct Api {
-    http: reqwest::Client,
+/// The API function served over real HTTP on loopback, as users and agents reach it; stopped
+/// when dropped.
+pub struct ApiServer {
+    state: api::AppState,
     base: String,
-    admin: String,
     server: tokio::task::JoinHandle<()>,
 }
 
-impl Drop for Api {
+impl Drop for ApiServer {
     fn drop(&mut self) {
         self.server.abort();
     }
 }
 
+impl ApiServer {
+    pub async fn start(stack: &LocalStack, sdk: &aws_config::SdkConfig) -> anyhow::Result<Self> {
+        let config = api::Config::from_env(&env(
+            stack,
+            "ApiFunction",
+            &[
+                ("API_RATE_PER_MINUTE", "100000".into()),
+                ("API_RATE_BURST", "10000".into()),
+            ],
+        ))?;
+        let state = api::AppState::new(sdk, &config)?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let base = format!("http://{}", listener.local_addr()?);
+        let app = api::app(state.clone());
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Self {
+            state,
+            base,
+            server,
+        })
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The table as the API function sees it, for assertions on what no response shows.
+    pub fn store(&self) -> &spotwise_store::Store {
+        &self.state.store
+    }
+
+    /// A new tenant and a client holding its first admin key.
+    pub async fn tenant(&self, tenant: &TenantId, name: &str) -> anyhow::Result<Api> {
+        let admin =
+            api::auth::bootstrap(&self.state.store, tenant, name, OffsetDateTime::now_utc())
+                .await?
+                .secret;
+        Ok(self.client(admin))
+    }
+
+    /// A client calling with `key`.
+    pub fn client(&self, key: String) -> Api {
+        Api {
+            http: reqwest::Client::new(),
+            base: self.base.clone(),
+            key,
+        }
+    }
+}
+
+/// One caller of the API.
+#[derive(Clone)]
+pub struct Api {
+    http: reqwest::Client,
+    base: String,
+    key: String,
+}
+
 impl Api {
-    async fn call(
+    /// The status and the JSON body (`null` when empty), whatever the status.
+    pub async fn send(
         &self,
         method: reqwest::Method,
         path: &str,
         body: Option<Value>,
-    ) -> anyhow::Result<Value> {
+    ) -> anyhow::Result<(reqwest::StatusCode, Value)> {
         let mut request = self
             .http
             .request(method.clone(), format!("{}{path}", self.base))
-            .bearer_auth(&self.admin);
+            .bearer_auth(&self.key);
         if let Some(body) = body {
             request = request.json(&body);
         }
@@ -183,22 +245,38 @@ impl Api {
             .with_context(|| format!("{method} {path}"))?;
         let status = response.status();
         let text = response.text().await?;
-        if !status.is_success() {
-            bail!("{method} {path}: {status} {text}");
-        }
-        Ok(if text.is_empty() {
+        let body = if text.is_empty() {
             Value::Null
         } else {
-            serde_json::from_str(&text)?
-        })
+            serde_json::from_str(&text).with_context(|| format!("{method} {path}: {text}"))?
+        };
+        Ok((status, body))
     }
 
-    async fn get(&self, path: &str) -> anyhow::Result<Value> {
+    /// The body of a successful answer; any other status is an error that says what came back.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        let (status, body) = self.send(method.clone(), path, body).await?;
+        if !status.is_success() {
+            bail!("{method} {path}: {status} {body}");
+        }
+        Ok(body)
+    }
+
+    pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
         self.call(reqwest::Method::GET, path, None).await
     }
 
-    async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+    pub async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
         self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    pub async fn put(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        self.call(reqwest::Method::PUT, path, Some(body)).await
     }
 }
 
@@ -218,30 +296,8 @@ pub async fn run(stack: &LocalStack) -> anyhow::Result<Report> {
 
     // The API, served on loopback, and the tenant's first admin key.
     let started = Instant::now();
-    let api_config = api::Config::from_env(&env(
-        stack,
-        "ApiFunction",
-        &[
-            ("API_RATE_PER_MINUTE", "100000".into()),
-            ("API_RATE_BURST", "10000".into()),
-        ],
-    ))?;
-    let state = api::AppState::new(&sdk, &api_config)?;
-    let admin = api::auth::bootstrap(&state.store, &tenant, "Acme", now)
-        .await?
-        .secret;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}", listener.local_addr()?);
-    let app = api::app(state);
-    let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    let api = Api {
-        http: reqwest::Client::new(),
-        base,
-        admin,
-        server,
-    };
+    let server = ApiServer::start(stack, &sdk).await?;
+    let api = server.tenant(&tenant, "Acme").await?;
     let receiver = Receiver::start().await;
     api.post(
         "/v1/webhooks",
@@ -250,22 +306,7 @@ pub async fn run(stack: &LocalStack) -> anyhow::Result<Report> {
     .await?;
 
     // Link the customer's account; its two EKS clusters and their instances.
-    let issued = api.post("/v1/accounts/external-id", json!({})).await?;
-    let external_id = issued["external_id"]
-        .as_str()
-        .context("external_id")?
-        .to_owned();
-    api.post(
-        "/v1/accounts",
-        json!({"role_arn": ROLE, "regions": [REGION]}),
-    )
-    .await?;
-    let customer = spotwise_aws::cross_account::CrossAccount::new(sdk.clone(), "spotwise-flow")
-        .config_for(&RoleArn::parse(ROLE)?, &external_id)
-        .await?
-        .to_builder()
-        .region(aws_config::Region::new(REGION))
-        .build();
+    let customer = link_account(&api, &sdk).await?;
     let instances = create_cluster(&customer, "prod", PROD).await?;
     create_cluster(&customer, "staging", STAGING).await?;
     report.step("link account, two EKS clusters", started);
@@ -358,7 +399,7 @@ pub async fn run(stack: &LocalStack) -> anyhow::Result<Report> {
     let kube = kube::Client::try_from(kube::Config::new(fake.url.parse()?))?;
     let metrics = Metrics::new();
     let reporter = std::sync::Arc::new(Reporter::new(
-        &api.base,
+        server.base(),
         agent_key,
         Some(work.join("results.jsonl")),
         metrics.clone(),
@@ -623,9 +664,35 @@ fn spot_warning(instance: &str, at: OffsetDateTime) -> anyhow::Result<Value> {
     Ok(event)
 }
 
+/// Links the customer's account ([`ACCOUNT`]) to the caller's tenant through the API; returns
+/// the SDK configuration of the customer's role, as Spotwise assumes it.
+pub async fn link_account(
+    api: &Api,
+    sdk: &aws_config::SdkConfig,
+) -> anyhow::Result<aws_config::SdkConfig> {
+    let issued = api.post("/v1/accounts/external-id", json!({})).await?;
+    let external_id = issued["external_id"]
+        .as_str()
+        .context("external_id")?
+        .to_owned();
+    api.post(
+        "/v1/accounts",
+        json!({"role_arn": ROLE, "regions": [REGION]}),
+    )
+    .await?;
+    Ok(
+        spotwise_aws::cross_account::CrossAccount::new(sdk.clone(), "spotwise-flow")
+            .config_for(&RoleArn::parse(ROLE)?, &external_id)
+            .await?
+            .to_builder()
+            .region(aws_config::Region::new(REGION))
+            .build(),
+    )
+}
+
 /// An EKS cluster with one managed node group per group, and its instances, tagged as EKS tags
 /// them, spread over three zones.
-async fn create_cluster(
+pub async fn create_cluster(
     customer: &aws_config::SdkConfig,
     name: &str,
     groups: &[Group],

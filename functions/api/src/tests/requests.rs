@@ -335,3 +335,39 @@ async fn oversized_fields_are_refused_by_name() {
         );
     }
 }
+
+#[tokio::test]
+async fn malformed_paths_and_cursors_get_the_json_error_shape() {
+    let api = api().await;
+    // `%FF` is not UTF-8: no resource has that name, and the answer still says so in JSON.
+    for path in [
+        "/v1/clusters/%FF",
+        "/v1/clusters/%FF/hibernation",
+        "/v1/clusters/%FF/pod-history",
+        "/v1/webhooks/%FF",
+        "/v1/schedules/%FF",
+        "/v1/actions/%FF",
+    ] {
+        let reply = api.get(path, &api.admin).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::NOT_FOUND,
+            "{path}: {}",
+            reply.body
+        );
+        assert_eq!(error_code(&reply), "not_found", "{path}: {}", reply.body);
+    }
+    let reply = api.delete("/v1/keys/%FF", &api.admin).await;
+    assert_eq!(error_code(&reply), "not_found", "{}", reply.body);
+
+    // A cursor that names the partition but not the sort key it stopped at.
+    let without_sort_key = hex::encode(r#"{"pk":"T#t1"}"#);
+    let reply = api
+        .get(
+            &format!("/v1/clusters?cursor={without_sort_key}"),
+            &api.admin,
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.body);
+    assert_eq!(reply.body["error"]["field"], "cursor");
+}
