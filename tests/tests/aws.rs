@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use spotwise_core::{ClusterId, TenantId};
 use spotwise_store::keys::{self, Gsi1Key};
-use spotwise_store::{Claim, Item, PutCondition, Query, Store, StoreError};
+use spotwise_store::{Claim, Item, PutCondition, Query, Store, StoreError, Write};
 use spotwise_testkit::LocalStack;
 use time::OffsetDateTime;
 
@@ -347,4 +347,70 @@ mod cross_account {
             "{err}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_transaction_writes_everything_or_nothing_and_names_the_write_that_failed() {
+    let stack = LocalStack::start();
+    let store = store(&stack).await;
+    let (first, second) = (keys::silence(&t1(), "a"), keys::silence(&t1(), "b"));
+    store
+        .put(
+            &Item::new(second.clone(), doc("b", 1)),
+            PutCondition::Always,
+        )
+        .await
+        .unwrap();
+
+    // The second put finds its item present: the first is not written either.
+    let refused = store
+        .transact(vec![
+            Write::put(
+                &Item::new(first.clone(), doc("a", 1)),
+                PutCondition::IfAbsent,
+            )
+            .unwrap(),
+            Write::put(
+                &Item::new(second.clone(), doc("b", 2)),
+                PutCondition::IfAbsent,
+            )
+            .unwrap(),
+        ])
+        .await;
+    assert!(
+        matches!(&refused, Err(StoreError::AlreadyExists { sk, .. }) if sk == second.sk()),
+        "{refused:?}"
+    );
+    assert!(store.get::<Doc>(&first).await.unwrap().is_none());
+
+    // A stale version is that write's StaleVersion; a current one goes through with the rest.
+    let stored = store.get::<Doc>(&second).await.unwrap().unwrap();
+    let mut stale = stored.clone();
+    stale.version = 7;
+    let refused = store
+        .transact(vec![
+            Write::delete(&first),
+            Write::versioned(&stale).unwrap(),
+        ])
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::StaleVersion { expected: 7, .. })),
+        "{refused:?}"
+    );
+    let mut current = stored;
+    current.body.n = 3;
+    store
+        .transact(vec![
+            Write::versioned(&current).unwrap(),
+            Write::put(
+                &Item::new(first.clone(), doc("a", 1)),
+                PutCondition::IfAbsent,
+            )
+            .unwrap(),
+        ])
+        .await
+        .unwrap();
+    let after = store.get::<Doc>(&second).await.unwrap().unwrap();
+    assert_eq!((after.body.n, after.version), (3, 2));
+    assert!(store.get::<Doc>(&first).await.unwrap().is_some());
 }

@@ -6,9 +6,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use spotwise_core::domain::{Account, AccountHealth, Role, RoleArn};
-use spotwise_store::Query;
 use spotwise_store::accounts::{self, AccountError, UnlinkError};
 use spotwise_store::keys::{self, prefix};
+use spotwise_store::{Query, Write};
 use time::OffsetDateTime;
 use tracing::info;
 use utoipa::ToSchema;
@@ -33,18 +33,13 @@ pub async fn external_id(
     caller: Caller,
 ) -> Result<Json<ExternalId>, ApiError> {
     caller.require(Role::Admin)?;
-    let external_id =
-        accounts::issue_external_id(&state.store, &caller.tenant, OffsetDateTime::now_utc())
-            .await?;
-    audit::record(
-        &state,
-        &caller,
-        "account.external_id",
-        format!("tenant/{}", caller.tenant),
-        None,
-        None,
+    let external_id = accounts::issue_external_id(
+        &state.store,
+        &caller.tenant,
+        OffsetDateTime::now_utc(),
+        &caller.actor(),
     )
-    .await;
+    .await?;
     Ok(Json(ExternalId { external_id }))
 }
 
@@ -129,18 +124,10 @@ pub async fn link(
         &role,
         input.regions,
         OffsetDateTime::now_utc(),
+        &caller.actor(),
     )
     .await
     .map_err(link_error)?;
-    audit::record(
-        &state,
-        &caller,
-        "account.link",
-        format!("account/{}", account.account_id),
-        None,
-        snapshot(&account),
-    )
-    .await;
     Ok((StatusCode::CREATED, Json(account)))
 }
 
@@ -194,16 +181,18 @@ pub async fn validate(
             reason: e.to_string(),
         },
     };
-    state.store.update_versioned(&item).await?;
-    audit::record(
+    audit::commit(
         &state,
-        &caller,
-        "account.validate",
-        format!("account/{id}"),
-        before,
-        snapshot(&item.body.health),
+        vec![Write::versioned(&item)?],
+        audit::entry(
+            &caller,
+            "account.validate",
+            format!("account/{id}"),
+            before,
+            snapshot(&item.body.health),
+        )?,
     )
-    .await;
+    .await?;
     Ok(Json(item.body))
 }
 
@@ -229,8 +218,9 @@ pub async fn unlink(
         &state.store,
         &state.sqs,
         &caller.tenant,
-        &item.body.account_id,
+        &item,
         OffsetDateTime::now_utc(),
+        &caller.actor(),
     )
     .await
     .map_err(|e| match e {
@@ -240,14 +230,5 @@ pub async fn unlink(
     info!(account = %item.body.account_id, clusters = unlinked.clusters.len(),
         revoked_keys = unlinked.revoked_key_ids.len(), cancelled_actions = unlinked.cancelled_actions,
         "account unlinked");
-    audit::record(
-        &state,
-        &caller,
-        "account.unlink",
-        format!("account/{id}"),
-        snapshot(&item.body),
-        snapshot(&unlinked),
-    )
-    .await;
     Ok(StatusCode::NO_CONTENT)
 }

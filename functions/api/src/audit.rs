@@ -7,10 +7,9 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use spotwise_core::domain::{AuditEvent, Role};
-use spotwise_store::Query;
 use spotwise_store::keys;
+use spotwise_store::{Query, Write};
 use time::OffsetDateTime;
-use tracing::error;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
@@ -21,29 +20,39 @@ use crate::paging::{Page, PageParams, Params};
 /// An export reads at most this many events; narrow it with `since`/`until` for more.
 const EXPORT_LIMIT: usize = 10_000;
 
-/// Records a mutation. The change has already happened, so a failed write is logged loudly
-/// rather than turned into an error the caller would retry.
-pub async fn record(
-    state: &AppState,
+/// The audit event of a change the caller makes, to be committed with the change.
+pub fn entry(
     caller: &Caller,
     action: &str,
     target: String,
     before: Option<serde_json::Value>,
     after: Option<serde_json::Value>,
-) {
-    let now = OffsetDateTime::now_utc();
+) -> Result<Write, ApiError> {
     let change = spotwise_store::audit::Change {
         action,
         target,
         before,
         after,
     };
-    let written =
-        spotwise_store::audit::write(&state.store, &caller.tenant, &caller.actor(), change, now)
-            .await;
-    if let Err(err) = written {
-        error!(tenant = %caller.tenant, %action, error = %err, "audit event not written");
-    }
+    Ok(spotwise_store::audit::write_of(
+        &caller.tenant,
+        &caller.actor(),
+        change,
+        OffsetDateTime::now_utc(),
+    )?)
+}
+
+/// Writes a change and its audit event in one transaction: both are stored, or neither and the
+/// call fails, so no change goes unaudited. A failed condition is the change's own error
+/// (409, 412).
+pub async fn commit(
+    state: &AppState,
+    mut writes: Vec<Write>,
+    entry: Write,
+) -> Result<(), ApiError> {
+    writes.push(entry);
+    state.store.transact(writes).await?;
+    Ok(())
 }
 
 /// A resource as the audit log keeps it.

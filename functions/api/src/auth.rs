@@ -20,7 +20,7 @@ use spotwise_core::domain::{ApiKey, Principal, Role, Tenant};
 use spotwise_core::{ClusterId, TenantId};
 use spotwise_store::Store;
 use spotwise_store::keys;
-use spotwise_store::{Item, PutCondition};
+use spotwise_store::{Item, PutCondition, Write};
 use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 
@@ -104,9 +104,6 @@ pub async fn bootstrap(
         Principal::User { role: Role::Admin },
         now,
     );
-    store
-        .put(&key_item(&issued.key), PutCondition::IfAbsent)
-        .await?;
     let change = spotwise_store::audit::Change {
         action: "key.bootstrap",
         target: format!("key/{}", issued.key.id),
@@ -118,7 +115,12 @@ pub async fn bootstrap(
             "role": "admin",
         })),
     };
-    spotwise_store::audit::write(store, tenant, "cli:bootstrap", change, now).await?;
+    store
+        .transact(vec![
+            Write::put(&key_item(&issued.key), PutCondition::IfAbsent)?,
+            spotwise_store::audit::write_of(tenant, "cli:bootstrap", change, now)?,
+        ])
+        .await?;
     Ok(issued)
 }
 

@@ -14,7 +14,7 @@ use spotwise_optimizer::recommendation::{Recommendation, RecommendationStatus};
 use spotwise_store::actions;
 use spotwise_store::keys::{self, prefix};
 use spotwise_store::snapshots::{self, MAX_USABLE_AGE, Unusable};
-use spotwise_store::{Item, PutCondition, Query};
+use spotwise_store::{Item, PutCondition, Query, Write};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 
@@ -260,28 +260,28 @@ pub async fn put_policy(
     let current = stored.as_ref().map_or(0, |i| i.version);
     if_match(&headers, current)?;
     let before = stored.as_ref().map(|i| i.body.clone());
-    let version = match stored {
+    let (write, version) = match stored {
         Some(mut item) => {
             item.body = policy.clone();
-            state.store.update_versioned(&item).await?
+            (Write::versioned(&item)?, item.version + 1)
         }
-        None => {
-            state
-                .store
-                .put(&Item::new(key, &policy), PutCondition::IfAbsent)
-                .await?;
-            1
-        }
+        None => (
+            Write::put(&Item::new(key, &policy), PutCondition::IfAbsent)?,
+            1,
+        ),
     };
-    audit::record(
+    audit::commit(
         &state,
-        &caller,
-        "policy.update",
-        format!("cluster/{}/policy", cluster.id),
-        before.as_ref().and_then(snapshot),
-        snapshot(&policy),
+        vec![write],
+        audit::entry(
+            &caller,
+            "policy.update",
+            format!("cluster/{}/policy", cluster.id),
+            before.as_ref().and_then(snapshot),
+            snapshot(&policy),
+        )?,
     )
-    .await;
+    .await?;
     Ok(([(header::ETAG, etag(version))], Json(policy)).into_response())
 }
 
@@ -383,9 +383,22 @@ pub async fn approve(
         ));
     }
     let before = snapshot(&item.body.status);
-    // Claim the approval first, so two approvals cannot both send the wave.
+    // Claim the approval first, so two approvals cannot both send the wave; the claim is the
+    // audited change.
     item.body.status = RecommendationStatus::Applying;
-    item.version = state.store.update_versioned(&item).await?;
+    audit::commit(
+        &state,
+        vec![Write::versioned(&item)?],
+        audit::entry(
+            &caller,
+            "recommendation.approve",
+            format!("cluster/{}/recommendation/{revision}", cluster.id),
+            before,
+            snapshot(&item.body.status),
+        )?,
+    )
+    .await?;
+    item.version += 1;
     let now = OffsetDateTime::now_utc();
     let source = format!("api:{}", caller.key_id);
     let action_ids =
@@ -403,15 +416,6 @@ pub async fn approve(
         };
     item.body.action_ids = action_ids;
     state.store.update_versioned(&item).await?;
-    audit::record(
-        &state,
-        &caller,
-        "recommendation.approve",
-        format!("cluster/{}/recommendation/{revision}", cluster.id),
-        before,
-        snapshot(&serde_json::json!({"status": "applying", "action_ids": item.body.action_ids})),
-    )
-    .await;
     Ok(Json(recommendation_view(item.body)))
 }
 
@@ -505,15 +509,17 @@ pub async fn cancel_action(
         rfc3339(now)
     ));
     item.body.updated_at = now;
-    state.store.update_versioned(&item).await?;
-    audit::record(
+    audit::commit(
         &state,
-        &caller,
-        "action.cancel",
-        format!("action/{id}"),
-        before,
-        snapshot(&item.body.status),
+        vec![Write::versioned(&item)?],
+        audit::entry(
+            &caller,
+            "action.cancel",
+            format!("action/{id}"),
+            before,
+            snapshot(&item.body.status),
+        )?,
     )
-    .await;
+    .await?;
     Ok(Json(item.body))
 }

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use spotwise_core::domain::{Cluster, ClusterSecret, Principal, Role, RoleArn};
 use spotwise_core::{ClusterId, TenantId};
 use spotwise_store::keys;
-use spotwise_store::{Item, PutCondition, accounts};
+use spotwise_store::{Item, PutCondition, Write, accounts};
 use time::OffsetDateTime;
 use tracing::info;
 use utoipa::ToSchema;
@@ -116,22 +116,10 @@ pub async fn install(
     let mut secret = [0_u8; SECRET_BYTES];
     rand::rng().fill_bytes(&mut secret);
     let secret_hex = hex::encode(secret);
-    state
-        .store
-        .put(
-            &Item::new(
-                secret_key,
-                ClusterSecret {
-                    secret_hex: secret_hex.clone(),
-                },
-            ),
-            PutCondition::Always,
-        )
-        .await?;
     let now = OffsetDateTime::now_utc();
     // A rotation answers a leak: the old key goes with the old secret. A first install finds
     // none, unless keys outlived their secret.
-    let revoked = accounts::revoke_agent_keys(
+    let revoked = accounts::agent_keys_to_revoke(
         &state.store,
         &caller.tenant,
         std::slice::from_ref(&cluster),
@@ -146,16 +134,24 @@ pub async fn install(
         },
         now,
     );
-    state
-        .store
-        .put(&auth::key_item(&issued.key), PutCondition::IfAbsent)
-        .await?;
     let before = item.body.agent_queue_url.clone();
     item.body.agent_queue_url = Some(queue_url.clone());
-    state.store.update_versioned(&item).await?;
-    info!(%cluster, rotated = installed, "agent installed");
-    audit::record(
-        &state,
+    let secret_item = Item::new(
+        secret_key,
+        ClusterSecret {
+            secret_hex: secret_hex.clone(),
+        },
+    );
+    let mut writes = vec![
+        Write::put(&secret_item, PutCondition::Always)?,
+        Write::put(&auth::key_item(&issued.key), PutCondition::IfAbsent)?,
+        Write::versioned(&item)?,
+    ];
+    for key in &revoked {
+        writes.push(Write::versioned(key)?);
+    }
+    let revoked_ids: Vec<&str> = revoked.iter().map(|k| k.body.id.as_str()).collect();
+    let entry = audit::entry(
         &caller,
         if installed {
             "cluster.agent_rotate"
@@ -168,10 +164,13 @@ pub async fn install(
             "agent_queue_url": queue_url,
             "agent_role_arn": agent_role.as_ref().map(RoleArn::as_str),
             "key_id": issued.key.id,
-            "revoked_key_ids": revoked,
+            "revoked_key_ids": revoked_ids,
         })),
-    )
-    .await;
+    )?;
+    // The secret, the key, the queue on the cluster, the revocations and the audit event: all
+    // or none, so an agent never holds a secret its key does not match.
+    audit::commit(&state, writes, entry).await?;
+    info!(%cluster, rotated = installed, "agent installed");
     Ok((
         StatusCode::CREATED,
         Json(InstalledAgent {

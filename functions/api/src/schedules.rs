@@ -17,7 +17,7 @@ use spotwise_schedule::{Cron, Transition, Zone};
 use spotwise_store::keys::{self, prefix};
 use spotwise_store::runs::{self, RunQueues};
 use spotwise_store::{Item, costs};
-use spotwise_store::{PutCondition, Query};
+use spotwise_store::{PutCondition, Query, Write};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 
@@ -151,16 +151,19 @@ pub async fn put_hibernation(
         updated_at: OffsetDateTime::now_utc(),
         ..current.clone()
     };
-    let stored = save_hibernation(&state, schedule.clone(), version).await?;
-    audit::record(
+    let (write, stored) = hibernation_write(schedule.clone(), version)?;
+    audit::commit(
         &state,
-        &caller,
-        "hibernation.update",
-        format!("cluster/{}/hibernation", schedule.cluster_id),
-        (version > 0).then(|| snapshot(&current)).flatten(),
-        snapshot(&schedule),
+        vec![write],
+        audit::entry(
+            &caller,
+            "hibernation.update",
+            format!("cluster/{}/hibernation", schedule.cluster_id),
+            (version > 0).then(|| snapshot(&current)).flatten(),
+            snapshot(&schedule),
+        )?,
     )
-    .await;
+    .await?;
     Ok((
         [(header::ETAG, etag(stored))],
         Json(HibernationView {
@@ -172,23 +175,23 @@ pub async fn put_hibernation(
         .into_response())
 }
 
-async fn save_hibernation(
-    state: &AppState,
+/// The write that stores `schedule` over `version` (0: nothing stored yet), and the version it
+/// will be at.
+fn hibernation_write(
     schedule: HibernationSchedule,
     version: u64,
-) -> Result<u64, ApiError> {
-    if version == 0 {
-        state
-            .store
-            .put(&hibernation_item(schedule, 0), PutCondition::IfAbsent)
-            .await?;
-        Ok(1)
+) -> Result<(Write, u64), ApiError> {
+    Ok(if version == 0 {
+        (
+            Write::put(&hibernation_item(schedule, 0), PutCondition::IfAbsent)?,
+            1,
+        )
     } else {
-        Ok(state
-            .store
-            .update_versioned(&hibernation_item(schedule, version))
-            .await?)
-    }
+        (
+            Write::versioned(&hibernation_item(schedule, version))?,
+            version + 1,
+        )
+    })
 }
 
 /// Removes the schedule. A cluster asleep is not left asleep: disable the schedule first, and
@@ -215,22 +218,21 @@ pub async fn delete_hibernation(
             "the cluster is asleep; disable the schedule so it wakes, then delete it",
         ));
     }
-    state
-        .store
-        .delete(&keys::hibernation_schedule(
+    audit::commit(
+        &state,
+        vec![Write::delete(&keys::hibernation_schedule(
             &caller.tenant,
             &schedule.cluster_id,
-        ))
-        .await?;
-    audit::record(
-        &state,
-        &caller,
-        "hibernation.delete",
-        format!("cluster/{}/hibernation", schedule.cluster_id),
-        snapshot(&schedule),
-        None,
+        ))],
+        audit::entry(
+            &caller,
+            "hibernation.delete",
+            format!("cluster/{}/hibernation", schedule.cluster_id),
+            snapshot(&schedule),
+            None,
+        )?,
     )
-    .await;
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -269,16 +271,19 @@ pub async fn wake(
         updated_at: now,
         ..current.clone()
     };
-    let stored = save_hibernation(&state, schedule.clone(), version).await?;
-    audit::record(
+    let (write, stored) = hibernation_write(schedule.clone(), version)?;
+    audit::commit(
         &state,
-        &caller,
-        "hibernation.wake",
-        format!("cluster/{}/hibernation", schedule.cluster_id),
-        snapshot(&current),
-        snapshot(&schedule),
+        vec![write],
+        audit::entry(
+            &caller,
+            "hibernation.wake",
+            format!("cluster/{}/hibernation", schedule.cluster_id),
+            snapshot(&current),
+            snapshot(&schedule),
+        )?,
     )
-    .await;
+    .await?;
     Ok(Json(HibernationView {
         schedule,
         asleep,
@@ -558,22 +563,21 @@ pub async fn create(
         created_at: now,
         updated_at: now,
     };
-    state
-        .store
-        .put(
+    audit::commit(
+        &state,
+        vec![Write::put(
             &runs::schedule_item(schedule.clone(), 0),
             PutCondition::IfAbsent,
-        )
-        .await?;
-    audit::record(
-        &state,
-        &caller,
-        "schedule.create",
-        format!("schedule/{}", schedule.id),
-        None,
-        snapshot(&schedule),
+        )?],
+        audit::entry(
+            &caller,
+            "schedule.create",
+            format!("schedule/{}", schedule.id),
+            None,
+            snapshot(&schedule),
+        )?,
     )
-    .await;
+    .await?;
     Ok((
         StatusCode::CREATED,
         [(header::ETAG, etag(1))],
@@ -638,19 +642,22 @@ pub async fn replace(
         updated_at: OffsetDateTime::now_utc(),
         ..item.body
     };
-    let version = state
-        .store
-        .update_versioned(&runs::schedule_item(schedule.clone(), item.version))
-        .await?;
-    audit::record(
+    let version = runs::schedule_item(schedule.clone(), item.version).version + 1;
+    audit::commit(
         &state,
-        &caller,
-        "schedule.update",
-        format!("schedule/{id}"),
-        snapshot(&before),
-        snapshot(&schedule),
+        vec![Write::versioned(&runs::schedule_item(
+            schedule.clone(),
+            item.version,
+        ))?],
+        audit::entry(
+            &caller,
+            "schedule.update",
+            format!("schedule/{id}"),
+            snapshot(&before),
+            snapshot(&schedule),
+        )?,
     )
-    .await;
+    .await?;
     Ok((
         [(header::ETAG, etag(version))],
         Json(view(schedule, version)),
@@ -668,16 +675,18 @@ pub async fn delete(
 ) -> Result<StatusCode, ApiError> {
     caller.require(Role::Operator)?;
     let item = load(&state, &caller, &id).await?;
-    state.store.delete(&item.key).await?;
-    audit::record(
+    audit::commit(
         &state,
-        &caller,
-        "schedule.delete",
-        format!("schedule/{id}"),
-        snapshot(&item.body),
-        None,
+        vec![Write::delete(&item.key)],
+        audit::entry(
+            &caller,
+            "schedule.delete",
+            format!("schedule/{id}"),
+            snapshot(&item.body),
+            None,
+        )?,
     )
-    .await;
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -708,23 +717,26 @@ async fn set_status(
                 .and_then(|(zone, cron)| cron.next_after(&zone, now));
         }
     }
-    let version = state
-        .store
-        .update_versioned(&runs::schedule_item(schedule.clone(), item.version))
-        .await?;
+    let version = item.version + 1;
     let action = match status {
         ScheduleStatus::Paused => "schedule.pause",
         ScheduleStatus::Active => "schedule.resume",
     };
-    audit::record(
+    audit::commit(
         state,
-        caller,
-        action,
-        format!("schedule/{id}"),
-        snapshot(&before),
-        snapshot(&schedule),
+        vec![Write::versioned(&runs::schedule_item(
+            schedule.clone(),
+            item.version,
+        ))?],
+        audit::entry(
+            caller,
+            action,
+            format!("schedule/{id}"),
+            snapshot(&before),
+            snapshot(&schedule),
+        )?,
     )
-    .await;
+    .await?;
     Ok(Json(view(schedule, version)))
 }
 
@@ -763,6 +775,20 @@ pub async fn trigger(
 ) -> Result<Response, ApiError> {
     caller.require(Role::Operator)?;
     let item = load(&state, &caller, &id).await?;
+    // The run leaves on a queue, outside any table transaction: the audit event is written
+    // first, and no event means no run.
+    audit::commit(
+        &state,
+        Vec::new(),
+        audit::entry(
+            &caller,
+            "schedule.trigger",
+            format!("schedule/{id}"),
+            None,
+            None,
+        )?,
+    )
+    .await?;
     let now = OffsetDateTime::now_utc();
     let run = runs::start(
         &state.store,
@@ -781,15 +807,6 @@ pub async fn trigger(
             other.to_string(),
         ),
     })?;
-    audit::record(
-        &state,
-        &caller,
-        "schedule.trigger",
-        format!("schedule/{id}"),
-        None,
-        snapshot(&run),
-    )
-    .await;
     Ok((StatusCode::ACCEPTED, Json(run)).into_response())
 }
 

@@ -8,7 +8,7 @@ use spotwise_core::domain::Role;
 use spotwise_notify::record::FeedEntry;
 use spotwise_notify::routing::{Maintenance, MaintenanceWindow, Matcher, Silence};
 use spotwise_store::keys::{self, prefix};
-use spotwise_store::{Item, PutCondition, Query};
+use spotwise_store::{Item, PutCondition, Query, Write};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
@@ -108,16 +108,18 @@ pub async fn create_silence(
     };
     let item = Item::new(keys::silence(&caller.tenant, &silence.id), &silence)
         .expiring_at(silence.expires_at + time::Duration::days(1));
-    state.store.put(&item, PutCondition::IfAbsent).await?;
-    audit::record(
+    audit::commit(
         &state,
-        &caller,
-        "silence.create",
-        format!("silence/{}", silence.id),
-        None,
-        snapshot(&silence),
+        vec![Write::put(&item, PutCondition::IfAbsent)?],
+        audit::entry(
+            &caller,
+            "silence.create",
+            format!("silence/{}", silence.id),
+            None,
+            snapshot(&silence),
+        )?,
     )
-    .await;
+    .await?;
     Ok((StatusCode::CREATED, Json(silence)))
 }
 
@@ -151,16 +153,18 @@ pub async fn delete_silence(
         .get::<Silence>(&key)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("silence {id}")))?;
-    state.store.delete(&key).await?;
-    audit::record(
+    audit::commit(
         &state,
-        &caller,
-        "silence.delete",
-        format!("silence/{id}"),
-        snapshot(&item.body),
-        None,
+        vec![Write::delete(&key)],
+        audit::entry(
+            &caller,
+            "silence.delete",
+            format!("silence/{id}"),
+            snapshot(&item.body),
+            None,
+        )?,
     )
-    .await;
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -214,25 +218,24 @@ pub async fn create_window(
         window,
         matchers: input.matchers,
     };
-    state
-        .store
-        .put(
+    audit::commit(
+        &state,
+        vec![Write::put(
             &Item::new(
                 keys::maintenance_window(&caller.tenant, &maintenance.id),
                 &maintenance,
             ),
             PutCondition::IfAbsent,
-        )
-        .await?;
-    audit::record(
-        &state,
-        &caller,
-        "maintenance_window.create",
-        format!("maintenance-window/{}", maintenance.id),
-        None,
-        snapshot(&maintenance),
+        )?],
+        audit::entry(
+            &caller,
+            "maintenance_window.create",
+            format!("maintenance-window/{}", maintenance.id),
+            None,
+            snapshot(&maintenance),
+        )?,
     )
-    .await;
+    .await?;
     Ok((StatusCode::CREATED, Json(maintenance)))
 }
 
@@ -267,16 +270,18 @@ pub async fn delete_window(
         .get::<Maintenance>(&key)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("maintenance window {id}")))?;
-    state.store.delete(&key).await?;
-    audit::record(
+    audit::commit(
         &state,
-        &caller,
-        "maintenance_window.delete",
-        format!("maintenance-window/{id}"),
-        snapshot(&item.body),
-        None,
+        vec![Write::delete(&key)],
+        audit::entry(
+            &caller,
+            "maintenance_window.delete",
+            format!("maintenance-window/{id}"),
+            snapshot(&item.body),
+            None,
+        )?,
     )
-    .await;
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use spotwise_core::domain::{NodeTemplate, NodeTemplateSpec, Role};
 use spotwise_optimizer::template::valid_taint;
 use spotwise_store::keys;
-use spotwise_store::{Item, PutCondition, Query};
+use spotwise_store::{Item, PutCondition, Query, Write};
 
 use crate::AppState;
 use crate::audit::{self, snapshot};
@@ -158,25 +158,24 @@ pub async fn create(
     }
     let template_id = ulid::Ulid::new().to_string().to_ascii_lowercase();
     let created = template(&caller, &cluster.id, template_id.clone(), input);
-    state
-        .store
-        .put(
+    audit::commit(
+        &state,
+        vec![Write::put(
             &Item::new(
                 keys::node_template(&caller.tenant, &cluster.id, &template_id),
                 &created,
             ),
             PutCondition::IfAbsent,
-        )
-        .await?;
-    audit::record(
-        &state,
-        &caller,
-        "node_template.create",
-        format!("cluster/{}/node-template/{template_id}", cluster.id),
-        None,
-        snapshot(&created),
+        )?],
+        audit::entry(
+            &caller,
+            "node_template.create",
+            format!("cluster/{}/node-template/{template_id}", cluster.id),
+            None,
+            snapshot(&created),
+        )?,
     )
-    .await;
+    .await?;
     Ok((
         StatusCode::CREATED,
         [(header::ETAG, etag(1))],
@@ -246,16 +245,19 @@ pub async fn replace(
         }
     }
     item.body = template(&caller, &before.cluster_id, before.id.clone(), input);
-    let version = state.store.update_versioned(&item).await?;
-    audit::record(
+    let version = item.version + 1;
+    audit::commit(
         &state,
-        &caller,
-        "node_template.update",
-        format!("cluster/{}/node-template/{}", before.cluster_id, before.id),
-        snapshot(&before),
-        snapshot(&item.body),
+        vec![Write::versioned(&item)?],
+        audit::entry(
+            &caller,
+            "node_template.update",
+            format!("cluster/{}/node-template/{}", before.cluster_id, before.id),
+            snapshot(&before),
+            snapshot(&item.body),
+        )?,
     )
-    .await;
+    .await?;
     Ok(([(header::ETAG, etag(version))], Json(item.body)).into_response())
 }
 
@@ -270,18 +272,20 @@ pub async fn delete(
 ) -> Result<StatusCode, ApiError> {
     caller.require(Role::Operator)?;
     let item = load(&state, &caller, &id, &template_id).await?;
-    state.store.delete(&item.key).await?;
-    audit::record(
+    audit::commit(
         &state,
-        &caller,
-        "node_template.delete",
-        format!(
-            "cluster/{}/node-template/{}",
-            item.body.cluster_id, item.body.id
-        ),
-        snapshot(&item.body),
-        None,
+        vec![Write::delete(&item.key)],
+        audit::entry(
+            &caller,
+            "node_template.delete",
+            format!(
+                "cluster/{}/node-template/{}",
+                item.body.cluster_id, item.body.id
+            ),
+            snapshot(&item.body),
+            None,
+        )?,
     )
-    .await;
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }

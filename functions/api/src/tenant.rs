@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use spotwise_core::ClusterId;
 use spotwise_core::domain::{ApiKey, Principal, Role, Tenant};
 use spotwise_store::keys;
-use spotwise_store::{PutCondition, Query};
+use spotwise_store::{PutCondition, Query, Write};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
@@ -140,20 +140,22 @@ pub async fn create_key(
         principal,
         OffsetDateTime::now_utc(),
     );
-    state
-        .store
-        .put(&auth::key_item(&issued.key), PutCondition::IfAbsent)
-        .await?;
     let view = KeyView::from(&issued.key);
-    audit::record(
+    audit::commit(
         &state,
-        &caller,
-        "key.create",
-        format!("key/{}", view.id),
-        None,
-        snapshot(&view),
+        vec![Write::put(
+            &auth::key_item(&issued.key),
+            PutCondition::IfAbsent,
+        )?],
+        audit::entry(
+            &caller,
+            "key.create",
+            format!("key/{}", view.id),
+            None,
+            snapshot(&view),
+        )?,
     )
-    .await;
+    .await?;
     Ok((
         StatusCode::CREATED,
         Json(CreatedKey {
@@ -207,15 +209,17 @@ pub async fn revoke_key(
     }
     let before = KeyView::from(&item.body);
     item.body.revoked_at = Some(OffsetDateTime::now_utc());
-    state.store.update_versioned(&item).await?;
-    audit::record(
+    audit::commit(
         &state,
-        &caller,
-        "key.revoke",
-        format!("key/{id}"),
-        snapshot(&before),
-        snapshot(&KeyView::from(&item.body)),
+        vec![Write::versioned(&item)?],
+        audit::entry(
+            &caller,
+            "key.revoke",
+            format!("key/{id}"),
+            snapshot(&before),
+            snapshot(&KeyView::from(&item.body)),
+        )?,
     )
-    .await;
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -16,7 +16,7 @@ use spotwise_notify::record::{DeliveryOutcome, DeliveryRecord};
 use spotwise_notify::routing::Route;
 use spotwise_notify::ssrf;
 use spotwise_store::keys::{self, prefix};
-use spotwise_store::{Item, PutCondition, Query};
+use spotwise_store::{Item, PutCondition, Query, Write};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
@@ -254,22 +254,19 @@ pub async fn create(
     let id = ulid::Ulid::new().to_string().to_ascii_lowercase();
     let endpoint = input.into_endpoint(&caller, id.clone(), secret.clone());
     validate(&state, &endpoint).await?;
-    state
-        .store
-        .put(
-            &Item::new(keys::webhook(&caller.tenant, &id), &endpoint),
-            PutCondition::IfAbsent,
-        )
-        .await?;
-    audit::record(
+    let item = Item::new(keys::webhook(&caller.tenant, &id), &endpoint);
+    audit::commit(
         &state,
-        &caller,
-        "webhook.create",
-        format!("webhook/{id}"),
-        None,
-        Webhook::for_audit(&endpoint, 1),
+        vec![Write::put(&item, PutCondition::IfAbsent)?],
+        audit::entry(
+            &caller,
+            "webhook.create",
+            format!("webhook/{id}"),
+            None,
+            Webhook::for_audit(&endpoint, 1),
+        )?,
     )
-    .await;
+    .await?;
     let webhook = Webhook::new(&endpoint, 1);
     Ok((
         StatusCode::CREATED,
@@ -327,22 +324,23 @@ pub async fn replace(
     validate(&state, &endpoint).await?;
     let re_enabled = endpoint.route.enabled && !item.body.route.enabled;
     item.body = endpoint;
-    let version = state.store.update_versioned(&item).await?;
+    let version = item.version + 1;
+    let mut writes = vec![Write::versioned(&item)?];
     if re_enabled {
-        state
-            .store
-            .delete(&keys::webhook_failures(&caller.tenant, &id))
-            .await?;
+        writes.push(Write::delete(&keys::webhook_failures(&caller.tenant, &id)));
     }
-    audit::record(
+    audit::commit(
         &state,
-        &caller,
-        "webhook.update",
-        format!("webhook/{id}"),
-        before,
-        Webhook::for_audit(&item.body, version),
+        writes,
+        audit::entry(
+            &caller,
+            "webhook.update",
+            format!("webhook/{id}"),
+            before,
+            Webhook::for_audit(&item.body, version),
+        )?,
     )
-    .await;
+    .await?;
     let after = Webhook::new(&item.body, version);
     Ok(([(header::ETAG, etag(version))], Json(after)).into_response())
 }
@@ -356,16 +354,18 @@ pub async fn delete(
 ) -> Result<StatusCode, ApiError> {
     caller.require(Role::Operator)?;
     let item = load(&state, &caller, &id).await?;
-    state.store.delete(&item.key).await?;
-    audit::record(
+    audit::commit(
         &state,
-        &caller,
-        "webhook.delete",
-        format!("webhook/{id}"),
-        Webhook::for_audit(&item.body, item.version),
-        None,
+        vec![Write::delete(&item.key)],
+        audit::entry(
+            &caller,
+            "webhook.delete",
+            format!("webhook/{id}"),
+            Webhook::for_audit(&item.body, item.version),
+            None,
+        )?,
     )
-    .await;
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -438,22 +438,13 @@ pub async fn test(
         at: now,
     };
     let key = keys::webhook_delivery(&caller.tenant, &id, &ulid::Ulid::new().to_string());
-    state
-        .store
-        .put(
-            &Item::new(key, record).expiring_at(now + DELIVERY_LOG_RETENTION),
-            PutCondition::Always,
-        )
-        .await?;
-    audit::record(
+    let logged = Item::new(key, record).expiring_at(now + DELIVERY_LOG_RETENTION);
+    audit::commit(
         &state,
-        &caller,
-        "webhook.test",
-        format!("webhook/{id}"),
-        None,
-        None,
+        vec![Write::put(&logged, PutCondition::Always)?],
+        audit::entry(&caller, "webhook.test", format!("webhook/{id}"), None, None)?,
     )
-    .await;
+    .await?;
     Ok(Json(TestResult {
         outcome,
         status: delivery.status,

@@ -677,17 +677,25 @@ mod tests {
             let tenant = TenantId::new("t1").unwrap();
             let now = OffsetDateTime::now_utc();
             let role = RoleArn::parse(ROLE).unwrap();
-            let unlinked =
-                accounts::link(&deps.store, &deps.accounts, &tenant, &role, vec![], now).await;
+            let unlinked = accounts::link(
+                &deps.store,
+                &deps.accounts,
+                &tenant,
+                &role,
+                vec![],
+                now,
+                "test",
+            )
+            .await;
             assert!(matches!(
                 unlinked,
                 Err(accounts::AccountError::NoExternalId)
             ));
-            let external_id = accounts::issue_external_id(&deps.store, &tenant, now)
+            let external_id = accounts::issue_external_id(&deps.store, &tenant, now, "test")
                 .await
                 .unwrap();
             assert_eq!(
-                accounts::issue_external_id(&deps.store, &tenant, now)
+                accounts::issue_external_id(&deps.store, &tenant, now, "test")
                     .await
                     .unwrap(),
                 external_id,
@@ -700,12 +708,22 @@ mod tests {
                 &role,
                 vec!["us-east-1".into(), "eu-west-1".into()],
                 now,
+                "test",
             )
             .await
             .unwrap();
             assert_eq!(account.account_id, "111122223333");
             assert!(matches!(
-                accounts::link(&deps.store, &deps.accounts, &tenant, &role, vec![], now).await,
+                accounts::link(
+                    &deps.store,
+                    &deps.accounts,
+                    &tenant,
+                    &role,
+                    vec![],
+                    now,
+                    "test"
+                )
+                .await,
                 Err(accounts::AccountError::AlreadyLinked(_))
             ));
             let customer = deps.accounts.config_for(&role, &external_id).await.unwrap();

@@ -46,7 +46,7 @@ async fn setup() -> Setup {
     let now = OffsetDateTime::now_utc();
 
     let role = RoleArn::parse(ROLE).unwrap();
-    let external_id = accounts::issue_external_id(&deps.store, &tenant, now)
+    let external_id = accounts::issue_external_id(&deps.store, &tenant, now, "test")
         .await
         .unwrap();
     accounts::link(
@@ -56,6 +56,7 @@ async fn setup() -> Setup {
         &role,
         vec!["us-east-1".into()],
         now,
+        "test",
     )
     .await
     .unwrap();
@@ -375,7 +376,11 @@ async fn sleep_then_wake_restores_node_groups_and_workloads_exactly() {
         )
         .await
         .unwrap();
-    let actions: Vec<&str> = audit.iter().map(|e| e.body.action.as_str()).collect();
+    let actions: Vec<&str> = audit
+        .iter()
+        .map(|e| e.body.action.as_str())
+        .filter(|a| a.starts_with("hibernation."))
+        .collect();
     assert_eq!(actions, ["hibernation.sleep", "hibernation.wake"]);
 }
 

@@ -19,8 +19,9 @@ use spotwise_core::{Classify, ClusterId, Disposition, TenantId};
 use spotwise_schedule::model::ScheduledRun;
 use time::OffsetDateTime;
 
+use crate::audit;
 use crate::keys::{self, Key};
-use crate::table::{Item, PutCondition, Query, Store, StoreError};
+use crate::table::{Item, PutCondition, Query, Store, StoreError, Write};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AccountError {
@@ -44,12 +45,13 @@ pub struct PendingExternalId {
     pub issued_at: OffsetDateTime,
 }
 
-/// Returns the tenant's ExternalId, creating it on first use. It stays the same afterwards so
-/// every role the tenant creates can use it.
+/// Returns the tenant's ExternalId, creating it on first use (audited as `actor`'s). It stays
+/// the same afterwards so every role the tenant creates can use it.
 pub async fn issue_external_id(
     store: &Store,
     tenant: &TenantId,
     now: OffsetDateTime,
+    actor: &str,
 ) -> Result<String, StoreError> {
     if let Some(existing) = store
         .get::<PendingExternalId>(&keys::external_id(tenant))
@@ -63,13 +65,20 @@ pub async fn issue_external_id(
         external_id: format!("sw-{}", hex::encode(bytes)),
         issued_at: now,
     };
-    match store
-        .put(
+    let change = audit::Change {
+        action: "account.external_id",
+        target: format!("tenant/{tenant}"),
+        before: None,
+        after: None,
+    };
+    let writes = vec![
+        Write::put(
             &Item::new(keys::external_id(tenant), fresh.clone()),
             PutCondition::IfAbsent,
-        )
-        .await
-    {
+        )?,
+        audit::write_of(tenant, actor, change, now)?,
+    ];
+    match store.transact(writes).await {
         Ok(()) => Ok(fresh.external_id),
         // Lost a race with a concurrent request: use the winner's.
         Err(StoreError::AlreadyExists { .. }) => Ok(store
@@ -80,7 +89,7 @@ pub async fn issue_external_id(
     }
 }
 
-/// Validates and stores a link. Regions are those discovery will inventory.
+/// Validates and stores a link, audited as `actor`'s. Regions are those discovery will inventory.
 pub async fn link(
     store: &Store,
     accounts: &CrossAccount,
@@ -88,6 +97,7 @@ pub async fn link(
     role: &RoleArn,
     regions: Vec<String>,
     now: OffsetDateTime,
+    actor: &str,
 ) -> Result<Account, AccountError> {
     let external_id = store
         .get::<PendingExternalId>(&keys::external_id(tenant))
@@ -108,7 +118,17 @@ pub async fn link(
     claim_account(store, tenant, &account_id).await?;
     let item = Item::new(keys::account(tenant, &account_id), account.clone())
         .with_gsi1(keys::linked_accounts_index(tenant, &account_id));
-    match store.put(&item, PutCondition::IfAbsent).await {
+    let change = audit::Change {
+        action: "account.link",
+        target: format!("account/{account_id}"),
+        before: None,
+        after: serde_json::to_value(&account).ok(),
+    };
+    let writes = vec![
+        Write::put(&item, PutCondition::IfAbsent)?,
+        audit::write_of(tenant, actor, change, now)?,
+    ];
+    match store.transact(writes).await {
         Ok(()) => Ok(account),
         Err(StoreError::AlreadyExists { .. }) => Err(AccountError::AlreadyLinked(account_id)),
         Err(err) => Err(err.into()),
@@ -187,9 +207,11 @@ pub async fn unlink(
     store: &Store,
     sqs: &aws_sdk_sqs::Client,
     tenant: &TenantId,
-    account_id: &str,
+    account: &Item<Account>,
     now: OffsetDateTime,
+    actor: &str,
 ) -> Result<Unlinked, UnlinkError> {
+    let account_id = account.body.account_id.as_str();
     let tenant_partition = keys::tenant_partition(tenant);
     let clusters: Vec<Item<Cluster>> = store
         .query_all::<Cluster>(&Query::partition(&tenant_partition).prefix(keys::prefix::CLUSTER))
@@ -198,10 +220,11 @@ pub async fn unlink(
         .filter(|c| c.body.account_id == account_id)
         .collect();
     let ids: Vec<ClusterId> = clusters.iter().map(|c| c.body.id.clone()).collect();
-    let mut unlinked = Unlinked {
-        revoked_key_ids: revoke_agent_keys(store, tenant, &ids, now).await?,
-        ..Unlinked::default()
-    };
+    let mut unlinked = Unlinked::default();
+    for key in agent_keys_to_revoke(store, tenant, &ids, now).await? {
+        store.update_versioned(&key).await?;
+        unlinked.revoked_key_ids.push(key.body.id);
+    }
     for url in clusters
         .iter()
         .filter_map(|c| c.body.agent_queue_url.as_deref())
@@ -246,38 +269,47 @@ pub async fn unlink(
         .batch_delete(&clusters.iter().map(|c| c.key.clone()).collect::<Vec<_>>())
         .await?;
 
-    store.delete(&keys::account(tenant, account_id)).await?;
+    unlinked.clusters = ids;
+    let mut writes = vec![Write::delete(&account.key)];
     let owner = store
         .get::<AccountOwner>(&keys::account_owner(account_id))
         .await?;
     if owner.is_some_and(|o| &o.body.tenant_id == tenant) {
-        store.delete(&keys::account_owner(account_id)).await?;
+        writes.push(Write::delete(&keys::account_owner(account_id)));
     }
-    unlinked.clusters = ids;
+    let change = audit::Change {
+        action: "account.unlink",
+        target: format!("account/{account_id}"),
+        before: serde_json::to_value(&account.body).ok(),
+        after: serde_json::to_value(&unlinked).ok(),
+    };
+    writes.push(audit::write_of(tenant, actor, change, now)?);
+    store.transact(writes).await?;
     Ok(unlinked)
 }
 
-/// Revokes every live agent key of the tenant bound to one of `clusters`; returns their ids.
-pub async fn revoke_agent_keys(
+/// The tenant's live agent keys bound to one of `clusters`, marked revoked at `now`; the caller
+/// stores them (alone, or in a transaction with what replaces them).
+pub async fn agent_keys_to_revoke(
     store: &Store,
     tenant: &TenantId,
     clusters: &[ClusterId],
     now: OffsetDateTime,
-) -> Result<Vec<String>, StoreError> {
-    let mut revoked = Vec::new();
-    let tenant_keys = store
+) -> Result<Vec<Item<ApiKey>>, StoreError> {
+    Ok(store
         .query_all::<ApiKey>(&Query::gsi1(keys::api_keys_partition(tenant)))
-        .await?;
-    for mut item in tenant_keys {
-        let bound_here = matches!(&item.body.principal,
-            Principal::Agent { cluster_id } if clusters.contains(cluster_id));
-        if bound_here && item.body.revoked_at.is_none() {
+        .await?
+        .into_iter()
+        .filter(|item| {
+            item.body.revoked_at.is_none()
+                && matches!(&item.body.principal,
+                    Principal::Agent { cluster_id } if clusters.contains(cluster_id))
+        })
+        .map(|mut item| {
             item.body.revoked_at = Some(now);
-            store.update_versioned(&item).await?;
-            revoked.push(item.body.id.clone());
-        }
-    }
-    Ok(revoked)
+            item
+        })
+        .collect())
 }
 
 /// Marks the queued (and undeliverable) actions of `clusters` cancelled, so an agent that

@@ -6,7 +6,7 @@ use spotwise_core::TenantId;
 use spotwise_core::domain::AuditEvent;
 use time::OffsetDateTime;
 
-use crate::{Item, PutCondition, Store, StoreError};
+use crate::{Item, PutCondition, Store, StoreError, Write};
 
 pub const RETENTION: time::Duration = time::Duration::days(400);
 
@@ -18,13 +18,13 @@ pub struct Change<'a> {
     pub after: Option<serde_json::Value>,
 }
 
-pub async fn write(
-    store: &Store,
+/// The audit event of `change`, to be written with the change itself ([`crate::Store::transact`]).
+pub fn event(
     tenant: &TenantId,
     actor: &str,
     change: Change<'_>,
     now: OffsetDateTime,
-) -> Result<(), StoreError> {
+) -> Item<AuditEvent> {
     let id = ulid::Ulid::new().to_string();
     let event = AuditEvent {
         id: id.clone(),
@@ -36,6 +36,28 @@ pub async fn write(
         after: change.after,
         at: now,
     };
-    let item = Item::new(keys::audit(tenant, &id), event).expiring_at(now + RETENTION);
-    store.put(&item, PutCondition::IfAbsent).await
+    Item::new(keys::audit(tenant, &id), event).expiring_at(now + RETENTION)
+}
+
+/// The audit event of `change` as the last write of a transaction.
+pub fn write_of(
+    tenant: &TenantId,
+    actor: &str,
+    change: Change<'_>,
+    now: OffsetDateTime,
+) -> Result<Write, StoreError> {
+    Write::put(&event(tenant, actor, change, now), PutCondition::IfAbsent)
+}
+
+/// Records a change the platform has already made on its own (hibernation, scheduled runs).
+pub async fn write(
+    store: &Store,
+    tenant: &TenantId,
+    actor: &str,
+    change: Change<'_>,
+    now: OffsetDateTime,
+) -> Result<(), StoreError> {
+    store
+        .put(&event(tenant, actor, change, now), PutCondition::IfAbsent)
+        .await
 }

@@ -10,4 +10,6 @@ pub mod runs;
 pub mod snapshots;
 mod table;
 
-pub use table::{Claim, GSI1_NAME, HeldClaim, Item, Page, PutCondition, Query, Store, StoreError};
+pub use table::{
+    Claim, GSI1_NAME, HeldClaim, Item, Page, PutCondition, Query, Store, StoreError, Write,
+};

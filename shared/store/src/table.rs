@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use crate::keys::{Gsi1Key, Key};
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRequest};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, Delete, DeleteRequest, Put, PutRequest, TransactWriteItem, WriteRequest,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use spotwise_core::{Classify, Disposition};
@@ -317,6 +320,37 @@ impl Store {
         }
     }
 
+    /// Writes all of `writes` or none of them (one TransactWriteItems call, at most 100 writes
+    /// on distinct items). A failed condition is the error of the write it was on.
+    pub async fn transact(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        let requests = writes
+            .iter()
+            .cloned()
+            .map(|w| w.request(&self.table))
+            .collect::<Result<Vec<_>, _>>()?;
+        let result = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(requests))
+            .send()
+            .await;
+        let Err(err) = result else {
+            return Ok(());
+        };
+        if let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) =
+            err.as_service_error()
+        {
+            let failed = cancelled
+                .cancellation_reasons()
+                .iter()
+                .position(|r| r.code() == Some("ConditionalCheckFailed"));
+            if let Some(write) = failed.and_then(|i| writes.get(i)) {
+                return Err(write.conflict());
+            }
+        }
+        Err(AwsFailure::from_sdk("dynamodb:TransactWriteItems", err).into())
+    }
+
     pub async fn delete(&self, key: &Key) -> Result<(), StoreError> {
         self.client
             .delete_item()
@@ -574,6 +608,106 @@ impl Store {
             total,
             attempts: BATCH_RETRY_ATTEMPTS,
         })
+    }
+}
+
+/// One write of a [`Store::transact`] call.
+#[derive(Debug, Clone)]
+pub struct Write {
+    key: Key,
+    kind: WriteKind,
+}
+
+#[derive(Debug, Clone)]
+enum WriteKind {
+    Put {
+        attrs: HashMap<String, AttributeValue>,
+        condition: PutCondition,
+    },
+    Versioned {
+        attrs: HashMap<String, AttributeValue>,
+        expected: u64,
+    },
+    Delete,
+}
+
+impl Write {
+    /// Writes `item`, like [`Store::put`].
+    pub fn put<T: Serialize>(item: &Item<T>, condition: PutCondition) -> Result<Self, StoreError> {
+        Ok(Self {
+            key: item.key.clone(),
+            kind: WriteKind::Put {
+                attrs: encode(item)?,
+                condition,
+            },
+        })
+    }
+
+    /// Replaces `item` if it is still at its version, like [`Store::update_versioned`]; the
+    /// stored version becomes `item.version + 1`.
+    pub fn versioned<T: Serialize>(item: &Item<T>) -> Result<Self, StoreError> {
+        let mut attrs = encode(item)?;
+        attrs.insert(VERSION.into(), number(item.version + 1));
+        Ok(Self {
+            key: item.key.clone(),
+            kind: WriteKind::Versioned {
+                attrs,
+                expected: item.version,
+            },
+        })
+    }
+
+    pub fn delete(key: &Key) -> Self {
+        Self {
+            key: key.clone(),
+            kind: WriteKind::Delete,
+        }
+    }
+
+    fn request(self, table: &str) -> Result<TransactWriteItem, StoreError> {
+        let invalid = |e: aws_sdk_dynamodb::error::BuildError| StoreError::Encode {
+            pk: self.key.pk().to_owned(),
+            sk: self.key.sk().to_owned(),
+            reason: e.to_string(),
+        };
+        let item = match &self.kind {
+            WriteKind::Put { attrs, condition } => {
+                let mut put = Put::builder()
+                    .table_name(table)
+                    .set_item(Some(attrs.clone()));
+                if *condition == PutCondition::IfAbsent {
+                    put = put.condition_expression("attribute_not_exists(pk)");
+                }
+                TransactWriteItem::builder().put(put.build().map_err(invalid)?)
+            }
+            WriteKind::Versioned { attrs, expected } => TransactWriteItem::builder().put(
+                Put::builder()
+                    .table_name(table)
+                    .set_item(Some(attrs.clone()))
+                    .condition_expression("#v = :expected")
+                    .expression_attribute_names("#v", VERSION)
+                    .expression_attribute_values(":expected", number(*expected))
+                    .build()
+                    .map_err(invalid)?,
+            ),
+            WriteKind::Delete => TransactWriteItem::builder().delete(
+                Delete::builder()
+                    .table_name(table)
+                    .set_key(Some(key_attrs(&self.key)))
+                    .build()
+                    .map_err(invalid)?,
+            ),
+        };
+        Ok(item.build())
+    }
+
+    /// The error a failed condition on this write means.
+    fn conflict(&self) -> StoreError {
+        let (pk, sk) = (self.key.pk().to_owned(), self.key.sk().to_owned());
+        match self.kind {
+            WriteKind::Versioned { expected, .. } => StoreError::StaleVersion { pk, sk, expected },
+            WriteKind::Put { .. } | WriteKind::Delete => StoreError::AlreadyExists { pk, sk },
+        }
     }
 }
 
