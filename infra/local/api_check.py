@@ -30,6 +30,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 ACCEPTED_REFUSALS = {
     r"^cursor: not a cursor issued by this API$": "pagination cursors are opaque tokens the API issued",
     r"^url: .* resolves to .*address$": "webhook URLs must reach public addresses (SSRF guard)",
+    r"^url: write the URL as a browser reads it": "webhook URLs are checked as a browser reads them",
     r"^time_zone: unknown time zone": "IANA time-zone names are checked against the database",
     r"^cron: ": "cron grammar",
     r"^rule: ": "RRULE grammar",

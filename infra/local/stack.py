@@ -70,6 +70,7 @@ class Stack:
         )
         self.ddb = session.client("dynamodb", endpoint_url=endpoint)
         self.sqs = session.client("sqs", endpoint_url=endpoint)
+        self.kms = session.client("kms", endpoint_url=endpoint)
         self.refs = {"AWS::Region": REGION, "AWS::AccountId": "123456789012", "AWS::URLSuffix": "amazonaws.com"}
         self.arns = {}
         self.names = {}
@@ -98,6 +99,11 @@ class Stack:
             self.refs[logical] = name
             self.names[logical] = name
             self.arns[logical] = f"arn:aws:dynamodb:{REGION}:123456789012:table/{name}"
+        for logical, props in self.of_type("AWS::KMS::Key"):
+            key = self.kms.create_key(Description=str(props.get("Description", logical)))["KeyMetadata"]
+            self.refs[logical] = key["KeyId"]
+            self.names[logical] = key["KeyId"]
+            self.arns[logical] = key["Arn"]
         queues = self.of_type("AWS::SQS::Queue")
         # Create every queue first, then attach redrive policies that point at DLQ ARNs.
         for logical, props in queues:
@@ -140,6 +146,8 @@ class Stack:
         def fill(value):
             if isinstance(value, str) and value.startswith("{{queue:") and value.endswith("}}"):
                 return urls[value[len("{{queue:"):-2]]
+            if isinstance(value, dict) and "$seal" in value:
+                return self.sealed(**value["$seal"])
             return value
 
         items = [{k: fill(v) for k, v in item.items()} for item in seed["items"]]
@@ -149,6 +157,18 @@ class Stack:
         for item in items:
             self.ddb.put_item(TableName=table, Item={k: serializer.serialize(v) for k, v in item.items()})
         return len(items)
+
+    def sealed(self, purpose, tenant, resource, plaintext_hex):
+        """A secret sealed as the functions seal it (spotwise_aws::secrets): a KMS data key bound
+        to its purpose, tenant and resource, and AES-256-GCM over the plaintext."""
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+        key_id = next(self.refs[logical] for logical, _ in self.of_type("AWS::KMS::Key"))
+        context = {"purpose": purpose, "tenant": tenant, "resource": resource}
+        data_key = self.kms.generate_data_key(KeyId=key_id, KeySpec="AES_256", EncryptionContext=context)
+        nonce = os.urandom(12)
+        aad = f"{purpose}\n{tenant}\n{resource}".encode()
+        ciphertext = AESGCM(data_key["Plaintext"]).encrypt(nonce, bytes.fromhex(plaintext_hex), aad)
+        return {"data_key": data_key["CiphertextBlob"].hex(), "nonce": nonce.hex(), "ciphertext": ciphertext.hex()}
 
     def resolve(self, value):
         if isinstance(value, str):

@@ -414,3 +414,52 @@ async fn a_transaction_writes_everything_or_nothing_and_names_the_write_that_fai
     assert_eq!((after.body.n, after.version), (3, 2));
     assert!(store.get::<Doc>(&first).await.unwrap().is_some());
 }
+
+#[tokio::test]
+async fn a_sealed_secret_opens_only_under_its_own_context() {
+    let stack = LocalStack::start();
+    let vault = spotwise_aws::Vault::new(&stack.sdk_config().await, stack.resource("SecretsKey"));
+    let context = |tenant, resource| spotwise_aws::SecretContext {
+        purpose: "cluster-secret",
+        tenant,
+        resource,
+    };
+    let secret = b"0123456789abcdef0123456789abcdef";
+    let sealed = vault.seal(secret, context("t1", "c1")).await.unwrap();
+    let stored = serde_json::to_string(&sealed).unwrap();
+    assert!(
+        !stored.contains(&hex::encode(secret)) && !stored.contains("0123456789abcdef"),
+        "the stored form reveals nothing: {stored}"
+    );
+    assert_eq!(
+        vault.open(&sealed, context("t1", "c1")).await.unwrap(),
+        secret
+    );
+
+    // Another tenant's or another resource's item: KMS refuses the data key.
+    let elsewhere =
+        spotwise_aws::Vault::new(&stack.sdk_config().await, stack.resource("SecretsKey"));
+    for (tenant, resource) in [("t2", "c1"), ("t1", "c2")] {
+        assert!(
+            elsewhere
+                .open(&sealed, context(tenant, resource))
+                .await
+                .is_err(),
+            "{tenant}/{resource}"
+        );
+    }
+    // A changed ciphertext fails authentication.
+    let mut tampered = sealed.clone();
+    tampered.ciphertext.replace_range(
+        0..2,
+        if tampered.ciphertext.starts_with("00") {
+            "01"
+        } else {
+            "00"
+        },
+    );
+    assert!(matches!(
+        vault.open(&tampered, context("t1", "c1")).await,
+        Err(spotwise_aws::SealError::Corrupt(_))
+    ));
+}

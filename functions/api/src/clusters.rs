@@ -401,19 +401,27 @@ pub async fn approve(
     item.version += 1;
     let now = OffsetDateTime::now_utc();
     let source = format!("api:{}", caller.key_id);
-    let action_ids =
-        match actions::apply_first_wave(&state.store, &state.sqs, &item.body, &source, now).await {
-            Ok(ids) => ids,
-            Err(err) => {
-                // Back to proposed, so the approval can be tried again; drains already sent
-                // are recorded and skipped by the next attempt.
-                item.body.status = RecommendationStatus::Proposed;
-                if let Err(undo) = state.store.update_versioned(&item).await {
-                    tracing::error!(error = %undo, "approval claim not released");
-                }
-                return Err(ApiError::internal("sending the approved wave", &err));
+    let action_ids = match actions::apply_first_wave(
+        &state.store,
+        &state.sqs,
+        &state.vault,
+        &item.body,
+        &source,
+        now,
+    )
+    .await
+    {
+        Ok(ids) => ids,
+        Err(err) => {
+            // Back to proposed, so the approval can be tried again; drains already sent
+            // are recorded and skipped by the next attempt.
+            item.body.status = RecommendationStatus::Proposed;
+            if let Err(undo) = state.store.update_versioned(&item).await {
+                tracing::error!(error = %undo, "approval claim not released");
             }
-        };
+            return Err(ApiError::internal("sending the approved wave", &err));
+        }
+    };
     item.body.action_ids = action_ids;
     state.store.update_versioned(&item).await?;
     Ok(Json(recommendation_view(item.body)))

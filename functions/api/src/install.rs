@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use spotwise_core::domain::{Cluster, ClusterSecret, Principal, Role, RoleArn};
 use spotwise_core::{ClusterId, TenantId};
 use spotwise_store::keys;
-use spotwise_store::{Item, PutCondition, Write, accounts};
+use spotwise_store::{PutCondition, Write, accounts, actions};
 use time::OffsetDateTime;
 use tracing::info;
 use utoipa::ToSchema;
@@ -136,12 +136,9 @@ pub async fn install(
     );
     let before = item.body.agent_queue_url.clone();
     item.body.agent_queue_url = Some(queue_url.clone());
-    let secret_item = Item::new(
-        secret_key,
-        ClusterSecret {
-            secret_hex: secret_hex.clone(),
-        },
-    );
+    let secret_item = actions::secret_item(&state.vault, &caller.tenant, &cluster, &secret)
+        .await
+        .map_err(|e| ApiError::internal("sealing the cluster secret", &e))?;
     let mut writes = vec![
         Write::put(&secret_item, PutCondition::Always)?,
         Write::put(&auth::key_item(&issued.key), PutCondition::IfAbsent)?,

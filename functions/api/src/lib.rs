@@ -28,6 +28,7 @@ use axum::response::Html;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
+use spotwise_aws::Vault;
 use spotwise_aws::cross_account::CrossAccount;
 use spotwise_core::config::{CommonConfig, ConfigError, Env};
 use spotwise_notify::deliver::{ClientError, Deliverer, REQUEST_TIMEOUT};
@@ -55,6 +56,8 @@ pub struct Config {
     pub cost_queue_url: String,
     pub discovery_queue_url: String,
     pub notifications_queue_url: String,
+    /// The KMS key cluster and webhook secrets are sealed with.
+    pub secrets_key_id: String,
 }
 
 impl Config {
@@ -67,6 +70,7 @@ impl Config {
             cost_queue_url: env.required("COST_QUEUE_URL")?,
             discovery_queue_url: env.required("DISCOVERY_QUEUE_URL")?,
             notifications_queue_url: env.required("NOTIFICATIONS_QUEUE_URL")?,
+            secrets_key_id: env.required("SECRETS_KEY_ID")?,
         })
     }
 }
@@ -83,6 +87,7 @@ pub struct AppState {
     pub limiter: Arc<RateLimiter>,
     pub run_queues: Arc<spotwise_store::runs::RunQueues>,
     pub notifications: spotwise_aws::Queue,
+    pub vault: Arc<Vault>,
 }
 
 impl AppState {
@@ -99,6 +104,7 @@ impl AppState {
             ),
             run_queues: Arc::new(schedules::run_queues(&sqs, config)),
             notifications: spotwise_aws::Queue::new(sqs.clone(), &config.notifications_queue_url),
+            vault: Arc::new(Vault::new(sdk, &config.secrets_key_id)),
             sqs,
             cross_account: Arc::new(CrossAccount::new(sdk.clone(), "spotwise-api")),
             stage: config.common.stage.clone(),

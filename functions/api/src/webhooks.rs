@@ -16,6 +16,7 @@ use spotwise_notify::record::{DeliveryOutcome, DeliveryRecord};
 use spotwise_notify::routing::Route;
 use spotwise_notify::ssrf;
 use spotwise_store::keys::{self, prefix};
+use spotwise_store::webhooks::{self, StoredEndpoint};
 use spotwise_store::{Item, PutCondition, Query, Write};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
@@ -209,13 +210,33 @@ async fn validate(state: &AppState, endpoint: &Endpoint) -> Result<(), ApiError>
     Ok(())
 }
 
+/// The endpoint, its URL and secret opened.
 async fn load(state: &AppState, caller: &Caller, id: &str) -> Result<Item<Endpoint>, ApiError> {
     let id = resource_id(id, "webhook")?;
-    state
+    let stored = state
         .store
-        .get::<Endpoint>(&keys::webhook(&caller.tenant, id))
+        .get::<StoredEndpoint>(&keys::webhook(&caller.tenant, id))
         .await?
-        .ok_or_else(|| ApiError::not_found(format!("webhook {id}")))
+        .ok_or_else(|| ApiError::not_found(format!("webhook {id}")))?;
+    opened(state, stored).await
+}
+
+async fn opened(
+    state: &AppState,
+    stored: Item<StoredEndpoint>,
+) -> Result<Item<Endpoint>, ApiError> {
+    let endpoint = webhooks::open(&state.vault, stored.body.clone())
+        .await
+        .map_err(|e| ApiError::internal("opening a webhook's URL and secret", &e))?;
+    Ok(stored.map(|_| endpoint))
+}
+
+/// The item as the table keeps it, URL and secret sealed.
+async fn sealed(state: &AppState, item: &Item<Endpoint>) -> Result<Item<StoredEndpoint>, ApiError> {
+    let stored = webhooks::seal(&state.vault, item.body.clone())
+        .await
+        .map_err(|e| ApiError::internal("sealing a webhook's URL and secret", &e))?;
+    Ok(item.clone().map(|_| stored))
 }
 
 #[utoipa::path(get, path = "/v1/webhooks", tag = "webhooks", params(PageParams),
@@ -228,12 +249,12 @@ pub async fn list(
     caller.require(Role::Viewer)?;
     let query = page
         .apply(Query::partition(keys::tenant_partition(&caller.tenant)).prefix(prefix::WEBHOOK))?;
-    let stored = state.store.query::<Endpoint>(&query).await?;
-    let items = stored
-        .items
-        .iter()
-        .map(|i| Webhook::shown_to(&i.body, i.version, &caller))
-        .collect();
+    let stored = state.store.query::<StoredEndpoint>(&query).await?;
+    let mut items = Vec::with_capacity(stored.items.len());
+    for item in stored.items {
+        let item = opened(&state, item).await?;
+        items.push(Webhook::shown_to(&item.body, item.version, &caller));
+    }
     Ok(Json(Page {
         items,
         next_cursor: stored.next,
@@ -254,7 +275,11 @@ pub async fn create(
     let id = ulid::Ulid::new().to_string().to_ascii_lowercase();
     let endpoint = input.into_endpoint(&caller, id.clone(), secret.clone());
     validate(&state, &endpoint).await?;
-    let item = Item::new(keys::webhook(&caller.tenant, &id), &endpoint);
+    let item = sealed(
+        &state,
+        &Item::new(keys::webhook(&caller.tenant, &id), endpoint.clone()),
+    )
+    .await?;
     audit::commit(
         &state,
         vec![Write::put(&item, PutCondition::IfAbsent)?],
@@ -325,7 +350,7 @@ pub async fn replace(
     let re_enabled = endpoint.route.enabled && !item.body.route.enabled;
     item.body = endpoint;
     let version = item.version + 1;
-    let mut writes = vec![Write::versioned(&item)?];
+    let mut writes = vec![Write::versioned(&sealed(&state, &item).await?)?];
     if re_enabled {
         writes.push(Write::delete(&keys::webhook_failures(&caller.tenant, &id)));
     }

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use interruption::{Config, Deps, InstanceOutcome, Outcome, handle_body};
 use spotwise_core::config::Env;
-use spotwise_core::domain::{CapacityType, Cluster, ClusterSecret, Node, Resources};
+use spotwise_core::domain::{CapacityType, Cluster, Node, Resources};
 use spotwise_core::{ClusterId, TenantId};
 use spotwise_store::keys;
 use spotwise_store::{Item, PutCondition};
@@ -55,18 +55,10 @@ async fn main() {
             PutCondition::Always,
         )
         .await);
-    put(deps
-        .store
-        .put(
-            &Item::new(
-                keys::cluster_secret(&tenant, &cluster_id),
-                ClusterSecret {
-                    secret_hex: "00".repeat(32),
-                },
-            ),
-            PutCondition::Always,
-        )
-        .await);
+    let secret = spotwise_store::actions::secret_item(&deps.vault, &tenant, &cluster_id, &[0; 32])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    put(deps.store.put(&secret, PutCondition::Always).await);
     let nodes: Vec<Item<Node>> = (0..EVENTS)
         .map(|i| {
             let name = format!("ip-10-1-{}-{}.ec2.internal", i / 250, i % 250);

@@ -20,8 +20,8 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use futures_util::future::try_join_all;
 use serde::Deserialize;
 use serde_json::json;
-use spotwise_aws::Queue;
 use spotwise_aws::queue::QueueError;
+use spotwise_aws::{Queue, Vault};
 use spotwise_core::action::{
     ActionKind, ActionRecord, ActionSpec, ActionStatus, AgentAction, INTERRUPTION_TAINT,
     LifecycleHook,
@@ -33,7 +33,7 @@ use spotwise_core::domain::{
 use spotwise_core::interruption::{self, ParseError, Parsed, Signal, SignalKind};
 use spotwise_core::{Classify, ClusterId, Disposition, TenantId, rfc3339};
 use spotwise_lambda::sqs::{BodyError, process_batch};
-use spotwise_store::actions::{self, AgentChannel};
+use spotwise_store::actions::{self, AgentChannel, DispatchError};
 use spotwise_store::keys::{self, Key};
 use spotwise_store::{Item, PutCondition, Query};
 use spotwise_store::{Store, StoreError};
@@ -54,6 +54,8 @@ const CONCURRENCY: usize = 10;
 pub struct Config {
     pub common: CommonConfig,
     pub notifications_queue_url: String,
+    /// The KMS key cluster secrets are sealed with.
+    pub secrets_key_id: String,
 }
 
 impl Config {
@@ -61,6 +63,7 @@ impl Config {
         Ok(Self {
             common: CommonConfig::from_env(env)?,
             notifications_queue_url: env.required("NOTIFICATIONS_QUEUE_URL")?,
+            secrets_key_id: env.required("SECRETS_KEY_ID")?,
         })
     }
 }
@@ -69,6 +72,7 @@ pub struct Deps {
     pub store: Store,
     pub sqs: aws_sdk_sqs::Client,
     pub notifications: Queue,
+    pub vault: Vault,
 }
 
 impl Deps {
@@ -80,6 +84,7 @@ impl Deps {
                 &config.common.table_name,
             ),
             notifications: Queue::new(sqs.clone(), &config.notifications_queue_url),
+            vault: Vault::new(sdk, &config.secrets_key_id),
             sqs,
         }
     }
@@ -95,6 +100,8 @@ pub enum InterruptionError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Queue(#[from] QueueError),
+    #[error(transparent)]
+    Dispatch(#[from] DispatchError),
 }
 
 impl Classify for InterruptionError {
@@ -103,6 +110,7 @@ impl Classify for InterruptionError {
             InterruptionError::Body(_) | InterruptionError::Parse(_) => Disposition::NonRetryable,
             InterruptionError::Store(e) => e.disposition(),
             InterruptionError::Queue(e) => e.disposition(),
+            InterruptionError::Dispatch(e) => e.disposition(),
         }
     }
 }
@@ -260,7 +268,7 @@ async fn handle_instance(
     let action_claim = keys::idempotency("action", &format!("{instance_id}#{kind}"));
     let (claimed, channel) = tokio::join!(
         deps.store.hold(action_claim, ACTION_DEDUP_HOLD, now),
-        actions::channel(&deps.store, &node.tenant_id, &node.cluster_id),
+        actions::channel(&deps.store, &deps.vault, &node.tenant_id, &node.cluster_id),
     );
     let Some(held) = claimed? else {
         info!(event_id = %signal.event_id, %instance_id, %kind, "action already issued for this instance");

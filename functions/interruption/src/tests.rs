@@ -2,7 +2,7 @@ use std::collections::HashMap;
 
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
-use spotwise_core::domain::{CapacityType, ClusterSecret, Resources};
+use spotwise_core::domain::{CapacityType, Resources};
 use spotwise_testkit::{LocalStack, fixture, records};
 
 use super::*;
@@ -45,13 +45,10 @@ async fn setup() -> LocalHandler {
         .unwrap();
     deps.store
         .put(
-            &Item::new(
-                keys::cluster_secret(&tenant, &cluster_id),
-                ClusterSecret {
-                    secret_hex: hex::encode(SECRET),
-                },
-            ),
-            PutCondition::IfAbsent,
+            &spotwise_store::actions::secret_item(&deps.vault, &tenant, &cluster_id, SECRET)
+                .await
+                .unwrap(),
+            PutCondition::Always,
         )
         .await
         .unwrap();

@@ -14,6 +14,7 @@ use std::convert::Infallible;
 use aws_config::SdkConfig;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use serde::{Deserialize, Serialize};
+use spotwise_aws::Vault;
 use spotwise_aws::queue::{Queue, QueueError};
 use spotwise_core::config::{CommonConfig, ConfigError, Env};
 use spotwise_core::domain::{
@@ -49,6 +50,8 @@ pub struct Config {
     pub common: CommonConfig,
     pub optimize_queue_url: String,
     pub notifications_queue_url: String,
+    /// The KMS key cluster secrets are sealed with (`auto` mode signs drains).
+    pub secrets_key_id: String,
 }
 
 impl Config {
@@ -57,6 +60,7 @@ impl Config {
             common: CommonConfig::from_env(env)?,
             optimize_queue_url: env.required("OPTIMIZE_QUEUE_URL")?,
             notifications_queue_url: env.required("NOTIFICATIONS_QUEUE_URL")?,
+            secrets_key_id: env.required("SECRETS_KEY_ID")?,
         })
     }
 }
@@ -66,6 +70,7 @@ pub struct Deps {
     pub sqs: aws_sdk_sqs::Client,
     pub optimize_queue: Queue,
     pub notifications: Queue,
+    pub vault: Vault,
 }
 
 impl Deps {
@@ -78,6 +83,7 @@ impl Deps {
             ),
             optimize_queue: Queue::new(sqs.clone(), &config.optimize_queue_url),
             notifications: Queue::new(sqs.clone(), &config.notifications_queue_url),
+            vault: Vault::new(sdk, &config.secrets_key_id),
             sqs,
         }
     }
@@ -371,7 +377,8 @@ pub async fn optimize(
     if policy.mode == PolicyMode::Auto {
         let source = format!("optimizer:{}", record.id);
         action_ids =
-            actions::apply_first_wave(&deps.store, &deps.sqs, &record, &source, now).await?;
+            actions::apply_first_wave(&deps.store, &deps.sqs, &deps.vault, &record, &source, now)
+                .await?;
         if !action_ids.is_empty() {
             let mut applied = record.clone();
             applied.action_ids.clone_from(&action_ids);

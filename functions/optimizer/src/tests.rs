@@ -1,6 +1,6 @@
 use aws_sdk_sqs::types::QueueAttributeName;
 use spotwise_core::action::{ActionKind, ActionRecord, ActionStatus, AgentAction};
-use spotwise_core::domain::{ClusterSecret, NodeTemplateSpec, Notification, Pool};
+use spotwise_core::domain::{NodeTemplateSpec, Notification, Pool};
 use spotwise_core::snapshot::{Snapshot, SnapshotPod};
 use spotwise_core::{ClusterId, TenantId};
 use spotwise_optimizer::synth;
@@ -85,13 +85,10 @@ async fn setup(mode: PolicyMode) -> Setup {
         .unwrap();
     store
         .put(
-            &Item::new(
-                keys::cluster_secret(&tenant, &cluster),
-                ClusterSecret {
-                    secret_hex: hex::encode(SECRET),
-                },
-            ),
-            PutCondition::IfAbsent,
+            &spotwise_store::actions::secret_item(&deps.vault, &tenant, &cluster, SECRET)
+                .await
+                .unwrap(),
+            PutCondition::Always,
         )
         .await
         .unwrap();

@@ -192,7 +192,7 @@ async fn sleep(
             });
         }
     }
-    let channel = actions::channel(&deps.store, tenant, cluster_id).await?;
+    let channel = actions::channel(&deps.store, &deps.vault, tenant, cluster_id).await?;
     let snapshot =
         spotwise_store::snapshots::load(&deps.store, tenant, cluster_id, now, SNAPSHOT_MAX_AGE)
             .await?
@@ -251,7 +251,7 @@ async fn take_sleep_steps(
     now: OffsetDateTime,
 ) -> Result<bool, HibernationError> {
     let (tenant, cluster_id) = (&schedule.tenant_id, &schedule.cluster_id);
-    let channel = actions::channel(&deps.store, tenant, cluster_id).await?;
+    let channel = actions::channel(&deps.store, &deps.vault, tenant, cluster_id).await?;
     let state = &mut item.body;
     // Cordoned first, so nothing is scheduled onto capacity about to go.
     for node in &state.cordoned_nodes {
@@ -410,7 +410,7 @@ async fn wake(
             }
         }
     }
-    let channel = actions::channel(&deps.store, tenant, cluster_id).await?;
+    let channel = actions::channel(&deps.store, &deps.vault, tenant, cluster_id).await?;
     for workload in &state.workloads {
         let id = format!("{}/{}/{}", workload.namespace, workload.kind, workload.name);
         let down = deps

@@ -9,6 +9,7 @@ pub mod hibernate;
 
 use aws_config::SdkConfig;
 use serde::Serialize;
+use spotwise_aws::Vault;
 use spotwise_aws::cross_account::CrossAccount;
 use spotwise_aws::queue::Queue;
 use spotwise_core::config::{CommonConfig, ConfigError, Env};
@@ -29,6 +30,8 @@ pub struct Config {
     pub optimize_queue_url: String,
     pub cost_queue_url: String,
     pub discovery_queue_url: String,
+    /// The KMS key cluster secrets are sealed with (hibernation signs its actions).
+    pub secrets_key_id: String,
 }
 
 impl Config {
@@ -39,6 +42,7 @@ impl Config {
             optimize_queue_url: env.required("OPTIMIZE_QUEUE_URL")?,
             cost_queue_url: env.required("COST_QUEUE_URL")?,
             discovery_queue_url: env.required("DISCOVERY_QUEUE_URL")?,
+            secrets_key_id: env.required("SECRETS_KEY_ID")?,
         })
     }
 }
@@ -49,6 +53,7 @@ pub struct Deps {
     pub notifications: Queue,
     pub run_queues: RunQueues,
     pub accounts: CrossAccount,
+    pub vault: Vault,
 }
 
 impl Deps {
@@ -67,6 +72,7 @@ impl Deps {
                 discovery: queue(&config.discovery_queue_url),
             },
             accounts: CrossAccount::new(sdk.clone(), "spotwise-scheduler"),
+            vault: Vault::new(sdk, &config.secrets_key_id),
             sqs,
         }
     }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use aws_config::SdkConfig;
 use aws_sdk_eks::types::{NodegroupScalingConfig, VpcConfigRequest};
 use spotwise_core::action::{ActionKind, ActionRecord, ActionSpec, ActionStatus, AgentAction};
-use spotwise_core::domain::{CapacityType, ClusterSecret, Nodegroup, Notification, RoleArn};
+use spotwise_core::domain::{CapacityType, Nodegroup, Notification, RoleArn};
 use spotwise_core::messages::OptimizeRequest;
 use spotwise_core::{ClusterId, TenantId};
 use spotwise_store::accounts;
@@ -124,12 +124,9 @@ async fn setup() -> Setup {
         .unwrap();
     deps.store
         .put(
-            &Item::new(
-                keys::cluster_secret(&tenant, &cluster),
-                ClusterSecret {
-                    secret_hex: SECRET.iter().map(|b| format!("{b:02x}")).collect(),
-                },
-            ),
+            &spotwise_store::actions::secret_item(&deps.vault, &tenant, &cluster, SECRET)
+                .await
+                .unwrap(),
             PutCondition::Always,
         )
         .await

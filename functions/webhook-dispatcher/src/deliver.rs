@@ -12,6 +12,7 @@ use spotwise_notify::record::{DeliveryOutcome, DeliveryRecord};
 use spotwise_notify::routing::{Bucket, retry_delay};
 use spotwise_store::StoreError;
 use spotwise_store::keys;
+use spotwise_store::webhooks::{self, StoredEndpoint};
 use spotwise_store::{Item, PutCondition};
 use time::OffsetDateTime;
 use tracing::{info, warn};
@@ -65,21 +66,22 @@ pub async fn deliver(
     let endpoint_key = keys::webhook(tenant, &request.endpoint_id);
     let failures_key = keys::webhook_failures(tenant, &request.endpoint_id);
     let (endpoint, failures) = tokio::try_join!(
-        deps.store.get::<Endpoint>(&endpoint_key),
+        deps.store.get::<StoredEndpoint>(&endpoint_key),
         deps.store.get::<FailureCount>(&failures_key),
     )?;
-    let Some(endpoint) = endpoint.map(|item| item.body) else {
+    let Some(stored) = endpoint.map(|item| item.body) else {
         info!(%tenant, endpoint = %request.endpoint_id, "endpoint deleted; delivery dropped");
         return Ok(Outcome::Skipped {
             reason: "endpoint deleted",
         });
     };
-    if !endpoint.route.enabled {
-        info!(%tenant, endpoint = %endpoint.id, "endpoint disabled; delivery dropped");
+    if !stored.route.enabled {
+        info!(%tenant, endpoint = %stored.id, "endpoint disabled; delivery dropped");
         return Ok(Outcome::Skipped {
             reason: "endpoint disabled",
         });
     }
+    let endpoint = webhooks::open(&deps.vault, stored).await?;
     if let Err(wait) = take_token(deps, &endpoint, now).await? {
         // Not an attempt: the new message carries the attempts made so far.
         let later = DeliveryRequest {
@@ -239,7 +241,7 @@ async fn count_failure(
     }
     let key = keys::webhook(&endpoint.tenant_id, &endpoint.id);
     for _ in 0..CAS_TRIES {
-        let Some(mut item) = deps.store.get::<Endpoint>(&key).await? else {
+        let Some(mut item) = deps.store.get::<StoredEndpoint>(&key).await? else {
             return Ok(());
         };
         if !item.body.route.enabled {
@@ -253,7 +255,7 @@ async fn count_failure(
             Ok(_) => {
                 warn!(tenant = %endpoint.tenant_id, endpoint = %endpoint.id, failures, "endpoint disabled");
                 deps.notifications
-                    .send(&disabled_notice(&item.body, failures, reason, now), None)
+                    .send(&disabled_notice(endpoint, failures, reason, now), None)
                     .await?;
                 return Ok(());
             }

@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use aws_config::SdkConfig;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
-use spotwise_aws::Queue;
 use spotwise_aws::queue::QueueError;
+use spotwise_aws::{Queue, SealError, Vault};
 use spotwise_core::config::{CommonConfig, ConfigError, Env};
 use spotwise_core::domain::Notification;
 use spotwise_core::messages::DeliveryRequest;
@@ -38,6 +38,8 @@ pub struct Config {
     pub deliveries_queue_url: String,
     pub deliveries_dlq_url: String,
     pub limits: Limits,
+    /// The KMS key endpoint URLs and secrets are sealed with.
+    pub secrets_key_id: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +59,7 @@ impl Config {
             notifications_queue_url: env.required("NOTIFICATIONS_QUEUE_URL")?,
             deliveries_queue_url: env.required("DELIVERIES_QUEUE_URL")?,
             deliveries_dlq_url: env.required("DELIVERIES_DLQ_URL")?,
+            secrets_key_id: env.required("SECRETS_KEY_ID")?,
             limits: Limits {
                 dedup_window: env
                     .seconds_or("NOTIFICATION_DEDUP_SECONDS", Duration::from_secs(600))?,
@@ -74,6 +77,7 @@ pub struct Deps {
     pub dead_letters: Queue,
     pub deliverer: Deliverer,
     pub limits: Limits,
+    pub vault: Vault,
 }
 
 impl Deps {
@@ -95,6 +99,7 @@ impl Deps {
                 REQUEST_TIMEOUT,
             )?,
             limits: config.limits,
+            vault: Vault::new(sdk, &config.secrets_key_id),
         })
     }
 }
@@ -109,6 +114,8 @@ pub enum DispatchError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Queue(#[from] QueueError),
+    #[error(transparent)]
+    Seal(#[from] SealError),
     /// Not a fault: the message was hidden until its next attempt and must stay on the queue.
     #[error("delivery attempt {attempt} failed ({reason}); next attempt in {delay:?}")]
     RetryScheduled {
@@ -130,6 +137,7 @@ impl Classify for DispatchError {
             | DispatchError::UnknownSource(_) => Disposition::NonRetryable,
             DispatchError::Store(e) => e.disposition(),
             DispatchError::Queue(e) => e.disposition(),
+            DispatchError::Seal(e) => e.disposition(),
             DispatchError::RetryScheduled { .. } | DispatchError::Contended(_) => {
                 Disposition::Retryable
             }

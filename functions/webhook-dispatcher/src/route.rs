@@ -4,10 +4,10 @@ use std::time::Duration;
 
 use spotwise_core::domain::Notification;
 use spotwise_core::messages::DeliveryRequest;
-use spotwise_notify::endpoint::Endpoint;
 use spotwise_notify::record::{FeedEntry, Suppression};
 use spotwise_notify::routing::{Maintenance, Silence};
 use spotwise_store::keys::{self, prefix};
+use spotwise_store::webhooks::StoredEndpoint;
 use spotwise_store::{Item, PutCondition, Query};
 use time::OffsetDateTime;
 use tracing::info;
@@ -67,7 +67,7 @@ async fn store_and_fan_out(
     let [endpoints, silences, windows] = [prefix::WEBHOOK, prefix::SILENCE, prefix::MAINTENANCE]
         .map(|kind| Query::partition(&partition).prefix(kind));
     let (endpoints, silences, windows) = tokio::try_join!(
-        deps.store.query_all::<Endpoint>(&endpoints),
+        deps.store.query_all::<StoredEndpoint>(&endpoints),
         deps.store.query_all::<Silence>(&silences),
         deps.store.query_all::<Maintenance>(&windows),
     )?;
@@ -85,7 +85,7 @@ async fn store_and_fan_out(
                     id: w.body.id.clone(),
                 })
         });
-    let targets: Vec<&Endpoint> = match suppressed {
+    let targets: Vec<&StoredEndpoint> = match suppressed {
         Some(_) => Vec::new(),
         None => endpoints
             .iter()

@@ -78,8 +78,12 @@ async fn save<T: serde::Serialize>(deps: &Deps, key: keys::Key, body: T) {
         .unwrap();
 }
 
+/// Stores the endpoint as the API does, URL and secret sealed.
 async fn save_endpoint(deps: &Deps, e: &Endpoint) {
-    save(deps, keys::webhook(&e.tenant_id, &e.id), e).await;
+    let sealed = spotwise_store::webhooks::seal(&deps.vault, e.clone())
+        .await
+        .unwrap();
+    save(deps, keys::webhook(&e.tenant_id, &e.id), &sealed).await;
 }
 
 fn sample() -> (SqsEvent, Notification) {
@@ -159,13 +163,17 @@ impl Setup {
     }
 
     async fn endpoint(&self, id: &str) -> Endpoint {
-        self.deps
+        let stored = self
+            .deps
             .store
-            .get::<Endpoint>(&keys::webhook(&tenant(), id))
+            .get::<spotwise_store::webhooks::StoredEndpoint>(&keys::webhook(&tenant(), id))
             .await
             .unwrap()
             .unwrap()
-            .body
+            .body;
+        spotwise_store::webhooks::open(&self.deps.vault, stored)
+            .await
+            .unwrap()
     }
 
     /// Delivers `request` as attempt `attempt`, with a receipt handle from the real queue.
@@ -661,4 +669,34 @@ async fn invalid_messages_fail_alone_with_a_reason() {
         .collect();
     failed.sort();
     assert_eq!(failed, ["bad", "bad-delivery", "stray"]);
+}
+
+#[tokio::test]
+async fn an_endpoint_stored_before_sealing_is_still_delivered_and_signed() {
+    let s = setup(&[]).await;
+    let legacy = endpoint("generic", EndpointKind::Generic, s.receiver.url("generic"));
+    // As items were written before URLs and secrets were sealed: plain strings.
+    save(
+        &s.deps,
+        keys::webhook(&legacy.tenant_id, &legacy.id),
+        &legacy,
+    )
+    .await;
+    let (event, _) = s.sample().await;
+    assert!(
+        handle_batch(&s.deps, event)
+            .await
+            .unwrap()
+            .batch_item_failures
+            .is_empty()
+    );
+    s.run_until_empty(s.deps.deliveries.url()).await;
+    let requests = s.receiver.requests();
+    assert_eq!(requests.len(), 1);
+    let signature = requests[0].headers[SIGNATURE_HEADER].to_str().unwrap();
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    assert_eq!(
+        verify(SECRET.as_bytes(), signature, &requests[0].body, now, 300),
+        Ok(())
+    );
 }

@@ -308,11 +308,30 @@ pub struct NodeTemplate {
     pub spec: NodeTemplateSpec,
 }
 
-/// The HMAC key an agent shares with the platform. Stored apart from the cluster record so
-/// listing clusters never reads it.
+/// A secret encrypted with its own data key, stored with that key as KMS encrypted it
+/// (envelope encryption, `spotwise_aws::secrets`). Hex fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sealed {
+    pub data_key: String,
+    pub nonce: String,
+    /// AES-256-GCM ciphertext and tag.
+    pub ciphertext: String,
+}
+
+/// A secret as an item keeps it: sealed, or in plain text in items written before secrets were
+/// sealed (read for one release, and sealed when the item is next written).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum StoredSecret {
+    Sealed(Sealed),
+    Plain(String),
+}
+
+/// The HMAC key an agent shares with the platform, sealed. Stored apart from the cluster record
+/// so listing clusters never reads it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterSecret {
-    pub secret_hex: String,
+    pub sealed: Sealed,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -560,6 +579,11 @@ mod tests {
             let mut body = item.as_object().unwrap().clone();
             for reserved in ["pk", "sk", "gsi1pk", "gsi1sk", "ttl", "version"] {
                 body.remove(reserved);
+            }
+            // The local stack seals `$seal` values with its KMS key as it writes them.
+            if let Some(sealed) = body.get_mut("sealed") {
+                assert!(sealed["$seal"]["plaintext_hex"].is_string(), "{sealed}");
+                *sealed = serde_json::json!({"data_key": "", "nonce": "", "ciphertext": ""});
             }
             let body = serde_json::Value::Object(body);
             let sk = item["sk"].as_str().unwrap();

@@ -15,14 +15,16 @@ fn default_burst() -> u32 {
     10
 }
 
+/// `S` is how the URL and the secret are held: in plain text (`String`, the default) while the
+/// endpoint is checked or used, sealed while it is stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Endpoint {
+pub struct Endpoint<S = String> {
     pub id: String,
     pub tenant_id: TenantId,
     pub name: String,
-    pub url: String,
+    pub url: S,
     /// Signs generic webhooks (HMAC-SHA256); shown to the tenant once, when created.
-    pub secret: String,
+    pub secret: S,
     #[serde(flatten)]
     pub route: Route,
     #[serde(default)]
@@ -37,20 +39,55 @@ pub struct Endpoint {
     pub disabled_reason: Option<String>,
 }
 
+impl<S> Endpoint<S> {
+    /// The same endpoint with its URL and secret held as `T`.
+    pub fn with_secrets<T>(self, url: T, secret: T) -> Endpoint<T> {
+        Endpoint {
+            id: self.id,
+            tenant_id: self.tenant_id,
+            name: self.name,
+            url,
+            secret,
+            route: self.route,
+            template: self.template,
+            rate_per_minute: self.rate_per_minute,
+            burst: self.burst,
+            disabled_reason: self.disabled_reason,
+        }
+    }
+}
+
 impl Endpoint {
-    /// The URL with its path hidden but for the last four characters: chat webhook URLs are
-    /// credentials in themselves, so only the scheme and host are shown to who may not edit.
+    /// The URL with everything after the host hidden but for its last four characters: chat
+    /// webhook URLs are credentials in themselves, in the path, the query or the fragment, so
+    /// only the scheme, host and port are shown to who may not edit. The URL is read as a
+    /// browser reads it, so a backslash or an odd form cannot move the token into the "host".
     pub fn redacted_url(&self) -> String {
-        let Some((scheme, rest)) = self.url.split_once("://") else {
+        let Ok(url) = reqwest::Url::parse(&self.url) else {
             return "…".to_owned();
         };
-        let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-        let path: Vec<char> = path.chars().collect();
-        if path.len() <= 4 {
-            return self.url.clone();
+        let origin = match (url.host_str(), url.port()) {
+            (Some(host), Some(port)) => format!("{}://{host}:{port}", url.scheme()),
+            (Some(host), None) => format!("{}://{host}", url.scheme()),
+            (None, _) => return "…".to_owned(),
+        };
+        let mut rest = url.path().to_owned();
+        for (mark, part) in [('?', url.query()), ('#', url.fragment())] {
+            if let Some(part) = part {
+                rest.push(mark);
+                rest.push_str(part);
+            }
         }
-        let tail: String = path[path.len() - 4..].iter().collect();
-        format!("{scheme}://{host}/…{tail}")
+        let rest: Vec<char> = rest.chars().collect();
+        match rest.len() {
+            0 | 1 => origin,
+            // Too short to hide anything by showing four characters of it.
+            2..=8 => format!("{origin}/…"),
+            n => {
+                let tail: String = rest[n - 4..].iter().collect();
+                format!("{origin}/…{tail}")
+            }
+        }
     }
 }
 
@@ -164,11 +201,42 @@ mod tests {
         e.url = "https://hooks.slack.com/services/T000/B000/XXXXsecretYYYY".into();
         assert_eq!(e.redacted_url(), "https://hooks.slack.com/…YYYY");
         e.url = "https://example.com/a".into();
-        assert_eq!(e.redacted_url(), "https://example.com/a");
+        assert_eq!(e.redacted_url(), "https://example.com/…");
         e.url = "https://example.com".into();
         assert_eq!(e.redacted_url(), "https://example.com");
         e.url = "not a url".into();
         assert_eq!(e.redacted_url(), "…");
+        // Wherever the token sits, only its last four characters show.
+        for (url, shown) in [
+            (
+                "https://hooks.example.com?token=s3cr3tT0KENabcd",
+                "https://hooks.example.com/…abcd",
+            ),
+            (
+                "https://hooks.example.com/#s3cr3tT0KENabcd",
+                "https://hooks.example.com/…abcd",
+            ),
+            (
+                "https://hooks.example.com\\services\\T0\\s3cr3tabcd",
+                "https://hooks.example.com/…abcd",
+            ),
+            (
+                "https://hooks.example.com:8443/x/s3cr3tabcd",
+                "https://hooks.example.com:8443/…abcd",
+            ),
+            (
+                "https://user:pw@hooks.example.com/s3cr3tabcd",
+                "https://hooks.example.com/…abcd",
+            ),
+        ] {
+            e.url = url.into();
+            let redacted = e.redacted_url();
+            assert_eq!(redacted, shown, "{url}");
+            assert!(
+                !redacted.contains("s3cr3t") && !redacted.contains("pw"),
+                "{url}"
+            );
+        }
     }
 
     #[test]

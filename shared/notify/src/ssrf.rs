@@ -26,6 +26,8 @@ pub enum SsrfError {
     Credentials,
     #[error("webhook URL has no host")]
     NoHost,
+    #[error("write the URL as a browser reads it: `{normal}`")]
+    NotNormal { normal: String },
     #[error("{host} resolves to {ip}, a {reason} address")]
     Forbidden {
         host: String,
@@ -104,6 +106,14 @@ fn forbidden_v6(ip: Ipv6Addr) -> Option<&'static str> {
 /// when they are resolved, by [`GuardedResolver`].
 pub fn check_url(raw: &str, policy: TargetPolicy) -> Result<Url, SsrfError> {
     let url = Url::parse(raw).map_err(|_| SsrfError::NotAUrl(raw.to_owned()))?;
+    // What is checked is what will be requested: a URL a browser would rewrite (backslashes,
+    // spaces, odd case or encodings) could mean one host here and another there.
+    let normal = url.as_str();
+    if normal != raw && normal != format!("{raw}/") {
+        return Err(SsrfError::NotNormal {
+            normal: normal.to_owned(),
+        });
+    }
     match url.scheme() {
         "https" => {}
         "http" if policy.dev_mode => {}
@@ -214,6 +224,39 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn urls_a_browser_would_rewrite_are_refused() {
+        for (raw, normal) in [
+            (
+                "https://hooks.example.com\\services\\T0",
+                "https://hooks.example.com/services/T0",
+            ),
+            ("https://HOOKS.example.com/x", "https://hooks.example.com/x"),
+            (
+                "https://hooks.example.com/a b",
+                "https://hooks.example.com/a%20b",
+            ),
+            (
+                "https://hooks.example.com/a/../b",
+                "https://hooks.example.com/b",
+            ),
+            ("https://0x7f.1/x", "https://127.0.0.1/x"),
+        ] {
+            assert!(
+                matches!(check_url(raw, PROD), Err(SsrfError::NotNormal { normal: n }) if n == normal),
+                "{raw}: {:?}",
+                check_url(raw, PROD)
+            );
+        }
+        for fine in [
+            "https://hooks.slack.com/services/T000/B000/XXXX",
+            "https://hooks.example.com",
+            "https://hooks.example.com/x?token=abc#frag",
+        ] {
+            assert!(check_url(fine, PROD).is_ok(), "{fine}");
+        }
     }
 
     #[test]

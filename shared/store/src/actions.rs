@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use spotwise_aws::Queue;
 use spotwise_aws::queue::{Fifo, QueueError};
+use spotwise_aws::{Queue, SealError, SecretContext, Vault};
 use spotwise_core::action::{ActionRecord, ActionSpec, ActionStatus, AgentAction};
 use spotwise_core::domain::{Cluster, ClusterSecret};
 use spotwise_core::{Classify, ClusterId, Disposition, TenantId};
@@ -27,6 +27,8 @@ pub enum DispatchError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Queue(#[from] QueueError),
+    #[error(transparent)]
+    Seal(#[from] SealError),
 }
 
 impl Classify for DispatchError {
@@ -34,6 +36,7 @@ impl Classify for DispatchError {
         match self {
             DispatchError::Store(e) => e.disposition(),
             DispatchError::Queue(e) => e.disposition(),
+            DispatchError::Seal(e) => e.disposition(),
         }
     }
 }
@@ -44,12 +47,41 @@ pub struct AgentChannel {
     pub secret: Vec<u8>,
 }
 
+/// What a cluster's sealed HMAC key is bound to.
+pub fn cluster_secret_context<'a>(
+    tenant: &'a TenantId,
+    cluster: &'a ClusterId,
+) -> SecretContext<'a> {
+    SecretContext {
+        purpose: "cluster-secret",
+        tenant: tenant.as_str(),
+        resource: cluster.as_str(),
+    }
+}
+
+/// The item that keeps a cluster's HMAC key, sealed.
+pub async fn secret_item(
+    vault: &Vault,
+    tenant: &TenantId,
+    cluster: &ClusterId,
+    secret: &[u8],
+) -> Result<Item<ClusterSecret>, SealError> {
+    let sealed = vault
+        .seal(secret, cluster_secret_context(tenant, cluster))
+        .await?;
+    Ok(Item::new(
+        keys::cluster_secret(tenant, cluster),
+        ClusterSecret { sealed },
+    ))
+}
+
 /// The cluster's agent channel; `None` until an agent is installed (queue and secret both set).
 pub async fn channel(
     store: &Store,
+    vault: &Vault,
     tenant: &TenantId,
     cluster: &ClusterId,
-) -> Result<Option<AgentChannel>, StoreError> {
+) -> Result<Option<AgentChannel>, DispatchError> {
     let (cluster_key, secret_key) = (
         keys::cluster(tenant, cluster),
         keys::cluster_secret(tenant, cluster),
@@ -58,10 +90,14 @@ pub async fn channel(
         store.get::<Cluster>(&cluster_key),
         store.get::<ClusterSecret>(&secret_key),
     );
-    Ok(record?
-        .and_then(|c| c.body.agent_queue_url)
-        .zip(secret?.and_then(|s| hex::decode(s.body.secret_hex).ok()))
-        .map(|(queue_url, secret)| AgentChannel { queue_url, secret }))
+    let (Some(queue_url), Some(secret)) = (record?.and_then(|c| c.body.agent_queue_url), secret?)
+    else {
+        return Ok(None);
+    };
+    let secret = vault
+        .open(&secret.body.sealed, cluster_secret_context(tenant, cluster))
+        .await?;
+    Ok(Some(AgentChannel { queue_url, secret }))
 }
 
 /// An action as it left for the agent: signed and queued, or undeliverable without an agent.
@@ -161,6 +197,7 @@ pub async fn dispatch(
 pub async fn apply_first_wave(
     store: &Store,
     sqs: &aws_sdk_sqs::Client,
+    vault: &Vault,
     record: &Recommendation,
     source: &str,
     now: OffsetDateTime,
@@ -171,7 +208,7 @@ pub async fn apply_first_wave(
     let Some(wave) = consolidation.waves.first() else {
         return Ok(Vec::new());
     };
-    let channel = channel(store, &record.tenant_id, &record.cluster_id).await?;
+    let channel = channel(store, vault, &record.tenant_id, &record.cluster_id).await?;
     let mut sent = Vec::new();
     for step in wave.iter().filter_map(|&i| consolidation.steps.get(i)) {
         let Step::Remove { node, reason, .. } = step else {

@@ -9,6 +9,7 @@ pub mod keys;
 pub mod runs;
 pub mod snapshots;
 mod table;
+pub mod webhooks;
 
 pub use table::{
     Claim, GSI1_NAME, HeldClaim, Item, Page, PutCondition, Query, Store, StoreError, Write,

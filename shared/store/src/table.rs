@@ -95,6 +95,17 @@ pub struct Item<T> {
 }
 
 impl<T> Item<T> {
+    /// The same item (key, index entry, expiry, version) around another body.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Item<U> {
+        Item {
+            key: self.key,
+            gsi1: self.gsi1,
+            ttl: self.ttl,
+            version: self.version,
+            body: f(self.body),
+        }
+    }
+
     pub fn new(key: Key, body: T) -> Self {
         Self {
             key,

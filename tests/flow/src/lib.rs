@@ -192,9 +192,9 @@ impl ApiServer {
         &self.base
     }
 
-    /// The table as the API function sees it, for assertions on what no response shows.
-    pub fn store(&self) -> &spotwise_store::Store {
-        &self.state.store
+    /// The API function's clients (table, vault), for assertions on what no response shows.
+    pub fn state(&self) -> &api::AppState {
+        &self.state
     }
 
     /// A new tenant and a client holding its first admin key.

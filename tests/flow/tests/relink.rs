@@ -204,10 +204,15 @@ async fn a_relinked_account_belongs_to_its_new_tenant_alone() {
         status(&a, Method::POST, &agent_path, Some(rotate)).await,
         StatusCode::NOT_FOUND
     );
-    let channel = spotwise_store::actions::channel(server.store(), &tenant_b, &cluster)
-        .await
-        .unwrap()
-        .expect("B's agent channel");
+    let channel = spotwise_store::actions::channel(
+        &server.state().store,
+        &server.state().vault,
+        &tenant_b,
+        &cluster,
+    )
+    .await
+    .unwrap()
+    .expect("B's agent channel");
     assert_eq!(
         channel
             .secret
@@ -230,7 +235,8 @@ async fn a_relinked_account_belongs_to_its_new_tenant_alone() {
         "A's agent queue is deleted"
     );
     let a_actions = server
-        .store()
+        .state()
+        .store
         .query_all::<ActionRecord>(
             &Query::partition(keys::tenant_partition(&tenant_a)).prefix(keys::prefix::ACTION),
         )

@@ -235,10 +235,11 @@ async fn installing_an_agent_gives_its_cluster_a_queue_a_secret_and_a_key() {
 
     // The platform now signs with the secret the manifest holds, and queues to this queue.
     let secret = installed.body["cluster_secret"].as_str().unwrap();
-    let channel = spotwise_store::actions::channel(&api.state.store, &tenant, &cluster)
-        .await
-        .unwrap()
-        .unwrap();
+    let channel =
+        spotwise_store::actions::channel(&api.state.store, &api.state.vault, &tenant, &cluster)
+            .await
+            .unwrap()
+            .unwrap();
     assert_eq!(
         (channel.queue_url.as_str(), channel.secret),
         (queue_url.as_str(), hex::decode(secret).unwrap())

@@ -1,5 +1,8 @@
 //! What every route shares: request validation errors and list paging.
 
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
 use super::*;
 
 #[tokio::test]
@@ -370,4 +373,163 @@ async fn malformed_paths_and_cursors_get_the_json_error_shape() {
         .await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.body);
     assert_eq!(reply.body["error"]["field"], "cursor");
+}
+
+/// Follows a `$ref` into the document's components.
+fn resolved<'a>(document: &'a Value, schema: &'a Value) -> &'a Value {
+    match schema["$ref"].as_str() {
+        Some(reference) => {
+            let name = reference.trim_start_matches("#/components/schemas/");
+            resolved(document, &document["components"]["schemas"][name])
+        }
+        None => schema,
+    }
+}
+
+/// A value shaped by `schema` whose strings, lists and maps are anywhere from empty to far past
+/// their documented maximum, with numbers at their extremes; at most `budget` characters and
+/// items in all.
+fn oversized(
+    document: &Value,
+    schema: &Value,
+    rng: &mut StdRng,
+    depth: u32,
+    budget: &mut usize,
+) -> Value {
+    let schema = resolved(document, schema);
+    for combinator in ["oneOf", "anyOf"] {
+        if let Some(choices) = schema[combinator].as_array().filter(|c| !c.is_empty()) {
+            let choice = &choices[rng.random_range(0..choices.len())];
+            return oversized(document, choice, rng, depth, budget);
+        }
+    }
+    if let Some(parts) = schema["allOf"].as_array() {
+        let mut merged = serde_json::Map::new();
+        for part in parts {
+            if let Value::Object(fields) = oversized(document, part, rng, depth, budget) {
+                merged.extend(fields);
+            }
+        }
+        return Value::Object(merged);
+    }
+    let kind = match &schema["type"] {
+        Value::String(kind) => kind.as_str(),
+        Value::Array(kinds) => kinds
+            .iter()
+            .filter_map(Value::as_str)
+            .find(|k| *k != "null")
+            .unwrap_or("null"),
+        _ if schema["properties"].is_object() => "object",
+        _ => "string",
+    };
+    let size = |rng: &mut StdRng, max: Option<u64>| -> usize {
+        let max = usize::try_from(max.unwrap_or(100)).unwrap_or(100);
+        match rng.random_range(0..5) {
+            0 => 0,
+            1 => max,
+            2 => max + 1,
+            3 => max * 3 + 7,
+            _ => rng.random_range(0..70_000),
+        }
+    };
+    match kind {
+        "object" if depth < 4 => {
+            let mut fields = serde_json::Map::new();
+            if let Some(properties) = schema["properties"].as_object() {
+                for (name, property) in properties {
+                    if rng.random_bool(0.9) {
+                        fields.insert(
+                            name.clone(),
+                            oversized(document, property, rng, depth + 1, budget),
+                        );
+                    }
+                }
+            }
+            if let Some(values) = schema["additionalProperties"].as_object() {
+                let values = Value::Object(values.clone());
+                let count = size(rng, schema["maxProperties"].as_u64()).min(*budget / 400);
+                for _ in 0..count {
+                    let key = "k".repeat(rng.random_range(0..400));
+                    *budget = budget.saturating_sub(key.len());
+                    fields.insert(key, oversized(document, &values, rng, depth + 1, budget));
+                }
+            }
+            Value::Object(fields)
+        }
+        "array" if depth < 4 => {
+            let count = size(rng, schema["maxItems"].as_u64()).min(*budget);
+            *budget -= count;
+            (0..count)
+                .map(|_| oversized(document, &schema["items"], rng, depth + 1, budget))
+                .collect()
+        }
+        "integer" => {
+            json!([0, -1, 1, i64::MAX, i64::MIN, i64::from(u32::MAX)][rng.random_range(0..6)])
+        }
+        "number" => json!([0.0, -1.5, 1e300, -1e300, 0.5][rng.random_range(0..5)]),
+        "boolean" => json!(rng.random_bool(0.5)),
+        "string" => match schema["enum"].as_array() {
+            Some(values) if rng.random_bool(0.5) && !values.is_empty() => {
+                values[rng.random_range(0..values.len())].clone()
+            }
+            _ => {
+                let length = size(rng, schema["maxLength"].as_u64()).min(*budget);
+                *budget -= length;
+                let alphabet = ['a', 'é', '😀', '#', '/', '\\', '\0', ' ', 'Z', '.'];
+                json!(
+                    (0..length)
+                        .map(|_| alphabet[rng.random_range(0..alphabet.len())])
+                        .collect::<String>()
+                )
+            }
+        },
+        _ => Value::Null,
+    }
+}
+
+#[tokio::test]
+async fn oversized_bodies_on_every_route_never_get_a_5xx() {
+    let api = api().await;
+    api.seed_cluster(None).await;
+    let document = api.get("/v1/openapi.json", &api.admin).await.body;
+    let mut rng = StdRng::seed_from_u64(20_261_203);
+    let mut routes = 0;
+    for (path, operations) in document["paths"].as_object().unwrap() {
+        let path = path
+            .replace("{id}", prod_cluster().as_str())
+            .replace("{revision}", "1")
+            .replace("{template_id}", "01abc");
+        for (method, operation) in operations.as_object().unwrap() {
+            let schema = &operation["requestBody"]["content"]["application/json"]["schema"];
+            if schema.is_null() {
+                continue;
+            }
+            routes += 1;
+            let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            for _ in 0..16 {
+                // Past the 64 KiB body limit too, but not so far that building it is the test.
+                let body = oversized(&document, schema, &mut rng, 0, &mut 150_000);
+                let reply = api
+                    .send(
+                        method.clone(),
+                        &path,
+                        Some(&api.admin),
+                        Some(body.clone()),
+                        &[],
+                    )
+                    .await;
+                let shown: String = body.to_string().chars().take(300).collect();
+                assert!(
+                    reply.status.as_u16() < 500,
+                    "{method} {path}: {} {} for {shown}",
+                    reply.status,
+                    reply.body
+                );
+            }
+        }
+    }
+    assert!(
+        routes >= 18,
+        "every route with a JSON body was tried: {routes}"
+    );
 }

@@ -163,3 +163,42 @@ async fn test_deliveries_report_what_the_receiver_said() {
     assert_eq!(log.body["items"].as_array().unwrap().len(), 1);
     assert_eq!(log.body["items"][0]["event_type"], "test");
 }
+
+#[tokio::test]
+async fn the_table_alone_reveals_no_webhook_url_or_secret() {
+    let api = api().await;
+    let url = "https://hooks.slack.com/services/T0000/B0000/s3cr3tPathToken";
+    let created = api
+        .post(
+            "/v1/webhooks",
+            &api.admin,
+            json!({"name": "ops", "kind": "slack", "url": url, "secret": "whsec_s3cr3t_signing_key"}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let id = created.body["webhook"]["id"].as_str().unwrap();
+
+    // The raw item, as anyone who can read the table sees it.
+    let raw = api
+        .state
+        .store
+        .get::<Value>(&keys::webhook(&TenantId::new("t1").unwrap(), id))
+        .await
+        .unwrap()
+        .unwrap()
+        .body
+        .to_string();
+    for plain in [
+        "s3cr3tPathToken",
+        "hooks.slack.com/services",
+        "whsec_s3cr3t_signing_key",
+    ] {
+        assert!(!raw.contains(plain), "{plain} in {raw}");
+    }
+    // Operators still see the URL whole; viewers see it redacted.
+    let shown = api.get(&format!("/v1/webhooks/{id}"), &api.admin).await;
+    assert_eq!(shown.body["url"], url);
+    let viewer = api.key("viewer").await;
+    let shown = api.get(&format!("/v1/webhooks/{id}"), &viewer).await;
+    assert_eq!(shown.body["url"], "https://hooks.slack.com/…oken");
+}
