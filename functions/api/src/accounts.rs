@@ -5,13 +5,14 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
+use spotwise_core::ClusterId;
 use spotwise_core::domain::{Account, AccountHealth, Role, RoleArn};
 use spotwise_store::accounts::{self, AccountError, UnlinkError};
 use spotwise_store::keys::{self, prefix};
 use spotwise_store::{Query, Write};
 use time::OffsetDateTime;
 use tracing::info;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
 use crate::audit::{self, snapshot};
@@ -196,16 +197,28 @@ pub async fn validate(
     Ok(Json(item.body))
 }
 
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UnlinkParams {
+    /// Unlink even while hibernation has one of the account's clusters asleep.
+    pub force: Option<bool>,
+}
+
 /// Unlinks an account: discovery stops reading it, and nothing of this tenant acts on its
 /// clusters any more (agent keys revoked, agent queues deleted, open actions cancelled,
 /// schedules and hibernation removed, secrets, snapshots and cluster records deleted). Cost,
 /// plans, pod history and the audit log are kept as history.
-#[utoipa::path(delete, path = "/v1/accounts/{id}", tag = "accounts", params(("id" = String, Path)),
-    responses((status = 204), (status = 404, body = ErrorResponse)), security(("api_key" = [])))]
+///
+/// A cluster that hibernation has asleep would stay asleep, with nothing left to wake it: the
+/// unlink is refused (409 `asleep`, naming the clusters) unless `force=true`.
+#[utoipa::path(delete, path = "/v1/accounts/{id}", tag = "accounts", params(("id" = String, Path), UnlinkParams),
+    responses((status = 204), (status = 404, body = ErrorResponse), (status = 409, body = ErrorResponse)),
+    security(("api_key" = [])))]
 pub async fn unlink(
     State(state): State<AppState>,
     caller: Caller,
     PathParams(id): PathParams<String>,
+    Params(params): Params<UnlinkParams>,
 ) -> Result<StatusCode, ApiError> {
     caller.require(Role::Admin)?;
     let key = keys::account(&caller.tenant, account_id(&id)?);
@@ -214,6 +227,21 @@ pub async fn unlink(
         .get::<Account>(&key)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("account {id}")))?;
+    if !params.force.unwrap_or(false) {
+        let asleep = accounts::asleep_clusters(&state.store, &caller.tenant, &id).await?;
+        if !asleep.is_empty() {
+            let names: Vec<&str> = asleep.iter().map(ClusterId::as_str).collect();
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "asleep",
+                format!(
+                    "hibernation has {} asleep; wake it (POST …/hibernation/wake) and wait for it, \
+                     or unlink with force=true to leave it asleep",
+                    names.join(", ")
+                ),
+            ));
+        }
+    }
     let unlinked = accounts::unlink(
         &state.store,
         &state.sqs,

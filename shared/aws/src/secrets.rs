@@ -96,11 +96,7 @@ impl Vault {
             .send()
             .await
             .map_err(|e| AwsFailure::from_sdk("kms:GenerateDataKey", e))?;
-        let data_key: [u8; 32] = generated
-            .plaintext
-            .as_ref()
-            .and_then(|k| k.as_ref().try_into().ok())
-            .ok_or(SealError::Corrupt("KMS returned no 256-bit data key"))?;
+        let data_key = plain_data_key(generated.plaintext.as_ref())?;
         let encrypted_key = generated
             .ciphertext_blob
             .ok_or(SealError::Corrupt("KMS returned no encrypted data key"))?;
@@ -168,11 +164,7 @@ impl Vault {
             .send()
             .await
             .map_err(|e| AwsFailure::from_sdk("kms:Decrypt", e))?;
-        let key: [u8; 32] = decrypted
-            .plaintext
-            .as_ref()
-            .and_then(|k| k.as_ref().try_into().ok())
-            .ok_or(SealError::Corrupt("KMS returned no 256-bit data key"))?;
+        let key = plain_data_key(decrypted.plaintext.as_ref())?;
         if let Ok(mut cache) = self.data_keys.lock() {
             if cache.len() >= DATA_KEY_CACHE_MAX {
                 cache.retain(|_, (at, _)| at.elapsed() < DATA_KEY_CACHE_TTL);
@@ -184,6 +176,11 @@ impl Vault {
         }
         Ok(key)
     }
+}
+
+fn plain_data_key(blob: Option<&Blob>) -> Result<[u8; 32], SealError> {
+    blob.and_then(|k| k.as_ref().try_into().ok())
+        .ok_or(SealError::Corrupt("KMS returned no 256-bit data key"))
 }
 
 fn cipher(key: &[u8; 32]) -> Result<LessSafeKey, SealError> {

@@ -197,6 +197,30 @@ impl Classify for UnlinkError {
     }
 }
 
+/// The account's clusters that hibernation has asleep for the tenant.
+pub async fn asleep_clusters(
+    store: &Store,
+    tenant: &TenantId,
+    account_id: &str,
+) -> Result<Vec<ClusterId>, StoreError> {
+    let clusters = store
+        .query_all::<Cluster>(
+            &Query::partition(keys::tenant_partition(tenant)).prefix(keys::prefix::CLUSTER),
+        )
+        .await?;
+    let mut asleep = Vec::new();
+    for cluster in clusters
+        .into_iter()
+        .filter(|c| c.body.account_id == account_id)
+    {
+        let state = keys::hibernation_state(tenant, &cluster.body.id);
+        if store.get::<serde::de::IgnoredAny>(&state).await?.is_some() {
+            asleep.push(cluster.body.id);
+        }
+    }
+    Ok(asleep)
+}
+
 /// Ends a tenant's link to an account and everything that acts on the account's clusters for
 /// that tenant: agent keys are revoked, agent queues deleted with the actions on them, open
 /// actions cancelled, schedules and hibernation removed, and the cluster partitions (secret,

@@ -142,10 +142,21 @@ async fn a_relinked_account_belongs_to_its_new_tenant_alone() {
         "hibernation queued cordons and scales for A's agent"
     );
 
-    // A unlinks; B links the same account and discovers the same cluster.
+    // A unlinks, leaving its cluster asleep; B links the same account and discovers the same
+    // cluster.
+    // The cluster is asleep: unlinking would leave nothing to wake it, so A must say so.
     let unlink = format!("/v1/accounts/{ACCOUNT}");
+    let (refused, body) = a.send(Method::DELETE, &unlink, None).await.unwrap();
+    assert_eq!(refused, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"]["code"], "asleep");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(cluster.as_str())
+    );
     assert_eq!(
-        status(&a, Method::DELETE, &unlink, None).await,
+        status(&a, Method::DELETE, &format!("{unlink}?force=true"), None).await,
         StatusCode::NO_CONTENT
     );
     spotwise_flow::link_account(&b, &sdk).await.unwrap();
