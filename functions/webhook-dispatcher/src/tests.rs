@@ -111,6 +111,12 @@ fn request(endpoint_id: &str, n: Notification) -> DeliveryRequest {
 }
 
 impl Setup {
+    /// Routes a batch of notifications, every one of which must succeed.
+    async fn route_all(&self, event: SqsEvent) {
+        let response = handle_batch(&self.deps, event).await.unwrap();
+        assert!(response.batch_item_failures.is_empty(), "{response:?}");
+    }
+
     /// The shipped sample event, as the notifications queue of this stack would hand it over.
     async fn sample(&self) -> (SqsEvent, Notification) {
         let (mut event, n) = sample();
@@ -243,13 +249,7 @@ async fn a_notification_reaches_each_matching_endpoint_in_its_format() {
     }
 
     let (event, n) = s.sample().await;
-    assert!(
-        handle_batch(&s.deps, event)
-            .await
-            .unwrap()
-            .batch_item_failures
-            .is_empty()
-    );
+    s.route_all(event).await;
     let feed = s.feed().await;
     assert_eq!(feed.len(), 1);
     let mut routed = feed[0].endpoints.clone();
@@ -683,13 +683,7 @@ async fn an_endpoint_stored_before_sealing_is_still_delivered_and_signed() {
     )
     .await;
     let (event, _) = s.sample().await;
-    assert!(
-        handle_batch(&s.deps, event)
-            .await
-            .unwrap()
-            .batch_item_failures
-            .is_empty()
-    );
+    s.route_all(event).await;
     s.run_until_empty(s.deps.deliveries.url()).await;
     let requests = s.receiver.requests();
     assert_eq!(requests.len(), 1);
