@@ -281,51 +281,40 @@ impl Store {
         item: &Item<T>,
         condition: PutCondition,
     ) -> Result<(), StoreError> {
-        let mut request = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(encode(item)?));
-        if condition == PutCondition::IfAbsent {
-            request = request.condition_expression("attribute_not_exists(pk)");
-        }
-        match request.send().await {
-            Ok(_) => Ok(()),
-            Err(e) => Err(match AwsFailure::from_sdk("dynamodb:PutItem", e) {
-                f if f.has_code("ConditionalCheckFailedException") => StoreError::AlreadyExists {
-                    pk: item.key.pk().to_owned(),
-                    sk: item.key.sk().to_owned(),
-                },
-                f => f.into(),
-            }),
-        }
+        self.put_guarded(&item.key, encode(item)?, Guard::from(condition))
+            .await
     }
 
     /// Replaces the item only if it is still at `item.version`; stores it at `version + 1` and
     /// returns the new version. This is the optimistic lock every read-modify-write goes through.
     pub async fn update_versioned<T: Serialize>(&self, item: &Item<T>) -> Result<u64, StoreError> {
-        let expected = item.version;
-        let next = expected + 1;
-        let mut attrs = encode(item)?;
-        attrs.insert(VERSION.into(), number(next));
+        let (attrs, guard) = versioned_attrs(item)?;
+        self.put_guarded(&item.key, attrs, guard).await?;
+        Ok(item.version + 1)
+    }
+
+    /// One PutItem under `guard`, the same condition a transaction's put is made under.
+    async fn put_guarded(
+        &self,
+        key: &Key,
+        attrs: HashMap<String, AttributeValue>,
+        guard: Guard,
+    ) -> Result<(), StoreError> {
+        let condition = guard.condition();
         let result = self
             .client
             .put_item()
             .table_name(&self.table)
             .set_item(Some(attrs))
-            .condition_expression("#v = :expected")
-            .expression_attribute_names("#v", VERSION)
-            .expression_attribute_values(":expected", number(expected))
+            .set_condition_expression(condition.expression)
+            .set_expression_attribute_names(condition.names)
+            .set_expression_attribute_values(condition.values)
             .send()
             .await;
         match result {
-            Ok(_) => Ok(next),
+            Ok(_) => Ok(()),
             Err(e) => Err(match AwsFailure::from_sdk("dynamodb:PutItem", e) {
-                f if f.has_code("ConditionalCheckFailedException") => StoreError::StaleVersion {
-                    pk: item.key.pk().to_owned(),
-                    sk: item.key.sk().to_owned(),
-                    expected,
-                },
+                f if f.has_code("ConditionalCheckFailedException") => guard.conflict(key),
                 f => f.into(),
             }),
         }
@@ -622,6 +611,67 @@ impl Store {
     }
 }
 
+/// What a put requires of the item it replaces.
+#[derive(Debug, Clone, Copy)]
+enum Guard {
+    None,
+    Absent,
+    /// Still at this version.
+    Version(u64),
+}
+
+impl From<PutCondition> for Guard {
+    fn from(condition: PutCondition) -> Self {
+        match condition {
+            PutCondition::Always => Guard::None,
+            PutCondition::IfAbsent => Guard::Absent,
+        }
+    }
+}
+
+/// A condition as PutItem and a transaction's put both take it.
+#[derive(Default)]
+struct Condition {
+    expression: Option<String>,
+    names: Option<HashMap<String, String>>,
+    values: Option<HashMap<String, AttributeValue>>,
+}
+
+impl Guard {
+    fn condition(self) -> Condition {
+        match self {
+            Guard::None => Condition::default(),
+            Guard::Absent => Condition {
+                expression: Some("attribute_not_exists(pk)".into()),
+                ..Condition::default()
+            },
+            Guard::Version(expected) => Condition {
+                expression: Some("#v = :expected".into()),
+                names: Some(HashMap::from([("#v".into(), VERSION.into())])),
+                values: Some(HashMap::from([(":expected".into(), number(expected))])),
+            },
+        }
+    }
+
+    /// The error a failed condition on `key` means.
+    fn conflict(self, key: &Key) -> StoreError {
+        let (pk, sk) = (key.pk().to_owned(), key.sk().to_owned());
+        match self {
+            Guard::Version(expected) => StoreError::StaleVersion { pk, sk, expected },
+            Guard::None | Guard::Absent => StoreError::AlreadyExists { pk, sk },
+        }
+    }
+}
+
+/// The item stored at `version + 1`, and the guard that it is still at `version`.
+fn versioned_attrs<T: Serialize>(
+    item: &Item<T>,
+) -> Result<(HashMap<String, AttributeValue>, Guard), StoreError> {
+    let mut attrs = encode(item)?;
+    attrs.insert(VERSION.into(), number(item.version + 1));
+    Ok((attrs, Guard::Version(item.version)))
+}
+
 /// One write of a [`Store::transact`] call.
 #[derive(Debug, Clone)]
 pub struct Write {
@@ -633,11 +683,7 @@ pub struct Write {
 enum WriteKind {
     Put {
         attrs: HashMap<String, AttributeValue>,
-        condition: PutCondition,
-    },
-    Versioned {
-        attrs: HashMap<String, AttributeValue>,
-        expected: u64,
+        guard: Guard,
     },
     Delete,
 }
@@ -649,7 +695,7 @@ impl Write {
             key: item.key.clone(),
             kind: WriteKind::Put {
                 attrs: encode(item)?,
-                condition,
+                guard: Guard::from(condition),
             },
         })
     }
@@ -657,14 +703,10 @@ impl Write {
     /// Replaces `item` if it is still at its version, like [`Store::update_versioned`]; the
     /// stored version becomes `item.version + 1`.
     pub fn versioned<T: Serialize>(item: &Item<T>) -> Result<Self, StoreError> {
-        let mut attrs = encode(item)?;
-        attrs.insert(VERSION.into(), number(item.version + 1));
+        let (attrs, guard) = versioned_attrs(item)?;
         Ok(Self {
             key: item.key.clone(),
-            kind: WriteKind::Versioned {
-                attrs,
-                expected: item.version,
-            },
+            kind: WriteKind::Put { attrs, guard },
         })
     }
 
@@ -682,25 +724,19 @@ impl Write {
             reason: e.to_string(),
         };
         let item = match &self.kind {
-            WriteKind::Put { attrs, condition } => {
-                let mut put = Put::builder()
-                    .table_name(table)
-                    .set_item(Some(attrs.clone()));
-                if *condition == PutCondition::IfAbsent {
-                    put = put.condition_expression("attribute_not_exists(pk)");
-                }
-                TransactWriteItem::builder().put(put.build().map_err(invalid)?)
+            WriteKind::Put { attrs, guard } => {
+                let condition = guard.condition();
+                TransactWriteItem::builder().put(
+                    Put::builder()
+                        .table_name(table)
+                        .set_item(Some(attrs.clone()))
+                        .set_condition_expression(condition.expression)
+                        .set_expression_attribute_names(condition.names)
+                        .set_expression_attribute_values(condition.values)
+                        .build()
+                        .map_err(invalid)?,
+                )
             }
-            WriteKind::Versioned { attrs, expected } => TransactWriteItem::builder().put(
-                Put::builder()
-                    .table_name(table)
-                    .set_item(Some(attrs.clone()))
-                    .condition_expression("#v = :expected")
-                    .expression_attribute_names("#v", VERSION)
-                    .expression_attribute_values(":expected", number(*expected))
-                    .build()
-                    .map_err(invalid)?,
-            ),
             WriteKind::Delete => TransactWriteItem::builder().delete(
                 Delete::builder()
                     .table_name(table)
@@ -714,10 +750,9 @@ impl Write {
 
     /// The error a failed condition on this write means.
     fn conflict(&self) -> StoreError {
-        let (pk, sk) = (self.key.pk().to_owned(), self.key.sk().to_owned());
         match self.kind {
-            WriteKind::Versioned { expected, .. } => StoreError::StaleVersion { pk, sk, expected },
-            WriteKind::Put { .. } | WriteKind::Delete => StoreError::AlreadyExists { pk, sk },
+            WriteKind::Put { guard, .. } => guard.conflict(&self.key),
+            WriteKind::Delete => Guard::None.conflict(&self.key),
         }
     }
 }
