@@ -398,8 +398,7 @@ async fn depart(
             Err(err) => return Err(err.into()),
         }
     }
-    let mut closed_actions = 0;
-    let open = deps
+    let records = deps
         .store
         .query_all::<ActionRecord>(&Query::gsi1(keys::node_actions_partition(
             &node.tenant_id,
@@ -407,25 +406,9 @@ async fn depart(
             &node.name,
         )))
         .await?;
-    for mut item in open.into_iter().filter(|i| {
-        matches!(
-            i.body.status,
-            ActionStatus::Queued | ActionStatus::Undeliverable
-        )
-    }) {
-        item.body.status = ActionStatus::Closed;
-        item.body.status_reason = Some(format!(
-            "instance {}",
-            signal.state.as_deref().unwrap_or("gone")
-        ));
-        item.body.updated_at = now;
-        match deps.store.update_versioned(&item).await {
-            Ok(_) => closed_actions += 1,
-            // The agent reported in the meantime; its status stands.
-            Err(StoreError::StaleVersion { .. }) => {}
-            Err(err) => return Err(err.into()),
-        }
-    }
+    let reason = format!("instance {}", signal.state.as_deref().unwrap_or("gone"));
+    let closed_actions =
+        actions::withdraw_open(&deps.store, records, ActionStatus::Closed, &reason, now).await?;
     info!(event_id = %signal.event_id, node = %node.name, state = ?signal.state, closed_actions, "node departed");
     Ok(InstanceOutcome::Departed { closed_actions })
 }

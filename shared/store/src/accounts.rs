@@ -19,9 +19,9 @@ use spotwise_core::{Classify, ClusterId, Disposition, TenantId};
 use spotwise_schedule::model::ScheduledRun;
 use time::OffsetDateTime;
 
-use crate::audit;
 use crate::keys::{self, Key};
 use crate::table::{Item, PutCondition, Query, Store, StoreError, Write};
+use crate::{actions, audit};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AccountError {
@@ -344,30 +344,20 @@ async fn cancel_open_actions(
     clusters: &[ClusterId],
     now: OffsetDateTime,
 ) -> Result<usize, StoreError> {
-    let open = store
+    let records = store
         .query_all::<ActionRecord>(
             &Query::partition(keys::tenant_partition(tenant)).prefix(keys::prefix::ACTION),
         )
         .await?
         .into_iter()
-        .filter(|a| {
-            clusters.contains(&a.body.action.cluster_id)
-                && matches!(
-                    a.body.status,
-                    ActionStatus::Queued | ActionStatus::Undeliverable
-                )
-        });
-    let mut cancelled = 0;
-    for mut item in open {
-        item.body.status = ActionStatus::Cancelled;
-        item.body.status_reason = Some("the cluster's account was unlinked".to_owned());
-        item.body.updated_at = now;
-        match store.update_versioned(&item).await {
-            Ok(_) => cancelled += 1,
-            // The agent reported meanwhile; its outcome stands.
-            Err(StoreError::StaleVersion { .. }) => {}
-            Err(err) => return Err(err),
-        }
-    }
-    Ok(cancelled)
+        .filter(|a| clusters.contains(&a.body.action.cluster_id))
+        .collect();
+    actions::withdraw_open(
+        store,
+        records,
+        ActionStatus::Cancelled,
+        "the cluster's account was unlinked",
+        now,
+    )
+    .await
 }

@@ -191,6 +191,34 @@ pub async fn dispatch(
     Ok(item.body)
 }
 
+/// Ends the actions among `records` the agent has not reported yet (queued, undeliverable) with
+/// `status` and `reason`; returns how many. One the agent reports meanwhile keeps its outcome.
+pub async fn withdraw_open(
+    store: &Store,
+    records: Vec<Item<ActionRecord>>,
+    status: ActionStatus,
+    reason: &str,
+    now: OffsetDateTime,
+) -> Result<usize, StoreError> {
+    let mut withdrawn = 0;
+    for mut item in records.into_iter().filter(|i| {
+        matches!(
+            i.body.status,
+            ActionStatus::Queued | ActionStatus::Undeliverable
+        )
+    }) {
+        item.body.status = status;
+        item.body.status_reason = Some(reason.to_owned());
+        item.body.updated_at = now;
+        match store.update_versioned(&item).await {
+            Ok(_) => withdrawn += 1,
+            Err(StoreError::StaleVersion { .. }) => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(withdrawn)
+}
+
 /// Sends the drains of a recommendation's first consolidation wave (removals only: a
 /// replacement needs new capacity first) and returns their action ids. A node already being
 /// drained by an earlier plan is skipped. Used by `auto` mode and by approval through the API.
