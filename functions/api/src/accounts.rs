@@ -5,7 +5,6 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
-use spotwise_core::ClusterId;
 use spotwise_core::domain::{Account, AccountHealth, Role, RoleArn};
 use spotwise_store::accounts::{self, AccountError, UnlinkError};
 use spotwise_store::keys::{self, prefix};
@@ -227,21 +226,6 @@ pub async fn unlink(
         .get::<Account>(&key)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("account {id}")))?;
-    if !params.force.unwrap_or(false) {
-        let asleep = accounts::asleep_clusters(&state.store, &caller.tenant, &id).await?;
-        if !asleep.is_empty() {
-            let names: Vec<&str> = asleep.iter().map(ClusterId::as_str).collect();
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "asleep",
-                format!(
-                    "hibernation has {} asleep; wake it (POST …/hibernation/wake) and wait for it, \
-                     or unlink with force=true to leave it asleep",
-                    names.join(", ")
-                ),
-            ));
-        }
-    }
     let unlinked = accounts::unlink(
         &state.store,
         &state.sqs,
@@ -249,9 +233,18 @@ pub async fn unlink(
         &item,
         OffsetDateTime::now_utc(),
         &caller.actor(),
+        params.force.unwrap_or(false),
     )
     .await
     .map_err(|e| match e {
+        asleep @ UnlinkError::Asleep(_) => ApiError::new(
+            StatusCode::CONFLICT,
+            "asleep",
+            format!(
+                "{asleep}; wake it (POST …/hibernation/wake) and wait for it, \
+                 or unlink with force=true to leave it asleep"
+            ),
+        ),
         UnlinkError::Store(e) => ApiError::from(e),
         UnlinkError::Queue(e) => ApiError::internal("deleting an agent queue", &e),
     })?;

@@ -182,6 +182,9 @@ pub struct Unlinked {
 
 #[derive(Debug, thiserror::Error)]
 pub enum UnlinkError {
+    /// Hibernation has these clusters asleep, and nothing would be left to wake them.
+    #[error("hibernation has {} asleep", .0.iter().map(ClusterId::as_str).collect::<Vec<_>>().join(", "))]
+    Asleep(Vec<ClusterId>),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -191,34 +194,11 @@ pub enum UnlinkError {
 impl Classify for UnlinkError {
     fn disposition(&self) -> Disposition {
         match self {
+            UnlinkError::Asleep(_) => Disposition::NonRetryable,
             UnlinkError::Store(e) => e.disposition(),
             UnlinkError::Queue(e) => e.disposition(),
         }
     }
-}
-
-/// The account's clusters that hibernation has asleep for the tenant.
-pub async fn asleep_clusters(
-    store: &Store,
-    tenant: &TenantId,
-    account_id: &str,
-) -> Result<Vec<ClusterId>, StoreError> {
-    let clusters = store
-        .query_all::<Cluster>(
-            &Query::partition(keys::tenant_partition(tenant)).prefix(keys::prefix::CLUSTER),
-        )
-        .await?;
-    let mut asleep = Vec::new();
-    for cluster in clusters
-        .into_iter()
-        .filter(|c| c.body.account_id == account_id)
-    {
-        let state = keys::hibernation_state(tenant, &cluster.body.id);
-        if store.get::<serde::de::IgnoredAny>(&state).await?.is_some() {
-            asleep.push(cluster.body.id);
-        }
-    }
-    Ok(asleep)
 }
 
 /// Ends a tenant's link to an account and everything that acts on the account's clusters for
@@ -226,7 +206,8 @@ pub async fn asleep_clusters(
 /// actions cancelled, schedules and hibernation removed, and the cluster partitions (secret,
 /// snapshot, nodes) and cluster records deleted. Cost, plans, pod history and audit stay in the
 /// tenant's partition as history. The account's items go last, so an unlink that fails part way
-/// can be sent again.
+/// can be sent again. A cluster hibernation has asleep refuses the unlink
+/// ([`UnlinkError::Asleep`]) unless `leave_asleep`.
 pub async fn unlink(
     store: &Store,
     sqs: &aws_sdk_sqs::Client,
@@ -234,6 +215,7 @@ pub async fn unlink(
     account: &Item<Account>,
     now: OffsetDateTime,
     actor: &str,
+    leave_asleep: bool,
 ) -> Result<Unlinked, UnlinkError> {
     let account_id = account.body.account_id.as_str();
     let tenant_partition = keys::tenant_partition(tenant);
@@ -244,6 +226,18 @@ pub async fn unlink(
         .filter(|c| c.body.account_id == account_id)
         .collect();
     let ids: Vec<ClusterId> = clusters.iter().map(|c| c.body.id.clone()).collect();
+    if !leave_asleep {
+        let mut asleep = Vec::new();
+        for cluster in &ids {
+            let state = keys::hibernation_state(tenant, cluster);
+            if store.get::<serde::de::IgnoredAny>(&state).await?.is_some() {
+                asleep.push(cluster.clone());
+            }
+        }
+        if !asleep.is_empty() {
+            return Err(UnlinkError::Asleep(asleep));
+        }
+    }
     let mut unlinked = Unlinked::default();
     for key in agent_keys_to_revoke(store, tenant, &ids, now).await? {
         store.update_versioned(&key).await?;
