@@ -81,17 +81,18 @@ pub async fn deliver(
             reason: "endpoint disabled",
         });
     }
-    let endpoint = webhooks::open(&deps.vault, stored).await?;
-    if let Err(wait) = take_token(deps, &endpoint, now).await? {
+    if let Err(wait) = take_token(deps, &stored, now).await? {
         // Not an attempt: the new message carries the attempts made so far.
         let later = DeliveryRequest {
             prior_attempts: attempt.saturating_sub(1),
             ..request.clone()
         };
         deps.deliveries.send_after(&later, wait).await?;
-        info!(%tenant, endpoint = %endpoint.id, wait_ms = wait.as_millis() as u64, "endpoint over its rate; delivery re-queued");
+        info!(%tenant, endpoint = %stored.id, wait_ms = wait.as_millis() as u64, "endpoint over its rate; delivery re-queued");
         return Ok(Outcome::RateLimited { wait });
     }
+    // Opened only for a delivery that goes out now.
+    let endpoint = webhooks::open(&deps.vault, stored).await?;
 
     let body = render(
         endpoint.route.kind,
@@ -155,9 +156,9 @@ pub async fn deliver(
 
 /// Takes a token from the endpoint's bucket, or says how long until one is free. Read and
 /// written under the item's version, so concurrent deliveries cannot both take the last one.
-async fn take_token(
+async fn take_token<S>(
     deps: &Deps,
-    endpoint: &Endpoint,
+    endpoint: &Endpoint<S>,
     now: OffsetDateTime,
 ) -> Result<Result<(), Duration>, DispatchError> {
     let key = keys::webhook_bucket(&endpoint.tenant_id, &endpoint.id);
