@@ -23,7 +23,7 @@ use spotwise_core::messages::{
     ActionReport, MAX_REJECTION_REASON, MAX_REJECTIONS_PER_HEARTBEAT, Rejection, ReportedOutcome,
 };
 use time::OffsetDateTime;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 pub use execute::ExecuteError;
 pub use metrics::Metrics;
@@ -409,8 +409,14 @@ impl Agent {
                         .map_err(|e| e.to_string()),
                     Err(err) => Err(err.to_string()),
                 };
-                if let Err(err) = &uploaded {
-                    warn!(error = %err, "cluster snapshot not uploaded");
+                match &uploaded {
+                    Ok(report::SnapshotSent::Uploaded { stored, bytes }) => {
+                        info!(snapshot_id = %stored.snapshot_id, nodes = stored.nodes, pods = stored.pods, bytes, "cluster snapshot uploaded");
+                    }
+                    Ok(report::SnapshotSent::Unchanged) => {
+                        debug!("cluster unchanged since its last snapshot; nothing uploaded");
+                    }
+                    Err(err) => warn!(error = %err, "cluster snapshot not uploaded"),
                 }
                 self.metrics.snapshot(uploaded.is_ok());
             }

@@ -10,13 +10,18 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 use spotwise_core::action::ActionStatus;
-use spotwise_core::messages::{ActionReport, Heartbeat, Rejection};
+use spotwise_core::messages::{
+    ActionReport, Heartbeat, Rejection, SnapshotStored, SnapshotUpload, SnapshotUploadRequest,
+};
 use spotwise_core::snapshot::Snapshot;
+use spotwise_core::snapshot_codec::{self, CodecError, MAX_COMPRESSED_BYTES};
 use tracing::{info, warn};
 
 use crate::metrics::Metrics;
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// A snapshot PUT to S3 carries up to 32 MiB.
+const UPLOAD_TIMEOUT: Duration = Duration::from_secs(120);
 /// Results kept while the API is unreachable; beyond this the oldest are dropped (and counted).
 const MAX_BUFFERED: usize = 10_000;
 
@@ -26,6 +31,23 @@ pub enum ReportError {
     Http(#[from] reqwest::Error),
     #[error("API answered {status}: {body}")]
     Status { status: StatusCode, body: String },
+    #[error("snapshot not encoded: {0}")]
+    Encode(#[from] CodecError),
+    #[error("snapshot is {size} bytes compressed, over the {MAX_COMPRESSED_BYTES}-byte limit")]
+    TooLarge { size: usize },
+    #[error("snapshot upload to storage answered {status}: {body}")]
+    Upload { status: StatusCode, body: String },
+}
+
+/// What became of a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SnapshotSent {
+    Uploaded {
+        stored: SnapshotStored,
+        bytes: usize,
+    },
+    /// The platform has this snapshot already.
+    Unchanged,
 }
 
 /// The platform's answer on whether an action is current.
@@ -215,9 +237,58 @@ impl Reporter {
         self.send(self.http.post(url).json(&beat)).await.map(drop)
     }
 
-    pub async fn snapshot(&self, snapshot: &Snapshot) -> Result<(), ReportError> {
-        let url = format!("{}/v1/agent/snapshot", self.base_url);
-        self.send(self.http.put(url).json(snapshot)).await.map(drop)
+    /// Sends a snapshot: asks for an upload with its digest, PUTs the gzip body straight to
+    /// storage through the presigned URL (without the agent key), then confirms it.
+    pub async fn snapshot(&self, snapshot: &Snapshot) -> Result<SnapshotSent, ReportError> {
+        let encoded = snapshot_codec::encode(snapshot)?;
+        let size = encoded.gzip.len();
+        if size as u64 > MAX_COMPRESSED_BYTES {
+            return Err(ReportError::TooLarge { size });
+        }
+        let request = SnapshotUploadRequest {
+            sha256: encoded.sha256,
+            size: size as u64,
+        };
+        let url = format!("{}/v1/agent/snapshot-uploads", self.base_url);
+        let ticket: SnapshotUpload = self
+            .send(self.http.post(url).json(&request))
+            .await?
+            .json()
+            .await?;
+        let (upload_id, url, headers) = match ticket {
+            SnapshotUpload::Unchanged { .. } => return Ok(SnapshotSent::Unchanged),
+            SnapshotUpload::Upload {
+                upload_id,
+                url,
+                headers,
+                ..
+            } => (upload_id, url, headers),
+        };
+        let mut put = self.http.put(url).timeout(UPLOAD_TIMEOUT);
+        for (name, value) in &headers {
+            // The body sets its own length; a second header would make the request invalid.
+            if !name.eq_ignore_ascii_case("content-length") {
+                put = put.header(name, value);
+            }
+        }
+        let response = put.body(encoded.gzip).send().await?;
+        if !response.status().is_success() {
+            let status = response.status();
+            let body = response.text().await.unwrap_or_default();
+            return Err(ReportError::Upload {
+                status,
+                body: body.chars().take(300).collect(),
+            });
+        }
+        let url = format!(
+            "{}/v1/agent/snapshot-uploads/{upload_id}/confirm",
+            self.base_url
+        );
+        let stored: SnapshotStored = self.send(self.http.post(url)).await?.json().await?;
+        Ok(SnapshotSent::Uploaded {
+            stored,
+            bytes: size,
+        })
     }
 
     /// What the platform says of an action before it runs.

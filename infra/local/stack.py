@@ -71,6 +71,7 @@ class Stack:
         self.ddb = session.client("dynamodb", endpoint_url=endpoint)
         self.sqs = session.client("sqs", endpoint_url=endpoint)
         self.kms = session.client("kms", endpoint_url=endpoint)
+        self.s3 = session.client("s3", endpoint_url=endpoint)
         self.refs = {"AWS::Region": REGION, "AWS::AccountId": "123456789012", "AWS::URLSuffix": "amazonaws.com"}
         self.arns = {}
         self.names = {}
@@ -99,6 +100,12 @@ class Stack:
             self.refs[logical] = name
             self.names[logical] = name
             self.arns[logical] = f"arn:aws:dynamodb:{REGION}:123456789012:table/{name}"
+        for logical, props in self.of_type("AWS::S3::Bucket"):
+            name = f"{STACK}-{logical}".lower()
+            self.s3.create_bucket(Bucket=name)
+            self.refs[logical] = name
+            self.names[logical] = name
+            self.arns[logical] = f"arn:aws:s3:::{name}"
         for logical, props in self.of_type("AWS::KMS::Key"):
             key = self.kms.create_key(Description=str(props.get("Description", logical)))["KeyMetadata"]
             self.refs[logical] = key["KeyId"]

@@ -8,6 +8,7 @@
 pub mod kube;
 pub mod receiver;
 pub mod records;
+pub mod upload;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};

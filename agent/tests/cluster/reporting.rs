@@ -8,7 +8,11 @@ struct ApiState {
     down: bool,
     results: Vec<(String, Value)>,
     heartbeats: Vec<Value>,
+    /// Confirmed snapshots, and ones stored but not yet confirmed.
     snapshots: Vec<Value>,
+    uploaded: Vec<Value>,
+    /// The server's own address, for the upload URLs it hands out.
+    base: String,
     cancelled: Vec<String>,
     /// Status checks of these ids answer 404: the platform does not know them.
     unknown: Vec<String>,
@@ -32,7 +36,12 @@ const AGENT_KEY: &str = "swk_0123456789ab_agent";
 
 impl FakeApi {
     async fn start() -> Self {
-        let state: Arc<Mutex<ApiState>> = Arc::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let state: Arc<Mutex<ApiState>> = Arc::new(Mutex::new(ApiState {
+            base: url.clone(),
+            ..ApiState::default()
+        }));
         type S = State<Arc<Mutex<ApiState>>>;
         let check = |s: &ApiState, headers: &axum::http::HeaderMap| -> Option<StatusCode> {
             if s.down {
@@ -106,23 +115,61 @@ impl FakeApi {
                     ),
                 )
                 .route(
-                    "/v1/agent/snapshot",
-                    axum::routing::put(
+                    "/v1/agent/snapshot-uploads",
+                    axum::routing::post(
                         move |State(s): S,
                               headers: axum::http::HeaderMap,
                               Json(body): Json<Value>| async move {
-                            let mut s = s.lock().unwrap();
+                            let s = s.lock().unwrap();
                             if let Some(code) = check(&s, &headers) {
-                                return code;
+                                return (code, Json(json!({})));
                             }
-                            s.snapshots.push(body);
+                            assert_eq!(body["sha256"].as_str().map(str::len), Some(64));
+                            let id = format!("u{}", s.snapshots.len());
+                            (StatusCode::OK, Json(json!({
+                                "status": "upload",
+                                "upload_id": id,
+                                "url": format!("{}/storage/{id}", s.base),
+                                "headers": {"content-type": "application/json", "content-encoding": "gzip"},
+                                "expires_at": "2030-01-01T00:00:00Z",
+                            })))
+                        },
+                    ),
+                )
+                // Storage: reached through the presigned URL, never with the agent key.
+                .route(
+                    "/storage/{id}",
+                    axum::routing::put(
+                        move |State(s): S,
+                              headers: axum::http::HeaderMap,
+                              body: axum::body::Bytes| async move {
+                            assert!(headers.get("authorization").is_none(), "the agent key went to storage");
+                            assert_eq!(headers["content-encoding"], "gzip");
+                            let decoded = spotwise_core::snapshot_codec::decode(&body).unwrap();
+                            s.lock().unwrap().uploaded.push(serde_json::to_value(decoded.snapshot).unwrap());
                             StatusCode::OK
                         },
                     ),
                 )
+                .route(
+                    "/v1/agent/snapshot-uploads/{id}/confirm",
+                    axum::routing::post(
+                        move |State(s): S,
+                              Path(id): Path<String>,
+                              headers: axum::http::HeaderMap| async move {
+                            let mut s = s.lock().unwrap();
+                            if let Some(code) = check(&s, &headers) {
+                                return (code, Json(json!({})));
+                            }
+                            let Some(snapshot) = s.uploaded.pop() else {
+                                return (StatusCode::NOT_FOUND, Json(json!({})));
+                            };
+                            s.snapshots.push(snapshot);
+                            (StatusCode::OK, Json(json!({"snapshot_id": id, "nodes": 2, "pods": 4})))
+                        },
+                    ),
+                )
                 .with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });

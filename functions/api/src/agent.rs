@@ -1,5 +1,5 @@
 //! The routes an in-cluster agent calls with its agent key: heartbeat, action status and
-//! results, snapshot upload. The cluster always comes from the key.
+//! results, snapshot uploads. The cluster always comes from the key.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -12,13 +12,13 @@ use spotwise_core::action::{ActionRecord, ActionStatus};
 use spotwise_core::domain::{AgentStatus, Notification, Severity};
 use spotwise_core::messages::{
     ActionReport, Heartbeat, MAX_AGENT_VERSION, MAX_REJECTION_REASON, MAX_REJECTIONS_PER_HEARTBEAT,
-    ReportedOutcome,
+    ReportedOutcome, SnapshotStored, SnapshotUpload, SnapshotUploadRequest,
 };
-use spotwise_core::snapshot::Snapshot;
+use spotwise_core::snapshot_codec::MAX_COMPRESSED_BYTES;
 use spotwise_core::{ClusterId, TenantId};
 use spotwise_store::keys;
 use spotwise_store::runs::sortable;
-use spotwise_store::snapshots;
+use spotwise_store::snapshots::{self, Unusable};
 use spotwise_store::{Item, PutCondition};
 use time::OffsetDateTime;
 use tracing::warn;
@@ -287,55 +287,143 @@ pub async fn action_result(
     Ok(Json(item.body))
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct SnapshotStored {
-    pub snapshot_id: String,
-    pub nodes: usize,
-    pub pods: usize,
-}
-
-/// Replaces the cluster's snapshot (nodes with instance ids, capacity type and allocatable;
-/// pods with requests, owners, node and usage; PDBs). The optimizer and the cost function read it.
-#[utoipa::path(put, path = "/v1/agent/snapshot", tag = "agent",
-    request_body(content = Object, description = "Nodes, pods, daemon pods, PDBs, DaemonSet overhead, region"),
-    responses((status = 200, body = SnapshotStored), (status = 400, body = ErrorResponse)), security(("api_key" = [])))]
-pub async fn put_snapshot(
+/// Hands out an upload for the cluster's next snapshot: a presigned PUT of its gzip JSON to the
+/// snapshot bucket, under the tenant's prefix. When the digest is the stored snapshot's and that
+/// object is under an hour old, nothing is uploaded: the stored snapshot counts as taken now.
+#[utoipa::path(post, path = "/v1/agent/snapshot-uploads", tag = "agent",
+    request_body = SnapshotUploadRequest,
+    responses((status = 200, body = SnapshotUpload), (status = 400, body = ErrorResponse)), security(("api_key" = [])))]
+pub async fn start_snapshot_upload(
     State(state): State<AppState>,
     caller: Caller,
-    JsonBody(snapshot): JsonBody<Snapshot>,
-) -> Result<Json<SnapshotStored>, ApiError> {
+    JsonBody(request): JsonBody<SnapshotUploadRequest>,
+) -> Result<Json<SnapshotUpload>, ApiError> {
     let cluster = caller.agent_cluster()?.clone();
-    if snapshot.nodes.is_empty() {
+    if request.sha256.len() != 64
+        || !request
+            .sha256
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
         return Err(ApiError::field(
-            "nodes",
-            "a cluster snapshot has at least one node",
+            "sha256",
+            "the hex SHA-256 of the snapshot JSON: 64 lowercase hex digits",
+        ));
+    }
+    if request.size == 0 || request.size > MAX_COMPRESSED_BYTES {
+        return Err(ApiError::field(
+            "size",
+            format!("from 1 to {MAX_COMPRESSED_BYTES} bytes of gzip"),
         ));
     }
     let now = OffsetDateTime::now_utc();
-    let previous = crate::pods::previous(&state, &caller.tenant, &cluster, now).await;
-    let snapshot_id =
-        snapshots::put(&state.store, &caller.tenant, &cluster, &snapshot, now).await?;
-    let (nodes, pods) = (
-        snapshot.nodes.len(),
-        snapshot.pods.len() + snapshot.daemon_pods.len(),
-    );
-    let changed = match &previous {
+    if let Some(head) = snapshots::head(&state.store, &caller.tenant, &cluster).await?
+        && head.body.unchanged(&request.sha256, now)
+    {
+        let head = snapshots::confirm_unchanged(&state.store, head, now).await?;
+        return Ok(Json(SnapshotUpload::Unchanged {
+            snapshot_id: head.id,
+        }));
+    }
+    let upload_id = snapshots::new_id();
+    let key = keys::snapshot_object(&caller.tenant, &cluster, &upload_id);
+    let presigned = state
+        .snapshots
+        .presign_gzip_json_put(&key, request.size, snapshots::UPLOAD_WINDOW)
+        .await
+        .map_err(spotwise_store::StoreError::from)?;
+    Ok(Json(SnapshotUpload::Upload {
+        upload_id,
+        url: presigned.url,
+        headers: presigned.headers,
+        expires_at: now + snapshots::UPLOAD_WINDOW,
+    }))
+}
+
+/// Makes an uploaded snapshot the cluster's current one (nodes with instance ids, capacity type
+/// and allocatable; pods with requests, owners, node and usage; PDBs), records what changed in
+/// its pods since the one before, and keeps that one as the previous snapshot. Confirming the
+/// current snapshot again changes nothing. An object that is not a valid snapshot is deleted and
+/// refused with 400.
+#[utoipa::path(post, path = "/v1/agent/snapshot-uploads/{id}/confirm", tag = "agent",
+    params(("id" = String, Path, description = "The `upload_id` handed out")),
+    responses((status = 200, body = SnapshotStored), (status = 400, body = ErrorResponse),
+        (status = 404, body = ErrorResponse)), security(("api_key" = [])))]
+pub async fn confirm_snapshot_upload(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParams(id): PathParams<String>,
+) -> Result<Json<SnapshotStored>, ApiError> {
+    let cluster = caller.agent_cluster()?.clone();
+    let tenant = &caller.tenant;
+    let id = resource_id(&id, "snapshot upload")?;
+    let current = snapshots::head(&state.store, tenant, &cluster).await?;
+    if let Some(head) = current.as_ref().filter(|head| head.body.id == id) {
+        return Ok(Json(SnapshotStored {
+            snapshot_id: head.body.id.clone(),
+            nodes: head.body.nodes,
+            pods: head.body.pods,
+        }));
+    }
+    let decoded = match snapshots::read(&state.snapshots, tenant, &cluster, id).await? {
+        Ok(decoded) => decoded,
+        Err(Unusable::Gone) => {
+            return Err(ApiError::not_found(format!(
+                "snapshot upload {id} (nothing was uploaded for it, or it expired)"
+            )));
+        }
+        Err(unusable) => {
+            let key = keys::snapshot_object(tenant, &cluster, id);
+            if let Err(err) = state.snapshots.delete(&key).await {
+                warn!(key, error = %err, "refused snapshot object not deleted");
+            }
+            return Err(ApiError::field("snapshot", unusable.to_string()));
+        }
+    };
+    let now = OffsetDateTime::now_utc();
+    let before = match &current {
+        Some(head) if now - head.body.taken_at <= crate::pods::COMPARABLE_AGE => {
+            match snapshots::read(&state.snapshots, tenant, &cluster, &head.body.id).await {
+                Ok(Ok(before)) => Some(before.snapshot),
+                Ok(Err(_)) => None,
+                Err(err) => {
+                    warn!(%cluster, error = %err, "previous snapshot not read; pod history skipped");
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+    let head = snapshots::commit(
+        &state.store,
+        &state.snapshots,
+        id,
+        &decoded,
+        current,
+        (tenant, &cluster),
+        now,
+    )
+    .await?;
+    let changed = match &before {
         Some(before) => {
-            crate::pods::record(&state, &caller.tenant, &cluster, before, &snapshot, now).await
+            crate::pods::record(&state, tenant, &cluster, before, &decoded.snapshot, now).await
         }
         None => 0,
     };
     record_event(
         &state,
-        &caller.tenant,
+        tenant,
         &cluster,
         "snapshot",
-        format!("{nodes} nodes, {pods} pods, {changed} pod changes"),
+        format!(
+            "{} nodes, {} pods, {changed} pod changes",
+            head.nodes, head.pods
+        ),
     )
     .await;
     Ok(Json(SnapshotStored {
-        snapshot_id,
-        nodes,
-        pods,
+        snapshot_id: head.id,
+        nodes: head.nodes,
+        pods: head.pods,
     }))
 }

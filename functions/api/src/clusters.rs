@@ -13,7 +13,7 @@ use spotwise_core::{ClusterId, rfc3339};
 use spotwise_optimizer::recommendation::{Recommendation, RecommendationStatus};
 use spotwise_store::actions;
 use spotwise_store::keys::{self, prefix};
-use spotwise_store::snapshots::{self, MAX_USABLE_AGE, Unusable};
+use spotwise_store::snapshots::{self, MAX_USABLE_AGE};
 use spotwise_store::{Item, PutCondition, Query, Write};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
@@ -117,6 +117,7 @@ pub async fn detail(
         state.store.get::<AgentStatus>(&status_key),
         snapshots::load(
             &state.store,
+            &state.snapshots,
             &caller.tenant,
             &cluster.id,
             now,
@@ -159,19 +160,7 @@ pub async fn detail(
                 None,
             )
         }
-        Err(Unusable::Missing) => (
-            None,
-            Some("the agent has not uploaded a snapshot".to_owned()),
-        ),
-        Err(Unusable::Stale { taken_at }) => {
-            (None, Some(format!("the last snapshot is from {taken_at}")))
-        }
-        Err(Unusable::Incomplete { expected, found }) => (
-            None,
-            Some(format!(
-                "the last snapshot is incomplete ({found} of {expected} parts)"
-            )),
-        ),
+        Err(unusable) => (None, Some(unusable.to_string())),
     };
     Ok(Json(ClusterDetail {
         cluster,

@@ -28,8 +28,8 @@ use axum::response::Html;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
-use spotwise_aws::Vault;
 use spotwise_aws::cross_account::CrossAccount;
+use spotwise_aws::{Bucket, Vault};
 use spotwise_core::config::{CommonConfig, ConfigError, Env};
 use spotwise_notify::deliver::{ClientError, Deliverer, REQUEST_TIMEOUT};
 use spotwise_notify::ssrf::{Lookup, SystemLookup, TargetPolicy};
@@ -40,7 +40,7 @@ use utoipa::OpenApi;
 use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::{ArrayItems, Schema};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
-use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::RateLimiter;
@@ -58,6 +58,8 @@ pub struct Config {
     pub notifications_queue_url: String,
     /// The KMS key cluster and webhook secrets are sealed with.
     pub secrets_key_id: String,
+    /// The bucket agents upload cluster snapshots to.
+    pub snapshot_bucket: String,
 }
 
 impl Config {
@@ -71,6 +73,7 @@ impl Config {
             discovery_queue_url: env.required("DISCOVERY_QUEUE_URL")?,
             notifications_queue_url: env.required("NOTIFICATIONS_QUEUE_URL")?,
             secrets_key_id: env.required("SECRETS_KEY_ID")?,
+            snapshot_bucket: env.required("SNAPSHOT_BUCKET")?,
         })
     }
 }
@@ -88,6 +91,7 @@ pub struct AppState {
     pub run_queues: Arc<spotwise_store::runs::RunQueues>,
     pub notifications: spotwise_aws::Queue,
     pub vault: Arc<Vault>,
+    pub snapshots: Bucket,
 }
 
 impl AppState {
@@ -105,6 +109,7 @@ impl AppState {
             run_queues: Arc::new(schedules::run_queues(&sqs, config)),
             notifications: spotwise_aws::Queue::new(sqs.clone(), &config.notifications_queue_url),
             vault: Arc::new(Vault::new(sdk, &config.secrets_key_id)),
+            snapshots: Bucket::new(sdk, &config.snapshot_bucket),
             sqs,
             cross_account: Arc::new(CrossAccount::new(sdk.clone(), "spotwise-api")),
             stage: config.common.stage.clone(),
@@ -173,10 +178,7 @@ impl utoipa::Modify for ApiKeyScheme {
                     common.push(("404", "No such resource for this tenant"));
                 }
                 if operation.request_body.is_some() {
-                    common.push((
-                        "413",
-                        "The body is over the route's limit: 64 KiB, or 6 MiB for a snapshot",
-                    ));
+                    common.push(("413", "The body is over the limit of 64 KiB"));
                     common.push((
                         "415",
                         "The body is not JSON (`application/json`, optionally with a UTF-8 charset)",
@@ -258,8 +260,6 @@ fn open_all_of_refs(schema: &mut RefOr<Schema>, strict: &BTreeMap<String, Schema
 
 /// Request bodies are small JSON documents; the longest field limits add up to well under this.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
-/// A cluster snapshot: 6 MiB is Lambda's limit for a synchronous request.
-pub const MAX_SNAPSHOT_BODY_BYTES: usize = 6 * 1024 * 1024;
 
 /// Every documented route, listed once: each handler's `#[utoipa::path]` gives both its route
 /// and its operation in the OpenAPI document.
@@ -331,7 +331,8 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(agent::heartbeat))
         .routes(routes!(agent::action_state))
         .routes(routes!(agent::action_result))
-        .routes(routes!(agent::put_snapshot).layer(DefaultBodyLimit::max(MAX_SNAPSHOT_BODY_BYTES)))
+        .routes(routes!(agent::start_snapshot_upload))
+        .routes(routes!(agent::confirm_snapshot_upload))
         .routes(routes!(audit::list))
         .routes(routes!(audit::export))
 }

@@ -9,7 +9,6 @@ use spotwise_core::snapshot::Snapshot;
 use spotwise_core::{ClusterId, TenantId};
 use spotwise_optimizer::history::{self, PodEvent};
 use spotwise_store::keys;
-use spotwise_store::snapshots;
 use spotwise_store::{Item, Query};
 use time::OffsetDateTime;
 use tracing::warn;
@@ -24,7 +23,7 @@ use crate::paging::{Page, PageParams, Params, PathParams};
 const RETENTION: time::Duration = time::Duration::days(7);
 /// A previous snapshot older than this is not compared: too much happened in between to say
 /// what changed when.
-const COMPARABLE_AGE: time::Duration = time::Duration::hours(1);
+pub const COMPARABLE_AGE: time::Duration = time::Duration::hours(1);
 
 /// One change of one pod, and when the agent's snapshot showed it.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -36,23 +35,6 @@ pub struct PodHistoryEntry {
     #[serde(flatten)]
     #[schema(value_type = Object)]
     pub event: PodEvent,
-}
-
-/// The cluster's snapshot before this upload, if recent enough to compare with.
-pub async fn previous(
-    state: &AppState,
-    tenant: &TenantId,
-    cluster: &ClusterId,
-    now: OffsetDateTime,
-) -> Option<Snapshot> {
-    match snapshots::load(&state.store, tenant, cluster, now, COMPARABLE_AGE).await {
-        Ok(Ok((_, snapshot))) => Some(snapshot),
-        Ok(Err(_)) => None,
-        Err(err) => {
-            warn!(%cluster, error = %err, "previous snapshot not read; pod history skipped");
-            None
-        }
-    }
 }
 
 /// Records what changed between two snapshots; returns how many pod changes there were.

@@ -13,6 +13,7 @@ use aws_config::SdkConfig;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
+use spotwise_aws::Bucket;
 use spotwise_aws::queue::{Queue, QueueError};
 use spotwise_core::config::{CommonConfig, ConfigError, Env};
 use spotwise_core::domain::{Cluster, Notification, Policy, Severity};
@@ -56,6 +57,8 @@ pub struct Config {
     pub common: CommonConfig,
     pub cost_queue_url: String,
     pub notifications_queue_url: String,
+    /// The bucket cluster snapshots are read from.
+    pub snapshot_bucket: String,
 }
 
 impl Config {
@@ -64,6 +67,7 @@ impl Config {
             common: CommonConfig::from_env(env)?,
             cost_queue_url: env.required("COST_QUEUE_URL")?,
             notifications_queue_url: env.required("NOTIFICATIONS_QUEUE_URL")?,
+            snapshot_bucket: env.required("SNAPSHOT_BUCKET")?,
         })
     }
 }
@@ -73,6 +77,7 @@ pub struct Deps {
     pub cost_queue: Queue,
     pub notifications: Queue,
     pub weights: Weights,
+    pub snapshots: Bucket,
 }
 
 impl Deps {
@@ -86,6 +91,7 @@ impl Deps {
             cost_queue: Queue::new(sqs.clone(), &config.cost_queue_url),
             notifications: Queue::new(sqs, &config.notifications_queue_url),
             weights: Weights::default(),
+            snapshots: Bucket::new(sdk, &config.snapshot_bucket),
         }
     }
 }
@@ -355,7 +361,15 @@ pub async fn sample(
         return Ok(Outcome::Skipped(Skipped::UnknownCluster));
     };
     let policy = policy?.map(|p| p.body).unwrap_or_default();
-    let loaded = snapshots::load(&deps.store, tenant, cluster_id, now, SAMPLE_MAX_AGE).await?;
+    let loaded = snapshots::load(
+        &deps.store,
+        &deps.snapshots,
+        tenant,
+        cluster_id,
+        now,
+        SAMPLE_MAX_AGE,
+    )
+    .await?;
     let (head, snapshot) = match loaded {
         Ok(loaded) => loaded,
         Err(why) => return Ok(Outcome::Skipped(Skipped::Snapshot(why))),

@@ -57,9 +57,16 @@ fn sample_snapshot() -> Snapshot {
 }
 
 async fn upload(s: &Setup, at: OffsetDateTime) {
-    snapshots::put(&s.deps.store, &s.tenant, &s.cluster, &sample_snapshot(), at)
-        .await
-        .unwrap();
+    snapshots::put(
+        &s.deps.store,
+        &s.deps.snapshots,
+        &s.tenant,
+        &s.cluster,
+        &sample_snapshot(),
+        at,
+    )
+    .await
+    .unwrap();
 }
 
 /// Uploads the sample snapshot as taken at `at` and samples it five minutes later.
@@ -180,9 +187,16 @@ async fn hibernation_and_consolidation_savings_are_counted() {
         }
     }
     let later = first + time::Duration::hours(1);
-    snapshots::put(&s.deps.store, &s.tenant, &s.cluster, &smaller, later)
-        .await
-        .unwrap();
+    snapshots::put(
+        &s.deps.store,
+        &s.deps.snapshots,
+        &s.tenant,
+        &s.cluster,
+        &smaller,
+        later,
+    )
+    .await
+    .unwrap();
     s.deps
         .store
         .put(
@@ -224,6 +238,7 @@ async fn schedules_fan_out_one_request_per_cluster() {
     let quiet = ClusterId::new("444455556666.eu-west-1.batch").unwrap();
     snapshots::put(
         &s.deps.store,
+        &s.deps.snapshots,
         &quiet_tenant,
         &quiet,
         &sample_snapshot(),

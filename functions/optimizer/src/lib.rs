@@ -14,8 +14,8 @@ use std::convert::Infallible;
 use aws_config::SdkConfig;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use serde::{Deserialize, Serialize};
-use spotwise_aws::Vault;
 use spotwise_aws::queue::{Queue, QueueError};
+use spotwise_aws::{Bucket, Vault};
 use spotwise_core::config::{CommonConfig, ConfigError, Env};
 use spotwise_core::domain::{
     Cluster, NodeTemplate, Notification, Policy, PolicyMode, PoolKey, Severity,
@@ -52,6 +52,8 @@ pub struct Config {
     pub notifications_queue_url: String,
     /// The KMS key cluster secrets are sealed with (`auto` mode signs drains).
     pub secrets_key_id: String,
+    /// The bucket cluster snapshots are read from.
+    pub snapshot_bucket: String,
 }
 
 impl Config {
@@ -61,6 +63,7 @@ impl Config {
             optimize_queue_url: env.required("OPTIMIZE_QUEUE_URL")?,
             notifications_queue_url: env.required("NOTIFICATIONS_QUEUE_URL")?,
             secrets_key_id: env.required("SECRETS_KEY_ID")?,
+            snapshot_bucket: env.required("SNAPSHOT_BUCKET")?,
         })
     }
 }
@@ -71,6 +74,7 @@ pub struct Deps {
     pub optimize_queue: Queue,
     pub notifications: Queue,
     pub vault: Vault,
+    pub snapshots: Bucket,
 }
 
 impl Deps {
@@ -84,6 +88,7 @@ impl Deps {
             optimize_queue: Queue::new(sqs.clone(), &config.optimize_queue_url),
             notifications: Queue::new(sqs.clone(), &config.notifications_queue_url),
             vault: Vault::new(sdk, &config.secrets_key_id),
+            snapshots: Bucket::new(sdk, &config.snapshot_bucket),
             sqs,
         }
     }
@@ -287,6 +292,7 @@ pub async fn optimize(
     let policy = policy?.map(|p| p.body).unwrap_or_default();
     let loaded = snapshots::load(
         &deps.store,
+        &deps.snapshots,
         tenant,
         cluster_id,
         now,

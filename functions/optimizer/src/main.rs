@@ -38,6 +38,7 @@ async fn put_snapshot(
     let snapshot = spotwise_core::snapshot::parse_list(&bytes)?;
     let id = spotwise_store::snapshots::put(
         &deps.store,
+        &deps.snapshots,
         &tenant,
         &cluster,
         &snapshot,

@@ -165,6 +165,7 @@ async fn recommend_mode_stores_versioned_plans_and_sends_nothing() {
     let now = OffsetDateTime::now_utc();
     snapshots::put(
         &s.deps.store,
+        &s.deps.snapshots,
         &s.tenant,
         &s.cluster,
         &sample_snapshot(),
@@ -248,6 +249,7 @@ async fn auto_mode_drains_the_first_wave_once_with_signed_actions() {
     let now = OffsetDateTime::now_utc();
     snapshots::put(
         &s.deps.store,
+        &s.deps.snapshots,
         &s.tenant,
         &s.cluster,
         &sample_snapshot(),
@@ -313,6 +315,7 @@ async fn clusters_without_a_usable_snapshot_are_skipped() {
     );
     snapshots::put(
         &s.deps.store,
+        &s.deps.snapshots,
         &s.tenant,
         &s.cluster,
         &sample_snapshot(),
@@ -332,6 +335,7 @@ async fn schedule_fans_out_one_request_per_cluster_with_a_fresh_snapshot() {
     let now = OffsetDateTime::now_utc();
     snapshots::put(
         &s.deps.store,
+        &s.deps.snapshots,
         &s.tenant,
         &s.cluster,
         &sample_snapshot(),
@@ -343,6 +347,7 @@ async fn schedule_fans_out_one_request_per_cluster_with_a_fresh_snapshot() {
     let quiet = ClusterId::new("444455556666.eu-west-1.batch").unwrap();
     snapshots::put(
         &s.deps.store,
+        &s.deps.snapshots,
         &other_tenant,
         &quiet,
         &sample_snapshot(),
@@ -382,7 +387,7 @@ async fn schedule_fans_out_one_request_per_cluster_with_a_fresh_snapshot() {
 }
 
 #[tokio::test]
-async fn large_snapshots_are_chunked_and_read_back_whole() {
+async fn a_large_snapshot_is_one_object_and_only_the_latest_two_are_kept() {
     let s = setup(PolicyMode::Recommend).await;
     let mut snapshot = sample_snapshot();
     let template = snapshot.pods[0].clone();
@@ -403,11 +408,13 @@ async fn large_snapshots_are_chunked_and_read_back_whole() {
         })
         .collect();
     let now = OffsetDateTime::now_utc();
-    snapshots::put(&s.deps.store, &s.tenant, &s.cluster, &snapshot, now)
+    let store = (&s.deps.store, &s.deps.snapshots);
+    let first = snapshots::put(store.0, store.1, &s.tenant, &s.cluster, &snapshot, now)
         .await
         .unwrap();
     let (head, loaded) = snapshots::load(
-        &s.deps.store,
+        store.0,
+        store.1,
         &s.tenant,
         &s.cluster,
         now,
@@ -416,13 +423,45 @@ async fn large_snapshots_are_chunked_and_read_back_whole() {
     .await
     .unwrap()
     .unwrap();
+    assert_eq!(head.id, first);
+    assert_eq!(head.pods, 2_500 + snapshot.daemon_pods.len());
+    assert_eq!(loaded, snapshot);
+
+    let second = snapshots::put(store.0, store.1, &s.tenant, &s.cluster, &snapshot, now)
+        .await
+        .unwrap();
+    let third = snapshots::put(store.0, store.1, &s.tenant, &s.cluster, &snapshot, now)
+        .await
+        .unwrap();
+    let head = snapshots::head(store.0, &s.tenant, &s.cluster)
+        .await
+        .unwrap()
+        .unwrap()
+        .body;
     assert_eq!(
-        head.chunks, 5,
-        "3 pod chunks, 1 DaemonSet pod chunk and 1 node chunk"
+        (head.id.as_str(), head.previous.as_deref()),
+        (third.as_str(), Some(second.as_str()))
     );
-    assert_eq!(loaded.pods, snapshot.pods);
-    assert_eq!(loaded.daemon_pods, snapshot.daemon_pods);
-    assert_eq!(loaded.nodes, snapshot.nodes);
+    let object = |id: &str| keys::snapshot_object(&s.tenant, &s.cluster, id);
+    assert!(
+        store
+            .1
+            .get(&object(&first), u64::MAX)
+            .await
+            .unwrap()
+            .is_none(),
+        "the oldest object is deleted"
+    );
+    assert!(
+        store
+            .1
+            .get(&object(&second), u64::MAX)
+            .await
+            .unwrap()
+            .is_some(),
+        "the previous one is kept"
+    );
+    assert!(object(&third).starts_with(&format!("tenants/{}/", s.tenant)));
 }
 
 #[test]
@@ -508,6 +547,7 @@ async fn node_templates_bound_what_plans_may_use() {
     let now = OffsetDateTime::now_utc();
     snapshots::put(
         &s.deps.store,
+        &s.deps.snapshots,
         &s.tenant,
         &s.cluster,
         &sample_snapshot(),

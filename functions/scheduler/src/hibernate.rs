@@ -193,11 +193,17 @@ async fn sleep(
         }
     }
     let channel = actions::channel(&deps.store, &deps.vault, tenant, cluster_id).await?;
-    let snapshot =
-        spotwise_store::snapshots::load(&deps.store, tenant, cluster_id, now, SNAPSHOT_MAX_AGE)
-            .await?
-            .ok()
-            .map(|(_, snapshot)| snapshot);
+    let snapshot = spotwise_store::snapshots::load(
+        &deps.store,
+        &deps.snapshots,
+        tenant,
+        cluster_id,
+        now,
+        SNAPSHOT_MAX_AGE,
+    )
+    .await?
+    .ok()
+    .map(|(_, snapshot)| snapshot);
     // Workloads and nodes are known from the agent's snapshot, and only an agent acts on them.
     let (workloads, cordoned_nodes) = match snapshot.as_ref().filter(|_| channel.is_some()) {
         Some(snapshot) => (

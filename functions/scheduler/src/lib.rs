@@ -9,9 +9,9 @@ pub mod hibernate;
 
 use aws_config::SdkConfig;
 use serde::Serialize;
-use spotwise_aws::Vault;
 use spotwise_aws::cross_account::CrossAccount;
 use spotwise_aws::queue::Queue;
+use spotwise_aws::{Bucket, Vault};
 use spotwise_core::config::{CommonConfig, ConfigError, Env};
 use spotwise_core::messages::{RunRef, ScheduleTrigger};
 use spotwise_core::{Classify, Disposition};
@@ -32,6 +32,8 @@ pub struct Config {
     pub discovery_queue_url: String,
     /// The KMS key cluster secrets are sealed with (hibernation signs its actions).
     pub secrets_key_id: String,
+    /// The bucket cluster snapshots are read from (hibernation sizes what it puts to sleep).
+    pub snapshot_bucket: String,
 }
 
 impl Config {
@@ -43,6 +45,7 @@ impl Config {
             cost_queue_url: env.required("COST_QUEUE_URL")?,
             discovery_queue_url: env.required("DISCOVERY_QUEUE_URL")?,
             secrets_key_id: env.required("SECRETS_KEY_ID")?,
+            snapshot_bucket: env.required("SNAPSHOT_BUCKET")?,
         })
     }
 }
@@ -54,6 +57,7 @@ pub struct Deps {
     pub run_queues: RunQueues,
     pub accounts: CrossAccount,
     pub vault: Vault,
+    pub snapshots: Bucket,
 }
 
 impl Deps {
@@ -73,6 +77,7 @@ impl Deps {
             },
             accounts: CrossAccount::new(sdk.clone(), "spotwise-scheduler"),
             vault: Vault::new(sdk, &config.secrets_key_id),
+            snapshots: Bucket::new(sdk, &config.snapshot_bucket),
             sqs,
         }
     }

@@ -135,9 +135,16 @@ async fn setup() -> Setup {
         fixture("events/optimizer/kubectl-snapshot.json").as_bytes(),
     )
     .unwrap();
-    spotwise_store::snapshots::put(&deps.store, &tenant, &cluster, &snapshot, now)
-        .await
-        .unwrap();
+    spotwise_store::snapshots::put(
+        &deps.store,
+        &deps.snapshots,
+        &tenant,
+        &cluster,
+        &snapshot,
+        now,
+    )
+    .await
+    .unwrap();
     Setup {
         stack,
         deps,

@@ -11,6 +11,7 @@ pub mod interruption;
 pub mod messages;
 pub mod pricing;
 pub mod snapshot;
+pub mod snapshot_codec;
 pub mod telemetry;
 
 pub use error::{Classify, Disposition};

@@ -167,3 +167,47 @@ pub struct ActionReport {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_replicas: Option<i32>,
 }
+
+/// An agent's request to upload a snapshot: the digest lets the platform skip an unchanged one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotUploadRequest {
+    /// Hex SHA-256 of the snapshot JSON before compression.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 64, max_length = 64, pattern = "^[0-9a-f]{64}$")
+    )]
+    pub sha256: String,
+    /// Size of the gzip body the agent will PUT, in bytes.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 33554432))]
+    pub size: u64,
+}
+
+/// The platform's answer to [`SnapshotUploadRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum SnapshotUpload {
+    /// The stored snapshot has this digest and is recent: it now counts as taken now, and
+    /// nothing is uploaded.
+    Unchanged { snapshot_id: String },
+    /// PUT the gzip body to `url` with exactly `headers` before `expires_at`, then confirm
+    /// `upload_id`.
+    Upload {
+        upload_id: String,
+        url: String,
+        headers: std::collections::BTreeMap<String, String>,
+        #[serde(with = "time::serde::rfc3339")]
+        expires_at: time::OffsetDateTime,
+    },
+}
+
+/// A confirmed snapshot, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SnapshotStored {
+    pub snapshot_id: String,
+    pub nodes: usize,
+    pub pods: usize,
+}

@@ -168,8 +168,8 @@ pub fn policy(tenant: &TenantId, cluster: &ClusterId) -> Key {
     )
 }
 
-/// The current snapshot of a cluster (nodes, pods, PDBs) as the agent last uploaded it: a head
-/// item naming the version whose chunks are complete.
+/// The current snapshot of a cluster as the agent last uploaded it: a head item naming the
+/// object in the snapshot bucket, and the one before it.
 pub fn snapshot_head(tenant: &TenantId, cluster: &ClusterId) -> Key {
     Key::new(cluster_partition(tenant, cluster), "SNAPSHOT")
 }
@@ -185,15 +185,16 @@ pub fn snapshotted_clusters_index(tenant: &TenantId, cluster: &ClusterId) -> Gsi
     }
 }
 
-/// Sort-key prefix of one snapshot version's chunks.
-pub fn snapshot_chunks_prefix(version: &str) -> String {
-    format!("{}{version}#", prefix::SNAPSHOT_CHUNKS)
+/// Where a tenant's objects start in the snapshot bucket: IAM and lifecycle rules can name it.
+pub fn tenant_objects_prefix(tenant: &TenantId) -> String {
+    format!("tenants/{tenant}/")
 }
 
-pub fn snapshot_chunk(tenant: &TenantId, cluster: &ClusterId, version: &str, index: u32) -> Key {
-    Key::new(
-        cluster_partition(tenant, cluster),
-        format!("{}{index:05}", snapshot_chunks_prefix(version)),
+/// The object key of one uploaded snapshot (gzip JSON), under its tenant's prefix.
+pub fn snapshot_object(tenant: &TenantId, cluster: &ClusterId, id: &str) -> String {
+    format!(
+        "{}clusters/{cluster}/snapshots/{id}.json.gz",
+        tenant_objects_prefix(tenant)
     )
 }
 
@@ -596,9 +597,8 @@ pub mod prefix {
     pub const SILENCE: &str = "SILENCE#";
     pub const MAINTENANCE: &str = "MAINTENANCE#";
 
-    // Cluster partition (`C#<cluster>`).
+    // Cluster partition (`C#<tenant>#<cluster>`).
     pub const NODE: &str = "NODE#";
-    pub const SNAPSHOT_CHUNKS: &str = "SNAPSHOT#";
 
     // Pool partition (`POOL#<region>#<zone>#<type>`).
     pub const POOL_HISTORY: &str = "HIST#";
@@ -682,7 +682,7 @@ mod tests {
             ),
             (
                 "cluster",
-                vec![prefix::NODE, prefix::SNAPSHOT_CHUNKS],
+                vec![prefix::NODE],
                 vec![cluster_secret(&t, &c), snapshot_head(&t, &c)],
             ),
             (

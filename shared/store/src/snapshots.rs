@@ -1,56 +1,74 @@
-//! Cluster snapshots as the agent uploads them (nodes, pods, PDBs, usage), stored in chunks so
-//! a 20,000-pod cluster fits DynamoDB's item limit, behind a head item that names the complete
-//! chunk set. The optimizer plans from them and the cost function allocates from them.
+//! Cluster snapshots as the agent uploads them (nodes, pods, PDBs, usage): gzip JSON objects in
+//! the snapshot bucket, under the tenant's prefix, behind a head item that names the current
+//! object and the one before it. Older objects are deleted; the bucket's lifecycle rule removes
+//! any left behind. The optimizer plans from them, the cost function allocates from them and
+//! the API shows them.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use spotwise_aws::{Bucket, ObjectError};
 use spotwise_core::domain::{Node, Pool};
-use spotwise_core::snapshot::{CurrentNode, Overhead, Pdb, Snapshot, SnapshotPod};
+use spotwise_core::snapshot::Snapshot;
+use spotwise_core::snapshot_codec::{self, Decoded, MAX_COMPRESSED_BYTES};
 use spotwise_core::{ClusterId, TenantId, rfc3339};
 use spotwise_optimizer::Offering;
 use spotwise_optimizer::catalog::{self, TypeFilter};
 use time::OffsetDateTime;
+use tracing::warn;
 
 use crate::keys;
 use crate::table::{Item, PutCondition, Query, Store, StoreError};
 
-/// Pods (or nodes x5) per stored chunk, well under DynamoDB's 400 KB item limit.
-const PODS_PER_CHUNK: usize = 1_000;
-/// Chunks outlive any reader's age limit by this much, so a reader never finds them gone.
-const CHUNK_RETENTION: time::Duration = time::Duration::days(2);
 /// The oldest snapshot any reader accepts.
 pub const MAX_USABLE_AGE: time::Duration = time::Duration::hours(6);
+/// An unchanged snapshot is confirmed without an upload for this long after its object was
+/// written; then the agent uploads it again, so no reader depends on an old object.
+pub const FULL_REFRESH: time::Duration = time::Duration::hours(1);
+/// How long a presigned upload stays valid.
+pub const UPLOAD_WINDOW: std::time::Duration = std::time::Duration::from_secs(300);
 
-/// Names the chunk set that holds the cluster's current snapshot.
+/// Names the object that holds the cluster's current snapshot.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SnapshotHead {
-    /// Names the chunk set (a ULID): each upload writes a new one.
+    /// The object's id (a ULID, chosen when the upload was handed out).
     pub id: String,
     pub tenant_id: TenantId,
     pub cluster_id: ClusterId,
+    /// When the cluster last looked like this: the upload, or a later unchanged confirmation.
     #[serde(with = "time::serde::rfc3339")]
     pub taken_at: OffsetDateTime,
-    pub chunks: u32,
-    pub pdbs: Vec<Pdb>,
-    pub daemonset_overhead: Overhead,
+    #[serde(with = "time::serde::rfc3339")]
+    pub uploaded_at: OffsetDateTime,
+    /// Hex SHA-256 of the snapshot JSON.
+    pub sha256: String,
+    pub nodes: usize,
+    pub pods: usize,
     pub region: Option<String>,
+    /// The object before this one, kept until the next upload replaces it.
+    #[serde(default)]
+    pub previous: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct SnapshotChunk {
-    pub nodes: Vec<CurrentNode>,
-    pub pods: Vec<SnapshotPod>,
-    #[serde(default)]
-    pub daemon_pods: Vec<SnapshotPod>,
+impl SnapshotHead {
+    /// Whether an upload with this digest can be skipped.
+    pub fn unchanged(&self, sha256: &str, now: OffsetDateTime) -> bool {
+        self.sha256 == sha256 && now - self.uploaded_at < FULL_REFRESH
+    }
 }
 
 /// Why there is no snapshot to work from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Unusable {
     Missing,
-    Stale { taken_at: String },
-    Incomplete { expected: u32, found: usize },
+    Stale {
+        taken_at: String,
+    },
+    /// The head names an object that is not in the bucket (never uploaded, or expired).
+    Gone,
+    Unreadable {
+        reason: String,
+    },
 }
 
 impl std::fmt::Display for Unusable {
@@ -60,89 +78,154 @@ impl std::fmt::Display for Unusable {
             Unusable::Stale { taken_at } => {
                 write!(f, "the latest snapshot is stale (taken {taken_at})")
             }
-            Unusable::Incomplete { expected, found } => write!(
-                f,
-                "the latest snapshot is incomplete ({found} of {expected} chunks)"
-            ),
+            Unusable::Gone => f.write_str("the latest snapshot's object is gone"),
+            Unusable::Unreadable { reason } => {
+                write!(f, "the latest snapshot cannot be read: {reason}")
+            }
         }
     }
 }
 
-/// Stores a snapshot: a new chunk set first, then the head that points at it, so a
-/// reader sees the old snapshot or the new one, never a mix.
+pub async fn head(
+    store: &Store,
+    tenant: &TenantId,
+    cluster: &ClusterId,
+) -> Result<Option<Item<SnapshotHead>>, StoreError> {
+    store
+        .get::<SnapshotHead>(&keys::snapshot_head(tenant, cluster))
+        .await
+}
+
+/// A new object id for an upload.
+pub fn new_id() -> String {
+    ulid::Ulid::new().to_string().to_ascii_lowercase()
+}
+
+/// Reads and decodes one stored snapshot object.
+pub async fn read(
+    bucket: &Bucket,
+    tenant: &TenantId,
+    cluster: &ClusterId,
+    id: &str,
+) -> Result<Result<Decoded, Unusable>, StoreError> {
+    let key = keys::snapshot_object(tenant, cluster, id);
+    let bytes = match bucket.get(&key, MAX_COMPRESSED_BYTES).await {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => return Ok(Err(Unusable::Gone)),
+        Err(ObjectError::Aws(failure)) => return Err(failure.into()),
+        Err(err @ ObjectError::TooLarge { .. }) => {
+            return Ok(Err(Unusable::Unreadable {
+                reason: err.to_string(),
+            }));
+        }
+    };
+    Ok(
+        snapshot_codec::decode(&bytes).map_err(|err| Unusable::Unreadable {
+            reason: format!("object {key}: {err}"),
+        }),
+    )
+}
+
+/// Makes an uploaded object the cluster's current snapshot. The head it replaces (`replacing`,
+/// as read before) becomes the previous one, and the object before that is deleted. A head that
+/// changed since it was read fails with a version conflict, and nothing is deleted.
+pub async fn commit(
+    store: &Store,
+    bucket: &Bucket,
+    id: &str,
+    decoded: &Decoded,
+    replacing: Option<Item<SnapshotHead>>,
+    (tenant, cluster): (&TenantId, &ClusterId),
+    taken_at: OffsetDateTime,
+) -> Result<SnapshotHead, StoreError> {
+    let snapshot = &decoded.snapshot;
+    let head = SnapshotHead {
+        id: id.to_owned(),
+        tenant_id: tenant.clone(),
+        cluster_id: cluster.clone(),
+        taken_at,
+        uploaded_at: taken_at,
+        sha256: decoded.sha256.clone(),
+        nodes: snapshot.nodes.len(),
+        pods: snapshot.pods.len() + snapshot.daemon_pods.len(),
+        region: snapshot.region.clone(),
+        previous: replacing.as_ref().map(|old| old.body.id.clone()),
+    };
+    let mut item = Item::new(keys::snapshot_head(tenant, cluster), &head)
+        .with_gsi1(keys::snapshotted_clusters_index(tenant, cluster));
+    match &replacing {
+        Some(old) => {
+            item.version = old.version;
+            store.update_versioned(&item).await?;
+        }
+        None => store.put(&item, PutCondition::IfAbsent).await?,
+    }
+    if let Some(expired) = replacing.and_then(|old| old.body.previous) {
+        let key = keys::snapshot_object(tenant, cluster, &expired);
+        if let Err(err) = bucket.delete(&key).await {
+            warn!(key, error = %err, "old snapshot object not deleted; the lifecycle rule removes it");
+        }
+    }
+    Ok(head)
+}
+
+/// Records that the cluster still looks like its current snapshot, without an upload.
+pub async fn confirm_unchanged(
+    store: &Store,
+    mut head: Item<SnapshotHead>,
+    now: OffsetDateTime,
+) -> Result<SnapshotHead, StoreError> {
+    head.body.taken_at = now;
+    store.update_versioned(&head).await?;
+    Ok(head.body)
+}
+
+/// Stores a snapshot in one step (the CLI, seeding, tests): writes the object, then commits it.
 pub async fn put(
     store: &Store,
+    bucket: &Bucket,
     tenant: &TenantId,
     cluster: &ClusterId,
     snapshot: &Snapshot,
     taken_at: OffsetDateTime,
 ) -> Result<String, StoreError> {
-    let id = ulid::Ulid::new().to_string().to_ascii_lowercase();
-    let pod_chunks = |pods: &[SnapshotPod], daemon: bool| -> Vec<SnapshotChunk> {
-        pods.chunks(PODS_PER_CHUNK)
-            .map(|pods| SnapshotChunk {
-                pods: if daemon { Vec::new() } else { pods.to_vec() },
-                daemon_pods: if daemon { pods.to_vec() } else { Vec::new() },
-                ..SnapshotChunk::default()
-            })
-            .collect()
-    };
-    let mut chunks = pod_chunks(&snapshot.pods, false);
-    chunks.extend(pod_chunks(&snapshot.daemon_pods, true));
-    chunks.extend(
-        snapshot
-            .nodes
-            .chunks(PODS_PER_CHUNK / 5)
-            .map(|nodes| SnapshotChunk {
-                nodes: nodes.to_vec(),
-                ..SnapshotChunk::default()
-            }),
-    );
-    let expires = taken_at + MAX_USABLE_AGE + CHUNK_RETENTION;
-    let items: Vec<Item<SnapshotChunk>> = chunks
-        .into_iter()
-        .enumerate()
-        .map(|(i, chunk)| {
-            Item::new(
-                keys::snapshot_chunk(tenant, cluster, &id, u32::try_from(i).unwrap_or(u32::MAX)),
-                chunk,
-            )
-            .expiring_at(expires)
-        })
-        .collect();
-    store.batch_put(&items).await?;
-    let head = SnapshotHead {
-        id: id.clone(),
-        tenant_id: tenant.clone(),
-        cluster_id: cluster.clone(),
-        taken_at,
-        chunks: u32::try_from(items.len()).unwrap_or(u32::MAX),
-        pdbs: snapshot.pdbs.clone(),
-        daemonset_overhead: snapshot.daemonset_overhead,
-        region: snapshot.region.clone(),
-    };
-    store
-        .put(
-            &Item::new(keys::snapshot_head(tenant, cluster), head)
-                .with_gsi1(keys::snapshotted_clusters_index(tenant, cluster)),
-            PutCondition::Always,
-        )
+    let encoded = snapshot_codec::encode(snapshot).map_err(|err| StoreError::Encode {
+        pk: keys::cluster_partition(tenant, cluster),
+        sk: "SNAPSHOT".into(),
+        reason: err.to_string(),
+    })?;
+    let id = new_id();
+    bucket
+        .put_gzip_json(&keys::snapshot_object(tenant, cluster, &id), encoded.gzip)
         .await?;
+    let decoded = Decoded {
+        snapshot: snapshot.clone(),
+        sha256: encoded.sha256,
+    };
+    let replacing = head(store, tenant, cluster).await?;
+    commit(
+        store,
+        bucket,
+        &id,
+        &decoded,
+        replacing,
+        (tenant, cluster),
+        taken_at,
+    )
+    .await?;
     Ok(id)
 }
 
-/// The cluster's current snapshot, if it is complete and no older than `max_age`.
+/// The cluster's current snapshot, if it is readable and no older than `max_age`.
 pub async fn load(
     store: &Store,
+    bucket: &Bucket,
     tenant: &TenantId,
     cluster: &ClusterId,
     now: OffsetDateTime,
     max_age: time::Duration,
 ) -> Result<Result<(SnapshotHead, Snapshot), Unusable>, StoreError> {
-    let Some(head) = store
-        .get::<SnapshotHead>(&keys::snapshot_head(tenant, cluster))
-        .await?
-    else {
+    let Some(head) = head(store, tenant, cluster).await? else {
         return Ok(Err(Unusable::Missing));
     };
     let head = head.body;
@@ -151,30 +234,9 @@ pub async fn load(
             taken_at: rfc3339(head.taken_at),
         }));
     }
-    let chunks = store
-        .query_all::<SnapshotChunk>(
-            &Query::partition(keys::cluster_partition(tenant, cluster))
-                .prefix(keys::snapshot_chunks_prefix(&head.id)),
-        )
-        .await?;
-    if chunks.len() != head.chunks as usize {
-        return Ok(Err(Unusable::Incomplete {
-            expected: head.chunks,
-            found: chunks.len(),
-        }));
-    }
-    let mut snapshot = Snapshot {
-        pdbs: head.pdbs.clone(),
-        daemonset_overhead: head.daemonset_overhead,
-        region: head.region.clone(),
-        ..Snapshot::default()
-    };
-    for chunk in chunks {
-        snapshot.nodes.extend(chunk.body.nodes);
-        snapshot.pods.extend(chunk.body.pods);
-        snapshot.daemon_pods.extend(chunk.body.daemon_pods);
-    }
-    Ok(Ok((head, snapshot)))
+    Ok(read(bucket, tenant, cluster, &head.id)
+        .await?
+        .map(|decoded| (head, decoded.snapshot)))
 }
 
 /// Clusters with an uploaded snapshot, across tenants, for the scheduled fan-outs.

@@ -24,6 +24,7 @@ use spotwise_agent::{Agent, Metrics, Outcome, QueueWorker, Reporter, read_cluste
 use spotwise_core::config::Env;
 use spotwise_core::domain::RoleArn;
 use spotwise_core::messages::{DiscoverAccount, OptimizeRequest, ScheduleTrigger};
+use spotwise_core::snapshot::Snapshot;
 use spotwise_core::{ClusterId, TenantId};
 use spotwise_testkit::LocalStack;
 use spotwise_testkit::kube::FakeKube;
@@ -225,6 +226,21 @@ pub struct Api {
 }
 
 impl Api {
+    /// Sends a snapshot as the agent does (the agent's own reporter: upload ticket, presigned
+    /// PUT to the local S3, confirmation), with this client's key.
+    pub async fn upload_snapshot(
+        &self,
+        snapshot: &Snapshot,
+    ) -> anyhow::Result<spotwise_agent::report::SnapshotSent> {
+        let reporter = spotwise_agent::report::Reporter::new(
+            &self.base,
+            self.key.clone(),
+            None,
+            spotwise_agent::metrics::Metrics::new(),
+        )?;
+        Ok(reporter.snapshot(snapshot).await?)
+    }
+
     /// The status and the JSON body (`null` when empty), whatever the status.
     pub async fn send(
         &self,

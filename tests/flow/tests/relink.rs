@@ -73,11 +73,8 @@ async fn a_relinked_account_belongs_to_its_new_tenant_alone() {
         &scheduler::Config::from_env(&env(&stack, "SchedulerFunction", &[])).unwrap(),
     );
     let cluster = ClusterId::new(format!("{ACCOUNT}.{REGION}.prod")).unwrap();
-    let snapshot = serde_json::to_value(
-        spotwise_core::snapshot::parse_list(
-            fixture("events/optimizer/kubectl-snapshot.json").as_bytes(),
-        )
-        .unwrap(),
+    let snapshot = spotwise_core::snapshot::parse_list(
+        fixture("events/optimizer/kubectl-snapshot.json").as_bytes(),
     )
     .unwrap();
 
@@ -95,10 +92,7 @@ async fn a_relinked_account_belongs_to_its_new_tenant_alone() {
         .unwrap();
     let agent_a = server.client(string(&installed_a, "agent_key"));
     let queue_a = string(&installed_a, "queue_url");
-    agent_a
-        .put("/v1/agent/snapshot", snapshot.clone())
-        .await
-        .unwrap();
+    agent_a.upload_snapshot(&snapshot).await.unwrap();
     let viewer_a = server.client(string(
         &a.post("/v1/keys", json!({"name": "dashboards", "role": "viewer"}))
             .await
@@ -179,7 +173,11 @@ async fn a_relinked_account_belongs_to_its_new_tenant_alone() {
 
     // A's agent key is revoked: it uploads nothing B would see, and reads no action.
     for (method, path, body) in [
-        (Method::PUT, "/v1/agent/snapshot", Some(snapshot.clone())),
+        (
+            Method::POST,
+            "/v1/agent/snapshot-uploads",
+            Some(json!({"sha256": "0".repeat(64), "size": 10})),
+        ),
         (
             Method::POST,
             "/v1/agent/heartbeat",
@@ -293,7 +291,7 @@ async fn a_relinked_account_belongs_to_its_new_tenant_alone() {
     assert!(hibernation["asleep"].is_null() && hibernation["schedule"]["enabled"] == false);
 
     // B's own agent works, and A's viewer still sees nothing of it.
-    agent_b.put("/v1/agent/snapshot", snapshot).await.unwrap();
+    agent_b.upload_snapshot(&snapshot).await.unwrap();
     assert!(b.get(&detail).await.unwrap()["snapshot"].is_object());
     assert_eq!(
         status(&viewer_a, Method::GET, &detail, None).await,

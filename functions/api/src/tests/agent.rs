@@ -68,27 +68,12 @@ async fn agent_reports_reach_the_cluster_and_its_actions() {
     )
     .unwrap();
     let uploaded = api
-        .send(
-            Method::PUT,
-            "/v1/agent/snapshot",
-            Some(&agent),
-            Some(serde_json::to_value(&snapshot).unwrap()),
-            &[],
-        )
+        .upload_snapshot(&agent, &serde_json::to_value(&snapshot).unwrap())
         .await;
     assert_eq!(uploaded.status, StatusCode::OK, "{}", uploaded.body);
-    let broken = api
-        .send(
-            Method::PUT,
-            "/v1/agent/snapshot",
-            Some(&agent),
-            Some(json!({"nodes": "none"})),
-            &[],
-        )
-        .await;
     assert_eq!(
-        (broken.status, &broken.body["error"]["field"]),
-        (StatusCode::BAD_REQUEST, &json!("nodes"))
+        uploaded.body["nodes"].as_u64(),
+        Some(snapshot.nodes.len() as u64)
     );
 
     let detail = api
@@ -294,4 +279,154 @@ async fn installing_an_agent_gives_its_cluster_a_queue_a_secret_and_a_key() {
         "the secret is never in the audit log"
     );
     assert!(!audit.contains(&agent_key));
+}
+
+#[tokio::test]
+async fn snapshot_uploads_go_to_storage_under_the_tenant_and_unchanged_ones_are_skipped() {
+    let api = api().await;
+    api.seed_cluster(None).await;
+    let agent = api.agent_key().await;
+    let snapshot = serde_json::to_value(
+        spotwise_core::snapshot::parse_list(
+            fixture("events/optimizer/kubectl-snapshot.json").as_bytes(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let tickets = "/v1/agent/snapshot-uploads";
+    for (body, field) in [
+        (json!({"sha256": "ab", "size": 10}), "sha256"),
+        (json!({"sha256": "A".repeat(64), "size": 10}), "sha256"),
+        (json!({"sha256": "a".repeat(64), "size": 0}), "size"),
+        (
+            json!({"sha256": "a".repeat(64), "size": 32 * 1024 * 1024 + 1}),
+            "size",
+        ),
+    ] {
+        let refused = api.post(tickets, &agent, body).await;
+        assert_eq!(
+            (refused.status, &refused.body["error"]["field"]),
+            (StatusCode::BAD_REQUEST, &json!(field)),
+            "{}",
+            refused.body
+        );
+    }
+    let viewer = api.key("viewer").await;
+    assert_eq!(
+        api.post(
+            tickets,
+            &viewer,
+            json!({"sha256": "a".repeat(64), "size": 10})
+        )
+        .await
+        .status,
+        StatusCode::FORBIDDEN,
+        "only an agent key uploads snapshots"
+    );
+
+    let ticket = api
+        .post(
+            tickets,
+            &agent,
+            json!({"sha256": "a".repeat(64), "size": 10}),
+        )
+        .await;
+    assert_eq!(ticket.body["status"], "upload", "{}", ticket.body);
+    let url = ticket.body["url"].as_str().unwrap();
+    assert!(
+        url.contains("/tenants/t1/clusters/111122223333.us-east-1.prod/snapshots/"),
+        "{url}"
+    );
+    let id = ticket.body["upload_id"].as_str().unwrap();
+    assert_eq!(
+        confirm_as(&api, &agent, id).await.status,
+        StatusCode::NOT_FOUND,
+        "confirmed before anything was uploaded"
+    );
+    spotwise_testkit::upload::put_presigned(&ticket.body, b"not gzip".to_vec()).await;
+    let refused = confirm_as(&api, &agent, id).await;
+    assert_eq!(
+        (refused.status, &refused.body["error"]["field"]),
+        (StatusCode::BAD_REQUEST, &json!("snapshot")),
+        "{}",
+        refused.body
+    );
+    assert_eq!(
+        confirm_as(&api, &agent, id).await.status,
+        StatusCode::NOT_FOUND,
+        "a refused object is deleted"
+    );
+
+    let first = api.upload_snapshot(&agent, &snapshot).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+    let first_id = first.body["snapshot_id"].as_str().unwrap().to_owned();
+    let again = confirm_as(&api, &agent, &first_id).await;
+    assert_eq!(
+        (again.status, &again.body),
+        (StatusCode::OK, &first.body),
+        "confirming twice changes nothing"
+    );
+    let unchanged = api.upload_snapshot(&agent, &snapshot).await;
+    assert_eq!(
+        (&unchanged.body["status"], &unchanged.body["snapshot_id"]),
+        (&json!("unchanged"), &json!(first_id)),
+        "{}",
+        unchanged.body
+    );
+
+    let mut without_nodes = snapshot.clone();
+    without_nodes["nodes"] = json!([]);
+    let refused = api.upload_snapshot(&agent, &without_nodes).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
+    assert!(
+        refused.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("nodes: a cluster snapshot has at least one node"),
+        "{}",
+        refused.body
+    );
+
+    let t2 = TenantId::new("t2").unwrap();
+    api.state
+        .store
+        .put(
+            &Item::new(
+                keys::cluster(&t2, &prod_cluster()),
+                records::cluster(&t2, &prod_cluster(), None),
+            ),
+            PutCondition::Always,
+        )
+        .await
+        .unwrap();
+    let other_agent = {
+        let created = api
+            .post(
+                "/v1/keys",
+                &api.other_admin,
+                json!({"name": "agent", "role": "agent", "cluster_id": prod_cluster().to_string()}),
+            )
+            .await;
+        created.body["secret"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{}", created.body))
+            .to_owned()
+    };
+    let theirs = confirm_as(&api, &other_agent, &first_id).await;
+    assert_eq!(
+        theirs.status,
+        StatusCode::NOT_FOUND,
+        "another tenant's agent cannot confirm this tenant's object, even for a cluster of the same name"
+    );
+}
+
+async fn confirm_as(api: &Api, agent: &str, id: &str) -> Reply {
+    api.send(
+        Method::POST,
+        &format!("/v1/agent/snapshot-uploads/{id}/confirm"),
+        Some(agent),
+        None,
+        &[],
+    )
+    .await
 }

@@ -26,7 +26,7 @@ async fn clusters_and_policies_are_read_and_replaced_per_tenant() {
     assert_eq!(detail.status, StatusCode::OK, "{}", detail.body);
     assert_eq!(
         detail.body["snapshot_problem"],
-        "the agent has not uploaded a snapshot"
+        "the agent has uploaded no snapshot"
     );
 
     let path = format!("/v1/clusters/{id}/policy");
@@ -106,16 +106,9 @@ async fn each_snapshot_adds_what_changed_to_the_pod_history() {
         let api = &api;
         let agent = agent.clone();
         async move {
-            let reply = api
-                .send(
-                    Method::PUT,
-                    "/v1/agent/snapshot",
-                    Some(&agent),
-                    Some(body),
-                    &[],
-                )
-                .await;
+            let reply = api.upload_snapshot(&agent, &body).await;
             assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+            assert!(reply.body["snapshot_id"].is_string(), "{}", reply.body);
         }
     };
     upload(serde_json::to_value(&snapshot).unwrap()).await;

@@ -127,6 +127,36 @@ impl Api {
         self.send(Method::DELETE, path, Some(key), None, &[]).await
     }
 
+    /// Uploads a snapshot as the agent does: an upload ticket, the PUT to the local S3, and the
+    /// confirmation. Returns the confirmation, or the ticket when the snapshot is unchanged.
+    async fn upload_snapshot(&self, agent: &str, snapshot: &Value) -> Reply {
+        let json = serde_json::to_vec(snapshot).unwrap();
+        let sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&json));
+        let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gzip, &json).unwrap();
+        let gzip = gzip.finish().unwrap();
+        let ticket = self
+            .post(
+                "/v1/agent/snapshot-uploads",
+                agent,
+                json!({"sha256": sha256, "size": gzip.len()}),
+            )
+            .await;
+        if ticket.status != StatusCode::OK || ticket.body["status"] == "unchanged" {
+            return ticket;
+        }
+        spotwise_testkit::upload::put_presigned(&ticket.body, gzip).await;
+        let id = ticket.body["upload_id"].as_str().unwrap();
+        self.send(
+            Method::POST,
+            &format!("/v1/agent/snapshot-uploads/{id}/confirm"),
+            Some(agent),
+            None,
+            &[],
+        )
+        .await
+    }
+
     /// A new key of t1 with `role`.
     async fn key(&self, role: &str) -> String {
         let reply = self
