@@ -248,6 +248,9 @@ pub async fn unlink(
         UnlinkError::Store(e) => ApiError::from(e),
         UnlinkError::Queue(e) => ApiError::internal("deleting an agent queue", &e),
     })?;
+    for id in &unlinked.revoked_key_ids {
+        state.keys.forget(id);
+    }
     info!(account = %item.body.account_id, clusters = unlinked.clusters.len(),
         revoked_keys = unlinked.revoked_key_ids.len(), cancelled_actions = unlinked.cancelled_actions,
         "account unlinked");

@@ -9,7 +9,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use spotwise_core::action::{ActionRecord, ActionStatus};
-use spotwise_core::domain::{AgentStatus, Notification, Severity};
+use spotwise_core::domain::{Notification, Severity};
 use spotwise_core::messages::{
     ActionReport, Heartbeat, MAX_AGENT_VERSION, MAX_REJECTION_REASON, MAX_REJECTIONS_PER_HEARTBEAT,
     ReportedOutcome, SnapshotStored, SnapshotUpload, SnapshotUploadRequest,
@@ -103,22 +103,16 @@ pub async fn heartbeat(
 ) -> Result<StatusCode, ApiError> {
     let cluster = caller.agent_cluster()?.clone();
     validate_heartbeat(&beat)?;
-    let key = keys::agent_status(&caller.tenant, &cluster);
     let now = OffsetDateTime::now_utc();
-    let previous = state.store.get::<AgentStatus>(&key).await?;
-    let status = AgentStatus {
-        tenant_id: caller.tenant.clone(),
-        cluster_id: cluster.clone(),
-        agent_version: beat.agent_version,
-        dry_run: beat.dry_run,
-        last_heartbeat_at: now,
-        offline_since: None,
-    };
-    let index = keys::agent_heartbeat_index(&sortable(now), &caller.tenant, &cluster);
-    let mut item = Item::new(key, &status).with_gsi1(index);
-    // A new version, so the scheduler's offline flag, made under the lock, loses to this beat.
-    item.version = previous.as_ref().map_or(1, |p| p.version + 1);
-    state.store.put(&item, PutCondition::Always).await?;
+    let previous = spotwise_store::agents::beat(
+        &state.store,
+        &caller.tenant,
+        &cluster,
+        beat.agent_version.clone(),
+        beat.dry_run,
+        now,
+    )
+    .await?;
     for rejection in &beat.rejected {
         record_event(
             &state,
@@ -155,19 +149,15 @@ pub async fn heartbeat(
         .await;
     }
     if previous.is_none_or(|p| {
-        p.body.offline_since.is_some() || now - p.body.last_heartbeat_at > SILENCE_BEFORE_ONLINE
+        p.offline_since.is_some() || now - p.last_heartbeat_at > SILENCE_BEFORE_ONLINE
     }) {
-        let mode = if status.dry_run {
-            " in dry-run mode"
-        } else {
-            ""
-        };
+        let mode = if beat.dry_run { " in dry-run mode" } else { "" };
         record_event(
             &state,
             &caller.tenant,
             &cluster,
             "agent_online",
-            format!("agent {} reporting{mode}", status.agent_version),
+            format!("agent {} reporting{mode}", beat.agent_version),
         )
         .await;
     }

@@ -6,8 +6,10 @@
 //! once, when created. Every route takes the tenant from the key, never from the request, so a
 //! key cannot name another tenant's resources: they are simply not found.
 
+use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
@@ -190,12 +192,19 @@ impl FromRequestParts<AppState> for Caller {
             .map(|(prefix, _)| prefix)
             .filter(|p| p.len() == PREFIX_BYTES * 2 && p.bytes().all(|b| b.is_ascii_hexdigit()))
             .ok_or_else(invalid)?;
-        let stored = state
-            .store
-            .get::<ApiKey>(&keys::api_key(prefix))
-            .await?
-            .ok_or_else(invalid)?
-            .body;
+        let stored = match state.keys.get(prefix) {
+            Some(cached) => cached,
+            None => {
+                let stored = state
+                    .store
+                    .get::<ApiKey>(&keys::api_key(prefix))
+                    .await?
+                    .ok_or_else(invalid)?
+                    .body;
+                state.keys.insert(prefix, stored.clone());
+                stored
+            }
+        };
         // Constant-time, so timing does not reveal how much of the hash matched.
         let matches: bool = stored
             .secret_sha256
@@ -219,6 +228,51 @@ impl FromRequestParts<AppState> for Caller {
             key_name: stored.name,
             principal: stored.principal,
         })
+    }
+}
+
+/// Key records for a short time after they are read, so a busy key (an agent's heartbeats and
+/// uploads, a dashboard) costs one read per `ttl` per function instance, not one per request.
+/// The secret is still checked against the hash on every request. A key revoked through this
+/// instance stops working at once; other instances notice within `ttl`.
+pub struct KeyCache {
+    ttl: Duration,
+    entries: Mutex<HashMap<String, (Instant, ApiKey)>>,
+}
+
+/// Beyond this many cached keys the cache starts over, which only costs reads.
+const MAX_CACHED_KEYS: usize = 10_000;
+
+impl KeyCache {
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            entries: Mutex::default(),
+        }
+    }
+
+    fn get(&self, prefix: &str) -> Option<ApiKey> {
+        let entries = self.entries.lock().ok()?;
+        let (read_at, key) = entries.get(prefix)?;
+        (read_at.elapsed() < self.ttl).then(|| key.clone())
+    }
+
+    fn insert(&self, prefix: &str, key: ApiKey) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        if let Ok(mut entries) = self.entries.lock() {
+            if entries.len() >= MAX_CACHED_KEYS {
+                entries.clear();
+            }
+            entries.insert(prefix.to_owned(), (Instant::now(), key));
+        }
+    }
+
+    pub fn forget(&self, prefix: &str) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.remove(prefix);
+        }
     }
 }
 

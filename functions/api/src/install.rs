@@ -167,6 +167,9 @@ pub async fn install(
     // The secret, the key, the queue on the cluster, the revocations and the audit event: all
     // or none, so an agent never holds a secret its key does not match.
     audit::commit(&state, writes, entry).await?;
+    for key in &revoked {
+        state.keys.forget(&key.body.id);
+    }
     info!(%cluster, rotated = installed, "agent installed");
     Ok((
         StatusCode::CREATED,

@@ -20,6 +20,7 @@ pub mod webhooks;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use aws_config::SdkConfig;
 use axum::extract::{DefaultBodyLimit, State};
@@ -43,7 +44,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::auth::RateLimiter;
+use crate::auth::{KeyCache, RateLimiter};
 pub use crate::error::ApiError;
 
 pub struct Config {
@@ -51,6 +52,9 @@ pub struct Config {
     /// Requests per minute per API key, and the burst above it.
     pub rate_per_minute: u32,
     pub rate_burst: u32,
+    /// How long a key's record is cached in an instance: the most a revocation takes to reach
+    /// every instance.
+    pub key_cache: Duration,
     /// Where manually triggered scheduled runs are sent, and where their failures are told.
     pub optimize_queue_url: String,
     pub cost_queue_url: String,
@@ -68,6 +72,7 @@ impl Config {
             common: CommonConfig::from_env(env)?,
             rate_per_minute: env.parse_or("API_RATE_PER_MINUTE", 600_u32)?.max(1),
             rate_burst: env.parse_or("API_RATE_BURST", 100_u32)?.max(1),
+            key_cache: Duration::from_secs(env.parse_or("API_KEY_CACHE_SECONDS", 60_u64)?),
             optimize_queue_url: env.required("OPTIMIZE_QUEUE_URL")?,
             cost_queue_url: env.required("COST_QUEUE_URL")?,
             discovery_queue_url: env.required("DISCOVERY_QUEUE_URL")?,
@@ -88,6 +93,7 @@ pub struct AppState {
     pub lookup: Arc<dyn Lookup>,
     pub deliverer: Arc<Deliverer>,
     pub limiter: Arc<RateLimiter>,
+    pub keys: Arc<KeyCache>,
     pub run_queues: Arc<spotwise_store::runs::RunQueues>,
     pub notifications: spotwise_aws::Queue,
     pub vault: Arc<Vault>,
@@ -121,6 +127,7 @@ impl AppState {
             )?),
             lookup,
             limiter: Arc::new(RateLimiter::new(config.rate_per_minute, config.rate_burst)),
+            keys: Arc::new(KeyCache::new(config.key_cache)),
         })
     }
 }

@@ -221,5 +221,6 @@ pub async fn revoke_key(
         )?,
     )
     .await?;
+    state.keys.forget(&item.body.id);
     Ok(StatusCode::NO_CONTENT)
 }

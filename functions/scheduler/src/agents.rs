@@ -1,13 +1,12 @@
-//! Agents that stopped reporting. Every heartbeat keeps its agent in the heartbeat index under
-//! its time; each tick reads the part of the index older than the silence allowed, declares
-//! those agents offline and tells their tenants once. The agent's next heartbeat puts it back.
+//! Agents that stopped reporting. Each tick reads the liveness index for agents whose last
+//! heartbeat window ended before the silence allowed, declares those agents offline and tells
+//! their tenants once. The agent's next heartbeat puts it back.
 
 use std::collections::BTreeMap;
 
 use spotwise_core::domain::{AgentStatus, Notification, Severity};
-use spotwise_store::Query;
 use spotwise_store::StoreError;
-use spotwise_store::keys;
+use spotwise_store::agents;
 use spotwise_store::runs::sortable;
 use time::OffsetDateTime;
 use tracing::info;
@@ -15,6 +14,7 @@ use tracing::info;
 use crate::Deps;
 
 /// Ten missed heartbeats (every 30 s): long enough to ride out an agent restart or a rollout.
+/// The liveness index adds up to its five-minute window before the agent is found.
 pub const OFFLINE_AFTER: time::Duration = time::Duration::minutes(5);
 
 /// Declares silent agents offline; returns the clusters newly declared.
@@ -22,27 +22,11 @@ pub async fn flag_silent(
     deps: &Deps,
     now: OffsetDateTime,
 ) -> Result<Vec<spotwise_core::ClusterId>, StoreError> {
-    let silent = deps
-        .store
-        .query_all::<AgentStatus>(
-            &Query::gsi1(keys::AGENT_HEARTBEATS_PARTITION)
-                .up_to(format!("{}#~", sortable(now - OFFLINE_AFTER))),
-        )
-        .await?;
     let mut flagged = Vec::new();
-    for mut item in silent {
-        if item.body.offline_since.is_some() {
+    for entry in agents::silent(&deps.store, now, OFFLINE_AFTER).await? {
+        let Some(status) = agents::declare_offline(&deps.store, &entry, now).await? else {
             continue;
-        }
-        item.body.offline_since = Some(now);
-        // Out of the index, so it is told once; a heartbeat in between wins the version.
-        item.gsi1 = None;
-        match deps.store.update_versioned(&item).await {
-            Ok(_) => {}
-            Err(StoreError::StaleVersion { .. }) => continue,
-            Err(err) => return Err(err),
-        }
-        let status = item.body;
+        };
         info!(cluster = %status.cluster_id, last_heartbeat = %status.last_heartbeat_at, "agent offline");
         deps.notifications
             .notify(&offline_notification(&status, now))

@@ -690,29 +690,23 @@ async fn a_sleep_cut_short_is_finished_by_the_next_tick_and_a_lost_node_group_is
 async fn an_agent_silent_for_five_minutes_is_declared_offline_once() {
     let s = setup().await;
     let now = OffsetDateTime::now_utc();
-    let status = |at: OffsetDateTime, cluster: &ClusterId| spotwise_core::domain::AgentStatus {
-        tenant_id: s.tenant.clone(),
-        cluster_id: cluster.clone(),
-        agent_version: "0.1.0".into(),
-        dry_run: false,
-        last_heartbeat_at: at,
-        offline_since: None,
+    let beat = |cluster: ClusterId, at: OffsetDateTime| {
+        let store = s.deps.store.clone();
+        let tenant = s.tenant.clone();
+        async move {
+            spotwise_store::agents::beat(&store, &tenant, &cluster, "0.1.0".into(), false, at)
+                .await
+                .unwrap()
+        }
     };
     let quiet = ClusterId::new("c-quiet").unwrap();
-    for (cluster, at) in [
-        (&s.cluster, now - Duration::seconds(40)),
-        (&quiet, now - Duration::minutes(6)),
-    ] {
-        s.deps
-            .store
-            .put(
-                &Item::new(keys::agent_status(&s.tenant, cluster), status(at, cluster)).with_gsi1(
-                    keys::agent_heartbeat_index(&runs::sortable(at), &s.tenant, cluster),
-                ),
-                PutCondition::Always,
-            )
-            .await
-            .unwrap();
+    // Every 30 s for a while; the quiet one stops eleven minutes ago (past any window).
+    for i in (0..40).rev() {
+        let at = now - Duration::seconds(30 * i + 40);
+        beat(s.cluster.clone(), at).await;
+        if at < now - Duration::minutes(11) {
+            beat(quiet.clone(), at).await;
+        }
     }
 
     let first = tick(&s.deps, now).await.unwrap();
@@ -747,5 +741,35 @@ async fn an_agent_silent_for_five_minutes_is_declared_offline_once() {
             .drain::<Notification>(s.deps.notifications.url())
             .await
             .is_empty()
+    );
+
+    // It comes back: the beat says it was offline, and it is watched again.
+    let back = beat(quiet.clone(), now + Duration::minutes(2))
+        .await
+        .unwrap();
+    assert_eq!(back.offline_since, Some(now));
+    let later = now + Duration::minutes(20);
+    let found = spotwise_store::agents::silent(&s.deps.store, later, agents::OFFLINE_AFTER)
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 2, "both silent by then: {found:?}");
+    // A beat between finding and declaring wins.
+    beat(quiet.clone(), later).await;
+    for entry in &found {
+        let declared = spotwise_store::agents::declare_offline(&s.deps.store, entry, later)
+            .await
+            .unwrap();
+        assert_eq!(declared.is_some(), entry.cluster_id != quiet, "{entry:?}");
+    }
+    let status = s
+        .deps
+        .store
+        .get::<spotwise_core::domain::AgentStatus>(&keys::agent_status(&s.tenant, &quiet))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (status.body.offline_since, status.body.last_heartbeat_at),
+        (None, later)
     );
 }

@@ -364,18 +364,30 @@ pub fn due_schedules_index(next_run: &str, tenant: &TenantId, id: &str) -> Gsi1K
     }
 }
 
-/// The GSI1 partition of reporting agents, sorted by their last heartbeat.
-pub const AGENT_HEARTBEATS_PARTITION: &str = "AGENT_HEARTBEAT";
+/// Shards of the agent liveness index, so no index partition takes every agent's writes.
+pub const AGENT_LIVENESS_SHARDS: u8 = 8;
 
-/// `last_heartbeat` is fixed-width UTC RFC 3339, like `due_schedules_index`.
-pub fn agent_heartbeat_index(
-    last_heartbeat: &str,
-    tenant: &TenantId,
-    cluster: &ClusterId,
-) -> Gsi1Key {
+/// The GSI1 partition of one liveness shard, sorted by the window of each agent's last heartbeat.
+pub fn agent_liveness_partition(shard: u8) -> String {
+    format!("AGENT_LIVENESS#{shard}")
+}
+
+/// An agent's entry in the liveness index. It lives in the cluster partition, so unlinking
+/// removes it, and is rewritten only when the agent's heartbeat window moves.
+pub fn agent_liveness(tenant: &TenantId, cluster: &ClusterId) -> Key {
+    Key::new(cluster_partition(tenant, cluster), "LIVENESS")
+}
+
+/// `window` is the fixed-width UTC start of the heartbeat window (see `runs::sortable`); the
+/// shard is fixed by tenant and cluster (FNV-1a, stable across processes).
+pub fn agent_liveness_index(window: &str, tenant: &TenantId, cluster: &ClusterId) -> Gsi1Key {
+    let name = format!("{tenant}#{cluster}");
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
     Gsi1Key {
-        gsi1pk: AGENT_HEARTBEATS_PARTITION.into(),
-        gsi1sk: format!("{last_heartbeat}#T#{tenant}#{cluster}"),
+        gsi1pk: agent_liveness_partition((hash % u64::from(AGENT_LIVENESS_SHARDS)) as u8),
+        gsi1sk: format!("{window}#T#{name}"),
     }
 }
 

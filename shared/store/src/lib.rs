@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod actions;
+pub mod agents;
 pub mod audit;
 pub mod costs;
 pub mod keys;

@@ -351,6 +351,89 @@ impl Store {
         Err(AwsFailure::from_sdk("dynamodb:TransactWriteItems", err).into())
     }
 
+    /// Sets `fields` on the item (creating it if absent), removes the attributes named in
+    /// `remove`, adds one to its version, and returns the item as it was before: one UpdateItem,
+    /// a write with no read before it. For items written often whose writer only needs to know
+    /// what changed (a heartbeat).
+    pub async fn merge<T: Serialize, Old: DeserializeOwned>(
+        &self,
+        key: &Key,
+        fields: &T,
+        remove: &[&str],
+    ) -> Result<Option<Item<Old>>, StoreError> {
+        let attrs: HashMap<String, AttributeValue> =
+            serde_dynamo::to_item(fields).map_err(|e| StoreError::Encode {
+                pk: key.pk().to_owned(),
+                sk: key.sk().to_owned(),
+                reason: e.to_string(),
+            })?;
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key_attrs(key)))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
+            .expression_attribute_names("#version", VERSION)
+            .expression_attribute_values(":one", number(1));
+        let mut sets = Vec::with_capacity(attrs.len());
+        for (i, (name, value)) in attrs.into_iter().enumerate() {
+            if RESERVED.contains(&name.as_str()) {
+                return Err(StoreError::Encode {
+                    pk: key.pk().to_owned(),
+                    sk: key.sk().to_owned(),
+                    reason: format!("field {name:?} collides with a key attribute"),
+                });
+            }
+            sets.push(format!("#f{i} = :f{i}"));
+            request = request
+                .expression_attribute_names(format!("#f{i}"), name)
+                .expression_attribute_values(format!(":f{i}"), value);
+        }
+        let mut expression = format!("SET {} ADD #version :one", sets.join(", "));
+        if !remove.is_empty() {
+            let names: Vec<String> = (0..remove.len()).map(|i| format!("#r{i}")).collect();
+            expression = format!("{expression} REMOVE {}", names.join(", "));
+            for (placeholder, name) in names.iter().zip(remove) {
+                request = request.expression_attribute_names(placeholder, *name);
+            }
+        }
+        let out = request
+            .update_expression(expression)
+            .send()
+            .await
+            .map_err(|e| AwsFailure::from_sdk("dynamodb:UpdateItem", e))?;
+        out.attributes
+            .filter(|old| !old.is_empty())
+            .map(decode)
+            .transpose()
+    }
+
+    /// Deletes the item only while `attribute` still holds `value`; `false` when it did not.
+    pub async fn delete_if(
+        &self,
+        key: &Key,
+        attribute: &str,
+        value: &str,
+    ) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key_attrs(key)))
+            .condition_expression("#a = :v")
+            .expression_attribute_names("#a", attribute)
+            .expression_attribute_values(":v", AttributeValue::S(value.to_owned()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) => match AwsFailure::from_sdk("dynamodb:DeleteItem", e) {
+                f if f.has_code("ConditionalCheckFailedException") => Ok(false),
+                f => Err(f.into()),
+            },
+        }
+    }
+
     pub async fn delete(&self, key: &Key) -> Result<(), StoreError> {
         self.client
             .delete_item()

@@ -202,3 +202,45 @@ async fn each_key_is_rate_limited_with_retry_after() {
         "another key has its own bucket"
     );
 }
+
+#[tokio::test]
+async fn a_key_revoked_elsewhere_stops_working_within_the_cache_time() {
+    let api = api_with(&[("API_KEY_CACHE_SECONDS", "1")]).await;
+    let viewer = api.key("viewer").await;
+    assert_eq!(api.get("/v1/tenant", &viewer).await.status, StatusCode::OK);
+    // Revoked by another instance of the function: straight in the table.
+    let prefix = viewer.split('_').nth(1).unwrap();
+    let mut item = api
+        .state
+        .store
+        .get::<spotwise_core::domain::ApiKey>(&keys::api_key(prefix))
+        .await
+        .unwrap()
+        .unwrap();
+    item.body.revoked_at = Some(OffsetDateTime::now_utc());
+    api.state.store.update_versioned(&item).await.unwrap();
+    assert_eq!(
+        api.get("/v1/tenant", &viewer).await.status,
+        StatusCode::OK,
+        "this instance still holds the key's record"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    assert_eq!(
+        api.get("/v1/tenant", &viewer).await.status,
+        StatusCode::UNAUTHORIZED,
+        "and reads it again once the cache time is over"
+    );
+
+    // Revoked through this instance: at once.
+    let other = api.key("viewer").await;
+    assert_eq!(api.get("/v1/tenant", &other).await.status, StatusCode::OK);
+    let id = other.split('_').nth(1).unwrap();
+    assert_eq!(
+        api.delete(&format!("/v1/keys/{id}"), &api.admin).await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        api.get("/v1/tenant", &other).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
