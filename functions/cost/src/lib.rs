@@ -1,7 +1,8 @@
 //! Cost function. Hourly, it allocates each cluster's node prices over its pods (from the
 //! agent's latest snapshot, priced by the region's pools) as the cost of the hour the snapshot
-//! was taken in, and rolls the hour into the day and the month, one item per dimension and
-//! period, so a 30-day query reads 30 items. Monthly, it
+//! was taken in. Every sixth hour it rolls the hours into the day, and once the day is over the
+//! days into the month, one item per dimension and period, so a 30-day query reads 30 items
+//! (pods are costed by the hour and the day, not the month). Monthly, it
 //! builds each cluster's savings report, stores it and sends it once through the notification
 //! queue. Both schedules fan out one SQS message per cluster, so a failing cluster retries and
 //! dead-letters alone.
@@ -45,6 +46,11 @@ const SAMPLE_MAX_AGE: time::Duration = time::Duration::hours(2);
 /// Clusters whose agent reported within this long get a monthly report.
 const REPORT_MAX_AGE: time::Duration = time::Duration::days(62);
 const HOUR_RETENTION: time::Duration = time::Duration::days(8);
+/// Pods are costed by the day; their hours are kept only until their day is rolled up.
+const POD_HOUR_RETENTION: time::Duration = time::Duration::days(2);
+/// A day in progress is rolled up at the sample of every sixth hour (05, 11, 17, 23), and its
+/// month with the last of them, instead of both at every hour.
+const DAY_ROLLUP_HOURS: u8 = 6;
 const DAY_RETENTION: time::Duration = time::Duration::days(400);
 /// Days before the month that give its first days' anomaly flags a history.
 const REPORT_HISTORY_DAYS: usize = 14;
@@ -376,10 +382,6 @@ pub async fn sample(
     };
     let taken = head.taken_at.to_offset(time::UtcOffset::UTC);
     let hour = hour_period(taken);
-    let (day, month) = (
-        day_period(taken.date()),
-        month_period(taken.year(), taken.month()),
-    );
     let region = snapshot
         .region
         .clone()
@@ -440,39 +442,47 @@ pub async fn sample(
         None,
         Some(summary.clone()),
     ));
-    let expires = now + HOUR_RETENTION;
     let hour_items: Vec<Item<CostPeriod>> = hour_items
         .into_iter()
-        .map(|item| item.expiring_at(expires))
+        .map(|item| {
+            let kept = if item.body.dimension == Dimension::Pod.as_str() {
+                POD_HOUR_RETENTION
+            } else {
+                HOUR_RETENTION
+            };
+            item.expiring_at(now + kept)
+        })
         .collect();
     deps.store.batch_put(&hour_items).await?;
 
-    let dimensions: Vec<&str> = Dimension::ALL
-        .iter()
-        .map(|d| d.as_str())
-        .chain([SUMMARY])
-        .collect();
-    for dimension in dimensions {
-        roll_up(
+    let ended = taken.date() < now.to_offset(time::UtcOffset::UTC).date();
+    let last_of_day = taken.hour() == 23;
+    if ended || last_of_day || taken.hour() % DAY_ROLLUP_HOURS == DAY_ROLLUP_HOURS - 1 {
+        roll_up_day(
             deps,
             tenant,
             cluster_id,
-            CostGranularity::Hour,
-            dimension,
-            &day,
+            taken.date(),
+            ended || last_of_day,
             now,
         )
         .await?;
-        roll_up(
+    }
+    // The day before, if its last rollup was missed (no sample at 23:00).
+    if !ended && taken.hour() < DAY_ROLLUP_HOURS {
+        let yesterday = taken.date() - time::Duration::days(1);
+        let summary = period(
             deps,
             tenant,
             cluster_id,
             CostGranularity::Day,
-            dimension,
-            &month,
-            now,
+            SUMMARY,
+            &day_period(yesterday),
         )
         .await?;
+        if summary.is_none_or(|day| !day.complete) {
+            roll_up_day(deps, tenant, cluster_id, yesterday, true, now).await?;
+        }
     }
     info!(%tenant, cluster = %cluster_id, %hour, cost = %summary.total.cost,
           idle = %summary.total.idle, pods = allocation.pods.len(), "cost sampled");
@@ -502,27 +512,73 @@ fn period_item(
             table,
             summary,
             forecast: None,
+            complete: false,
         },
     )
 }
 
+/// Recomputes a day from its hours, every dimension; when the day is `complete`, its month from
+/// its days too (pods are costed by the day only).
+async fn roll_up_day(
+    deps: &Deps,
+    tenant: &TenantId,
+    cluster: &ClusterId,
+    date: Date,
+    complete: bool,
+    now: OffsetDateTime,
+) -> Result<(), CostError> {
+    let (day, month) = (day_period(date), month_period(date.year(), date.month()));
+    // The summary first: a day without a sampled hour has nothing to roll up.
+    let dimensions = [SUMMARY]
+        .into_iter()
+        .chain(Dimension::ALL.iter().map(|d| d.as_str()));
+    for dimension in dimensions {
+        let rolled = roll_up(
+            deps,
+            tenant,
+            cluster,
+            (CostGranularity::Hour, dimension, &day),
+            complete,
+            now,
+        )
+        .await?;
+        if !rolled {
+            return Ok(());
+        }
+        if complete && dimension != Dimension::Pod.as_str() {
+            roll_up(
+                deps,
+                tenant,
+                cluster,
+                (CostGranularity::Day, dimension, &month),
+                false,
+                now,
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
 /// Recomputes the period `into` (a day from its hours, a month from its days) of one
-/// dimension from the finer items it holds.
+/// dimension from the finer items it holds; `false`, writing nothing, when it holds none.
 async fn roll_up(
     deps: &Deps,
     tenant: &TenantId,
     cluster: &ClusterId,
-    from: CostGranularity,
-    dimension: &str,
-    into: &str,
+    (from, dimension, into): (CostGranularity, &str, &str),
+    complete: bool,
     now: OffsetDateTime,
-) -> Result<(), CostError> {
+) -> Result<bool, CostError> {
     let parts =
         deps.store
             .query_all::<CostPeriod>(&Query::partition(keys::tenant_partition(tenant)).prefix(
                 format!("{}{into}", keys::cost_prefix(cluster, from, dimension)),
             ))
             .await?;
+    if parts.is_empty() {
+        return Ok(false);
+    }
     let mut table: Option<CostTable> = None;
     let mut summary: Option<Summary> = None;
     let mut daily: Vec<DailyCost> = Vec::new();
@@ -551,11 +607,12 @@ async fn roll_up(
     if let (CostGranularity::Month, Some((year, month))) = (to, parse_month(into)) {
         item.body.forecast = trends::forecast_month(&daily, year, month);
     }
+    item.body.complete = complete;
     if let Some(at) = expires {
         item = item.expiring_at(at);
     }
     deps.store.put(&item, PutCondition::Always).await?;
-    Ok(())
+    Ok(true)
 }
 
 /// The cluster's baseline, captured from this sample when it has none yet.
@@ -643,6 +700,47 @@ async fn daily_costs(
     Ok(series.split_off(keep_from))
 }
 
+/// Completes the month's days that were not rolled up after they ended (their last samples
+/// came between rollups), so the month holds every sampled hour still kept.
+async fn complete_days(
+    deps: &Deps,
+    tenant: &TenantId,
+    cluster: &ClusterId,
+    month: &str,
+    now: OffsetDateTime,
+) -> Result<(), CostError> {
+    let in_month = |granularity| {
+        Query::partition(keys::tenant_partition(tenant)).prefix(format!(
+            "{}{month}",
+            keys::cost_prefix(cluster, granularity, SUMMARY)
+        ))
+    };
+    let (hours_query, days_query) = (
+        in_month(CostGranularity::Hour),
+        in_month(CostGranularity::Day),
+    );
+    let (hours, days) = tokio::try_join!(
+        deps.store.query_all::<CostPeriod>(&hours_query),
+        deps.store.query_all::<CostPeriod>(&days_query),
+    )?;
+    let complete: std::collections::BTreeSet<String> = days
+        .into_iter()
+        .filter(|day| day.body.complete)
+        .map(|day| day.body.period)
+        .collect();
+    let mut open: Vec<Date> = hours
+        .iter()
+        .filter_map(|hour| hour.body.period.split_once('T'))
+        .filter(|(day, _)| !complete.contains(*day))
+        .filter_map(|(day, _)| parse_day(day))
+        .collect();
+    open.dedup();
+    for date in open {
+        roll_up_day(deps, tenant, cluster, date, true, now).await?;
+    }
+    Ok(())
+}
+
 /// Builds `month`'s savings report from its rollups, stores it, and notifies the tenant once.
 pub async fn report(
     deps: &Deps,
@@ -653,6 +751,7 @@ pub async fn report(
 ) -> Result<Outcome, CostError> {
     let (year, month_of_year) =
         parse_month(month).ok_or_else(|| CostError::BadPeriod(month.into()))?;
+    complete_days(deps, tenant, cluster_id, month, now).await?;
     let Some(summary) = period(
         deps,
         tenant,

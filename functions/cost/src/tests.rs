@@ -108,11 +108,26 @@ async fn hourly_samples_roll_up_into_days_and_months_exactly() {
             matches!(&outcome, Outcome::Sampled { hour: h, cost, pods: 24, unpriced_nodes: 0 } if *cost == d(CLUSTER_HOURLY) && h == hour),
             "{outcome:?}"
         );
+        if at == datetime!(2026-11-22 10:02 UTC) {
+            let day = period(
+                &s.deps,
+                &s.tenant,
+                &s.cluster,
+                CostGranularity::Day,
+                SUMMARY,
+                "2026-11-22",
+            )
+            .await
+            .unwrap();
+            assert!(
+                day.is_none(),
+                "the day is rolled up every sixth hour, not every hour"
+            );
+        }
     }
-    let day = stored(&s, CostGranularity::Day, SUMMARY, "2026-11-22")
-        .await
-        .summary
-        .unwrap();
+    let day = stored(&s, CostGranularity::Day, SUMMARY, "2026-11-22").await;
+    assert!(day.complete, "rolled up with its last hour");
+    let day = day.summary.unwrap();
     assert_eq!(day.samples, 3, "hour 10 was sampled twice and counted once");
     assert_eq!(day.total.cost, d(CLUSTER_HOURLY) * Decimal::from(3));
     let month = stored(&s, CostGranularity::Month, SUMMARY, "2026-11")
@@ -139,8 +154,26 @@ async fn hourly_samples_roll_up_into_days_and_months_exactly() {
         "nothing changed since the baseline"
     );
 
-    // Every dimension's month adds up to the month's cost.
-    for dimension in Dimension::ALL {
+    // Every dimension's month adds up to the month's cost; pods are costed by the day.
+    let pods = stored(&s, CostGranularity::Day, "pod", "2026-11-22")
+        .await
+        .table
+        .unwrap();
+    assert_eq!(pods.total().cost + day.total.idle, day.total.cost);
+    assert!(
+        period(
+            &s.deps,
+            &s.tenant,
+            &s.cluster,
+            CostGranularity::Month,
+            "pod",
+            "2026-11"
+        )
+        .await
+        .unwrap()
+        .is_none()
+    );
+    for dimension in Dimension::ALL.into_iter().filter(|d| *d != Dimension::Pod) {
         let table = stored(&s, CostGranularity::Month, dimension.as_str(), "2026-11")
             .await
             .table
@@ -167,6 +200,34 @@ async fn hourly_samples_roll_up_into_days_and_months_exactly() {
             .lines
             .contains_key("kube-system/DaemonSet/aws-node")
     );
+}
+
+#[tokio::test]
+async fn a_day_whose_last_hour_was_missed_is_completed_the_next_morning() {
+    let s = setup().await;
+    sample_at(&s, datetime!(2026-11-24 12:10 UTC)).await;
+    sample_at(&s, datetime!(2026-11-24 17:10 UTC)).await;
+    let day = stored(&s, CostGranularity::Day, SUMMARY, "2026-11-24").await;
+    assert!(!day.complete, "rolled up at 17:00, still in progress");
+    assert_eq!(day.summary.unwrap().samples, 2);
+    let month = period(
+        &s.deps,
+        &s.tenant,
+        &s.cluster,
+        CostGranularity::Month,
+        SUMMARY,
+        "2026-11",
+    )
+    .await
+    .unwrap();
+    assert!(month.is_none(), "the month waits for complete days");
+
+    // No sample at 23:00 (the agent was offline); the first of the next morning completes it.
+    sample_at(&s, datetime!(2026-11-25 02:10 UTC)).await;
+    let day = stored(&s, CostGranularity::Day, SUMMARY, "2026-11-24").await;
+    assert!(day.complete);
+    let month = stored(&s, CostGranularity::Month, SUMMARY, "2026-11").await;
+    assert_eq!(month.summary.unwrap().samples, 2);
 }
 
 #[tokio::test]

@@ -273,4 +273,8 @@ pub struct CostPeriod {
     /// On a month's summary: its total forecast from the days so far.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forecast: Option<Forecast>,
+    /// On a day: rolled up after it ended, so every sampled hour is in. A day in progress is
+    /// rolled up every six hours.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub complete: bool,
 }

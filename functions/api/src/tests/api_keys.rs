@@ -236,7 +236,9 @@ async fn a_key_revoked_elsewhere_stops_working_within_the_cache_time() {
     assert_eq!(api.get("/v1/tenant", &other).await.status, StatusCode::OK);
     let id = other.split('_').nth(1).unwrap();
     assert_eq!(
-        api.delete(&format!("/v1/keys/{id}"), &api.admin).await.status,
+        api.delete(&format!("/v1/keys/{id}"), &api.admin)
+            .await
+            .status,
         StatusCode::NO_CONTENT
     );
     assert_eq!(
