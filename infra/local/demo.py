@@ -31,8 +31,12 @@ WEBHOOK_SECRET = "whsec_local_0123456789abcdef"
 
 STEPS = [
     ("DiscoveryFunction", "events/discovery/schedule.json"),
+    # The hourly fan-out puts one message per region on the scrape queue; each scrapes its region.
+    # The second hour finds nothing changed beyond tolerance and writes nothing.
     ("PricingScraperFunction", "events/pricing-scraper/schedule.json"),
+    ("PricingScraperFunction", "queue:ScrapeQueue"),
     ("PricingScraperFunction", "events/pricing-scraper/schedule.json"),
+    ("PricingScraperFunction", "queue:ScrapeQueue"),
     ("OptimizerFunction", "events/optimizer/schedule.json"),
     ("OptimizerFunction", "events/optimizer/sqs-optimize-request.json"),
     ("CostFunction", "events/cost/schedule-cost-sample.json"),
@@ -190,11 +194,19 @@ def pump(bin_dir, description, stack, queue, logical):
             return handled, failed
 
 
+def scraped_since(stack, runs):
+    """The last `runs` scrape run records: pools seen and written."""
+    out = stack.ddb.query(TableName=stack.names["Table"], KeyConditionExpression="pk = :pk",
+                          ExpressionAttributeValues={":pk": {"S": "SCRAPE"}}, ScanIndexForward=False, Limit=runs)
+    items = out.get("Items", [])
+    pools = sum(int(i["pools"]["N"]) for i in items)
+    written = sum(int(i["written"]["N"]) for i in items)
+    return f"{pools} pools, {written} written (unchanged within tolerance are not rewritten)"
+
+
 def summarize(result):
-    if isinstance(result, dict) and "written" in result and "pools" in result:
-        failed = [r["region"] for r in result["regions"] if r.get("error")]
-        return (f"{result['pools']} pools in {len(result['regions'])} regions, {result['written']} written "
-                f"(unchanged pools are not rewritten){', failed: ' + ', '.join(failed) if failed else ''}")
+    if isinstance(result, dict) and "regions" in result and "enqueued" in result:
+        return f"{result['enqueued']} region message(s) queued"
     if isinstance(result, dict) and "batchItemFailures" in result:
         failures = result["batchItemFailures"]
         return "batch ok" if not failures else f"{len(failures)} message(s) failed"
@@ -239,6 +251,12 @@ def main():
 
         print(f"{'function':<27} {'event':<56} {'ms':>6}  result")
         for logical, event in STEPS:
+            if event.startswith("queue:"):
+                queue = event.removeprefix("queue:")
+                handled, failed = pump(args.bin_dir, description, stack, queue, logical)
+                print(f"{logical:<27} {'(' + queue + ')':<56} {'':>6}  {handled} message(s), {failed} failed; "
+                      f"{scraped_since(stack, handled)}")
+                continue
             delivered = sample_event(description, logical, event)
             try:
                 result, ms = invoke(args.bin_dir, description, logical, delivered)

@@ -26,7 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 # In this order: the scraper writes the pools the optimizer and the cost function read.
 FUNCTIONS = [
     ("DiscoveryFunction", "events/discovery/schedule.json"),
-    ("PricingScraperFunction", "events/pricing-scraper/schedule.json"),
+    ("PricingScraperFunction", "events/pricing-scraper/sqs-scrape-region.json"),
     ("OptimizerFunction", "events/optimizer/sqs-optimize-request.json"),
     ("CostFunction", "events/cost/sqs-cost-sample.json"),
     ("InterruptionFunction", "events/interruption/sqs-spot-interruption-warning.json"),

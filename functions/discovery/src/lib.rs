@@ -409,7 +409,10 @@ async fn reconcile(
     let partition = keys::tenant_partition(tenant);
     let stored_clusters: HashMap<ClusterId, Item<Cluster>> = deps
         .store
-        .query_all::<Cluster>(&Query::partition(&partition).prefix(keys::prefix::CLUSTER))
+        .query_all::<Cluster>(
+            &Query::partition(&partition)
+                .prefix(keys::account_clusters_prefix(&account.account_id)),
+        )
         .await?
         .into_iter()
         .filter(|i| i.body.account_id == account.account_id)
@@ -417,7 +420,10 @@ async fn reconcile(
         .collect();
     let stored_groups: HashMap<keys::Key, Item<Nodegroup>> = deps
         .store
-        .query_all::<Nodegroup>(&Query::partition(&partition).prefix(keys::prefix::NODEGROUP))
+        .query_all::<Nodegroup>(
+            &Query::partition(&partition)
+                .prefix(keys::account_nodegroups_prefix(&account.account_id)),
+        )
         .await?
         .into_iter()
         .map(|i| (i.key.clone(), i))

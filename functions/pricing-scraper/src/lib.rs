@@ -1,30 +1,35 @@
 //! Pricing scraper: turns the Spot Instance Advisor feed, spot price history, on-demand prices
 //! and the instance catalogue into one [`Pool`] per (region, zone id, instance type).
 //!
-//! Each feed is pluggable: the AWS API (`aws`), an HTTPS URL or a file. Regions are scraped in
-//! parallel with bounded concurrency; a failing region is reported and the others are still
-//! written. A feed that every region needs (the advisor, a price file) failing stops the run
-//! before any write, so the previous good data stays. Only pools whose values changed are
-//! written, each with a history entry.
+//! Each feed is pluggable: the AWS API (`aws`), an HTTPS URL or a file. The hourly schedule
+//! fans out one message per region on the scrape queue, and each region is scraped in its own
+//! invocation; a failing region is reported and the others are still written. A feed that
+//! every region needs (the advisor, a price file) failing stops the region's run before any
+//! write, so the previous good data stays. A pool is written only when a value a plan uses
+//! changed beyond its tolerance ([`Pool::plan_equivalent`]). No history is stored: the
+//! volatility plans use comes from EC2's own 30-day price history, read each run.
 
 pub mod sources;
 
 use std::collections::{BTreeMap, HashMap};
+use std::convert::Infallible;
 use std::time::Duration;
 
 use aws_config::SdkConfig;
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use spotwise_aws::queue::QueueError;
 use spotwise_aws::{AwsFailure, Queue};
 use spotwise_core::config::{CommonConfig, ConfigError, Env};
 use spotwise_core::domain::{InstanceType, Notification, Pool, Severity};
-use spotwise_core::messages::ScheduleTrigger;
+use spotwise_core::messages::{ScheduleTrigger, ScrapeRegion};
 use spotwise_core::pricing::FeedError;
 use spotwise_core::pricing::advisor::{Advisor, AdvisorError};
 use spotwise_core::pricing::pools::{RegionInputs, SpotPrices, build_pools};
 use spotwise_core::pricing::{catalogue, ondemand, spot};
 use spotwise_core::{Classify, Disposition, TenantId};
+use spotwise_lambda::sqs::{BodyError, parse_body, process_batch};
 use spotwise_store::keys;
 use spotwise_store::snapshots;
 use spotwise_store::{Item, PutCondition, Query};
@@ -35,7 +40,6 @@ use tracing::{error, info};
 pub use sources::Source;
 
 const RUN_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
-const HISTORY_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
 const SPOT_WINDOW: time::Duration = time::Duration::days(30);
 
 pub struct Config {
@@ -47,6 +51,8 @@ pub struct Config {
     pub regions: Vec<String>,
     pub concurrency: usize,
     pub notifications_queue_url: String,
+    /// Where the hourly fan-out puts one message per region.
+    pub scrape_queue_url: String,
     /// The tenant whose endpoints receive platform alerts (scrape failures).
     pub ops_tenant: TenantId,
 }
@@ -103,6 +109,7 @@ impl Config {
             regions,
             concurrency: env.parse_or("SCRAPE_CONCURRENCY", 4usize)?.max(1),
             notifications_queue_url: env.required("NOTIFICATIONS_QUEUE_URL")?,
+            scrape_queue_url: env.required("SCRAPE_QUEUE_URL")?,
             ops_tenant,
             common,
         })
@@ -114,6 +121,7 @@ pub struct Deps {
     pub http: reqwest::Client,
     pub sdk: SdkConfig,
     pub notifications: Queue,
+    pub scrape_queue: Queue,
     /// Overrides the Pricing API endpoint (tests point it at a local fake).
     pub pricing_endpoint: Option<String>,
 }
@@ -134,6 +142,7 @@ impl Deps {
                 aws_sdk_sqs::Client::new(sdk),
                 &config.notifications_queue_url,
             ),
+            scrape_queue: Queue::new(aws_sdk_sqs::Client::new(sdk), &config.scrape_queue_url),
             pricing_endpoint: None,
         })
     }
@@ -169,6 +178,10 @@ pub enum ScrapeError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Queue(#[from] QueueError),
+    #[error(transparent)]
+    Body(#[from] BodyError),
+    #[error("region {0} is not in SCRAPE_REGIONS")]
+    UnknownRegion(String),
 }
 
 impl Classify for ScrapeError {
@@ -183,6 +196,8 @@ impl Classify for ScrapeError {
             ScrapeError::Aws(e) => e.disposition(),
             ScrapeError::Store(e) => e.disposition(),
             ScrapeError::Queue(e) => e.disposition(),
+            ScrapeError::Body(e) => e.disposition(),
+            ScrapeError::UnknownRegion(_) => Disposition::NonRetryable,
         }
     }
 }
@@ -232,10 +247,80 @@ pub async fn stored_pools(store: &Store, region: &str) -> Result<Vec<Pool>, Stor
         .collect())
 }
 
+/// The function's two triggers.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum ScraperEvent {
+    /// Per-region messages from the scrape queue.
+    Regions(SqsEvent),
+    /// The hourly schedule.
+    Schedule(ScheduleTrigger),
+}
+
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum ScraperResponse {
+    Batch(SqsBatchResponse),
+    FanOut(FanOut),
+}
+
+/// What one fan-out did.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct FanOut {
+    pub regions: usize,
+    pub enqueued: usize,
+}
+
+pub async fn handle(
+    deps: &Deps,
+    config: &Config,
+    event: ScraperEvent,
+) -> Result<ScraperResponse, ScrapeError> {
+    match event {
+        ScraperEvent::Regions(batch) => {
+            let Ok(response) = handle_batch(deps, config, batch).await;
+            Ok(ScraperResponse::Batch(response))
+        }
+        ScraperEvent::Schedule(trigger) => {
+            let messages: Vec<ScrapeRegion> = config
+                .regions
+                .iter()
+                .map(|region| ScrapeRegion {
+                    region: region.clone(),
+                })
+                .collect();
+            let enqueued = deps.scrape_queue.send_all(&messages).await?;
+            info!(regions = messages.len(), enqueued, scheduled_at = ?trigger.time, "scrape fan-out");
+            Ok(ScraperResponse::FanOut(FanOut {
+                regions: messages.len(),
+                enqueued,
+            }))
+        }
+    }
+}
+
+/// Scrapes the region of each message. A region's failure is in its run record and alerted,
+/// not retried: the next hour scrapes it again.
+pub async fn handle_batch(
+    deps: &Deps,
+    config: &Config,
+    event: SqsEvent,
+) -> Result<SqsBatchResponse, Infallible> {
+    Ok(process_batch(event, 1, |message: SqsMessage| async move {
+        let request: ScrapeRegion = parse_body(&message, "scrape request")?;
+        if !config.regions.contains(&request.region) {
+            return Err(ScrapeError::UnknownRegion(request.region));
+        }
+        scrape(deps, config, &[request.region]).await.map(drop)
+    })
+    .await)
+}
+
+/// Scrapes `regions` (bounded concurrency), records the run and alerts on failures.
 pub async fn scrape(
     deps: &Deps,
     config: &Config,
-    trigger: ScheduleTrigger,
+    regions: &[String],
 ) -> Result<ScrapeRun, ScrapeError> {
     let started = std::time::Instant::now();
     let started_at = OffsetDateTime::now_utc();
@@ -260,7 +345,7 @@ pub async fn scrape(
     match load_shared(deps, config).await {
         Ok(shared) => {
             let shared = &shared;
-            run.regions = futures_util::stream::iter(config.regions.iter().cloned())
+            run.regions = futures_util::stream::iter(regions.iter().cloned())
                 .map(|region| async move { scrape_region(deps, shared, &region, started_at).await })
                 .buffer_unordered(config.concurrency)
                 .collect()
@@ -293,7 +378,7 @@ pub async fn scrape(
         alert(deps, config, &run, &failures).await?;
     }
     info!(run_id = %run.run_id, pools = run.pools, written = run.written, failures = failures.len(),
-          duration_ms = run.duration_ms, scheduled_at = ?trigger.time, "scrape run recorded");
+          duration_ms = run.duration_ms, "scrape run recorded");
     Ok(run)
 }
 
@@ -435,16 +520,12 @@ async fn region_pools(
         .collect();
     let changed: Vec<&Pool> = pools
         .iter()
-        .filter(|p| stored.get(&p.key).is_none_or(|old| !old.same_values(p)))
+        .filter(|p| stored.get(&p.key).is_none_or(|old| !old.plan_equivalent(p)))
         .collect();
-    let mut items: Vec<Item<&Pool>> = Vec::with_capacity(changed.len() * 2);
-    for pool in &changed {
-        items.push(snapshots::current_pool_item(pool));
-        items.push(
-            Item::new(keys::pool_history(&pool.key, now), *pool)
-                .expiring_at(now + HISTORY_RETENTION),
-        );
-    }
+    let items: Vec<Item<&Pool>> = changed
+        .iter()
+        .map(|pool| snapshots::current_pool_item(pool))
+        .collect();
     deps.store.batch_put(&items).await?;
     info!(%region, zones = zones.len(), types = catalogue.len(), pools = pools.len(), written = changed.len(), "region scraped");
     Ok((pools.len(), changed.len()))

@@ -1,5 +1,5 @@
-//! Under Lambda: one scrape per scheduled invocation. Locally: `pricing-scraper invoke --event
-//! FILE` runs one scrape, and `pricing-scraper export --region REGION` prints the stored pools
+//! Under Lambda: the schedule fans out one message per region, and each message scrapes its
+//! region. Locally: `pricing-scraper invoke --event FILE` runs either, and `pricing-scraper export --region REGION` prints the stored pools
 //! of a region as JSON (the optimizer's input, for what-if runs offline).
 
 use anyhow::Context;
@@ -27,7 +27,7 @@ async fn main() -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&pools)?);
         return Ok(());
     }
-    spotwise_lambda::run(|trigger| pricing_scraper::scrape(&deps, &config, trigger))
+    spotwise_lambda::run(|event| pricing_scraper::handle(&deps, &config, event))
         .await
         .map_err(|e| anyhow::anyhow!(e))
 }

@@ -38,6 +38,48 @@ fn trigger() -> ScheduleTrigger {
     .unwrap()
 }
 
+#[tokio::test]
+async fn the_schedule_fans_out_one_message_per_region_and_each_scrapes_its_region() {
+    let (stack, config, deps) = setup(&file_params("us-east-1,eu-west-1")).await;
+    let fanned = handle(&deps, &config, ScraperEvent::Schedule(trigger()))
+        .await
+        .unwrap();
+    assert!(matches!(
+        fanned,
+        ScraperResponse::FanOut(FanOut {
+            regions: 2,
+            enqueued: 2
+        })
+    ));
+    let batch = stack.poll(&config.scrape_queue_url).await;
+    let mut regions: Vec<String> = batch
+        .records
+        .iter()
+        .map(|r| {
+            serde_json::from_str::<ScrapeRegion>(r.body.as_deref().unwrap())
+                .unwrap()
+                .region
+        })
+        .collect();
+    regions.sort();
+    assert_eq!(regions, ["eu-west-1", "us-east-1"]);
+    let mut unknown = batch.clone();
+    let Ok(response) = handle_batch(&deps, &config, batch).await;
+    assert!(response.batch_item_failures.is_empty());
+    for region in &regions {
+        assert!(!stored_pools(&deps.store, region).await.unwrap().is_empty());
+    }
+
+    unknown.records.truncate(1);
+    unknown.records[0].body = Some(r#"{"region":"mars-north-1"}"#.into());
+    let Ok(response) = handle_batch(&deps, &config, unknown).await;
+    assert_eq!(
+        response.batch_item_failures.len(),
+        1,
+        "a region not configured is refused"
+    );
+}
+
 #[test]
 fn sources_parse() {
     assert_eq!(Source::parse("aws", false), Ok(Source::Aws));
@@ -83,7 +125,7 @@ fn config_errors_name_the_variable() {
 #[tokio::test]
 async fn file_feeds_become_pools_and_an_unchanged_rerun_writes_nothing() {
     let (_stack, config, deps) = setup(&file_params("us-east-1,eu-west-1")).await;
-    let first = scrape(&deps, &config, trigger()).await.unwrap();
+    let first = scrape(&deps, &config, &config.regions).await.unwrap();
     assert_eq!(first.error, None);
     assert!(
         first.regions.iter().all(|r| r.error.is_none()),
@@ -122,7 +164,7 @@ async fn file_feeds_become_pools_and_an_unchanged_rerun_writes_nothing() {
         .unwrap();
     assert_eq!(stored.body, *m5);
 
-    let second = scrape(&deps, &config, trigger()).await.unwrap();
+    let second = scrape(&deps, &config, &config.regions).await.unwrap();
     assert_eq!(second.pools, first.pools);
     assert_eq!(second.written, 0, "nothing changed, nothing written");
     let recorded = deps
@@ -146,7 +188,7 @@ async fn ec2_apis_are_read_through_the_sdk() {
         (config.spot_prices.clone(), config.catalogue.clone()),
         (Source::Aws, Source::Aws)
     );
-    let run = scrape(&deps, &config, trigger()).await.unwrap();
+    let run = scrape(&deps, &config, &config.regions).await.unwrap();
     assert_eq!(run.regions[0].error, None);
     assert!(run.pools > 100, "{} pools", run.pools);
     let pools = stored_pools(&deps.store, "us-east-1").await.unwrap();
@@ -219,7 +261,7 @@ async fn get_products_is_paginated_filtered_and_a_failing_region_does_not_lose_t
     let (url, requests, server) = fake_pricing().await;
     deps.pricing_endpoint = Some(url);
 
-    let run = scrape(&deps, &config, trigger()).await.unwrap();
+    let run = scrape(&deps, &config, &config.regions).await.unwrap();
     server.abort();
     let by_region: HashMap<&str, &RegionReport> =
         run.regions.iter().map(|r| (r.region.as_str(), r)).collect();
@@ -286,7 +328,7 @@ async fn get_products_is_paginated_filtered_and_a_failing_region_does_not_lose_t
 #[tokio::test]
 async fn truncated_feed_keeps_the_previous_pools_and_names_source_and_position() {
     let (_stack, config, deps) = setup(&file_params("us-east-1")).await;
-    scrape(&deps, &config, trigger()).await.unwrap();
+    scrape(&deps, &config, &config.regions).await.unwrap();
     let before = stored_pools(&deps.store, "us-east-1").await.unwrap();
 
     let truncated =
@@ -297,7 +339,7 @@ async fn truncated_feed_keeps_the_previous_pools_and_names_source_and_position()
         advisor: Source::File(truncated.display().to_string()),
         ..config
     };
-    let run = scrape(&deps, &broken, trigger()).await.unwrap();
+    let run = scrape(&deps, &broken, &broken.regions).await.unwrap();
     std::fs::remove_file(&truncated).unwrap();
 
     let error = run.error.unwrap();
@@ -313,7 +355,7 @@ async fn truncated_feed_keeps_the_previous_pools_and_names_source_and_position()
 }
 
 #[test]
-fn history_and_index_keys() {
+fn pools_are_indexed_by_region() {
     let pool = Pool {
         key: PoolKey {
             region: "us-east-1".into(),
@@ -333,10 +375,6 @@ fn history_and_index_keys() {
         arch: spotwise_core::domain::Arch::X86_64,
         updated_at: OffsetDateTime::UNIX_EPOCH,
     };
-    assert_eq!(
-        keys::pool_history(&pool.key, OffsetDateTime::UNIX_EPOCH).sk(),
-        "HIST#0"
-    );
     assert_eq!(
         keys::region_pools_index(&pool.key).gsi1pk,
         "POOLS#us-east-1"

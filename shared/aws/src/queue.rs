@@ -2,6 +2,7 @@
 
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+use futures_util::StreamExt;
 use serde::Serialize;
 use spotwise_core::domain::Notification;
 use tracing::warn;
@@ -172,34 +173,44 @@ impl Queue {
         }
     }
 
-    /// Sends many messages to a standard queue, ten per SendMessageBatch call. Returns how many
-    /// were accepted; any rejected entry fails the call after the rest were sent.
+    /// Sends many messages to a standard queue, ten per SendMessageBatch call, up to
+    /// [`SEND_CONCURRENCY`] calls at a time (a fan-out of 10,000 takes 1,000 calls). Returns how
+    /// many were accepted; any rejected entry fails the call after the rest were sent.
     pub async fn send_all<T: Serialize>(&self, messages: &[T]) -> Result<usize, QueueError> {
+        let batches = messages
+            .chunks(SEND_BATCH_MAX)
+            .map(|chunk| {
+                chunk
+                    .iter()
+                    .enumerate()
+                    .map(|(i, message)| {
+                        SendMessageBatchRequestEntry::builder()
+                            .id(i.to_string())
+                            .message_body(self.encode(message)?)
+                            .build()
+                            .map_err(|e| QueueError::Encode {
+                                queue: self.url.clone(),
+                                reason: e.to_string(),
+                            })
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let outcomes: Vec<_> = futures_util::stream::iter(batches)
+            .map(|entries| {
+                self.client
+                    .send_message_batch()
+                    .queue_url(&self.url)
+                    .set_entries(Some(entries))
+                    .send()
+            })
+            .buffer_unordered(SEND_CONCURRENCY)
+            .collect()
+            .await;
         let mut sent = 0;
         let mut failures: Vec<(String, bool)> = Vec::new();
-        for chunk in messages.chunks(SEND_BATCH_MAX) {
-            let entries = chunk
-                .iter()
-                .enumerate()
-                .map(|(i, message)| {
-                    SendMessageBatchRequestEntry::builder()
-                        .id(i.to_string())
-                        .message_body(self.encode(message)?)
-                        .build()
-                        .map_err(|e| QueueError::Encode {
-                            queue: self.url.clone(),
-                            reason: e.to_string(),
-                        })
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            let out = self
-                .client
-                .send_message_batch()
-                .queue_url(&self.url)
-                .set_entries(Some(entries))
-                .send()
-                .await
-                .map_err(|e| AwsFailure::from_sdk("sqs:SendMessageBatch", e))?;
+        for outcome in outcomes {
+            let out = outcome.map_err(|e| AwsFailure::from_sdk("sqs:SendMessageBatch", e))?;
             sent += out.successful.len();
             failures.extend(out.failed.into_iter().map(|f| {
                 (
@@ -223,6 +234,8 @@ impl Queue {
 
 /// SQS accepts at most ten entries per SendMessageBatch.
 const SEND_BATCH_MAX: usize = 10;
+/// SendMessageBatch calls in flight at once during a fan-out.
+pub const SEND_CONCURRENCY: usize = 16;
 
 #[cfg(test)]
 mod tests {

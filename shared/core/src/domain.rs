@@ -404,13 +404,44 @@ pub struct Pool {
     pub updated_at: OffsetDateTime,
 }
 
+/// A price moving less than this share (0.5%) is not a change a plan sees: plans rank pools
+/// by price, and no ranking turns on less.
+pub const POOL_PRICE_TOLERANCE: f64 = 0.005;
+/// The spot price volatility (a coefficient of variation) moving less than this is not a change.
+pub const POOL_VOLATILITY_TOLERANCE: f64 = 0.005;
+
 impl Pool {
-    /// Equal in everything but the time it was computed: an unchanged pool is not rewritten.
-    pub fn same_values(&self, other: &Pool) -> bool {
-        Pool {
-            updated_at: other.updated_at,
-            ..self.clone()
-        } == *other
+    /// Whether `other` tells a plan what `self` does: the same shape, interruption band and
+    /// on-demand availability, prices within [`POOL_PRICE_TOLERANCE`] and volatility within
+    /// [`POOL_VOLATILITY_TOLERANCE`]. The 30-day average and the advisor's savings figure are
+    /// not planned with, so their drift alone does not rewrite a pool.
+    pub fn plan_equivalent(&self, other: &Pool) -> bool {
+        let price_close = |a: f64, b: f64| {
+            let scale = a.abs().max(b.abs());
+            scale == 0.0 || (a - b).abs() / scale < POOL_PRICE_TOLERANCE
+        };
+        self.key == other.key
+            && (
+                self.vcpus,
+                self.memory_mib,
+                self.gpus,
+                self.max_pods,
+                self.arch,
+            ) == (
+                other.vcpus,
+                other.memory_mib,
+                other.gpus,
+                other.max_pods,
+                other.arch,
+            )
+            && self.interruption_band == other.interruption_band
+            && price_close(self.spot_price_hr, other.spot_price_hr)
+            && match (self.on_demand_price_hr, other.on_demand_price_hr) {
+                (Some(a), Some(b)) => price_close(a, b),
+                (a, b) => a == b,
+            }
+            && (self.spot_price_volatility - other.spot_price_volatility).abs()
+                < POOL_VOLATILITY_TOLERANCE
     }
 }
 
@@ -615,7 +646,7 @@ mod tests {
     }
 
     #[test]
-    fn pool_flattens_its_key_and_compares_without_its_timestamp() {
+    fn pool_flattens_its_key_and_is_rewritten_only_for_a_change_a_plan_sees() {
         let pool = Pool {
             key: PoolKey {
                 region: "us-east-1".into(),
@@ -642,10 +673,23 @@ mod tests {
             updated_at: OffsetDateTime::now_utc(),
             ..pool.clone()
         };
-        assert!(pool.same_values(&later));
-        assert!(!pool.same_values(&Pool {
-            spot_price_hr: 0.04,
-            ..later
-        }));
+        assert!(pool.plan_equivalent(&later));
+        let changed = |change: fn(&mut Pool)| {
+            let mut other = later.clone();
+            change(&mut other);
+            pool.plan_equivalent(&other)
+        };
+        // Within tolerance, or not planned with: not a change.
+        assert!(changed(|p| p.spot_price_hr = 0.035_1));
+        assert!(changed(|p| p.spot_price_volatility = 0.054));
+        assert!(changed(|p| p.spot_price_avg_30d = 0.05));
+        assert!(changed(|p| p.advisor_savings_pct = Some(70)));
+        // Beyond it, or a discrete value: a change.
+        assert!(!changed(|p| p.spot_price_hr = 0.035_2));
+        assert!(!changed(|p| p.on_demand_price_hr = Some(0.1)));
+        assert!(!changed(|p| p.on_demand_price_hr = None));
+        assert!(!changed(|p| p.spot_price_volatility = 0.056));
+        assert!(!changed(|p| p.interruption_band = Some(2)));
+        assert!(!changed(|p| p.max_pods = 58));
     }
 }

@@ -211,3 +211,9 @@ pub struct SnapshotStored {
     pub nodes: usize,
     pub pods: usize,
 }
+
+/// One region for the pricing scraper, from its hourly fan-out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScrapeRegion {
+    pub region: String,
+}

@@ -220,7 +220,9 @@ pub async fn unlink(
     let account_id = account.body.account_id.as_str();
     let tenant_partition = keys::tenant_partition(tenant);
     let clusters: Vec<Item<Cluster>> = store
-        .query_all::<Cluster>(&Query::partition(&tenant_partition).prefix(keys::prefix::CLUSTER))
+        .query_all::<Cluster>(
+            &Query::partition(&tenant_partition).prefix(keys::account_clusters_prefix(account_id)),
+        )
         .await?
         .into_iter()
         .filter(|c| c.body.account_id == account_id)

@@ -115,6 +115,17 @@ pub fn nodegroup(tenant: &TenantId, cluster: &ClusterId, name: &str) -> Key {
     )
 }
 
+/// Sort-key prefix of one AWS account's clusters in a tenant: cluster ids start with the
+/// account (`<account>.<region>.<name>`), so reading an account's clusters never reads the others.
+pub fn account_clusters_prefix(account_id: &str) -> String {
+    format!("{}{account_id}.", prefix::CLUSTER)
+}
+
+/// Sort-key prefix of one AWS account's node groups in a tenant.
+pub fn account_nodegroups_prefix(account_id: &str) -> String {
+    format!("{}{account_id}.", prefix::NODEGROUP)
+}
+
 /// Sort-key prefix of a cluster's node groups.
 pub fn nodegroups_prefix(cluster: &ClusterId) -> String {
     format!("{}{cluster}#", prefix::NODEGROUP)
@@ -492,14 +503,6 @@ pub fn maintenance_window(tenant: &TenantId, id: &str) -> Key {
     )
 }
 
-/// One observation of a pool's prices, kept for the spot-price volatility.
-pub fn pool_history(pool: &PoolKey, at: OffsetDateTime) -> Key {
-    Key::new(
-        pool_partition(pool),
-        format!("{}{}", prefix::POOL_HISTORY, at.unix_timestamp()),
-    )
-}
-
 /// Cross-tenant interruption count of one pool for the UTC day of `at`.
 pub fn pool_interruptions(pool: &PoolKey, at: OffsetDateTime) -> Key {
     Key::new(
@@ -613,7 +616,6 @@ pub mod prefix {
     pub const NODE: &str = "NODE#";
 
     // Pool partition (`POOL#<region>#<zone>#<type>`).
-    pub const POOL_HISTORY: &str = "HIST#";
     pub const POOL_INTERRUPTIONS: &str = "INTERRUPTIONS#";
 
     // Daily statistics partition (`STATS#<function>`).
@@ -699,7 +701,7 @@ mod tests {
             ),
             (
                 "pool",
-                vec![prefix::POOL_HISTORY, prefix::POOL_INTERRUPTIONS],
+                vec![prefix::POOL_INTERRUPTIONS],
                 vec![pool_current(&pool), pool_cooldown(&pool)],
             ),
             ("stats", vec![prefix::DAY], vec![]),
@@ -753,7 +755,6 @@ mod tests {
         );
         assert!(pool_interruptions(&pool, at).sk >= pool_interruptions_from(at));
         assert_eq!(daily_stats("interruption", at).sk, "DAY#2026-11-23");
-        assert_eq!(pool_history(&pool, at).pk, pool_partition(&pool));
     }
 
     #[test]

@@ -370,9 +370,27 @@ pub async fn run(stack: &LocalStack) -> anyhow::Result<Report> {
         ],
     ))?;
     let scraper = pricing_scraper::Deps::new(&sdk, &scraper_config)?;
+    // The hourly fan-out, then the region's message, as Lambda delivers it.
     let trigger: ScheduleTrigger = serde_json::from_value(json!({"job": "pricing-scraper"}))?;
-    let scraped = pricing_scraper::scrape(&scraper, &scraper_config, trigger).await?;
-    report.pools = scraped.pools;
+    pricing_scraper::handle(
+        &scraper,
+        &scraper_config,
+        pricing_scraper::ScraperEvent::Schedule(trigger),
+    )
+    .await?;
+    let regions = stack.poll(&scraper_config.scrape_queue_url).await;
+    let Ok(scraped) =
+        pricing_scraper::handle_batch(&scraper, &scraper_config, regions.clone()).await;
+    anyhow::ensure!(
+        scraped.batch_item_failures.is_empty(),
+        "the region's scrape failed"
+    );
+    stack
+        .settle(&scraper_config.scrape_queue_url, &regions, &scraped)
+        .await;
+    report.pools = pricing_scraper::stored_pools(&scraper.store, REGION)
+        .await?
+        .len();
     report.step("pricing scrape", started);
 
     // The agent: installed through the API, reading its secret and key as the manifest mounts
