@@ -112,6 +112,12 @@ impl LocalStack {
         &self.description.endpoint
     }
 
+    /// Sends every later SDK call made through this stack (functions' environments, the SQS
+    /// poller, `sdk_config`) to `endpoint`: a recording proxy in front of the emulator.
+    pub fn reroute(&mut self, endpoint: &str) {
+        endpoint.clone_into(&mut self.description.endpoint);
+    }
+
     pub fn region(&self) -> &str {
         &self.description.region
     }

@@ -14,7 +14,11 @@ pub async fn put_presigned(ticket: &Value, body: Vec<u8>) {
             put = put.header(name, value.as_str().unwrap_or_default());
         }
     }
-    let response = put.body(body).send().await.expect("the local S3 answers");
+    let response = put
+        .body(body)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("the local S3 did not answer: {e}"));
     assert!(
         response.status().is_success(),
         "presigned PUT answered {}",

@@ -53,7 +53,7 @@ async fn record_event(
     kind: &str,
     message: String,
 ) {
-    let now = OffsetDateTime::now_utc();
+    let now = state.clock.now();
     let id = ulid::Ulid::new().to_string();
     let event = ClusterEvent {
         id: id.clone(),
@@ -103,7 +103,7 @@ pub async fn heartbeat(
 ) -> Result<StatusCode, ApiError> {
     let cluster = caller.agent_cluster()?.clone();
     validate_heartbeat(&beat)?;
-    let now = OffsetDateTime::now_utc();
+    let now = state.clock.now();
     let previous = spotwise_store::agents::beat(
         &state.store,
         &caller.tenant,
@@ -231,7 +231,7 @@ pub async fn action_result(
     item.body.status = status;
     item.body.status_reason = Some(reason.clone());
     item.body.previous_replicas = report.previous_replicas.or(item.body.previous_replicas);
-    item.body.updated_at = OffsetDateTime::now_utc();
+    item.body.updated_at = state.clock.now();
     state.store.update_versioned(&item).await?;
     let kind = match report.outcome {
         ReportedOutcome::Succeeded => "action_succeeded",
@@ -306,7 +306,7 @@ pub async fn start_snapshot_upload(
             format!("from 1 to {MAX_COMPRESSED_BYTES} bytes of gzip"),
         ));
     }
-    let now = OffsetDateTime::now_utc();
+    let now = state.clock.now();
     if let Some(head) = snapshots::head(&state.store, &caller.tenant, &cluster).await?
         && head.body.unchanged(&request.sha256, now)
     {
@@ -370,7 +370,7 @@ pub async fn confirm_snapshot_upload(
             return Err(ApiError::field("snapshot", unusable.to_string()));
         }
     };
-    let now = OffsetDateTime::now_utc();
+    let now = state.clock.now();
     let before = match &current {
         Some(head) if now - head.body.taken_at <= crate::pods::COMPARABLE_AGE => {
             match snapshots::read(&state.snapshots, tenant, &cluster, &head.body.id).await {

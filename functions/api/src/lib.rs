@@ -36,6 +36,7 @@ use spotwise_notify::deliver::{ClientError, Deliverer, REQUEST_TIMEOUT};
 use spotwise_notify::ssrf::{Lookup, SystemLookup, TargetPolicy};
 use spotwise_store::Store;
 use spotwise_store::keys;
+use time::OffsetDateTime;
 use tracing::error;
 use utoipa::OpenApi;
 use utoipa::openapi::RefOr;
@@ -98,6 +99,32 @@ pub struct AppState {
     pub notifications: spotwise_aws::Queue,
     pub vault: Arc<Vault>,
     pub snapshots: Bucket,
+    /// The time the agent routes go by.
+    pub clock: Clock,
+}
+
+/// The system clock, or one its holder sets: the cost model replays a day of agent reports in
+/// minutes, and heartbeat windows and snapshot ages must follow the day, not the wall clock.
+#[derive(Clone, Default)]
+pub struct Clock(Option<Arc<std::sync::Mutex<OffsetDateTime>>>);
+
+impl Clock {
+    pub fn set_by_caller(at: OffsetDateTime) -> Self {
+        Self(Some(Arc::new(std::sync::Mutex::new(at))))
+    }
+
+    pub fn set(&self, at: OffsetDateTime) {
+        if let Some(Ok(mut now)) = self.0.as_ref().map(|m| m.lock()) {
+            *now = at;
+        }
+    }
+
+    pub fn now(&self) -> OffsetDateTime {
+        match self.0.as_ref().map(|m| m.lock()) {
+            Some(Ok(now)) => *now,
+            _ => OffsetDateTime::now_utc(),
+        }
+    }
 }
 
 impl AppState {
@@ -116,6 +143,7 @@ impl AppState {
             notifications: spotwise_aws::Queue::new(sqs.clone(), &config.notifications_queue_url),
             vault: Arc::new(Vault::new(sdk, &config.secrets_key_id)),
             snapshots: Bucket::new(sdk, &config.snapshot_bucket),
+            clock: Clock::default(),
             sqs,
             cross_account: Arc::new(CrossAccount::new(sdk.clone(), "spotwise-api")),
             stage: config.common.stage.clone(),

@@ -11,7 +11,10 @@
 //! [`run`] returns what each step produced, so the demo prints it and the tests assert on it.
 
 pub mod cluster;
+pub mod costday;
 pub mod html;
+pub mod recorder;
+pub mod synthetic;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -167,6 +170,15 @@ impl Drop for ApiServer {
 
 impl ApiServer {
     pub async fn start(stack: &LocalStack, sdk: &aws_config::SdkConfig) -> anyhow::Result<Self> {
+        Self::start_with_clock(stack, sdk, api::Clock::default()).await
+    }
+
+    /// The API with the agent routes going by `clock`.
+    pub async fn start_with_clock(
+        stack: &LocalStack,
+        sdk: &aws_config::SdkConfig,
+        clock: api::Clock,
+    ) -> anyhow::Result<Self> {
         let config = api::Config::from_env(&env(
             stack,
             "ApiFunction",
@@ -175,7 +187,8 @@ impl ApiServer {
                 ("API_RATE_BURST", "10000".into()),
             ],
         ))?;
-        let state = api::AppState::new(sdk, &config)?;
+        let mut state = api::AppState::new(sdk, &config)?;
+        state.clock = clock;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let base = format!("http://{}", listener.local_addr()?);
         let app = api::app(state.clone());
