@@ -213,6 +213,30 @@ impl LocalStack {
     }
 }
 
+/// The event Lambda's SQS poller builds from received messages: id, receipt handle, body,
+/// system attributes and, when given, the queue's ARN.
+pub fn lambda_event(received: Vec<aws_sdk_sqs::types::Message>, arn: Option<&str>) -> SqsEvent {
+    let mut event = SqsEvent::default();
+    event.records = received
+        .into_iter()
+        .map(|m| {
+            let mut message = SqsMessage::default();
+            message.message_id = m.message_id;
+            message.receipt_handle = m.receipt_handle;
+            message.body = m.body;
+            message.event_source_arn = arn.map(str::to_owned);
+            message.attributes = m
+                .attributes
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(name, value)| (name.as_str().to_owned(), value))
+                .collect();
+            message
+        })
+        .collect();
+    event
+}
+
 impl LocalStack {
     /// What Lambda's SQS poller would hand a function: up to ten visible messages of a queue,
     /// with receipt handles and receive counts. Empty when none is visible.
@@ -229,25 +253,7 @@ impl LocalStack {
             .unwrap_or_else(|e| panic!("receiving from {queue_url}: {e}"))
             .messages
             .unwrap_or_default();
-        let mut event = SqsEvent::default();
-        event.records = received
-            .into_iter()
-            .map(|m| {
-                let mut message = SqsMessage::default();
-                message.message_id = m.message_id;
-                message.receipt_handle = m.receipt_handle;
-                message.body = m.body;
-                message.event_source_arn = Some(arn.clone());
-                message.attributes = m
-                    .attributes
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(name, value)| (name.as_str().to_owned(), value))
-                    .collect();
-                message
-            })
-            .collect();
-        event
+        lambda_event(received, Some(&arn))
     }
 
     /// The queue's ARN, which Lambda puts on every record as `eventSourceARN`.

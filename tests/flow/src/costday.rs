@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use aws_lambda_events::event::sqs::SqsEvent;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use spotwise_agent::metrics::Metrics;
@@ -45,14 +45,6 @@ const GROUPS: &[Group] = &[
 ];
 pub const PODS: usize = 400;
 
-fn data(file: &str) -> String {
-    spotwise_testkit::repo_root()
-        .join("data")
-        .join(file)
-        .display()
-        .to_string()
-}
-
 /// Messages a Lambda SQS poller would hand the function, and their receipt handles.
 async fn receive(sqs: &aws_sdk_sqs::Client, url: &str) -> anyhow::Result<SqsEvent> {
     let received = sqs
@@ -63,18 +55,7 @@ async fn receive(sqs: &aws_sdk_sqs::Client, url: &str) -> anyhow::Result<SqsEven
         .await?
         .messages
         .unwrap_or_default();
-    let mut event = SqsEvent::default();
-    event.records = received
-        .into_iter()
-        .map(|m| {
-            let mut message = SqsMessage::default();
-            message.message_id = m.message_id;
-            message.receipt_handle = m.receipt_handle;
-            message.body = m.body;
-            message
-        })
-        .collect();
-    Ok(event)
+    Ok(spotwise_testkit::lambda_event(received, None))
 }
 
 /// What the poller does after a successful batch: one DeleteMessageBatch.
@@ -138,17 +119,7 @@ pub async fn run(
         &sdk,
         &discovery::Config::from_env(&env(&stack, "DiscoveryFunction", &[]))?,
     );
-    let scraper_config = pricing_scraper::Config::from_env(&env(
-        &stack,
-        "PricingScraperFunction",
-        &[
-            ("SPOT_ADVISOR_SOURCE", data("spot-advisor-data.json")),
-            ("SPOT_PRICE_SOURCE", data("spot-prices-spotjs.json")),
-            ("ON_DEMAND_PRICE_SOURCE", data("on-demand-prices.json")),
-            ("CATALOGUE_SOURCE", data("ec2-instance-types.json")),
-            ("SCRAPE_REGIONS", REGION.into()),
-        ],
-    ))?;
+    let scraper_config = crate::scraper_config(&stack)?;
     let scraper = pricing_scraper::Deps::new(&sdk, &scraper_config)?;
     let optimizer = optimizer::Deps::new(
         &sdk,

@@ -315,13 +315,6 @@ pub async fn run(stack: &LocalStack) -> anyhow::Result<Report> {
     let sdk = stack.sdk_config().await;
     let tenant = TenantId::new("acme")?;
     let now = OffsetDateTime::now_utc();
-    let data = |file: &str| {
-        spotwise_testkit::repo_root()
-            .join("data")
-            .join(file)
-            .display()
-            .to_string()
-    };
 
     // The API, served on loopback, and the tenant's first admin key.
     let started = Instant::now();
@@ -371,17 +364,7 @@ pub async fn run(stack: &LocalStack) -> anyhow::Result<Report> {
     report.step("discovery", started);
 
     let started = Instant::now();
-    let scraper_config = pricing_scraper::Config::from_env(&env(
-        stack,
-        "PricingScraperFunction",
-        &[
-            ("SPOT_ADVISOR_SOURCE", data("spot-advisor-data.json")),
-            ("SPOT_PRICE_SOURCE", data("spot-prices-spotjs.json")),
-            ("ON_DEMAND_PRICE_SOURCE", data("on-demand-prices.json")),
-            ("CATALOGUE_SOURCE", data("ec2-instance-types.json")),
-            ("SCRAPE_REGIONS", REGION.into()),
-        ],
-    ))?;
+    let scraper_config = scraper_config(stack)?;
     let scraper = pricing_scraper::Deps::new(&sdk, &scraper_config)?;
     // The hourly fan-out, then the region's message, as Lambda delivers it.
     let trigger: ScheduleTrigger = serde_json::from_value(json!({"job": "pricing-scraper"}))?;
@@ -709,6 +692,28 @@ fn spot_warning(instance: &str, at: OffsetDateTime) -> anyhow::Result<Value> {
     event["resources"] = json!([format!("arn:aws:ec2:{REGION}:instance/{instance}")]);
     event["detail"]["instance-id"] = json!(instance);
     Ok(event)
+}
+
+/// The scraper reading the shipped feeds (the emulator has no Pricing API), for the flow's region.
+pub fn scraper_config(stack: &LocalStack) -> anyhow::Result<pricing_scraper::Config> {
+    let data = |file: &str| {
+        spotwise_testkit::repo_root()
+            .join("data")
+            .join(file)
+            .display()
+            .to_string()
+    };
+    Ok(pricing_scraper::Config::from_env(&env(
+        stack,
+        "PricingScraperFunction",
+        &[
+            ("SPOT_ADVISOR_SOURCE", data("spot-advisor-data.json")),
+            ("SPOT_PRICE_SOURCE", data("spot-prices-spotjs.json")),
+            ("ON_DEMAND_PRICE_SOURCE", data("on-demand-prices.json")),
+            ("CATALOGUE_SOURCE", data("ec2-instance-types.json")),
+            ("SCRAPE_REGIONS", REGION.into()),
+        ],
+    ))?)
 }
 
 /// Links the customer's account ([`ACCOUNT`]) to the caller's tenant through the API; returns

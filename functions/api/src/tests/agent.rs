@@ -399,19 +399,7 @@ async fn snapshot_uploads_go_to_storage_under_the_tenant_and_unchanged_ones_are_
         )
         .await
         .unwrap();
-    let other_agent = {
-        let created = api
-            .post(
-                "/v1/keys",
-                &api.other_admin,
-                json!({"name": "agent", "role": "agent", "cluster_id": prod_cluster().to_string()}),
-            )
-            .await;
-        created.body["secret"]
-            .as_str()
-            .unwrap_or_else(|| panic!("{}", created.body))
-            .to_owned()
-    };
+    let other_agent = api.agent_key_by(&api.other_admin).await;
     let theirs = confirm_as(&api, &other_agent, &first_id).await;
     assert_eq!(
         theirs.status,

@@ -197,14 +197,22 @@ impl Api {
     }
 
     async fn agent_key(&self) -> String {
+        self.agent_key_by(&self.admin).await
+    }
+
+    /// An agent key for the prod cluster, created by `admin` in its tenant.
+    async fn agent_key_by(&self, admin: &str) -> String {
         let created = self
             .post(
                 "/v1/keys",
-                &self.admin,
+                admin,
                 json!({"name": "agent", "role": "agent", "cluster_id": prod_cluster().to_string()}),
             )
             .await;
-        created.body["secret"].as_str().unwrap().to_owned()
+        created.body["secret"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{}", created.body))
+            .to_owned()
     }
 
     async fn seed_action(&self, id: &str, cluster: &ClusterId) {

@@ -7,7 +7,6 @@
 use std::time::Instant;
 
 use anyhow::Context;
-use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use futures_util::StreamExt;
 use serde_json::json;
 use spotwise_core::TenantId;
@@ -88,18 +87,7 @@ async fn main() -> anyhow::Result<()> {
         if received.is_empty() {
             break;
         }
-        let mut event = SqsEvent::default();
-        event.records = received
-            .into_iter()
-            .map(|m| {
-                let mut message = SqsMessage::default();
-                message.message_id = m.message_id;
-                message.receipt_handle = m.receipt_handle;
-                message.body = m.body;
-                message
-            })
-            .collect();
-        batches.push(event);
+        batches.push(spotwise_testkit::lambda_event(received, None));
     }
     let messages: usize = batches.iter().map(|b| b.records.len()).sum();
     let batch_count = batches.len();
