@@ -387,8 +387,7 @@ pub async fn confirm_snapshot_upload(
     let head = snapshots::commit(
         &state.store,
         &state.snapshots,
-        id,
-        &decoded,
+        (id, &decoded.snapshot, &decoded.sha256),
         current,
         (tenant, &cluster),
         now,

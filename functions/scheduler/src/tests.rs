@@ -725,14 +725,16 @@ async fn an_agent_silent_for_five_minutes_is_declared_offline_once() {
             Some(&quiet)
         )
     );
-    let stored = s
-        .deps
-        .store
-        .get::<spotwise_core::domain::AgentStatus>(&keys::agent_status(&s.tenant, &quiet))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(stored.body.offline_since, Some(now));
+    let status_of_quiet = || async {
+        s.deps
+            .store
+            .get::<spotwise_core::domain::AgentStatus>(&keys::agent_status(&s.tenant, &quiet))
+            .await
+            .unwrap()
+            .unwrap()
+            .body
+    };
+    assert_eq!(status_of_quiet().await.offline_since, Some(now));
 
     let second = tick(&s.deps, now + Duration::minutes(1)).await.unwrap();
     assert!(second.agents_offline.is_empty(), "told once");
@@ -761,15 +763,9 @@ async fn an_agent_silent_for_five_minutes_is_declared_offline_once() {
             .unwrap();
         assert_eq!(declared.is_some(), entry.cluster_id != quiet, "{entry:?}");
     }
-    let status = s
-        .deps
-        .store
-        .get::<spotwise_core::domain::AgentStatus>(&keys::agent_status(&s.tenant, &quiet))
-        .await
-        .unwrap()
-        .unwrap();
+    let status = status_of_quiet().await;
     assert_eq!(
-        (status.body.offline_since, status.body.last_heartbeat_at),
+        (status.offline_since, status.last_heartbeat_at),
         (None, later)
     );
 }

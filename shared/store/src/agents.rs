@@ -63,7 +63,7 @@ pub async fn beat(
         liveness_window: Some(window.clone()),
     };
     let previous: Option<Item<StoredStatus>> = store
-        .merge(&keys::agent_status(tenant, cluster), &fields, &[])
+        .merge(&keys::agent_status(tenant, cluster), &fields)
         .await?;
     let indexed = previous.as_ref().is_some_and(|p| {
         p.body.status.offline_since.is_none()

@@ -132,20 +132,18 @@ pub async fn read(
 pub async fn commit(
     store: &Store,
     bucket: &Bucket,
-    id: &str,
-    decoded: &Decoded,
+    (id, snapshot, sha256): (&str, &Snapshot, &str),
     replacing: Option<Item<SnapshotHead>>,
     (tenant, cluster): (&TenantId, &ClusterId),
     taken_at: OffsetDateTime,
 ) -> Result<SnapshotHead, StoreError> {
-    let snapshot = &decoded.snapshot;
     let head = SnapshotHead {
         id: id.to_owned(),
         tenant_id: tenant.clone(),
         cluster_id: cluster.clone(),
         taken_at,
         uploaded_at: taken_at,
-        sha256: decoded.sha256.clone(),
+        sha256: sha256.to_owned(),
         nodes: snapshot.nodes.len(),
         pods: snapshot.pods.len() + snapshot.daemon_pods.len(),
         region: snapshot.region.clone(),
@@ -189,25 +187,23 @@ pub async fn put(
     snapshot: &Snapshot,
     taken_at: OffsetDateTime,
 ) -> Result<String, StoreError> {
-    let encoded = snapshot_codec::encode(snapshot).map_err(|err| StoreError::Encode {
-        pk: keys::cluster_partition(tenant, cluster),
-        sk: "SNAPSHOT".into(),
-        reason: err.to_string(),
+    let encoded = snapshot_codec::encode(snapshot).map_err(|err| {
+        let key = keys::snapshot_head(tenant, cluster);
+        StoreError::Encode {
+            pk: key.pk().to_owned(),
+            sk: key.sk().to_owned(),
+            reason: err.to_string(),
+        }
     })?;
     let id = new_id();
     bucket
         .put_gzip_json(&keys::snapshot_object(tenant, cluster, &id), encoded.gzip)
         .await?;
-    let decoded = Decoded {
-        snapshot: snapshot.clone(),
-        sha256: encoded.sha256,
-    };
     let replacing = head(store, tenant, cluster).await?;
     commit(
         store,
         bucket,
-        &id,
-        &decoded,
+        (&id, snapshot, &encoded.sha256),
         replacing,
         (tenant, cluster),
         taken_at,

@@ -351,15 +351,14 @@ impl Store {
         Err(AwsFailure::from_sdk("dynamodb:TransactWriteItems", err).into())
     }
 
-    /// Sets `fields` on the item (creating it if absent), removes the attributes named in
-    /// `remove`, adds one to its version, and returns the item as it was before: one UpdateItem,
+    /// Sets `fields` on the item (creating it if absent), adds one to its version, and returns
+    /// the item as it was before: one UpdateItem,
     /// a write with no read before it. For items written often whose writer only needs to know
     /// what changed (a heartbeat).
     pub async fn merge<T: Serialize, Old: DeserializeOwned>(
         &self,
         key: &Key,
         fields: &T,
-        remove: &[&str],
     ) -> Result<Option<Item<Old>>, StoreError> {
         let attrs: HashMap<String, AttributeValue> =
             serde_dynamo::to_item(fields).map_err(|e| StoreError::Encode {
@@ -389,14 +388,7 @@ impl Store {
                 .expression_attribute_names(format!("#f{i}"), name)
                 .expression_attribute_values(format!(":f{i}"), value);
         }
-        let mut expression = format!("SET {} ADD #version :one", sets.join(", "));
-        if !remove.is_empty() {
-            let names: Vec<String> = (0..remove.len()).map(|i| format!("#r{i}")).collect();
-            expression = format!("{expression} REMOVE {}", names.join(", "));
-            for (placeholder, name) in names.iter().zip(remove) {
-                request = request.expression_attribute_names(placeholder, *name);
-            }
-        }
+        let expression = format!("SET {} ADD #version :one", sets.join(", "));
         let out = request
             .update_expression(expression)
             .send()

@@ -339,12 +339,12 @@ async fn snapshot_uploads_go_to_storage_under_the_tenant_and_unchanged_ones_are_
     );
     let id = ticket.body["upload_id"].as_str().unwrap();
     assert_eq!(
-        confirm_as(&api, &agent, id).await.status,
+        api.confirm_upload(&agent, id).await.status,
         StatusCode::NOT_FOUND,
         "confirmed before anything was uploaded"
     );
     spotwise_testkit::upload::put_presigned(&ticket.body, b"not gzip".to_vec()).await;
-    let refused = confirm_as(&api, &agent, id).await;
+    let refused = api.confirm_upload(&agent, id).await;
     assert_eq!(
         (refused.status, &refused.body["error"]["field"]),
         (StatusCode::BAD_REQUEST, &json!("snapshot")),
@@ -352,7 +352,7 @@ async fn snapshot_uploads_go_to_storage_under_the_tenant_and_unchanged_ones_are_
         refused.body
     );
     assert_eq!(
-        confirm_as(&api, &agent, id).await.status,
+        api.confirm_upload(&agent, id).await.status,
         StatusCode::NOT_FOUND,
         "a refused object is deleted"
     );
@@ -360,7 +360,7 @@ async fn snapshot_uploads_go_to_storage_under_the_tenant_and_unchanged_ones_are_
     let first = api.upload_snapshot(&agent, &snapshot).await;
     assert_eq!(first.status, StatusCode::OK, "{}", first.body);
     let first_id = first.body["snapshot_id"].as_str().unwrap().to_owned();
-    let again = confirm_as(&api, &agent, &first_id).await;
+    let again = api.confirm_upload(&agent, &first_id).await;
     assert_eq!(
         (again.status, &again.body),
         (StatusCode::OK, &first.body),
@@ -400,21 +400,10 @@ async fn snapshot_uploads_go_to_storage_under_the_tenant_and_unchanged_ones_are_
         .await
         .unwrap();
     let other_agent = api.agent_key_by(&api.other_admin).await;
-    let theirs = confirm_as(&api, &other_agent, &first_id).await;
+    let theirs = api.confirm_upload(&other_agent, &first_id).await;
     assert_eq!(
         theirs.status,
         StatusCode::NOT_FOUND,
         "another tenant's agent cannot confirm this tenant's object, even for a cluster of the same name"
     );
-}
-
-async fn confirm_as(api: &Api, agent: &str, id: &str) -> Reply {
-    api.send(
-        Method::POST,
-        &format!("/v1/agent/snapshot-uploads/{id}/confirm"),
-        Some(agent),
-        None,
-        &[],
-    )
-    .await
 }

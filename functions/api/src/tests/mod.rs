@@ -146,7 +146,11 @@ impl Api {
             return ticket;
         }
         spotwise_testkit::upload::put_presigned(&ticket.body, gzip).await;
-        let id = ticket.body["upload_id"].as_str().unwrap();
+        self.confirm_upload(agent, ticket.body["upload_id"].as_str().unwrap())
+            .await
+    }
+
+    async fn confirm_upload(&self, agent: &str, id: &str) -> Reply {
         self.send(
             Method::POST,
             &format!("/v1/agent/snapshot-uploads/{id}/confirm"),
