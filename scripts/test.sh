@@ -7,8 +7,8 @@ scripts/setup.sh
 
 step() { printf '\n== %s\n' "$*"; }
 
-step "cfn-lint template.yaml infra/customer-role.yaml"
-.venv/bin/cfn-lint template.yaml infra/customer-role.yaml
+step "cfn-lint template.yaml infra/*.yaml"
+.venv/bin/cfn-lint template.yaml infra/customer-role.yaml infra/customer-events.yaml infra/agent-role.yaml
 step "template rules (DLQs, partial batch failures, log groups, no wildcard IAM)"
 .venv/bin/python infra/local/stack.py check
 

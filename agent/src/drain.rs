@@ -16,7 +16,9 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Api;
 use kube::api::{DeleteParams, EvictParams, ListParams, Patch, PatchParams};
 use serde_json::json;
+use spotwise_core::action::DrainTerms;
 use time::OffsetDateTime;
+use tokio::sync::watch;
 
 use crate::execute::ExecuteError;
 
@@ -92,10 +94,12 @@ fn skip_reason(pod: &Pod) -> Option<&'static str> {
     }
 }
 
+/// Drains `node` by the deadline in `terms`, which a later signal may bring forward while the
+/// drain runs.
 pub async fn drain(
     client: &kube::Client,
     node: &str,
-    deadline: OffsetDateTime,
+    mut terms: watch::Receiver<DrainTerms>,
 ) -> Result<DrainReport, ExecuteError> {
     Api::<Node>::all(client.clone())
         .patch(
@@ -140,6 +144,7 @@ pub async fn drain(
     let mut last_reason: BTreeMap<String, String> = BTreeMap::new();
     let mut terminating: Vec<Candidate> = Vec::new();
     loop {
+        let deadline = terms.borrow_and_update().not_after;
         let remaining = deadline - OffsetDateTime::now_utc();
         if remaining <= time::Duration::ZERO {
             for pod in &pending {
@@ -148,7 +153,7 @@ pub async fn drain(
                     .unwrap_or_else(|| "deadline reached".into());
                 report.left.insert(pod.id(), reason);
             }
-            wait_gone(client, node, terminating, deadline, &mut report).await?;
+            wait_gone(client, node, terminating, &terms, &mut report).await?;
             return Ok(report);
         }
         let mut still = Vec::new();
@@ -164,9 +169,14 @@ pub async fn drain(
             };
             // kube-client retries 429s itself with long backoffs; the deadline bounds each call.
             let eviction = Api::<Pod>::namespaced(client.clone(), &pod.namespace);
-            let attempt =
-                tokio::time::timeout(remaining.unsigned_abs(), eviction.evict(&pod.name, &params))
-                    .await;
+            // A deadline brought forward cuts the attempt short.
+            let attempt = tokio::select! {
+                attempt = tokio::time::timeout(remaining.unsigned_abs(), eviction.evict(&pod.name, &params)) => attempt,
+                _ = terms.changed() => {
+                    still.push(pod);
+                    continue;
+                }
+            };
             match attempt {
                 Ok(Ok(_)) => {
                     report.evicted.push(pod.id());
@@ -204,12 +214,16 @@ pub async fn drain(
             }
         }
         if still.is_empty() {
-            wait_gone(client, node, terminating, deadline, &mut report).await?;
+            wait_gone(client, node, terminating, &terms, &mut report).await?;
             return Ok(report);
         }
         pending = still;
-        let remaining = (deadline - OffsetDateTime::now_utc()).max(time::Duration::ZERO);
-        tokio::time::sleep(wait.min(remaining.unsigned_abs())).await;
+        let remaining =
+            (terms.borrow().not_after - OffsetDateTime::now_utc()).max(time::Duration::ZERO);
+        tokio::select! {
+            () = tokio::time::sleep(wait.min(remaining.unsigned_abs())) => {}
+            _ = terms.changed() => {}
+        }
         wait = (wait * 2).min(MAX_RETRY);
     }
 }
@@ -220,7 +234,7 @@ async fn wait_gone(
     client: &kube::Client,
     node: &str,
     mut terminating: Vec<Candidate>,
-    deadline: OffsetDateTime,
+    terms: &watch::Receiver<DrainTerms>,
     report: &mut DrainReport,
 ) -> Result<(), ExecuteError> {
     let pods = Api::<Pod>::all(client.clone());
@@ -237,7 +251,7 @@ async fn wait_gone(
                     && (pod.uid.is_none() || p.metadata.uid == pod.uid)
             })
         });
-        let remaining = deadline - OffsetDateTime::now_utc();
+        let remaining = terms.borrow().not_after - OffsetDateTime::now_utc();
         if terminating.is_empty() {
             return Ok(());
         }

@@ -1,14 +1,20 @@
 //! Turning a verified action into Kubernetes API calls.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Node;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
-use spotwise_core::action::{ActionSpec, AgentAction, ScalableKind, WorkloadRef};
+use spotwise_core::action::{
+    ActionSpec, AgentAction, Amendment, DrainTerms, ScalableKind, WorkloadRef,
+};
 use spotwise_core::domain::Taint;
+use tokio::sync::watch;
+
+use crate::report::{Reporter, StatusCheck};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExecuteError {
@@ -56,10 +62,46 @@ impl From<String> for Executed {
     }
 }
 
+/// Where a drain learns what later signals about its node added to it: the amendment the
+/// platform held when the drain started, and the platform itself, asked every `poll_every`.
+pub struct Amendments<'a> {
+    pub initial: Option<Amendment>,
+    pub reporter: Option<&'a Reporter>,
+    pub poll_every: Duration,
+}
+
+impl Amendments<'_> {
+    /// The platform's current amendment, when it answers.
+    async fn fetch(&self, action_id: &str) -> Option<Amendment> {
+        match self.reporter?.action_status(action_id).await {
+            StatusCheck::Known(state) => state.amendment,
+            StatusCheck::Refused(_) | StatusCheck::Unreachable(_) => None,
+        }
+    }
+
+    /// Applies amendments to `terms` as they come, until dropped.
+    async fn follow(&self, action_id: &str, terms: &watch::Sender<DrainTerms>) {
+        if self.reporter.is_none() {
+            return std::future::pending().await;
+        }
+        loop {
+            tokio::time::sleep(self.poll_every).await;
+            if let Some(amendment) = self.fetch(action_id).await {
+                terms.send_if_modified(|t| {
+                    let before = t.clone();
+                    t.amend(&amendment);
+                    *t != before
+                });
+            }
+        }
+    }
+}
+
 pub async fn run(
     client: &kube::Client,
     autoscaling: Option<&aws_sdk_autoscaling::Client>,
     action: &AgentAction,
+    amendments: Amendments<'_>,
 ) -> Result<Executed, ExecuteError> {
     let params = PatchParams::default();
     match &action.spec {
@@ -118,27 +160,31 @@ pub async fn run(
                 previous_replicas: Some(previous),
             })
         }
-        ActionSpec::Drain {
-            node,
-            taint,
-            lifecycle_hook,
-        } => {
+        ActionSpec::Drain { node, taint, .. } => {
             if let Some(taint) = taint {
                 add_taint(client, node, taint).await?;
             }
-            let drained = match (lifecycle_hook, autoscaling) {
-                (Some(hook), Some(asg)) => tokio::select! {
-                    drained = crate::drain::drain(client, node, action.not_after) => drained,
-                    () = crate::lifecycle::keep_alive(asg, hook) => unreachable!("heartbeats never end"),
-                },
-                _ => crate::drain::drain(client, node, action.not_after).await,
+            let mut start = DrainTerms::of(action);
+            if let Some(amendment) = &amendments.initial {
+                start.amend(amendment);
+            }
+            let (terms, watching) = watch::channel(start);
+            let drained = tokio::select! {
+                drained = crate::drain::drain(client, node, watching.clone()) => drained,
+                () = amendments.follow(&action.action_id, &terms) => unreachable!("following never ends"),
+                () = crate::lifecycle::keep_alive(autoscaling, &watching) => unreachable!("heartbeats never end"),
             };
             let report = drained?;
+            // A hook that arrived in the last moments of the drain is still completed.
+            if let Some(amendment) = amendments.fetch(&action.action_id).await {
+                terms.send_modify(|t| t.amend(&amendment));
+            }
+            let hook = terms.borrow().lifecycle_hook.clone();
             let mut detail = report.summary(node);
             // The instance goes either way; completing the hook lets it go now.
-            match (lifecycle_hook, autoscaling) {
+            match (hook, autoscaling) {
                 (Some(hook), Some(asg)) => {
-                    crate::lifecycle::complete(asg, hook).await?;
+                    crate::lifecycle::complete(asg, &hook).await?;
                     detail.push_str("; lifecycle action completed (CONTINUE)");
                 }
                 (Some(_), None) => {

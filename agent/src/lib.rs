@@ -27,7 +27,7 @@ use tracing::{debug, info, warn};
 
 pub use execute::ExecuteError;
 pub use metrics::Metrics;
-pub use report::{Reporter, StatusCheck};
+pub use report::{ActionState, Reporter, StatusCheck};
 pub use worker::QueueWorker;
 
 pub struct AgentConfig {
@@ -75,6 +75,9 @@ impl AgentConfig {
         })
     }
 }
+
+/// A running drain asks the platform this often whether a later signal amended it.
+const AMENDMENT_POLL: Duration = Duration::from_secs(20);
 
 /// Action ids remembered as finished, so a redelivered message is not executed twice.
 const REMEMBERED_ACTIONS: usize = 4096;
@@ -147,6 +150,8 @@ pub struct Agent {
     kube: kube::Client,
     autoscaling: Option<aws_sdk_autoscaling::Client>,
     reporter: Option<Arc<Reporter>>,
+    /// How often a running drain asks the platform for amendments.
+    amendment_poll: Duration,
     metrics: Arc<Metrics>,
     dry_run: bool,
     /// Ids of actions that reached a final outcome, oldest first.
@@ -163,11 +168,18 @@ impl Agent {
             kube,
             autoscaling: None,
             reporter: None,
+            amendment_poll: AMENDMENT_POLL,
             metrics: Metrics::new(),
             dry_run,
             finished: Mutex::default(),
             rejections: Mutex::default(),
         }
+    }
+
+    /// How often a running drain asks the platform for amendments (20 s), shorter for tests.
+    pub fn with_amendment_poll(mut self, every: Duration) -> Self {
+        self.amendment_poll = every;
+        self
     }
 
     /// Reports results to the API and asks it about cancellations before executing.
@@ -283,24 +295,29 @@ impl Agent {
                 action_id: action.action_id,
             };
         }
+        let mut amendment = None;
         if let Some(reporter) = &self.reporter {
             match reporter.action_status(&action.action_id).await {
-                StatusCheck::Known(ActionStatus::Cancelled) => {
+                StatusCheck::Known(ActionState {
+                    status: ActionStatus::Cancelled,
+                    ..
+                }) => {
                     info!(action_id = %action.action_id, "action cancelled through the API; not executed");
                     return Outcome::Cancelled {
                         action_id: action.action_id,
                     };
                 }
                 // Finished before a restart of this agent, or closed by the platform.
-                StatusCheck::Known(
-                    ActionStatus::Succeeded | ActionStatus::Failed | ActionStatus::Closed,
-                ) => {
+                StatusCheck::Known(ActionState {
+                    status: ActionStatus::Succeeded | ActionStatus::Failed | ActionStatus::Closed,
+                    ..
+                }) => {
                     info!(action_id = %action.action_id, "action already finished on the platform; not executed again");
                     return Outcome::Duplicate {
                         action_id: action.action_id,
                     };
                 }
-                StatusCheck::Known(ActionStatus::Queued | ActionStatus::Undeliverable) => {}
+                StatusCheck::Known(state) => amendment = state.amendment,
                 StatusCheck::Refused(status) => {
                     return reject(
                         Some(action.action_id),
@@ -336,7 +353,12 @@ impl Agent {
                 detail,
             };
         }
-        match execute::run(&self.kube, self.autoscaling.as_ref(), &action).await {
+        let amendments = execute::Amendments {
+            initial: amendment,
+            reporter: self.reporter.as_deref(),
+            poll_every: self.amendment_poll,
+        };
+        match execute::run(&self.kube, self.autoscaling.as_ref(), &action, amendments).await {
             Ok(executed) => {
                 info!(action_id = %action.action_id, kind = %action.kind(), detail = %executed.detail, "action done");
                 Outcome::Done {

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use aws_sdk_autoscaling::Client;
 use aws_sdk_autoscaling::error::DisplayErrorContext;
-use spotwise_core::action::LifecycleHook;
+use spotwise_core::action::{DrainTerms, LifecycleHook};
+use tokio::sync::watch;
 use tracing::warn;
 
 use crate::execute::ExecuteError;
@@ -14,10 +15,16 @@ use crate::execute::ExecuteError;
 /// Well inside the smallest heartbeat timeout Auto Scaling allows (30 s).
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(20);
 
-/// Sends heartbeats until dropped.
-pub async fn keep_alive(client: &Client, hook: &LifecycleHook) {
+/// Heartbeats the drain's hook, once it has one, until dropped.
+pub async fn keep_alive(client: Option<&Client>, terms: &watch::Receiver<DrainTerms>) {
+    let Some(client) = client else {
+        return std::future::pending().await;
+    };
     loop {
         tokio::time::sleep(HEARTBEAT_EVERY).await;
+        let Some(hook) = terms.borrow().lifecycle_hook.clone() else {
+            continue;
+        };
         let sent = client
             .record_lifecycle_action_heartbeat()
             .auto_scaling_group_name(&hook.auto_scaling_group)

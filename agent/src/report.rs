@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
-use spotwise_core::action::ActionStatus;
+use spotwise_core::action::{ActionStatus, Amendment};
 use spotwise_core::messages::{
     ActionReport, Heartbeat, Rejection, SnapshotStored, SnapshotUpload, SnapshotUploadRequest,
 };
@@ -50,10 +50,19 @@ pub enum SnapshotSent {
     Unchanged,
 }
 
+/// What the platform says of an action: its status, and what later signals about the node
+/// added to it while it was in flight.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ActionState {
+    pub status: ActionStatus,
+    #[serde(default)]
+    pub amendment: Option<Amendment>,
+}
+
 /// The platform's answer on whether an action is current.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StatusCheck {
-    Known(ActionStatus),
+    Known(ActionState),
     /// The platform does not know the action, or not for this agent's key (404, 401, 403):
     /// it is not current, whatever its signature says.
     Refused(StatusCode),
@@ -291,16 +300,12 @@ impl Reporter {
         })
     }
 
-    /// What the platform says of an action before it runs.
+    /// What the platform says of an action, before it runs and while a drain runs.
     pub async fn action_status(&self, action_id: &str) -> StatusCheck {
-        #[derive(Deserialize)]
-        struct State {
-            status: ActionStatus,
-        }
         let url = format!("{}/v1/agent/actions/{action_id}", self.base_url);
         match self.send(self.http.get(url)).await {
-            Ok(response) => match response.json::<State>().await {
-                Ok(state) => StatusCheck::Known(state.status),
+            Ok(response) => match response.json::<ActionState>().await {
+                Ok(state) => StatusCheck::Known(state),
                 Err(e) => StatusCheck::Unreachable(format!("unreadable answer: {e}")),
             },
             Err(ReportError::Status { status, .. })

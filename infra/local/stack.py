@@ -16,6 +16,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -72,6 +73,7 @@ class Stack:
         self.sqs = session.client("sqs", endpoint_url=endpoint)
         self.kms = session.client("kms", endpoint_url=endpoint)
         self.s3 = session.client("s3", endpoint_url=endpoint)
+        self.events = session.client("events", endpoint_url=endpoint)
         self.refs = {"AWS::Region": REGION, "AWS::AccountId": "123456789012", "AWS::URLSuffix": "amazonaws.com"}
         self.arns = {}
         self.names = {}
@@ -138,6 +140,21 @@ class Stack:
                     QueueUrl=self.refs[logical], Attributes={"RedrivePolicy": json.dumps(policy)}
                 )
 
+        # The interruption bus and its rules, delivering to the queues just created.
+        for logical, props in self.of_type("AWS::Events::EventBus"):
+            name = self.resolve(props["Name"])
+            self.arns[logical] = self.events.create_event_bus(Name=name)["EventBusArn"]
+            self.refs[logical] = name
+            self.names[logical] = name
+        for logical, props in self.of_type("AWS::Events::Rule"):
+            if "EventPattern" not in props:
+                continue
+            bus = self.resolve(props.get("EventBusName", "default"))
+            rule = f"{STACK}-{logical}"
+            self.events.put_rule(Name=rule, EventBusName=bus, EventPattern=json.dumps(props["EventPattern"]))
+            targets = [{"Id": t["Id"], "Arn": self.resolve(t["Arn"])} for t in props.get("Targets", [])]
+            self.events.put_targets(Rule=rule, EventBusName=bus, Targets=targets)
+
     def seed(self, path):
         """Creates the queues of a seed file and writes its items (store format: pk/sk beside
         document fields). A string item value `{{queue:NAME}}` becomes that queue's URL."""
@@ -193,6 +210,13 @@ class Stack:
             sep, parts = value["Fn::Join"]
             parts = self.resolve(parts) if isinstance(parts, dict) else parts
             return sep.join(str(self.resolve(p)) for p in parts)
+        if isinstance(value, dict) and "Fn::Sub" in value and isinstance(value["Fn::Sub"], str):
+            def substitute(match):
+                name = match.group(1)
+                if name.endswith(".Arn"):
+                    return self.arns[name[:-4]]
+                return str(self.refs[name])
+            return re.sub(r"\$\{([A-Za-z0-9:.]+)\}", substitute, value["Fn::Sub"])
         if isinstance(value, (int, float)):
             return str(value)
         raise ValueError(f"cannot resolve {value!r} locally")
@@ -319,6 +343,23 @@ def check_template(template):
     return problems
 
 
+def check_forwarding(template, customer_template):
+    """The customer's forwarding rule (infra/customer-events.yaml) matches exactly what the
+    rules on Spotwise's interruption bus take: its `$or` alternatives are their patterns."""
+    ours = sorted(json.dumps(r["Properties"]["EventPattern"], sort_keys=True)
+                  for r in template.get("Resources", {}).values()
+                  if r["Type"] == "AWS::Events::Rule" and "EventBusName" in r.get("Properties", {}))
+    theirs = [r["Properties"]["EventPattern"] for r in customer_template.get("Resources", {}).values()
+              if r["Type"] == "AWS::Events::Rule"]
+    if len(theirs) != 1:
+        return [f"infra/customer-events.yaml: expected one forwarding rule, found {len(theirs)}"]
+    alternatives = sorted(json.dumps(p, sort_keys=True) for p in theirs[0].get("$or", []))
+    if alternatives != ours:
+        return ["infra/customer-events.yaml: the forwarding rule's $or alternatives differ from "
+                "the interruption bus rules in template.yaml"]
+    return []
+
+
 def check_dead_letters(resources):
     """Every function invoked asynchronously (a schedule or a queue) has somewhere its failures
     go, and every dead-letter queue has an alarm. Functions behind the HTTP API answer their
@@ -399,11 +440,14 @@ def main():
     p.add_argument("--no-stdin", action="store_true", help="do not stop when standard input closes")
     c = sub.add_parser("check", help="check template.yaml for what cfn-lint does not")
     c.add_argument("--template", default=os.path.join(root, "template.yaml"))
+    c.add_argument("--customer-events", default=os.path.join(root, "infra", "customer-events.yaml"))
     args = parser.parse_args()
     if args.command == "serve":
         serve(args)
     else:
-        problems = check_template(load_template(args.template))
+        template = load_template(args.template)
+        problems = check_template(template)
+        problems += check_forwarding(template, load_template(args.customer_events))
         for problem in problems:
             print(f"template.yaml: {problem}", file=sys.stderr)
         sys.exit(1 if problems else 0)

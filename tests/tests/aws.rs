@@ -284,10 +284,13 @@ async fn one_tenants_keys_never_return_another_tenants_items() {
 }
 
 #[tokio::test]
-async fn gsi1_reverse_lookup_finds_the_node_of_an_instance() {
+async fn gsi1_reverse_lookup_finds_only_its_own_entries() {
     let stack = LocalStack::start();
     let store = store(&stack).await;
-    let index = keys::instance_index("i-0abc");
+    let index = Gsi1Key {
+        gsi1pk: "NODEACTIONS#i-0abc".into(),
+        gsi1sk: "NODE".into(),
+    };
     let item = Item::new(
         keys::node(&t1(), &c1(), "ip-10-0-0-1"),
         doc("ip-10-0-0-1", 1),
@@ -299,7 +302,7 @@ async fn gsi1_reverse_lookup_finds_the_node_of_an_instance() {
         doc("ip-10-0-0-2", 2),
     )
     .with_gsi1(Gsi1Key {
-        gsi1pk: keys::instance_index("i-0def").gsi1pk,
+        gsi1pk: "NODEACTIONS#i-0def".into(),
         gsi1sk: "NODE".into(),
     });
     store.put(&other, PutCondition::Always).await.unwrap();

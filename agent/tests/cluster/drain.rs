@@ -123,7 +123,7 @@ async fn drain_reports_pods_left_when_the_deadline_comes() {
 }
 
 /// A stand-in for the Auto Scaling API (query protocol) that records each call's form body.
-async fn fake_autoscaling() -> (
+pub(super) async fn fake_autoscaling() -> (
     aws_sdk_autoscaling::Client,
     Arc<Mutex<Vec<String>>>,
     tokio::task::JoinHandle<()>,

@@ -18,6 +18,10 @@ struct ApiState {
     unknown: Vec<String>,
     /// Status checks of these ids answer 403: another tenant's, or a revoked key's.
     forbidden: Vec<String>,
+    /// What later signals added to these actions, as the status check answers it.
+    amendments: BTreeMap<String, Value>,
+    /// Status checks answered, by action id.
+    status_checks: Vec<String>,
 }
 
 struct FakeApi {
@@ -78,10 +82,11 @@ impl FakeApi {
                         move |State(s): S,
                               Path(id): Path<String>,
                               headers: axum::http::HeaderMap| async move {
-                            let s = s.lock().unwrap();
+                            let mut s = s.lock().unwrap();
                             if let Some(code) = check(&s, &headers) {
                                 return (code, Json(json!({})));
                             }
+                            s.status_checks.push(id.clone());
                             if s.unknown.contains(&id) {
                                 return (StatusCode::NOT_FOUND, Json(json!({})));
                             }
@@ -95,7 +100,11 @@ impl FakeApi {
                             } else {
                                 "queued"
                             };
-                            (StatusCode::OK, Json(json!({"status": status})))
+                            let mut answer = json!({"status": status});
+                            if let Some(amendment) = s.amendments.get(&id) {
+                                answer["amendment"] = amendment.clone();
+                            }
+                            (StatusCode::OK, Json(answer))
                         },
                     ),
                 )
@@ -531,5 +540,69 @@ async fn refused_messages_reach_the_api_with_the_next_heartbeat() {
         kube.node(node)["spec"].get("unschedulable"),
         None,
         "nothing executed"
+    );
+}
+
+/// A spot warning arrives while the drain of an Auto Scaling scale-in (long deadline, blocked
+/// by a PodDisruptionBudget) runs: the platform amends the drain with the warning's deadline,
+/// and the drain stops at it instead of its own. A hook amended in completes after the drain.
+#[tokio::test]
+async fn a_drain_in_flight_follows_its_amendments() {
+    let kube = Cluster::start().await;
+    let api = FakeApi::start().await;
+    let (asg, calls, server) = super::drain::fake_autoscaling().await;
+    guard(&kube, &["db-1"], 0);
+    let agent = agent(&kube, false)
+        .with_reporter(reporter(&api, None))
+        .with_autoscaling(asg)
+        .with_amendment_poll(std::time::Duration::from_millis(100));
+    let node = "ip-10-0-1-17.ec2.internal";
+    let mut scale_in = action(drain_node(node));
+    scale_in.action_id = "long-drain".into();
+    scale_in.not_after = OffsetDateTime::now_utc() + Duration::minutes(30);
+
+    let state = api.state.clone();
+    let warning = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let deadline = OffsetDateTime::now_utc() + Duration::seconds(2);
+        state.lock().unwrap().amendments.insert(
+            "long-drain".into(),
+            json!({
+                "not_after": spotwise_core::rfc3339(deadline),
+                "lifecycle_hook": {"auto_scaling_group": "eks-workers", "hook_name": "spotwise-drain",
+                    "token": "71514b9d-6a40-4b26-8523-05e7ee35fa40", "instance_id": "i-0b662ef9931388ba0"}
+            }),
+        );
+    });
+    let started = std::time::Instant::now();
+    let outcome = agent
+        .handle(&signed(scale_in), OffsetDateTime::now_utc())
+        .await;
+    warning.await.unwrap();
+    server.abort();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "the drain stopped at the amended deadline, not its own 30 minutes"
+    );
+    let Outcome::Failed {
+        reason, pods_left, ..
+    } = outcome
+    else {
+        panic!("{outcome:?}");
+    };
+    assert_eq!(pods_left.keys().collect::<Vec<_>>(), ["shop/db-1"]);
+    assert!(reason.contains("lifecycle action completed"), "{reason}");
+    let calls = calls.lock().unwrap().clone();
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.contains("Action=CompleteLifecycleAction")
+                && c.contains("LifecycleActionToken=71514b9d-6a40-4b26-8523-05e7ee35fa40")),
+        "{calls:?}"
+    );
+    let checks = api.state.lock().unwrap().status_checks.len();
+    assert!(
+        checks >= 3,
+        "asked before, while and after the drain ({checks})"
     );
 }

@@ -5,12 +5,13 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
-use spotwise_core::domain::{Account, AccountHealth, Role, RoleArn};
+use spotwise_aws::events;
+use spotwise_core::domain::{Account, AccountHealth, EventForwarding, Role, RoleArn};
 use spotwise_store::accounts::{self, AccountError, UnlinkError};
 use spotwise_store::keys::{self, prefix};
-use spotwise_store::{Query, Write};
+use spotwise_store::{Query, StoreError, Write};
 use time::OffsetDateTime;
-use tracing::info;
+use tracing::{info, warn};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
@@ -128,7 +129,61 @@ pub async fn link(
     )
     .await
     .map_err(link_error)?;
+    let now = OffsetDateTime::now_utc();
+    let forwarding = check_forwarding(&state, &account, now).await;
+    let key = keys::account(&caller.tenant, &account.account_id);
+    let account = match state.store.get::<Account>(&key).await? {
+        Some(mut item) => {
+            item.body.event_forwarding = Some(forwarding);
+            match state.store.update_versioned(&item).await {
+                // Changed meanwhile (validated, say): that write has its own check.
+                Ok(_) | Err(StoreError::StaleVersion { .. }) => item.body,
+                Err(err) => return Err(err.into()),
+            }
+        }
+        None => account,
+    };
     Ok((StatusCode::CREATED, Json(account)))
+}
+
+/// Admits the account to the interruption bus, then looks through its role for what would keep
+/// its interruption signals from arriving (the forwarding rule in each linked region, hooks the
+/// agent could not complete). Problems are reported, never fatal: the link works without them,
+/// only interruptions go unseen.
+async fn check_forwarding(
+    state: &AppState,
+    account: &Account,
+    now: OffsetDateTime,
+) -> EventForwarding {
+    let mut gaps = Vec::new();
+    let admitted = match state.interruption_bus.admit(&account.account_id).await {
+        Ok(()) => true,
+        Err(e) => {
+            warn!(account = %account.account_id, error = %e, "account not admitted to the interruption bus");
+            gaps.push(format!(
+                "Spotwise could not admit the account to its interruption bus ({e}); validate the account again"
+            ));
+            false
+        }
+    };
+    match state
+        .cross_account
+        .config_for(&account.role_arn, &account.external_id)
+        .await
+    {
+        Ok(customer) => gaps.extend(
+            events::forwarding_gaps(&customer, &account.regions, state.interruption_bus.arn())
+                .await,
+        ),
+        Err(e) => gaps.push(format!(
+            "the role could not be assumed to check forwarding ({e})"
+        )),
+    }
+    EventForwarding {
+        checked_at: now,
+        admitted,
+        gaps,
+    }
 }
 
 #[utoipa::path(get, path = "/v1/accounts", tag = "accounts", params(PageParams),
@@ -155,7 +210,8 @@ fn account_id(id: &str) -> Result<&str, ApiError> {
     }
 }
 
-/// Assumes the role again and records whether it still works.
+/// Assumes the role again and records whether it still works, and whether the account's
+/// interruption events reach Spotwise (admitting it to the bus again).
 #[utoipa::path(post, path = "/v1/accounts/{id}/validate", tag = "accounts", params(("id" = String, Path)),
     responses((status = 200, body = Account), (status = 404, body = ErrorResponse)), security(("api_key" = [])))]
 pub async fn validate(
@@ -181,6 +237,10 @@ pub async fn validate(
             reason: e.to_string(),
         },
     };
+    if item.body.health == AccountHealth::Healthy {
+        item.body.event_forwarding =
+            Some(check_forwarding(&state, &item.body, OffsetDateTime::now_utc()).await);
+    }
     audit::commit(
         &state,
         vec![Write::versioned(&item)?],
@@ -250,6 +310,10 @@ pub async fn unlink(
     })?;
     for id in &unlinked.revoked_key_ids {
         state.keys.forget(id);
+    }
+    // Its events would be dropped anyway (its clusters are gone); this stops them arriving.
+    if let Err(e) = state.interruption_bus.revoke(&item.body.account_id).await {
+        warn!(account = %item.body.account_id, error = %e, "account still admitted to the interruption bus");
     }
     info!(account = %item.body.account_id, clusters = unlinked.clusters.len(),
         revoked_keys = unlinked.revoked_key_ids.len(), cancelled_actions = unlinked.cancelled_actions,

@@ -8,7 +8,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
-use spotwise_core::action::{ActionRecord, ActionStatus};
+use spotwise_core::action::{ActionRecord, ActionStatus, Amendment};
 use spotwise_core::domain::{Notification, Severity};
 use spotwise_core::messages::{
     ActionReport, Heartbeat, MAX_AGENT_VERSION, MAX_REJECTION_REASON, MAX_REJECTIONS_PER_HEARTBEAT,
@@ -182,10 +182,14 @@ async fn own_action(
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ActionState {
     pub status: ActionStatus,
+    /// What later interruption signals about the node added to a drain in flight (an earlier
+    /// deadline, a lifecycle hook to complete).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub amendment: Option<Amendment>,
 }
 
 /// What the platform says of an action: the agent asks before executing, and skips a
-/// cancelled one.
+/// cancelled one; a running drain asks again for amendments.
 #[utoipa::path(get, path = "/v1/agent/actions/{id}", tag = "agent", params(("id" = String, Path)),
     responses((status = 200, body = ActionState), (status = 404, body = ErrorResponse)), security(("api_key" = [])))]
 pub async fn action_state(
@@ -193,8 +197,10 @@ pub async fn action_state(
     caller: Caller,
     PathParams(id): PathParams<String>,
 ) -> Result<Json<ActionState>, ApiError> {
+    let record = own_action(&state, &caller, &id).await?.body;
     Ok(Json(ActionState {
-        status: own_action(&state, &caller, &id).await?.body.status,
+        status: record.status,
+        amendment: record.amendment,
     }))
 }
 

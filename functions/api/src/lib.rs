@@ -30,7 +30,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
 use spotwise_aws::cross_account::CrossAccount;
-use spotwise_aws::{Bucket, Vault};
+use spotwise_aws::{Bucket, InterruptionBus, Vault};
 use spotwise_core::config::{CommonConfig, ConfigError, Env};
 use spotwise_notify::deliver::{ClientError, Deliverer, REQUEST_TIMEOUT};
 use spotwise_notify::ssrf::{Lookup, SystemLookup, TargetPolicy};
@@ -65,6 +65,9 @@ pub struct Config {
     pub secrets_key_id: String,
     /// The bucket agents upload cluster snapshots to.
     pub snapshot_bucket: String,
+    /// The event bus linked accounts forward interruption events to: its name and ARN.
+    pub interruption_event_bus: String,
+    pub interruption_event_bus_arn: String,
 }
 
 impl Config {
@@ -80,6 +83,8 @@ impl Config {
             notifications_queue_url: env.required("NOTIFICATIONS_QUEUE_URL")?,
             secrets_key_id: env.required("SECRETS_KEY_ID")?,
             snapshot_bucket: env.required("SNAPSHOT_BUCKET")?,
+            interruption_event_bus: env.required("INTERRUPTION_EVENT_BUS")?,
+            interruption_event_bus_arn: env.required("INTERRUPTION_EVENT_BUS_ARN")?,
         })
     }
 }
@@ -99,6 +104,7 @@ pub struct AppState {
     pub notifications: spotwise_aws::Queue,
     pub vault: Arc<Vault>,
     pub snapshots: Bucket,
+    pub interruption_bus: Arc<InterruptionBus>,
     /// The time the agent routes go by.
     pub clock: Clock,
 }
@@ -143,6 +149,11 @@ impl AppState {
             notifications: spotwise_aws::Queue::new(sqs.clone(), &config.notifications_queue_url),
             vault: Arc::new(Vault::new(sdk, &config.secrets_key_id)),
             snapshots: Bucket::new(sdk, &config.snapshot_bucket),
+            interruption_bus: Arc::new(InterruptionBus::new(
+                sdk,
+                &config.interruption_event_bus,
+                &config.interruption_event_bus_arn,
+            )),
             clock: Clock::default(),
             sqs,
             cross_account: Arc::new(CrossAccount::new(sdk.clone(), "spotwise-api")),

@@ -22,7 +22,8 @@ use spotwise_aws::queue::QueueError;
 use spotwise_aws::{AwsFailure, Queue};
 use spotwise_core::config::{CommonConfig, ConfigError, Env};
 use spotwise_core::domain::{
-    Account, AccountHealth, Cluster, Node, Nodegroup, Notification, Resources, Severity,
+    Account, AccountHealth, Cluster, InstanceLocation, Node, Nodegroup, Notification, Resources,
+    Severity,
 };
 use spotwise_core::messages::{DiscoverAccount, ScheduleTrigger};
 use spotwise_core::{Classify, ClusterId, Disposition, TenantId};
@@ -37,6 +38,8 @@ use tracing::{info, warn};
 use crate::inventory::{CallCounter, SeenCluster};
 
 const RUN_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+/// A departed instance's location is kept for signals that arrive late (a day).
+const DEPARTED_LOCATION_KEPT: time::Duration = time::Duration::days(1);
 /// Accounts inventoried at once by one invocation (a batch holds up to 10 messages).
 const ACCOUNT_CONCURRENCY: usize = 2;
 
@@ -432,6 +435,7 @@ async fn reconcile(
     let mut writes_clusters: Vec<Item<Cluster>> = Vec::new();
     let mut writes_groups: Vec<Item<Nodegroup>> = Vec::new();
     let mut writes_nodes: Vec<Item<Node>> = Vec::new();
+    let mut writes_locations: Vec<Item<InstanceLocation>> = Vec::new();
     let mut seen_ids = Vec::new();
     for (region, c) in seen {
         let Some(id) = cluster_id(&account.account_id, region, &c.name) else {
@@ -525,16 +529,27 @@ async fn reconcile(
             node.labels.extend(instance.labels.clone());
             node.departed_at = None;
             if previous.is_none() || before != node {
-                writes_nodes.push(
-                    Item::new(keys::node(tenant, &id, &node.name), node)
-                        .with_gsi1(keys::instance_index(&instance.instance_id)),
-                );
+                writes_locations.push(Item::new(
+                    keys::instance(&instance.instance_id),
+                    InstanceLocation::of(&node),
+                ));
+                writes_nodes.push(Item::new(keys::node(tenant, &id, &node.name), node));
             }
         }
         for (name, item) in &stored_nodes {
             if item.body.departed_at.is_none() && !live.contains(name) {
                 let mut gone = item.clone();
                 gone.body.departed_at = Some(now);
+                // Late signals about a departed instance still find it for a while.
+                if let Some(instance_id) = &gone.body.instance_id {
+                    writes_locations.push(
+                        Item::new(
+                            keys::instance(instance_id),
+                            InstanceLocation::of(&gone.body),
+                        )
+                        .expiring_at(now + DEPARTED_LOCATION_KEPT),
+                    );
+                }
                 writes_nodes.push(gone);
             }
         }
@@ -552,10 +567,12 @@ async fn reconcile(
         }
     }
 
-    run.writes += writes_clusters.len() + writes_groups.len() + writes_nodes.len();
+    run.writes +=
+        writes_clusters.len() + writes_groups.len() + writes_nodes.len() + writes_locations.len();
     deps.store.batch_put(&writes_clusters).await?;
     deps.store.batch_put(&writes_groups).await?;
     deps.store.batch_put(&writes_nodes).await?;
+    deps.store.batch_put(&writes_locations).await?;
 
     for id in &run.new_clusters {
         notify(
@@ -614,6 +631,7 @@ mod tests {
                 regions: vec!["us-east-1".into()],
                 health: AccountHealth::Healthy,
                 linked_at: OffsetDateTime::UNIX_EPOCH,
+                event_forwarding: None,
             },
         )
         .with_gsi1(keys::linked_accounts_index(&tenant_id, id))
@@ -855,19 +873,30 @@ mod tests {
             assert_eq!(first.api_calls, 1 + 2 * 2 + 3 * 4 + 1, "{first:?}");
             assert_eq!(
                 first.writes,
-                3 + 1 + 3,
-                "three clusters, one node group, three nodes"
+                3 + 1 + 3 + 3,
+                "three clusters, one node group, three nodes and where their instances run"
             );
 
             // The interruption handler's look-up: instance id -> tenant, cluster, node.
-            let indexed = c
+            let locate = |instance: &str| {
+                let store = &c.deps.store;
+                let key = keys::instance(instance);
+                async move { store.get::<InstanceLocation>(&key).await.unwrap().unwrap() }
+            };
+            let location = locate(&prod[0]).await.body;
+            let node = c
                 .deps
                 .store
-                .query_all::<Node>(&Query::gsi1(keys::instance_index(&prod[0]).gsi1pk))
+                .get::<Node>(&keys::node(
+                    &location.tenant_id,
+                    &location.cluster_id,
+                    &location.node_name,
+                ))
                 .await
-                .unwrap();
-            assert_eq!(indexed.len(), 1);
-            let node = &indexed[0].body;
+                .unwrap()
+                .unwrap()
+                .body;
+            let node = &node;
             assert_eq!(node.tenant_id, c.tenant);
             assert_eq!(node.cluster_id.as_str(), "111122223333.us-east-1.prod");
             assert_eq!(node.capacity_type, CapacityType::Spot);
@@ -882,14 +911,8 @@ mod tests {
                 node.labels.get("eks:nodegroup-name").map(String::as_str),
                 Some("spot-a")
             );
-            let staging_node = c
-                .deps
-                .store
-                .query_all::<Node>(&Query::gsi1(keys::instance_index(&staging[0]).gsi1pk))
-                .await
-                .unwrap();
             assert_eq!(
-                staging_node[0].body.cluster_id.as_str(),
+                locate(&staging[0]).await.body.cluster_id.as_str(),
                 "111122223333.us-east-1.staging",
                 "found by the kubernetes.io/cluster tag alone"
             );
@@ -935,14 +958,21 @@ mod tests {
                 third.vanished_clusters,
                 ["111122223333.eu-west-1.analytics"]
             );
-            assert_eq!(third.writes, 2);
-            let gone = c
+            assert_eq!(third.writes, 3, "the node, its location and the cluster");
+            let gone = locate(&prod[1]).await;
+            assert!(gone.ttl.is_some(), "a departed instance's location expires");
+            let departed = c
                 .deps
                 .store
-                .query_all::<Node>(&Query::gsi1(keys::instance_index(&prod[1]).gsi1pk))
+                .get::<Node>(&keys::node(
+                    &gone.body.tenant_id,
+                    &gone.body.cluster_id,
+                    &gone.body.node_name,
+                ))
                 .await
+                .unwrap()
                 .unwrap();
-            assert!(gone[0].body.departed_at.is_some());
+            assert!(departed.body.departed_at.is_some());
             let analytics = c
                 .deps
                 .store

@@ -4,10 +4,13 @@
 //! 1. parses it into a [`Signal`] (or ignores it with a reason; malformed messages fail alone
 //!    and reach the DLQ after the queue's receive limit);
 //! 2. deduplicates by event id, so redeliveries do nothing;
-//! 3. maps each instance to its node through the discovery index (unknown instances are counted
-//!    and dropped, never retried);
-//! 4. deduplicates by (instance, action kind), so a spot warning, a health event and an ASG hook
-//!    for one node yield one drain;
+//! 3. maps each instance to its node through the location discovery keeps (one GetItem;
+//!    unknown instances are counted and dropped, never retried), and drops it unless the event's account is the one the
+//!    instance's cluster runs in;
+//! 4. applies the signal to the instance's record (see `signals`): one action per instance
+//!    whatever mix and order of signals arrive, merged when a later one adds a lifecycle hook
+//!    or an earlier deadline; nothing for an instance already departed; a closed AWS Health
+//!    event withdraws the drain only it asked for;
 //! 5. signs the agent action and puts it on the cluster's queue, records it, counts the
 //!    interruption on its pool (the cross-tenant risk signal the optimizer reads), and notifies.
 
@@ -18,21 +21,21 @@ use std::time::Duration;
 use aws_config::SdkConfig;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use futures_util::future::try_join_all;
-use serde::Deserialize;
 use serde_json::json;
+pub use signals::{Decision, InFlight, InstanceSignals, Wanted};
 use spotwise_aws::queue::QueueError;
 use spotwise_aws::{Queue, Vault};
 use spotwise_core::action::{
-    ActionKind, ActionRecord, ActionSpec, ActionStatus, AgentAction, INTERRUPTION_TAINT,
-    LifecycleHook,
+    ActionKind, ActionRecord, ActionSpec, ActionStatus, AgentAction, DrainTerms,
+    INTERRUPTION_TAINT, LifecycleHook,
 };
 use spotwise_core::config::{CommonConfig, ConfigError, Env};
 use spotwise_core::domain::{
-    Node, Notification, Policy, PoolKey, RebalanceResponse, Severity, Taint,
+    InstanceLocation, Node, Notification, Policy, PoolKey, RebalanceResponse, Severity, Taint,
 };
 use spotwise_core::interruption::{self, ParseError, Parsed, Signal, SignalKind};
-use spotwise_core::{Classify, ClusterId, Disposition, TenantId, rfc3339};
-use spotwise_lambda::sqs::{BodyError, process_batch};
+use spotwise_core::{Classify, ClusterId, Disposition, rfc3339};
+use spotwise_lambda::sqs::{BodyError, process_batch_by};
 use spotwise_store::actions::{self, AgentChannel, DispatchError};
 use spotwise_store::keys::{self, Key};
 use spotwise_store::{Item, PutCondition, Query};
@@ -40,10 +43,15 @@ use spotwise_store::{Store, StoreError};
 use time::OffsetDateTime;
 use tracing::{info, warn};
 
+mod signals;
+
 /// Redeliveries of one event arrive within minutes; a day is ample.
 const EVENT_DEDUP_HOLD: Duration = Duration::from_secs(24 * 3600);
-/// One drain (or cordon) per node within this window, whatever mix of events asks for it.
-const ACTION_DEDUP_HOLD: Duration = Duration::from_secs(3600);
+/// An instance's signal record outlives late deliveries (a standard queue may hold a message
+/// for hours) and is refreshed by every signal.
+const SIGNALS_RETENTION: time::Duration = time::Duration::hours(24);
+/// Writes of one instance's record that lose a race are retried this often.
+const STATE_ATTEMPTS: usize = 4;
 /// How long an interrupted pool is kept out of new spot plans.
 const POOL_COOLDOWN: Duration = Duration::from_secs(30 * 60);
 /// Daily pool counters are read over a 30-day window; keep a little longer.
@@ -115,22 +123,6 @@ impl Classify for InterruptionError {
     }
 }
 
-/// What the handler does to the node of an instance that is going.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NodeResponse {
-    Cordon,
-    Drain,
-}
-
-impl NodeResponse {
-    pub fn kind(self) -> ActionKind {
-        match self {
-            NodeResponse::Cordon => ActionKind::Cordon,
-            NodeResponse::Drain => ActionKind::Drain,
-        }
-    }
-}
-
 /// What happened to one instance of a signal.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InstanceOutcome {
@@ -140,8 +132,23 @@ pub enum InstanceOutcome {
         kind: ActionKind,
         status: ActionStatus,
     },
-    /// The same action for this instance was issued recently.
+    /// The action in flight for this instance already does what the signal asks; the signal is
+    /// recorded against it.
     AlreadyHandled,
+    /// What the signal adds was merged into the action in flight.
+    Amended {
+        action_id: String,
+    },
+    /// The instance departed before this signal: nothing issued.
+    AlreadyDeparted,
+    /// A closed AWS Health event withdrew the actions only it asked for.
+    Withdrawn {
+        cancelled: usize,
+    },
+    /// A closed AWS Health event with nothing of its own to withdraw.
+    NothingToWithdraw,
+    /// The event's account does not run this instance (another tenant's, or unlinked).
+    ForeignAccount,
     /// The instance is gone: its node was marked departed and its open actions closed.
     Departed {
         closed_actions: usize,
@@ -158,20 +165,23 @@ pub enum Outcome {
     Ignored(String),
 }
 
-/// The node an instance runs, as the discovery index stores it (a node item).
-#[derive(Debug, Deserialize)]
-struct IndexedNode {
-    tenant_id: TenantId,
-    cluster_id: ClusterId,
-    name: String,
-    zone: String,
-    #[serde(default)]
-    zone_id: Option<String>,
-    instance_type: String,
+/// Signals about one instance in a batch (a spot warning and its Auto Scaling hook often come
+/// together) are handled in order, so the second merges into the first's action instead of
+/// racing it for the instance's record.
+pub async fn handle_batch(deps: &Deps, event: SqsEvent) -> Result<SqsBatchResponse, Infallible> {
+    Ok(
+        process_batch_by(event, CONCURRENCY, first_instance, |message| {
+            handle_message(deps, message)
+        })
+        .await,
+    )
 }
 
-pub async fn handle_batch(deps: &Deps, event: SqsEvent) -> Result<SqsBatchResponse, Infallible> {
-    Ok(process_batch(event, CONCURRENCY, |message| handle_message(deps, message)).await)
+fn first_instance(message: &SqsMessage) -> Option<String> {
+    match interruption::parse(message.body.as_deref()?) {
+        Ok(Parsed::Signal(signal)) => signal.instance_ids.into_iter().next(),
+        _ => None,
+    }
 }
 
 async fn handle_message(deps: &Deps, message: SqsMessage) -> Result<(), InterruptionError> {
@@ -227,20 +237,19 @@ pub async fn handle_body(
 async fn lookup_node(
     deps: &Deps,
     instance_id: &str,
-) -> Result<Option<IndexedNode>, InterruptionError> {
-    let index = keys::instance_index(instance_id);
-    let page = deps
+) -> Result<Option<InstanceLocation>, InterruptionError> {
+    Ok(deps
         .store
-        .query::<IndexedNode>(&Query::gsi1(index.gsi1pk).limit(1))
-        .await?;
-    Ok(page.items.into_iter().next().map(|item| item.body))
+        .get::<InstanceLocation>(&keys::instance(instance_id))
+        .await?
+        .map(|item| item.body))
 }
 
 async fn handle_instance(
     deps: &Deps,
     signal: &Signal,
     instance_id: &str,
-    node: Option<IndexedNode>,
+    node: Option<InstanceLocation>,
     now: OffsetDateTime,
 ) -> Result<InstanceOutcome, InterruptionError> {
     let Some(node) = node else {
@@ -248,79 +257,253 @@ async fn handle_instance(
         count(deps, "unknown_instances", now).await;
         return Ok(InstanceOutcome::UnknownInstance);
     };
-    if signal.kind == SignalKind::StateChange {
-        return depart(deps, signal, &node, now).await;
-    }
-    let response = match signal.kind {
-        SignalKind::RebalanceRecommendation => match rebalance_policy(deps, &node).await? {
-            RebalanceResponse::Cordon => NodeResponse::Cordon,
-            RebalanceResponse::Drain => NodeResponse::Drain,
-            RebalanceResponse::Notify => {
-                notify(deps, signal, &node, instance_id, None, now).await?;
-                return Ok(InstanceOutcome::NotifiedOnly);
-            }
-        },
-        _ => NodeResponse::Drain,
-    };
-    let kind = response.kind();
-
-    // Claim the (instance, kind) pair while reading where and how to send: one round trip.
-    let action_claim = keys::idempotency("action", &format!("{instance_id}#{kind}"));
-    let (claimed, channel) = tokio::join!(
-        deps.store.hold(action_claim, ACTION_DEDUP_HOLD, now),
-        actions::channel(&deps.store, &deps.vault, &node.tenant_id, &node.cluster_id),
+    let key = keys::instance_signals(&node.tenant_id, &node.cluster_id, instance_id);
+    let (cluster, stored, wanted) = tokio::join!(
+        actions::cluster_channel(&deps.store, &deps.vault, &node.tenant_id, &node.cluster_id),
+        deps.store.get::<InstanceSignals>(&key),
+        wanted(deps, signal, &node, now),
     );
-    let Some(held) = claimed? else {
-        info!(event_id = %signal.event_id, %instance_id, %kind, "action already issued for this instance");
-        count(deps, "deduplicated_actions", now).await;
-        return Ok(InstanceOutcome::AlreadyHandled);
+    let (cluster, channel) = cluster?;
+    // The bus admits only linked accounts; this ties the event to the tenant that linked the
+    // account the instance runs in, so one tenant's account cannot act on another's nodes.
+    if cluster.as_ref().map(|c| c.account_id.as_str()) != Some(signal.account.as_str()) {
+        warn!(event_id = %signal.event_id, %instance_id, account = %signal.account, tenant = %node.tenant_id,
+              cluster = %node.cluster_id, "event from an account that does not run this instance dropped");
+        count(deps, "foreign_account_events", now).await;
+        return Ok(InstanceOutcome::ForeignAccount);
+    }
+    let (item, decision, count_pool) =
+        decide(deps, key, stored?, &node, signal, wanted?, now).await?;
+    let subject = Subject {
+        signal,
+        node: &node,
+        instance_id,
     };
-    let issued = match channel {
-        Ok(channel) => issue(deps, signal, &node, instance_id, response, channel, now).await,
-        Err(err) => Err(err.into()),
+    if count_pool && !matches!(decision, Decision::Issue { .. }) {
+        record_pool_interruption(deps, signal, &node, now).await?;
+    }
+    match decision {
+        Decision::Issue { supersedes, .. } => {
+            issue(deps, subject, supersedes, item, channel, count_pool, now).await
+        }
+        Decision::Amend { action_id, wanted } => {
+            if amend(deps, &node, &action_id, &wanted, now).await? {
+                info!(event_id = %signal.event_id, %instance_id, %action_id, deadline = %rfc3339(wanted.not_after),
+                      lifecycle_hook = wanted.lifecycle_hook.is_some(), "merged into the action in flight");
+                count(deps, "amended_actions", now).await;
+                return Ok(InstanceOutcome::Amended { action_id });
+            }
+            // It finished (or was closed) before this signal arrived: a new action carries it.
+            let mut item = item;
+            let fresh = ulid::Ulid::new().to_string().to_ascii_lowercase();
+            item.body.issued(fresh, &wanted, signal, now);
+            let item = save(deps, item).await?;
+            // Its pool, if it counts, was counted above.
+            issue(deps, subject, Some(action_id), item, channel, false, now).await
+        }
+        Decision::AlreadyHandled { action_id } => {
+            info!(event_id = %signal.event_id, %instance_id, %action_id, "merged into the action in flight");
+            count(deps, "deduplicated_actions", now).await;
+            Ok(InstanceOutcome::AlreadyHandled)
+        }
+        Decision::AlreadyDeparted => {
+            info!(event_id = %signal.event_id, %instance_id, kind = ?signal.kind, "signal for a departed instance; nothing issued");
+            count(deps, "late_signals", now).await;
+            Ok(InstanceOutcome::AlreadyDeparted)
+        }
+        Decision::Depart => depart(deps, signal, &node, now).await,
+        Decision::Withdraw { action_ids } => {
+            let cancelled = withdraw(deps, signal, &node, &action_ids, now).await?;
+            if cancelled > 0 {
+                notify(deps, signal, &node, instance_id, Notice::Withdrawn, now).await?;
+            }
+            Ok(InstanceOutcome::Withdrawn { cancelled })
+        }
+        Decision::NothingToWithdraw => Ok(InstanceOutcome::NothingToWithdraw),
+        Decision::NotifyOnly => {
+            notify(
+                deps,
+                signal,
+                &node,
+                instance_id,
+                Notice::PolicyNotifyOnly,
+                now,
+            )
+            .await?;
+            Ok(InstanceOutcome::NotifiedOnly)
+        }
+    }
+}
+
+/// What this signal alone asks of the node; `None` for departures, withdrawals and a policy
+/// that says notify only.
+async fn wanted(
+    deps: &Deps,
+    signal: &Signal,
+    node: &InstanceLocation,
+    now: OffsetDateTime,
+) -> Result<Option<Wanted>, InterruptionError> {
+    let kind = match signal.kind {
+        SignalKind::StateChange => return Ok(None),
+        _ if signal.withdraws() => return Ok(None),
+        SignalKind::RebalanceRecommendation => match rebalance_policy(deps, node).await? {
+            RebalanceResponse::Cordon => ActionKind::Cordon,
+            RebalanceResponse::Drain => ActionKind::Drain,
+            RebalanceResponse::Notify => return Ok(None),
+        },
+        _ => ActionKind::Drain,
     };
-    held.settle(issued).await
+    Ok(Some(Wanted {
+        kind,
+        not_after: interruption::action_deadline(signal, now),
+        lifecycle_hook: signal.lifecycle.as_ref().map(|l| LifecycleHook {
+            auto_scaling_group: l.auto_scaling_group.clone(),
+            hook_name: l.hook_name.clone(),
+            token: l.token.clone(),
+            instance_id: signal.instance_ids.first().cloned().unwrap_or_default(),
+        }),
+    }))
+}
+
+/// Applies the signal to the instance's record under the optimistic lock and stores it, so
+/// concurrent signals for one instance (one batch, or two invocations) see each other. An
+/// action to issue is written into the record, under a fresh id, before it is sent.
+async fn decide(
+    deps: &Deps,
+    key: Key,
+    mut stored: Option<Item<InstanceSignals>>,
+    node: &InstanceLocation,
+    signal: &Signal,
+    wanted: Option<Wanted>,
+    now: OffsetDateTime,
+) -> Result<(Item<InstanceSignals>, Decision, bool), InterruptionError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let mut item = stored.take().unwrap_or_else(|| {
+            let mut fresh = Item::new(
+                key.clone(),
+                InstanceSignals::new(
+                    node.tenant_id.clone(),
+                    node.cluster_id.clone(),
+                    node.node_name.clone(),
+                ),
+            );
+            fresh.version = 0;
+            fresh
+        });
+        let decision = item.body.apply(signal, wanted.clone(), now);
+        if let Decision::Issue { wanted, .. } = &decision {
+            let action_id = ulid::Ulid::new().to_string().to_ascii_lowercase();
+            item.body.issued(action_id, wanted, signal, now);
+        }
+        // Once per instance, whatever the decision: a warning that arrives after the instance
+        // departed still records an interruption that happened, but never a second time.
+        let count_pool = item.body.count_on_pool(signal);
+        match save(deps, item).await {
+            Ok(item) => return Ok((item, decision, count_pool)),
+            Err(InterruptionError::Store(
+                StoreError::StaleVersion { .. } | StoreError::AlreadyExists { .. },
+            )) if attempt < STATE_ATTEMPTS => {
+                stored = deps.store.get::<InstanceSignals>(&key).await?;
+            }
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+/// Writes the record: created when new, else at its next version. Returns it as stored.
+async fn save(
+    deps: &Deps,
+    mut item: Item<InstanceSignals>,
+) -> Result<Item<InstanceSignals>, InterruptionError> {
+    item = item.expiring_at(OffsetDateTime::now_utc() + SIGNALS_RETENTION);
+    if item.version == 0 {
+        item.version = 1;
+        deps.store.put(&item, PutCondition::IfAbsent).await?;
+    } else {
+        item.version = deps.store.update_versioned(&item).await?;
+    }
+    Ok(item)
+}
+
+/// The instance a signal is about, and where it runs.
+#[derive(Clone, Copy)]
+struct Subject<'a> {
+    signal: &'a Signal,
+    node: &'a InstanceLocation,
+    instance_id: &'a str,
 }
 
 /// Sends the signed action (the time-critical part), then records, counts and notifies
-/// concurrently.
+/// concurrently. When the send fails the record forgets the action, so the event's redelivery
+/// issues it again.
 async fn issue(
     deps: &Deps,
-    signal: &Signal,
-    node: &IndexedNode,
-    instance_id: &str,
-    response: NodeResponse,
+    subject: Subject<'_>,
+    supersedes: Option<String>,
+    mut item: Item<InstanceSignals>,
     channel: Option<AgentChannel>,
+    count_pool: bool,
     now: OffsetDateTime,
 ) -> Result<InstanceOutcome, InterruptionError> {
+    let Subject {
+        signal,
+        node,
+        instance_id,
+    } = subject;
+    let Some(in_flight) = item.body.action.clone() else {
+        return Ok(InstanceOutcome::AlreadyHandled);
+    };
     let action = build_action(
         signal,
         &node.cluster_id,
-        &node.name,
+        &node.node_name,
         instance_id,
-        response,
+        &in_flight,
         now,
     );
-    let delivered = actions::deliver(&deps.sqs, channel.as_ref(), action).await?;
-    let item = actions::record_item(
+    let delivered = match actions::deliver(&deps.sqs, channel.as_ref(), action).await {
+        Ok(delivered) => delivered,
+        Err(err) => {
+            item.body.action = None;
+            item.body.pool_counted &= !count_pool;
+            if let Err(forget) = save(deps, item).await {
+                warn!(%instance_id, error = %forget, "could not take back an unsent action");
+            }
+            return Err(err.into());
+        }
+    };
+    let source = match &supersedes {
+        Some(previous) => format!("interruption:{} (supersedes {previous})", signal.event_id),
+        None => format!("interruption:{}", signal.event_id),
+    };
+    let record = actions::record_item(
         &node.tenant_id,
         delivered,
-        format!("interruption:{}", signal.event_id),
+        source,
         Some(instance_id.to_owned()),
         now,
     );
-    let (action, status) = (&item.body.action, item.body.status);
+    let (action, status) = (&record.body.action, record.body.status);
     let kind = action.kind();
     let pool = async {
-        if signal.kind == SignalKind::SpotInterruption {
+        if count_pool {
             record_pool_interruption(deps, signal, node, now).await
         } else {
             Ok(())
         }
     };
     let (recorded, notified, pooled, ()) = tokio::join!(
-        deps.store.put(&item, PutCondition::IfAbsent),
-        notify(deps, signal, node, instance_id, Some((action, status)), now),
+        deps.store.put(&record, PutCondition::IfAbsent),
+        notify(
+            deps,
+            signal,
+            node,
+            instance_id,
+            Notice::Issued(action, status),
+            now
+        ),
         pool,
         count(deps, "actions", now),
     );
@@ -328,7 +511,8 @@ async fn issue(
     notified?;
     pooled?;
     info!(event_id = %signal.event_id, %instance_id, tenant = %node.tenant_id, cluster = %node.cluster_id,
-          node = %node.name, action_id = %action.action_id, %kind, ?status, deadline = %rfc3339(action.not_after), "action issued");
+          node = %node.node_name, action_id = %action.action_id, %kind, ?status, deadline = %rfc3339(action.not_after),
+          supersedes = ?supersedes, "action issued");
     Ok(InstanceOutcome::Issued {
         action_id: action.action_id.clone(),
         kind,
@@ -336,41 +520,76 @@ async fn issue(
     })
 }
 
-/// The unsigned agent action for one instance of a signal: the handler's pure work.
+/// Amends the queued action `action_id` with what `wanted` adds to it. `false` when the action
+/// is no longer queued (the agent reported it, or it was closed): it cannot be amended.
+async fn amend(
+    deps: &Deps,
+    node: &InstanceLocation,
+    action_id: &str,
+    wanted: &Wanted,
+    now: OffsetDateTime,
+) -> Result<bool, InterruptionError> {
+    let key = keys::action(&node.tenant_id, action_id);
+    for _ in 0..STATE_ATTEMPTS {
+        let Some(mut record) = deps.store.get::<ActionRecord>(&key).await? else {
+            return Ok(false);
+        };
+        if record.body.status != ActionStatus::Queued {
+            return Ok(false);
+        }
+        let signed = DrainTerms::of(&record.body.action);
+        let mut amendment = record.body.amendment.take().unwrap_or_default();
+        if wanted.not_after < signed.not_after {
+            amendment.not_after = Some(
+                amendment
+                    .not_after
+                    .map_or(wanted.not_after, |at| at.min(wanted.not_after)),
+            );
+        }
+        if signed.lifecycle_hook.is_none() && amendment.lifecycle_hook.is_none() {
+            amendment.lifecycle_hook = wanted.lifecycle_hook.clone();
+        }
+        record.body.amendment = Some(amendment);
+        record.body.updated_at = now;
+        match deps.store.update_versioned(&record).await {
+            Ok(_) => return Ok(true),
+            Err(StoreError::StaleVersion { .. }) => continue,
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Ok(false)
+}
+
+/// The unsigned agent action the record holds in flight: the handler's pure work.
 pub fn build_action(
     signal: &Signal,
     cluster_id: &ClusterId,
     node_name: &str,
     instance_id: &str,
-    response: NodeResponse,
+    in_flight: &InFlight,
     now: OffsetDateTime,
 ) -> AgentAction {
-    let deadline = interruption::action_deadline(signal, now);
     let node = node_name.to_owned();
-    let spec = match response {
-        NodeResponse::Cordon => ActionSpec::Cordon { node },
-        NodeResponse::Drain => ActionSpec::Drain {
+    let spec = match in_flight.kind {
+        ActionKind::Cordon => ActionSpec::Cordon { node },
+        _ => ActionSpec::Drain {
             node,
             taint: Some(Taint {
                 key: INTERRUPTION_TAINT.into(),
                 value: Some(signal.kind.as_str().into()),
                 effect: "NoSchedule".into(),
             }),
-            lifecycle_hook: signal.lifecycle.as_ref().map(|lifecycle| LifecycleHook {
-                auto_scaling_group: lifecycle.auto_scaling_group.clone(),
-                hook_name: lifecycle.hook_name.clone(),
-                token: lifecycle.token.clone(),
-                instance_id: instance_id.to_owned(),
-            }),
+            lifecycle_hook: in_flight.lifecycle_hook.clone(),
         },
     };
+    let because: Vec<&str> = in_flight.because.iter().map(|k| kind_label(*k)).collect();
     AgentAction {
-        action_id: ulid::Ulid::new().to_string().to_ascii_lowercase(),
+        action_id: in_flight.action_id.clone(),
         cluster_id: cluster_id.clone(),
         spec,
-        reason: format!("{} for {instance_id}", kind_label(signal.kind)),
+        reason: format!("{} for {instance_id}", because.join(" + ")),
         issued_at: now,
-        not_after: deadline,
+        not_after: in_flight.not_after,
         signature: String::new(),
     }
 }
@@ -380,11 +599,11 @@ pub fn build_action(
 async fn depart(
     deps: &Deps,
     signal: &Signal,
-    node: &IndexedNode,
+    node: &InstanceLocation,
     now: OffsetDateTime,
 ) -> Result<InstanceOutcome, InterruptionError> {
-    let node_key = keys::node(&node.tenant_id, &node.cluster_id, &node.name);
-    for _ in 0..3 {
+    let node_key = keys::node(&node.tenant_id, &node.cluster_id, &node.node_name);
+    for _ in 0..STATE_ATTEMPTS {
         let Some(mut item) = deps.store.get::<Node>(&node_key).await? else {
             break;
         };
@@ -398,24 +617,58 @@ async fn depart(
             Err(err) => return Err(err.into()),
         }
     }
-    let records = deps
+    let reason = format!("instance {}", signal.state.as_deref().unwrap_or("gone"));
+    let closed_actions = actions::withdraw_open(
+        &deps.store,
+        node_actions(deps, node).await?,
+        ActionStatus::Closed,
+        &reason,
+        now,
+    )
+    .await?;
+    info!(event_id = %signal.event_id, node = %node.node_name, state = ?signal.state, closed_actions, "node departed");
+    Ok(InstanceOutcome::Departed { closed_actions })
+}
+
+async fn node_actions(
+    deps: &Deps,
+    node: &InstanceLocation,
+) -> Result<Vec<Item<ActionRecord>>, InterruptionError> {
+    Ok(deps
         .store
         .query_all::<ActionRecord>(&Query::gsi1(keys::node_actions_partition(
             &node.tenant_id,
             &node.cluster_id,
-            &node.name,
+            &node.node_name,
         )))
-        .await?;
-    let reason = format!("instance {}", signal.state.as_deref().unwrap_or("gone"));
-    let closed_actions =
-        actions::withdraw_open(&deps.store, records, ActionStatus::Closed, &reason, now).await?;
-    info!(event_id = %signal.event_id, node = %node.name, state = ?signal.state, closed_actions, "node departed");
-    Ok(InstanceOutcome::Departed { closed_actions })
+        .await?)
+}
+
+/// Cancels the actions a closed AWS Health event alone asked for, among those the agent has not
+/// started; the agent checks an action's status before it runs it, and skips a cancelled one.
+async fn withdraw(
+    deps: &Deps,
+    signal: &Signal,
+    node: &InstanceLocation,
+    action_ids: &[String],
+    now: OffsetDateTime,
+) -> Result<usize, InterruptionError> {
+    let records: Vec<Item<ActionRecord>> = node_actions(deps, node)
+        .await?
+        .into_iter()
+        .filter(|r| action_ids.contains(&r.body.action.action_id))
+        .collect();
+    let arn = signal.health.as_ref().map_or("", |h| h.event_arn.as_str());
+    let reason = format!("AWS Health event {arn} closed");
+    let cancelled =
+        actions::withdraw_open(&deps.store, records, ActionStatus::Cancelled, &reason, now).await?;
+    info!(event_id = %signal.event_id, node = %node.node_name, cancelled, "scheduled change closed; its drain withdrawn");
+    Ok(cancelled)
 }
 
 async fn rebalance_policy(
     deps: &Deps,
-    node: &IndexedNode,
+    node: &InstanceLocation,
 ) -> Result<RebalanceResponse, InterruptionError> {
     let policy = deps
         .store
@@ -431,11 +684,11 @@ async fn rebalance_policy(
 async fn record_pool_interruption(
     deps: &Deps,
     signal: &Signal,
-    node: &IndexedNode,
+    node: &InstanceLocation,
     now: OffsetDateTime,
 ) -> Result<(), InterruptionError> {
     let Some(zone_id) = &node.zone_id else {
-        warn!(node = %node.name, zone = %node.zone, "node has no zone id; interruption not counted on its pool");
+        warn!(node = %node.node_name, zone = %node.zone, "node has no zone id; interruption not counted on its pool");
         return Ok(());
     };
     let region = signal
@@ -447,15 +700,24 @@ async fn record_pool_interruption(
         zone: zone_id.clone(),
         instance_type: node.instance_type.clone(),
     };
+    // A late warning counts on the day it happened and cools the pool only for what is left
+    // of the cooldown; a clock in the future, or implausibly far back, counts as now.
+    let happened = signal
+        .event_time
+        .filter(|t| *t <= now && now - *t <= SIGNALS_RETENTION)
+        .unwrap_or(now);
     deps.store
         .increment(
-            &keys::pool_interruptions(&pool, now),
+            &keys::pool_interruptions(&pool, happened),
             "interruptions",
             1,
-            Some(now + POOL_STATS_RETENTION),
+            Some(happened + POOL_STATS_RETENTION),
         )
         .await?;
-    let until = now + POOL_COOLDOWN;
+    let until = happened + POOL_COOLDOWN;
+    if until <= now {
+        return Ok(());
+    }
     let cooldown = Item::new(
         keys::pool_cooldown(&pool),
         json!({ "until": rfc3339(until), "reason": signal.event_id }),
@@ -468,29 +730,30 @@ async fn record_pool_interruption(
 async fn notify(
     deps: &Deps,
     signal: &Signal,
-    node: &IndexedNode,
+    node: &InstanceLocation,
     instance_id: &str,
-    action: Option<(&AgentAction, ActionStatus)>,
+    notice: Notice<'_>,
     now: OffsetDateTime,
 ) -> Result<(), InterruptionError> {
-    let severity = match signal.kind {
-        SignalKind::SpotInterruption | SignalKind::CapacityReservationInterruption => {
-            Severity::Warning
-        }
-        _ if matches!(action, Some((_, ActionStatus::Undeliverable))) => Severity::Warning,
+    let severity = match (signal.kind, &notice) {
+        (SignalKind::SpotInterruption | SignalKind::CapacityReservationInterruption, _)
+        | (_, Notice::Issued(_, ActionStatus::Undeliverable)) => Severity::Warning,
         _ => Severity::Info,
     };
-    let what = match action {
-        Some((a, ActionStatus::Queued)) => format!(
+    let what = match notice {
+        Notice::Issued(a, ActionStatus::Queued) => format!(
             "Spotwise is {}ing the node (action {}).",
             a.kind(),
             a.action_id
         ),
-        Some((a, _)) => format!(
+        Notice::Issued(a, _) => format!(
             "Action {} could not be queued: the cluster has no agent installed.",
             a.action_id
         ),
-        None => "No action was taken (policy: notify).".to_owned(),
+        Notice::PolicyNotifyOnly => "No action was taken (policy: notify).".to_owned(),
+        Notice::Withdrawn => {
+            "AWS closed the scheduled change; the drain it asked for is withdrawn.".to_owned()
+        }
     };
     let notification = Notification {
         tenant_id: node.tenant_id.clone(),
@@ -502,7 +765,7 @@ async fn notify(
             ("instance_type".to_owned(), node.instance_type.clone()),
             ("zone".to_owned(), node.zone.clone()),
         ]),
-        title: format!("{} on {}", kind_label(signal.kind), node.name),
+        title: format!("{} on {}", kind_label(signal.kind), node.node_name),
         body: format!(
             "{instance_id} ({}, {}). {what}",
             node.instance_type, node.zone
@@ -513,6 +776,13 @@ async fn notify(
     };
     deps.notifications.send(&notification, None).await?;
     Ok(())
+}
+
+/// What a notification tells the tenant was done.
+enum Notice<'a> {
+    Issued(&'a AgentAction, ActionStatus),
+    PolicyNotifyOnly,
+    Withdrawn,
 }
 
 /// Best-effort daily counter; a failed count never fails the event.

@@ -2,6 +2,7 @@ use std::collections::HashMap;
 
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
+use spotwise_core::TenantId;
 use spotwise_core::domain::{CapacityType, Resources};
 use spotwise_testkit::{LocalStack, fixture, records};
 
@@ -98,13 +99,27 @@ async fn index_node(
         unschedulable: false,
         departed_at: None,
     };
-    let item = Item::new(keys::node(&node.tenant_id, &node.cluster_id, name), node)
-        .with_gsi1(keys::instance_index(instance_id));
+    let location = Item::new(
+        keys::instance(instance_id),
+        spotwise_core::domain::InstanceLocation::of(&node),
+    );
+    let item = Item::new(keys::node(&node.tenant_id, &node.cluster_id, name), node);
     deps.store.put(&item, PutCondition::Always).await.unwrap();
+    deps.store
+        .put(&location, PutCondition::Always)
+        .await
+        .unwrap();
 }
 
+/// The account the test cluster runs in (`records::cluster`).
+const ACCOUNT: &str = "111122223333";
+
+/// A published sample as the cluster's account forwards it: with its real account id.
 fn eventbridge(name: &str) -> String {
-    fixture(&format!("events/eventbridge/{name}"))
+    let mut v: serde_json::Value =
+        serde_json::from_str(&fixture(&format!("events/eventbridge/{name}"))).unwrap();
+    v["account"] = json!(ACCOUNT);
+    v.to_string()
 }
 
 /// A sample with fields replaced (JSON pointer -> value).
@@ -439,6 +454,19 @@ async fn malformed_messages_fail_alone_and_unrelated_ones_are_acknowledged() {
 #[tokio::test]
 async fn cluster_without_agent_records_an_undeliverable_action() {
     let env = setup().await;
+    let (tenant, cluster) = (
+        TenantId::new("t1").unwrap(),
+        ClusterId::new("c-noagent").unwrap(),
+    );
+    let record = records::cluster(&tenant, &cluster, None);
+    env.deps
+        .store
+        .put(
+            &Item::new(keys::cluster(&tenant, &cluster), record),
+            PutCondition::IfAbsent,
+        )
+        .await
+        .unwrap();
     index_node(
         &env.deps,
         "c-noagent",
@@ -516,8 +544,470 @@ async fn rebalance_follows_the_cluster_policy() {
     );
 }
 
+async fn records_of(env: &LocalHandler, node: &str) -> Vec<ActionRecord> {
+    env.deps
+        .store
+        .query_all::<ActionRecord>(&Query::gsi1(keys::node_actions_partition(
+            &TenantId::new("t1").unwrap(),
+            &ClusterId::new("c1").unwrap(),
+            node,
+        )))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.body)
+        .collect()
+}
+
+async fn pool_count(env: &LocalHandler, zone_id: &str, day: OffsetDateTime) -> i64 {
+    let pool = PoolKey {
+        region: "us-east-1".into(),
+        zone: zone_id.into(),
+        instance_type: "m5.large".into(),
+    };
+    env.deps
+        .store
+        .get::<HashMap<String, serde_json::Value>>(&keys::pool_interruptions(&pool, day))
+        .await
+        .unwrap()
+        .and_then(|i| i.body.get("interruptions").and_then(|v| v.as_i64()))
+        .unwrap_or(0)
+}
+
+fn one(outcome: Outcome) -> InstanceOutcome {
+    match outcome {
+        Outcome::Handled(mut list) if list.len() == 1 => list.remove(0).1,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_event_from_an_account_that_does_not_run_the_instance_is_counted_and_dropped() {
+    let env = setup().await;
+    // Another tenant's (or an unlinked) account names an instance of this tenant's cluster.
+    let body = variant(
+        "spot-interruption-warning.json",
+        &[("/account", json!("444455556666"))],
+    );
+    let outcome = handle_body(&env.deps, &body, OffsetDateTime::now_utc())
+        .await
+        .unwrap();
+    assert_eq!(one(outcome), InstanceOutcome::ForeignAccount);
+    assert_eq!(stat(&env, "foreign_account_events").await, 1);
+    assert!(agent_actions(&env).await.is_empty());
+    assert!(
+        records_of(&env, "ip-10-0-1-17.ec2.internal")
+            .await
+            .is_empty()
+    );
+    // The instance's own account is still heard afterwards.
+    let own = variant("spot-interruption-warning.json", &[("/id", json!("own"))]);
+    let outcome = handle_body(&env.deps, &own, OffsetDateTime::now_utc())
+        .await
+        .unwrap();
+    assert_eq!(
+        issued(&outcome),
+        [(ActionKind::Drain, ActionStatus::Queued)]
+    );
+}
+
+#[tokio::test]
+async fn a_warning_dated_in_the_future_or_hours_back_gets_two_minutes_from_receipt() {
+    let env = setup().await;
+    let now = OffsetDateTime::now_utc();
+    for (id, instance, at) in [
+        ("future", SPOT_INSTANCE, now + time::Duration::hours(3)),
+        ("past", "i-abcd1111", now - time::Duration::hours(5)),
+    ] {
+        let body = variant(
+            "spot-interruption-warning.json",
+            &[
+                ("/id", json!(id)),
+                ("/time", json!(rfc3339(at))),
+                ("/detail/instance-id", json!(instance)),
+            ],
+        );
+        handle_body(&env.deps, &body, now).await.unwrap();
+    }
+    let actions = agent_actions(&env).await;
+    assert_eq!(actions.len(), 2);
+    for action in actions {
+        assert_eq!(action.not_after, now + interruption::INTERRUPTION_NOTICE);
+    }
+}
+
+fn health_change(id: &str, status: &str, start: OffsetDateTime) -> String {
+    let mut v: serde_json::Value =
+        serde_json::from_str(&eventbridge("scheduled-change.json")).unwrap();
+    v["id"] = json!(id);
+    v["detail"]["statusCode"] = json!(status);
+    v["detail"]["eventArn"] =
+        json!("arn:aws:health:us-east-1::event/EC2/AWS_EC2_INSTANCE_RETIREMENT_SCHEDULED/1");
+    v["detail"]["startTime"] = json!(rfc3339(start));
+    v["detail"]["affectedEntities"] = json!([{"entityValue": SPOT_INSTANCE}]);
+    v.to_string()
+}
+
+#[tokio::test]
+async fn health_upcoming_drains_by_its_start_and_closed_withdraws_the_queued_drain() {
+    let env = setup().await;
+    let now = OffsetDateTime::now_utc();
+    let start = now + time::Duration::minutes(20);
+    let upcoming = handle_body(&env.deps, &health_change("h1", "upcoming", start), now)
+        .await
+        .unwrap();
+    assert_eq!(
+        issued(&upcoming),
+        [(ActionKind::Drain, ActionStatus::Queued)]
+    );
+    let drains = agent_actions(&env).await;
+    assert_eq!(drains[0].not_after, start, "the start time, under the cap");
+
+    let closed = handle_body(&env.deps, &health_change("h2", "closed", start), now)
+        .await
+        .unwrap();
+    assert_eq!(one(closed), InstanceOutcome::Withdrawn { cancelled: 1 });
+    let records = records_of(&env, "ip-10-0-1-17.ec2.internal").await;
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].status, ActionStatus::Cancelled);
+    assert!(
+        records[0]
+            .status_reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("closed")
+    );
+    // The agent asks before it runs a drain, and skips a cancelled one.
+
+    // A closed change with nothing of its own in flight drains nothing.
+    let again = handle_body(&env.deps, &health_change("h3", "closed", start), now)
+        .await
+        .unwrap();
+    assert_eq!(one(again), InstanceOutcome::NothingToWithdraw);
+    assert!(agent_actions(&env).await.is_empty());
+}
+
+#[tokio::test]
+async fn health_closed_leaves_the_drain_of_a_node_that_is_really_going() {
+    let env = setup().await;
+    let now = OffsetDateTime::now_utc();
+    let start = now + time::Duration::minutes(20);
+    handle_body(&env.deps, &health_change("h1", "open", start), now)
+        .await
+        .unwrap();
+    let spot = variant("spot-interruption-warning.json", &[("/id", json!("s1"))]);
+    let merged = handle_body(&env.deps, &spot, now).await.unwrap();
+    assert!(matches!(one(merged), InstanceOutcome::Amended { .. }));
+    let closed = handle_body(&env.deps, &health_change("h2", "closed", start), now)
+        .await
+        .unwrap();
+    assert_eq!(one(closed), InstanceOutcome::NothingToWithdraw);
+    let records = records_of(&env, "ip-10-0-1-17.ec2.internal").await;
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].status, ActionStatus::Queued);
+}
+
+#[tokio::test]
+async fn terminated_before_the_warning_issues_nothing_and_the_pool_counts_once() {
+    let env = setup().await;
+    let now = OffsetDateTime::now_utc();
+    // A standard queue delivers the termination first, the warning two hours late.
+    let terminated = variant(
+        "instance-state-change.json",
+        &[
+            ("/id", json!("t1")),
+            ("/time", json!(rfc3339(now - time::Duration::minutes(1)))),
+            ("/detail/state", json!("terminated")),
+            ("/detail/instance-id", json!(SPOT_INSTANCE)),
+        ],
+    );
+    assert_eq!(
+        one(handle_body(&env.deps, &terminated, now).await.unwrap()),
+        InstanceOutcome::Departed { closed_actions: 0 }
+    );
+    let late_at = now - time::Duration::minutes(3);
+    for id in ["late-1", "late-2"] {
+        let late = variant(
+            "spot-interruption-warning.json",
+            &[("/id", json!(id)), ("/time", json!(rfc3339(late_at)))],
+        );
+        let later = now + time::Duration::hours(2);
+        assert_eq!(
+            one(handle_body(&env.deps, &late, later).await.unwrap()),
+            InstanceOutcome::AlreadyDeparted
+        );
+    }
+    assert!(agent_actions(&env).await.is_empty());
+    assert_eq!(
+        pool_count(&env, "use1-az2", late_at).await,
+        1,
+        "counted once, on its day"
+    );
+    assert_eq!(stat(&env, "late_signals").await, 2);
+}
+
+/// A spot warning, an AWS Health change and an Auto Scaling hook for one instance, delivered
+/// in every order, one at a time or in one batch.
+#[tokio::test]
+async fn several_signals_for_one_instance_make_one_drain_with_the_hook_and_the_earliest_deadline() {
+    let env = setup().await;
+    let now = OffsetDateTime::now_utc();
+    let orders: [[usize; 3]; 6] = [
+        [0, 1, 2],
+        [0, 2, 1],
+        [1, 0, 2],
+        [1, 2, 0],
+        [2, 0, 1],
+        [2, 1, 0],
+    ];
+    for (round, order) in orders.iter().enumerate() {
+        for in_one_batch in [false, true] {
+            let instance = format!("i-0{:016x}", round * 2 + usize::from(in_one_batch) + 1);
+            let node = format!("ip-10-7-{round}-{}.ec2.internal", u8::from(in_one_batch));
+            index_node(&env.deps, "c1", &instance, &node, Some("use1-az3")).await;
+            let tag = format!("{round}-{in_one_batch}");
+            let signals = [
+                variant(
+                    "spot-interruption-warning.json",
+                    &[
+                        ("/id", json!(format!("spot-{tag}"))),
+                        ("/time", json!(rfc3339(now))),
+                        ("/detail/instance-id", json!(instance)),
+                    ],
+                ),
+                {
+                    let mut v: serde_json::Value = serde_json::from_str(&health_change(
+                        &format!("health-{tag}"),
+                        "open",
+                        now + time::Duration::minutes(30),
+                    ))
+                    .unwrap();
+                    v["detail"]["affectedEntities"] = json!([{"entityValue": instance}]);
+                    v.to_string()
+                },
+                variant(
+                    "asg-lifecycle-termination.json",
+                    &[
+                        ("/id", json!(format!("asg-{tag}"))),
+                        ("/detail/EC2InstanceId", json!(instance)),
+                    ],
+                ),
+            ];
+            let mut event = SqsEvent::default();
+            for (i, &which) in order.iter().enumerate() {
+                let mut message = SqsMessage::default();
+                message.message_id = Some(format!("m-{tag}-{i}"));
+                message.body = Some(signals[which].clone());
+                event.records.push(message);
+            }
+            if in_one_batch {
+                let response = handle_batch(&env.deps, event).await.unwrap();
+                assert!(response.batch_item_failures.is_empty());
+            } else {
+                for message in event.records {
+                    let mut single = SqsEvent::default();
+                    single.records.push(message);
+                    let response = handle_batch(&env.deps, single).await.unwrap();
+                    assert!(response.batch_item_failures.is_empty());
+                }
+            }
+            let actions = agent_actions(&env).await;
+            assert_eq!(
+                actions.len(),
+                1,
+                "order {order:?}, one batch {in_one_batch}: {actions:?}"
+            );
+            let records = records_of(&env, &node).await;
+            assert_eq!(records.len(), 1);
+            let mut terms = DrainTerms::of(&records[0].action);
+            if let Some(amendment) = &records[0].amendment {
+                terms.amend(amendment);
+            }
+            assert_eq!(
+                terms.not_after,
+                now + interruption::INTERRUPTION_NOTICE,
+                "the spot warning's deadline, whichever came first ({order:?})"
+            );
+            let hook = terms
+                .lifecycle_hook
+                .unwrap_or_else(|| panic!("no hook ({order:?})"));
+            assert_eq!(
+                (hook.token.as_str(), hook.instance_id.as_str()),
+                ("0befcbdb-6ecd-498a-9ff7-ae9b54447cd6", instance.as_str())
+            );
+        }
+    }
+}
+
+/// The agent finished the spot warning's drain before the instance's Auto Scaling hook came:
+/// a finished action cannot be amended, so a second drain carries the hook to completion.
+#[tokio::test]
+async fn a_hook_after_the_drain_finished_gets_a_drain_of_its_own() {
+    let env = setup().await;
+    let now = OffsetDateTime::now_utc();
+    let spot = variant(
+        "spot-interruption-warning.json",
+        &[("/time", json!(rfc3339(now)))],
+    );
+    let Outcome::Handled(first) = handle_body(&env.deps, &spot, now).await.unwrap() else {
+        panic!("not handled");
+    };
+    let InstanceOutcome::Issued { action_id, .. } = &first[0].1 else {
+        panic!("{first:?}");
+    };
+    let key = keys::action(&TenantId::new("t1").unwrap(), action_id);
+    let mut record = env
+        .deps
+        .store
+        .get::<ActionRecord>(&key)
+        .await
+        .unwrap()
+        .unwrap();
+    record.body.status = ActionStatus::Succeeded;
+    env.deps.store.update_versioned(&record).await.unwrap();
+
+    let hook = variant(
+        "asg-lifecycle-termination.json",
+        &[
+            ("/id", json!("late-hook")),
+            ("/detail/EC2InstanceId", json!(SPOT_INSTANCE)),
+        ],
+    );
+    let second = one(handle_body(&env.deps, &hook, now).await.unwrap());
+    assert!(
+        matches!(
+            second,
+            InstanceOutcome::Issued {
+                kind: ActionKind::Drain,
+                ..
+            }
+        ),
+        "{second:?}"
+    );
+    let actions = agent_actions(&env).await;
+    assert_eq!(actions.len(), 2);
+    let ActionSpec::Drain {
+        lifecycle_hook: Some(hook),
+        ..
+    } = &actions[1].spec
+    else {
+        panic!("{:?}", actions[1].spec);
+    };
+    assert_eq!(hook.instance_id, SPOT_INSTANCE);
+    assert_eq!(
+        actions[1].not_after,
+        now + interruption::INTERRUPTION_NOTICE,
+        "still the warning's deadline"
+    );
+    assert_eq!(
+        pool_count(&env, "use1-az2", now).await,
+        1,
+        "one interruption, counted once"
+    );
+}
+
+#[tokio::test]
+async fn an_instance_id_that_is_not_one_fails_the_record_with_the_field_named() {
+    let env = setup().await;
+    for (id, pointer, value, message) in [
+        (
+            "short",
+            "/detail/instance-id",
+            json!("i-aaa"),
+            "detail.instance-id \"i-aaa\" is not an instance id",
+        ),
+        (
+            "number",
+            "/detail/instance-id",
+            json!(42),
+            "detail.instance-id must be a string, not a number",
+        ),
+    ] {
+        let body = variant(
+            "spot-interruption-warning.json",
+            &[("/id", json!(id)), (pointer, value)],
+        );
+        let err = handle_body(&env.deps, &body, OffsetDateTime::now_utc())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().starts_with(message), "{err}");
+        assert_eq!(err.disposition(), Disposition::NonRetryable);
+    }
+    assert!(agent_actions(&env).await.is_empty());
+}
+
+/// What a customer's forwarding rule delivers, put on Spotwise's bus: the bus rules from
+/// template.yaml (created on the emulator by the local stack) pass exactly the signals the
+/// handler takes to the interruption queue, and the handler turns those into drains.
+#[tokio::test]
+async fn events_forwarded_to_the_bus_reach_the_handler_through_its_rules() {
+    let env = setup().await;
+    let events = aws_sdk_eventbridge::Client::new(&env.stack.sdk_config().await);
+    let bus = env.stack.resource("InterruptionEventBus").to_owned();
+    let forwarded = [
+        ("spot-interruption-warning.json", vec![], true),
+        ("asg-lifecycle-termination.json", vec![], true),
+        ("scheduled-change.json", vec![], true),
+        (
+            "instance-state-change.json",
+            vec![("/detail/state", json!("terminated"))],
+            true,
+        ),
+        // Not for the handler: the rules keep them off the queue.
+        ("instance-state-change.json", vec![], false),
+        (
+            "scheduled-change.json",
+            vec![("/detail/service", json!("RDS"))],
+            false,
+        ),
+        (
+            "spot-interruption-warning.json",
+            vec![("/detail-type", json!("EC2 AMI State Change"))],
+            false,
+        ),
+    ];
+    for (name, changes, _) in &forwarded {
+        let event: serde_json::Value = serde_json::from_str(&variant(name, changes)).unwrap();
+        let entry = aws_sdk_eventbridge::types::PutEventsRequestEntry::builder()
+            .event_bus_name(&bus)
+            .source(event["source"].as_str().unwrap())
+            .detail_type(event["detail-type"].as_str().unwrap())
+            .detail(event["detail"].to_string())
+            .build();
+        let put = events.put_events().entries(entry).send().await.unwrap();
+        assert_eq!(put.failed_entry_count(), 0);
+    }
+    let queue = env.stack.resource("InterruptionQueue").to_owned();
+    let delivered: Vec<serde_json::Value> = env.stack.drain(&queue).await;
+    let expected = forwarded.iter().filter(|(_, _, passes)| *passes).count();
+    assert_eq!(delivered.len(), expected, "{delivered:#?}");
+
+    let mut batch = SqsEvent::default();
+    for (i, mut body) in delivered.into_iter().enumerate() {
+        // EventBridge stamps the source account on every event; the emulator leaves it out.
+        body["account"] = json!(ACCOUNT);
+        let mut message = SqsMessage::default();
+        message.message_id = Some(format!("bus-{i}"));
+        message.body = Some(body.to_string());
+        batch.records.push(message);
+    }
+    let response = handle_batch(&env.deps, batch).await.unwrap();
+    assert!(response.batch_item_failures.is_empty());
+    let drained: Vec<String> = agent_actions(&env)
+        .await
+        .iter()
+        .filter(|a| a.kind() == ActionKind::Drain)
+        .filter_map(|a| a.spec.node().map(str::to_owned))
+        .collect();
+    assert_eq!(
+        drained.len(),
+        3,
+        "spot, ASG hook and Health nodes: {drained:?}"
+    );
+}
+
 #[test]
-fn sqs_samples_carry_the_eventbridge_samples_verbatim() {
+fn sqs_samples_carry_the_eventbridge_samples_as_the_account_forwards_them() {
     for name in [
         "spot-interruption-warning.json",
         "rebalance-recommendation.json",

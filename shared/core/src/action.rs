@@ -133,6 +133,52 @@ pub struct LifecycleHook {
     pub instance_id: String,
 }
 
+/// What the platform adds to a drain after signing it, when a later signal about the same node
+/// arrives while the drain is in flight (a spot warning after an Auto Scaling hook, say). It can
+/// only bring the deadline forward and add the lifecycle hook to complete; the agent reads it
+/// with the action's status, before it starts and while it drains.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Amendment {
+    /// Earlier than the signed `not_after`; a later one is ignored.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub not_after: Option<OffsetDateTime>,
+    /// Completed after the drain when the signed action carries none.
+    #[serde(default)]
+    pub lifecycle_hook: Option<LifecycleHook>,
+}
+
+/// The terms a drain runs under: the signed ones, as amendments bring them forward.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DrainTerms {
+    pub not_after: OffsetDateTime,
+    pub lifecycle_hook: Option<LifecycleHook>,
+}
+
+impl DrainTerms {
+    pub fn of(action: &AgentAction) -> Self {
+        let lifecycle_hook = match &action.spec {
+            ActionSpec::Drain { lifecycle_hook, .. } => lifecycle_hook.clone(),
+            _ => None,
+        };
+        Self {
+            not_after: action.not_after,
+            lifecycle_hook,
+        }
+    }
+
+    /// Applies an amendment: never a later deadline, never a second hook.
+    pub fn amend(&mut self, amendment: &Amendment) {
+        if let Some(at) = amendment.not_after {
+            self.not_after = self.not_after.min(at);
+        }
+        if self.lifecycle_hook.is_none() {
+            self.lifecycle_hook = amendment.lifecycle_hook.clone();
+        }
+    }
+}
+
 /// Taint the interruption handler's drains put on a node that is about to go.
 pub const INTERRUPTION_TAINT: &str = "spotwise.io/interruption";
 
@@ -267,6 +313,9 @@ pub struct ActionRecord {
     /// For a scale the agent reported: the replica count it replaced.
     #[serde(default)]
     pub previous_replicas: Option<i32>,
+    /// What later signals about the node added to this drain while it was in flight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amendment: Option<Amendment>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]

@@ -163,6 +163,21 @@ pub struct Account {
     pub health: AccountHealth,
     #[serde(with = "time::serde::rfc3339")]
     pub linked_at: OffsetDateTime,
+    /// Whether the account's interruption signals reach Spotwise, as last checked.
+    #[serde(default)]
+    pub event_forwarding: Option<EventForwarding>,
+}
+
+/// The interruption events of a linked account, as linking and validation find them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct EventForwarding {
+    #[serde(with = "time::serde::rfc3339")]
+    pub checked_at: OffsetDateTime,
+    /// Spotwise's interruption bus admits the account's events.
+    pub admitted: bool,
+    /// What is missing, one sentence each (the region first); empty when all is in place.
+    pub gaps: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -258,6 +273,32 @@ pub struct Node {
     /// Set when EC2 reports the instance stopping or gone; the record is kept for history.
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub departed_at: Option<OffsetDateTime>,
+}
+
+/// Where an EC2 instance runs, kept by discovery beside each node under the instance id alone,
+/// so the interruption handler finds it with one strongly consistent read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceLocation {
+    pub tenant_id: TenantId,
+    pub cluster_id: ClusterId,
+    pub node_name: String,
+    pub instance_type: String,
+    pub zone: String,
+    #[serde(default)]
+    pub zone_id: Option<String>,
+}
+
+impl InstanceLocation {
+    pub fn of(node: &Node) -> Self {
+        Self {
+            tenant_id: node.tenant_id.clone(),
+            cluster_id: node.cluster_id.clone(),
+            node_name: node.name.clone(),
+            instance_type: node.instance_type.clone(),
+            zone: node.zone.clone(),
+            zone_id: node.zone_id.clone(),
+        }
+    }
 }
 
 /// What users set of a node template: the API's request body, and the stored template's
@@ -623,6 +664,7 @@ mod tests {
                 "ACCOUNT" => serde_json::from_value::<Account>(body).map(drop),
                 "CLUSTER" => serde_json::from_value::<Cluster>(body).map(drop),
                 "NODE" => serde_json::from_value::<Node>(body).map(drop),
+                "LOCATION" => serde_json::from_value::<InstanceLocation>(body).map(drop),
                 "SECRET" => serde_json::from_value::<ClusterSecret>(body).map(drop),
                 other => panic!("seed item kind {other} has no test"),
             };

@@ -7,8 +7,11 @@
 //! so the queue never fills with messages we will not act on.
 //!
 //! Published samples carry traps this parser tolerates on purpose: ids that are not UUIDs,
-//! placeholder accounts, RFC 1123 start times, ARNs in a non-standard form (instance ids come
-//! from `detail`, never from `resources`).
+//! RFC 1123 start times, ARNs in a non-standard form (instance ids come from `detail`, never
+//! from `resources`). What it does not tolerate is a field that cannot be what AWS sends: an
+//! instance id that is not `i-` and 8 or 17 hex digits, an account that is not 12 digits, a
+//! value of the wrong JSON type. Those fail the message with the field's path, and a wrong type
+//! is reported as a wrong type, never as "missing".
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -17,8 +20,19 @@ use time::{Duration, OffsetDateTime};
 
 /// Notice AWS gives before reclaiming a spot or interruptible capacity-reservation instance.
 pub const INTERRUPTION_NOTICE: Duration = Duration::seconds(120);
+/// The longest deadline an AWS Health scheduled change may carry. The drain starts at once;
+/// the deadline only bounds how long PodDisruptionBudgets may hold it, and the agent runs one
+/// action at a time.
+pub const SCHEDULED_CHANGE_CAP: Duration = Duration::hours(1);
+/// How a rebalance recommendation or a departure is given to act, from receipt.
+const ADVISORY_WINDOW: Duration = Duration::minutes(10);
+/// Auto Scaling holds a terminating instance for the hook's heartbeat timeout (one hour by
+/// default), and the agent heartbeats the hook while it drains.
+const LIFECYCLE_WINDOW: Duration = Duration::hours(1);
+/// Values quoted in error messages are cut to this many characters.
+const QUOTE_MAX: usize = 64;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SignalKind {
     SpotInterruption,
@@ -41,6 +55,18 @@ impl SignalKind {
             SignalKind::AsgTermination => "asg-termination",
         }
     }
+
+    /// Signals after which the instance goes whatever the cluster does: an AWS Health change
+    /// may still be withdrawn, a rebalance recommendation is advice.
+    pub fn is_certain_loss(self) -> bool {
+        matches!(
+            self,
+            SignalKind::SpotInterruption
+                | SignalKind::CapacityReservationInterruption
+                | SignalKind::AsgTermination
+                | SignalKind::StateChange
+        )
+    }
 }
 
 /// What is needed to complete an Auto Scaling lifecycle action after draining.
@@ -51,12 +77,31 @@ pub struct AsgLifecycle {
     pub token: String,
 }
 
+/// An AWS Health event's status. Each change arrives as a new event with a new id; the
+/// event ARN ties them together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthStatus {
+    Upcoming,
+    Open,
+    /// Cancelled or finished.
+    Closed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthChange {
+    pub event_arn: String,
+    pub status: HealthStatus,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Signal {
     /// EventBridge event id, or the Auto Scaling request id for direct notifications.
     pub event_id: String,
     pub kind: SignalKind,
     pub instance_ids: Vec<String>,
+    /// The account the instance runs in, as AWS stamps it on the event.
+    pub account: String,
     pub region: Option<String>,
     pub event_time: Option<OffsetDateTime>,
     /// When the capacity is expected to go away, when the event says.
@@ -64,11 +109,27 @@ pub struct Signal {
     /// The new instance state, for state changes.
     pub state: Option<String>,
     pub lifecycle: Option<AsgLifecycle>,
+    /// For AWS Health scheduled changes.
+    pub health: Option<HealthChange>,
+}
+
+impl Signal {
+    /// A state change to a state the instance does not come back from (a stopped instance can
+    /// be started again under the same id).
+    pub fn is_final_departure(&self) -> bool {
+        matches!(self.state.as_deref(), Some("shutting-down" | "terminated"))
+    }
+
+    pub fn withdraws(&self) -> bool {
+        self.health
+            .as_ref()
+            .is_some_and(|h| h.status == HealthStatus::Closed)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Parsed {
-    Signal(Signal),
+    Signal(Box<Signal>),
     Ignored { reason: String },
 }
 
@@ -78,10 +139,19 @@ pub enum ParseError {
     NotJson(String),
     #[error("message is neither an EventBridge event nor an Auto Scaling notification")]
     UnknownShape,
-    #[error("{what} is missing {field}")]
-    Missing {
-        what: &'static str,
+    #[error("{field} is missing")]
+    Missing { field: &'static str },
+    #[error("{field} must be {expected}, not {found}")]
+    WrongType {
         field: &'static str,
+        expected: &'static str,
+        found: &'static str,
+    },
+    #[error("{field} {value:?} is not {expected}")]
+    Invalid {
+        field: &'static str,
+        value: String,
+        expected: &'static str,
     },
     #[error("{field} {value:?} is not a timestamp (RFC 3339 or RFC 1123)")]
     BadTime { field: &'static str, value: String },
@@ -89,6 +159,7 @@ pub enum ParseError {
 
 /// Instance states after which the instance is gone or going; `pending` and `running` are not.
 const DEPARTING_STATES: [&str; 4] = ["stopping", "stopped", "shutting-down", "terminated"];
+const INSTANCE_ID: &str = "an instance id (i- and 8 or 17 lowercase hex digits)";
 
 pub fn parse(body: &str) -> Result<Parsed, ParseError> {
     let value: Value =
@@ -97,8 +168,11 @@ pub fn parse(body: &str) -> Result<Parsed, ParseError> {
 }
 
 fn parse_value(value: &Value, unwrap_sns: bool) -> Result<Parsed, ParseError> {
+    if !value.is_object() {
+        return Err(ParseError::UnknownShape);
+    }
     if unwrap_sns && value.get("Type").and_then(Value::as_str) == Some("Notification") {
-        let inner = str_field(value, "Message", "SNS notification")?;
+        let inner = text(value, "Message", "Message")?;
         let inner: Value = serde_json::from_str(inner)
             .map_err(|e| ParseError::NotJson(format!("SNS Message: {e}")))?;
         return parse_value(&inner, false);
@@ -112,16 +186,61 @@ fn parse_value(value: &Value, unwrap_sns: bool) -> Result<Parsed, ParseError> {
     Err(ParseError::UnknownShape)
 }
 
-fn str_field<'a>(
-    value: &'a Value,
-    field: &'static str,
-    what: &'static str,
-) -> Result<&'a str, ParseError> {
-    value
-        .get(field)
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-        .ok_or(ParseError::Missing { what, field })
+fn json_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn quote(value: &str) -> String {
+    value.chars().take(QUOTE_MAX).collect()
+}
+
+/// `object[key]` when present, checked to be a string; `path` names it in errors.
+fn optional_text<'a>(
+    object: &'a Value,
+    key: &str,
+    path: &'static str,
+) -> Result<Option<&'a str>, ParseError> {
+    match object.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(other) => Err(ParseError::WrongType {
+            field: path,
+            expected: "a string",
+            found: json_type(other),
+        }),
+    }
+}
+
+/// `object[key]` as a non-empty string.
+fn text<'a>(object: &'a Value, key: &str, path: &'static str) -> Result<&'a str, ParseError> {
+    match optional_text(object, key, path)? {
+        Some("") => Err(ParseError::Invalid {
+            field: path,
+            value: String::new(),
+            expected: "a non-empty string",
+        }),
+        Some(s) => Ok(s),
+        None => Err(ParseError::Missing { field: path }),
+    }
+}
+
+fn object<'a>(parent: &'a Value, key: &str, path: &'static str) -> Result<&'a Value, ParseError> {
+    match parent.get(key) {
+        None | Some(Value::Null) => Err(ParseError::Missing { field: path }),
+        Some(v @ Value::Object(_)) => Ok(v),
+        Some(other) => Err(ParseError::WrongType {
+            field: path,
+            expected: "an object",
+            found: json_type(other),
+        }),
+    }
 }
 
 fn ignored(reason: impl Into<String>) -> Result<Parsed, ParseError> {
@@ -145,202 +264,283 @@ pub fn parse_time(field: &'static str, value: &str) -> Result<OffsetDateTime, Pa
         })
         .map_err(|_| ParseError::BadTime {
             field,
-            value: value.to_owned(),
+            value: quote(value),
         })
 }
 
-fn instance_id(
-    value: &Value,
-    field: &'static str,
-    what: &'static str,
-) -> Result<String, ParseError> {
-    let id = str_field(value, field, what)?;
-    if id.starts_with("i-") {
+fn optional_time(
+    object: &Value,
+    key: &str,
+    path: &'static str,
+) -> Result<Option<OffsetDateTime>, ParseError> {
+    optional_text(object, key, path)?
+        .map(|t| parse_time(path, t))
+        .transpose()
+}
+
+/// `i-` and 8 (older) or 17 lowercase hex digits, as EC2 issues them.
+pub fn is_instance_id(id: &str) -> bool {
+    id.strip_prefix("i-").is_some_and(|hex| {
+        matches!(hex.len(), 8 | 17) && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    })
+}
+
+fn checked_instance_id(id: &str, path: &'static str) -> Result<String, ParseError> {
+    if is_instance_id(id) {
         Ok(id.to_owned())
     } else {
-        Err(ParseError::Missing { what, field })
+        Err(ParseError::Invalid {
+            field: path,
+            value: quote(id),
+            expected: INSTANCE_ID,
+        })
+    }
+}
+
+fn instance_id(object: &Value, key: &str, path: &'static str) -> Result<String, ParseError> {
+    checked_instance_id(text(object, key, path)?, path)
+}
+
+fn account(object: &Value, key: &str, path: &'static str) -> Result<String, ParseError> {
+    let account = text(object, key, path)?;
+    if account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(account.to_owned())
+    } else {
+        Err(ParseError::Invalid {
+            field: path,
+            value: quote(account),
+            expected: "an AWS account id (12 digits)",
+        })
     }
 }
 
 fn parse_eventbridge(event: &Value) -> Result<Parsed, ParseError> {
-    const WHAT: &str = "EventBridge event";
-    let event_id = str_field(event, "id", WHAT)?.to_owned();
-    let source = str_field(event, "source", WHAT)?;
-    let detail_type = str_field(event, "detail-type", WHAT)?;
-    let detail = event.get("detail").ok_or(ParseError::Missing {
-        what: WHAT,
-        field: "detail",
-    })?;
-    let region = event
-        .get("region")
-        .and_then(Value::as_str)
-        .map(str::to_owned);
-    let event_time = event
-        .get("time")
-        .and_then(Value::as_str)
-        .map(|t| parse_time("time", t))
-        .transpose()?;
+    let event_id = text(event, "id", "id")?.to_owned();
+    let source = text(event, "source", "source")?;
+    let detail_type = text(event, "detail-type", "detail-type")?;
+    let relevant = matches!(source, "aws.ec2" | "aws.health" | "aws.autoscaling");
+    if !relevant {
+        return ignored(format!(
+            "{source} {detail_type:?} is not an interruption signal"
+        ));
+    }
+    let detail = object(event, "detail", "detail")?;
+    let region = optional_text(event, "region", "region")?.map(str::to_owned);
+    let event_time = optional_time(event, "time", "time")?;
     let mut signal = Signal {
         event_id,
         kind: SignalKind::SpotInterruption,
         instance_ids: Vec::new(),
+        account: String::new(),
         region,
         event_time,
         capacity_lost_at: None,
         state: None,
         lifecycle: None,
+        health: None,
     };
     match (source, detail_type) {
         ("aws.ec2", "EC2 Spot Instance Interruption Warning") => {
-            signal.instance_ids = vec![instance_id(
-                detail,
-                "instance-id",
-                "spot interruption warning detail",
-            )?];
+            signal.instance_ids = vec![instance_id(detail, "instance-id", "detail.instance-id")?];
             signal.capacity_lost_at = event_time.map(|t| t + INTERRUPTION_NOTICE);
         }
         ("aws.ec2", "EC2 Capacity Reservation Instance Interruption Warning") => {
             signal.kind = SignalKind::CapacityReservationInterruption;
-            signal.instance_ids = vec![instance_id(
-                detail,
-                "instance-id",
-                "capacity reservation interruption detail",
-            )?];
+            signal.instance_ids = vec![instance_id(detail, "instance-id", "detail.instance-id")?];
             signal.capacity_lost_at = event_time.map(|t| t + INTERRUPTION_NOTICE);
         }
         ("aws.ec2", "EC2 Instance Rebalance Recommendation") => {
             signal.kind = SignalKind::RebalanceRecommendation;
-            signal.instance_ids = vec![instance_id(
-                detail,
-                "instance-id",
-                "rebalance recommendation detail",
-            )?];
+            signal.instance_ids = vec![instance_id(detail, "instance-id", "detail.instance-id")?];
         }
         ("aws.ec2", "EC2 Instance State-change Notification") => {
-            let state = str_field(detail, "state", "state-change detail")?;
+            let state = text(detail, "state", "detail.state")?;
             if !DEPARTING_STATES.contains(&state) {
-                return ignored(format!("instance state {state:?} is not a departure"));
+                return ignored(format!(
+                    "instance state {:?} is not a departure",
+                    quote(state)
+                ));
             }
             signal.kind = SignalKind::StateChange;
-            signal.instance_ids = vec![instance_id(detail, "instance-id", "state-change detail")?];
+            signal.instance_ids = vec![instance_id(detail, "instance-id", "detail.instance-id")?];
             signal.state = Some(state.to_owned());
         }
         ("aws.health", "AWS Health Event") => {
-            let service = detail
-                .get("service")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            let category = detail
-                .get("eventTypeCategory")
-                .and_then(Value::as_str)
+            let service = optional_text(detail, "service", "detail.service")?.unwrap_or_default();
+            let category = optional_text(detail, "eventTypeCategory", "detail.eventTypeCategory")?
                 .unwrap_or_default();
             if service != "EC2" || category != "scheduledChange" {
                 return ignored(format!(
-                    "health event {service}/{category} is not an EC2 scheduled change"
+                    "health event {}/{} is not an EC2 scheduled change",
+                    quote(service),
+                    quote(category)
                 ));
             }
             signal.kind = SignalKind::ScheduledChange;
-            signal.instance_ids = detail
-                .get("affectedEntities")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(|e| e.get("entityValue").and_then(Value::as_str))
-                .filter(|id| id.starts_with("i-"))
-                .map(str::to_owned)
-                .collect();
-            signal.instance_ids.dedup();
+            signal.instance_ids = health_instances(detail)?;
             if signal.instance_ids.is_empty() {
                 return ignored("scheduled change affects no EC2 instance");
             }
-            signal.capacity_lost_at = detail
-                .get("startTime")
-                .and_then(Value::as_str)
-                .map(|t| parse_time("detail.startTime", t))
-                .transpose()?;
+            signal.capacity_lost_at = optional_time(detail, "startTime", "detail.startTime")?;
+            signal.health = Some(HealthChange {
+                event_arn: text(detail, "eventArn", "detail.eventArn")?.to_owned(),
+                status: health_status(detail)?,
+            });
         }
         ("aws.autoscaling", "EC2 Instance-terminate Lifecycle Action") => {
-            const DETAIL: &str = "lifecycle action detail";
-            if str_field(detail, "LifecycleTransition", DETAIL)?
+            if text(detail, "LifecycleTransition", "detail.LifecycleTransition")?
                 != "autoscaling:EC2_INSTANCE_TERMINATING"
             {
                 return ignored("lifecycle transition is not a termination");
             }
             signal.kind = SignalKind::AsgTermination;
-            signal.instance_ids = vec![instance_id(detail, "EC2InstanceId", DETAIL)?];
-            signal.lifecycle = Some(lifecycle(detail, DETAIL)?);
+            signal.instance_ids = vec![instance_id(
+                detail,
+                "EC2InstanceId",
+                "detail.EC2InstanceId",
+            )?];
+            signal.lifecycle = Some(AsgLifecycle {
+                auto_scaling_group: text(
+                    detail,
+                    "AutoScalingGroupName",
+                    "detail.AutoScalingGroupName",
+                )?
+                .to_owned(),
+                hook_name: text(detail, "LifecycleHookName", "detail.LifecycleHookName")?
+                    .to_owned(),
+                token: text(
+                    detail,
+                    "LifecycleActionToken",
+                    "detail.LifecycleActionToken",
+                )?
+                .to_owned(),
+            });
         }
         (source, detail_type) => {
             return ignored(format!(
-                "{source} {detail_type:?} is not an interruption signal"
+                "{source} {:?} is not an interruption signal",
+                quote(detail_type)
             ));
         }
     }
-    Ok(Parsed::Signal(signal))
+    // Only events we act on need the account: it is how the handler ties the instance to the
+    // tenant that linked the account.
+    signal.account = account(event, "account", "account")?;
+    Ok(Parsed::Signal(Box::new(signal)))
 }
 
-fn lifecycle(value: &Value, what: &'static str) -> Result<AsgLifecycle, ParseError> {
-    Ok(AsgLifecycle {
-        auto_scaling_group: str_field(value, "AutoScalingGroupName", what)?.to_owned(),
-        hook_name: str_field(value, "LifecycleHookName", what)?.to_owned(),
-        token: str_field(value, "LifecycleActionToken", what)?.to_owned(),
-    })
+/// The instances a Health event names; other entities (volumes, hosts) are skipped.
+fn health_instances(detail: &Value) -> Result<Vec<String>, ParseError> {
+    const PATH: &str = "detail.affectedEntities";
+    let entities = match detail.get("affectedEntities") {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(entities)) => entities,
+        Some(other) => {
+            return Err(ParseError::WrongType {
+                field: PATH,
+                expected: "an array",
+                found: json_type(other),
+            });
+        }
+    };
+    let mut ids = Vec::new();
+    for entity in entities {
+        let value = text(
+            entity,
+            "entityValue",
+            "detail.affectedEntities[].entityValue",
+        )?;
+        if value.starts_with("i-") {
+            let id = checked_instance_id(value, "detail.affectedEntities[].entityValue")?;
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+    }
+    Ok(ids)
+}
+
+/// Published samples carry no status; a scheduled change without one is in force.
+fn health_status(detail: &Value) -> Result<HealthStatus, ParseError> {
+    const PATH: &str = "detail.statusCode";
+    match optional_text(detail, "statusCode", PATH)? {
+        None | Some("open") => Ok(HealthStatus::Open),
+        Some("upcoming") => Ok(HealthStatus::Upcoming),
+        Some("closed") => Ok(HealthStatus::Closed),
+        Some(other) => Err(ParseError::Invalid {
+            field: PATH,
+            value: quote(other),
+            expected: "upcoming, open or closed",
+        }),
+    }
 }
 
 /// Auto Scaling's own SQS notification (no EventBridge envelope).
 fn parse_asg_direct(message: &Value) -> Result<Parsed, ParseError> {
-    const WHAT: &str = "Auto Scaling notification";
     if message.get("Event").and_then(Value::as_str) == Some("autoscaling:TEST_NOTIFICATION") {
         return ignored("Auto Scaling test notification");
     }
-    if str_field(message, "LifecycleTransition", WHAT)? != "autoscaling:EC2_INSTANCE_TERMINATING" {
+    if text(message, "LifecycleTransition", "LifecycleTransition")?
+        != "autoscaling:EC2_INSTANCE_TERMINATING"
+    {
         return ignored("lifecycle transition is not a termination");
     }
-    let event_time = message
-        .get("Time")
-        .and_then(Value::as_str)
-        .map(|t| parse_time("Time", t))
-        .transpose()?;
-    let event_id = str_field(message, "RequestId", WHAT)
-        .or_else(|_| str_field(message, "LifecycleActionToken", WHAT))?
-        .to_owned();
-    Ok(Parsed::Signal(Signal {
+    let event_id = match optional_text(message, "RequestId", "RequestId")? {
+        Some(id) if !id.is_empty() => id,
+        _ => text(message, "LifecycleActionToken", "LifecycleActionToken")?,
+    }
+    .to_owned();
+    Ok(Parsed::Signal(Box::new(Signal {
         event_id,
         kind: SignalKind::AsgTermination,
-        instance_ids: vec![instance_id(message, "EC2InstanceId", WHAT)?],
+        instance_ids: vec![instance_id(message, "EC2InstanceId", "EC2InstanceId")?],
+        account: account(message, "AccountId", "AccountId")?,
         region: None,
-        event_time,
+        event_time: optional_time(message, "Time", "Time")?,
         capacity_lost_at: None,
         state: None,
-        lifecycle: Some(lifecycle(message, WHAT)?),
-    }))
+        lifecycle: Some(AsgLifecycle {
+            auto_scaling_group: text(message, "AutoScalingGroupName", "AutoScalingGroupName")?
+                .to_owned(),
+            hook_name: text(message, "LifecycleHookName", "LifecycleHookName")?.to_owned(),
+            token: text(message, "LifecycleActionToken", "LifecycleActionToken")?.to_owned(),
+        }),
+        health: None,
+    })))
 }
 
 /// The deadline for acting on a signal received at `received_at`.
 ///
-/// The event's own clock is trusted only when it is plausible: a spot warning whose two
-/// minutes already ran out before it arrived (replays, placeholder timestamps such as 1970 in
-/// published samples) gets a fresh notice window from receipt instead of an action that would
-/// expire before it is sent. Far-future scheduled changes are capped so no action stays valid
-/// for weeks.
+/// An event's clock is trusted only to shorten the notice: a spot warning dated in the future
+/// gets two minutes from receipt, and one whose two minutes ran out before it arrived (a late
+/// delivery, a wrong clock, the 1970 of published samples) gets two minutes from receipt too,
+/// rather than an action that expires before it is sent. Only an AWS Health scheduled change
+/// carries a later deadline, its start time, capped at [`SCHEDULED_CHANGE_CAP`]; one already
+/// started gets the two-minute notice. Rebalance recommendations and Auto Scaling hooks carry
+/// no time to trust: they get a fixed window from receipt.
 pub fn action_deadline(signal: &Signal, received_at: OffsetDateTime) -> OffsetDateTime {
-    let default_window = match signal.kind {
+    let notice_end = received_at + INTERRUPTION_NOTICE;
+    match signal.kind {
         SignalKind::SpotInterruption | SignalKind::CapacityReservationInterruption => {
-            INTERRUPTION_NOTICE
+            match signal.capacity_lost_at {
+                Some(at) if at > received_at => at.min(notice_end),
+                _ => notice_end,
+            }
         }
-        SignalKind::RebalanceRecommendation | SignalKind::StateChange => Duration::minutes(10),
-        // Auto Scaling waits for the hook's heartbeat timeout (one hour by default).
-        SignalKind::AsgTermination => Duration::hours(1),
-        SignalKind::ScheduledChange => Duration::hours(1),
-    };
-    match signal.capacity_lost_at {
-        Some(at) if at > received_at => at.min(received_at + Duration::hours(24)),
-        _ => received_at + default_window,
+        SignalKind::ScheduledChange => match signal.capacity_lost_at {
+            Some(at) if at > notice_end => at.min(received_at + SCHEDULED_CHANGE_CAP),
+            _ => notice_end,
+        },
+        SignalKind::RebalanceRecommendation | SignalKind::StateChange => {
+            received_at + ADVISORY_WINDOW
+        }
+        SignalKind::AsgTermination => received_at + LIFECYCLE_WINDOW,
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
     use time::macros::datetime;
 
     use super::*;
@@ -351,43 +551,61 @@ mod tests {
     const STATE: &str = include_str!("../../../events/eventbridge/instance-state-change.json");
     const HEALTH: &str = include_str!("../../../events/eventbridge/scheduled-change.json");
     const ASG: &str = include_str!("../../../events/eventbridge/asg-lifecycle-termination.json");
+    const ACCOUNT: &str = "111122223333";
 
-    fn signal(body: &str) -> Signal {
-        match parse(body) {
-            Ok(Parsed::Signal(s)) => s,
+    /// A published sample as a linked account would forward it: with a real account id.
+    fn forwarded(body: &str) -> Value {
+        let mut v: Value = serde_json::from_str(body).unwrap();
+        v["account"] = json!(ACCOUNT);
+        v
+    }
+
+    fn signal_of(v: &Value) -> Signal {
+        match parse(&v.to_string()) {
+            Ok(Parsed::Signal(s)) => *s,
             other => panic!("expected a signal, got {other:?}"),
         }
     }
 
-    fn ignored_reason(body: &str) -> String {
-        match parse(body) {
+    fn signal(body: &str) -> Signal {
+        signal_of(&forwarded(body))
+    }
+
+    fn with(body: &str, pointer: &str, value: Value) -> Value {
+        let mut v = forwarded(body);
+        *v.pointer_mut(pointer).unwrap() = value;
+        v
+    }
+
+    fn ignored_reason(v: &Value) -> String {
+        match parse(&v.to_string()) {
             Ok(Parsed::Ignored { reason }) => reason,
             other => panic!("expected ignored, got {other:?}"),
         }
     }
 
-    fn with(body: &str, pointer: &str, value: Value) -> String {
-        let mut v: Value = serde_json::from_str(body).unwrap();
-        *v.pointer_mut(pointer).unwrap() = value;
-        v.to_string()
+    fn error(v: &Value) -> String {
+        match parse(&v.to_string()) {
+            Err(e) => e.to_string(),
+            other => panic!("expected an error, got {other:?}"),
+        }
     }
 
     #[test]
-    fn spot_warning_with_placeholder_account_and_1970_time() {
+    fn spot_warning_with_a_1970_clock_gets_two_minutes_from_receipt() {
         let s = signal(SPOT);
         assert_eq!(s.kind, SignalKind::SpotInterruption);
         assert_eq!(s.instance_ids, ["i-0b662ef9931388ba0"]);
         assert_eq!(s.event_id, "1e5527d7-bb36-4607-3370-4164db56a40e");
+        assert_eq!(s.account, ACCOUNT);
         assert_eq!(s.capacity_lost_at, Some(datetime!(1970-01-01 00:02 UTC)));
-        // The stale clock does not produce an already-expired action.
         let now = datetime!(2026-11-22 10:00 UTC);
         assert_eq!(action_deadline(&s, now), now + INTERRUPTION_NOTICE);
     }
 
     #[test]
-    fn fresh_spot_warning_keeps_its_own_deadline() {
-        let body = with(SPOT, "/time", json_str("2026-11-22T10:00:00Z"));
-        let s = signal(&body);
+    fn spot_warning_keeps_what_is_left_of_its_own_notice() {
+        let s = signal_of(&with(SPOT, "/time", json!("2026-11-22T10:00:00Z")));
         assert_eq!(
             action_deadline(&s, datetime!(2026-11-22 10:00:03 UTC)),
             datetime!(2026-11-22 10:02 UTC)
@@ -395,31 +613,70 @@ mod tests {
     }
 
     #[test]
+    fn spot_warning_dated_in_the_future_is_capped_at_two_minutes_from_receipt() {
+        let now = datetime!(2026-11-22 10:00 UTC);
+        for time in ["2026-11-22T10:30:00Z", "2031-01-01T00:00:00Z"] {
+            let s = signal_of(&with(SPOT, "/time", json!(time)));
+            assert_eq!(
+                action_deadline(&s, now),
+                now + INTERRUPTION_NOTICE,
+                "{time}"
+            );
+        }
+    }
+
+    #[test]
+    fn spot_warning_hours_late_gets_two_minutes_from_receipt() {
+        let s = signal_of(&with(SPOT, "/time", json!("2026-11-22T07:00:00Z")));
+        let now = datetime!(2026-11-22 10:00 UTC);
+        assert_eq!(action_deadline(&s, now), now + INTERRUPTION_NOTICE);
+    }
+
+    #[test]
+    fn only_a_scheduled_change_carries_a_later_deadline_and_it_is_capped() {
+        let now = datetime!(2026-11-22 10:00 UTC);
+        let soon = signal_of(&with(
+            HEALTH,
+            "/detail/startTime",
+            json!("Sun, 22 Nov 2026 10:20:00 GMT"),
+        ));
+        assert_eq!(action_deadline(&soon, now), datetime!(2026-11-22 10:20 UTC));
+        let far = signal_of(&with(
+            HEALTH,
+            "/detail/startTime",
+            json!("Sat, 05 Jun 2027 15:10:09 GMT"),
+        ));
+        assert_eq!(action_deadline(&far, now), now + SCHEDULED_CHANGE_CAP);
+        // Already started (or a wrong clock): the maintenance is under way.
+        let started = signal(HEALTH);
+        assert_eq!(action_deadline(&started, now), now + INTERRUPTION_NOTICE);
+    }
+
+    #[test]
     fn rebalance_recommendation() {
         let s = signal(REBALANCE);
-        assert_eq!(
-            (s.kind, s.instance_ids.as_slice()),
-            (
-                SignalKind::RebalanceRecommendation,
-                &["i-0b662ef9931388ba0".to_owned()][..]
-            )
-        );
+        assert_eq!(s.kind, SignalKind::RebalanceRecommendation);
+        assert_eq!(s.instance_ids, ["i-0b662ef9931388ba0"]);
         assert_eq!(s.capacity_lost_at, None);
     }
 
     #[test]
     fn state_change_pending_is_ignored_and_departures_are_signals() {
-        assert!(ignored_reason(STATE).contains("pending"));
+        assert!(ignored_reason(&forwarded(STATE)).contains("pending"));
         assert!(
-            ignored_reason(&with(STATE, "/detail/state", json_str("running"))).contains("running")
+            ignored_reason(&with(STATE, "/detail/state", json!("running"))).contains("running")
         );
         for state in DEPARTING_STATES {
-            let s = signal(&with(STATE, "/detail/state", json_str(state)));
+            let s = signal_of(&with(STATE, "/detail/state", json!(state)));
             assert_eq!(
                 (s.kind, s.state.as_deref()),
                 (SignalKind::StateChange, Some(state))
             );
             assert_eq!(s.instance_ids, ["i-abcd1111"]);
+            assert_eq!(
+                s.is_final_departure(),
+                matches!(state, "shutting-down" | "terminated")
+            );
         }
     }
 
@@ -430,27 +687,57 @@ mod tests {
         assert_eq!(s.event_id, "7fb65329-1628-4cf3-a740-95fg457h1402");
         assert_eq!(s.instance_ids, ["i-12345678"]);
         assert_eq!(s.capacity_lost_at, Some(datetime!(2016-06-05 15:10:09 UTC)));
+        // The published sample has no status: it is in force.
+        assert_eq!(
+            s.health,
+            Some(HealthChange {
+                event_arn: "arn:aws:health:region::event/id".into(),
+                status: HealthStatus::Open
+            })
+        );
+        assert!(!s.withdraws());
+    }
+
+    #[test]
+    fn health_status_changes_are_read_and_closed_withdraws() {
+        for (code, status) in [
+            ("upcoming", HealthStatus::Upcoming),
+            ("open", HealthStatus::Open),
+            ("closed", HealthStatus::Closed),
+        ] {
+            let mut v = forwarded(HEALTH);
+            v["detail"]["statusCode"] = json!(code);
+            let s = signal_of(&v);
+            assert_eq!(s.health.as_ref().map(|h| h.status), Some(status));
+            assert_eq!(s.withdraws(), code == "closed");
+        }
+        let mut v = forwarded(HEALTH);
+        v["detail"]["statusCode"] = json!("resolved");
+        assert_eq!(
+            error(&v),
+            "detail.statusCode \"resolved\" is not upcoming, open or closed"
+        );
     }
 
     #[test]
     fn health_event_with_several_instances_and_other_entities() {
-        let entities = serde_json::json!([
-            {"entityValue": "i-aaa"}, {"entityValue": "vol-123"}, {"entityValue": "i-bbb"}
+        let entities = json!([
+            {"entityValue": "i-0aaa1111bbbb22223"}, {"entityValue": "vol-123"},
+            {"entityValue": "i-0bbb1111bbbb22223"}, {"entityValue": "i-0aaa1111bbbb22223"}
         ]);
-        let s = signal(&with(HEALTH, "/detail/affectedEntities", entities));
-        assert_eq!(s.instance_ids, ["i-aaa", "i-bbb"]);
+        let s = signal_of(&with(HEALTH, "/detail/affectedEntities", entities));
+        assert_eq!(
+            s.instance_ids,
+            ["i-0aaa1111bbbb22223", "i-0bbb1111bbbb22223"]
+        );
     }
 
     #[test]
     fn health_events_for_other_services_or_categories_are_ignored() {
-        assert!(ignored_reason(&with(HEALTH, "/detail/service", json_str("RDS"))).contains("RDS"));
+        assert!(ignored_reason(&with(HEALTH, "/detail/service", json!("RDS"))).contains("RDS"));
         assert!(
-            ignored_reason(&with(
-                HEALTH,
-                "/detail/eventTypeCategory",
-                json_str("issue")
-            ))
-            .contains("issue")
+            ignored_reason(&with(HEALTH, "/detail/eventTypeCategory", json!("issue")))
+                .contains("issue")
         );
     }
 
@@ -470,10 +757,10 @@ mod tests {
     }
 
     fn direct_asg() -> Value {
-        serde_json::json!({
+        json!({
             "Origin": "AutoScalingGroup", "Destination": "EC2",
             "Service": "AWS Auto Scaling", "Time": "2026-11-22T10:00:00.123Z",
-            "AccountId": "111122223333", "RequestId": "6f1a2b3c-0000-4d5e-8f90-a1b2c3d4e5f6",
+            "AccountId": ACCOUNT, "RequestId": "6f1a2b3c-0000-4d5e-8f90-a1b2c3d4e5f6",
             "LifecycleActionToken": "71514b9d-6a40-4b26-8523-05e7ee35fa40",
             "AutoScalingGroupName": "eks-workers", "LifecycleHookName": "spotwise-drain",
             "EC2InstanceId": "i-0aaa1111bbbb22223",
@@ -484,86 +771,147 @@ mod tests {
 
     #[test]
     fn direct_asg_notification_bare_and_sns_wrapped() {
-        let bare = signal(&direct_asg().to_string());
+        let bare = signal_of(&direct_asg());
         assert_eq!(bare.event_id, "6f1a2b3c-0000-4d5e-8f90-a1b2c3d4e5f6");
         assert_eq!(bare.instance_ids, ["i-0aaa1111bbbb22223"]);
+        assert_eq!(bare.account, ACCOUNT);
         assert_eq!(
             bare.lifecycle.as_ref().map(|l| l.hook_name.as_str()),
             Some("spotwise-drain")
         );
-
-        let wrapped = serde_json::json!({"Type": "Notification", "MessageId": "m1", "Message": direct_asg().to_string()});
-        assert_eq!(signal(&wrapped.to_string()), bare);
+        let wrapped =
+            json!({"Type": "Notification", "MessageId": "m1", "Message": direct_asg().to_string()});
+        assert_eq!(signal_of(&wrapped), bare);
     }
 
     #[test]
     fn asg_test_notification_and_launches_are_dropped() {
-        let test = serde_json::json!({"AccountId": "111122223333", "RequestId": "r", "Event": "autoscaling:TEST_NOTIFICATION",
+        let test = json!({"AccountId": ACCOUNT, "RequestId": "r", "Event": "autoscaling:TEST_NOTIFICATION",
             "Service": "AWS Auto Scaling", "AutoScalingGroupName": "eks-workers", "Time": "2026-11-22T10:00:00Z"});
-        assert!(ignored_reason(&test.to_string()).contains("test notification"));
+        assert!(ignored_reason(&test).contains("test notification"));
         let mut launch = direct_asg();
-        launch["LifecycleTransition"] = json_str("autoscaling:EC2_INSTANCE_LAUNCHING");
-        assert!(ignored_reason(&launch.to_string()).contains("not a termination"));
+        launch["LifecycleTransition"] = json!("autoscaling:EC2_INSTANCE_LAUNCHING");
+        assert!(ignored_reason(&launch).contains("not a termination"));
     }
 
     #[test]
     fn capacity_reservation_interruption() {
-        let body = with(
+        let s = signal_of(&with(
             SPOT,
             "/detail-type",
-            json_str("EC2 Capacity Reservation Instance Interruption Warning"),
-        );
-        let s = signal(&body);
+            json!("EC2 Capacity Reservation Instance Interruption Warning"),
+        ));
         assert_eq!(s.kind, SignalKind::CapacityReservationInterruption);
         assert_eq!(s.instance_ids, ["i-0b662ef9931388ba0"]);
     }
 
     #[test]
     fn unrelated_events_are_ignored_with_a_reason() {
-        let body = with(SPOT, "/detail-type", json_str("EC2 AMI State Change"));
-        assert!(ignored_reason(&body).contains("EC2 AMI State Change"));
+        let v = with(SPOT, "/detail-type", json!("EC2 AMI State Change"));
+        assert!(ignored_reason(&v).contains("EC2 AMI State Change"));
+        let mut other = forwarded(SPOT);
+        other["source"] = json!("my.app");
+        other.as_object_mut().unwrap().remove("detail");
+        assert!(ignored_reason(&other).contains("my.app"));
+    }
+
+    #[test]
+    fn instance_ids_must_look_like_instance_ids() {
+        for good in ["i-12345678", "i-0b662ef9931388ba0"] {
+            assert!(is_instance_id(good), "{good}");
+        }
+        for bad in [
+            "i-aaa",
+            "i-1234567",
+            "i-123456789",
+            "i-0B662EF9931388BA0",
+            "i-0b662ef9931388bz0",
+            "arn:aws:ec2:x",
+            "",
+        ] {
+            assert!(!is_instance_id(bad), "{bad}");
+        }
+        assert_eq!(
+            error(&with(SPOT, "/detail/instance-id", json!("i-aaa"))),
+            "detail.instance-id \"i-aaa\" is not an instance id (i- and 8 or 17 lowercase hex digits)"
+        );
+        let entities = json!([{"entityValue": "i-not-an-id"}]);
+        assert!(
+            error(&with(HEALTH, "/detail/affectedEntities", entities))
+                .starts_with("detail.affectedEntities[].entityValue \"i-not-an-id\"")
+        );
+        let mut asg = direct_asg();
+        asg["EC2InstanceId"] = json!("i-".to_owned() + &"0".repeat(500));
+        let message = error(&asg);
+        assert!(message.starts_with("EC2InstanceId "), "{message}");
+        assert!(message.len() < 200, "quoted values are cut: {message}");
+    }
+
+    #[test]
+    fn a_wrong_type_is_reported_as_a_wrong_type_not_as_missing() {
+        assert_eq!(
+            error(&with(SPOT, "/detail/instance-id", json!(12345678))),
+            "detail.instance-id must be a string, not a number"
+        );
+        assert_eq!(
+            error(&with(SPOT, "/detail", json!(["i-12345678"]))),
+            "detail must be an object, not an array"
+        );
+        assert_eq!(
+            error(&with(
+                HEALTH,
+                "/detail/affectedEntities",
+                json!("i-12345678")
+            )),
+            "detail.affectedEntities must be an array, not a string"
+        );
+        assert_eq!(
+            error(&with(SPOT, "/account", json!(111122223333u64))),
+            "account must be a string, not a number"
+        );
+        assert_eq!(
+            error(&with(SPOT, "/time", json!(0))),
+            "time must be a string, not a number"
+        );
+        let mut asg = direct_asg();
+        asg["LifecycleActionToken"] = json!(null);
+        assert_eq!(error(&asg), "LifecycleActionToken is missing");
+    }
+
+    #[test]
+    fn the_account_must_be_an_account_id() {
+        // The published spot sample carries a placeholder account.
+        assert_eq!(
+            parse(SPOT).unwrap_err().to_string(),
+            "account \"<account_number>\" is not an AWS account id (12 digits)"
+        );
+        let mut v = forwarded(SPOT);
+        v.as_object_mut().unwrap().remove("account");
+        assert_eq!(error(&v), "account is missing");
+        let mut asg = direct_asg();
+        asg["AccountId"] = json!("1111");
+        assert!(error(&asg).starts_with("AccountId \"1111\""));
     }
 
     #[test]
     fn malformed_messages_are_errors_that_say_what_is_wrong() {
         assert!(matches!(parse("{"), Err(ParseError::NotJson(_))));
         assert_eq!(parse(r#"{"hello":"world"}"#), Err(ParseError::UnknownShape));
-        let no_instance = with(
-            SPOT,
-            "/detail",
-            serde_json::json!({"instance-action": "terminate"}),
-        );
+        assert_eq!(parse("[1,2]"), Err(ParseError::UnknownShape));
         assert_eq!(
-            parse(&no_instance).unwrap_err().to_string(),
-            "spot interruption warning detail is missing instance-id"
+            error(&with(
+                SPOT,
+                "/detail",
+                json!({"instance-action": "terminate"})
+            )),
+            "detail.instance-id is missing"
         );
-        let bad_time = with(HEALTH, "/detail/startTime", json_str("next tuesday"));
         assert!(matches!(
-            parse(&bad_time),
+            parse(&with(HEALTH, "/detail/startTime", json!("next tuesday")).to_string()),
             Err(ParseError::BadTime {
                 field: "detail.startTime",
                 ..
             })
         ));
-        let not_instance = with(SPOT, "/detail/instance-id", json_str("arn:aws:ec2:x"));
-        assert!(parse(&not_instance).is_err());
-    }
-
-    #[test]
-    fn far_future_scheduled_change_is_capped() {
-        let body = with(
-            HEALTH,
-            "/detail/startTime",
-            json_str("Sat, 05 Jun 2027 15:10:09 GMT"),
-        );
-        let now = datetime!(2026-11-22 10:00 UTC);
-        assert_eq!(
-            action_deadline(&signal(&body), now),
-            now + Duration::hours(24)
-        );
-    }
-
-    fn json_str(s: &str) -> Value {
-        Value::String(s.to_owned())
     }
 }

@@ -14,7 +14,7 @@ use spotwise_aws::Queue;
 use spotwise_aws::cross_account::{CrossAccount, LinkError};
 use spotwise_aws::queue::QueueError;
 use spotwise_core::action::{ActionRecord, ActionStatus};
-use spotwise_core::domain::{Account, AccountHealth, ApiKey, Cluster, Principal, RoleArn};
+use spotwise_core::domain::{Account, AccountHealth, ApiKey, Cluster, Node, Principal, RoleArn};
 use spotwise_core::{Classify, ClusterId, Disposition, TenantId};
 use spotwise_schedule::model::ScheduledRun;
 use time::OffsetDateTime;
@@ -114,6 +114,7 @@ pub async fn link(
         regions,
         health: AccountHealth::Healthy,
         linked_at: now,
+        event_forwarding: None,
     };
     claim_account(store, tenant, &account_id).await?;
     let item = Item::new(keys::account(tenant, &account_id), account.clone())
@@ -204,7 +205,8 @@ impl Classify for UnlinkError {
 /// Ends a tenant's link to an account and everything that acts on the account's clusters for
 /// that tenant: agent keys are revoked, agent queues deleted with the actions on them, open
 /// actions cancelled, schedules and hibernation removed, and the cluster partitions (secret,
-/// snapshot, nodes) and cluster records deleted. Cost, plans, pod history and audit stay in the
+/// snapshot, nodes, interruption records), the nodes' instance locations and the cluster records
+/// deleted. Cost, plans, pod history and audit stay in the
 /// tenant's partition as history. The account's items go last, so an unlink that fails part way
 /// can be sent again. A cluster hibernation has asleep refuses the unlink
 /// ([`UnlinkError::Asleep`]) unless `leave_asleep`.
@@ -271,11 +273,15 @@ pub async fn unlink(
             keys::hibernation_state(tenant, cluster),
             keys::agent_status(tenant, cluster),
         ]);
+        let partition = keys::cluster_partition(tenant, cluster);
         doomed.extend(
             store
-                .query_keys(&Query::partition(keys::cluster_partition(tenant, cluster)))
-                .await?,
+                .query_all::<Node>(&Query::partition(&partition).prefix(keys::prefix::NODE))
+                .await?
+                .into_iter()
+                .filter_map(|n| n.body.instance_id.map(|id| keys::instance(&id))),
         );
+        doomed.extend(store.query_keys(&Query::partition(partition)).await?);
         doomed.extend(
             store
                 .query_keys(

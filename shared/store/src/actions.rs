@@ -82,6 +82,16 @@ pub async fn channel(
     tenant: &TenantId,
     cluster: &ClusterId,
 ) -> Result<Option<AgentChannel>, DispatchError> {
+    Ok(cluster_channel(store, vault, tenant, cluster).await?.1)
+}
+
+/// The cluster's record (`None` when there is none) and its agent channel, read together.
+pub async fn cluster_channel(
+    store: &Store,
+    vault: &Vault,
+    tenant: &TenantId,
+    cluster: &ClusterId,
+) -> Result<(Option<Cluster>, Option<AgentChannel>), DispatchError> {
     let (cluster_key, secret_key) = (
         keys::cluster(tenant, cluster),
         keys::cluster_secret(tenant, cluster),
@@ -90,14 +100,17 @@ pub async fn channel(
         store.get::<Cluster>(&cluster_key),
         store.get::<ClusterSecret>(&secret_key),
     );
-    let (Some(queue_url), Some(secret)) = (record?.and_then(|c| c.body.agent_queue_url), secret?)
-    else {
-        return Ok(None);
+    let record = record?.map(|c| c.body);
+    let (Some(queue_url), Some(secret)) = (
+        record.as_ref().and_then(|c| c.agent_queue_url.clone()),
+        secret?,
+    ) else {
+        return Ok((record, None));
     };
     let secret = vault
         .open(&secret.body.sealed, cluster_secret_context(tenant, cluster))
         .await?;
-    Ok(Some(AgentChannel { queue_url, secret }))
+    Ok((record, Some(AgentChannel { queue_url, secret })))
 }
 
 /// An action as it left for the agent: signed and queued, or undeliverable without an agent.
@@ -163,6 +176,7 @@ pub fn record_item(
             source,
             instance_id,
             previous_replicas: None,
+            amendment: None,
             created_at: now,
             updated_at: now,
         },

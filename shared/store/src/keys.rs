@@ -145,6 +145,14 @@ pub fn node(tenant: &TenantId, cluster: &ClusterId, node_name: &str) -> Key {
     )
 }
 
+/// What the interruption handler knows about one instance's signals (see the handler).
+pub fn instance_signals(tenant: &TenantId, cluster: &ClusterId, instance_id: &str) -> Key {
+    Key::new(
+        cluster_partition(tenant, cluster),
+        format!("{}{instance_id}", prefix::INSTANCE_SIGNALS),
+    )
+}
+
 pub fn pool_current(pool: &PoolKey) -> Key {
     Key::new(pool_partition(pool), "CUR")
 }
@@ -547,12 +555,10 @@ pub fn node_actions_partition(tenant: &TenantId, cluster: &ClusterId, node_name:
     format!("NODEACTIONS#T#{tenant}#{cluster}#{node_name}")
 }
 
-/// GSI1 index entry mapping an EC2 instance to the node that runs on it.
-pub fn instance_index(instance_id: &str) -> Gsi1Key {
-    Gsi1Key {
-        gsi1pk: format!("INSTANCE#{instance_id}"),
-        gsi1sk: "NODE".into(),
-    }
+/// Where an EC2 instance runs ([`InstanceLocation`](spotwise_core::domain::InstanceLocation)):
+/// instance ids are unique across AWS, and the item names its tenant and cluster.
+pub fn instance(instance_id: &str) -> Key {
+    Key::new(format!("INSTANCE#{instance_id}"), "LOCATION")
 }
 
 /// The GSI1 partition that lists every linked account across tenants.
@@ -614,6 +620,7 @@ pub mod prefix {
 
     // Cluster partition (`C#<tenant>#<cluster>`).
     pub const NODE: &str = "NODE#";
+    pub const INSTANCE_SIGNALS: &str = "ISIGNALS#";
 
     // Pool partition (`POOL#<region>#<zone>#<type>`).
     pub const POOL_INTERRUPTIONS: &str = "INTERRUPTIONS#";
@@ -697,7 +704,11 @@ mod tests {
             (
                 "cluster",
                 vec![prefix::NODE],
-                vec![cluster_secret(&t, &c), snapshot_head(&t, &c)],
+                vec![
+                    cluster_secret(&t, &c),
+                    snapshot_head(&t, &c),
+                    instance_signals(&t, &c, "i-12345678"),
+                ],
             ),
             (
                 "pool",

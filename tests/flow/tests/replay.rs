@@ -1,14 +1,15 @@
 //! Every sample SQS event in events/ whose redelivery must change nothing (interruption
 //! signals, cost samples, the savings report, a notification), pointed at the flow's cluster,
-//! delivered once on one stack and twice in random order on another: the final states match.
+//! delivered once on one stack and twice on another (each again at a random later point): the
+//! final states match.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use rand::Rng;
 use rand::SeedableRng;
-use rand::seq::SliceRandom;
 use serde_json::Value;
 use spotwise_core::action::ActionRecord;
 use spotwise_core::config::Env;
@@ -126,8 +127,15 @@ async fn final_state(twice: bool) -> BTreeMap<String, Vec<String>> {
     };
     let mut deliveries = bodies(&report);
     if twice {
-        deliveries.extend(deliveries.clone());
-        deliveries.shuffle(&mut rand::rngs::StdRng::seed_from_u64(11));
+        // Each sample again, at a random point after its first delivery. (Which of two
+        // different signals comes first may change what is issued: a rebalance cordon before
+        // a spot warning's drain is a second action, after it nothing. Redelivery may not.)
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        for original in deliveries.clone() {
+            let first = deliveries.iter().position(|d| *d == original).unwrap_or(0);
+            let at = rng.random_range(first + 1..=deliveries.len());
+            deliveries.insert(at, original);
+        }
     }
     // One message per invocation: moto, unlike DynamoDB, does not serialise concurrent
     // conditional writes.
@@ -220,10 +228,13 @@ async fn tenant_items(
 }
 
 #[tokio::test]
-async fn every_sample_event_delivered_twice_in_random_order_leaves_the_same_state() {
+async fn every_sample_event_delivered_again_later_leaves_the_same_state() {
     let once = final_state(false).await;
-    assert!(
-        once["actions"].len() > 3,
+    // Spot warning, Health change and Auto Scaling hook each drain their node; the rebalance
+    // recommendation is for the spot warning's instance, whose drain already covers it.
+    assert_eq!(
+        once["actions"].len(),
+        3,
         "the samples reached the cluster: {once:?}"
     );
     let twice = final_state(true).await;

@@ -242,6 +242,7 @@ impl Api {
             source: "test".into(),
             instance_id: None,
             previous_replicas: None,
+            amendment: None,
             created_at: now,
             updated_at: now,
         };
