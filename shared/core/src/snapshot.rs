@@ -411,14 +411,16 @@ fn parse_pod(item: &Value) -> Result<(SnapshotPod, Option<String>), String> {
         })
         .unwrap_or_default();
     let owner_kind = owner.as_ref().map(|o| o.kind.clone());
-    let pinned = owner.is_none();
+    let annotations = str_map(&meta["annotations"]);
+    let pinned_by = pinning_annotation(&annotations);
+    let pinned = owner.is_none() || pinned_by.is_some();
     Ok((
         SnapshotPod {
             workload: WorkloadPod {
                 namespace: namespace.clone(),
                 name: name.clone(),
                 labels: str_map(&meta["labels"]),
-                annotations: str_map(&meta["annotations"]),
+                annotations,
                 owner,
             },
             spec: PodSpec {
@@ -431,6 +433,7 @@ fn parse_pod(item: &Value) -> Result<(SnapshotPod, Option<String>), String> {
                 tolerations,
                 node: spec["nodeName"].as_str().map(str::to_owned),
                 pinned,
+                pinned_by,
             },
             usage: None,
         },
@@ -489,10 +492,26 @@ pub struct PodSpec {
     /// Where the pod runs now, for consolidation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
-    /// Set for pods an eviction would lose (no controller recreates them): their node is never
-    /// drained by consolidation.
+    /// Set for pods an eviction would lose (no controller recreates them) or that ask not to be
+    /// disrupted: their node is never drained by consolidation.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub pinned: bool,
+    /// The annotation that pins the pod, when one does (`karpenter.sh/do-not-disrupt: "true"`,
+    /// `cluster-autoscaler.kubernetes.io/safe-to-evict: "false"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinned_by: Option<String>,
+}
+
+/// Annotations with which a pod asks autoscalers never to evict it voluntarily.
+const DO_NOT_DISRUPT: (&str, &str) = ("karpenter.sh/do-not-disrupt", "true");
+const NOT_SAFE_TO_EVICT: (&str, &str) = ("cluster-autoscaler.kubernetes.io/safe-to-evict", "false");
+
+/// The annotation (`key=value`) that forbids consolidating the pod's node, if any.
+pub fn pinning_annotation(annotations: &BTreeMap<String, String>) -> Option<String> {
+    [DO_NOT_DISRUPT, NOT_SAFE_TO_EVICT]
+        .into_iter()
+        .find(|(key, value)| annotations.get(*key).map(String::as_str) == Some(*value))
+        .map(|(key, value)| format!("{key}={value}"))
 }
 
 impl PodSpec {
@@ -592,6 +611,26 @@ impl Pdb {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pods_that_ask_not_to_be_disrupted_are_pinned_by_their_annotation() {
+        let pinned_by = |key: &str, value: &str| {
+            pinning_annotation(&BTreeMap::from([(key.to_owned(), value.to_owned())]))
+        };
+        assert_eq!(
+            pinned_by("karpenter.sh/do-not-disrupt", "true").as_deref(),
+            Some("karpenter.sh/do-not-disrupt=true")
+        );
+        assert_eq!(
+            pinned_by("cluster-autoscaler.kubernetes.io/safe-to-evict", "false").as_deref(),
+            Some("cluster-autoscaler.kubernetes.io/safe-to-evict=false")
+        );
+        assert_eq!(
+            pinned_by("cluster-autoscaler.kubernetes.io/safe-to-evict", "true"),
+            None
+        );
+        assert_eq!(pinned_by("karpenter.sh/do-not-disrupt", "false"), None);
+    }
 
     #[test]
     fn quantities_parse_as_kubernetes_writes_them() {

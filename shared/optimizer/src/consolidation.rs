@@ -115,12 +115,14 @@ pub fn plan(input: &PlanInput) -> Consolidation {
     let mut blocked = Vec::new();
     for &candidate in &candidates {
         if let Some(&pinned) = pods_on[candidate].iter().find(|&&p| input.pods[p].pinned) {
+            let pod = &input.pods[pinned];
+            let reason = match &pod.pinned_by {
+                Some(annotation) => format!("runs {}, annotated {annotation}", pod.name),
+                None => format!("runs {}, which no controller would recreate", pod.name),
+            };
             blocked.push(Blocked {
                 node: nodes[candidate].name.clone(),
-                reason: format!(
-                    "runs {}, which no controller would recreate",
-                    input.pods[pinned].name
-                ),
+                reason,
             });
             continue;
         }
@@ -289,6 +291,7 @@ mod tests {
             tolerations: Vec::new(),
             node: Some(on.into()),
             pinned: false,
+            pinned_by: None,
         }
     }
 
@@ -351,5 +354,47 @@ mod tests {
         assert!(c.steps.is_empty(), "{:?}", c.steps);
         assert_eq!(c.blocked.len(), 1);
         assert!(c.blocked[0].reason.contains("ns/debug"));
+    }
+
+    /// Ignoring the annotation, a (the emptiest node) is drained onto b. Either annotation keeps
+    /// a, with the annotation named; the plan may still empty b onto a instead.
+    #[test]
+    fn nodes_running_pods_that_ask_not_to_be_disrupted_stay() {
+        let nodes = || {
+            vec![
+                node("a", "m5.large", 2000, 0.096),
+                node("b", "m5.large", 2000, 0.096),
+            ]
+        };
+        let free = plan(&input(
+            vec![pod("ns/batch", 100, "a"), pod("ns/p", 1000, "b")],
+            nodes(),
+        ));
+        assert_eq!(
+            free.steps.iter().map(Step::node).collect::<Vec<_>>(),
+            ["a"],
+            "without it, a (the emptiest) is removed"
+        );
+        for annotation in [
+            "karpenter.sh/do-not-disrupt=true",
+            "cluster-autoscaler.kubernetes.io/safe-to-evict=false",
+        ] {
+            let mut kept = pod("ns/batch", 100, "a");
+            kept.pinned = true;
+            kept.pinned_by = Some(annotation.to_owned());
+            let c = plan(&input(vec![kept, pod("ns/p", 1000, "b")], nodes()));
+            assert!(
+                c.steps.iter().all(|step| step.node() != "a"),
+                "{annotation}: {:?}",
+                c.steps
+            );
+            assert!(
+                c.blocked.iter().any(
+                    |b| b.node == "a" && b.reason.ends_with(&format!("annotated {annotation}"))
+                ),
+                "{:?}",
+                c.blocked
+            );
+        }
     }
 }

@@ -896,6 +896,7 @@ mod tests {
             tolerations: Vec::new(),
             node: None,
             pinned: false,
+            pinned_by: None,
         }
     }
 

@@ -66,6 +66,7 @@ pub fn pods(seed: u64, n: usize) -> Vec<PodSpec> {
                 tolerations: Vec::new(),
                 node: None,
                 pinned: false,
+                pinned_by: None,
             });
         }
         workload += 1;

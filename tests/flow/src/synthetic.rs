@@ -254,6 +254,7 @@ fn pod(
             tolerations: tolerations(),
             node: Some(node.to_owned()),
             pinned: false,
+            pinned_by: None,
         },
         usage: Some(PodUsage {
             cpu_m: cpu_m * (30 + wobble) / 100,
