@@ -297,7 +297,7 @@ async fn handle_instance(
             let mut item = item;
             let fresh = ulid::Ulid::new().to_string().to_ascii_lowercase();
             item.body.issued(fresh, &wanted, signal, now);
-            let item = save(deps, item).await?;
+            let item = save(deps, item, now).await?;
             // Its pool, if it counts, was counted above.
             issue(deps, subject, Some(action_id), item, channel, false, now).await
         }
@@ -400,7 +400,7 @@ async fn decide(
         // Once per instance, whatever the decision: a warning that arrives after the instance
         // departed still records an interruption that happened, but never a second time.
         let count_pool = item.body.count_on_pool(signal);
-        match save(deps, item).await {
+        match save(deps, item, now).await {
             Ok(item) => return Ok((item, decision, count_pool)),
             Err(InterruptionError::Store(
                 StoreError::StaleVersion { .. } | StoreError::AlreadyExists { .. },
@@ -416,8 +416,9 @@ async fn decide(
 async fn save(
     deps: &Deps,
     mut item: Item<InstanceSignals>,
+    now: OffsetDateTime,
 ) -> Result<Item<InstanceSignals>, InterruptionError> {
-    item = item.expiring_at(OffsetDateTime::now_utc() + SIGNALS_RETENTION);
+    item = item.expiring_at(now + SIGNALS_RETENTION);
     if item.version == 0 {
         item.version = 1;
         deps.store.put(&item, PutCondition::IfAbsent).await?;
@@ -468,7 +469,7 @@ async fn issue(
         Err(err) => {
             item.body.action = None;
             item.body.pool_counted &= !count_pool;
-            if let Err(forget) = save(deps, item).await {
+            if let Err(forget) = save(deps, item, now).await {
                 warn!(%instance_id, error = %forget, "could not take back an unsent action");
             }
             return Err(err.into());
