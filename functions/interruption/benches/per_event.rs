@@ -8,7 +8,7 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use interruption::{Decision, InstanceSignals, Wanted, build_action};
-use spotwise_core::action::{ActionKind, LifecycleHook};
+use spotwise_core::action::ActionKind;
 use spotwise_core::interruption::{Parsed, action_deadline, parse};
 use spotwise_core::{ClusterId, TenantId};
 use time::OffsetDateTime;
@@ -55,12 +55,7 @@ fn main() {
             let wanted = Wanted {
                 kind: ActionKind::Drain,
                 not_after: action_deadline(&signal, now),
-                lifecycle_hook: signal.lifecycle.as_ref().map(|l| LifecycleHook {
-                    auto_scaling_group: l.auto_scaling_group.clone(),
-                    hook_name: l.hook_name.clone(),
-                    token: l.token.clone(),
-                    instance_id: instance_id.clone(),
-                }),
+                lifecycle_hook: signal.lifecycle.as_ref().map(|l| l.hook_for(instance_id)),
             };
             let mut record = InstanceSignals::new(
                 tenant.clone(),

@@ -26,8 +26,7 @@ pub use signals::{Decision, InFlight, InstanceSignals, Wanted};
 use spotwise_aws::queue::QueueError;
 use spotwise_aws::{Queue, Vault};
 use spotwise_core::action::{
-    ActionKind, ActionRecord, ActionSpec, ActionStatus, AgentAction, DrainTerms,
-    INTERRUPTION_TAINT, LifecycleHook,
+    ActionKind, ActionRecord, ActionSpec, ActionStatus, AgentAction, DrainTerms, INTERRUPTION_TAINT,
 };
 use spotwise_core::config::{CommonConfig, ConfigError, Env};
 use spotwise_core::domain::{
@@ -261,7 +260,7 @@ async fn handle_instance(
     let (cluster, stored, wanted) = tokio::join!(
         actions::cluster_channel(&deps.store, &deps.vault, &node.tenant_id, &node.cluster_id),
         deps.store.get::<InstanceSignals>(&key),
-        wanted(deps, signal, &node, now),
+        wanted(deps, signal, instance_id, &node, now),
     );
     let (cluster, channel) = cluster?;
     // The bus admits only linked accounts; this ties the event to the tenant that linked the
@@ -295,7 +294,7 @@ async fn handle_instance(
             }
             // It finished (or was closed) before this signal arrived: a new action carries it.
             let mut item = item;
-            let fresh = ulid::Ulid::new().to_string().to_ascii_lowercase();
+            let fresh = AgentAction::new_id();
             item.body.issued(fresh, &wanted, signal, now);
             let item = save(deps, item, now).await?;
             // Its pool, if it counts, was counted above.
@@ -340,6 +339,7 @@ async fn handle_instance(
 async fn wanted(
     deps: &Deps,
     signal: &Signal,
+    instance_id: &str,
     node: &InstanceLocation,
     now: OffsetDateTime,
 ) -> Result<Option<Wanted>, InterruptionError> {
@@ -356,12 +356,7 @@ async fn wanted(
     Ok(Some(Wanted {
         kind,
         not_after: interruption::action_deadline(signal, now),
-        lifecycle_hook: signal.lifecycle.as_ref().map(|l| LifecycleHook {
-            auto_scaling_group: l.auto_scaling_group.clone(),
-            hook_name: l.hook_name.clone(),
-            token: l.token.clone(),
-            instance_id: signal.instance_ids.first().cloned().unwrap_or_default(),
-        }),
+        lifecycle_hook: signal.lifecycle.as_ref().map(|l| l.hook_for(instance_id)),
     }))
 }
 
@@ -394,7 +389,7 @@ async fn decide(
         });
         let decision = item.body.apply(signal, wanted.clone(), now);
         if let Decision::Issue { wanted, .. } = &decision {
-            let action_id = ulid::Ulid::new().to_string().to_ascii_lowercase();
+            let action_id = AgentAction::new_id();
             item.body.issued(action_id, wanted, signal, now);
         }
         // Once per instance, whatever the decision: a warning that arrives after the instance

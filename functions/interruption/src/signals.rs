@@ -67,6 +67,18 @@ impl InFlight {
         now < self.not_after.max(self.issued_at + IN_FLIGHT_AT_LEAST)
     }
 
+    /// Records that `signal` is behind this action (once per kind and Health event).
+    fn note(&mut self, signal: &Signal) {
+        if !self.because.contains(&signal.kind) {
+            self.because.push(signal.kind);
+        }
+        if let Some(health) = &signal.health
+            && !self.health_events.contains(&health.event_arn)
+        {
+            self.health_events.push(health.event_arn.clone());
+        }
+    }
+
     pub fn action_ids(&self) -> impl Iterator<Item = &String> {
         self.superseded
             .iter()
@@ -151,7 +163,6 @@ impl InstanceSignals {
         let Some(wanted) = wanted else {
             return Decision::NotifyOnly;
         };
-        let health_event = signal.health.as_ref().map(|h| h.event_arn.clone());
         match self.action.as_mut().filter(|a| a.live(now)) {
             Some(current) => {
                 // A deadline already past binds nothing: the new signal's applies.
@@ -163,14 +174,7 @@ impl InstanceSignals {
                     not_after,
                     lifecycle_hook: current.lifecycle_hook.clone().or(wanted.lifecycle_hook),
                 };
-                if !current.because.contains(&signal.kind) {
-                    current.because.push(signal.kind);
-                }
-                if let Some(arn) = health_event
-                    && !current.health_events.contains(&arn)
-                {
-                    current.health_events.push(arn);
-                }
+                current.note(signal);
                 if merged.kind != current.kind {
                     return Decision::Issue {
                         wanted: merged,
@@ -206,23 +210,16 @@ impl InstanceSignals {
         signal: &Signal,
         now: OffsetDateTime,
     ) {
-        let previous = self.action.take().filter(|a| a.live(now));
-        let (mut because, health_events, superseded) = match previous {
-            Some(p) => {
-                let mut superseded = p.superseded;
-                superseded.push(p.action_id);
-                (p.because, p.health_events, superseded)
+        let (because, health_events, superseded) = match self.action.take().filter(|a| a.live(now))
+        {
+            Some(previous) => {
+                let mut superseded = previous.superseded;
+                superseded.push(previous.action_id);
+                (previous.because, previous.health_events, superseded)
             }
-            None => (
-                Vec::new(),
-                signal.health.iter().map(|h| h.event_arn.clone()).collect(),
-                Vec::new(),
-            ),
+            None => Default::default(),
         };
-        if !because.contains(&signal.kind) {
-            because.push(signal.kind);
-        }
-        self.action = Some(InFlight {
+        let mut issued = InFlight {
             action_id,
             kind: wanted.kind,
             issued_at: now,
@@ -231,7 +228,9 @@ impl InstanceSignals {
             because,
             health_events,
             superseded,
-        });
+        };
+        issued.note(signal);
+        self.action = Some(issued);
     }
 
     /// Whether this signal should count against its pool: a spot warning, once per instance.

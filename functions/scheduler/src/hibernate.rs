@@ -618,7 +618,7 @@ fn workloads_to_sleep(
             namespace: namespace.clone(),
             kind: *kind,
             name: name.clone(),
-            action_id: ulid::Ulid::new().to_string().to_ascii_lowercase(),
+            action_id: AgentAction::new_id(),
         })
         .collect()
 }
@@ -636,7 +636,7 @@ fn nodes_to_cordon(schedule: &HibernationSchedule, snapshot: &Snapshot) -> Vec<S
 
 fn node_action(cluster: &ClusterId, spec: ActionSpec, now: OffsetDateTime) -> AgentAction {
     AgentAction {
-        action_id: ulid::Ulid::new().to_string().to_ascii_lowercase(),
+        action_id: AgentAction::new_id(),
         cluster_id: cluster.clone(),
         reason: format!("hibernation: {}", spec.kind()),
         spec,
@@ -656,7 +656,7 @@ fn scale_action(
     let action_id = if replicas == 0 {
         workload.action_id.clone()
     } else {
-        ulid::Ulid::new().to_string().to_ascii_lowercase()
+        AgentAction::new_id()
     };
     AgentAction {
         action_id,

@@ -323,6 +323,11 @@ pub struct ActionRecord {
 }
 
 impl AgentAction {
+    /// A fresh action id (ULID, lower-case).
+    pub fn new_id() -> String {
+        ulid::Ulid::new().to_string().to_ascii_lowercase()
+    }
+
     /// The node or workload name the action targets (the FIFO group: one action at a time per
     /// target).
     pub fn target_name(&self) -> &str {

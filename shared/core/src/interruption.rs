@@ -18,6 +18,8 @@ use serde_json::Value;
 use time::format_description::well_known::{Rfc2822, Rfc3339};
 use time::{Duration, OffsetDateTime};
 
+use crate::action::LifecycleHook;
+
 /// Notice AWS gives before reclaiming a spot or interruptible capacity-reservation instance.
 pub const INTERRUPTION_NOTICE: Duration = Duration::seconds(120);
 /// The longest deadline an AWS Health scheduled change may carry. The drain starts at once;
@@ -75,6 +77,18 @@ pub struct AsgLifecycle {
     pub auto_scaling_group: String,
     pub hook_name: String,
     pub token: String,
+}
+
+impl AsgLifecycle {
+    /// The hook a drain of `instance_id` completes.
+    pub fn hook_for(&self, instance_id: &str) -> LifecycleHook {
+        LifecycleHook {
+            auto_scaling_group: self.auto_scaling_group.clone(),
+            hook_name: self.hook_name.clone(),
+            token: self.token.clone(),
+            instance_id: instance_id.to_owned(),
+        }
+    }
 }
 
 /// An AWS Health event's status. Each change arrives as a new event with a new id; the

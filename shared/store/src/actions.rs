@@ -265,7 +265,7 @@ pub async fn apply_first_wave(
             continue;
         };
         let action = AgentAction {
-            action_id: ulid::Ulid::new().to_string().to_ascii_lowercase(),
+            action_id: AgentAction::new_id(),
             cluster_id: record.cluster_id.clone(),
             spec: ActionSpec::Drain {
                 node: node.clone(),

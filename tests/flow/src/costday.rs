@@ -213,74 +213,80 @@ pub async fn run(
             }
 
             recorder.enter("shared: discovery fan-out", "DiscoveryFunction", true);
-            let started = timed();
-            discovery::fan_out(&discovery, trigger("discovery")?).await?;
-            recorder.invoked(started.elapsed(), 0);
+            recorder
+                .invocation(discovery::fan_out(&discovery, trigger("discovery")?))
+                .await?;
             recorder.enter("discovery of the account", "DiscoveryFunction", false);
-            let started = timed();
-            let batch = receive(&sqs, &discovery_queue).await?;
-            for request in bodies::<DiscoverAccount>(&batch)? {
-                discovery::discover_account(&discovery, &request, at).await?;
-            }
-            delete(&sqs, &discovery_queue, &batch).await?;
-            recorder.invoked(started.elapsed(), 0);
+            recorder
+                .invocation(async {
+                    let batch = receive(&sqs, &discovery_queue).await?;
+                    for request in bodies::<DiscoverAccount>(&batch)? {
+                        discovery::discover_account(&discovery, &request, at).await?;
+                    }
+                    delete(&sqs, &discovery_queue, &batch).await
+                })
+                .await?;
         }
 
         recorder.enter("shared: scheduler tick", "SchedulerFunction", true);
-        let started = timed();
-        scheduler::tick(&scheduler, at).await?;
-        recorder.invoked(started.elapsed(), 0);
+        recorder.invocation(scheduler::tick(&scheduler, at)).await?;
 
         match minute % 60 {
             0 => {
                 recorder.enter("shared: scraper", "PricingScraperFunction", true);
-                let started = timed();
-                pricing_scraper::handle(
-                    &scraper,
-                    &scraper_config,
-                    pricing_scraper::ScraperEvent::Schedule(trigger("pricing-scraper")?),
-                )
-                .await?;
-                recorder.invoked(started.elapsed(), 0);
-                let started = timed();
-                let batch = receive(&sqs, &scraper_config.scrape_queue_url).await?;
-                let Ok(_) =
-                    pricing_scraper::handle_batch(&scraper, &scraper_config, batch.clone()).await;
-                delete(&sqs, &scraper_config.scrape_queue_url, &batch).await?;
-                recorder.invoked(started.elapsed(), 0);
+                recorder
+                    .invocation(pricing_scraper::handle(
+                        &scraper,
+                        &scraper_config,
+                        pricing_scraper::ScraperEvent::Schedule(trigger("pricing-scraper")?),
+                    ))
+                    .await?;
+                recorder
+                    .invocation(async {
+                        let batch = receive(&sqs, &scraper_config.scrape_queue_url).await?;
+                        let Ok(_) =
+                            pricing_scraper::handle_batch(&scraper, &scraper_config, batch.clone())
+                                .await;
+                        delete(&sqs, &scraper_config.scrape_queue_url, &batch).await
+                    })
+                    .await?;
 
                 recorder.enter("shared: optimizer fan-out", "OptimizerFunction", true);
-                let started = timed();
-                optimizer::fan_out(&optimizer, &trigger("optimizer")?, at).await?;
-                recorder.invoked(started.elapsed(), 0);
+                recorder
+                    .invocation(optimizer::fan_out(&optimizer, &trigger("optimizer")?, at))
+                    .await?;
                 recorder.enter("optimizer plan", "OptimizerFunction", false);
-                let started = timed();
-                let batch = receive(&sqs, &optimize_queue).await?;
-                for request in bodies::<OptimizeRequest>(&batch)? {
-                    optimizer::optimize(&optimizer, &request, at).await?;
-                }
-                delete(&sqs, &optimize_queue, &batch).await?;
-                recorder.invoked(started.elapsed(), 0);
+                recorder
+                    .invocation(async {
+                        let batch = receive(&sqs, &optimize_queue).await?;
+                        for request in bodies::<OptimizeRequest>(&batch)? {
+                            optimizer::optimize(&optimizer, &request, at).await?;
+                        }
+                        delete(&sqs, &optimize_queue, &batch).await
+                    })
+                    .await?;
             }
             5 => {
                 recorder.enter("shared: cost fan-out", "CostFunction", true);
-                let started = timed();
-                cost::fan_out(&cost, &trigger("cost-sample")?, at).await?;
-                recorder.invoked(started.elapsed(), 0);
+                recorder
+                    .invocation(cost::fan_out(&cost, &trigger("cost-sample")?, at))
+                    .await?;
                 recorder.enter("cost sample", "CostFunction", false);
-                let started = timed();
-                let batch = receive(&sqs, &cost_queue).await?;
-                for request in bodies::<CostRequest>(&batch)? {
-                    if let CostRequest::Sample {
-                        tenant_id,
-                        cluster_id,
-                    } = request
-                    {
-                        cost::sample(&cost, &tenant_id, &cluster_id, at).await?;
-                    }
-                }
-                delete(&sqs, &cost_queue, &batch).await?;
-                recorder.invoked(started.elapsed(), 0);
+                recorder
+                    .invocation(async {
+                        let batch = receive(&sqs, &cost_queue).await?;
+                        for request in bodies::<CostRequest>(&batch)? {
+                            if let CostRequest::Sample {
+                                tenant_id,
+                                cluster_id,
+                            } = request
+                            {
+                                cost::sample(&cost, &tenant_id, &cluster_id, at).await?;
+                            }
+                        }
+                        delete(&sqs, &cost_queue, &batch).await
+                    })
+                    .await?;
             }
             _ => {}
         }

@@ -82,6 +82,14 @@ impl Recorder {
         });
     }
 
+    /// Runs `work` as one invocation of the phase's function, without API Gateway requests.
+    pub async fn invocation<T>(&self, work: impl std::future::Future<Output = T>) -> T {
+        let started = std::time::Instant::now();
+        let out = work.await;
+        self.invoked(started.elapsed(), 0);
+        out
+    }
+
     pub fn logged(&self, bytes: usize) {
         self.with_phase(|phase| phase.log_bytes += bytes as u64);
     }
