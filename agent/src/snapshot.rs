@@ -1,6 +1,7 @@
 //! The cluster as the platform plans and costs it: nodes (instance id, capacity type,
-//! allocatable), pods (requests, owners, node), PodDisruptionBudgets, and usage from
-//! metrics.k8s.io when a metrics server is installed. Lists are read in pages.
+//! allocatable), pods (requests, owners, node, affinity and spread), PodDisruptionBudgets, the
+//! claims and volumes that pin pods to zones, and usage from metrics.k8s.io when a metrics
+//! server is installed. Lists are read in pages.
 
 use http::Request;
 use serde_json::{Value, json};
@@ -74,7 +75,7 @@ async fn list_all(
 }
 
 pub async fn collect(client: &kube::Client) -> Result<Snapshot, CollectError> {
-    let (nodes, pods, pdbs, usage) = tokio::join!(
+    let (nodes, pods, pdbs, claims, volumes, usage) = tokio::join!(
         list_all(client, "/api/v1/nodes", "Node"),
         list_all(client, "/api/v1/pods", "Pod"),
         list_all(
@@ -82,11 +83,19 @@ pub async fn collect(client: &kube::Client) -> Result<Snapshot, CollectError> {
             "/apis/policy/v1/poddisruptionbudgets",
             "PodDisruptionBudget"
         ),
+        list_all(
+            client,
+            "/api/v1/persistentvolumeclaims",
+            "PersistentVolumeClaim"
+        ),
+        list_all(client, "/api/v1/persistentvolumes", "PersistentVolume"),
         list_all(client, "/apis/metrics.k8s.io/v1beta1/pods", "PodMetrics"),
     );
     let mut items = nodes?;
     items.extend(pods?);
     items.extend(pdbs?);
+    items.extend(claims?);
+    items.extend(volumes?);
     match usage {
         Ok(usage) => items.extend(usage),
         // Without a metrics server, requests stand in for usage.

@@ -119,6 +119,8 @@ fn the_cluster_role_grants_exactly_what_the_agent_calls() {
         ("/nodes", set(&["get", "list", "patch"])),
         ("/pods", set(&["list"])),
         ("/pods/eviction", set(&["create"])),
+        ("/persistentvolumeclaims", set(&["list"])),
+        ("/persistentvolumes", set(&["list"])),
         ("policy/poddisruptionbudgets", set(&["list"])),
         ("apps/deployments/scale", set(&["get", "patch"])),
         ("apps/statefulsets/scale", set(&["get", "patch"])),

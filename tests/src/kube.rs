@@ -2,8 +2,9 @@
 //! nodes get/list (one per page, so `continue` tokens are exercised)/patch (merge patches,
 //! `resourceVersion` checked), pods list (by `spec.nodeName`), evictions (429 while the budget
 //! over `app=guarded` pods allows none; `app=slow` pods stay listed, terminating, for a few
-//! lists), PodDisruptionBudgets list, and the scale subresource of Deployments and
-//! StatefulSets. Real `kube::Client`s talk to it over HTTP.
+//! lists), PodDisruptionBudgets, PersistentVolumeClaims and PersistentVolumes list, and the
+//! scale subresource of Deployments and StatefulSets. Real `kube::Client`s talk to it over
+//! HTTP.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -21,6 +22,8 @@ pub struct KubeState {
     /// Keyed `namespace/name`.
     pub pods: BTreeMap<String, Value>,
     pub pdbs: Vec<Value>,
+    pub claims: Vec<Value>,
+    pub volumes: Vec<Value>,
     /// Disruptions the PodDisruptionBudget over `app=guarded` pods allows now.
     pub guarded_budget: i64,
     /// Replicas of each Deployment or StatefulSet, keyed `namespace/name`.
@@ -69,6 +72,8 @@ impl FakeKube {
             .route("/api/v1/pods", get(list_pods))
             .route("/api/v1/nodes", get(list_nodes))
             .route("/apis/policy/v1/poddisruptionbudgets", get(list_pdbs))
+            .route("/api/v1/persistentvolumeclaims", get(list_claims))
+            .route("/api/v1/persistentvolumes", get(list_volumes))
             .route("/api/v1/namespaces/{ns}/pods/{name}/eviction", post(evict))
             .layer(axum::middleware::from_fn(
                 move |method: Method, uri: Uri, req, next: axum::middleware::Next| {
@@ -308,6 +313,14 @@ async fn list_nodes(
 
 async fn list_pdbs(State(s): State<Shared>) -> Json<Value> {
     Json(json!({"kind": "PodDisruptionBudgetList", "metadata": {}, "items": lock(&s).pdbs}))
+}
+
+async fn list_claims(State(s): State<Shared>) -> Json<Value> {
+    Json(json!({"kind": "PersistentVolumeClaimList", "metadata": {}, "items": lock(&s).claims}))
+}
+
+async fn list_volumes(State(s): State<Shared>) -> Json<Value> {
+    Json(json!({"kind": "PersistentVolumeList", "metadata": {}, "items": lock(&s).volumes}))
 }
 
 async fn evict(

@@ -409,6 +409,23 @@ async fn only_actions_the_platform_confirms_are_executed() {
 #[tokio::test]
 async fn heartbeats_and_snapshots_reach_the_api() {
     let kube = Cluster::start().await;
+    {
+        let mut state = kube.state();
+        state.claims.push(
+            json!({"metadata": {"name": "web-data", "namespace": "shop"},
+            "spec": {"volumeName": "pvc-0a1b"}}),
+        );
+        state.volumes.push(
+            json!({"metadata": {"name": "pvc-0a1b"}, "spec": {"nodeAffinity": {"required":
+            {"nodeSelectorTerms": [{"matchExpressions": [{"key": "topology.ebs.csi.aws.com/zone",
+             "operator": "In", "values": ["us-east-1b"]}]}]}}}}),
+        );
+        let web = state.pods.get_mut("shop/web-9").unwrap();
+        web["spec"]["volumes"] =
+            json!([{"name": "data", "persistentVolumeClaim": {"claimName": "web-data"}}]);
+        web["spec"]["affinity"] = json!({"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+            {"labelSelector": {"matchLabels": {"app": "web"}}, "topologyKey": "kubernetes.io/hostname"}]}});
+    }
     let api = FakeApi::start().await;
     let agent = agent(&kube, false).with_reporter(reporter(&api, None));
     agent
@@ -443,6 +460,18 @@ async fn heartbeats_and_snapshots_reach_the_api() {
         pods >= 4,
         "running pods, finished ones left out: {snapshot}"
     );
+    let web = snapshot["pods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["spec"]["name"] == "shop/web-9")
+        .unwrap();
+    assert_eq!(
+        web["spec"]["volumes"],
+        json!([{"claim": "web-data", "zones": ["us-east-1b"]}]),
+        "claims and volumes are read, so the planner keeps the pod in its volume's zone"
+    );
+    assert_eq!(web["spec"]["affinity"][0]["kind"], "anti_affinity", "{web}");
 }
 
 #[tokio::test]

@@ -260,6 +260,8 @@ pub fn plan_policy(policy: &Policy) -> (PlanPolicy, SpotPolicy) {
             max_interruption_band: policy.max_interruption_band,
             min_spot_pools: policy.min_spot_pools,
             max_disrupted_nodes: policy.max_disrupted_nodes,
+            exclude_burstable: policy.exclude_burstable,
+            exclude_previous_generation: policy.exclude_previous_generation,
             ..PlanPolicy::default()
         },
         SpotPolicy {

@@ -537,10 +537,21 @@ pub struct Policy {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(max_items = 10))]
     pub cost_labels: Vec<String>,
+    /// Plans launch no burstable (`t*`) types, spot or on-demand: pods that request most of a
+    /// burstable node's cpu are throttled once its credits run out.
+    #[serde(default = "default_true")]
+    pub exclude_burstable: bool,
+    /// Plans launch no types EC2 lists as previous generation (m3, c3, r3, i2, ...).
+    #[serde(default)]
+    pub exclude_previous_generation: bool,
 }
 
 fn default_rebalance() -> RebalanceResponse {
     RebalanceResponse::Cordon
+}
+
+fn default_true() -> bool {
+    true
 }
 
 impl Default for Policy {
@@ -554,6 +565,8 @@ impl Default for Policy {
             max_disrupted_nodes: 1,
             rebalance: RebalanceResponse::Cordon,
             cost_labels: Vec::new(),
+            exclude_burstable: true,
+            exclude_previous_generation: false,
         }
     }
 }

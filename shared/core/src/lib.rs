@@ -9,6 +9,7 @@ pub mod error;
 pub mod ids;
 pub mod interruption;
 pub mod messages;
+pub mod placement;
 pub mod pricing;
 pub mod snapshot;
 pub mod snapshot_codec;

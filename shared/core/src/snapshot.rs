@@ -1,5 +1,6 @@
-//! A cluster snapshot from `kubectl get nodes,pods,pdb,podmetrics -A -o json` (a `List`) as
-//! planner and cost-allocation input.
+//! A cluster snapshot from `kubectl get nodes,pods,pdb,pvc,pv,podmetrics -A -o json` (a `List`)
+//! as planner and cost-allocation input. Claims and volumes only resolve which zones a pod's
+//! bound volumes can attach in.
 //!
 //! DaemonSet and mirror pods are not placed: they run on every node, so their largest per-node
 //! total becomes the per-node overhead (they are kept apart for cost allocation). Finished pods
@@ -13,6 +14,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::domain::{Arch, CapacityType, Taint};
+use crate::placement::{
+    PodAffinityTerm, SpreadConstraint, ZonalVolume, affinity_terms, spread_constraints,
+    volume_zones,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -171,6 +176,9 @@ pub fn parse_list(json: &[u8]) -> Result<Snapshot, SnapshotError> {
     let mut snapshot = Snapshot::default();
     let mut daemon_per_node: HashMap<String, [u64; 3]> = HashMap::new();
     let mut usage: HashMap<(String, String), PodUsage> = HashMap::new();
+    // namespace/claim -> bound volume, and volume -> the zones it can attach in.
+    let mut claims: HashMap<String, String> = HashMap::new();
+    let mut volumes: HashMap<String, Vec<String>> = HashMap::new();
     for (index, item) in items.iter().enumerate() {
         let kind = item["kind"].as_str().unwrap_or_default();
         let name = item["metadata"]["name"].as_str().unwrap_or_default();
@@ -232,9 +240,37 @@ pub fn parse_list(json: &[u8]) -> Result<Snapshot, SnapshotError> {
                 );
                 usage.insert((namespace.to_owned(), name.to_owned()), total);
             }
+            "PersistentVolumeClaim" => {
+                if let Some(volume) = item["spec"]["volumeName"].as_str() {
+                    let namespace = item["metadata"]["namespace"].as_str().unwrap_or("default");
+                    claims.insert(format!("{namespace}/{name}"), volume.to_owned());
+                }
+            }
+            "PersistentVolume" => {
+                let zones = volume_zones(item);
+                if !zones.is_empty() {
+                    volumes.insert(name.to_owned(), zones);
+                }
+            }
             // Other kinds (Services, ReplicaSets, …) may ride along in a List; they do not matter here.
             _ => {}
         }
+    }
+    for pod in snapshot
+        .pods
+        .iter_mut()
+        .chain(snapshot.daemon_pods.iter_mut())
+    {
+        let namespace = &pod.workload.namespace;
+        pod.spec.volumes.retain_mut(|v| {
+            let bound = claims
+                .get(&format!("{namespace}/{}", v.claim))
+                .and_then(|pv| volumes.get(pv));
+            if let Some(zones) = bound {
+                v.zones.clone_from(zones);
+            }
+            !v.zones.is_empty()
+        });
     }
     if !usage.is_empty() {
         for pod in snapshot
@@ -434,6 +470,20 @@ fn parse_pod(item: &Value) -> Result<(SnapshotPod, Option<String>), String> {
                 node: spec["nodeName"].as_str().map(str::to_owned),
                 pinned,
                 pinned_by,
+                labels: BTreeMap::new(),
+                affinity: affinity_terms(&spec["affinity"]),
+                spread: spread_constraints(&spec["topologySpreadConstraints"]),
+                // Zones are filled in once the list's claims and volumes are read.
+                volumes: spec["volumes"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|v| v["persistentVolumeClaim"]["claimName"].as_str())
+                    .map(|claim| ZonalVolume {
+                        claim: claim.to_owned(),
+                        zones: Vec::new(),
+                    })
+                    .collect(),
             },
             usage: None,
         },
@@ -476,7 +526,7 @@ impl Toleration {
 }
 
 /// One pod to place. `name` is `namespace/name`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PodSpec {
     pub name: String,
     pub cpu_m: u64,
@@ -500,6 +550,18 @@ pub struct PodSpec {
     /// `cluster-autoscaler.kubernetes.io/safe-to-evict: "false"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pinned_by: Option<String>,
+    /// What other pods' affinity and spread selectors match. A snapshot keeps them with the
+    /// workload; planning copies them here.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Pod affinity and anti-affinity terms over nodes and zones.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub affinity: Vec<PodAffinityTerm>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub spread: Vec<SpreadConstraint>,
+    /// Bound persistent volumes that only some zones can attach.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<ZonalVolume>,
 }
 
 /// Annotations with which a pod asks autoscalers never to evict it voluntarily.

@@ -20,6 +20,8 @@ pub const MAX_NODES: usize = 5_000;
 /// Workload and daemon pods together.
 pub const MAX_PODS: usize = 100_000;
 pub const MAX_PDBS: usize = 10_000;
+/// Affinity terms, spread constraints and zonal volumes of one pod, together.
+pub const MAX_PLACEMENT_RULES_PER_POD: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
@@ -105,6 +107,18 @@ pub fn check_bounds(snapshot: &Snapshot) -> Result<(), CodecError> {
     }
     if snapshot.pdbs.len() > MAX_PDBS {
         return invalid("pdbs", format!("at most {MAX_PDBS} PodDisruptionBudgets"));
+    }
+    if let Some(pod) = snapshot.pods.iter().find(|p| {
+        p.spec.affinity.len() + p.spec.spread.len() + p.spec.volumes.len()
+            > MAX_PLACEMENT_RULES_PER_POD
+    }) {
+        return invalid(
+            "pods",
+            format!(
+                "pod {} has more than {MAX_PLACEMENT_RULES_PER_POD} affinity terms, spread constraints and zonal volumes",
+                pod.spec.name
+            ),
+        );
     }
     Ok(())
 }

@@ -1,7 +1,9 @@
 //! Which current nodes to drain, in what order, without leaving a pod unschedulable.
 //!
 //! A node is removed only when a simulation places every pod on it onto the nodes that stay,
-//! counting the pods earlier removals already moved there. A node that stays but whose pods
+//! counting the pods earlier removals already moved there, and every move keeps the pod's
+//! affinity, anti-affinity, topology spread and volume zones (a drain that would break one is
+//! listed as blocked, with the rule). A node that stays but whose pods
 //! fit a cheaper offering is proposed for replacement. Steps are grouped into waves no larger
 //! than the disruption budget.
 
@@ -9,8 +11,9 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{CPU, DIMENSIONS, MEM, Offering, PlanInput, Vector, add, fits};
-use crate::packing::admits;
+use crate::constraints::{Constraints, NodeState};
+use crate::model::{CPU, DIMENSIONS, MEM, Offering, PlanInput, PodSpec, Vector, add, fits};
+use crate::packing::{admits, runs_on};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -85,10 +88,15 @@ pub fn plan(input: &PlanInput) -> Consolidation {
         .collect();
     let mut used = vec![[0u64; DIMENSIONS]; nodes.len()];
     let mut pods_on: Vec<Vec<usize>> = vec![Vec::new(); nodes.len()];
+    let rules = Constraints::new(input);
+    let mut hosts = vec![NodeState::default(); nodes.len()];
+    let mut zones = rules.zone_state();
     for (p, pod) in input.pods.iter().enumerate() {
         if let Some(&n) = pod.node.as_deref().and_then(|name| index.get(name)) {
             add(&mut used[n], &pod.demand());
             pods_on[n].push(p);
+            rules.host_add(p, &mut hosts[n]);
+            rules.zone_add(p, &nodes[n].zone, &mut zones);
         }
     }
     let current_cost_hr: f64 = as_offerings.iter().map(|o| o.price_hr).sum();
@@ -127,6 +135,8 @@ pub fn plan(input: &PlanInput) -> Consolidation {
             continue;
         }
         let mut trial = used.clone();
+        let mut trial_hosts = hosts.clone();
+        let mut trial_zones = zones.clone();
         let mut moves = Vec::new();
         let mut order = pods_on[candidate].clone();
         order.sort_by_key(|&p| std::cmp::Reverse((input.pods[p].cpu_m, input.pods[p].mem_mib)));
@@ -134,23 +144,83 @@ pub fn plan(input: &PlanInput) -> Consolidation {
         for p in order {
             let pod = &input.pods[p];
             let d = pod.demand();
-            let target = (0..nodes.len()).find(|&n| {
+            rules.zone_remove(p, &nodes[candidate].zone, &mut trial_zones);
+            let stays = |n: usize| {
                 n != candidate
                     && !removed[n]
                     && !nodes[n].unschedulable
-                    && admits(input, pod, &as_offerings[n])
-                    && fits(&trial[n], &d, &capacity[n])
-            });
-            match target {
-                Some(n) => {
-                    add(&mut trial[n], &d);
-                    moves.push((p, n));
+                    && runs_on(input, pod, &as_offerings[n])
+            };
+            let mut domains: Vec<&str> = (0..nodes.len())
+                .filter(|&n| rules.has_zone_rules(p) && stays(n))
+                .map(|n| nodes[n].zone.as_str())
+                .collect();
+            domains.sort_unstable();
+            domains.dedup();
+            let placed = |group| {
+                (0..nodes.len())
+                    .filter(|&n| n != candidate && !removed[n])
+                    .map(|n| trial_hosts[n].count(group))
+                    .sum::<u32>()
+            };
+            let mut refusal = None;
+            let mut best: Option<(u32, usize)> = None;
+            for n in (0..nodes.len()).filter(|&n| stays(n) && fits(&trial[n], &d, &capacity[n])) {
+                let zone = nodes[n].zone.as_str();
+                let refused = rules
+                    .host_refusal(p, &trial_hosts[n])
+                    .or_else(|| rules.company_missing(p, &trial_hosts[n], placed))
+                    .or_else(|| rules.zone_refusal(p, zone, &trial_zones, &domains));
+                if let Some(rule) = refused {
+                    refusal.get_or_insert_with(|| rule.text.clone());
+                    continue;
                 }
-                None => {
-                    stuck = Some(pod.name.clone());
+                let score = rules.preference(p, &trial_hosts[n], zone, &trial_zones);
+                if best.is_none_or(|(s, _)| score > s) {
+                    best = Some((score, n));
+                }
+                if !rules.has_preferences(p) {
                     break;
                 }
             }
+            if best.is_none() && refusal.is_none() && !pod.volumes.is_empty() {
+                let unbound = PodSpec {
+                    volumes: Vec::new(),
+                    ..pod.clone()
+                };
+                let elsewhere = (0..nodes.len()).any(|n| {
+                    n != candidate
+                        && !removed[n]
+                        && !nodes[n].unschedulable
+                        && runs_on(input, &unbound, &as_offerings[n])
+                        && fits(&trial[n], &d, &capacity[n])
+                });
+                if let Some(v) = pod.volumes.first().filter(|_| elsewhere) {
+                    refusal = Some(format!(
+                        "the zone of its volume {} (only in {})",
+                        v.claim,
+                        v.zones.join(", ")
+                    ));
+                }
+            }
+            match best {
+                Some((_, n)) => {
+                    add(&mut trial[n], &d);
+                    rules.host_add(p, &mut trial_hosts[n]);
+                    rules.zone_add(p, &nodes[n].zone, &mut trial_zones);
+                    moves.push((p, n));
+                }
+                None => {
+                    stuck = Some((pod.name.clone(), refusal));
+                    break;
+                }
+            }
+        }
+        if let Some((pod, Some(rule))) = &stuck {
+            blocked.push(Blocked {
+                node: nodes[candidate].name.clone(),
+                reason: format!("moving {pod} would break {rule}"),
+            });
         }
         if stuck.is_none() {
             for &(p, n) in &moves {
@@ -158,6 +228,8 @@ pub fn plan(input: &PlanInput) -> Consolidation {
             }
             used = trial;
             used[candidate] = [0; DIMENSIONS];
+            hosts = trial_hosts;
+            zones = trial_zones;
             removed[candidate] = true;
             let pods = pods_on[candidate].len();
             pods_on[candidate].clear();
@@ -176,6 +248,7 @@ pub fn plan(input: &PlanInput) -> Consolidation {
         }
     }
 
+    let zone_pods = rules.zone_pods();
     for n in 0..nodes.len() {
         if removed[n] || nodes[n].unschedulable || pods_on[n].is_empty() {
             continue;
@@ -183,11 +256,16 @@ pub fn plan(input: &PlanInput) -> Consolidation {
         if pods_on[n].iter().any(|&p| input.pods[p].pinned) {
             continue;
         }
+        // Zone rules count these pods where they run: a replacement keeps them in its zone.
+        let zone_bound = pods_on[n]
+            .iter()
+            .any(|p| zone_pods.binary_search(p).is_ok());
         let cheaper = input
             .offerings
             .iter()
             .filter(|o| {
                 o.price_hr < as_offerings[n].price_hr * 0.9
+                    && (!zone_bound || o.zone == nodes[n].zone)
                     && pods_on[n].iter().all(|&p| admits(input, &input.pods[p], o))
                     && fits(&[0; DIMENSIONS], &used[n], &policy.usable(o))
             })
@@ -285,13 +363,9 @@ mod tests {
             name: name.into(),
             cpu_m,
             mem_mib: cpu_m,
-            gpus: 0,
             spot_ok: false,
-            node_selector: Default::default(),
-            tolerations: Vec::new(),
             node: Some(on.into()),
-            pinned: false,
-            pinned_by: None,
+            ..PodSpec::default()
         }
     }
 

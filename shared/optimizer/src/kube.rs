@@ -6,8 +6,9 @@ use spotwise_core::snapshot::{Snapshot, WorkloadPod};
 use crate::eligibility::{self, Decision, SpotPolicy};
 use crate::model::{Offering, PlanInput, PlanPolicy, PodSpec};
 
-/// Planner input from a snapshot: spot eligibility decided by `spot`, DaemonSet overhead added
-/// to the policy, current nodes priced from `offerings`.
+/// Planner input from a snapshot: spot eligibility decided by `spot`, pod labels for affinity
+/// and spread selectors, DaemonSet overhead added to the policy, current nodes priced from
+/// `offerings`.
 pub fn to_plan_input(
     snapshot: &Snapshot,
     offerings: Vec<Offering>,
@@ -22,6 +23,7 @@ pub fn to_plan_input(
         .zip(&decisions)
         .map(|(p, d)| PodSpec {
             spot_ok: d.spot_ok,
+            labels: p.workload.labels.clone(),
             ..p.spec.clone()
         })
         .collect();

@@ -2,7 +2,8 @@
 //!
 //! - [`eligibility`]: which workloads may run on spot, from policy and workload metadata;
 //! - [`packing`]: placing pods on the cheapest mix of nodes, spot pools ranked by price and risk
-//!   and spread for diversification;
+//!   and spread for diversification, under the pods' affinity, anti-affinity, topology spread
+//!   and volume zones ([`constraints`], [`zones`]);
 //! - [`consolidation`]: which current nodes to drain, in waves under a disruption budget;
 //! - [`rightsizing`]: container requests from usage percentiles;
 //! - [`plan`]: all of it together, every figure explained;
@@ -10,6 +11,7 @@
 
 pub mod catalog;
 pub mod consolidation;
+pub mod constraints;
 pub mod eligibility;
 pub mod history;
 pub mod kube;
@@ -21,6 +23,7 @@ pub mod recommendation;
 pub mod rightsizing;
 pub mod synth;
 pub mod template;
+pub mod zones;
 
 pub use model::{Offering, PlanInput, PlanPolicy, PodSpec};
 pub use plan::{Plan, plan};

@@ -62,7 +62,29 @@ pub struct Offering {
     pub taints: Vec<Taint>,
 }
 
+/// Families whose types EC2 reports with `CurrentGeneration: false` (DescribeInstanceTypes).
+const PREVIOUS_GENERATION_FAMILIES: [&str; 13] = [
+    "c1", "c3", "cc2", "cr1", "g2", "hi1", "hs1", "i2", "m1", "m2", "m3", "r3", "t1",
+];
+
 impl Offering {
+    /// `m5` of `m5.large`.
+    pub fn family(&self) -> &str {
+        self.instance_type
+            .split_once('.')
+            .map_or(self.instance_type.as_str(), |(family, _)| family)
+    }
+
+    /// T-family types (t2, t3, t3a, t4g…), which run on cpu credits.
+    pub fn is_burstable(&self) -> bool {
+        let mut chars = self.family().chars();
+        chars.next() == Some('t') && chars.next().is_some_and(|c| c.is_ascii_digit())
+    }
+
+    pub fn is_previous_generation(&self) -> bool {
+        PREVIOUS_GENERATION_FAMILIES.contains(&self.family())
+    }
+
     pub fn capacity(&self) -> Vector {
         [
             self.cpu_m,
@@ -123,6 +145,11 @@ pub struct PlanPolicy {
     pub max_disrupted_nodes: u32,
     pub max_disrupted_pct: u8,
     pub right_sizing: RightSizingPolicy,
+    /// Never launch burstable (`t*`) types, spot or on-demand: pods that request most of
+    /// one's cpu are throttled once its credits run out.
+    pub exclude_burstable: bool,
+    /// Never launch types EC2 lists as previous generation.
+    pub exclude_previous_generation: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -164,11 +191,24 @@ impl Default for PlanPolicy {
             max_disrupted_nodes: 1,
             max_disrupted_pct: 10,
             right_sizing: RightSizingPolicy::default(),
+            exclude_burstable: true,
+            exclude_previous_generation: false,
         }
     }
 }
 
 impl PlanPolicy {
+    /// Why the policy keeps a plan from launching nodes of this offering, if it does.
+    pub fn launch_exclusion(&self, offering: &Offering) -> Option<&'static str> {
+        if self.exclude_burstable && offering.is_burstable() {
+            Some("burstable types are excluded by policy (exclude_burstable)")
+        } else if self.exclude_previous_generation && offering.is_previous_generation() {
+            Some("previous-generation types are excluded by policy (exclude_previous_generation)")
+        } else {
+            None
+        }
+    }
+
     /// Price used to compare offerings: spot prices carry a premium for interruption risk so a
     /// slightly cheaper but much riskier pool does not win. Reported costs use the real price.
     pub fn ranking_price(&self, offering: &Offering) -> f64 {
@@ -303,6 +343,32 @@ mod tests {
             let ct: CapacityType = serde_json::from_str(&format!("\"{spelling}\"")).unwrap();
             assert_eq!(ct, CapacityType::OnDemand);
         }
+    }
+
+    #[test]
+    fn families_tell_burstable_and_previous_generation_types() {
+        let of = |name: &str| Offering {
+            instance_type: name.into(),
+            ..serde_json::from_value(serde_json::json!({
+                "instance_type":"x","zone":"a","capacity_type":"spot","cpu_m":1,"mem_mib":1,
+                "max_pods":1,"price_hr":1.0}))
+            .unwrap()
+        };
+        for burstable in ["t3.micro", "t3a.large", "t4g.medium", "t2.2xlarge"] {
+            assert!(of(burstable).is_burstable(), "{burstable}");
+        }
+        for other in ["m5.large", "trn1.2xlarge", "m7i-flex.large"] {
+            assert!(!of(other).is_burstable(), "{other}");
+        }
+        assert!(of("m3.large").is_previous_generation());
+        assert!(of("c3.xlarge").is_previous_generation());
+        assert!(
+            !of("c4.large").is_previous_generation(),
+            "EC2 still lists c4 as current"
+        );
+        let policy = PlanPolicy::default();
+        assert!(policy.launch_exclusion(&of("t3.large")).is_some());
+        assert_eq!(policy.launch_exclusion(&of("m3.large")), None);
     }
 
     #[test]

@@ -11,11 +11,16 @@
 //! Every node is then shrunk to the cheapest offering that still holds its pods, spread over
 //! equally priced zones, and spot nodes are spread over at least `min_spot_pools` pools at the
 //! least extra cost.
+//!
+//! Placement constraints hold throughout: zones for the pods zone rules concern are chosen
+//! first ([`crate::zones`]), every placement checks the hostname rules ([`crate::constraints`]),
+//! and pods that need a matching pod on their node are placed last, beside one.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use crate::lp;
+use crate::constraints::{Constraints, NodeState};
 use crate::model::{CPU, DIMENSIONS, MEM, Offering, PODS, PlanInput, PodSpec, Vector, add, fits};
+use crate::{lp, zones};
 
 /// How many single node types each class tries beyond the fluid mix.
 const SINGLE_TYPE_CANDIDATES: usize = 4;
@@ -27,6 +32,7 @@ pub struct Bin {
     pub pods: Vec<usize>,
     /// Classes of the pods on it: the offerings it may move to are those all of them allow.
     classes: Vec<usize>,
+    host: NodeState,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -59,27 +65,58 @@ struct Class {
 
 struct Context<'a> {
     input: &'a PlanInput,
+    rules: Constraints,
     capacity: Vec<Vector>,
     price: Vec<f64>,
     demand: Vec<Vector>,
 }
 
+impl Context<'_> {
+    /// Whether the pod fits the room the node has left and its hostname rules allow it there.
+    fn can_take(&self, bin: &Bin, pod: usize) -> bool {
+        fits(&bin.used, &self.demand[pod], &self.capacity[bin.offering])
+            && self.rules.host_refusal(pod, &bin.host).is_none()
+    }
+
+    fn put(&self, bin: &mut Bin, pod: usize) {
+        add(&mut bin.used, &self.demand[pod]);
+        bin.pods.push(pod);
+        self.rules.host_add(pod, &mut bin.host);
+    }
+}
+
 pub fn pack(input: &PlanInput) -> Packing {
     let policy = &input.policy;
+    let price: Vec<f64> = input
+        .offerings
+        .iter()
+        .map(|o| policy.ranking_price(o))
+        .collect();
+    let rules = Constraints::new(input);
+    let zoned = zones::choose(input, &rules, &price);
+    let input = zoned.input.as_ref().unwrap_or(input);
     let ctx = Context {
         input,
+        rules,
         capacity: input.offerings.iter().map(|o| policy.usable(o)).collect(),
-        price: input
-            .offerings
-            .iter()
-            .map(|o| policy.ranking_price(o))
-            .collect(),
+        price,
         demand: input.pods.iter().map(PodSpec::demand).collect(),
     };
-    let (mut classes, mut unschedulable) = classify(&ctx);
+    let mut refused = vec![false; input.pods.len()];
+    let mut unschedulable: Vec<Unschedulable> = zoned
+        .refused
+        .into_iter()
+        .map(|(pod, reason)| {
+            refused[pod] = true;
+            Unschedulable { pod, reason }
+        })
+        .collect();
+    let (mut classes, unplaceable) = classify(&ctx, &refused);
+    unschedulable.extend(unplaceable);
     classes.sort_by_key(|c| c.allowed.len());
 
     let mut bins: Vec<Bin> = Vec::new();
+    let mut with_company: Vec<(usize, usize)> = Vec::new();
     for (class_index, class) in classes.iter().enumerate() {
         let mut pods = class.pods.clone();
         let (placeable, too_big): (Vec<usize>, Vec<usize>) = pods.drain(..).partition(|&p| {
@@ -94,11 +131,16 @@ pub fn pack(input: &PlanInput) -> Packing {
                 reason: too_big_reason(&ctx, class, pod),
             });
         }
+        let (later, placeable): (Vec<usize>, Vec<usize>) = placeable
+            .into_iter()
+            .partition(|&p| ctx.rules.needs_company(p));
+        with_company.extend(later.into_iter().map(|p| (p, class_index)));
         let rest = fill_existing(&ctx, class, class_index, &mut bins, placeable);
         if !rest.is_empty() {
             bins.extend(pack_class(&ctx, class, class_index, &rest));
         }
     }
+    place_with_company(&ctx, &classes, &mut bins, with_company, &mut unschedulable);
     let class_allowed: Vec<&[bool]> = classes.iter().map(|c| c.allowed_set.as_slice()).collect();
     let class_order: Vec<&[usize]> = classes.iter().map(|c| c.allowed.as_slice()).collect();
     for bin in &mut bins {
@@ -113,18 +155,23 @@ pub fn pack(input: &PlanInput) -> Packing {
     }
 }
 
-/// Groups pods by what they may run on and rejects pods no offering admits.
-fn classify(ctx: &Context<'_>) -> (Vec<Class>, Vec<Unschedulable>) {
+/// Groups pods by what they may run on and rejects pods no offering admits; `refused` pods
+/// are already rejected.
+fn classify(ctx: &Context<'_>, refused: &[bool]) -> (Vec<Class>, Vec<Unschedulable>) {
     let input = ctx.input;
     let mut by_key: HashMap<(bool, bool, String), usize> = HashMap::new();
     let mut classes: Vec<Class> = Vec::new();
     let mut unschedulable = Vec::new();
     for (index, pod) in input.pods.iter().enumerate() {
+        if refused[index] {
+            continue;
+        }
         let key = (
             pod.spot_ok,
             pod.gpus > 0,
-            // Selector and tolerations as one canonical string.
-            serde_json::to_string(&(&pod.node_selector, &pod.tolerations)).unwrap_or_default(),
+            // Selector, tolerations and volume zones as one canonical string.
+            serde_json::to_string(&(&pod.node_selector, &pod.tolerations, &pod.volumes))
+                .unwrap_or_default(),
         );
         let class = *by_key.entry(key).or_insert_with(|| {
             let allowed_set: Vec<bool> = input
@@ -156,8 +203,13 @@ fn classify(ctx: &Context<'_>) -> (Vec<Class>, Vec<Unschedulable>) {
     (classes, unschedulable)
 }
 
-/// Whether a node of `offering` may run `pod`, size aside.
+/// Whether the plan may launch a node of `offering` for `pod`, size aside.
 pub fn admits(input: &PlanInput, pod: &PodSpec, offering: &Offering) -> bool {
+    input.policy.launch_exclusion(offering).is_none() && runs_on(input, pod, offering)
+}
+
+/// Whether a node like `offering`, launched or already running, may run `pod`, size aside.
+pub fn runs_on(input: &PlanInput, pod: &PodSpec, offering: &Offering) -> bool {
     if offering.is_spot() && (!pod.spot_ok || offering.band() > input.policy.max_interruption_band)
     {
         return false;
@@ -166,9 +218,11 @@ pub fn admits(input: &PlanInput, pod: &PodSpec, offering: &Offering) -> bool {
         // GPU nodes are kept for GPU pods, as their taints would in a real cluster.
         return false;
     }
-    pod.node_selector
-        .iter()
-        .all(|(k, v)| offering.label(k) == Some(v.as_str()))
+    pod.volumes.iter().all(|v| v.zones.contains(&offering.zone))
+        && pod
+            .node_selector
+            .iter()
+            .all(|(k, v)| offering.label(k) == Some(v.as_str()))
         && offering
             .taints
             .iter()
@@ -177,13 +231,36 @@ pub fn admits(input: &PlanInput, pod: &PodSpec, offering: &Offering) -> bool {
 }
 
 fn no_offering_reason(input: &PlanInput, pod: &PodSpec) -> String {
-    let offerings = &input.offerings;
+    let offerings: Vec<&Offering> = input
+        .offerings
+        .iter()
+        .filter(|o| input.policy.launch_exclusion(o).is_none())
+        .collect();
+    if let Some(exclusion) = input
+        .offerings
+        .first()
+        .filter(|_| offerings.is_empty())
+        .and_then(|o| input.policy.launch_exclusion(o))
+    {
+        return format!("every offering is excluded: {exclusion}");
+    }
     let selector_ok = |o: &&Offering| {
         pod.node_selector
             .iter()
             .all(|(k, v)| o.label(k) == Some(v.as_str()))
     };
-    if !offerings.iter().any(|o| selector_ok(&o)) {
+    if let Some(volume) = pod.volumes.iter().find(|v| {
+        !offerings
+            .iter()
+            .any(|o| selector_ok(o) && v.zones.contains(&o.zone))
+    }) {
+        return format!(
+            "bound to volume {} in {}, where no allowed offering is",
+            volume.claim,
+            volume.zones.join(", ")
+        );
+    }
+    if !offerings.iter().any(selector_ok) {
         let selector: Vec<String> = pod
             .node_selector
             .iter()
@@ -193,6 +270,7 @@ fn no_offering_reason(input: &PlanInput, pod: &PodSpec) -> String {
     }
     let capacity_ok: Vec<&Offering> = offerings
         .iter()
+        .copied()
         .filter(selector_ok)
         .filter(|o| !o.is_spot() || pod.spot_ok)
         .collect();
@@ -247,16 +325,11 @@ fn fill_existing(
     pods.sort_by(|&a, &b| size_key(&ctx.demand[b]).cmp(&size_key(&ctx.demand[a])));
     pods.into_iter()
         .filter(|&pod| {
-            let d = &ctx.demand[pod];
-            let Some(&b) = usable
-                .iter()
-                .find(|&&b| fits(&bins[b].used, d, &ctx.capacity[bins[b].offering]))
-            else {
+            let Some(&b) = usable.iter().find(|&&b| ctx.can_take(&bins[b], pod)) else {
                 return true;
             };
             let bin = &mut bins[b];
-            add(&mut bin.used, d);
-            bin.pods.push(pod);
+            ctx.put(bin, pod);
             if !bin.classes.contains(&class_index) {
                 bin.classes.push(class_index);
             }
@@ -334,6 +407,95 @@ fn new_bin(offering: usize, class_index: usize) -> Bin {
         used: [0; DIMENSIONS],
         pods: Vec::new(),
         classes: vec![class_index],
+        host: NodeState::default(),
+    }
+}
+
+/// Moves the node with the company the pod needs that is cheapest to enlarge to an offering
+/// that also holds the pod; returns it.
+fn grow_beside(
+    ctx: &Context<'_>,
+    classes: &[Class],
+    bins: &mut [Bin],
+    pod: usize,
+    class_index: usize,
+) -> Option<usize> {
+    let placed = |group| bins.iter().map(|b| b.host.count(group)).sum::<u32>();
+    let (_, b, o) = (0..bins.len())
+        .filter(|&b| {
+            ctx.rules.host_refusal(pod, &bins[b].host).is_none()
+                && ctx
+                    .rules
+                    .company_missing(pod, &bins[b].host, placed)
+                    .is_none()
+        })
+        .filter_map(|b| {
+            let bin = &bins[b];
+            let mut need = bin.used;
+            add(&mut need, &ctx.demand[pod]);
+            let o = classes[class_index].allowed.iter().copied().find(|&o| {
+                bin.classes.iter().all(|&c| classes[c].allowed_set[o])
+                    && fits(&[0; DIMENSIONS], &need, &ctx.capacity[o])
+            })?;
+            Some((ctx.price[o] - ctx.price[bin.offering], b, o))
+        })
+        .min_by(|x, y| x.0.total_cmp(&y.0))?;
+    bins[b].offering = o;
+    Some(b)
+}
+
+/// Places the pods that must share a node with a matching pod, largest first: beside one where
+/// there is room, or, for the first of a group that matches its own term, on a new node.
+fn place_with_company(
+    ctx: &Context<'_>,
+    classes: &[Class],
+    bins: &mut Vec<Bin>,
+    mut pods: Vec<(usize, usize)>,
+    unschedulable: &mut Vec<Unschedulable>,
+) {
+    pods.sort_by(|a, b| size_key(&ctx.demand[b.0]).cmp(&size_key(&ctx.demand[a.0])));
+    for (pod, class_index) in pods {
+        let class = &classes[class_index];
+        let placed = |group| bins.iter().map(|b| b.host.count(group)).sum::<u32>();
+        let beside = (0..bins.len()).find(|&b| {
+            class.allowed_set[bins[b].offering]
+                && ctx.can_take(&bins[b], pod)
+                && ctx
+                    .rules
+                    .company_missing(pod, &bins[b].host, placed)
+                    .is_none()
+        });
+        let missing = ctx
+            .rules
+            .company_missing(pod, &NodeState::default(), placed)
+            .map(|rule| rule.text.clone());
+        let b = match (beside, missing) {
+            (Some(b), _) => b,
+            (None, None) => match cheapest_for(ctx, class, &ctx.demand[pod]) {
+                Some(o) => {
+                    bins.push(new_bin(o, class_index));
+                    bins.len() - 1
+                }
+                None => continue,
+            },
+            (None, Some(rule)) => match grow_beside(ctx, classes, bins, pod, class_index) {
+                Some(b) => b,
+                None => {
+                    unschedulable.push(Unschedulable {
+                        pod,
+                        reason: format!(
+                            "{rule}: no node running a matching pod can hold it, even a larger one"
+                        ),
+                    });
+                    continue;
+                }
+            },
+        };
+        let bin = &mut bins[b];
+        ctx.put(bin, pod);
+        if !bin.classes.contains(&class_index) {
+            bin.classes.push(class_index);
+        }
     }
 }
 
@@ -370,9 +532,7 @@ fn first_fit_single(
     let mut open: Vec<usize> = Vec::new();
     for pod in order {
         let d = &ctx.demand[pod];
-        let found = open
-            .iter()
-            .position(|&b| fits(&bins[b].used, d, &ctx.capacity[bins[b].offering]));
+        let found = open.iter().position(|&b| ctx.can_take(&bins[b], pod));
         let (slot, b) = match found {
             Some(slot) => (Some(slot), open[slot]),
             None => {
@@ -390,8 +550,7 @@ fn first_fit_single(
             }
         };
         let bin = &mut bins[b];
-        add(&mut bin.used, d);
-        bin.pods.push(pod);
+        ctx.put(bin, pod);
         let c = &ctx.capacity[bin.offering];
         let full = bin.used[PODS] >= c[PODS]
             || c[CPU] - bin.used[CPU] < min_cpu
@@ -649,7 +808,7 @@ fn place_aligned(ctx: &Context<'_>, bins: &mut [Bin], pods: &[usize], from: usiz
         for (slot, &b) in open.iter().enumerate() {
             let bin = &bins[b];
             let c = &ctx.capacity[bin.offering];
-            if !fits(&bin.used, d, c) {
+            if !ctx.can_take(bin, pod) {
                 continue;
             }
             // Cosine between the pod's demand and the node's room: the pod goes where its
@@ -670,8 +829,7 @@ fn place_aligned(ctx: &Context<'_>, bins: &mut [Bin], pods: &[usize], from: usiz
             continue;
         };
         let b = open[slot];
-        add(&mut bins[b].used, d);
-        bins[b].pods.push(pod);
+        ctx.put(&mut bins[b], pod);
         if bins[b].used[PODS] >= ctx.capacity[bins[b].offering][PODS] {
             open.swap_remove(slot);
         }
@@ -697,6 +855,7 @@ fn empty_sparse_bins(ctx: &Context<'_>, bins: &mut Vec<Bin>) {
     let mut emptied = vec![false; bins.len()];
     for &victim in order.iter().take(REPACK_ATTEMPTS) {
         let mut trial: Vec<Vector> = bins.iter().map(|b| b.used).collect();
+        let mut trial_host: Vec<NodeState> = bins.iter().map(|b| b.host.clone()).collect();
         let mut moves = Vec::with_capacity(bins[victim].pods.len());
         let mut pods = bins[victim].pods.clone();
         pods.sort_by(|&a, &b| size_key(&ctx.demand[b]).cmp(&size_key(&ctx.demand[a])));
@@ -707,6 +866,7 @@ fn empty_sparse_bins(ctx: &Context<'_>, bins: &mut Vec<Bin>) {
                     b != victim
                         && !emptied[b]
                         && fits(&trial[b], d, &ctx.capacity[bins[b].offering])
+                        && ctx.rules.host_refusal(p, &trial_host[b]).is_none()
                 })
                 .min_by_key(|&b| {
                     let c = &ctx.capacity[bins[b].offering];
@@ -720,6 +880,7 @@ fn empty_sparse_bins(ctx: &Context<'_>, bins: &mut Vec<Bin>) {
             match target {
                 Some(b) => {
                     add(&mut trial[b], d);
+                    ctx.rules.host_add(p, &mut trial_host[b]);
                     moves.push((p, b));
                     true
                 }
@@ -728,11 +889,11 @@ fn empty_sparse_bins(ctx: &Context<'_>, bins: &mut Vec<Bin>) {
         });
         if all_moved {
             for (p, b) in moves {
-                add(&mut bins[b].used, &ctx.demand[p]);
-                bins[b].pods.push(p);
+                ctx.put(&mut bins[b], p);
             }
             bins[victim].pods.clear();
             bins[victim].used = [0; DIMENSIONS];
+            bins[victim].host = NodeState::default();
             emptied[victim] = true;
         }
     }
@@ -890,13 +1051,8 @@ mod tests {
             name: name.into(),
             cpu_m,
             mem_mib,
-            gpus: 0,
             spot_ok,
-            node_selector: BTreeMap::new(),
-            tolerations: Vec::new(),
-            node: None,
-            pinned: false,
-            pinned_by: None,
+            ..PodSpec::default()
         }
     }
 

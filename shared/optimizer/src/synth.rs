@@ -60,13 +60,8 @@ pub fn pods(seed: u64, n: usize) -> Vec<PodSpec> {
                 name: format!("ns-{namespace}/w{workload}-{k}"),
                 cpu_m,
                 mem_mib,
-                gpus: 0,
                 spot_ok,
-                node_selector: Default::default(),
-                tolerations: Vec::new(),
-                node: None,
-                pinned: false,
-                pinned_by: None,
+                ..PodSpec::default()
             });
         }
         workload += 1;

@@ -253,8 +253,7 @@ fn pod(
             node_selector: BTreeMap::from([("kubernetes.io/os".to_owned(), "linux".to_owned())]),
             tolerations: tolerations(),
             node: Some(node.to_owned()),
-            pinned: false,
-            pinned_by: None,
+            ..PodSpec::default()
         },
         usage: Some(PodUsage {
             cpu_m: cpu_m * (30 + wobble) / 100,

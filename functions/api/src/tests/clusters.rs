@@ -38,9 +38,18 @@ async fn clusters_and_policies_are_read_and_replaced_per_tenant() {
         ),
         ("\"0\"", &json!("recommend"))
     );
+    assert_eq!(
+        (
+            &policy.body["exclude_burstable"],
+            &policy.body["exclude_previous_generation"]
+        ),
+        (&json!(true), &json!(false)),
+        "burstable types are left out by default"
+    );
     let mut changed = policy.body.clone();
     changed["mode"] = json!("auto");
     changed["min_spot_pools"] = json!(4);
+    changed["exclude_previous_generation"] = json!(true);
     let put = api
         .send(
             Method::PUT,
@@ -66,7 +75,11 @@ async fn clusters_and_policies_are_read_and_replaced_per_tenant() {
         )
         .await;
     assert_eq!(stale.status, StatusCode::PRECONDITION_FAILED);
-    assert_eq!(api.get(&path, &api.admin).await.body["mode"], "auto");
+    let stored = api.get(&path, &api.admin).await.body;
+    assert_eq!(
+        (&stored["mode"], &stored["exclude_previous_generation"]),
+        (&json!("auto"), &json!(true))
+    );
     changed["min_spot_pools"] = json!(0);
     let invalid = api
         .send(
