@@ -61,6 +61,9 @@ struct Class {
     /// Allowed offerings, cheapest (by ranking price) first.
     allowed: Vec<usize>,
     allowed_set: Vec<bool>,
+    /// The allowed offerings no other allowed offering beats on every resource and on price,
+    /// one zone per type: the types the segment programme chooses among.
+    frontier: Vec<usize>,
 }
 
 struct Context<'a> {
@@ -183,10 +186,12 @@ fn classify(ctx: &Context<'_>, refused: &[bool]) -> (Vec<Class>, Vec<Unschedulab
                 .filter(|&o| allowed_set[o])
                 .collect();
             allowed.sort_by(|&a, &b| ctx.price[a].total_cmp(&ctx.price[b]));
+            let frontier = frontier(ctx, &allowed);
             classes.push(Class {
                 pods: Vec::new(),
                 allowed,
                 allowed_set,
+                frontier,
             });
             classes.len() - 1
         });
@@ -201,6 +206,27 @@ fn classify(ctx: &Context<'_>, refused: &[bool]) -> (Vec<Class>, Vec<Unschedulab
     }
     classes.retain(|c| !c.pods.is_empty());
     (classes, unschedulable)
+}
+
+/// The offerings of `allowed` (cheapest first) that no other beats: the cheapest zone of each
+/// type, kept unless another type has at least as much of every resource for no more.
+fn frontier(ctx: &Context<'_>, allowed: &[usize]) -> Vec<usize> {
+    let mut seen = HashSet::new();
+    let mut kept: Vec<usize> = Vec::new();
+    for &o in allowed {
+        if !seen.insert(ctx.input.offerings[o].instance_type.as_str()) {
+            continue;
+        }
+        let c = &ctx.capacity[o];
+        // `allowed` is sorted by price, so every kept offering costs no more than this one.
+        if !kept
+            .iter()
+            .any(|&k| (0..DIMENSIONS).all(|r| ctx.capacity[k][r] >= c[r]))
+        {
+            kept.push(o);
+        }
+    }
+    kept
 }
 
 /// Whether the plan may launch a node of `offering` for `pod`, size aside.
@@ -342,8 +368,48 @@ fn size_key(d: &Vector) -> (u64, u64) {
     (d[CPU] * 4 + d[MEM], d[CPU])
 }
 
-/// The cheapest of several packings of one class onto new nodes.
+/// How many of a class's emptiest nodes are repacked on their own.
+const TAIL_REPACK: usize = 3;
+
+/// The cheapest packing of one class onto new nodes, then its emptiest nodes repacked alone:
+/// they carry what whole nodes lose, and on their own their pods often fit a cheaper mix of
+/// smaller nodes than the types that suit the whole class.
 fn pack_class(ctx: &Context<'_>, class: &Class, class_index: usize, pods: &[usize]) -> Vec<Bin> {
+    let mut bins = cheapest_packing(ctx, class, class_index, pods);
+    let cost = |bins: &[Bin]| bins.iter().map(|b| ctx.price[b.offering]).sum::<f64>();
+    for tail in 1..=TAIL_REPACK.min(bins.len().saturating_sub(1)) {
+        bins.sort_by(|a, b| fill(ctx, b).total_cmp(&fill(ctx, a)));
+        let emptiest = bins.split_off(bins.len() - tail);
+        let pods: Vec<usize> = emptiest
+            .iter()
+            .flat_map(|b| b.pods.iter().copied())
+            .collect();
+        let repacked = cheapest_packing(ctx, class, class_index, &pods);
+        if cost(&repacked) < cost(&emptiest) - 1e-12 {
+            bins.extend(repacked);
+        } else {
+            bins.extend(emptiest);
+        }
+    }
+    bins
+}
+
+/// The largest share of any resource a node's pods take.
+fn fill(ctx: &Context<'_>, bin: &Bin) -> f64 {
+    let c = &ctx.capacity[bin.offering];
+    (0..DIMENSIONS)
+        .filter(|&r| c[r] > 0)
+        .map(|r| bin.used[r] as f64 / c[r] as f64)
+        .fold(0.0, f64::max)
+}
+
+/// The cheapest of several packings of one class onto new nodes.
+fn cheapest_packing(
+    ctx: &Context<'_>,
+    class: &Class,
+    class_index: usize,
+    pods: &[usize],
+) -> Vec<Bin> {
     let mut total = [0; DIMENSIONS];
     for &p in pods {
         add(&mut total, &ctx.demand[p]);
@@ -381,6 +447,9 @@ fn pack_class(ctx: &Context<'_>, class: &Class, class_index: usize, pods: &[usiz
         .collect();
     candidates.push(tiered(ctx, class, class_index, pods));
     candidates.extend(pair_split(ctx, class, class_index, pods, &singles));
+    for penalty in SEGMENT_PENALTIES {
+        candidates.extend(segments(ctx, class, class_index, pods, penalty));
+    }
     let class_order = [class.allowed.as_slice()];
     let class_allowed = [class.allowed_set.as_slice()];
     candidates
@@ -707,6 +776,118 @@ fn pair_split(
         .collect()
 }
 
+/// Boundaries the segment programme considers in the memory-per-cpu order.
+const SEGMENT_POINTS: usize = 48;
+/// What whole nodes lose on a segment, in nodes of its type, tried in turn.
+const SEGMENT_PENALTIES: [f64; 2] = [0.5, 0.2];
+
+/// The pods in memory-per-cpu order, cut into consecutive segments each packed onto one type,
+/// with the cuts and types chosen by a dynamic programme over the fluid cost of each segment
+/// plus `penalty` of a node for the one left partly empty. With two resources, the assignment
+/// LP gives each type a range of that order, so this reaches mixes of many shapes; the pair
+/// split is its two-segment case.
+fn segments(
+    ctx: &Context<'_>,
+    class: &Class,
+    class_index: usize,
+    pods: &[usize],
+    penalty: f64,
+) -> Option<Vec<Bin>> {
+    let ratio = |v: &Vector| v[MEM] as f64 / v[CPU].max(1) as f64;
+    let mut order = pods.to_vec();
+    order.sort_by(|&a, &b| ratio(&ctx.demand[a]).total_cmp(&ratio(&ctx.demand[b])));
+    let n = order.len();
+    if n < 3 {
+        return None;
+    }
+    let k = n.min(SEGMENT_POINTS);
+    let mut points: Vec<usize> = (0..=k).map(|i| i * n / k).collect();
+    points.dedup();
+    let k = points.len() - 1;
+    let mut prefix = vec![[0u64; DIMENSIONS]; n + 1];
+    for (i, &p) in order.iter().enumerate() {
+        let mut next = prefix[i];
+        add(&mut next, &ctx.demand[p]);
+        prefix[i + 1] = next;
+    }
+    // Largest demand of each resource between consecutive points.
+    let piece_max: Vec<Vector> = (0..k)
+        .map(|i| {
+            order[points[i]..points[i + 1]]
+                .iter()
+                .fold([0u64; DIMENSIONS], |m, &p| {
+                    std::array::from_fn(|r| m[r].max(ctx.demand[p][r]))
+                })
+        })
+        .collect();
+    let types = &class.frontier;
+    let mut best = vec![f64::INFINITY; k + 1];
+    let mut choice = vec![(0usize, 0usize); k + 1];
+    best[0] = 0.0;
+    for j in 1..=k {
+        let mut biggest = [0u64; DIMENSIONS];
+        for i in (0..j).rev() {
+            for r in 0..DIMENSIONS {
+                biggest[r] = biggest[r].max(piece_max[i][r]);
+            }
+            if !best[i].is_finite() {
+                continue;
+            }
+            let load: Vector = std::array::from_fn(|r| prefix[points[j]][r] - prefix[points[i]][r]);
+            for &t in types {
+                let c = &ctx.capacity[t];
+                if !fits(&[0; DIMENSIONS], &biggest, c) {
+                    continue;
+                }
+                let nodes = (0..DIMENSIONS)
+                    .filter(|&r| load[r] > 0)
+                    .map(|r| load[r] as f64 / c[r] as f64)
+                    .fold(0.0, f64::max);
+                let cost = best[i] + ctx.price[t] * (nodes + penalty);
+                if cost < best[j] {
+                    best[j] = cost;
+                    choice[j] = (i, t);
+                }
+            }
+        }
+    }
+    if !best[k].is_finite() {
+        return None;
+    }
+    let mut chosen = Vec::new();
+    let mut j = k;
+    while j > 0 {
+        let (i, t) = choice[j];
+        chosen.push((points[i]..points[j], t));
+        j = i;
+    }
+    // Each segment's pods, largest first, take room earlier segments' nodes left before a node
+    // of the segment's type is opened: a segment's last node is then rarely left part empty.
+    let mut bins: Vec<Bin> = Vec::new();
+    for (range, t) in chosen {
+        let cap = ctx.capacity[t];
+        let share = |d: &Vector| -> f64 {
+            (0..DIMENSIONS)
+                .filter(|&r| cap[r] > 0)
+                .map(|r| d[r] as f64 / cap[r] as f64)
+                .fold(0.0, f64::max)
+        };
+        let mut segment = order[range].to_vec();
+        segment.sort_by(|&a, &b| share(&ctx.demand[b]).total_cmp(&share(&ctx.demand[a])));
+        for pod in segment {
+            let b = match bins.iter().position(|b| ctx.can_take(b, pod)) {
+                Some(b) => b,
+                None => {
+                    bins.push(new_bin(t, class_index));
+                    bins.len() - 1
+                }
+            };
+            ctx.put(&mut bins[b], pod);
+        }
+    }
+    Some(bins)
+}
+
 /// Realises a fluid mix: pods sorted by memory per cpu go, most memory-hungry first, to the
 /// mix's types sorted the same way, each type taking pods up to its fluid capacity; each group
 /// is then packed first-fit decreasing onto its type. Pods a type cannot hold go on to the next.
@@ -843,15 +1024,8 @@ const REPACK_ATTEMPTS: usize = 16;
 /// Local search on a class's new nodes: the least-filled ones are emptied into the room the
 /// others have left, when all their pods fit there.
 fn empty_sparse_bins(ctx: &Context<'_>, bins: &mut Vec<Bin>) {
-    let fill = |b: &Bin| -> f64 {
-        let c = &ctx.capacity[b.offering];
-        (0..DIMENSIONS)
-            .filter(|&r| c[r] > 0)
-            .map(|r| b.used[r] as f64 / c[r] as f64)
-            .fold(0.0, f64::max)
-    };
     let mut order: Vec<usize> = (0..bins.len()).collect();
-    order.sort_by(|&a, &b| fill(&bins[a]).total_cmp(&fill(&bins[b])));
+    order.sort_by(|&a, &b| fill(ctx, &bins[a]).total_cmp(&fill(ctx, &bins[b])));
     let mut emptied = vec![false; bins.len()];
     for &victim in order.iter().take(REPACK_ATTEMPTS) {
         let mut trial: Vec<Vector> = bins.iter().map(|b| b.used).collect();
