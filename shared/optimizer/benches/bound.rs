@@ -24,6 +24,7 @@
 use std::collections::HashMap;
 
 use microlp::{ComparisonOp, OptimizationDirection, Problem, Variable};
+use spotwise_optimizer::lp;
 use spotwise_optimizer::model::{DIMENSIONS, PlanInput, Vector};
 use spotwise_optimizer::packing::admits;
 
@@ -245,31 +246,9 @@ fn fullest_fill(
         let direction: Vec<f64> = (0..m)
             .map(|i| (0..m).map(|r| inverse[i][r] * a[r]).sum())
             .collect();
-        let Some(leaving) = (0..m)
-            .filter(|&i| direction[i] > 1e-12)
-            .min_by(|&x, &y| (values[x] / direction[x]).total_cmp(&(values[y] / direction[y])))
-        else {
+        let Some(leaving) = lp::pivot(&mut inverse, &mut values, &direction) else {
             break;
         };
-        let step = values[leaving] / direction[leaving];
-        for i in 0..m {
-            values[i] = if i == leaving {
-                step
-            } else {
-                (values[i] - step * direction[i]).max(0.0)
-            };
-        }
-        let pivot = direction[leaving];
-        let pivot_row: Vec<f64> = inverse[leaving].iter().map(|v| v / pivot).collect();
-        for i in 0..m {
-            if i == leaving {
-                inverse[i].clone_from(&pivot_row);
-            } else {
-                for r in 0..m {
-                    inverse[i][r] -= direction[i] * pivot_row[r];
-                }
-            }
-        }
         basis[leaving] = column;
     }
     let fill: Vec<(usize, f64)> = (0..m)

@@ -90,28 +90,7 @@ pub fn solve(demand: &Vector, columns: &[(Vector, f64)]) -> Option<FluidSolution
                     .sum()
             })
             .collect();
-        let leaving = (0..m)
-            .filter(|&i| direction[i] > EPS)
-            .min_by(|&a, &b| (values[a] / direction[a]).total_cmp(&(values[b] / direction[b])))?;
-        let step = values[leaving] / direction[leaving];
-        for i in 0..m {
-            values[i] = if i == leaving {
-                step
-            } else {
-                (values[i] - step * direction[i]).max(0.0)
-            };
-        }
-        let pivot = direction[leaving];
-        let pivot_row: Vec<f64> = inverse[leaving].iter().map(|v| v / pivot).collect();
-        for i in 0..m {
-            if i == leaving {
-                inverse[i].clone_from(&pivot_row);
-            } else {
-                for r in 0..m {
-                    inverse[i][r] -= direction[i] * pivot_row[r];
-                }
-            }
-        }
+        let leaving = pivot(&mut inverse, &mut values, &direction)?;
         basis[leaving] = entering;
     }
     if (0..m).any(|i| basis[i] >= n + m && values[i] > 1e-7) {
@@ -130,6 +109,39 @@ pub fn solve(demand: &Vector, columns: &[(Vector, f64)]) -> Option<FluidSolution
         nodes,
         unit_prices,
     })
+}
+
+/// One pivot of a revised simplex with an explicit basis inverse: the ratio test picks the
+/// leaving row for the entering column's `direction` (its column times the inverse), and
+/// `values` and `inverse` move to the new basis. Returns the leaving row; `None` when the
+/// direction is unbounded.
+pub fn pivot(inverse: &mut [Vec<f64>], values: &mut [f64], direction: &[f64]) -> Option<usize> {
+    let m = values.len();
+    let leaving = (0..m)
+        .filter(|&i| direction[i] > EPS)
+        .min_by(|&a, &b| (values[a] / direction[a]).total_cmp(&(values[b] / direction[b])))?;
+    let step = values[leaving] / direction[leaving];
+    for i in 0..m {
+        values[i] = if i == leaving {
+            step
+        } else {
+            (values[i] - step * direction[i]).max(0.0)
+        };
+    }
+    let pivot_row: Vec<f64> = inverse[leaving]
+        .iter()
+        .map(|v| v / direction[leaving])
+        .collect();
+    for i in 0..m {
+        if i == leaving {
+            inverse[i].clone_from(&pivot_row);
+        } else {
+            for r in 0..m {
+                inverse[i][r] -= direction[i] * pivot_row[r];
+            }
+        }
+    }
+    Some(leaving)
 }
 
 #[cfg(test)]

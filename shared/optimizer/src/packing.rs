@@ -396,10 +396,14 @@ fn pack_class(ctx: &Context<'_>, class: &Class, class_index: usize, pods: &[usiz
 
 /// The largest share of any resource a node's pods take.
 fn fill(ctx: &Context<'_>, bin: &Bin) -> f64 {
-    let c = &ctx.capacity[bin.offering];
+    share(&bin.used, &ctx.capacity[bin.offering])
+}
+
+/// The largest share of any of `capacity`'s resources that `demand` takes.
+fn share(demand: &Vector, capacity: &Vector) -> f64 {
     (0..DIMENSIONS)
-        .filter(|&r| c[r] > 0)
-        .map(|r| bin.used[r] as f64 / c[r] as f64)
+        .filter(|&r| capacity[r] > 0)
+        .map(|r| demand[r] as f64 / capacity[r] as f64)
         .fold(0.0, f64::max)
 }
 
@@ -587,14 +591,8 @@ fn first_fit_single(
     offering: usize,
 ) -> Vec<Bin> {
     let cap = ctx.capacity[offering];
-    let share = |d: &Vector| -> f64 {
-        (0..DIMENSIONS)
-            .filter(|&r| cap[r] > 0)
-            .map(|r| d[r] as f64 / cap[r] as f64)
-            .fold(0.0, f64::max)
-    };
     let mut order = pods.to_vec();
-    order.sort_by(|&a, &b| share(&ctx.demand[b]).total_cmp(&share(&ctx.demand[a])));
+    order.sort_by(|&a, &b| share(&ctx.demand[b], &cap).total_cmp(&share(&ctx.demand[a], &cap)));
     let min_cpu = pods.iter().map(|&p| ctx.demand[p][CPU]).min().unwrap_or(0);
     let min_mem = pods.iter().map(|&p| ctx.demand[p][MEM]).min().unwrap_or(0);
     let mut bins: Vec<Bin> = Vec::new();
@@ -866,14 +864,9 @@ fn segments(
     let mut bins: Vec<Bin> = Vec::new();
     for (range, t) in chosen {
         let cap = ctx.capacity[t];
-        let share = |d: &Vector| -> f64 {
-            (0..DIMENSIONS)
-                .filter(|&r| cap[r] > 0)
-                .map(|r| d[r] as f64 / cap[r] as f64)
-                .fold(0.0, f64::max)
-        };
         let mut segment = order[range].to_vec();
-        segment.sort_by(|&a, &b| share(&ctx.demand[b]).total_cmp(&share(&ctx.demand[a])));
+        segment
+            .sort_by(|&a, &b| share(&ctx.demand[b], &cap).total_cmp(&share(&ctx.demand[a], &cap)));
         for pod in segment {
             let b = match bins.iter().position(|b| ctx.can_take(b, pod)) {
                 Some(b) => b,
