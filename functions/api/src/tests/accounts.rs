@@ -2,6 +2,16 @@
 
 use super::*;
 
+/// Links `role` for us-east-1 and eu-west-1 as the tenant's admin.
+async fn link_in_two_regions(api: &Api, role: &str) -> Reply {
+    api.post(
+        "/v1/accounts",
+        &api.admin,
+        json!({"role_arn": role, "regions": ["us-east-1", "eu-west-1"]}),
+    )
+    .await
+}
+
 #[tokio::test]
 async fn accounts_are_linked_with_the_tenants_external_id() {
     let api = api().await;
@@ -58,13 +68,7 @@ async fn accounts_are_linked_with_the_tenants_external_id() {
             reply.body
         );
     }
-    let linked = api
-        .post(
-            "/v1/accounts",
-            &api.admin,
-            json!({"role_arn": role, "regions": ["us-east-1", "eu-west-1"]}),
-        )
-        .await;
+    let linked = link_in_two_regions(&api, role).await;
     assert_eq!(linked.status, StatusCode::CREATED, "{}", linked.body);
     assert_eq!(
         (&linked.body["account_id"], &linked.body["external_id"]),
@@ -210,13 +214,7 @@ async fn linking_admits_the_account_to_the_bus_and_reports_what_keeps_its_interr
         .as_str()
         .unwrap()
         .to_owned();
-    let linked = api
-        .post(
-            "/v1/accounts",
-            &api.admin,
-            json!({"role_arn": role, "regions": ["us-east-1", "eu-west-1"]}),
-        )
-        .await;
+    let linked = link_in_two_regions(&api, role).await;
     assert_eq!(linked.status, StatusCode::CREATED, "{}", linked.body);
     let forwarding = &linked.body["event_forwarding"];
     assert_eq!(forwarding["admitted"], true);
