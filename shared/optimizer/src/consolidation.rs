@@ -151,12 +151,16 @@ pub fn plan(input: &PlanInput) -> Consolidation {
                     && !nodes[n].unschedulable
                     && runs_on(input, pod, &as_offerings[n])
             };
-            let mut domains: Vec<&str> = (0..nodes.len())
-                .filter(|&n| rules.has_zone_rules(p) && stays(n))
-                .map(|n| nodes[n].zone.as_str())
-                .collect();
-            domains.sort_unstable();
-            domains.dedup();
+            // Zones the pod could run in, for its spread constraints.
+            let mut domains: Vec<&str> = Vec::new();
+            if rules.has_zone_rules(p) {
+                domains = (0..nodes.len())
+                    .filter(|&n| stays(n))
+                    .map(|n| nodes[n].zone.as_str())
+                    .collect();
+                domains.sort_unstable();
+                domains.dedup();
+            }
             let placed = |group| {
                 (0..nodes.len())
                     .filter(|&n| n != candidate && !removed[n])

@@ -262,11 +262,11 @@ fn no_offering_reason(input: &PlanInput, pod: &PodSpec) -> String {
         .iter()
         .filter(|o| input.policy.launch_exclusion(o).is_none())
         .collect();
-    if let Some(exclusion) = input
-        .offerings
-        .first()
-        .filter(|_| offerings.is_empty())
-        .and_then(|o| input.policy.launch_exclusion(o))
+    if offerings.is_empty()
+        && let Some(exclusion) = input
+            .offerings
+            .first()
+            .and_then(|o| input.policy.launch_exclusion(o))
     {
         return format!("every offering is excluded: {exclusion}");
     }
@@ -451,9 +451,7 @@ fn cheapest_packing(
         .collect();
     candidates.push(tiered(ctx, class, class_index, pods));
     candidates.extend(pair_split(ctx, class, class_index, pods, &singles));
-    for penalty in SEGMENT_PENALTIES {
-        candidates.extend(segments(ctx, class, class_index, pods, penalty));
-    }
+    candidates.extend(segments(ctx, class, class_index, pods));
     let class_order = [class.allowed.as_slice()];
     let class_allowed = [class.allowed_set.as_slice()];
     candidates
@@ -700,18 +698,11 @@ fn pair_split(
     pods: &[usize],
     singles: &[(f64, usize)],
 ) -> Vec<Vec<Bin>> {
-    let ratio = |v: &Vector| v[MEM] as f64 / v[CPU].max(1) as f64;
-    let mut order = pods.to_vec();
-    order.sort_by(|&a, &b| ratio(&ctx.demand[a]).total_cmp(&ratio(&ctx.demand[b])));
+    let (order, prefix) = by_mem_per_cpu(ctx, pods);
     let n = order.len();
-    let mut prefix = vec![[0u64; DIMENSIONS]; n + 1];
     let mut prefix_max = vec![[0u64; DIMENSIONS]; n + 1];
     for (i, &p) in order.iter().enumerate() {
-        let d = &ctx.demand[p];
-        for r in 0..DIMENSIONS {
-            prefix[i + 1][r] = prefix[i][r] + d[r];
-            prefix_max[i + 1][r] = prefix_max[i][r].max(d[r]);
-        }
+        prefix_max[i + 1] = std::array::from_fn(|r| prefix_max[i][r].max(ctx.demand[p][r]));
     }
     let mut suffix_max = vec![[0u64; DIMENSIONS]; n + 1];
     for i in (0..n).rev() {
@@ -781,33 +772,19 @@ const SEGMENT_PENALTIES: [f64; 2] = [0.5, 0.2];
 
 /// The pods in memory-per-cpu order, cut into consecutive segments each packed onto one type,
 /// with the cuts and types chosen by a dynamic programme over the fluid cost of each segment
-/// plus `penalty` of a node for the one left partly empty. With two resources, the assignment
-/// LP gives each type a range of that order, so this reaches mixes of many shapes; the pair
-/// split is its two-segment case.
-fn segments(
-    ctx: &Context<'_>,
-    class: &Class,
-    class_index: usize,
-    pods: &[usize],
-    penalty: f64,
-) -> Option<Vec<Bin>> {
-    let ratio = |v: &Vector| v[MEM] as f64 / v[CPU].max(1) as f64;
-    let mut order = pods.to_vec();
-    order.sort_by(|&a, &b| ratio(&ctx.demand[a]).total_cmp(&ratio(&ctx.demand[b])));
+/// plus a share of a node for the one left partly empty (one packing per share in
+/// `SEGMENT_PENALTIES`). With two resources, the assignment LP gives each type a range of that
+/// order, so this reaches mixes of many shapes; the pair split is its two-segment case.
+fn segments(ctx: &Context<'_>, class: &Class, class_index: usize, pods: &[usize]) -> Vec<Vec<Bin>> {
+    let (order, totals) = by_mem_per_cpu(ctx, pods);
     let n = order.len();
     if n < 3 {
-        return None;
+        return Vec::new();
     }
     let k = n.min(SEGMENT_POINTS);
     let mut points: Vec<usize> = (0..=k).map(|i| i * n / k).collect();
     points.dedup();
     let k = points.len() - 1;
-    let mut prefix = vec![[0u64; DIMENSIONS]; n + 1];
-    for (i, &p) in order.iter().enumerate() {
-        let mut next = prefix[i];
-        add(&mut next, &ctx.demand[p]);
-        prefix[i + 1] = next;
-    }
     // Largest demand of each resource between consecutive points.
     let piece_max: Vec<Vector> = (0..k)
         .map(|i| {
@@ -818,53 +795,56 @@ fn segments(
                 })
         })
         .collect();
-    let types = &class.frontier;
-    let mut best = vec![f64::INFINITY; k + 1];
-    let mut choice = vec![(0usize, 0usize); k + 1];
-    best[0] = 0.0;
-    for j in 1..=k {
-        let mut biggest = [0u64; DIMENSIONS];
-        for i in (0..j).rev() {
-            for r in 0..DIMENSIONS {
-                biggest[r] = biggest[r].max(piece_max[i][r]);
-            }
-            if !best[i].is_finite() {
-                continue;
-            }
-            let load: Vector = std::array::from_fn(|r| prefix[points[j]][r] - prefix[points[i]][r]);
-            for &t in types {
-                let c = &ctx.capacity[t];
-                if !fits(&[0; DIMENSIONS], &biggest, c) {
-                    continue;
+    SEGMENT_PENALTIES
+        .iter()
+        .filter_map(|&penalty| {
+            let mut best = vec![f64::INFINITY; k + 1];
+            let mut choice = vec![(0usize, 0usize); k + 1];
+            best[0] = 0.0;
+            for j in 1..=k {
+                let mut biggest = [0u64; DIMENSIONS];
+                for i in (0..j).rev() {
+                    biggest = std::array::from_fn(|r| biggest[r].max(piece_max[i][r]));
+                    if !best[i].is_finite() {
+                        continue;
+                    }
+                    let load: Vector =
+                        std::array::from_fn(|r| totals[points[j]][r] - totals[points[i]][r]);
+                    for &t in &class.frontier {
+                        let c = &ctx.capacity[t];
+                        if !fits(&[0; DIMENSIONS], &biggest, c) {
+                            continue;
+                        }
+                        let cost = best[i] + ctx.price[t] * (share(&load, c) + penalty);
+                        if cost < best[j] {
+                            best[j] = cost;
+                            choice[j] = (i, t);
+                        }
+                    }
                 }
-                let nodes = (0..DIMENSIONS)
-                    .filter(|&r| load[r] > 0)
-                    .map(|r| load[r] as f64 / c[r] as f64)
-                    .fold(0.0, f64::max);
-                let cost = best[i] + ctx.price[t] * (nodes + penalty);
-                if cost < best[j] {
-                    best[j] = cost;
-                    choice[j] = (i, t);
-                }
             }
-        }
-    }
-    if !best[k].is_finite() {
-        return None;
-    }
-    let mut chosen = Vec::new();
-    let mut j = k;
-    while j > 0 {
-        let (i, t) = choice[j];
-        chosen.push((points[i]..points[j], t));
-        j = i;
-    }
-    // Each segment's pods, largest first, take room earlier segments' nodes left before a node
-    // of the segment's type is opened: a segment's last node is then rarely left part empty.
+            if !best[k].is_finite() {
+                return None;
+            }
+            let mut chosen = Vec::new();
+            let mut j = k;
+            while j > 0 {
+                let (i, t) = choice[j];
+                chosen.push((&order[points[i]..points[j]], t));
+                j = i;
+            }
+            Some(fill_segments(ctx, class_index, &chosen))
+        })
+        .collect()
+}
+
+/// Each segment's pods, largest first, take room earlier segments' nodes left before a node of
+/// the segment's type is opened: a segment's last node is then rarely left part empty.
+fn fill_segments(ctx: &Context<'_>, class_index: usize, chosen: &[(&[usize], usize)]) -> Vec<Bin> {
     let mut bins: Vec<Bin> = Vec::new();
-    for (range, t) in chosen {
+    for &(pods, t) in chosen {
         let cap = ctx.capacity[t];
-        let mut segment = order[range].to_vec();
+        let mut segment = pods.to_vec();
         segment
             .sort_by(|&a, &b| share(&ctx.demand[b], &cap).total_cmp(&share(&ctx.demand[a], &cap)));
         for pod in segment {
@@ -878,7 +858,26 @@ fn segments(
             ctx.put(&mut bins[b], pod);
         }
     }
-    Some(bins)
+    bins
+}
+
+/// Memory per millicore: the order pods and node shapes are split by.
+fn mem_per_cpu(v: &Vector) -> f64 {
+    v[MEM] as f64 / v[CPU].max(1) as f64
+}
+
+/// The pods by memory per cpu, lowest first, and the running totals of their demands along that
+/// order (`totals[i]` sums the first `i`).
+fn by_mem_per_cpu(ctx: &Context<'_>, pods: &[usize]) -> (Vec<usize>, Vec<Vector>) {
+    let mut order = pods.to_vec();
+    order.sort_by(|&a, &b| mem_per_cpu(&ctx.demand[a]).total_cmp(&mem_per_cpu(&ctx.demand[b])));
+    let mut totals = vec![[0u64; DIMENSIONS]; order.len() + 1];
+    for (i, &p) in order.iter().enumerate() {
+        let mut next = totals[i];
+        add(&mut next, &ctx.demand[p]);
+        totals[i + 1] = next;
+    }
+    (order, totals)
 }
 
 /// Realises a fluid mix: pods sorted by memory per cpu go, most memory-hungry first, to the
@@ -891,11 +890,12 @@ fn split_by_shape(
     pods: &[usize],
     mix: &[(usize, f64)],
 ) -> Vec<Bin> {
-    let ratio = |v: &Vector| v[MEM] as f64 / v[CPU].max(1) as f64;
     let mut types = mix.to_vec();
-    types.sort_by(|a, b| ratio(&ctx.capacity[b.0]).total_cmp(&ratio(&ctx.capacity[a.0])));
+    types.sort_by(|a, b| {
+        mem_per_cpu(&ctx.capacity[b.0]).total_cmp(&mem_per_cpu(&ctx.capacity[a.0]))
+    });
     let mut order = pods.to_vec();
-    order.sort_by(|&a, &b| ratio(&ctx.demand[b]).total_cmp(&ratio(&ctx.demand[a])));
+    order.sort_by(|&a, &b| mem_per_cpu(&ctx.demand[b]).total_cmp(&mem_per_cpu(&ctx.demand[a])));
     let mut groups: Vec<(usize, Vec<usize>)> =
         types.iter().map(|&(o, _)| (o, Vec::new())).collect();
     let mut unplaced = Vec::new();
