@@ -103,12 +103,20 @@ async fn on_shutdown_the_action_in_hand_finishes_and_the_rest_of_the_batch_is_ha
             .filter(|n| cluster.nodes[**n]["spec"]["unschedulable"] == true)
             .count()
     };
+    // The condition is checked at every poll, so the worker's check after its first action sees
+    // it at once; a timer only wakes the wait while the worker long-polls the queue.
     let watched = kube.state.clone();
-    let shutdown = async move {
-        while cordoned(&watched) == 0 {
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let mut tick = Box::pin(tokio::time::sleep(std::time::Duration::from_millis(5)));
+    let shutdown = std::future::poll_fn(move |cx| {
+        if cordoned(&watched) > 0 {
+            return std::task::Poll::Ready(());
         }
-    };
+        while tick.as_mut().poll(cx).is_ready() {
+            tick.as_mut()
+                .reset(tokio::time::Instant::now() + std::time::Duration::from_millis(5));
+        }
+        std::task::Poll::Pending
+    });
     let agent = agent(&kube, false);
     QueueWorker::new(sqs.clone(), &queue_url)
         .with_wait_seconds(1)
