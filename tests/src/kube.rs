@@ -34,6 +34,17 @@ pub struct KubeState {
     pub terminating: HashMap<String, u32>,
     /// How many pod lists an evicted `app=slow` pod stays for.
     pub slow_lists: u32,
+    /// Behave like a cluster, not a recording: evicted pods of a ReplicaSet or StatefulSet
+    /// come back Pending and are bound to a node that fits, evictions that would take a
+    /// PodDisruptionBudget below its minimum are refused, and every eviction and node removal
+    /// is checked against every budget.
+    pub simulate: bool,
+    /// Evictions the simulation admitted.
+    pub evictions: u32,
+    /// What broke a budget, one line each (simulation only).
+    pub pdb_violations: Vec<String>,
+    /// Names pods the controllers recreate.
+    pub next_pod: u64,
 }
 
 type Shared = Arc<Mutex<KubeState>>;
@@ -334,6 +345,16 @@ async fn evict(
     };
     let guarded = pod["metadata"]["labels"]["app"] == "guarded";
     let slow = pod["metadata"]["labels"]["app"] == "slow";
+    let pod_before = cluster.simulate.then(|| pod.clone());
+    if cluster.simulate
+        && let Some(budget) = cluster.budget_refusing(&key)
+    {
+        return status(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TooManyRequests",
+            &format!("Cannot evict pod as it would violate the pod's disruption budget {budget}."),
+        );
+    }
     if guarded && cluster.guarded_budget <= 0 {
         return status(
             StatusCode::TOO_MANY_REQUESTS,
@@ -354,10 +375,299 @@ async fn evict(
     } else {
         cluster.pods.remove(&key);
     }
+    if cluster.simulate {
+        cluster.evictions += 1;
+        if let Some(pod) = pod_before {
+            cluster.recreate(&pod);
+        }
+        cluster.check_budgets(&format!("eviction of {key}"));
+        cluster.schedule();
+    }
     (
         StatusCode::CREATED,
         Json(
             json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
         ),
     )
+}
+
+impl KubeState {
+    /// Registers a node (the kubelet of a new instance).
+    pub fn add_node(&mut self, node: Value) {
+        if let Some(name) = node["metadata"]["name"].as_str() {
+            self.nodes.insert(name.to_owned(), node);
+        }
+    }
+
+    /// The node leaves with its instance: its pods are gone (and recreated by their
+    /// controllers), and the budgets are checked.
+    pub fn remove_node(&mut self, name: &str) {
+        if self.nodes.remove(name).is_none() {
+            return;
+        }
+        let lost: Vec<(String, Value)> = self
+            .pods
+            .iter()
+            .filter(|(_, p)| p["spec"]["nodeName"] == name)
+            .map(|(k, p)| (k.clone(), p.clone()))
+            .collect();
+        for (key, pod) in &lost {
+            self.pods.remove(key);
+            self.recreate(pod);
+        }
+        if lost.iter().any(|(_, p)| !is_daemon(p)) {
+            self.check_budgets(&format!("removal of node {name}"));
+        }
+        self.schedule();
+    }
+
+    /// Workload pods not bound to a node.
+    pub fn pending(&self) -> Vec<String> {
+        self.pods
+            .iter()
+            .filter(|(_, p)| p["spec"]["nodeName"].as_str().is_none())
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    /// The ReplicaSet or StatefulSet of an evicted or lost pod makes it again, Pending.
+    fn recreate(&mut self, pod: &Value) {
+        let owner = &pod["metadata"]["ownerReferences"][0];
+        let (Some(kind), Some(owner_name), Some(namespace)) = (
+            owner["kind"].as_str(),
+            owner["name"].as_str(),
+            pod["metadata"]["namespace"].as_str(),
+        ) else {
+            return;
+        };
+        let name = match kind {
+            "StatefulSet" => pod["metadata"]["name"]
+                .as_str()
+                .unwrap_or(owner_name)
+                .to_owned(),
+            "ReplicaSet" => {
+                self.next_pod += 1;
+                format!("{owner_name}-r{:05}", self.next_pod)
+            }
+            _ => return,
+        };
+        let mut again = pod.clone();
+        again["metadata"]["name"] = json!(name);
+        if let Some(metadata) = again["metadata"].as_object_mut() {
+            metadata.remove("deletionTimestamp");
+        }
+        if let Some(spec) = again["spec"].as_object_mut() {
+            spec.remove("nodeName");
+        }
+        again["status"] = json!({"phase": "Pending"});
+        self.pods.insert(format!("{namespace}/{name}"), again);
+    }
+
+    /// Binds Pending pods, largest first, to the schedulable node that fits them most tightly
+    /// (resources, pod slots, nodeSelector, taints and tolerations), as a bin-packing
+    /// scheduler profile does. Returns how many were bound.
+    pub fn schedule(&mut self) -> usize {
+        let mut pending: Vec<(String, Resources)> = self
+            .pods
+            .iter()
+            .filter(|(_, p)| p["spec"]["nodeName"].as_str().is_none())
+            .map(|(k, p)| (k.clone(), requests_of(p)))
+            .collect();
+        if pending.is_empty() {
+            return 0;
+        }
+        pending.sort_by(|a, b| {
+            b.1.cpu_m
+                .cmp(&a.1.cpu_m)
+                .then(b.1.mem_mib.cmp(&a.1.mem_mib))
+        });
+        let mut free: BTreeMap<String, Resources> = self
+            .nodes
+            .iter()
+            .filter(|(_, node)| node["spec"]["unschedulable"] != true)
+            .map(|(name, node)| (name.clone(), allocatable_of(node)))
+            .collect();
+        for pod in self.pods.values() {
+            if let Some(left) = pod["spec"]["nodeName"]
+                .as_str()
+                .and_then(|n| free.get_mut(n))
+            {
+                let used = requests_of(pod);
+                left.cpu_m = left.cpu_m.saturating_sub(used.cpu_m);
+                left.mem_mib = left.mem_mib.saturating_sub(used.mem_mib);
+                left.pods = left.pods.saturating_sub(1);
+            }
+        }
+        let mut bound = 0;
+        for (key, need) in pending {
+            let Some(pod) = self.pods.get(&key) else {
+                continue;
+            };
+            let best = free
+                .iter()
+                .filter(|(_, left)| {
+                    left.cpu_m >= need.cpu_m && left.mem_mib >= need.mem_mib && left.pods > 0
+                })
+                .filter(|(name, _)| self.nodes.get(*name).is_some_and(|n| admits(n, pod)))
+                .min_by_key(|(name, left)| (left.cpu_m - need.cpu_m, (*name).clone()))
+                .map(|(name, _)| name.clone());
+            if let Some(node) = best
+                && let Some(pod) = self.pods.get_mut(&key)
+            {
+                pod["spec"]["nodeName"] = json!(node);
+                pod["status"] = json!({"phase": "Running"});
+                if let Some(left) = free.get_mut(&node) {
+                    left.cpu_m -= need.cpu_m;
+                    left.mem_mib -= need.mem_mib;
+                    left.pods -= 1;
+                }
+                bound += 1;
+            }
+        }
+        bound
+    }
+
+    /// Each budget: its name, its healthy pods, how many pods it covers, the least it allows.
+    fn budgets(&self) -> Vec<(String, Vec<String>, u64, u64)> {
+        self.pdbs
+            .iter()
+            .filter_map(|pdb| {
+                let namespace = pdb["metadata"]["namespace"].as_str()?;
+                let name = pdb["metadata"]["name"].as_str()?;
+                let selector = pdb["spec"]["selector"]["matchLabels"].as_object()?;
+                let members: Vec<(&String, &Value)> = self
+                    .pods
+                    .iter()
+                    .filter(|(_, p)| {
+                        p["metadata"]["namespace"] == namespace
+                            && selector
+                                .iter()
+                                .all(|(k, v)| &p["metadata"]["labels"][k] == v)
+                    })
+                    .collect();
+                let healthy: Vec<String> = members
+                    .iter()
+                    .filter(|(_, p)| {
+                        p["spec"]["nodeName"].as_str().is_some()
+                            && p["metadata"]["deletionTimestamp"].is_null()
+                    })
+                    .map(|(k, _)| (*k).clone())
+                    .collect();
+                let expected = members.len() as u64;
+                let least = match (
+                    pdb["spec"]["minAvailable"].as_u64(),
+                    pdb["spec"]["maxUnavailable"].as_u64(),
+                ) {
+                    (Some(min), _) => min,
+                    (None, Some(max)) => expected.saturating_sub(max),
+                    (None, None) => 0,
+                };
+                Some((format!("{namespace}/{name}"), healthy, expected, least))
+            })
+            .collect()
+    }
+
+    /// The budget an eviction of `pod` would break, if any.
+    fn budget_refusing(&self, pod: &str) -> Option<String> {
+        self.budgets()
+            .into_iter()
+            .find(|(_, healthy, _, least)| {
+                healthy.iter().any(|k| k == pod) && (healthy.len() as u64) <= *least
+            })
+            .map(|(name, ..)| name)
+    }
+
+    fn check_budgets(&mut self, after: &str) {
+        for (name, healthy, expected, least) in self.budgets() {
+            if (healthy.len() as u64) < least {
+                self.pdb_violations.push(format!(
+                    "{name}: {} of {expected} healthy (at least {least}) after the {after}",
+                    healthy.len()
+                ));
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Resources {
+    cpu_m: u64,
+    mem_mib: u64,
+    pods: u64,
+}
+
+fn allocatable_of(node: &Value) -> Resources {
+    let allocatable = &node["status"]["allocatable"];
+    Resources {
+        cpu_m: cpu_millis(allocatable["cpu"].as_str().unwrap_or("0")),
+        mem_mib: mem_mib(allocatable["memory"].as_str().unwrap_or("0")),
+        pods: allocatable["pods"]
+            .as_str()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(110),
+    }
+}
+
+fn is_daemon(pod: &Value) -> bool {
+    pod["metadata"]["ownerReferences"][0]["kind"] == "DaemonSet"
+}
+
+fn requests_of(pod: &Value) -> Resources {
+    let mut total = Resources::default();
+    for container in pod["spec"]["containers"].as_array().into_iter().flatten() {
+        let requests = &container["resources"]["requests"];
+        total.cpu_m += cpu_millis(requests["cpu"].as_str().unwrap_or("0"));
+        total.mem_mib += mem_mib(requests["memory"].as_str().unwrap_or("0"));
+    }
+    total
+}
+
+fn cpu_millis(quantity: &str) -> u64 {
+    match quantity.strip_suffix('m') {
+        Some(millis) => millis.parse().unwrap_or(0),
+        None => quantity
+            .parse::<f64>()
+            .map_or(0, |cores| (cores * 1000.0) as u64),
+    }
+}
+
+fn mem_mib(quantity: &str) -> u64 {
+    for (suffix, per_mib) in [("Ki", 1.0 / 1024.0), ("Mi", 1.0), ("Gi", 1024.0)] {
+        if let Some(n) = quantity.strip_suffix(suffix) {
+            return n.parse::<f64>().map_or(0, |n| (n * per_mib) as u64);
+        }
+    }
+    quantity
+        .parse::<f64>()
+        .map_or(0, |bytes| (bytes / 1_048_576.0) as u64)
+}
+
+/// nodeSelector labels and NoSchedule/NoExecute taints.
+fn admits(node: &Value, pod: &Value) -> bool {
+    let labels = &node["metadata"]["labels"];
+    let selected = pod["spec"]["nodeSelector"]
+        .as_object()
+        .is_none_or(|s| s.iter().all(|(k, v)| &labels[k] == v));
+    let tolerations = pod["spec"]["tolerations"].as_array();
+    let tolerated = node["spec"]["taints"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .all(|taint| {
+            taint["effect"] == "PreferNoSchedule"
+                || tolerations.into_iter().flatten().any(|t| {
+                    let effect_ok = t["effect"]
+                        .as_str()
+                        .is_none_or(|e| e.is_empty() || taint["effect"] == e);
+                    let key_ok = match t["key"].as_str() {
+                        None | Some("") => t["operator"] == "Exists",
+                        Some(k) => {
+                            taint["key"] == k
+                                && (t["operator"] == "Exists" || t["value"] == taint["value"])
+                        }
+                    };
+                    effect_ok && key_ok
+                })
+        });
+    selected && tolerated
 }

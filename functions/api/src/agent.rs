@@ -254,6 +254,13 @@ pub async fn action_result(
         format!("{summary}: {reason}"),
     )
     .await;
+    // A rollout reports its own progress; each of its cordons and drains is told only when
+    // it fails.
+    if item.body.source == spotwise_store::rollouts::ACTOR
+        && !matches!(report.outcome, ReportedOutcome::Failed)
+    {
+        return Ok(Json(item.body));
+    }
     let (severity, verb) = match report.outcome {
         ReportedOutcome::Failed => (Severity::Warning, "failed"),
         ReportedOutcome::Succeeded => (Severity::Info, "done"),

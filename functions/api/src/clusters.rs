@@ -11,8 +11,9 @@ use spotwise_core::action::{ActionRecord, ActionStatus};
 use spotwise_core::domain::{AgentStatus, CapacityType, Cluster, Policy, Role};
 use spotwise_core::{ClusterId, rfc3339};
 use spotwise_optimizer::recommendation::{Recommendation, RecommendationStatus};
-use spotwise_store::actions;
+use spotwise_optimizer::rollout::Rollout;
 use spotwise_store::keys::{self, prefix};
+use spotwise_store::rollouts;
 use spotwise_store::snapshots::{self, MAX_USABLE_AGE};
 use spotwise_store::{Item, PutCondition, Query, Write};
 use time::OffsetDateTime;
@@ -329,11 +330,13 @@ pub async fn recommendation(
     Ok(Json(recommendation_view(item.body)))
 }
 
-/// Applies a proposed plan: its first consolidation wave goes to the agent as signed drains.
-/// Only the newest plan can be approved.
+/// Approves a proposed plan and starts its rollout: the planned nodes the cluster lacks are
+/// provisioned, the nodes they replace are drained within the disruption budget and removed,
+/// and the result is compared with the plan (`GET .../rollout`). Only the newest plan can be
+/// approved; the cluster needs a recent snapshot from its agent.
 #[utoipa::path(post, path = "/v1/clusters/{id}/recommendations/{revision}/approve", tag = "clusters",
     params(("id" = String, Path), ("revision" = u64, Path)),
-    responses((status = 200, description = "The recommendation, now applying, with its action ids", body = Object),
+    responses((status = 200, description = "The recommendation, now applying, with its rollout", body = Object),
         (status = 404, body = ErrorResponse), (status = 409, body = ErrorResponse)),
     security(("api_key" = [])))]
 pub async fn approve(
@@ -371,8 +374,34 @@ pub async fn approve(
             "a newer recommendation exists; approve that one",
         ));
     }
+    let running = state
+        .store
+        .query::<Rollout>(
+            &Query::partition(keys::tenant_partition(&caller.tenant))
+                .prefix(keys::rollouts_prefix(&cluster.id))
+                .newest_first()
+                .limit(1),
+        )
+        .await?;
+    if let Some(other) = running.items.first().filter(|r| !r.body.status.is_final()) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "rollout_in_progress",
+            format!(
+                "the rollout of recommendation {} is {}; cancel it or wait until it ends",
+                other.body.revision,
+                other.body.status.as_str()
+            ),
+        ));
+    }
+    let policy = state
+        .store
+        .get::<Policy>(&keys::policy(&caller.tenant, &cluster.id))
+        .await?
+        .map(|p| p.body)
+        .unwrap_or_default();
     let before = snapshot(&item.body.status);
-    // Claim the approval first, so two approvals cannot both send the wave; the claim is the
+    // Claim the approval first, so two approvals cannot both start a rollout; the claim is the
     // audited change.
     item.body.status = RecommendationStatus::Applying;
     audit::commit(
@@ -389,31 +418,114 @@ pub async fn approve(
     .await?;
     item.version += 1;
     let now = OffsetDateTime::now_utc();
-    let source = format!("api:{}", caller.key_id);
-    let action_ids = match actions::apply_first_wave(
+    let started = rollouts::start(
         &state.store,
-        &state.sqs,
-        &state.vault,
+        &state.snapshots,
         &item.body,
-        &source,
+        &cluster.region,
+        &policy,
         now,
     )
-    .await
-    {
-        Ok(ids) => ids,
+    .await;
+    let rollout = match started {
+        Ok(rollout) => rollout,
         Err(err) => {
-            // Back to proposed, so the approval can be tried again; drains already sent
-            // are recorded and skipped by the next attempt.
+            // Back to proposed, so the approval can be tried again.
             item.body.status = RecommendationStatus::Proposed;
             if let Err(undo) = state.store.update_versioned(&item).await {
                 tracing::error!(error = %undo, "approval claim not released");
             }
-            return Err(ApiError::internal("sending the approved wave", &err));
+            return Err(match err {
+                rollouts::StartError::Snapshot(why) => ApiError::new(
+                    StatusCode::CONFLICT,
+                    "no_snapshot",
+                    format!("the cluster cannot be rolled out: {why}"),
+                ),
+                rollouts::StartError::Store(err) => err.into(),
+            });
         }
     };
-    item.body.action_ids = action_ids;
-    state.store.update_versioned(&item).await?;
-    Ok(Json(recommendation_view(item.body)))
+    let mut view = recommendation_view(item.body);
+    view["rollout"] = serde_json::to_value(&rollout).unwrap_or_default();
+    Ok(Json(view))
+}
+
+/// The rollout of an approved recommendation: status and reason, the node groups created,
+/// the nodes kept and replaced with their drains, and before, planned and realised figures.
+#[utoipa::path(get, path = "/v1/clusters/{id}/recommendations/{revision}/rollout", tag = "clusters",
+    params(("id" = String, Path), ("revision" = u64, Path)),
+    responses((status = 200, body = Object), (status = 404, body = ErrorResponse)), security(("api_key" = [])))]
+pub async fn rollout(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParams((id, revision)): PathParams<(String, u64)>,
+) -> Result<Json<Rollout>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let cluster = load_cluster(&state, &caller, &id).await?;
+    Ok(Json(
+        load_rollout(&state, &caller, &cluster.id, revision)
+            .await?
+            .body,
+    ))
+}
+
+async fn load_rollout(
+    state: &AppState,
+    caller: &Caller,
+    cluster: &ClusterId,
+    revision: u64,
+) -> Result<Item<Rollout>, ApiError> {
+    state
+        .store
+        .get::<Rollout>(&keys::rollout(&caller.tenant, cluster, revision))
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("rollout of recommendation {revision}")))
+}
+
+/// Asks a rollout to stop at its next safe point (no drain in progress). While provisioning,
+/// the node groups it created are deleted; while migrating, nodes not yet drained are
+/// uncordoned and those already drained are removed.
+#[utoipa::path(post, path = "/v1/clusters/{id}/recommendations/{revision}/rollout/cancel", tag = "clusters",
+    params(("id" = String, Path), ("revision" = u64, Path)),
+    responses((status = 200, body = Object), (status = 404, body = ErrorResponse), (status = 409, body = ErrorResponse)),
+    security(("api_key" = [])))]
+pub async fn cancel_rollout(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParams((id, revision)): PathParams<(String, u64)>,
+) -> Result<Json<Rollout>, ApiError> {
+    caller.require(Role::Operator)?;
+    let cluster = load_cluster(&state, &caller, &id).await?;
+    let mut item = load_rollout(&state, &caller, &cluster.id, revision).await?;
+    if item.body.status.is_final() || item.body.retrying_spot || item.body.failure.is_some() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!(
+                "the rollout is {} and can no longer be cancelled",
+                item.body.status.as_str()
+            ),
+        ));
+    }
+    if item.body.cancel_requested_by.is_none() {
+        let before = snapshot(&item.body.cancel_requested_by);
+        item.body.cancel_requested_by = Some(caller.actor());
+        item.body.updated_at = OffsetDateTime::now_utc();
+        let stored = rollouts::item(item.body.clone(), item.version);
+        audit::commit(
+            &state,
+            vec![Write::versioned(&stored)?],
+            audit::entry(
+                &caller,
+                "rollout.cancel",
+                format!("cluster/{}/recommendation/{revision}", cluster.id),
+                before,
+                snapshot(&item.body.cancel_requested_by),
+            )?,
+        )
+        .await?;
+    }
+    Ok(Json(item.body))
 }
 
 #[derive(Debug, Default, Deserialize, IntoParams)]

@@ -341,6 +341,8 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(clusters::recommendations))
         .routes(routes!(clusters::recommendation))
         .routes(routes!(clusters::approve))
+        .routes(routes!(clusters::rollout))
+        .routes(routes!(clusters::cancel_rollout))
         .routes(routes!(costs::periods))
         .routes(routes!(costs::export))
         .routes(routes!(costs::reports))

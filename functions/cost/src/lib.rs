@@ -29,6 +29,7 @@ use spotwise_cost::{Baseline, CostTable, Summary, Weights, allocate, inputs, mon
 use spotwise_lambda::sqs::{BodyError, parse_body, process_batch};
 use spotwise_optimizer::catalog::TypeFilter;
 use spotwise_optimizer::recommendation::Recommendation;
+use spotwise_optimizer::rollout::Rollout;
 use spotwise_schedule::model::HibernationState;
 use spotwise_store::keys::{self, CostGranularity};
 use spotwise_store::runs;
@@ -54,6 +55,9 @@ const DAY_ROLLUP_HOURS: u8 = 6;
 const DAY_RETENTION: time::Duration = time::Duration::days(400);
 /// Days before the month that give its first days' anomaly flags a history.
 const REPORT_HISTORY_DAYS: usize = 14;
+/// Rollouts a report looks through (newest first) for those completed in its month; a cluster
+/// rolls out at most a few plans a month.
+const ROLLOUTS_REPORTED: u32 = 31;
 /// A month's report is sent once; the claim outlives any redelivery.
 const REPORT_CLAIM_HOLD: Duration = Duration::from_secs(40 * 24 * 60 * 60);
 /// The stored "dimension" of a period's totals.
@@ -387,12 +391,7 @@ pub async fn sample(
         .clone()
         .unwrap_or_else(|| cluster.body.region.clone());
     // Every type prices a running node, burstable and small ones included.
-    let any_type = TypeFilter {
-        allow_burstable: true,
-        min_memory_mib: 0,
-        min_vcpus: 0,
-        architectures: Vec::new(),
-    };
+    let any_type = TypeFilter::any();
     let priced = snapshots::region_offerings(
         &deps.store,
         tenant,
@@ -791,6 +790,19 @@ pub async fn report(
         .into_iter()
         .next()
         .map(|item| item.body);
+    let rollouts: Vec<Rollout> = deps
+        .store
+        .query::<Rollout>(
+            &Query::partition(keys::tenant_partition(tenant))
+                .prefix(keys::rollouts_prefix(cluster_id))
+                .newest_first()
+                .limit(ROLLOUTS_REPORTED),
+        )
+        .await?
+        .items
+        .into_iter()
+        .map(|item| item.body)
+        .collect();
     let unit_prices = UnitPrices::of(&summary);
     let cluster_name = cluster_id.to_string();
     let built = MonthlyReport::build(&ReportInput {
@@ -802,6 +814,7 @@ pub async fn report(
         daily: &daily,
         recommendation: latest.as_ref(),
         unit_prices: unit_prices.as_ref(),
+        rollouts: &rollouts,
     });
     deps.store
         .put(

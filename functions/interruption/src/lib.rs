@@ -42,6 +42,7 @@ use spotwise_store::{Store, StoreError};
 use time::OffsetDateTime;
 use tracing::{info, warn};
 
+mod replacement;
 mod signals;
 
 /// Redeliveries of one event arrive within minutes; a day is ample.
@@ -80,6 +81,8 @@ pub struct Deps {
     pub sqs: aws_sdk_sqs::Client,
     pub notifications: Queue,
     pub vault: Vault,
+    /// The customers' roles, for replacement capacity in Spotwise's spot node groups.
+    pub accounts: spotwise_aws::cross_account::CrossAccount,
 }
 
 impl Deps {
@@ -92,6 +95,10 @@ impl Deps {
             ),
             notifications: Queue::new(sqs.clone(), &config.notifications_queue_url),
             vault: Vault::new(sdk, &config.secrets_key_id),
+            accounts: spotwise_aws::cross_account::CrossAccount::new(
+                sdk.clone(),
+                "spotwise-interruption",
+            ),
             sqs,
         }
     }
@@ -283,7 +290,12 @@ async fn handle_instance(
     }
     match decision {
         Decision::Issue { supersedes, .. } => {
-            issue(deps, subject, supersedes, item, channel, count_pool, now).await
+            // The replacement is asked for while the drain goes out, not after it.
+            let (issued, ()) = tokio::join!(
+                issue(deps, subject, supersedes, item, channel, count_pool, now),
+                replacement::raise(deps, signal, &node, instance_id, cluster.as_ref(), now),
+            );
+            issued
         }
         Decision::Amend { action_id, wanted } => {
             if amend(deps, &node, &action_id, &wanted, now).await? {
@@ -310,7 +322,13 @@ async fn handle_instance(
             count(deps, "late_signals", now).await;
             Ok(InstanceOutcome::AlreadyDeparted)
         }
-        Decision::Depart => depart(deps, signal, &node, now).await,
+        Decision::Depart => {
+            let (departed, ()) = tokio::join!(
+                depart(deps, signal, &node, now),
+                replacement::release(deps, &node, instance_id, cluster.as_ref(), now),
+            );
+            departed
+        }
         Decision::Withdraw { action_ids } => {
             let cancelled = withdraw(deps, signal, &node, &action_ids, now).await?;
             if cancelled > 0 {

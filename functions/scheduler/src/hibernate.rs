@@ -34,7 +34,7 @@ use spotwise_store::{actions, costs};
 use time::OffsetDateTime;
 use tracing::{info, warn};
 
-use crate::{Deps, SchedulerError};
+use crate::{ClusterActionError, Deps, SchedulerError};
 
 /// A workload scale action may wait this long on the queue for the agent.
 const SCALE_DEADLINE: time::Duration = time::Duration::minutes(30);
@@ -52,20 +52,6 @@ pub struct Summary {
     pub failures: Vec<String>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum HibernationError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Dispatch(#[from] actions::DispatchError),
-    #[error("{0}")]
-    Aws(#[from] AwsFailure),
-    #[error("assuming the account's role: {0}")]
-    Link(#[from] spotwise_aws::cross_account::LinkError),
-    #[error("{0}")]
-    Invalid(String),
-}
-
 pub async fn tick(deps: &Deps, now: OffsetDateTime) -> Result<Summary, SchedulerError> {
     let schedules = deps
         .store
@@ -75,7 +61,7 @@ pub async fn tick(deps: &Deps, now: OffsetDateTime) -> Result<Summary, Scheduler
     // side, each mostly waiting on the customer's EKS API and the agent queue.
     let outcomes: Vec<(
         HibernationSchedule,
-        Result<Option<Change>, HibernationError>,
+        Result<Option<Change>, ClusterActionError>,
     )> = futures_util::stream::iter(schedules)
         .map(|item| async move {
             let outcome = Box::pin(reconcile(deps, &item.body, now)).await;
@@ -109,14 +95,14 @@ async fn reconcile(
     deps: &Deps,
     schedule: &HibernationSchedule,
     now: OffsetDateTime,
-) -> Result<Option<Change>, HibernationError> {
+) -> Result<Option<Change>, ClusterActionError> {
     let state_key = keys::hibernation_state(&schedule.tenant_id, &schedule.cluster_id);
     let state = deps.store.get::<HibernationState>(&state_key).await?;
     // A disabled schedule still wakes a cluster it left asleep.
     let awake = !schedule.settings.enabled
         || schedule
             .hibernation()
-            .map_err(|e| HibernationError::Invalid(e.to_string()))?
+            .map_err(|e| ClusterActionError::Invalid(e.to_string()))?
             .desired(now, schedule.wake_until);
     match (awake, state) {
         (false, None) => Box::pin(sleep(deps, schedule, now))
@@ -140,34 +126,35 @@ async fn eks_for(
     deps: &Deps,
     tenant: &TenantId,
     cluster: &Cluster,
-) -> Result<aws_sdk_eks::Client, HibernationError> {
+) -> Result<aws_sdk_eks::Client, ClusterActionError> {
     let account = deps
         .store
         .get::<Account>(&keys::account(tenant, &cluster.account_id))
         .await?
         .ok_or_else(|| {
-            HibernationError::Invalid(format!("account {} is not linked", cluster.account_id))
+            ClusterActionError::Invalid(format!("account {} is not linked", cluster.account_id))
         })?;
     let config = deps
         .accounts
-        .config_for(&account.body.role_arn, &account.body.external_id)
-        .await?
-        .to_builder()
-        .region(aws_config::Region::new(cluster.region.clone()))
-        .build();
+        .config_in(
+            &account.body.role_arn,
+            &account.body.external_id,
+            &cluster.region,
+        )
+        .await?;
     Ok(aws_sdk_eks::Client::new(&config))
 }
 
 async fn cluster_of(
     deps: &Deps,
     schedule: &HibernationSchedule,
-) -> Result<Cluster, HibernationError> {
+) -> Result<Cluster, ClusterActionError> {
     deps.store
         .get::<Cluster>(&keys::cluster(&schedule.tenant_id, &schedule.cluster_id))
         .await?
         .map(|c| c.body)
         .ok_or_else(|| {
-            HibernationError::Invalid(format!("cluster {} is not known", schedule.cluster_id))
+            ClusterActionError::Invalid(format!("cluster {} is not known", schedule.cluster_id))
         })
 }
 
@@ -176,7 +163,7 @@ async fn sleep(
     deps: &Deps,
     schedule: &HibernationSchedule,
     now: OffsetDateTime,
-) -> Result<bool, HibernationError> {
+) -> Result<bool, ClusterActionError> {
     let (tenant, cluster_id) = (&schedule.tenant_id, &schedule.cluster_id);
     let cluster = cluster_of(deps, schedule).await?;
     let mut node_groups = Vec::new();
@@ -198,7 +185,7 @@ async fn sleep(
                 .nodegroup()
                 .and_then(|n| n.scaling_config())
                 .ok_or_else(|| {
-                    HibernationError::Invalid(format!("node group {} has no scaling", group.name))
+                    ClusterActionError::Invalid(format!("node group {} has no scaling", group.name))
                 })?;
             node_groups.push(SavedNodegroup {
                 name: group.name.clone(),
@@ -271,7 +258,7 @@ async fn take_sleep_steps(
     cluster: &Cluster,
     mut item: Item<HibernationState>,
     now: OffsetDateTime,
-) -> Result<bool, HibernationError> {
+) -> Result<bool, ClusterActionError> {
     let (tenant, cluster_id) = (&schedule.tenant_id, &schedule.cluster_id);
     let channel = actions::channel(&deps.store, &deps.vault, tenant, cluster_id).await?;
     let state = &mut item.body;
@@ -410,7 +397,7 @@ async fn wake(
     schedule: &HibernationSchedule,
     state: HibernationState,
     now: OffsetDateTime,
-) -> Result<(), HibernationError> {
+) -> Result<(), ClusterActionError> {
     let (tenant, cluster_id) = (&schedule.tenant_id, &schedule.cluster_id);
     let cluster = cluster_of(deps, schedule).await?;
     let mut problems = state.problems.clone();
@@ -461,7 +448,7 @@ async fn wake(
                         Ok(_) => {}
                         // The agent's report came in between: the next tick restores it.
                         Err(StoreError::StaleVersion { .. }) => {
-                            return Err(HibernationError::Invalid(format!(
+                            return Err(ClusterActionError::Invalid(format!(
                                 "{id}: the scale-down was reported while waking; retried"
                             )));
                         }
@@ -550,7 +537,7 @@ async fn send(
     channel: Option<&actions::AgentChannel>,
     action: AgentAction,
     now: OffsetDateTime,
-) -> Result<(), HibernationError> {
+) -> Result<(), ClusterActionError> {
     actions::dispatch(&deps.store, &deps.sqs, tenant, channel, action, ACTOR, now).await?;
     Ok(())
 }

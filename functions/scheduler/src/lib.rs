@@ -6,6 +6,7 @@
 
 pub mod agents;
 pub mod hibernate;
+pub mod rollout;
 
 use aws_config::SdkConfig;
 use serde::Serialize;
@@ -100,10 +101,26 @@ impl Classify for SchedulerError {
     }
 }
 
+/// Why an action on a customer's cluster (hibernation, a rollout) did not happen this tick.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterActionError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Dispatch(#[from] spotwise_store::actions::DispatchError),
+    #[error("{0}")]
+    Aws(#[from] spotwise_aws::AwsFailure),
+    #[error("assuming the account's role: {0}")]
+    Link(#[from] spotwise_aws::cross_account::LinkError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
 /// What one tick did.
 #[derive(Debug, Default, Serialize)]
 pub struct Tick {
     pub hibernation: hibernate::Summary,
+    pub rollouts: rollout::Summary,
     pub runs_started: usize,
     pub runs_skipped: usize,
     pub runs_timed_out: usize,
@@ -122,6 +139,7 @@ pub async fn tick(deps: &Deps, now: OffsetDateTime) -> Result<Tick, SchedulerErr
         hibernation: Box::pin(hibernate::tick(deps, now)).await?,
         ..Tick::default()
     };
+    tick.rollouts = Box::pin(rollout::tick(deps, now)).await?;
     Box::pin(start_due_runs(deps, now, &mut tick)).await?;
     match Box::pin(agents::flag_silent(deps, now)).await {
         Ok(offline) => tick.agents_offline = offline,

@@ -68,6 +68,21 @@ impl CrossAccount {
         }
     }
 
+    /// [`Self::config_for`], in the customer's `region` (where its cluster runs).
+    pub async fn config_in(
+        &self,
+        role: &RoleArn,
+        external_id: &str,
+        region: &str,
+    ) -> Result<SdkConfig, LinkError> {
+        Ok(self
+            .config_for(role, external_id)
+            .await?
+            .to_builder()
+            .region(aws_config::Region::new(region.to_owned()))
+            .build())
+    }
+
     /// An SDK configuration acting as `role` in the customer's account. Fails with the STS
     /// error (AccessDenied when the trust policy or ExternalId does not match).
     pub async fn config_for(

@@ -286,6 +286,9 @@ pub struct InstanceLocation {
     pub zone: String,
     #[serde(default)]
     pub zone_id: Option<String>,
+    /// The managed node group the instance belongs to (its `eks:nodegroup-name` tag).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodegroup: Option<String>,
 }
 
 impl InstanceLocation {
@@ -297,6 +300,7 @@ impl InstanceLocation {
             instance_type: node.instance_type.clone(),
             zone: node.zone.clone(),
             zone_id: node.zone_id.clone(),
+            nodegroup: node.labels.get("eks:nodegroup-name").cloned(),
         }
     }
 }

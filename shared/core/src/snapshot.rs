@@ -363,6 +363,13 @@ fn parse_node(item: &Value) -> Result<CurrentNode, String> {
         labels,
         taints,
         unschedulable: item["spec"]["unschedulable"].as_bool().unwrap_or(false),
+        not_ready: item["status"]["conditions"]
+            .as_array()
+            .is_some_and(|conditions| {
+                !conditions
+                    .iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            }),
     })
 }
 
@@ -616,6 +623,9 @@ pub struct CurrentNode {
     pub taints: Vec<Taint>,
     #[serde(default)]
     pub unschedulable: bool,
+    /// The kubelet does not report the node Ready (a node without conditions counts as ready).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub not_ready: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -145,6 +145,7 @@ mod tests {
                 labels: Default::default(),
                 taints: Vec::new(),
                 unschedulable: false,
+                not_ready: false,
             }],
             ..Snapshot::default()
         }

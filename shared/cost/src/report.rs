@@ -5,7 +5,9 @@ use std::fmt::Write as _;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use spotwise_core::ClusterId;
+use spotwise_optimizer::plan::HOURS_PER_MONTH;
 use spotwise_optimizer::recommendation::Recommendation;
+use spotwise_optimizer::rollout::{Rollout, RolloutStatus};
 use time::Month;
 
 use crate::breakdown::{CostTable, Savings, Summary};
@@ -42,6 +44,45 @@ pub struct MonthlyReport {
     pub top_namespaces: Vec<NamedCost>,
     pub anomalies: Vec<Anomaly>,
     pub opportunities: Vec<Opportunity>,
+    /// Plans realised this month: projected beside realised, per month.
+    #[serde(default)]
+    pub rollouts: Vec<RealisedPlan>,
+}
+
+/// A rollout that completed in the month: the cluster's monthly cost before it, as its plan
+/// projected, and as the snapshot after it measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RealisedPlan {
+    pub revision: u64,
+    pub completed_at: String,
+    pub monthly_before: Decimal,
+    pub monthly_planned: Decimal,
+    pub monthly_realised: Decimal,
+    /// Realised monthly saving: before less realised.
+    pub monthly_saving: Decimal,
+}
+
+impl RealisedPlan {
+    /// The figures of a completed rollout; `None` for one that did not complete.
+    pub fn of(rollout: &Rollout) -> Option<Self> {
+        let realised = rollout.realised.as_ref()?;
+        let completed_at = rollout.completed_at?;
+        let monthly = |cost_hr: f64| {
+            money::price(cost_hr * HOURS_PER_MONTH)
+                .map(money::cents)
+                .unwrap_or_default()
+        };
+        let before = monthly(rollout.before.cost_hr);
+        let after = monthly(realised.cost_hr);
+        Some(Self {
+            revision: rollout.revision,
+            completed_at: spotwise_core::rfc3339(completed_at),
+            monthly_before: before,
+            monthly_planned: monthly(rollout.planned.cost_hr),
+            monthly_realised: after,
+            monthly_saving: before - after,
+        })
+    }
 }
 
 pub struct ReportInput<'a> {
@@ -54,6 +95,8 @@ pub struct ReportInput<'a> {
     pub daily: &'a [DailyCost],
     pub recommendation: Option<&'a Recommendation>,
     pub unit_prices: Option<&'a UnitPrices>,
+    /// The cluster's rollouts, any month: those completed in this one are reported.
+    pub rollouts: &'a [Rollout],
 }
 
 impl MonthlyReport {
@@ -101,6 +144,15 @@ impl MonthlyReport {
                 .unwrap_or_default()
                 .into_iter()
                 .take(REPORT_TOP)
+                .collect(),
+            rollouts: input
+                .rollouts
+                .iter()
+                .filter(|r| {
+                    r.status == RolloutStatus::Completed
+                        && r.completed_at.is_some_and(|at| in_month(&at.date()))
+                })
+                .filter_map(RealisedPlan::of)
                 .collect(),
         }
     }
@@ -156,6 +208,17 @@ impl MonthlyReport {
                 a.date,
                 money::cents(a.cost),
                 a.expected
+            );
+        }
+        for r in &self.rollouts {
+            let _ = writeln!(
+                body,
+                "Plan {} realised: ${}/month before, ${} planned, ${} measured after (saves ${}/month).",
+                r.revision,
+                r.monthly_before,
+                r.monthly_planned,
+                r.monthly_realised,
+                r.monthly_saving
             );
         }
         for o in &self.opportunities {

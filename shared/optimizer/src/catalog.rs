@@ -122,6 +122,16 @@ impl Default for TypeFilter {
 }
 
 impl TypeFilter {
+    /// Every type: for pricing the nodes a cluster runs, whatever a plan would launch.
+    pub fn any() -> Self {
+        Self {
+            allow_burstable: true,
+            min_memory_mib: 0,
+            min_vcpus: 0,
+            architectures: Vec::new(),
+        }
+    }
+
     pub fn admits(&self, t: &InstanceType) -> bool {
         let family = t.name.split('.').next().unwrap_or_default();
         let burstable = matches!(family, "t1" | "t2" | "t3" | "t3a" | "t4g");

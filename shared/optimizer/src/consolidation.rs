@@ -359,6 +359,7 @@ mod tests {
             labels: Default::default(),
             taints: Vec::new(),
             unschedulable: false,
+            not_ready: false,
         }
     }
 

@@ -21,6 +21,7 @@ pub mod packing;
 pub mod plan;
 pub mod recommendation;
 pub mod rightsizing;
+pub mod rollout;
 pub mod synth;
 pub mod template;
 pub mod zones;

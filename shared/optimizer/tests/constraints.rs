@@ -444,6 +444,7 @@ fn current_node(name: &str, zone: &str) -> CurrentNode {
         labels: BTreeMap::from([(ZONE.to_owned(), zone.to_owned())]),
         taints: Vec::new(),
         unschedulable: false,
+        not_ready: false,
     }
 }
 

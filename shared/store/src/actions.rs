@@ -235,7 +235,8 @@ pub async fn withdraw_open(
 
 /// Sends the drains of a recommendation's first consolidation wave (removals only: a
 /// replacement needs new capacity first) and returns their action ids. A node already being
-/// drained by an earlier plan is skipped. Used by `auto` mode and by approval through the API.
+/// drained by an earlier plan is skipped. Used by `auto` mode (approval through the API starts a
+/// rollout instead: `rollouts::start`).
 pub async fn apply_first_wave(
     store: &Store,
     sqs: &aws_sdk_sqs::Client,

@@ -350,6 +350,37 @@ pub fn hibernation_schedules_index(tenant: &TenantId, cluster: &ClusterId) -> Gs
     }
 }
 
+/// The replacement capacity raised for an interrupted instance of a Spotwise spot group.
+pub fn capacity_replacement(tenant: &TenantId, cluster: &ClusterId, instance_id: &str) -> Key {
+    Key::new(
+        cluster_partition(tenant, cluster),
+        format!("{}{instance_id}", prefix::REPLACEMENT),
+    )
+}
+
+/// The rollout of a cluster's recommendation `revision`.
+pub fn rollout(tenant: &TenantId, cluster: &ClusterId, revision: u64) -> Key {
+    Key::new(
+        tenant_partition(tenant),
+        format!("{}{cluster}#{revision:010}", prefix::ROLLOUT),
+    )
+}
+
+pub fn rollouts_prefix(cluster: &ClusterId) -> String {
+    format!("{}{cluster}#", prefix::ROLLOUT)
+}
+
+/// The GSI1 partition listing the rollouts the scheduler advances (unfinished, or waiting to
+/// try spot again), across tenants.
+pub const ACTIVE_ROLLOUTS_PARTITION: &str = "ACTIVE_ROLLOUT";
+
+pub fn active_rollouts_index(tenant: &TenantId, cluster: &ClusterId, revision: u64) -> Gsi1Key {
+    Gsi1Key {
+        gsi1pk: ACTIVE_ROLLOUTS_PARTITION.into(),
+        gsi1sk: format!("T#{tenant}#{cluster}#{revision:010}"),
+    }
+}
+
 /// Sort-key prefix of a cluster's past sleeps; they sort by when they began.
 pub fn sleeps_prefix(cluster: &ClusterId) -> String {
     format!("{}{cluster}#", prefix::SLEEP)
@@ -604,6 +635,8 @@ pub mod prefix {
     pub const HIBERNATION_STATE: &str = "HIBERNATION#";
     pub const HIBERNATION_SCHEDULE: &str = "HIBSCHEDULE#";
     pub const SLEEP: &str = "SLEEP#";
+    pub const ROLLOUT: &str = "ROLLOUT#";
+    pub const REPLACEMENT: &str = "REPLACEMENT#";
     pub const POD_HISTORY: &str = "PODHIST#";
     pub const NODE_TEMPLATE: &str = "NODETEMPLATE#";
     pub const SCHEDULE: &str = "SCHEDULE#";
@@ -685,6 +718,7 @@ mod tests {
                     prefix::HIBERNATION_STATE,
                     prefix::HIBERNATION_SCHEDULE,
                     prefix::SLEEP,
+                    prefix::ROLLOUT,
                     prefix::POD_HISTORY,
                     prefix::NODE_TEMPLATE,
                     prefix::SCHEDULE,
@@ -703,7 +737,7 @@ mod tests {
             ),
             (
                 "cluster",
-                vec![prefix::NODE],
+                vec![prefix::NODE, prefix::REPLACEMENT],
                 vec![
                     cluster_secret(&t, &c),
                     snapshot_head(&t, &c),

@@ -7,6 +7,7 @@ pub mod agents;
 pub mod audit;
 pub mod costs;
 pub mod keys;
+pub mod rollouts;
 pub mod runs;
 pub mod snapshots;
 mod table;

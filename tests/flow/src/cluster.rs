@@ -38,6 +38,17 @@ pub fn generate(
     instances: &[Instance],
     catalogue: &BTreeMap<String, InstanceType>,
 ) -> anyhow::Result<KubeState> {
+    generate_scaled(instances, catalogue, 1, 1)
+}
+
+/// The same company `replicas` times over, each pod requesting a `divisor`-th of the cpu and
+/// memory, for clusters of hundreds of nodes and thousands of pods.
+pub fn generate_scaled(
+    instances: &[Instance],
+    catalogue: &BTreeMap<String, InstanceType>,
+    replicas: u32,
+    divisor: u32,
+) -> anyhow::Result<KubeState> {
     let mut state = KubeState::default();
     for instance in instances {
         let spec = catalogue
@@ -74,9 +85,14 @@ pub fn generate(
     }
     let nodes: Vec<&Instance> = instances.iter().collect();
     let mut next = 0_usize;
-    for (namespace, kind, name, replicas, cpu, memory) in WORKLOADS {
+    for (namespace, kind, name, count, cpu, memory) in WORKLOADS {
         let template_hash = "5d8f7c9b4";
-        for index in 0..*replicas {
+        let count = count * replicas;
+        let (cpu, memory) = (
+            divide(cpu, divisor, "m", 1000),
+            divide(memory, divisor, "Mi", 1024),
+        );
+        for index in 0..count {
             let host = nodes.get(next % nodes.len().max(1)).context("no nodes")?;
             next += 1;
             let (pod_name, owner_kind, owner_name, labels) = match *kind {
@@ -93,7 +109,7 @@ pub fn generate(
                     json!({"app": name, "pod-template-hash": template_hash}),
                 ),
             };
-            let mut extra = requests(cpu, memory);
+            let mut extra = requests(&cpu, &memory);
             extra["metadata"] = json!({
                 "labels": labels,
                 "ownerReferences": [{"apiVersion": "apps/v1", "kind": owner_kind, "name": owner_name, "uid": format!("uid-{name}")}],
@@ -103,7 +119,7 @@ pub fn generate(
         }
         state
             .replicas
-            .insert(format!("{namespace}/{name}"), i64::from(*replicas));
+            .insert(format!("{namespace}/{name}"), i64::from(count));
     }
     state.pdbs.push(json!({
         "metadata": {"name": "ledger", "namespace": "payments"},
@@ -111,6 +127,24 @@ pub fn generate(
         "status": {"disruptionsAllowed": 1}
     }));
     Ok(state)
+}
+
+/// `quantity` (`500m`, `2`, `512Mi`, `4Gi`) over `divisor`, in `unit` (`m` or `Mi`, of which a
+/// whole `2` or `4Gi` holds `per_whole`).
+fn divide(quantity: &str, divisor: u32, unit: &str, per_whole: u64) -> String {
+    if divisor <= 1 {
+        return quantity.to_owned();
+    }
+    let small = quantity
+        .strip_suffix(unit)
+        .and_then(|n| n.parse::<u64>().ok());
+    let whole = quantity
+        .trim_end_matches("Gi")
+        .parse::<u64>()
+        .ok()
+        .map(|n| n * per_whole);
+    let amount = small.or(whole).unwrap_or(0);
+    format!("{}{unit}", (amount / u64::from(divisor)).max(1))
 }
 
 fn requests(cpu: &str, memory: &str) -> Value {

@@ -14,6 +14,7 @@ pub mod cluster;
 pub mod costday;
 pub mod html;
 pub mod recorder;
+pub mod sim;
 pub mod synthetic;
 
 use std::collections::BTreeMap;
@@ -35,6 +36,7 @@ use spotwise_testkit::receiver::Receiver;
 use time::OffsetDateTime;
 
 pub const ACCOUNT: &str = "111122223333";
+pub use spotwise_optimizer::plan::HOURS_PER_MONTH;
 pub const REGION: &str = "us-east-1";
 const ROLE: &str = "arn:aws:iam::111122223333:role/SpotwiseAccess";
 pub const AGENT_ROLE: &str = "arn:aws:iam::111122223333:role/SpotwiseAgent";
@@ -78,6 +80,60 @@ const STAGING: &[Group] = &[Group {
     spot: false,
 }];
 
+/// A 200-node production cluster for the rollout's scale figures (`spotwise-rollout-scale`).
+pub const LARGE: &[Group] = &[
+    Group {
+        nodegroup: "general",
+        instance_type: "m5.2xlarge",
+        count: 120,
+        spot: false,
+    },
+    Group {
+        nodegroup: "compute",
+        instance_type: "c5.2xlarge",
+        count: 60,
+        spot: false,
+    },
+    Group {
+        nodegroup: "spot",
+        instance_type: "m5.large",
+        count: 20,
+        spot: true,
+    },
+];
+
+/// The simulated production cluster: its node groups, and its company's workloads `replicas`
+/// times over with requests divided by `divisor`; rollouts drain `max_disrupted_nodes` at once.
+#[derive(Debug, Clone)]
+pub struct Shape {
+    pub groups: &'static [Group],
+    pub replicas: u32,
+    pub divisor: u32,
+    pub max_disrupted_nodes: u32,
+}
+
+impl Shape {
+    /// The demo's 8-node cluster.
+    pub fn demo() -> Self {
+        Shape {
+            groups: PROD,
+            replicas: 1,
+            divisor: 1,
+            max_disrupted_nodes: 1,
+        }
+    }
+
+    /// 200 nodes and about 3,200 pods.
+    pub fn large() -> Self {
+        Shape {
+            groups: LARGE,
+            replicas: 130,
+            divisor: 4,
+            max_disrupted_nodes: 20,
+        }
+    }
+}
+
 /// An EC2 instance of the simulated cluster, as moto launched it.
 #[derive(Debug, Clone)]
 pub struct Instance {
@@ -108,13 +164,29 @@ pub struct Report {
     pub recommendation: Value,
     /// Node mix before, as (instance type, capacity type) → nodes.
     pub mix_before: BTreeMap<(String, String), u32>,
-    pub approved_actions: Vec<String>,
-    /// What the agent did with each action it received, in order.
+    /// The rollout of the approved recommendation as the API shows it at its end.
+    pub rollout: Value,
+    /// From approval to the rollout's end.
+    pub rollout_time: Duration,
+    /// Node mix after the rollout, as (instance type, capacity type) → nodes.
+    pub mix_after: BTreeMap<(String, String), u32>,
+    /// Pods left Pending after the rollout.
+    pub pods_pending: usize,
+    /// Evictions during the rollout, and every budget they or a node removal broke.
+    pub evictions: u32,
+    pub pdb_violations: Vec<String>,
+    /// What the agent did with each action it received after the rollout, in order.
     pub executed: Vec<String>,
     pub interrupted_instance: String,
     pub interrupted_node: String,
     pub interruption_handled: Duration,
     pub interruption_drain: String,
+    /// Nodes the interrupted node's group launched before the drain started.
+    pub replacement_nodes: Vec<String>,
+    /// Pods Pending once the interrupted node was drained.
+    pub pods_after_interruption: usize,
+    /// The interrupted node's group after the reclaim, and before the interruption (nodes).
+    pub group_after_reclaim: (usize, usize),
     pub node_after_drain: Value,
     pub webhooks_received: usize,
     pub webhooks_verified: usize,
@@ -133,6 +205,43 @@ impl Report {
         self.recommendation["summary"][field]
             .as_f64()
             .unwrap_or(0.0)
+    }
+
+    /// The rollout's `before`, `planned` or `realised` cost, per month.
+    pub fn monthly_figure(&self, which: &str) -> f64 {
+        self.rollout[which]["cost_hr"].as_f64().unwrap_or(0.0) * HOURS_PER_MONTH
+    }
+
+    /// What the demo prints with `--json`: the figures a script compares runs by.
+    pub fn figures(&self) -> Value {
+        let rollout = &self.rollout;
+        json!({
+            "cluster_id": self.cluster_id,
+            "monthly_before": self.monthly_figure("before"),
+            "monthly_planned": self.monthly_figure("planned"),
+            "monthly_realised": self.monthly_figure("realised"),
+            "realised_to_planned": if self.monthly_figure("planned") > 0.0 {
+                self.monthly_figure("realised") / self.monthly_figure("planned")
+            } else {
+                0.0
+            },
+            "nodes_before": rollout["before"]["nodes"],
+            "nodes_planned": rollout["planned"]["nodes"],
+            "nodes_realised": rollout["realised"]["nodes"],
+            "spot_nodes_planned": rollout["planned"]["spot_nodes"],
+            "spot_nodes_realised": rollout["realised"]["spot_nodes"],
+            "pods_pending": self.pods_pending,
+            "evictions": self.evictions,
+            "pdb_violations": self.pdb_violations.len(),
+            "rollout_status": rollout["status"],
+            "rollout_reason": rollout["reason"],
+            "rollout_seconds": self.rollout_time.as_secs_f64(),
+            "rollout_aws_calls": rollout["aws_calls"],
+            "interruption_handled_ms": self.interruption_handled.as_secs_f64() * 1000.0,
+            "webhooks_received": self.webhooks_received,
+            "webhooks_verified": self.webhooks_verified,
+            "savings_report_realised": self.savings_report["realised_total"],
+        })
     }
 
     /// Actions the agent finished (not refused, not failed).
@@ -310,15 +419,53 @@ impl Api {
 }
 
 /// Runs the whole flow on `stack` (a fresh one: the flow creates everything it uses).
-pub async fn run(stack: &LocalStack) -> anyhow::Result<Report> {
-    let mut report = Report::default();
+/// Everything a rollout acts on and through: the API, the agent in its simulated cluster, the
+/// simulated cloud under it, and the scheduler that advances rollouts.
+pub struct Rig {
+    pub server: ApiServer,
+    pub api: Api,
+    pub receiver: Receiver,
+    pub sdk: aws_config::SdkConfig,
+    pub customer: aws_config::SdkConfig,
+    pub tenant: TenantId,
+    pub cluster: ClusterId,
+    pub fake: FakeKube,
+    pub agent: Agent,
+    pub worker: QueueWorker,
+    pub reporter: std::sync::Arc<Reporter>,
+    pub cloud: sim::SimCloud,
+    pub scheduler: scheduler::Deps,
+    /// The recommendation the optimizer made.
+    pub revision: u64,
+    work: std::path::PathBuf,
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.work);
+    }
+}
+
+/// The flow up to a stored recommendation: link, discover, price, install the agent in a
+/// simulated cluster on a simulated cloud, snapshot, optimize.
+pub async fn setup(stack: &LocalStack, report: &mut Report) -> anyhow::Result<Rig> {
+    setup_shaped(stack, report, &Shape::demo()).await
+}
+
+/// [`setup`] on a cluster of the given shape.
+pub async fn setup_shaped(
+    stack: &LocalStack,
+    report: &mut Report,
+    shape: &Shape,
+) -> anyhow::Result<Rig> {
     let sdk = stack.sdk_config().await;
     let tenant = TenantId::new("acme")?;
     let now = OffsetDateTime::now_utc();
 
     // The API, served on loopback, and the tenant's first admin key.
     let started = Instant::now();
-    let server = ApiServer::start(stack, &sdk).await?;
+    // The agent routes go by the round's time, which rollout tests move ahead.
+    let server = ApiServer::start_with_clock(stack, &sdk, api::Clock::set_by_caller(now)).await?;
     let api = server.tenant(&tenant, "Acme").await?;
     let receiver = Receiver::start().await;
     api.post(
@@ -329,7 +476,7 @@ pub async fn run(stack: &LocalStack) -> anyhow::Result<Report> {
 
     // Link the customer's account; its two EKS clusters and their instances.
     let customer = link_account(&api, &sdk).await?;
-    let instances = create_cluster(&customer, "prod", PROD).await?;
+    let instances = create_cluster(&customer, "prod", shape.groups).await?;
     create_cluster(&customer, "staging", STAGING).await?;
     report.step("link account, two EKS clusters", started);
 
@@ -424,7 +571,8 @@ pub async fn run(stack: &LocalStack) -> anyhow::Result<Report> {
         .context("agent_key")?
         .to_owned();
     let catalogue = cluster::catalogue()?;
-    let kube_state = cluster::generate(&instances, &catalogue)?;
+    let kube_state =
+        cluster::generate_scaled(&instances, &catalogue, shape.replicas, shape.divisor)?;
     let fake = FakeKube::start(kube_state).await?;
     let kube = kube::Client::try_from(kube::Config::new(fake.url.parse()?))?;
     let metrics = Metrics::new();
@@ -461,6 +609,12 @@ pub async fn run(stack: &LocalStack) -> anyhow::Result<Report> {
     report.step("agent installed, snapshot uploaded", started);
 
     let started = Instant::now();
+    let policy_path = format!("/v1/clusters/{cluster}/policy");
+    let mut policy = api.get(&policy_path).await?;
+    if policy["max_disrupted_nodes"] != json!(shape.max_disrupted_nodes) {
+        policy["max_disrupted_nodes"] = json!(shape.max_disrupted_nodes);
+        api.put(&policy_path, policy).await?;
+    }
     let optimizer = optimizer::Deps::new(
         &sdk,
         &optimizer::Config::from_env(&env(stack, "OptimizerFunction", &[]))?,
@@ -486,46 +640,199 @@ pub async fn run(stack: &LocalStack) -> anyhow::Result<Report> {
         .await?;
     report.step("optimize", started);
 
+    // EKS and Auto Scaling under the cluster, and Kubernetes' controllers and scheduler in it.
+    let mut cloud = sim::SimCloud::new(&customer, "prod", fake.state.clone(), catalogue).await?;
+    fake.state().simulate = true;
+    cloud.reconcile().await?;
+    let scheduler = scheduler::Deps::new(
+        &sdk,
+        &scheduler::Config::from_env(&env(stack, "SchedulerFunction", &[]))?,
+    );
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let worker = QueueWorker::new(sqs, &queue_url).with_wait_seconds(1);
+    Ok(Rig {
+        server,
+        api,
+        receiver,
+        sdk,
+        customer,
+        tenant,
+        cluster,
+        fake,
+        agent,
+        worker,
+        reporter,
+        cloud,
+        scheduler,
+        revision,
+        work,
+    })
+}
+
+impl Rig {
+    pub fn rollout_path(&self) -> String {
+        format!(
+            "/v1/clusters/{}/recommendations/{}/rollout",
+            self.cluster, self.revision
+        )
+    }
+
+    /// One look by everyone: EKS and Auto Scaling act, the agent sends a snapshot, the
+    /// scheduler advances the rollout as of `now`, and the agent carries out what it was sent.
+    /// Returns the rollout as the API shows it.
+    pub async fn round(&mut self, now: OffsetDateTime) -> anyhow::Result<Value> {
+        self.cloud.reconcile().await?;
+        self.upload_snapshot(now).await?;
+        let key = spotwise_store::keys::rollout(&self.tenant, &self.cluster, self.revision);
+        scheduler::rollout::advance(&self.scheduler, &key, now).await?;
+        execute_all(&self.worker, &self.agent).await?;
+        self.api.get(&self.rollout_path()).await
+    }
+
+    /// The agent carries out everything on its queue; a line per outcome.
+    pub async fn execute(&self) -> anyhow::Result<Vec<String>> {
+        execute_all(&self.worker, &self.agent).await
+    }
+
+    /// The agent's snapshot of the simulated cluster, uploaded as the agent does at `at`.
+    pub async fn upload_snapshot(&self, at: OffsetDateTime) -> anyhow::Result<()> {
+        self.server.state().clock.set(at);
+        let snapshot = spotwise_agent::snapshot::collect(&self.kube_client()?).await?;
+        self.reporter.snapshot(&snapshot).await?;
+        Ok(())
+    }
+
+    /// Rounds until the rollout ends, at most `rounds`; `now` gives each round's time.
+    pub async fn drive(
+        &mut self,
+        rounds: usize,
+        now: impl Fn(usize) -> OffsetDateTime,
+    ) -> anyhow::Result<Value> {
+        let mut rollout = Value::Null;
+        for round in 0..rounds {
+            rollout = self.round(now(round)).await?;
+            if matches!(
+                rollout["status"].as_str(),
+                Some("completed" | "rolled_back" | "cancelled" | "failed")
+            ) && rollout["failure"].is_null()
+            {
+                break;
+            }
+        }
+        Ok(rollout)
+    }
+
+    pub fn kube_client(&self) -> anyhow::Result<kube::Client> {
+        Ok(kube::Client::try_from(kube::Config::new(
+            self.fake.url.parse()?,
+        ))?)
+    }
+
+    /// The cluster's nodes as (instance type, capacity type) → count, as the plan names them.
+    pub fn mix(&self) -> BTreeMap<(String, String), u32> {
+        let mut mix = BTreeMap::new();
+        for node in self.fake.state().nodes.values() {
+            let labels = &node["metadata"]["labels"];
+            *mix.entry((
+                labels["node.kubernetes.io/instance-type"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                labels["karpenter.sh/capacity-type"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            ))
+            .or_default() += 1;
+        }
+        mix
+    }
+}
+
+/// The whole flow; what each step produced.
+pub async fn run(stack: &LocalStack) -> anyhow::Result<Report> {
+    let mut report = Report::default();
+    let mut rig = setup(stack, &mut report).await?;
+    let cluster = rig.cluster.clone();
+    let tenant = rig.tenant.clone();
+    let sdk = rig.sdk.clone();
+    let now = OffsetDateTime::now_utc();
+
     let started = Instant::now();
-    let approved = api
+    let approved = rig
+        .api
         .post(
-            &format!("/v1/clusters/{cluster}/recommendations/{revision}/approve"),
+            &format!(
+                "/v1/clusters/{cluster}/recommendations/{}/approve",
+                rig.revision
+            ),
             json!({}),
         )
         .await?;
-    report.recommendation = approved.clone();
-    report.approved_actions = approved["action_ids"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|a| a.as_str().map(str::to_owned))
-        .collect();
+    report.recommendation = approved;
+    let approved_at = Instant::now();
+    let rollout = rig.drive(40, |_| OffsetDateTime::now_utc()).await?;
+    report.rollout_time = approved_at.elapsed();
+    report.mix_after = rig.mix();
+    report.pods_pending = rig.fake.state().pending().len();
+    report
+        .pdb_violations
+        .clone_from(&rig.fake.state().pdb_violations);
+    report.evictions = rig.fake.state().evictions;
+    report.rollout = rollout;
+    report.step("approve: provision, migrate, release, verify", started);
+    let fake = &rig.fake;
+    let agent = &rig.agent;
+    let worker = &rig.worker;
+    let api = &rig.api;
+    let receiver = &rig.receiver;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
-    let worker = QueueWorker::new(sqs.clone(), &queue_url).with_wait_seconds(1);
-    report.executed = execute_all(&worker, &agent).await?;
-    report.step("approve, agent executes the first wave", started);
 
-    // A spot interruption warning for a spot node the wave left in place.
+    // A spot interruption warning for a spot node of a group the rollout created.
     let started = Instant::now();
-    let drained: Vec<String> = fake
+    let (node, instance) = fake
         .state()
         .nodes
         .values()
-        .filter(|n| n["spec"]["unschedulable"] == true)
-        .filter_map(|n| n["metadata"]["name"].as_str().map(str::to_owned))
-        .collect();
-    let target = instances
-        .iter()
-        .find(|i| i.spot && !drained.contains(&i.node))
-        .or_else(|| instances.iter().find(|i| !drained.contains(&i.node)))
-        .context("every node was drained")?;
-    report.interrupted_instance = target.id.clone();
-    report.interrupted_node = target.node.clone();
+        .filter(|n| n["metadata"]["labels"]["karpenter.sh/capacity-type"] == "spot")
+        .filter(|n| {
+            n["metadata"]["labels"]["eks.amazonaws.com/nodegroup"]
+                .as_str()
+                .is_some_and(|g| g.starts_with("spotwise-"))
+        })
+        .find_map(|n| {
+            Some((
+                n["metadata"]["name"].as_str()?.to_owned(),
+                n["spec"]["providerID"]
+                    .as_str()?
+                    .rsplit('/')
+                    .next()?
+                    .to_owned(),
+            ))
+        })
+        .context("the rollout left no spot node of its own")?;
+    report.interrupted_instance.clone_from(&instance);
+    report.interrupted_node.clone_from(&node);
+    // Discovery indexes the new instances, as its schedule would.
+    discovery::discover_account(
+        &discovery::Deps::new(
+            &sdk,
+            &discovery::Config::from_env(&env(stack, "DiscoveryFunction", &[]))?,
+        ),
+        &DiscoverAccount {
+            tenant_id: tenant.clone(),
+            account_id: ACCOUNT.into(),
+            run_id: "flow-after-rollout".into(),
+            scheduled: None,
+        },
+        OffsetDateTime::now_utc(),
+    )
+    .await?;
     let interruption = interruption::Deps::new(
         &sdk,
         &interruption::Config::from_env(&env(stack, "InterruptionFunction", &[]))?,
     );
-    let event = spot_warning(&target.id, OffsetDateTime::now_utc())?;
+    let event = spot_warning(&instance, OffsetDateTime::now_utc())?;
     let interruption_queue = stack.resource("InterruptionQueue").to_owned();
     sqs.send_message()
         .queue_url(&interruption_queue)
@@ -545,11 +852,53 @@ pub async fn run(stack: &LocalStack) -> anyhow::Result<Report> {
             response.batch_item_failures
         );
     }
-    let drain = execute_all(&worker, &agent).await?;
+    // Replacement before loss: the node's group was raised at once, so EKS launches a node
+    // before the agent starts the drain.
+    let group = fake.node(&node)["metadata"]["labels"]["eks.amazonaws.com/nodegroup"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let in_group = |kube: &FakeKube| -> Vec<String> {
+        kube.state()
+            .nodes
+            .iter()
+            .filter(|(_, n)| {
+                n["metadata"]["labels"]["eks.amazonaws.com/nodegroup"] == group.as_str()
+            })
+            .map(|(name, _)| name.clone())
+            .collect()
+    };
+    let before_raise = in_group(fake);
+    rig.cloud.reconcile().await?;
+    report.replacement_nodes = in_group(&rig.fake)
+        .into_iter()
+        .filter(|n| !before_raise.contains(n))
+        .collect();
+    let drain = execute_all(worker, agent).await?;
     report.interruption_drain = drain.join("; ");
     report.executed.extend(drain);
-    report.node_after_drain = fake.node(&target.node);
-    report.step("spot interruption, drain", started);
+    report.node_after_drain = fake.node(&node);
+    report.pods_after_interruption = fake.state().pending().len();
+    // EC2 reclaims the instance; its group comes back to its size.
+    aws_sdk_ec2::Client::new(&rig.customer)
+        .terminate_instances()
+        .instance_ids(&instance)
+        .send()
+        .await?;
+    let gone = state_change(&instance, "terminated", OffsetDateTime::now_utc())?;
+    sqs.send_message()
+        .queue_url(&interruption_queue)
+        .message_body(gone.to_string())
+        .send()
+        .await?;
+    let batch = stack.poll(&interruption_queue).await;
+    let response = interruption::handle_batch(&interruption, batch.clone())
+        .await
+        .unwrap_or_else(|never| match never {});
+    stack.settle(&interruption_queue, &batch, &response).await;
+    rig.cloud.reconcile().await?;
+    report.group_after_reclaim = (in_group(&rig.fake).len(), before_raise.len());
+    report.step("spot interruption, replacement, drain, reclaim", started);
 
     let started = Instant::now();
     let cost = cost::Deps::new(
@@ -643,7 +992,6 @@ pub async fn run(stack: &LocalStack) -> anyhow::Result<Report> {
         }
     }
     report.step("notifications delivered", started);
-    let _ = std::fs::remove_dir_all(&work);
     Ok(report)
 }
 
@@ -691,6 +1039,25 @@ fn spot_warning(instance: &str, at: OffsetDateTime) -> anyhow::Result<Value> {
     event["region"] = json!(REGION);
     event["resources"] = json!([format!("arn:aws:ec2:{REGION}:instance/{instance}")]);
     event["detail"]["instance-id"] = json!(instance);
+    Ok(event)
+}
+
+/// The shipped EC2 state-change notification for `instance` entering `state`.
+fn state_change(instance: &str, state: &str, at: OffsetDateTime) -> anyhow::Result<Value> {
+    let path = spotwise_testkit::repo_root().join("events/eventbridge/instance-state-change.json");
+    let mut event: Value = serde_json::from_str(
+        &std::fs::read_to_string(&path).with_context(|| path.display().to_string())?,
+    )?;
+    event["id"] = json!(format!(
+        "flow-{instance}-{state}-{}",
+        at.unix_timestamp_nanos()
+    ));
+    event["account"] = json!(ACCOUNT);
+    event["time"] = json!(spotwise_core::rfc3339(at));
+    event["region"] = json!(REGION);
+    event["resources"] = json!([format!("arn:aws:ec2:{REGION}:instance/{instance}")]);
+    event["detail"]["instance-id"] = json!(instance);
+    event["detail"]["state"] = json!(state);
     Ok(event)
 }
 
@@ -751,24 +1118,25 @@ pub async fn create_cluster(
 ) -> anyhow::Result<Vec<Instance>> {
     let eks = aws_sdk_eks::Client::new(customer);
     let ec2 = aws_sdk_ec2::Client::new(customer);
+    let zones = ["us-east-1a", "us-east-1b", "us-east-1c"];
+    let subnets = node_subnets(&ec2, name, &zones).await?;
     eks.create_cluster()
         .name(name)
         .role_arn(format!("arn:aws:iam::{ACCOUNT}:role/eks-cluster"))
         .resources_vpc_config(
             VpcConfigRequest::builder()
-                .subnet_ids("subnet-0a1b2c3d")
+                .set_subnet_ids(Some(subnets.clone()))
                 .build(),
         )
         .send()
         .await?;
-    let zones = ["us-east-1a", "us-east-1b", "us-east-1c"];
     let mut instances = Vec::new();
     for group in groups {
         eks.create_nodegroup()
             .cluster_name(name)
             .nodegroup_name(group.nodegroup)
             .node_role(format!("arn:aws:iam::{ACCOUNT}:role/eks-node"))
-            .subnets("subnet-0a1b2c3d")
+            .set_subnets(Some(subnets.clone()))
             .capacity_type(if group.spot {
                 CapacityTypes::Spot
             } else {
@@ -785,7 +1153,8 @@ pub async fn create_cluster(
             .send()
             .await?;
         for index in 0..group.count {
-            let zone = zones[usize::try_from(index).unwrap_or(0) % zones.len()];
+            let at = usize::try_from(index).unwrap_or(0) % zones.len();
+            let zone = zones[at];
             let mut tags = TagSpecification::builder().resource_type(ResourceType::Instance);
             for (key, value) in [
                 ("eks:cluster-name", name),
@@ -800,6 +1169,7 @@ pub async fn create_cluster(
                 .instance_type(group.instance_type.into())
                 .min_count(1)
                 .max_count(1)
+                .subnet_id(&subnets[at])
                 .placement(Placement::builder().availability_zone(zone).build())
                 .tag_specifications(tags.build());
             if group.spot {
@@ -823,4 +1193,40 @@ pub async fn create_cluster(
         }
     }
     Ok(instances)
+}
+
+/// A VPC of the cluster's own with one node subnet in each zone, in zone order.
+async fn node_subnets(
+    ec2: &aws_sdk_ec2::Client,
+    cluster: &str,
+    zones: &[&str],
+) -> anyhow::Result<Vec<String>> {
+    let octet = if cluster == "prod" { 10 } else { 20 };
+    let vpc = ec2
+        .create_vpc()
+        .cidr_block(format!("10.{octet}.0.0/16"))
+        .send()
+        .await?
+        .vpc()
+        .and_then(|v| v.vpc_id())
+        .context("vpc id")?
+        .to_owned();
+    let mut subnets = Vec::new();
+    for (i, zone) in zones.iter().enumerate() {
+        let subnet = ec2
+            .create_subnet()
+            .vpc_id(&vpc)
+            .availability_zone(*zone)
+            .cidr_block(format!("10.{octet}.{}.0/20", i * 16))
+            .send()
+            .await?;
+        subnets.push(
+            subnet
+                .subnet()
+                .and_then(|s| s.subnet_id())
+                .context("subnet id")?
+                .to_owned(),
+        );
+    }
+    Ok(subnets)
 }

@@ -13,12 +13,14 @@ use spotwise_testkit::LocalStack;
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let mut out = spotwise_testkit::repo_root().join("target/spotwise-demo.html");
+    let mut json = false;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--report" => out = PathBuf::from(args.next().context("--report needs a path")?),
-            other => {
-                anyhow::bail!("unknown argument {other:?} (usage: spotwise-demo [--report FILE])")
-            }
+            "--json" => json = true,
+            other => anyhow::bail!(
+                "unknown argument {other:?} (usage: spotwise-demo [--json] [--report FILE])"
+            ),
         }
     }
     let env = Env::process();
@@ -32,6 +34,18 @@ async fn main() -> anyhow::Result<()> {
     let stack = LocalStack::start();
     let report = spotwise_flow::run(&stack).await?;
     let total = started.elapsed();
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&out, spotwise_flow::html::render(&report))
+        .with_context(|| format!("writing {}", out.display()))?;
+    if json {
+        let mut figures = report.figures();
+        figures["report"] = serde_json::json!(out.display().to_string());
+        figures["run_seconds"] = serde_json::json!(total.as_secs_f64());
+        println!("{figures}");
+        return Ok(());
+    }
 
     let summary = &report.recommendation["summary"];
     let money = |field: &str| summary[field].as_f64().unwrap_or(0.0);
@@ -63,15 +77,29 @@ async fn main() -> anyhow::Result<()> {
         "  node mix:       {} nodes now -> {} planned ({} spot)",
         report.snapshot_nodes, summary["nodes"], summary["spot_nodes"]
     );
+    let rollout = &report.rollout;
+    let figure = |which: &str, field: &str| rollout[which][field].as_f64().unwrap_or(0.0);
     println!(
-        "  actions:        {} approved, {} of {} executed by the agent",
-        report.approved_actions.len(),
-        report.executed_ok(),
-        report.executed.len()
+        "  rollout:        {} in {:.1} s ({}); {} AWS calls",
+        rollout["status"].as_str().unwrap_or("?"),
+        report.rollout_time.as_secs_f64(),
+        rollout["reason"].as_str().unwrap_or(""),
+        rollout["aws_calls"]
     );
-    for line in &report.executed {
-        println!("    {line}");
+    for which in ["before", "planned", "realised"] {
+        println!(
+            "    {which:<9} ${:>8.2}/month  {:>2} nodes, {:>2} spot",
+            figure(which, "cost_hr") * spotwise_flow::HOURS_PER_MONTH,
+            figure(which, "nodes"),
+            figure(which, "spot_nodes"),
+        );
     }
+    println!(
+        "    {} evictions, {} pods Pending, {} disruption budget violations",
+        report.evictions,
+        report.pods_pending,
+        report.pdb_violations.len()
+    );
     println!(
         "  interruption:   {} ({}) handled in {:.1} ms; node unschedulable: {}",
         report.interrupted_instance,
@@ -106,14 +134,22 @@ async fn main() -> anyhow::Result<()> {
             .as_str()
             .unwrap_or("?"),
     );
+    for plan in report.savings_report["rollouts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        println!(
+            "    plan {} realised: ${}/month before, ${} planned, ${} measured after",
+            plan["revision"],
+            plan["monthly_before"].as_str().unwrap_or("?"),
+            plan["monthly_planned"].as_str().unwrap_or("?"),
+            plan["monthly_realised"].as_str().unwrap_or("?"),
+        );
+    }
     for (step, took) in &report.steps {
         println!("  {:>7.0} ms  {step}", took.as_secs_f64() * 1000.0);
     }
-    if let Some(dir) = out.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::write(&out, spotwise_flow::html::render(&report))
-        .with_context(|| format!("writing {}", out.display()))?;
     println!(
         "  report: {} (whole run {:.1} s)",
         out.display(),

@@ -144,6 +144,7 @@ pub fn snapshot(nodes: &[NodeSeed], pods: usize, tick: u64) -> Snapshot {
                 Vec::new()
             },
             unschedulable: false,
+            not_ready: false,
         });
         for daemon in ["aws-node", "kube-proxy"] {
             snapshot.daemon_pods.push(pod(

@@ -48,20 +48,46 @@ async fn discovery_to_savings_report_on_the_local_stack() {
     assert!(report.monthly("spot_cost_share") > 0.3, "{summary}");
     assert_eq!(report.recommendation["status"], "applying", "approved");
 
-    // The approved wave and the interruption drain were executed by the agent.
-    assert!(!report.approved_actions.is_empty());
-    assert_eq!(
-        report.executed.len(),
-        report.approved_actions.len() + 1,
-        "{:?}",
-        report.executed
+    // The rollout realised the plan: the planned mix runs, at the planned cost, every pod
+    // Running, and no disruption budget was broken by any eviction or node removal.
+    let rollout = &report.rollout;
+    assert_eq!(rollout["status"], "completed", "{rollout:#}");
+    let mut planned = std::collections::BTreeMap::new();
+    for entry in report.recommendation["node_mix"].as_array().unwrap() {
+        *planned
+            .entry((
+                entry["instance_type"].as_str().unwrap().to_owned(),
+                entry["capacity_type"].as_str().unwrap().to_owned(),
+            ))
+            .or_insert(0_u32) += u32::try_from(entry["nodes"].as_u64().unwrap()).unwrap();
+    }
+    assert_eq!(report.mix_after, planned, "{rollout:#}");
+    let (planned_hr, realised_hr) = (
+        rollout["planned"]["cost_hr"].as_f64().unwrap(),
+        rollout["realised"]["cost_hr"].as_f64().unwrap(),
     );
-    assert_eq!(
-        report.executed_ok(),
-        report.executed.len(),
-        "{:?}",
-        report.executed
+    assert!(
+        (realised_hr / planned_hr - 1.0).abs() <= 0.03,
+        "realised {realised_hr} vs planned {planned_hr}"
     );
+    assert!(realised_hr < rollout["before"]["cost_hr"].as_f64().unwrap() * 0.6);
+    assert_eq!(report.pods_pending, 0);
+    assert_eq!(rollout["realised"]["pods_pending"], 0);
+    assert!(report.evictions > 0);
+    assert!(
+        report.pdb_violations.is_empty(),
+        "{:?}",
+        report.pdb_violations
+    );
+    assert!(rollout["aws_calls"].as_u64().unwrap() > 0);
+
+    // The interrupted spot node's group launched a replacement before the drain started; the
+    // drained pods all run again, and once EC2 reclaimed the instance the group is back to its
+    // size.
+    assert_eq!(report.replacement_nodes.len(), 1, "{report:?}");
+    assert_eq!(report.pods_after_interruption, 0);
+    assert_eq!(report.group_after_reclaim.0, report.group_after_reclaim.1);
+    assert_eq!(report.executed.len(), 1, "{:?}", report.executed);
     assert!(
         report.interruption_drain.starts_with("done: node "),
         "{}",
@@ -77,6 +103,7 @@ async fn discovery_to_savings_report_on_the_local_stack() {
     // Every notification reached the receiver once, signed.
     assert_eq!(report.webhooks_received, report.webhooks_verified);
     for kind in [
+        "rollout",
         "discovery_change",
         "recommendation_ready",
         "action_result",
@@ -101,6 +128,19 @@ async fn discovery_to_savings_report_on_the_local_stack() {
     }
     assert_eq!(names[0], "shop", "the largest namespace first");
     assert!(report.savings_report["hours_covered"].as_u64().unwrap() >= 1);
+    // The savings report shows the realised plan beside its projection.
+    let realised = &report.savings_report["rollouts"][0];
+    assert_eq!(
+        realised["revision"], rollout["revision"],
+        "{}",
+        report.savings_report
+    );
+    let saving: f64 = realised["monthly_saving"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(saving > 0.0, "{realised}");
 
     let page = spotwise_flow::html::render(&report);
     assert!(page.contains("<svg") && page.contains(&report.cluster_id));

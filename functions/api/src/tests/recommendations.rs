@@ -11,7 +11,9 @@ fn recommendation(revision: u64) -> Value {
             "on_demand_equivalent_monthly": 500.0, "current_monthly_cost": 600.0, "monthly_savings": 235.0,
             "spot_cost_share": 0.5, "spot_pod_share": 0.5, "spot_pools": 1, "risk_score": 10.0,
             "cpu_utilisation": 0.7, "mem_utilisation": 0.6, "explanation": []},
-        "node_mix": [], "unschedulable": [],
+        "node_mix": [{"instance_type": "m5.large", "zone": "us-east-1a", "capacity_type": "spot",
+            "nodes": 2, "pods": 5, "cost_hr": 0.07}],
+        "unschedulable": [],
         "consolidation": {"current_cost_hr": 0.8, "after_cost_hr": 0.5, "budget": 1, "waves": [[0], [1]],
             "steps": [
                 {"kind": "remove", "node": "ip-10-0-2-13.ec2.internal", "saving_hr": 0.1, "moves": [], "reason": "its pods fit elsewhere"},
@@ -23,7 +25,7 @@ fn recommendation(revision: u64) -> Value {
 }
 
 #[tokio::test]
-async fn approving_the_newest_plan_sends_its_first_wave() {
+async fn approving_the_newest_plan_starts_its_rollout() {
     let api = api().await;
     let tenant = TenantId::new("t1").unwrap();
     let cluster = prod_cluster();
@@ -66,33 +68,84 @@ async fn approving_the_newest_plan_sends_its_first_wave() {
         StatusCode::FORBIDDEN
     );
 
+    // Without a snapshot there is nothing to roll the plan out on; the approval is released.
+    let early = api
+        .post(&format!("{base}/2/approve"), &operator, json!({}))
+        .await;
+    assert_eq!(
+        (early.status, error_code(&early)),
+        (StatusCode::CONFLICT, "no_snapshot"),
+        "{}",
+        early.body
+    );
+    assert_eq!(
+        api.get(&format!("{base}/2"), &api.admin).await.body["status"],
+        "proposed"
+    );
+    let agent = api.agent_key().await;
+    let snapshot = spotwise_core::snapshot::parse_list(
+        fixture("events/optimizer/kubectl-snapshot.json").as_bytes(),
+    )
+    .unwrap();
+    let uploaded = api
+        .upload_snapshot(&agent, &serde_json::to_value(&snapshot).unwrap())
+        .await;
+    assert_eq!(uploaded.status, StatusCode::OK, "{}", uploaded.body);
+
     let approved = api
         .post(&format!("{base}/2/approve"), &operator, json!({}))
         .await;
     assert_eq!(approved.status, StatusCode::OK, "{}", approved.body);
     assert_eq!(approved.body["status"], "applying");
-    let ids = approved.body["action_ids"].as_array().unwrap();
-    assert_eq!(ids.len(), 1, "only the first wave");
-    let action = api
-        .get(
-            &format!("/v1/actions/{}", ids[0].as_str().unwrap()),
-            &api.admin,
-        )
-        .await;
-    assert_eq!(
-        action.body["action"]["spec"]["node"],
-        "ip-10-0-2-13.ec2.internal"
+    let rollout = &approved.body["rollout"];
+    assert_eq!(rollout["status"], "provisioning", "{rollout}");
+    assert_eq!(rollout["planned"]["nodes"], 2);
+    let groups = rollout["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 1, "{rollout}");
+    assert!(
+        groups[0]["name"]
+            .as_str()
+            .unwrap()
+            .starts_with("spotwise-spot-")
     );
-    assert_eq!(
-        action.body["status"], "undeliverable",
-        "the cluster has no agent installed yet"
-    );
+    assert_eq!(groups[0]["desired"], 2);
+    let kept = rollout["kept"].as_array().unwrap().len();
+    let replaced = rollout["replaced"].as_array().unwrap().len();
+    assert_eq!(kept + replaced, snapshot.nodes.len());
+    let shown = api.get(&format!("{base}/2/rollout"), &api.admin).await;
+    assert_eq!(shown.status, StatusCode::OK);
+    assert_eq!(shown.body["revision"], 2);
     assert_eq!(
         api.post(&format!("{base}/2/approve"), &operator, json!({}))
             .await
             .status,
         StatusCode::CONFLICT,
         "approved once"
+    );
+
+    // Cancel: asked once, audited; the scheduler stops the rollout at its next safe point.
+    assert_eq!(
+        api.post(&format!("{base}/2/rollout/cancel"), &viewer, json!({}))
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    let cancel = api
+        .post(&format!("{base}/2/rollout/cancel"), &operator, json!({}))
+        .await;
+    assert_eq!(cancel.status, StatusCode::OK, "{}", cancel.body);
+    assert!(cancel.body["cancel_requested_by"].is_string());
+    assert_eq!(
+        api.get(&format!("{base}/2/rollout"), &api.other_admin)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        api.get(&format!("{base}/1/rollout"), &api.admin)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
     );
     assert_eq!(
         api.get(&format!("{base}/2"), &api.other_admin).await.status,

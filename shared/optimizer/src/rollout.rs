@@ -1,0 +1,1299 @@
+//! A plan made real: the rollout of an approved recommendation. It provisions the planned
+//! nodes that the cluster does not already run, waits until they are Ready, cordons and drains
+//! the nodes they replace in waves, removes the emptied capacity, and compares the next
+//! snapshot with the plan.
+//!
+//! Everything here is pure: [`next_step`] reads the stored rollout and what was observed (the
+//! agent's latest snapshot, the status of the actions the rollout sent) and names the one step
+//! to take; the scheduler's driver takes it and stores the record before the next. Names of
+//! created node groups and ids of agent actions are written into the record *before* the step
+//! that uses them, so a step repeated after a crash finds what the first attempt made.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use spotwise_core::action::ActionStatus;
+use spotwise_core::domain::CapacityType;
+use spotwise_core::snapshot::{CurrentNode, Snapshot};
+use spotwise_core::{ClusterId, TenantId};
+use time::{Duration, OffsetDateTime};
+
+use crate::model::Offering;
+
+/// The label EKS puts on a managed node group's nodes.
+pub const NODEGROUP_LABEL: &str = "eks.amazonaws.com/nodegroup";
+/// Tag and label of everything Spotwise created (and of customer node groups it may scale).
+pub const MANAGED_TAG: &str = "spotwise.io/managed";
+/// Label of the nodes of Spotwise's node groups: the plan's node template they realise.
+pub const NODE_TEMPLATE_LABEL: &str = "spotwise.io/node-template";
+/// How long new capacity may take to become Ready before spot falls back to on-demand.
+pub const CAPACITY_TIMEOUT: Duration = Duration::minutes(10);
+/// How long on-demand capacity may take before the rollout fails and is rolled back.
+pub const ON_DEMAND_TIMEOUT: Duration = Duration::minutes(20);
+/// After a fallback to on-demand, spot is tried again this long after the rollout completed.
+pub const SPOT_RETRY_AFTER: Duration = Duration::hours(1);
+/// Nodes a rollout may replace: keeps its record well inside one 400 KB item.
+pub const MAX_REPLACED_NODES: usize = 1_000;
+/// Events kept on the record, newest last.
+const MAX_EVENTS: usize = 50;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RolloutStatus {
+    /// Creating the planned capacity and waiting until it is Ready.
+    Provisioning,
+    /// Cordoning and draining the replaced nodes, then removing them.
+    Migrating,
+    Completed,
+    /// A step failed; what was created is being removed.
+    Failed,
+    RolledBack,
+    Cancelled,
+}
+
+impl RolloutStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RolloutStatus::Provisioning => "provisioning",
+            RolloutStatus::Migrating => "migrating",
+            RolloutStatus::Completed => "completed",
+            RolloutStatus::Failed => "failed",
+            RolloutStatus::RolledBack => "rolled_back",
+            RolloutStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// Nothing more happens, except a completed rollout's later return to spot.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            RolloutStatus::Completed | RolloutStatus::RolledBack | RolloutStatus::Cancelled
+        )
+    }
+}
+
+/// How capacity is created and removed. Karpenter clusters get a backend of their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Backend {
+    ManagedNodeGroups,
+}
+
+/// Nodes of one type, zone and capacity type in the plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedNodes {
+    pub instance_type: String,
+    pub zone: String,
+    pub capacity_type: CapacityType,
+    pub nodes: u32,
+}
+
+/// A managed node group Spotwise creates.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewGroup {
+    pub name: String,
+    pub capacity_type: CapacityType,
+    pub zone: String,
+    /// The planned type first, then similar shapes EKS may launch when it has no capacity.
+    pub instance_types: Vec<String>,
+    pub desired: u32,
+    /// EKS accepted the group (or already had it).
+    pub created: bool,
+    /// Nodes of this spot group that on-demand stands in for.
+    #[serde(default)]
+    pub shortfall: u32,
+    /// The spot group an on-demand group stands in for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_for: Option<String>,
+    /// Deleted again (rollback, cancel, or spot back after a fallback).
+    #[serde(default)]
+    pub deleted: bool,
+}
+
+/// A node the plan does without: cordoned, drained, then removed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReplacedNode {
+    pub name: String,
+    pub instance_id: Option<String>,
+    pub nodegroup: String,
+    pub instance_type: String,
+    pub zone: String,
+    pub capacity_type: CapacityType,
+    /// Ids chosen before the actions are sent, so a repeated step finds them.
+    pub cordon_action: Option<String>,
+    pub drain_action: Option<String>,
+    pub drained: bool,
+    /// Its instance is terminated, or its node group scaled to zero.
+    pub released: bool,
+    /// Made schedulable again by a cancel or rollback.
+    #[serde(default)]
+    pub restored: bool,
+}
+
+impl ReplacedNode {
+    /// `node` of `group`, nothing done to it yet.
+    pub fn of(node: &CurrentNode, group: &str) -> Self {
+        ReplacedNode {
+            name: node.name.clone(),
+            instance_id: node.instance_id.clone(),
+            nodegroup: group.to_owned(),
+            instance_type: node.instance_type.clone(),
+            zone: node.zone.clone(),
+            capacity_type: node.capacity_type,
+            cordon_action: None,
+            drain_action: None,
+            drained: false,
+            released: false,
+            restored: false,
+        }
+    }
+}
+
+/// A cluster's nodes in figures: before, planned or realised.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Figures {
+    pub cost_hr: f64,
+    pub nodes: u32,
+    pub spot_nodes: u32,
+    /// Workload pods not Running on a node (Pending).
+    pub pods_pending: u32,
+    pub mix: Vec<PlannedNodes>,
+}
+
+impl Figures {
+    pub fn spot_share(&self) -> f64 {
+        if self.nodes == 0 {
+            0.0
+        } else {
+            f64::from(self.spot_nodes) / f64::from(self.nodes)
+        }
+    }
+
+    pub fn of_plan(mix: &[PlannedNodes], cost_hr: f64) -> Self {
+        Figures {
+            cost_hr,
+            nodes: mix.iter().map(|m| m.nodes).sum(),
+            spot_nodes: mix
+                .iter()
+                .filter(|m| m.capacity_type == CapacityType::Spot)
+                .map(|m| m.nodes)
+                .sum(),
+            pods_pending: 0,
+            mix: mix.to_vec(),
+        }
+    }
+
+    /// The snapshot's nodes, each priced by `price` (an unpriced node counts zero).
+    pub fn of_snapshot(snapshot: &Snapshot, price: impl Fn(&CurrentNode) -> Option<f64>) -> Self {
+        let mut mix: BTreeMap<(String, String, CapacityType), u32> = BTreeMap::new();
+        let mut cost_hr = 0.0;
+        for node in &snapshot.nodes {
+            *mix.entry((
+                node.instance_type.clone(),
+                node.zone.clone(),
+                node.capacity_type,
+            ))
+            .or_default() += 1;
+            cost_hr += node.price_hr.or_else(|| price(node)).unwrap_or(0.0);
+        }
+        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        Figures {
+            cost_hr,
+            nodes: count(snapshot.nodes.len()),
+            spot_nodes: count(
+                snapshot
+                    .nodes
+                    .iter()
+                    .filter(|n| n.capacity_type == CapacityType::Spot)
+                    .count(),
+            ),
+            pods_pending: count(
+                snapshot
+                    .pods
+                    .iter()
+                    .filter(|p| p.spec.node.is_none())
+                    .count(),
+            ),
+            mix: mix
+                .into_iter()
+                .map(
+                    |((instance_type, zone, capacity_type), nodes)| PlannedNodes {
+                        instance_type,
+                        zone,
+                        capacity_type,
+                        nodes,
+                    },
+                )
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RolloutEvent {
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    pub status: RolloutStatus,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rollout {
+    pub tenant_id: TenantId,
+    pub cluster_id: ClusterId,
+    /// The recommendation it realises.
+    pub revision: u64,
+    pub backend: Backend,
+    pub status: RolloutStatus,
+    /// Why it is in its status, in a sentence.
+    pub reason: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub completed_at: Option<OffsetDateTime>,
+    pub before: Figures,
+    pub planned: Figures,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub realised: Option<Figures>,
+    pub groups: Vec<NewGroup>,
+    /// Nodes the plan keeps as they are.
+    pub kept: Vec<String>,
+    pub replaced: Vec<ReplacedNode>,
+    /// Customer node groups every node of which is replaced: scaled to zero, not pruned.
+    pub emptied_groups: Vec<String>,
+    /// Drains at once (the policy's disruption budget).
+    pub wave_size: u32,
+    /// When provisioning started (again): the capacity deadlines count from here.
+    #[serde(with = "time::serde::rfc3339")]
+    pub provisioning_since: OffsetDateTime,
+    /// When the emptied capacity was released: the snapshot that verifies is newer.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub released_at: Option<OffsetDateTime>,
+    /// Who asked to cancel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancel_requested_by: Option<String>,
+    /// Set when a step failed: the rollout is undoing what it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+    /// After a fallback to on-demand: when spot is tried again.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub spot_retry_at: Option<OffsetDateTime>,
+    /// A completed rollout trying spot again: if spot is still short, it stays completed.
+    #[serde(default)]
+    pub retrying_spot: bool,
+    /// Calls made to the customer's AWS APIs.
+    pub aws_calls: u32,
+    pub events: Vec<RolloutEvent>,
+}
+
+/// What the driver read before choosing the step.
+#[derive(Debug, Default)]
+pub struct Observed<'a> {
+    /// The agent's latest snapshot and when it was taken.
+    pub snapshot: Option<(&'a Snapshot, OffsetDateTime)>,
+    /// The status of each action the rollout sent that is recorded (absent: not sent yet).
+    pub actions: BTreeMap<String, ActionStatus>,
+}
+
+/// The one thing to do next.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// Nothing to do until something changes.
+    Wait(String),
+    CreateGroup(usize),
+    /// On-demand for the spot group's shortfall; the spot group comes down to what it has.
+    FallBack {
+        group: usize,
+        shortfall: u32,
+    },
+    /// The new capacity is Ready: migration starts.
+    StartMigration,
+    /// Choose the ids of the cordons and drains (stored before any is sent).
+    AssignActions,
+    Cordon(usize),
+    Drain(usize),
+    /// A drain succeeded (or its instance was already gone).
+    Drained(usize),
+    /// Scale an emptied customer node group to zero.
+    EmptyGroup(String),
+    /// Terminate one drained node's instance, decrementing its group.
+    Terminate(usize),
+    /// Compare the snapshot taken after the release with the plan.
+    Verify,
+    /// Trying spot again found it still short: back to the fallback, a later retry.
+    SpotStillShort,
+    /// A step cannot succeed: undo.
+    Fail(String),
+    /// Undoing (after a failure or a cancel): make a replaced node schedulable again.
+    Restore(usize),
+    DeleteGroup(usize),
+    /// Everything undone or stopped: the final status.
+    Finish(RolloutStatus, String),
+}
+
+/// Names a Spotwise node group: its origin plain, its content hashed (the same rollout asks for
+/// the same name, so a repeated create finds the group it made).
+pub fn group_name(
+    cluster: &ClusterId,
+    revision: u64,
+    capacity: CapacityType,
+    zone: &str,
+    instance_type: &str,
+    fallback: bool,
+) -> String {
+    let kind = match (capacity, fallback) {
+        (CapacityType::Spot, _) => "spot",
+        (CapacityType::OnDemand, false) => "od",
+        (CapacityType::OnDemand, true) => "fallback",
+    };
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in format!("{cluster}|{revision}|{kind}|{zone}|{instance_type}").bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("spotwise-{kind}-{:010x}", hash & 0xff_ffff_ffff)
+}
+
+/// Types of the same shape as `instance_type` (the same cpu, memory within 15%, the same
+/// architecture) offered as spot, cheapest first: the other types a spot group may launch.
+pub fn similar_types(offerings: &[Offering], instance_type: &str) -> Vec<String> {
+    let Some(base) = offerings.iter().find(|o| o.instance_type == instance_type) else {
+        return Vec::new();
+    };
+    let mut similar: Vec<&Offering> = offerings
+        .iter()
+        .filter(|o| {
+            o.capacity_type == CapacityType::Spot
+                && o.instance_type != instance_type
+                && o.cpu_m == base.cpu_m
+                && o.gpus == base.gpus
+                && o.arch == base.arch
+                && o.mem_mib.abs_diff(base.mem_mib) * 100 <= base.mem_mib * 15
+        })
+        .collect();
+    similar.sort_by(|a, b| {
+        a.price_hr
+            .total_cmp(&b.price_hr)
+            .then_with(|| a.instance_type.cmp(&b.instance_type))
+    });
+    let mut names: Vec<String> = Vec::new();
+    for o in similar {
+        if !names.contains(&o.instance_type) {
+            names.push(o.instance_type.clone());
+        }
+    }
+    names
+}
+
+/// The rollout of `mix` on a cluster that runs `nodes`: nodes already of a planned type, zone
+/// and capacity type are kept; the rest of the plan is new node groups (one per capacity type,
+/// zone and type, with `similar` types for spot); nodes of node groups that the plan does
+/// without are replaced. Nodes outside managed node groups stay (Spotwise cannot remove them).
+#[allow(clippy::too_many_arguments)]
+pub fn prepare(
+    tenant: &TenantId,
+    cluster: &ClusterId,
+    revision: u64,
+    mix: &[PlannedNodes],
+    planned_cost_hr: f64,
+    before: Figures,
+    nodes: &[CurrentNode],
+    similar: &dyn Fn(&str) -> Vec<String>,
+    wave_size: u32,
+    now: OffsetDateTime,
+) -> Rollout {
+    let mut wanted: BTreeMap<(String, String, CapacityType), u32> = BTreeMap::new();
+    for m in mix {
+        *wanted
+            .entry((m.instance_type.clone(), m.zone.clone(), m.capacity_type))
+            .or_default() += m.nodes;
+    }
+    let mut kept = Vec::new();
+    let mut replaced = Vec::new();
+    let mut ordered: Vec<&CurrentNode> = nodes.iter().collect();
+    // Nodes of Spotwise's own groups are kept first, then the customer's.
+    ordered.sort_by_key(|n| {
+        (
+            !n.labels
+                .get(NODEGROUP_LABEL)
+                .is_some_and(|g| g.starts_with("spotwise-")),
+            n.name.clone(),
+        )
+    });
+    for node in ordered {
+        let key = (
+            node.instance_type.clone(),
+            node.zone.clone(),
+            node.capacity_type,
+        );
+        match (wanted.get_mut(&key), node.labels.get(NODEGROUP_LABEL)) {
+            (Some(left), _) if *left > 0 && !node.unschedulable && !node.not_ready => {
+                *left -= 1;
+                kept.push(node.name.clone());
+            }
+            (_, Some(group)) if replaced.len() < MAX_REPLACED_NODES => {
+                replaced.push(ReplacedNode::of(node, group))
+            }
+            _ => kept.push(node.name.clone()),
+        }
+    }
+    let groups = wanted
+        .into_iter()
+        .filter(|(_, left)| *left > 0)
+        .map(|((instance_type, zone, capacity_type), desired)| {
+            let mut instance_types = vec![instance_type.clone()];
+            if capacity_type == CapacityType::Spot {
+                instance_types.extend(
+                    similar(&instance_type)
+                        .into_iter()
+                        .filter(|t| *t != instance_type)
+                        .take(4),
+                );
+            }
+            NewGroup {
+                name: group_name(
+                    cluster,
+                    revision,
+                    capacity_type,
+                    &zone,
+                    &instance_type,
+                    false,
+                ),
+                capacity_type,
+                zone,
+                instance_types,
+                desired,
+                created: false,
+                shortfall: 0,
+                fallback_for: None,
+                deleted: false,
+            }
+        })
+        .collect();
+    let replaced_groups: BTreeSet<&str> = replaced.iter().map(|r| r.nodegroup.as_str()).collect();
+    let emptied_groups = replaced_groups
+        .into_iter()
+        .filter(|group| {
+            nodes.iter().all(|n| {
+                n.labels.get(NODEGROUP_LABEL).map(String::as_str) != Some(group)
+                    || replaced.iter().any(|r| r.name == n.name)
+            })
+        })
+        .map(str::to_owned)
+        .collect();
+    let mut rollout = Rollout {
+        tenant_id: tenant.clone(),
+        cluster_id: cluster.clone(),
+        revision,
+        backend: Backend::ManagedNodeGroups,
+        status: RolloutStatus::Provisioning,
+        reason: String::new(),
+        started_at: now,
+        updated_at: now,
+        completed_at: None,
+        before,
+        planned: Figures::of_plan(mix, planned_cost_hr),
+        realised: None,
+        groups,
+        kept,
+        replaced,
+        emptied_groups,
+        wave_size: wave_size.max(1),
+        provisioning_since: now,
+        released_at: None,
+        cancel_requested_by: None,
+        failure: None,
+        spot_retry_at: None,
+        retrying_spot: false,
+        aws_calls: 0,
+        events: Vec::new(),
+    };
+    let new_nodes: u32 = rollout.groups.iter().map(|g| g.desired).sum();
+    rollout.record(
+        RolloutStatus::Provisioning,
+        format!(
+            "approved: {new_nodes} new node(s) in {} group(s), {} node(s) kept, {} to replace",
+            rollout.groups.len(),
+            rollout.kept.len(),
+            rollout.replaced.len()
+        ),
+        now,
+    );
+    rollout
+}
+
+impl Rollout {
+    /// Moves to `status` for `reason`, kept as an event.
+    pub fn record(&mut self, status: RolloutStatus, reason: String, now: OffsetDateTime) {
+        self.status = status;
+        self.events.push(RolloutEvent {
+            at: now,
+            status,
+            message: reason.clone(),
+        });
+        if self.events.len() > MAX_EVENTS {
+            self.events.remove(0);
+        }
+        self.reason = reason;
+        self.updated_at = now;
+    }
+
+    /// Ready, schedulable nodes of each live Spotwise group in the snapshot.
+    pub fn ready_nodes(&self, snapshot: &Snapshot) -> BTreeMap<String, u32> {
+        let mut ready: BTreeMap<String, u32> = self
+            .groups
+            .iter()
+            .filter(|g| !g.deleted)
+            .map(|g| (g.name.clone(), 0))
+            .collect();
+        for node in &snapshot.nodes {
+            if let Some(count) = node
+                .labels
+                .get(NODEGROUP_LABEL)
+                .and_then(|g| ready.get_mut(g))
+                && !node.not_ready
+                && !node.unschedulable
+            {
+                *count += 1;
+            }
+        }
+        ready
+    }
+
+    /// Reopens a completed rollout whose spot capacity fell back to on-demand: the spot groups
+    /// ask for their shortfall again, and the fallback groups' nodes become nodes to replace.
+    pub fn retry_spot(&mut self, snapshot: &Snapshot, now: OffsetDateTime) -> bool {
+        let fallbacks: Vec<usize> = (0..self.groups.len())
+            .filter(|&i| self.groups[i].fallback_for.is_some() && !self.groups[i].deleted)
+            .collect();
+        if fallbacks.is_empty() {
+            self.spot_retry_at = None;
+            return false;
+        }
+        for &i in &fallbacks {
+            let name = self.groups[i].name.clone();
+            for node in snapshot
+                .nodes
+                .iter()
+                .filter(|n| n.labels.get(NODEGROUP_LABEL) == Some(&name))
+            {
+                if self.replaced.iter().any(|r| r.name == node.name) {
+                    continue;
+                }
+                self.replaced.push(ReplacedNode::of(node, &name));
+            }
+            if !self.emptied_groups.contains(&name) {
+                self.emptied_groups.push(name);
+            }
+        }
+        for group in &mut self.groups {
+            if group.capacity_type == CapacityType::Spot && group.shortfall > 0 {
+                group.desired += group.shortfall;
+                group.shortfall = 0;
+                // Sized again through the same create-or-resize step.
+                group.created = false;
+            }
+        }
+        self.provisioning_since = now;
+        self.released_at = None;
+        self.spot_retry_at = None;
+        self.retrying_spot = true;
+        self.record(
+            RolloutStatus::Provisioning,
+            "trying spot again after the fallback to on-demand".into(),
+            now,
+        );
+        true
+    }
+}
+
+/// The step the rollout takes next, from what was observed at `now`.
+pub fn next_step(rollout: &Rollout, observed: &Observed<'_>, now: OffsetDateTime) -> Step {
+    if rollout.status.is_final() {
+        return Step::Wait(rollout.reason.clone());
+    }
+    let in_flight = |id: &Option<String>| {
+        id.as_ref()
+            .and_then(|id| observed.actions.get(id))
+            .is_some_and(|s| *s == ActionStatus::Queued)
+    };
+    let draining = rollout
+        .replaced
+        .iter()
+        .any(|r| !r.drained && in_flight(&r.drain_action));
+    let undoing = rollout.failure.is_some() || (rollout.cancel_requested_by.is_some() && !draining);
+    if undoing {
+        return undo_step(rollout);
+    }
+    match rollout.status {
+        RolloutStatus::Provisioning => provisioning_step(rollout, observed, now),
+        _ => migration_step(rollout, observed, now),
+    }
+}
+
+fn provisioning_step(rollout: &Rollout, observed: &Observed<'_>, now: OffsetDateTime) -> Step {
+    if let Some(i) = rollout.groups.iter().position(|g| !g.created && !g.deleted) {
+        return Step::CreateGroup(i);
+    }
+    let Some((snapshot, taken_at)) = observed.snapshot else {
+        return Step::Wait("waiting for the agent's snapshot".into());
+    };
+    let ready = rollout.ready_nodes(snapshot);
+    let short: Vec<(usize, u32)> = rollout
+        .groups
+        .iter()
+        .enumerate()
+        .filter(|(_, g)| !g.deleted)
+        .filter_map(|(i, g)| {
+            let have = ready.get(&g.name).copied().unwrap_or(0);
+            (have < g.desired).then_some((i, g.desired - have))
+        })
+        .collect();
+    if short.is_empty() {
+        return Step::StartMigration;
+    }
+    let waited = now - rollout.provisioning_since;
+    let seen_since = taken_at >= rollout.provisioning_since;
+    if waited >= CAPACITY_TIMEOUT && seen_since && rollout.retrying_spot {
+        return Step::SpotStillShort;
+    }
+    if waited >= CAPACITY_TIMEOUT && seen_since {
+        for &(i, missing) in &short {
+            let group = &rollout.groups[i];
+            let has_fallback = rollout
+                .groups
+                .iter()
+                .any(|g| g.fallback_for.as_ref() == Some(&group.name) && !g.deleted);
+            if group.capacity_type == CapacityType::Spot && !has_fallback {
+                return Step::FallBack {
+                    group: i,
+                    shortfall: missing,
+                };
+            }
+        }
+    }
+    if waited >= CAPACITY_TIMEOUT + ON_DEMAND_TIMEOUT && seen_since {
+        let names: Vec<String> = short
+            .iter()
+            .map(|(i, n)| format!("{} short of {n}", rollout.groups[*i].name))
+            .collect();
+        return Step::Fail(format!(
+            "capacity not Ready after {} min: {}",
+            waited.whole_minutes(),
+            names.join(", ")
+        ));
+    }
+    let missing: u32 = short.iter().map(|(_, n)| n).sum();
+    Step::Wait(format!("waiting for {missing} new node(s) to be Ready"))
+}
+
+fn migration_step(rollout: &Rollout, observed: &Observed<'_>, now: OffsetDateTime) -> Step {
+    let status = |id: &Option<String>| id.as_ref().and_then(|id| observed.actions.get(id));
+    if rollout
+        .replaced
+        .iter()
+        .any(|r| r.cordon_action.is_none() || r.drain_action.is_none())
+    {
+        return Step::AssignActions;
+    }
+    // Every replaced node is cordoned first, so no pod of a drain lands on the next one.
+    if let Some(i) = rollout
+        .replaced
+        .iter()
+        .position(|r| !r.drained && status(&r.cordon_action).is_none())
+    {
+        return Step::Cordon(i);
+    }
+    let mut in_flight = 0;
+    for (i, node) in rollout.replaced.iter().enumerate() {
+        if node.drained {
+            continue;
+        }
+        match status(&node.drain_action) {
+            Some(ActionStatus::Succeeded | ActionStatus::Closed) => return Step::Drained(i),
+            Some(ActionStatus::Queued) => in_flight += 1,
+            Some(other) => {
+                return Step::Fail(format!(
+                    "the drain of {} ended {}",
+                    node.name,
+                    other.as_str()
+                ));
+            }
+            None => {}
+        }
+    }
+    if in_flight < rollout.wave_size
+        && let Some(i) = rollout
+            .replaced
+            .iter()
+            .position(|r| !r.drained && status(&r.drain_action).is_none())
+    {
+        return Step::Drain(i);
+    }
+    if in_flight > 0 {
+        let done = rollout.replaced.iter().filter(|r| r.drained).count();
+        return Step::Wait(format!(
+            "draining: {done} of {} node(s) drained, {in_flight} in progress",
+            rollout.replaced.len()
+        ));
+    }
+    if let Some(group) = rollout.emptied_groups.iter().find(|g| {
+        rollout
+            .replaced
+            .iter()
+            .any(|r| &r.nodegroup == *g && !r.released)
+    }) {
+        return Step::EmptyGroup(group.clone());
+    }
+    if let Some(i) = rollout.replaced.iter().position(|r| !r.released) {
+        return Step::Terminate(i);
+    }
+    let released_at = rollout.released_at.unwrap_or(rollout.updated_at);
+    match observed.snapshot {
+        Some((snapshot, taken_at)) if taken_at > released_at => {
+            let gone: BTreeSet<&str> = rollout.replaced.iter().map(|r| r.name.as_str()).collect();
+            if snapshot
+                .nodes
+                .iter()
+                .any(|n| gone.contains(n.name.as_str()))
+            {
+                return Step::Wait("waiting for the removed nodes to leave the cluster".into());
+            }
+            Step::Verify
+        }
+        _ if now - released_at > Duration::hours(1) => Step::Fail(
+            "no snapshot from the agent within an hour of the release to verify with".into(),
+        ),
+        _ => Step::Wait("waiting for a snapshot to verify the cluster".into()),
+    }
+}
+
+fn undo_step(rollout: &Rollout) -> Step {
+    let cancelling = rollout.failure.is_none();
+    let anything_released = rollout.replaced.iter().any(|r| r.released);
+    // Replaced nodes still standing take their pods again.
+    let standing = |r: &ReplacedNode| !r.restored && !r.released && r.cordon_action.is_some();
+    if let Some(i) = rollout
+        .replaced
+        .iter()
+        .position(|r| standing(r) && !(cancelling && r.drained))
+    {
+        return Step::Restore(i);
+    }
+    // A cancel keeps the capacity that drained nodes' pods moved to, and removes the emptied
+    // nodes; a failure removes what it created, unless the old capacity is already gone.
+    if cancelling {
+        if rollout.status == RolloutStatus::Migrating
+            && let Some(i) = rollout
+                .replaced
+                .iter()
+                .position(|r| r.drained && !r.released)
+        {
+            return Step::Terminate(i);
+        }
+        if rollout.status == RolloutStatus::Provisioning
+            && let Some(i) = rollout.groups.iter().position(|g| g.created && !g.deleted)
+        {
+            return Step::DeleteGroup(i);
+        }
+        let by = rollout.cancel_requested_by.clone().unwrap_or_default();
+        let drained = rollout.replaced.iter().filter(|r| r.drained).count();
+        return Step::Finish(
+            RolloutStatus::Cancelled,
+            format!(
+                "cancelled by {by}: {drained} of {} node(s) had been replaced",
+                rollout.replaced.len()
+            ),
+        );
+    }
+    let failure = rollout.failure.clone().unwrap_or_default();
+    if anything_released {
+        return Step::Finish(
+            RolloutStatus::Failed,
+            format!("{failure}; not rolled back: replaced capacity was already removed"),
+        );
+    }
+    if let Some(i) = rollout.groups.iter().position(|g| g.created && !g.deleted) {
+        return Step::DeleteGroup(i);
+    }
+    Step::Finish(
+        RolloutStatus::RolledBack,
+        format!("{failure}; rolled back: created node groups deleted, nodes uncordoned"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster() -> ClusterId {
+        ClusterId::new("111122223333.us-east-1.prod").unwrap()
+    }
+
+    fn node(name: &str, itype: &str, zone: &str, cap: CapacityType, group: &str) -> CurrentNode {
+        CurrentNode {
+            name: name.into(),
+            instance_id: Some(format!("i-{name}")),
+            instance_type: itype.into(),
+            zone: zone.into(),
+            capacity_type: cap,
+            cpu_m: 7_910,
+            mem_mib: 30_000,
+            max_pods: 58,
+            gpus: 0,
+            price_hr: Some(0.384),
+            labels: BTreeMap::from([(NODEGROUP_LABEL.to_owned(), group.to_owned())]),
+            taints: vec![],
+            unschedulable: false,
+            not_ready: false,
+        }
+    }
+
+    fn planned(itype: &str, zone: &str, cap: CapacityType, nodes: u32) -> PlannedNodes {
+        PlannedNodes {
+            instance_type: itype.into(),
+            zone: zone.into(),
+            capacity_type: cap,
+            nodes,
+        }
+    }
+
+    fn t0() -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap()
+    }
+
+    /// Three on-demand m5.2xlarge in group `general`; the plan keeps one and adds two spot
+    /// m5.xlarge in zone a.
+    fn rollout() -> (Rollout, Vec<CurrentNode>) {
+        let nodes = vec![
+            node(
+                "n1",
+                "m5.2xlarge",
+                "us-east-1a",
+                CapacityType::OnDemand,
+                "general",
+            ),
+            node(
+                "n2",
+                "m5.2xlarge",
+                "us-east-1b",
+                CapacityType::OnDemand,
+                "general",
+            ),
+            node(
+                "n3",
+                "c5.2xlarge",
+                "us-east-1a",
+                CapacityType::OnDemand,
+                "compute",
+            ),
+        ];
+        let mix = vec![
+            planned("m5.2xlarge", "us-east-1a", CapacityType::OnDemand, 1),
+            planned("m5.xlarge", "us-east-1a", CapacityType::Spot, 2),
+        ];
+        let similar = |t: &str| vec![t.to_owned(), "m5a.xlarge".into(), "m6i.xlarge".into()];
+        let r = prepare(
+            &TenantId::new("acme").unwrap(),
+            &cluster(),
+            3,
+            &mix,
+            0.6,
+            Figures::default(),
+            &nodes,
+            &similar,
+            1,
+            t0(),
+        );
+        (r, nodes)
+    }
+
+    fn snapshot_with(nodes: Vec<CurrentNode>) -> Snapshot {
+        Snapshot {
+            nodes,
+            ..Snapshot::default()
+        }
+    }
+
+    #[test]
+    fn prepare_keeps_matching_nodes_and_provisions_the_rest() {
+        let (r, _) = rollout();
+        assert_eq!(r.kept, vec!["n1"]);
+        let replaced: Vec<&str> = r.replaced.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(replaced, vec!["n2", "n3"]);
+        assert_eq!(r.groups.len(), 1);
+        let g = &r.groups[0];
+        assert!(g.name.starts_with("spotwise-spot-"), "{}", g.name);
+        assert_eq!(
+            g.instance_types,
+            vec!["m5.xlarge", "m5a.xlarge", "m6i.xlarge"]
+        );
+        assert_eq!(g.desired, 2);
+        // `general` keeps n1; `compute` loses its only node.
+        assert_eq!(r.emptied_groups, vec!["compute"]);
+        assert_eq!(r.planned.nodes, 3);
+        assert_eq!(r.planned.spot_nodes, 2);
+    }
+
+    #[test]
+    fn group_names_are_stable_and_distinct() {
+        let a = group_name(
+            &cluster(),
+            3,
+            CapacityType::Spot,
+            "us-east-1a",
+            "m5.xlarge",
+            false,
+        );
+        assert_eq!(
+            a,
+            group_name(
+                &cluster(),
+                3,
+                CapacityType::Spot,
+                "us-east-1a",
+                "m5.xlarge",
+                false
+            )
+        );
+        assert_ne!(
+            a,
+            group_name(
+                &cluster(),
+                4,
+                CapacityType::Spot,
+                "us-east-1a",
+                "m5.xlarge",
+                false
+            )
+        );
+        let f = group_name(
+            &cluster(),
+            3,
+            CapacityType::OnDemand,
+            "us-east-1a",
+            "m5.xlarge",
+            true,
+        );
+        assert!(f.starts_with("spotwise-fallback-"));
+        // EKS allows 63 characters.
+        assert!(a.len() <= 63);
+    }
+
+    #[test]
+    fn provisioning_creates_then_waits_for_ready_nodes() {
+        let (mut r, nodes) = rollout();
+        let observed = Observed::default();
+        assert_eq!(next_step(&r, &observed, t0()), Step::CreateGroup(0));
+        r.groups[0].created = true;
+        assert!(matches!(next_step(&r, &observed, t0()), Step::Wait(_)));
+        let mut with_new = nodes.clone();
+        let mut new = node(
+            "s1",
+            "m5.xlarge",
+            "us-east-1a",
+            CapacityType::Spot,
+            &r.groups[0].name,
+        );
+        new.not_ready = true;
+        with_new.push(new.clone());
+        let snap = snapshot_with(with_new.clone());
+        let observed = Observed {
+            snapshot: Some((&snap, t0())),
+            ..Observed::default()
+        };
+        assert!(matches!(next_step(&r, &observed, t0()), Step::Wait(w) if w.contains("2 new")));
+        with_new.last_mut().unwrap().not_ready = false;
+        with_new.push(node(
+            "s2",
+            "m5.xlarge",
+            "us-east-1a",
+            CapacityType::Spot,
+            &r.groups[0].name,
+        ));
+        let snap = snapshot_with(with_new);
+        let observed = Observed {
+            snapshot: Some((&snap, t0())),
+            ..Observed::default()
+        };
+        assert_eq!(next_step(&r, &observed, t0()), Step::StartMigration);
+    }
+
+    #[test]
+    fn spot_short_past_the_deadline_falls_back_then_fails() {
+        let (mut r, nodes) = rollout();
+        r.groups[0].created = true;
+        let mut with_one = nodes;
+        with_one.push(node(
+            "s1",
+            "m5.xlarge",
+            "us-east-1a",
+            CapacityType::Spot,
+            &r.groups[0].name,
+        ));
+        let snap = snapshot_with(with_one);
+        let late = t0() + CAPACITY_TIMEOUT;
+        let observed = Observed {
+            snapshot: Some((&snap, late)),
+            ..Observed::default()
+        };
+        assert!(matches!(
+            next_step(&r, &observed, t0() + Duration::minutes(5)),
+            Step::Wait(_)
+        ));
+        assert_eq!(
+            next_step(&r, &observed, late),
+            Step::FallBack {
+                group: 0,
+                shortfall: 1
+            }
+        );
+        // A snapshot older than the provisioning start does not count as evidence.
+        let stale = Observed {
+            snapshot: Some((&snap, t0() - Duration::minutes(1))),
+            ..Observed::default()
+        };
+        assert!(matches!(next_step(&r, &stale, late), Step::Wait(_)));
+        let fallback_name = group_name(
+            &cluster(),
+            3,
+            CapacityType::OnDemand,
+            "us-east-1a",
+            "m5.xlarge",
+            true,
+        );
+        r.groups[0].desired = 1;
+        r.groups[0].shortfall = 1;
+        r.groups.push(NewGroup {
+            name: fallback_name,
+            capacity_type: CapacityType::OnDemand,
+            zone: "us-east-1a".into(),
+            instance_types: vec!["m5.xlarge".into()],
+            desired: 1,
+            created: true,
+            shortfall: 0,
+            fallback_for: Some(r.groups[0].name.clone()),
+            deleted: false,
+        });
+        let much_later = t0() + CAPACITY_TIMEOUT + ON_DEMAND_TIMEOUT;
+        let observed = Observed {
+            snapshot: Some((&snap, much_later)),
+            ..Observed::default()
+        };
+        assert!(
+            matches!(next_step(&r, &observed, much_later), Step::Fail(f) if f.contains("spotwise-fallback-"))
+        );
+    }
+
+    fn migrating() -> Rollout {
+        let (mut r, _) = rollout();
+        r.groups[0].created = true;
+        r.status = RolloutStatus::Migrating;
+        r
+    }
+
+    #[test]
+    fn migration_cordons_all_then_drains_within_the_wave() {
+        let mut r = migrating();
+        let mut observed = Observed::default();
+        assert_eq!(next_step(&r, &observed, t0()), Step::AssignActions);
+        for (i, n) in r.replaced.iter_mut().enumerate() {
+            n.cordon_action = Some(format!("c{i}"));
+            n.drain_action = Some(format!("d{i}"));
+        }
+        assert_eq!(next_step(&r, &observed, t0()), Step::Cordon(0));
+        observed.actions.insert("c0".into(), ActionStatus::Queued);
+        assert_eq!(next_step(&r, &observed, t0()), Step::Cordon(1));
+        observed
+            .actions
+            .insert("c1".into(), ActionStatus::Succeeded);
+        assert_eq!(next_step(&r, &observed, t0()), Step::Drain(0));
+        observed.actions.insert("d0".into(), ActionStatus::Queued);
+        // Wave of one: the second drain waits.
+        assert!(
+            matches!(next_step(&r, &observed, t0()), Step::Wait(w) if w.contains("1 in progress"))
+        );
+        observed
+            .actions
+            .insert("d0".into(), ActionStatus::Succeeded);
+        assert_eq!(next_step(&r, &observed, t0()), Step::Drained(0));
+        r.replaced[0].drained = true;
+        assert_eq!(next_step(&r, &observed, t0()), Step::Drain(1));
+        observed.actions.insert("d1".into(), ActionStatus::Failed);
+        assert!(matches!(next_step(&r, &observed, t0()), Step::Fail(f) if f.contains("n3")));
+    }
+
+    #[test]
+    fn release_empties_whole_groups_and_terminates_the_rest_then_verifies() {
+        let mut r = migrating();
+        for n in &mut r.replaced {
+            n.cordon_action = Some(format!("c-{}", n.name));
+            n.drain_action = Some(format!("d-{}", n.name));
+            n.drained = true;
+        }
+        let observed = Observed::default();
+        assert_eq!(
+            next_step(&r, &observed, t0()),
+            Step::EmptyGroup("compute".into())
+        );
+        r.replaced[1].released = true;
+        assert_eq!(next_step(&r, &observed, t0()), Step::Terminate(0));
+        r.replaced[0].released = true;
+        r.released_at = Some(t0());
+        assert!(matches!(next_step(&r, &observed, t0()), Step::Wait(_)));
+        let old = snapshot_with(vec![node(
+            "n2",
+            "m5.2xlarge",
+            "us-east-1b",
+            CapacityType::OnDemand,
+            "general",
+        )]);
+        let after = Observed {
+            snapshot: Some((&old, t0() + Duration::minutes(1))),
+            ..Observed::default()
+        };
+        assert!(matches!(next_step(&r, &after, t0()), Step::Wait(w) if w.contains("leave")));
+        let clean = snapshot_with(vec![]);
+        let after = Observed {
+            snapshot: Some((&clean, t0() + Duration::minutes(1))),
+            ..Observed::default()
+        };
+        assert_eq!(next_step(&r, &after, t0()), Step::Verify);
+    }
+
+    #[test]
+    fn cancel_waits_for_drains_in_flight_then_restores_and_stops() {
+        let mut r = migrating();
+        for (i, n) in r.replaced.iter_mut().enumerate() {
+            n.cordon_action = Some(format!("c{i}"));
+            n.drain_action = Some(format!("d{i}"));
+        }
+        r.cancel_requested_by = Some("user:ops".into());
+        let mut observed = Observed::default();
+        observed.actions.insert("d0".into(), ActionStatus::Queued);
+        // A drain in flight is the unsafe moment: the rollout goes on until it ends.
+        assert!(!matches!(next_step(&r, &observed, t0()), Step::Restore(_)));
+        observed
+            .actions
+            .insert("d0".into(), ActionStatus::Succeeded);
+        r.replaced[0].drained = true;
+        assert_eq!(next_step(&r, &observed, t0()), Step::Restore(1));
+        r.replaced[1].restored = true;
+        assert_eq!(next_step(&r, &observed, t0()), Step::Terminate(0));
+        r.replaced[0].released = true;
+        assert!(matches!(
+            next_step(&r, &observed, t0()),
+            Step::Finish(RolloutStatus::Cancelled, reason) if reason.contains("1 of 2")
+        ));
+    }
+
+    #[test]
+    fn failure_restores_and_deletes_what_it_created() {
+        let mut r = migrating();
+        r.replaced[0].cordon_action = Some("c0".into());
+        r.failure = Some("the drain of n2 ended failed".into());
+        let observed = Observed::default();
+        assert_eq!(next_step(&r, &observed, t0()), Step::Restore(0));
+        r.replaced[0].restored = true;
+        assert_eq!(next_step(&r, &observed, t0()), Step::DeleteGroup(0));
+        r.groups[0].deleted = true;
+        assert!(matches!(
+            next_step(&r, &observed, t0()),
+            Step::Finish(RolloutStatus::RolledBack, _)
+        ));
+        // Once old capacity is gone, deleting the new one would strand the pods.
+        let mut gone = migrating();
+        gone.replaced[0].released = true;
+        gone.failure = Some("x".into());
+        assert!(matches!(
+            next_step(&gone, &observed, t0()),
+            Step::Finish(RolloutStatus::Failed, _)
+        ));
+    }
+
+    #[test]
+    fn spot_is_retried_by_replacing_the_fallback_nodes() {
+        let (mut r, _) = rollout();
+        let spot = r.groups[0].name.clone();
+        r.groups[0].created = true;
+        r.groups[0].desired = 1;
+        r.groups[0].shortfall = 1;
+        let fallback = group_name(
+            &cluster(),
+            3,
+            CapacityType::OnDemand,
+            "us-east-1a",
+            "m5.xlarge",
+            true,
+        );
+        r.groups.push(NewGroup {
+            name: fallback.clone(),
+            capacity_type: CapacityType::OnDemand,
+            zone: "us-east-1a".into(),
+            instance_types: vec!["m5.xlarge".into()],
+            desired: 1,
+            created: true,
+            shortfall: 0,
+            fallback_for: Some(spot),
+            deleted: false,
+        });
+        r.status = RolloutStatus::Completed;
+        let snap = snapshot_with(vec![node(
+            "f1",
+            "m5.xlarge",
+            "us-east-1a",
+            CapacityType::OnDemand,
+            &fallback,
+        )]);
+        assert!(r.retry_spot(&snap, t0()));
+        assert_eq!(r.status, RolloutStatus::Provisioning);
+        assert!(r.retrying_spot);
+        assert_eq!(
+            (
+                r.groups[0].desired,
+                r.groups[0].shortfall,
+                r.groups[0].created
+            ),
+            (2, 0, false)
+        );
+        assert!(
+            r.replaced
+                .iter()
+                .any(|n| n.name == "f1" && n.nodegroup == fallback)
+        );
+        assert!(r.emptied_groups.contains(&fallback));
+        assert_eq!(
+            next_step(&r, &Observed::default(), t0()),
+            Step::CreateGroup(0)
+        );
+        // Spot still short past the deadline: the rollout goes back to its fallback.
+        r.groups[0].created = true;
+        let late = t0() + CAPACITY_TIMEOUT;
+        let observed = Observed {
+            snapshot: Some((&snap, late)),
+            ..Observed::default()
+        };
+        assert_eq!(next_step(&r, &observed, late), Step::SpotStillShort);
+        // Nothing to retry without a fallback.
+        let (mut plain, _) = rollout();
+        assert!(!plain.retry_spot(&snap, t0()));
+    }
+
+    #[test]
+    fn figures_of_a_snapshot_count_mix_cost_and_pending_pods() {
+        let mut snap = snapshot_with(vec![
+            node("a", "m5.xlarge", "us-east-1a", CapacityType::Spot, "g"),
+            node("b", "m5.xlarge", "us-east-1a", CapacityType::Spot, "g"),
+            node("c", "m5.2xlarge", "us-east-1a", CapacityType::OnDemand, "g"),
+        ]);
+        snap.nodes[2].price_hr = None;
+        let figures = Figures::of_snapshot(&snap, |_| Some(0.1));
+        assert!((figures.cost_hr - (0.384 * 2.0 + 0.1)).abs() < 1e-9);
+        assert_eq!(figures.nodes, 3);
+        assert_eq!(figures.spot_nodes, 2);
+        assert_eq!(figures.mix.len(), 2);
+        assert!((figures.spot_share() - 2.0 / 3.0).abs() < 1e-9);
+    }
+}
