@@ -35,8 +35,8 @@ use crate::{ClusterActionError, Deps, SchedulerError};
 const ACTION_DEADLINE: time::Duration = time::Duration::minutes(30);
 /// A snapshot older than this does not show whether new nodes are Ready.
 const SNAPSHOT_MAX_AGE: time::Duration = time::Duration::hours(1);
-/// Steps one tick takes on one rollout: enough for a 1,000-node cluster's cordons, and a
-/// bound on a rollout that keeps finding work.
+/// Steps one tick takes on one rollout: enough for the cordons of the most nodes a rollout
+/// replaces, and a bound on a rollout that keeps finding work.
 const MAX_STEPS_PER_TICK: usize = 2_500;
 const CONCURRENCY: usize = 16;
 
@@ -104,19 +104,28 @@ pub async fn advance(
     }
     // Read once: the statuses of actions sent during the tick are known without reading.
     let mut sent = action_statuses(deps, &item.body).await?;
+    let mut unsaved = false;
     for _ in 0..MAX_STEPS_PER_TICK {
         let step = rollout::next_step(&item.body, &cluster.observed(sent.clone()), now);
         if let Step::Wait(reason) = &step {
             if *reason != item.body.reason && !item.body.status.is_final() {
                 item.body.reason.clone_from(reason);
                 item.body.updated_at = now;
-                save(deps, &mut item).await?;
+                unsaved = true;
             }
             break;
         }
         let before = item.body.status;
         take(deps, &mut cluster, &mut item.body, &step, now).await?;
-        save(deps, &mut item).await?;
+        // A cordon or drain is recorded by its action, and a drain's end is read from that
+        // action again: a tick that dies before storing them loses nothing. Every other step
+        // is stored before the next one, which may depend on it.
+        if matches!(step, Step::Cordon(_) | Step::Drain(_) | Step::Drained(_)) {
+            unsaved = true;
+        } else {
+            save(deps, &mut item).await?;
+            unsaved = false;
+        }
         let queued = match &step {
             Step::Cordon(i) => item
                 .body
@@ -148,6 +157,9 @@ pub async fn advance(
                 audit(deps, &item.body, now).await;
             }
         }
+    }
+    if unsaved {
+        save(deps, &mut item).await?;
     }
     Ok(item.body.status)
 }

@@ -32,8 +32,9 @@ pub const CAPACITY_TIMEOUT: Duration = Duration::minutes(10);
 pub const ON_DEMAND_TIMEOUT: Duration = Duration::minutes(20);
 /// After a fallback to on-demand, spot is tried again this long after the rollout completed.
 pub const SPOT_RETRY_AFTER: Duration = Duration::hours(1);
-/// Nodes a rollout may replace: keeps its record well inside one 400 KB item.
-pub const MAX_REPLACED_NODES: usize = 1_000;
+/// Nodes a rollout may replace: about 350 bytes each as stored, this keeps its record well
+/// inside one 400 KB item. A larger cluster keeps the rest, and the next plan goes on.
+pub const MAX_REPLACED_NODES: usize = 600;
 /// Events kept on the record, newest last.
 const MAX_EVENTS: usize = 50;
 
