@@ -374,23 +374,14 @@ pub async fn approve(
             "a newer recommendation exists; approve that one",
         ));
     }
-    let running = state
-        .store
-        .query::<Rollout>(
-            &Query::partition(keys::tenant_partition(&caller.tenant))
-                .prefix(keys::rollouts_prefix(&cluster.id))
-                .newest_first()
-                .limit(1),
-        )
-        .await?;
-    if let Some(other) = running.items.first().filter(|r| !r.body.status.is_final()) {
+    if let Some(other) = rollouts::in_progress(&state.store, &caller.tenant, &cluster.id).await? {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "rollout_in_progress",
             format!(
                 "the rollout of recommendation {} is {}; cancel it or wait until it ends",
-                other.body.revision,
-                other.body.status.as_str()
+                other.revision,
+                other.status.as_str()
             ),
         ));
     }

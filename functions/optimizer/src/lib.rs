@@ -14,8 +14,8 @@ use std::convert::Infallible;
 use aws_config::SdkConfig;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use serde::{Deserialize, Serialize};
+use spotwise_aws::Bucket;
 use spotwise_aws::queue::{Queue, QueueError};
-use spotwise_aws::{Bucket, Vault};
 use spotwise_core::config::{CommonConfig, ConfigError, Env};
 use spotwise_core::domain::{
     Cluster, NodeTemplate, Notification, Policy, PolicyMode, PoolKey, Severity,
@@ -30,8 +30,8 @@ use spotwise_optimizer::kube;
 use spotwise_optimizer::model::{Offering, PlanPolicy};
 use spotwise_optimizer::recommendation::{Recommendation, RecommendationStatus, node_mix};
 use spotwise_optimizer::{Plan, plan};
-use spotwise_store::actions::{self, DispatchError};
 use spotwise_store::keys;
+use spotwise_store::rollouts;
 use spotwise_store::runs;
 use spotwise_store::snapshots::{self, Unusable};
 use spotwise_store::{Item, PutCondition, Query};
@@ -45,13 +45,14 @@ const CONCURRENCY: usize = 2;
 const OBSERVED_DAYS: i64 = 30;
 /// Stored lists are capped so a recommendation stays one item.
 const STORED_LIST_CAP: usize = 200;
+/// `auto` mode rolls a new node mix out when it saves at least this share of the current cost,
+/// so a plan that differs by a node or two does not churn the cluster every hour.
+const AUTO_MIN_SAVING: f64 = 0.05;
 
 pub struct Config {
     pub common: CommonConfig,
     pub optimize_queue_url: String,
     pub notifications_queue_url: String,
-    /// The KMS key cluster secrets are sealed with (`auto` mode signs drains).
-    pub secrets_key_id: String,
     /// The bucket cluster snapshots are read from.
     pub snapshot_bucket: String,
 }
@@ -62,7 +63,6 @@ impl Config {
             common: CommonConfig::from_env(env)?,
             optimize_queue_url: env.required("OPTIMIZE_QUEUE_URL")?,
             notifications_queue_url: env.required("NOTIFICATIONS_QUEUE_URL")?,
-            secrets_key_id: env.required("SECRETS_KEY_ID")?,
             snapshot_bucket: env.required("SNAPSHOT_BUCKET")?,
         })
     }
@@ -73,7 +73,6 @@ pub struct Deps {
     pub sqs: aws_sdk_sqs::Client,
     pub optimize_queue: Queue,
     pub notifications: Queue,
-    pub vault: Vault,
     pub snapshots: Bucket,
 }
 
@@ -87,7 +86,6 @@ impl Deps {
             ),
             optimize_queue: Queue::new(sqs.clone(), &config.optimize_queue_url),
             notifications: Queue::new(sqs.clone(), &config.notifications_queue_url),
-            vault: Vault::new(sdk, &config.secrets_key_id),
             snapshots: Bucket::new(sdk, &config.snapshot_bucket),
             sqs,
         }
@@ -100,8 +98,6 @@ pub enum OptimizeError {
     Body(#[from] BodyError),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error(transparent)]
-    Dispatch(#[from] DispatchError),
     #[error("queue: {0}")]
     Queue(#[from] QueueError),
 }
@@ -111,7 +107,6 @@ impl Classify for OptimizeError {
         match self {
             OptimizeError::Body(e) => e.disposition(),
             OptimizeError::Store(e) => e.disposition(),
-            OptimizeError::Dispatch(e) => e.disposition(),
             OptimizeError::Queue(e) => e.disposition(),
         }
     }
@@ -148,7 +143,8 @@ pub enum Outcome {
         revision: u64,
         monthly_cost: f64,
         monthly_savings: Option<f64>,
-        actions: usize,
+        /// The revision `auto` mode rolled out.
+        rollout: Option<u64>,
     },
     Skipped(Skipped),
 }
@@ -237,10 +233,15 @@ async fn handle_message(deps: &Deps, message: SqsMessage) -> Result<(), Optimize
         Outcome::Planned {
             revision,
             monthly_cost,
-            actions,
+            rollout,
             ..
         } => Ok(format!(
-            "recommendation revision {revision}: ${monthly_cost:.2} a month, {actions} action(s) sent"
+            "recommendation revision {revision}: ${monthly_cost:.2} a month{}",
+            if rollout.is_some() {
+                ", rolling out"
+            } else {
+                ""
+            }
         )),
         Outcome::Skipped(why) => Err(format!("not planned: {why}")),
     });
@@ -381,35 +382,59 @@ pub async fn optimize(
     if mix_changed && record.summary.monthly_savings.is_some_and(|s| s > 0.0) {
         announce(deps, &record).await;
     }
-    let mut action_ids = Vec::new();
-    if policy.mode == PolicyMode::Auto {
-        let source = format!("optimizer:{}", record.id);
-        action_ids =
-            actions::apply_first_wave(&deps.store, &deps.sqs, &deps.vault, &record, &source, now)
-                .await?;
-        if !action_ids.is_empty() {
-            let mut applied = record.clone();
-            applied.action_ids.clone_from(&action_ids);
-            deps.store
-                .put(
-                    &Item::new(
-                        keys::recommendation(tenant, cluster_id, record.revision),
-                        applied,
-                    ),
-                    PutCondition::Always,
-                )
-                .await?;
-        }
-    }
+    let rollout = if policy.mode == PolicyMode::Auto {
+        Box::pin(realise(deps, &record, &region, &policy, mix_changed, now)).await?
+    } else {
+        None
+    };
     info!(%tenant, cluster = %cluster_id, revision = record.revision, nodes = record.summary.nodes,
           monthly_cost = record.summary.monthly_cost, monthly_savings = ?record.summary.monthly_savings,
-          actions = action_ids.len(), "cluster planned");
+          rollout = ?rollout, "cluster planned");
     Ok(Outcome::Planned {
         revision: record.revision,
         monthly_cost: record.summary.monthly_cost,
         monthly_savings: record.summary.monthly_savings,
-        actions: action_ids.len(),
+        rollout,
     })
+}
+
+/// `auto` mode: a new node mix that saves at least [`AUTO_MIN_SAVING`] of the current cost is
+/// rolled out, as an approval would, unless a rollout of the cluster is still going. Returns
+/// the revision rolled out.
+async fn realise(
+    deps: &Deps,
+    record: &Recommendation,
+    region: &str,
+    policy: &Policy,
+    mix_changed: bool,
+    now: OffsetDateTime,
+) -> Result<Option<u64>, OptimizeError> {
+    let worth_it = match (
+        record.summary.monthly_savings,
+        record.summary.current_monthly_cost,
+    ) {
+        (Some(saving), Some(current)) => saving > 0.0 && saving >= current * AUTO_MIN_SAVING,
+        _ => false,
+    };
+    if !mix_changed || !worth_it {
+        return Ok(None);
+    }
+    let (tenant, cluster) = (&record.tenant_id, &record.cluster_id);
+    if rollouts::in_progress(&deps.store, tenant, cluster)
+        .await?
+        .is_some()
+    {
+        return Ok(None);
+    }
+    match rollouts::start(&deps.store, &deps.snapshots, record, region, policy, now).await {
+        Ok(_) => Ok(Some(record.revision)),
+        Err(rollouts::StartError::Store(err)) => Err(err.into()),
+        // The snapshot planned from went stale meanwhile: the next run plans again.
+        Err(rollouts::StartError::Snapshot(why)) => {
+            warn!(%tenant, %cluster, %why, "auto mode: rollout not started");
+            Ok(None)
+        }
+    }
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

@@ -1,15 +1,14 @@
 use aws_sdk_sqs::types::QueueAttributeName;
-use spotwise_core::action::{ActionKind, ActionRecord, ActionStatus, AgentAction};
+use spotwise_core::action::AgentAction;
 use spotwise_core::domain::{NodeTemplateSpec, Notification, Pool};
 use spotwise_core::snapshot::{Snapshot, SnapshotPod};
 use spotwise_core::{ClusterId, TenantId};
+use spotwise_optimizer::rollout::{Rollout, RolloutStatus};
 use spotwise_optimizer::synth;
 use spotwise_store::Item;
 use spotwise_testkit::{LocalStack, fixture, records};
 
 use super::*;
-
-const SECRET: &[u8] = b"optimizer-test-secret";
 
 struct Setup {
     stack: LocalStack,
@@ -80,15 +79,6 @@ async fn setup(mode: PolicyMode) -> Setup {
         .put(
             &Item::new(keys::cluster(&tenant, &cluster), record),
             PutCondition::IfAbsent,
-        )
-        .await
-        .unwrap();
-    store
-        .put(
-            &spotwise_store::actions::secret_item(&deps.vault, &tenant, &cluster, SECRET)
-                .await
-                .unwrap(),
-            PutCondition::Always,
         )
         .await
         .unwrap();
@@ -215,7 +205,7 @@ async fn recommend_mode_stores_versioned_plans_and_sends_nothing() {
             outcome,
             Outcome::Planned {
                 revision: 2,
-                actions: 0,
+                rollout: None,
                 ..
             }
         ),
@@ -244,7 +234,7 @@ async fn recommend_mode_stores_versioned_plans_and_sends_nothing() {
 }
 
 #[tokio::test]
-async fn auto_mode_drains_the_first_wave_once_with_signed_actions() {
+async fn auto_mode_rolls_a_worthwhile_plan_out_once() {
     let s = setup(PolicyMode::Auto).await;
     let now = OffsetDateTime::now_utc();
     snapshots::put(
@@ -259,42 +249,37 @@ async fn auto_mode_drains_the_first_wave_once_with_signed_actions() {
     .unwrap();
 
     let Outcome::Planned {
-        actions, revision, ..
+        rollout, revision, ..
     } = optimize(&s.deps, &request(&s), now).await.unwrap()
     else {
         panic!("not planned");
     };
-    assert_eq!((revision, actions), (1, 1), "budget of one node");
-    let sent = s.stack_queue_reader.actions(&s.agent_queue).await;
-    assert_eq!(sent.len(), 1);
-    let drain = &sent[0];
-    assert_eq!(drain.kind(), ActionKind::Drain);
-    drain.verify(&s.cluster, SECRET, now).unwrap();
-    let record = latest(&s).await;
-    assert_eq!(record.status, RecommendationStatus::Applying);
-    assert_eq!(record.action_ids, vec![drain.action_id.clone()]);
-    let stored = s
+    assert_eq!(rollout, Some(revision));
+    let started = s
         .deps
         .store
-        .get::<ActionRecord>(&keys::action(&s.tenant, &drain.action_id))
+        .get::<Rollout>(&keys::rollout(&s.tenant, &s.cluster, revision))
         .await
         .unwrap()
-        .unwrap();
-    assert_eq!(stored.body.status, ActionStatus::Queued);
-    assert!(stored.body.source.starts_with("optimizer:"));
-
-    // The next run plans from the same snapshot: the drain in flight is not sent twice.
-    let Outcome::Planned { actions, .. } = optimize(&s.deps, &request(&s), now).await.unwrap()
-    else {
-        panic!("not planned");
-    };
-    assert_eq!(actions, 0);
+        .unwrap()
+        .body;
+    assert_eq!(started.status, RolloutStatus::Provisioning);
+    assert!(!started.replaced.is_empty(), "{started:?}");
+    assert_eq!(latest(&s).await.status, RecommendationStatus::Applying);
+    // The scheduler's rollout acts on the cluster, not the optimizer.
     assert!(
         s.stack_queue_reader
             .actions(&s.agent_queue)
             .await
             .is_empty()
     );
+
+    // The next run, with the rollout still going, starts no other.
+    let Outcome::Planned { rollout, .. } = optimize(&s.deps, &request(&s), now).await.unwrap()
+    else {
+        panic!("not planned");
+    };
+    assert_eq!(rollout, None);
 }
 
 #[tokio::test]

@@ -20,7 +20,7 @@ use spotwise_aws::AwsFailure;
 use spotwise_core::action::{
     ActionRecord, ActionSpec, ActionStatus, AgentAction, ScalableKind, WorkloadRef,
 };
-use spotwise_core::domain::{Account, Cluster, Nodegroup, Notification, Severity};
+use spotwise_core::domain::{Cluster, Nodegroup, Notification, Severity};
 use spotwise_core::snapshot::Snapshot;
 use spotwise_core::{ClusterId, TenantId};
 use spotwise_schedule::model::{
@@ -127,22 +127,9 @@ async fn eks_for(
     tenant: &TenantId,
     cluster: &Cluster,
 ) -> Result<aws_sdk_eks::Client, ClusterActionError> {
-    let account = deps
-        .store
-        .get::<Account>(&keys::account(tenant, &cluster.account_id))
-        .await?
-        .ok_or_else(|| {
-            ClusterActionError::Invalid(format!("account {} is not linked", cluster.account_id))
-        })?;
-    let config = deps
-        .accounts
-        .config_in(
-            &account.body.role_arn,
-            &account.body.external_id,
-            &cluster.region,
-        )
-        .await?;
-    Ok(aws_sdk_eks::Client::new(&config))
+    Ok(aws_sdk_eks::Client::new(
+        &crate::customer_config(deps, tenant, cluster).await?,
+    ))
 }
 
 async fn cluster_of(

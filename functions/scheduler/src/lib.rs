@@ -116,6 +116,29 @@ pub enum ClusterActionError {
     Invalid(String),
 }
 
+/// The SDK configuration of the customer's role, in the account and region `cluster` runs in.
+pub async fn customer_config(
+    deps: &Deps,
+    tenant: &spotwise_core::TenantId,
+    cluster: &spotwise_core::domain::Cluster,
+) -> Result<SdkConfig, ClusterActionError> {
+    let account = deps
+        .store
+        .get::<spotwise_core::domain::Account>(&keys::account(tenant, &cluster.account_id))
+        .await?
+        .ok_or_else(|| {
+            ClusterActionError::Invalid(format!("account {} is not linked", cluster.account_id))
+        })?;
+    Ok(deps
+        .accounts
+        .config_in(
+            &account.body.role_arn,
+            &account.body.external_id,
+            &cluster.region,
+        )
+        .await?)
+}
+
 /// What one tick did.
 #[derive(Debug, Default, Serialize)]
 pub struct Tick {

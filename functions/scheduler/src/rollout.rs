@@ -17,7 +17,7 @@ use futures_util::StreamExt;
 use serde::Serialize;
 use spotwise_aws::AwsFailure;
 use spotwise_core::action::{ActionRecord, ActionSpec, AgentAction};
-use spotwise_core::domain::{Account, CapacityType, Cluster, Notification, Severity};
+use spotwise_core::domain::{CapacityType, Cluster, Notification, Severity};
 use spotwise_core::snapshot::Snapshot;
 use spotwise_core::{ClusterId, TenantId};
 use spotwise_optimizer::rollout::{
@@ -244,24 +244,7 @@ impl Target {
 
     async fn clients(&mut self, deps: &Deps) -> Result<&Clients, ClusterActionError> {
         if self.clients.is_none() {
-            let account = deps
-                .store
-                .get::<Account>(&keys::account(&self.tenant, &self.cluster.account_id))
-                .await?
-                .ok_or_else(|| {
-                    ClusterActionError::Invalid(format!(
-                        "account {} is not linked",
-                        self.cluster.account_id
-                    ))
-                })?;
-            let config = deps
-                .accounts
-                .config_in(
-                    &account.body.role_arn,
-                    &account.body.external_id,
-                    &self.cluster.region,
-                )
-                .await?;
+            let config = crate::customer_config(deps, &self.tenant, &self.cluster).await?;
             self.clients = Some(Clients {
                 eks: aws_sdk_eks::Client::new(&config),
                 autoscaling: aws_sdk_autoscaling::Client::new(&config),

@@ -1,25 +1,16 @@
-//! Sending signed actions to a cluster's agent and recording them, for every issuer: the
-//! optimizer, hibernation, the API and the interruption handler (which records concurrently
+//! Sending signed actions to a cluster's agent and recording them, for every issuer: rollouts,
+//! hibernation, the API and the interruption handler (which records concurrently
 //! with its other writes, so it uses [`deliver`] and [`record_item`] apart).
-
-use std::time::Duration;
 
 use spotwise_aws::queue::{Fifo, QueueError};
 use spotwise_aws::{Queue, SealError, SecretContext, Vault};
-use spotwise_core::action::{ActionRecord, ActionSpec, ActionStatus, AgentAction};
+use spotwise_core::action::{ActionRecord, ActionStatus, AgentAction};
 use spotwise_core::domain::{Cluster, ClusterSecret};
 use spotwise_core::{Classify, ClusterId, Disposition, TenantId};
-use spotwise_optimizer::consolidation::Step;
-use spotwise_optimizer::recommendation::Recommendation;
 use time::OffsetDateTime;
 
 use crate::keys;
 use crate::{Item, PutCondition, Store, StoreError};
-
-/// How long a consolidation drain may take before the agent gives up on it.
-const DRAIN_DEADLINE: time::Duration = time::Duration::minutes(30);
-/// A node being drained is not drained again by a later plan for this long.
-const DRAIN_CLAIM_HOLD: Duration = Duration::from_secs(60 * 60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DispatchError {
@@ -231,64 +222,4 @@ pub async fn withdraw_open(
         }
     }
     Ok(withdrawn)
-}
-
-/// Sends the drains of a recommendation's first consolidation wave (removals only: a
-/// replacement needs new capacity first) and returns their action ids. A node already being
-/// drained by an earlier plan is skipped. Used by `auto` mode (approval through the API starts a
-/// rollout instead: `rollouts::start`).
-pub async fn apply_first_wave(
-    store: &Store,
-    sqs: &aws_sdk_sqs::Client,
-    vault: &Vault,
-    record: &Recommendation,
-    source: &str,
-    now: OffsetDateTime,
-) -> Result<Vec<String>, DispatchError> {
-    let Some(consolidation) = &record.consolidation else {
-        return Ok(Vec::new());
-    };
-    let Some(wave) = consolidation.waves.first() else {
-        return Ok(Vec::new());
-    };
-    let channel = channel(store, vault, &record.tenant_id, &record.cluster_id).await?;
-    let mut sent = Vec::new();
-    for step in wave.iter().filter_map(|&i| consolidation.steps.get(i)) {
-        let Step::Remove { node, reason, .. } = step else {
-            continue;
-        };
-        let claim = keys::idempotency(
-            "consolidation-drain",
-            &format!("{}#{}#{node}", record.tenant_id, record.cluster_id),
-        );
-        let Some(held) = store.hold(claim, DRAIN_CLAIM_HOLD, now).await? else {
-            tracing::info!(cluster = %record.cluster_id, %node, "drain already in flight");
-            continue;
-        };
-        let action = AgentAction {
-            action_id: AgentAction::new_id(),
-            cluster_id: record.cluster_id.clone(),
-            spec: ActionSpec::Drain {
-                node: node.clone(),
-                taint: None,
-                lifecycle_hook: None,
-            },
-            reason: format!("consolidation: {reason}"),
-            issued_at: now,
-            not_after: now + DRAIN_DEADLINE,
-            signature: String::new(),
-        };
-        let dispatched = dispatch(
-            store,
-            sqs,
-            &record.tenant_id,
-            channel.as_ref(),
-            action,
-            source,
-            now,
-        )
-        .await;
-        sent.push(held.settle(dispatched).await?.action.action_id);
-    }
-    Ok(sent)
 }

@@ -14,7 +14,7 @@ use spotwise_optimizer::rollout::{self, Figures, PlannedNodes, Rollout};
 use time::OffsetDateTime;
 
 use crate::snapshots::{self, Unusable};
-use crate::{Item, PutCondition, Store, StoreError, keys};
+use crate::{Item, PutCondition, Query, Store, StoreError, keys};
 
 /// The source recorded on the actions a rollout sends.
 pub const ACTOR: &str = "scheduler:rollout";
@@ -73,6 +73,26 @@ pub fn pricer(offerings: &[Offering]) -> impl Fn(&CurrentNode) -> Option<f64> + 
             ))
             .copied()
     }
+}
+
+/// The cluster's newest rollout, when it has not ended.
+pub async fn in_progress(
+    store: &Store,
+    tenant: &TenantId,
+    cluster: &ClusterId,
+) -> Result<Option<Rollout>, StoreError> {
+    Ok(store
+        .query::<Rollout>(
+            &Query::partition(keys::tenant_partition(tenant))
+                .prefix(keys::rollouts_prefix(cluster))
+                .newest_first()
+                .limit(1),
+        )
+        .await?
+        .items
+        .into_iter()
+        .map(|item| item.body)
+        .find(|rollout| !rollout.status.is_final()))
 }
 
 /// Every offering of the region of the cluster (in `region` unless its snapshot says): the
