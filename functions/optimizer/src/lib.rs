@@ -398,9 +398,17 @@ pub async fn optimize(
     })
 }
 
-/// `auto` mode: a new node mix that saves at least [`AUTO_MIN_SAVING`] of the current cost is
-/// rolled out, as an approval would, unless a rollout of the cluster is still going. Returns
-/// the revision rolled out.
+/// Whether `auto` mode rolls a plan out: it saves at least [`AUTO_MIN_SAVING`] of the current
+/// cost.
+fn worth_rolling_out(summary: &spotwise_optimizer::plan::Summary) -> bool {
+    match (summary.monthly_savings, summary.current_monthly_cost) {
+        (Some(saving), Some(current)) => saving > 0.0 && saving >= current * AUTO_MIN_SAVING,
+        _ => false,
+    }
+}
+
+/// `auto` mode: a new node mix worth rolling out is rolled out, as an approval would, unless a
+/// rollout of the cluster is still going. Returns the revision rolled out.
 async fn realise(
     deps: &Deps,
     record: &Recommendation,
@@ -409,14 +417,7 @@ async fn realise(
     mix_changed: bool,
     now: OffsetDateTime,
 ) -> Result<Option<u64>, OptimizeError> {
-    let worth_it = match (
-        record.summary.monthly_savings,
-        record.summary.current_monthly_cost,
-    ) {
-        (Some(saving), Some(current)) => saving > 0.0 && saving >= current * AUTO_MIN_SAVING,
-        _ => false,
-    };
-    if !mix_changed || !worth_it {
+    if !mix_changed || record.status != RecommendationStatus::Applying {
         return Ok(None);
     }
     let (tenant, cluster) = (&record.tenant_id, &record.cluster_id);
@@ -559,9 +560,11 @@ async fn store_recommendation(
         cluster_id: cluster.clone(),
         trigger: request.trigger.clone(),
         mode: policy.mode,
-        status: match policy.mode {
-            PolicyMode::Recommend => RecommendationStatus::Proposed,
-            PolicyMode::Auto => RecommendationStatus::Applying,
+        // Auto mode applies only a plan worth the disruption; the rest wait for approval.
+        status: if policy.mode == PolicyMode::Auto && worth_rolling_out(&plan.summary) {
+            RecommendationStatus::Applying
+        } else {
+            RecommendationStatus::Proposed
         },
         snapshot_id: head.id.clone(),
         created_at: now,
@@ -614,9 +617,9 @@ async fn store_recommendation(
 async fn announce(deps: &Deps, record: &Recommendation) {
     let summary = &record.summary;
     let savings = summary.monthly_savings.unwrap_or(0.0);
-    let what = match record.mode {
-        PolicyMode::Recommend => "waiting for approval",
-        PolicyMode::Auto => "being applied (auto mode)",
+    let what = match record.status {
+        RecommendationStatus::Proposed => "waiting for approval",
+        RecommendationStatus::Applying => "being applied (auto mode)",
     };
     let notification = Notification {
         tenant_id: record.tenant_id.clone(),

@@ -15,7 +15,7 @@ use crate::plan::{Plan, RightSizing, Summary, UnschedulablePod};
 pub enum RecommendationStatus {
     /// Stored for review (`recommend` mode); approval through the API applies it.
     Proposed,
-    /// `auto` mode: the first consolidation wave was sent to the agent.
+    /// Approved, or chosen by `auto` mode: its rollout realises it.
     Applying,
 }
 
@@ -52,7 +52,7 @@ pub struct Recommendation {
     pub right_sizing: Option<RightSizing>,
     /// Spot pools left out because an interruption put them in cooldown.
     pub pools_in_cooldown: Vec<String>,
-    /// Actions sent in `auto` mode.
+    /// Actions `auto` mode sent before plans were rolled out (kept for records of that time).
     pub action_ids: Vec<String>,
 }
 
