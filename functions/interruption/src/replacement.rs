@@ -118,7 +118,7 @@ pub async fn release(
 fn spot_group(node: &InstanceLocation) -> Option<&str> {
     node.nodegroup
         .as_deref()
-        .filter(|g| g.starts_with("spotwise-spot-"))
+        .filter(|g| spotwise_optimizer::rollout::is_spotwise_spot_group(g))
 }
 
 #[derive(Debug, thiserror::Error)]

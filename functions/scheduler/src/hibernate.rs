@@ -545,7 +545,7 @@ async fn update_scaling(
     Ok(())
 }
 
-async fn known_node_groups(
+pub(crate) async fn known_node_groups(
     deps: &Deps,
     tenant: &TenantId,
     cluster: &ClusterId,

@@ -3,10 +3,11 @@
 //! (cordons, drains).
 //!
 //! The choice of step is [`spotwise_optimizer::rollout::next_step`]'s; this module takes it and
-//! stores the record after each one. A step is safe to take again: node groups are created
-//! under a name fixed before the call (an existing one is resized instead), and an agent action
-//! is sent under an id stored before it, only when no record of it exists. A tick that dies
-//! between a step and its write is finished by the next one.
+//! stores the record before any step that depends on it (cordons and drains are recorded by
+//! their actions, so those are stored together). A step is safe to take again: node groups are
+//! created under a name fixed before the call (an existing one is resized instead), and an
+//! agent action is sent under an id stored before it, only when no record of it exists. A tick
+//! that dies between a step and its write is finished by the next one.
 
 use std::collections::BTreeMap;
 
@@ -106,7 +107,10 @@ pub async fn advance(
     let mut sent = action_statuses(deps, &item.body).await?;
     let mut unsaved = false;
     for _ in 0..MAX_STEPS_PER_TICK {
-        let step = rollout::next_step(&item.body, &cluster.observed(sent.clone()), now);
+        // The statuses move into the observation and back, not copied at every step.
+        let observed = cluster.observed(std::mem::take(&mut sent));
+        let step = rollout::next_step(&item.body, &observed, now);
+        sent = observed.actions;
         if let Step::Wait(reason) = &step {
             if *reason != item.body.reason && !item.body.status.is_final() {
                 item.body.reason.clone_from(reason);
@@ -396,7 +400,7 @@ pub async fn take(
             rollout.replaced[*i].drained = true;
         }
         Step::EmptyGroup(group) => {
-            let ours = group.starts_with("spotwise-");
+            let ours = rollout::is_spotwise_group(group);
             let calls = if ours {
                 delete_group(deps, target, group).await
             } else {
@@ -699,7 +703,22 @@ async fn create_or_resize(
     if target.template.is_none()
         && let Some(clients) = target.clients.as_ref()
     {
-        let source = source_group(deps, &target.tenant, &target.cluster.id).await;
+        // A store that cannot answer now is retried by the next tick, not taken for a
+        // cluster without node groups.
+        let source = match source_group(deps, &target.tenant, &target.cluster.id).await {
+            Ok(source) => source,
+            Err(err) => {
+                return Calls {
+                    calls,
+                    result: Err(AwsFailure {
+                        operation: "dynamodb:Query",
+                        code: None,
+                        message: err.to_string(),
+                        retryable: true,
+                    }),
+                };
+            }
+        };
         match read_template(clients, &cluster_name, source.as_deref(), &mut calls).await {
             Ok(template) => target.template = Some(template),
             Err(failure) => {
@@ -824,22 +843,17 @@ async fn create_or_resize(
     Calls { calls, result }
 }
 
-/// The customer node group new groups copy: one whose nodes the rollout replaces, else any.
-async fn source_group(deps: &Deps, tenant: &TenantId, cluster: &ClusterId) -> Option<String> {
-    let groups = deps
-        .store
-        .query_all::<spotwise_core::domain::Nodegroup>(
-            &Query::partition(keys::tenant_partition(tenant))
-                .prefix(keys::nodegroups_prefix(cluster)),
-        )
-        .await
-        .ok()?;
-    groups
+/// The customer node group new groups copy: the first of the cluster's own.
+async fn source_group(
+    deps: &Deps,
+    tenant: &TenantId,
+    cluster: &ClusterId,
+) -> Result<Option<String>, StoreError> {
+    Ok(crate::hibernate::known_node_groups(deps, tenant, cluster)
+        .await?
         .into_iter()
-        .map(|g| g.body)
-        .filter(|g| g.vanished_at.is_none() && !g.name.starts_with("spotwise-"))
         .map(|g| g.name)
-        .next()
+        .find(|name| !rollout::is_spotwise_group(name)))
 }
 
 /// The node group new groups copy, and the zones of its subnets.

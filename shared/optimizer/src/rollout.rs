@@ -24,6 +24,20 @@ use crate::model::Offering;
 pub const NODEGROUP_LABEL: &str = "eks.amazonaws.com/nodegroup";
 /// Tag and label of everything Spotwise created (and of customer node groups it may scale).
 pub const MANAGED_TAG: &str = "spotwise.io/managed";
+/// How the names of the node groups Spotwise creates begin.
+pub const GROUP_PREFIX: &str = "spotwise-";
+
+/// Whether the node group is one Spotwise created.
+pub fn is_spotwise_group(name: &str) -> bool {
+    name.starts_with(GROUP_PREFIX)
+}
+
+/// Whether the node group is a spot group Spotwise created.
+pub fn is_spotwise_spot_group(name: &str) -> bool {
+    name.strip_prefix(GROUP_PREFIX)
+        .is_some_and(|rest| rest.starts_with("spot-"))
+}
+
 /// Label of the nodes of Spotwise's node groups: the plan's node template they realise.
 pub const NODE_TEMPLATE_LABEL: &str = "spotwise.io/node-template";
 /// How long new capacity may take to become Ready before spot falls back to on-demand.
@@ -354,7 +368,7 @@ pub fn group_name(
         hash ^= u64::from(byte);
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
-    format!("spotwise-{kind}-{:010x}", hash & 0xff_ffff_ffff)
+    format!("{GROUP_PREFIX}{kind}-{:010x}", hash & 0xff_ffff_ffff)
 }
 
 /// Types of the same shape as `instance_type` (the same cpu, memory within 15%, the same
@@ -419,7 +433,7 @@ pub fn prepare(
         (
             !n.labels
                 .get(NODEGROUP_LABEL)
-                .is_some_and(|g| g.starts_with("spotwise-")),
+                .is_some_and(|g| is_spotwise_group(g)),
             n.name.clone(),
         )
     });
@@ -979,6 +993,8 @@ mod tests {
             true,
         );
         assert!(f.starts_with("spotwise-fallback-"));
+        assert!(is_spotwise_group(&f) && !is_spotwise_spot_group(&f));
+        assert!(is_spotwise_spot_group(&a) && !is_spotwise_group("general"));
         // EKS allows 63 characters.
         assert!(a.len() <= 63);
     }

@@ -670,6 +670,19 @@ pub async fn setup_shaped(
 }
 
 impl Rig {
+    /// Approves the optimizer's recommendation through the API; returns what it answered.
+    pub async fn approve(&self) -> anyhow::Result<Value> {
+        self.api
+            .post(
+                &format!(
+                    "/v1/clusters/{}/recommendations/{}/approve",
+                    self.cluster, self.revision
+                ),
+                json!({}),
+            )
+            .await
+    }
+
     pub fn rollout_path(&self) -> String {
         format!(
             "/v1/clusters/{}/recommendations/{}/rollout",
@@ -759,17 +772,7 @@ pub async fn run(stack: &LocalStack) -> anyhow::Result<Report> {
     let now = OffsetDateTime::now_utc();
 
     let started = Instant::now();
-    let approved = rig
-        .api
-        .post(
-            &format!(
-                "/v1/clusters/{cluster}/recommendations/{}/approve",
-                rig.revision
-            ),
-            json!({}),
-        )
-        .await?;
-    report.recommendation = approved;
+    report.recommendation = rig.approve().await?;
     let approved_at = Instant::now();
     let rollout = rig.drive(40, |_| OffsetDateTime::now_utc()).await?;
     report.rollout_time = approved_at.elapsed();

@@ -18,16 +18,7 @@ const ZONES: [&str; 3] = ["us-east-1a", "us-east-1b", "us-east-1c"];
 async fn approved(stack: &LocalStack) -> Rig {
     let mut report = Report::default();
     let rig = setup(stack, &mut report).await.unwrap();
-    rig.api
-        .post(
-            &format!(
-                "/v1/clusters/{}/recommendations/{}/approve",
-                rig.cluster, rig.revision
-            ),
-            json!({}),
-        )
-        .await
-        .unwrap();
+    rig.approve().await.unwrap();
     rig
 }
 

@@ -37,15 +37,7 @@ async fn main() -> anyhow::Result<()> {
     let mut rig = setup_shaped(&stack, &mut report, &shape).await?;
     let setup_seconds = started.elapsed().as_secs_f64();
     eprintln!("set up in {setup_seconds:.0} s: {:?}", report.steps);
-    rig.api
-        .post(
-            &format!(
-                "/v1/clusters/{}/recommendations/{}/approve",
-                rig.cluster, rig.revision
-            ),
-            json!({}),
-        )
-        .await?;
+    rig.approve().await?;
     let approved = Instant::now();
     let mut taken = 0;
     let mut rollout = serde_json::Value::Null;
