@@ -6,12 +6,15 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Node;
 use kube::Api;
-use kube::api::{Patch, PatchParams};
+use kube::api::{
+    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
+};
 use serde_json::json;
 use spotwise_core::action::{
     ActionSpec, AgentAction, Amendment, DrainTerms, ScalableKind, WorkloadRef,
 };
 use spotwise_core::domain::Taint;
+use spotwise_core::karpenter::{MANAGED_LABEL, NodePoolSpec};
 use tokio::sync::watch;
 
 use crate::report::{Reporter, StatusCheck};
@@ -28,6 +31,14 @@ pub enum ExecuteError {
     Lifecycle(String),
     #[error("kubernetes API: {0}")]
     Kube(#[from] kube::Error),
+    #[error(
+        "NodePool {name} exists and is not Spotwise's (no {MANAGED_LABEL}=true label); it is left as it is"
+    )]
+    NotOurs { name: String },
+    #[error("EC2NodeClass {name} does not exist; a NodePool that names it could launch nothing")]
+    NodeClassMissing { name: String },
+    #[error("NodePool {name} cannot be written: {reason}")]
+    Manifest { name: String, reason: String },
 }
 
 impl ExecuteError {
@@ -39,6 +50,9 @@ impl ExecuteError {
                 status.code == 409 || status.code == 429 || status.code >= 500
             }
             ExecuteError::Kube(_) | ExecuteError::Lifecycle(_) => true,
+            ExecuteError::NotOurs { .. }
+            | ExecuteError::NodeClassMissing { .. }
+            | ExecuteError::Manifest { .. } => false,
             // The deadline has passed; a retry would be refused as expired.
             ExecuteError::DrainIncomplete { .. } => false,
         }
@@ -160,6 +174,12 @@ pub async fn run(
                 previous_replicas: Some(previous),
             })
         }
+        ActionSpec::ApplyNodePool { node_pool } => {
+            apply_node_pool(client, node_pool).await.map(Executed::from)
+        }
+        ActionSpec::DeleteNodePool { name } => {
+            delete_node_pool(client, name).await.map(Executed::from)
+        }
         ActionSpec::Drain { node, taint, .. } => {
             if let Some(taint) = taint {
                 add_taint(client, node, taint).await?;
@@ -201,6 +221,81 @@ pub async fn run(
                 })
             }
         }
+    }
+}
+
+fn node_pools(client: &kube::Client) -> Api<DynamicObject> {
+    let gvk = GroupVersionKind::gvk("karpenter.sh", "v1", "NodePool");
+    Api::all_with(
+        client.clone(),
+        &ApiResource::from_gvk_with_plural(&gvk, "nodepools"),
+    )
+}
+
+fn is_ours(pool: &DynamicObject) -> bool {
+    pool.metadata
+        .labels
+        .as_ref()
+        .and_then(|labels| labels.get(MANAGED_LABEL))
+        .is_some_and(|v| v == "true")
+}
+
+/// Creates the NodePool, or brings Spotwise's own one of that name to `spec`; a NodePool of
+/// that name that is not Spotwise's is never touched.
+async fn apply_node_pool(
+    client: &kube::Client,
+    spec: &NodePoolSpec,
+) -> Result<String, ExecuteError> {
+    let name = spec.name.clone();
+    if spec.node_class.kind == "EC2NodeClass" {
+        let gvk = GroupVersionKind::gvk("karpenter.k8s.aws", "v1", "EC2NodeClass");
+        let classes: Api<DynamicObject> = Api::all_with(
+            client.clone(),
+            &ApiResource::from_gvk_with_plural(&gvk, "ec2nodeclasses"),
+        );
+        if classes.get_opt(&spec.node_class.name).await?.is_none() {
+            return Err(ExecuteError::NodeClassMissing {
+                name: spec.node_class.name.clone(),
+            });
+        }
+    }
+    let pools = node_pools(client);
+    let mut manifest = spec.manifest();
+    match pools.get_opt(&name).await? {
+        None => {
+            let pool: DynamicObject =
+                serde_json::from_value(manifest).map_err(|e| ExecuteError::Manifest {
+                    name: name.clone(),
+                    reason: e.to_string(),
+                })?;
+            pools.create(&PostParams::default(), &pool).await?;
+            Ok(format!("NodePool {name} created"))
+        }
+        Some(existing) if is_ours(&existing) => {
+            // Sending the resource version makes a concurrent change a 409, retried later.
+            manifest["metadata"]["resourceVersion"] = json!(existing.metadata.resource_version);
+            pools
+                .patch(&name, &PatchParams::default(), &Patch::Merge(manifest))
+                .await?;
+            Ok(format!("NodePool {name} updated"))
+        }
+        Some(_) => Err(ExecuteError::NotOurs { name }),
+    }
+}
+
+/// Deletes Spotwise's NodePool (Karpenter drains and removes its nodes); one that is gone
+/// already counts as deleted.
+async fn delete_node_pool(client: &kube::Client, name: &str) -> Result<String, ExecuteError> {
+    let pools = node_pools(client);
+    match pools.get_opt(name).await? {
+        None => Ok(format!("NodePool {name} already gone")),
+        Some(existing) if is_ours(&existing) => {
+            pools.delete(name, &DeleteParams::default()).await?;
+            Ok(format!("NodePool {name} deleted"))
+        }
+        Some(_) => Err(ExecuteError::NotOurs {
+            name: name.to_owned(),
+        }),
     }
 }
 

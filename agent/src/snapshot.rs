@@ -1,10 +1,12 @@
 //! The cluster as the platform plans and costs it: nodes (instance id, capacity type,
 //! allocatable), pods (requests, owners, node, affinity and spread), PodDisruptionBudgets, the
 //! claims and volumes that pin pods to zones, and usage from metrics.k8s.io when a metrics
-//! server is installed. Lists are read in pages.
+//! server is installed, and Karpenter's NodePools and EC2NodeClasses when the cluster serves
+//! them. Lists are read in pages.
 
 use http::Request;
 use serde_json::{Value, json};
+use spotwise_core::karpenter::{Karpenter, MAX_NODE_POOLS, parse_node_pool};
 use spotwise_core::snapshot::{Snapshot, SnapshotError, parse_list};
 
 /// Items per list request, so a 20,000-pod cluster is read in bounded pieces.
@@ -75,7 +77,7 @@ async fn list_all(
 }
 
 pub async fn collect(client: &kube::Client) -> Result<Snapshot, CollectError> {
-    let (nodes, pods, pdbs, claims, volumes, usage) = tokio::join!(
+    let (nodes, pods, pdbs, claims, volumes, usage, karpenter) = tokio::join!(
         list_all(client, "/api/v1/nodes", "Node"),
         list_all(client, "/api/v1/pods", "Pod"),
         list_all(
@@ -90,6 +92,7 @@ pub async fn collect(client: &kube::Client) -> Result<Snapshot, CollectError> {
         ),
         list_all(client, "/api/v1/persistentvolumes", "PersistentVolume"),
         list_all(client, "/apis/metrics.k8s.io/v1beta1/pods", "PodMetrics"),
+        karpenter(client),
     );
     let mut items = nodes?;
     items.extend(pods?);
@@ -106,5 +109,53 @@ pub async fn collect(client: &kube::Client) -> Result<Snapshot, CollectError> {
             what: "snapshot",
             reason: e.to_string(),
         })?;
-    Ok(parse_list(&list)?)
+    let mut snapshot = parse_list(&list)?;
+    snapshot.karpenter = karpenter;
+    Ok(snapshot)
+}
+
+/// The cluster's NodePools and EC2NodeClasses, or `None` when it does not serve
+/// `karpenter.sh/v1` (Karpenter not installed) or the agent may not read them.
+async fn karpenter(client: &kube::Client) -> Option<Karpenter> {
+    let (pools, classes) = tokio::join!(
+        list_all(client, "/apis/karpenter.sh/v1/nodepools", "NodePool"),
+        list_all(
+            client,
+            "/apis/karpenter.k8s.aws/v1/ec2nodeclasses",
+            "EC2NodeClass"
+        ),
+    );
+    let pools = match pools {
+        Ok(pools) => pools,
+        Err(err) => {
+            tracing::debug!(error = %err, "no Karpenter NodePools: Karpenter not installed");
+            return None;
+        }
+    };
+    let node_pools = pools
+        .iter()
+        .take(MAX_NODE_POOLS)
+        .filter_map(|item| match parse_node_pool(item) {
+            Ok(pool) => Some(pool),
+            Err(reason) => {
+                tracing::warn!(nodepool = %item["metadata"]["name"], %reason, "NodePool not reported");
+                None
+            }
+        })
+        .collect();
+    let node_classes = match classes {
+        Ok(classes) => classes
+            .iter()
+            .filter_map(|c| c["metadata"]["name"].as_str().map(str::to_owned))
+            .take(MAX_NODE_POOLS)
+            .collect(),
+        Err(err) => {
+            tracing::warn!(error = %err, "EC2NodeClasses not listed");
+            Vec::new()
+        }
+    };
+    Some(Karpenter {
+        node_pools,
+        node_classes,
+    })
 }

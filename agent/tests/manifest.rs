@@ -125,6 +125,11 @@ fn the_cluster_role_grants_exactly_what_the_agent_calls() {
         ("apps/deployments/scale", set(&["get", "patch"])),
         ("apps/statefulsets/scale", set(&["get", "patch"])),
         ("metrics.k8s.io/pods", set(&["list"])),
+        (
+            "karpenter.sh/nodepools",
+            set(&["get", "list", "create", "patch", "delete"]),
+        ),
+        ("karpenter.k8s.aws/ec2nodeclasses", set(&["get", "list"])),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))

@@ -3,8 +3,9 @@
 //! `resourceVersion` checked), pods list (by `spec.nodeName`), evictions (429 while the budget
 //! over `app=guarded` pods allows none; `app=slow` pods stay listed, terminating, for a few
 //! lists), PodDisruptionBudgets, PersistentVolumeClaims and PersistentVolumes list, and the
-//! scale subresource of Deployments and StatefulSets. Real `kube::Client`s talk to it over
-//! HTTP.
+//! scale subresource of Deployments and StatefulSets, and with [`KubeState::karpenter`] set,
+//! Karpenter's NodePools and EC2NodeClasses (see [`crate::karpenter`]). Real `kube::Client`s
+//! talk to it over HTTP.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -14,6 +15,8 @@ use axum::http::{Method, StatusCode, Uri};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
+
+use crate::karpenter::SimKarpenter;
 
 /// What the server holds; tests read and change it between calls.
 #[derive(Debug, Default)]
@@ -45,6 +48,9 @@ pub struct KubeState {
     pub pdb_violations: Vec<String>,
     /// Names pods the controllers recreate.
     pub next_pod: u64,
+    /// Karpenter, when the cluster runs it: its objects are served and it launches nodes for
+    /// Pending pods.
+    pub karpenter: Option<SimKarpenter>,
 }
 
 type Shared = Arc<Mutex<KubeState>>;
@@ -86,6 +92,24 @@ impl FakeKube {
             .route("/api/v1/persistentvolumeclaims", get(list_claims))
             .route("/api/v1/persistentvolumes", get(list_volumes))
             .route("/api/v1/namespaces/{ns}/pods/{name}/eviction", post(evict))
+            .route(
+                "/apis/karpenter.sh/v1/nodepools",
+                get(list_node_pools).post(create_node_pool),
+            )
+            .route(
+                "/apis/karpenter.sh/v1/nodepools/{name}",
+                get(get_node_pool)
+                    .patch(patch_node_pool)
+                    .delete(delete_node_pool),
+            )
+            .route(
+                "/apis/karpenter.k8s.aws/v1/ec2nodeclasses",
+                get(list_node_classes),
+            )
+            .route(
+                "/apis/karpenter.k8s.aws/v1/ec2nodeclasses/{name}",
+                get(get_node_class),
+            )
             .layer(axum::middleware::from_fn(
                 move |method: Method, uri: Uri, req, next: axum::middleware::Next| {
                     lock(&log).requests.push(format!("{method} {}", uri.path()));
@@ -213,7 +237,13 @@ async fn patch_node(
         .nodes
         .get_mut(&name)
         .ok_or_else(|| status(StatusCode::NOT_FOUND, "NotFound", "node not found"))?;
-    let current = node["metadata"]["resourceVersion"]
+    patch_versioned(node, &body)
+}
+
+/// A merge patch, refused with 409 when it names a `resourceVersion` that is not the
+/// object's; the object's version moves on.
+fn patch_versioned(object: &mut Value, body: &Value) -> Reply {
+    let current = object["metadata"]["resourceVersion"]
         .as_str()
         .unwrap_or("0")
         .to_owned();
@@ -226,10 +256,10 @@ async fn patch_node(
             "the object has been modified",
         ));
     }
-    merge(node, &body);
+    merge(object, body);
     let next: u64 = current.parse::<u64>().unwrap_or(0) + 1;
-    node["metadata"]["resourceVersion"] = json!(next.to_string());
-    Ok(Json(node.clone()))
+    object["metadata"]["resourceVersion"] = json!(next.to_string());
+    Ok(Json(object.clone()))
 }
 
 fn scale(namespace: &str, name: &str, replicas: i64) -> Json<Value> {
@@ -463,10 +493,22 @@ impl KubeState {
         self.pods.insert(format!("{namespace}/{name}"), again);
     }
 
+    /// Binds Pending pods to nodes (see [`KubeState::bind`]); with Karpenter, launches nodes
+    /// for those that fit none. Returns how many were bound.
+    pub fn schedule(&mut self) -> usize {
+        let bound = self.bind();
+        if self.karpenter.is_some() {
+            let before = self.pending().len();
+            self.provision();
+            return bound + before.saturating_sub(self.pending().len());
+        }
+        bound
+    }
+
     /// Binds Pending pods, largest first, to the schedulable node that fits them most tightly
     /// (resources, pod slots, nodeSelector, taints and tolerations), as a bin-packing
     /// scheduler profile does. Returns how many were bound.
-    pub fn schedule(&mut self) -> usize {
+    pub(crate) fn bind(&mut self) -> usize {
         let mut pending: Vec<(String, Resources)> = self
             .pods
             .iter()
@@ -590,9 +632,9 @@ impl KubeState {
 }
 
 #[derive(Debug, Clone, Copy, Default)]
-struct Resources {
-    cpu_m: u64,
-    mem_mib: u64,
+pub(crate) struct Resources {
+    pub(crate) cpu_m: u64,
+    pub(crate) mem_mib: u64,
     pods: u64,
 }
 
@@ -612,7 +654,7 @@ fn is_daemon(pod: &Value) -> bool {
     pod["metadata"]["ownerReferences"][0]["kind"] == "DaemonSet"
 }
 
-fn requests_of(pod: &Value) -> Resources {
+pub(crate) fn requests_of(pod: &Value) -> Resources {
     let mut total = Resources::default();
     for container in pod["spec"]["containers"].as_array().into_iter().flatten() {
         let requests = &container["resources"]["requests"];
@@ -622,7 +664,7 @@ fn requests_of(pod: &Value) -> Resources {
     total
 }
 
-fn cpu_millis(quantity: &str) -> u64 {
+pub(crate) fn cpu_millis(quantity: &str) -> u64 {
     match quantity.strip_suffix('m') {
         Some(millis) => millis.parse().unwrap_or(0),
         None => quantity
@@ -631,8 +673,13 @@ fn cpu_millis(quantity: &str) -> u64 {
     }
 }
 
-fn mem_mib(quantity: &str) -> u64 {
-    for (suffix, per_mib) in [("Ki", 1.0 / 1024.0), ("Mi", 1.0), ("Gi", 1024.0)] {
+pub(crate) fn mem_mib(quantity: &str) -> u64 {
+    for (suffix, per_mib) in [
+        ("Ki", 1.0 / 1024.0),
+        ("Mi", 1.0),
+        ("Gi", 1024.0),
+        ("Ti", 1024.0 * 1024.0),
+    ] {
         if let Some(n) = quantity.strip_suffix(suffix) {
             return n.parse::<f64>().map_or(0, |n| (n * per_mib) as u64);
         }
@@ -643,7 +690,7 @@ fn mem_mib(quantity: &str) -> u64 {
 }
 
 /// nodeSelector labels and NoSchedule/NoExecute taints.
-fn admits(node: &Value, pod: &Value) -> bool {
+pub(crate) fn admits(node: &Value, pod: &Value) -> bool {
     let labels = &node["metadata"]["labels"];
     let selected = pod["spec"]["nodeSelector"]
         .as_object()
@@ -670,4 +717,115 @@ fn admits(node: &Value, pod: &Value) -> bool {
                 })
         });
     selected && tolerated
+}
+
+fn not_installed() -> (StatusCode, Json<Value>) {
+    status(
+        StatusCode::NOT_FOUND,
+        "NotFound",
+        "the server could not find the requested resource",
+    )
+}
+
+/// Karpenter's objects of one kind, or 404 when the cluster does not serve them.
+fn karpenter_objects(
+    cluster: &KubeState,
+    classes: bool,
+) -> Result<&BTreeMap<String, Value>, (StatusCode, Json<Value>)> {
+    let karpenter = cluster.karpenter.as_ref().ok_or_else(not_installed)?;
+    Ok(if classes {
+        &karpenter.node_classes
+    } else {
+        &karpenter.node_pools
+    })
+}
+
+fn list_of(kind: &str, objects: &BTreeMap<String, Value>) -> Json<Value> {
+    Json(json!({"kind": kind, "metadata": {}, "items": objects.values().collect::<Vec<_>>()}))
+}
+
+async fn list_node_pools(State(s): State<Shared>) -> Reply {
+    Ok(list_of(
+        "NodePoolList",
+        karpenter_objects(&lock(&s), false)?,
+    ))
+}
+
+async fn list_node_classes(State(s): State<Shared>) -> Reply {
+    Ok(list_of(
+        "EC2NodeClassList",
+        karpenter_objects(&lock(&s), true)?,
+    ))
+}
+
+async fn get_node_pool(State(s): State<Shared>, Path(name): Path<String>) -> Reply {
+    karpenter_objects(&lock(&s), false)?
+        .get(&name)
+        .cloned()
+        .map(Json)
+        .ok_or_else(|| status(StatusCode::NOT_FOUND, "NotFound", "nodepool not found"))
+}
+
+async fn get_node_class(State(s): State<Shared>, Path(name): Path<String>) -> Reply {
+    karpenter_objects(&lock(&s), true)?
+        .get(&name)
+        .cloned()
+        .map(Json)
+        .ok_or_else(|| status(StatusCode::NOT_FOUND, "NotFound", "ec2nodeclass not found"))
+}
+
+async fn create_node_pool(State(s): State<Shared>, Json(mut body): Json<Value>) -> Reply {
+    let mut cluster = lock(&s);
+    let pools = &mut cluster
+        .karpenter
+        .as_mut()
+        .ok_or_else(not_installed)?
+        .node_pools;
+    let name = body["metadata"]["name"]
+        .as_str()
+        .ok_or_else(|| status(StatusCode::BAD_REQUEST, "Invalid", "metadata.name missing"))?
+        .to_owned();
+    if pools.contains_key(&name) {
+        return Err(status(
+            StatusCode::CONFLICT,
+            "AlreadyExists",
+            "nodepool already exists",
+        ));
+    }
+    body["metadata"]["resourceVersion"] = json!("1");
+    pools.insert(name, body.clone());
+    Ok(Json(body))
+}
+
+async fn patch_node_pool(
+    State(s): State<Shared>,
+    Path(name): Path<String>,
+    Json(body): Json<Value>,
+) -> Reply {
+    let mut cluster = lock(&s);
+    let pools = &mut cluster
+        .karpenter
+        .as_mut()
+        .ok_or_else(not_installed)?
+        .node_pools;
+    let pool = pools
+        .get_mut(&name)
+        .ok_or_else(|| status(StatusCode::NOT_FOUND, "NotFound", "nodepool not found"))?;
+    patch_versioned(pool, &body)
+}
+
+async fn delete_node_pool(State(s): State<Shared>, Path(name): Path<String>) -> Reply {
+    let mut cluster = lock(&s);
+    let removed = cluster
+        .karpenter
+        .as_mut()
+        .ok_or_else(not_installed)?
+        .node_pools
+        .remove(&name)
+        .ok_or_else(|| status(StatusCode::NOT_FOUND, "NotFound", "nodepool not found"))?;
+    // Karpenter drains and removes the pool's nodes before the pool goes.
+    for node in cluster.nodes_of_pool(&name) {
+        cluster.remove_node(&node);
+    }
+    Ok(Json(removed))
 }

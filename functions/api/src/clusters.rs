@@ -432,6 +432,9 @@ pub async fn approve(
                     "no_snapshot",
                     format!("the cluster cannot be rolled out: {why}"),
                 ),
+                rollouts::StartError::Backend(why) => {
+                    ApiError::new(StatusCode::CONFLICT, "rollout_backend_unavailable", why)
+                }
                 rollouts::StartError::Store(err) => err.into(),
             });
         }

@@ -435,6 +435,11 @@ async fn realise(
             warn!(%tenant, %cluster, %why, "auto mode: rollout not started");
             Ok(None)
         }
+        // The policy's backend cannot act on the cluster; approving says why.
+        Err(rollouts::StartError::Backend(why)) => {
+            warn!(%tenant, %cluster, %why, "auto mode: rollout not started");
+            Ok(None)
+        }
     }
 }
 

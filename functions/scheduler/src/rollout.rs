@@ -1,6 +1,6 @@
 //! Rollouts: each tick advances every approved recommendation that is still being realised,
 //! through the customer's role (EKS managed node groups, Auto Scaling) and the cluster's agent
-//! (cordons, drains).
+//! (cordons, drains, and on Karpenter the NodePools).
 //!
 //! The choice of step is [`spotwise_optimizer::rollout::next_step`]'s; this module takes it and
 //! stores the record before any step that depends on it (cordons and drains are recorded by
@@ -19,12 +19,15 @@ use serde::Serialize;
 use spotwise_aws::AwsFailure;
 use spotwise_core::action::{ActionRecord, ActionSpec, AgentAction};
 use spotwise_core::domain::{CapacityType, Cluster, Notification, Severity};
+use spotwise_core::karpenter;
 use spotwise_core::snapshot::Snapshot;
 use spotwise_core::{ClusterId, TenantId};
 use spotwise_optimizer::rollout::{
-    self, Figures, MANAGED_TAG, NODE_TEMPLATE_LABEL, NewGroup, Observed, Rollout, RolloutStatus,
-    SPOT_RETRY_AFTER, Step,
+    self, Backend, Figures, MANAGED_TAG, NODE_TEMPLATE_LABEL, NewGroup, Observed, Rollout,
+    RolloutStatus, SPOT_RETRY_AFTER, Step,
 };
+use spotwise_schedule::Zone;
+use spotwise_schedule::cron::Cron;
 use spotwise_store::rollouts::{self, ACTOR};
 use spotwise_store::{Item, Query, StoreError, actions, keys, snapshots};
 use time::OffsetDateTime;
@@ -104,13 +107,17 @@ pub async fn advance(
         }
     }
     // Read once: the statuses of actions sent during the tick are known without reading.
-    let mut sent = action_statuses(deps, &item.body).await?;
+    let (mut sent, mut failures) = action_statuses(deps, &item.body).await?;
+    let allowances = cluster.disruptions_allowed(now);
     let mut unsaved = false;
     for _ in 0..MAX_STEPS_PER_TICK {
         // The statuses move into the observation and back, not copied at every step.
-        let observed = cluster.observed(std::mem::take(&mut sent));
+        let mut observed =
+            cluster.observed((std::mem::take(&mut sent), std::mem::take(&mut failures)));
+        observed.disruptions_allowed.clone_from(&allowances);
         let step = rollout::next_step(&item.body, &observed, now);
         sent = observed.actions;
+        failures = observed.failures;
         if let Step::Wait(reason) = &step {
             if *reason != item.body.reason && !item.body.status.is_final() {
                 item.body.reason.clone_from(reason);
@@ -141,6 +148,12 @@ pub async fn advance(
                 .replaced
                 .get(*i)
                 .and_then(|r| r.drain_action.clone()),
+            Step::CreateGroup(i) if item.body.backend == Backend::Karpenter => {
+                item.body.groups.get(*i).map(NewGroup::apply_action)
+            }
+            Step::DeleteGroup(i) if item.body.backend == Backend::Karpenter => {
+                item.body.groups.get(*i).map(NewGroup::delete_action)
+            }
             _ => None,
         };
         if let Some(id) = queued {
@@ -236,14 +249,53 @@ impl Target {
     }
 
     /// What the rollout's next step is chosen from: this snapshot and the actions' statuses.
-    pub fn observed(
-        &self,
-        actions: BTreeMap<String, spotwise_core::action::ActionStatus>,
-    ) -> Observed<'_> {
+    pub fn observed(&self, (actions, failures): ActionStatuses) -> Observed<'_> {
         Observed {
             snapshot: self.snapshot.as_ref().map(|(s, at)| (s, *at)),
             actions,
+            failures,
+            ..Observed::default()
         }
+    }
+
+    /// Nodes each of the customer's NodePools may have disrupted now, by its disruption
+    /// budgets as the snapshot shows them (a pool edited during the rollout is obeyed at once).
+    pub fn disruptions_allowed(&self, now: OffsetDateTime) -> BTreeMap<String, u32> {
+        let Some((snapshot, _)) = &self.snapshot else {
+            return BTreeMap::new();
+        };
+        let Some(karpenter) = &snapshot.karpenter else {
+            return BTreeMap::new();
+        };
+        let mut allowed = BTreeMap::new();
+        for pool in karpenter.customer_pools() {
+            let nodes = snapshot
+                .nodes
+                .iter()
+                .filter(|n| n.node_pool() == Some(pool.spec.name.as_str()))
+                .count();
+            let nodes = u32::try_from(nodes).unwrap_or(u32::MAX);
+            let budgets = &pool.spec.disruption.budgets;
+            // Karpenter's default when a pool names none: 10% of its nodes.
+            let default = [karpenter::Budget {
+                nodes: "10%".into(),
+                ..karpenter::Budget::default()
+            }];
+            let budgets = if budgets.is_empty() {
+                &default[..]
+            } else {
+                budgets
+            };
+            let least = budgets
+                .iter()
+                .filter(|b| budget_active(b, now))
+                .filter_map(|b| b.allowed(nodes))
+                .min();
+            if let Some(least) = least {
+                allowed.insert(pool.spec.name.clone(), least);
+            }
+        }
+        allowed
     }
 
     async fn clients(&mut self, deps: &Deps) -> Result<&Clients, ClusterActionError> {
@@ -261,11 +313,58 @@ impl Target {
     }
 }
 
-/// The status of each action the rollout sent for nodes still in play.
-pub async fn action_statuses(
+/// Whether a NodePool disruption budget applies at `now`: always without a schedule, else
+/// within `duration` of a time its cron (UTC) names. A schedule that cannot be read applies,
+/// the cautious reading.
+fn budget_active(budget: &karpenter::Budget, now: OffsetDateTime) -> bool {
+    let (Some(schedule), Some(duration)) = (&budget.schedule, &budget.duration) else {
+        return true;
+    };
+    let (Ok(cron), Some(seconds)) = (Cron::parse(schedule), karpenter::duration_seconds(duration))
+    else {
+        return true;
+    };
+    cron.next_after(&Zone::utc(), now - time::Duration::seconds(seconds))
+        .is_some_and(|start| start <= now)
+}
+
+/// What the agent reported for the actions the rollout sent: each one's status, and why the
+/// failed ones failed.
+pub type ActionStatuses = (
+    BTreeMap<String, spotwise_core::action::ActionStatus>,
+    BTreeMap<String, String>,
+);
+
+/// The status of each action the rollout sent for nodes still in play, and for its NodePools.
+pub async fn action_statuses(deps: &Deps, rollout: &Rollout) -> Result<ActionStatuses, StoreError> {
+    let mut failures = BTreeMap::new();
+    if rollout.backend == Backend::Karpenter {
+        let mut actions = BTreeMap::new();
+        for group in &rollout.groups {
+            for id in [group.apply_action(), group.delete_action()] {
+                if let Some(record) = deps
+                    .store
+                    .get::<ActionRecord>(&keys::action(&rollout.tenant_id, &id))
+                    .await?
+                {
+                    if let Some(reason) = record.body.status_reason {
+                        failures.insert(id.clone(), reason);
+                    }
+                    actions.insert(id, record.body.status);
+                }
+            }
+        }
+        let (nodes, _) = node_action_statuses(deps, rollout).await?;
+        actions.extend(nodes);
+        return Ok((actions, failures));
+    }
+    node_action_statuses(deps, rollout).await
+}
+
+async fn node_action_statuses(
     deps: &Deps,
     rollout: &Rollout,
-) -> Result<BTreeMap<String, spotwise_core::action::ActionStatus>, StoreError> {
+) -> Result<ActionStatuses, StoreError> {
     let mut actions = BTreeMap::new();
     for node in rollout.replaced.iter().filter(|r| !r.released) {
         for id in [&node.cordon_action, &node.drain_action]
@@ -284,7 +383,7 @@ pub async fn action_statuses(
             }
         }
     }
-    Ok(actions)
+    Ok((actions, BTreeMap::new()))
 }
 
 /// Takes one step and records its effect on the rollout (not stored: the caller saves).
@@ -298,6 +397,43 @@ pub async fn take(
     rollout.updated_at = now;
     match step {
         Step::Wait(reason) => rollout.reason.clone_from(reason),
+        Step::CreateGroup(i) if rollout.backend == Backend::Karpenter => {
+            let group = group_at(rollout, *i)?;
+            let node_pool = group.node_pool.clone().ok_or_else(|| {
+                ClusterActionError::Invalid(format!("group {} has no NodePool", group.name))
+            })?;
+            let id = Some(group.apply_action());
+            send(
+                deps,
+                target,
+                rollout,
+                id,
+                ActionSpec::ApplyNodePool { node_pool },
+                now,
+            )
+            .await?;
+        }
+        Step::GroupCreated(i) => {
+            group_at(rollout, *i)?;
+            rollout.groups[*i].created = true;
+        }
+        Step::DeleteGroup(i) if rollout.backend == Backend::Karpenter => {
+            let group = group_at(rollout, *i)?;
+            let (id, name) = (Some(group.delete_action()), group.name.clone());
+            send(
+                deps,
+                target,
+                rollout,
+                id,
+                ActionSpec::DeleteNodePool { name },
+                now,
+            )
+            .await?;
+        }
+        Step::GroupDeleted(i) => {
+            group_at(rollout, *i)?;
+            rollout.groups[*i].deleted = true;
+        }
         Step::CreateGroup(i) => {
             let group = group_at(rollout, *i)?.clone();
             let calls = create_or_resize(deps, target, rollout.revision, &group).await;
@@ -328,6 +464,7 @@ pub async fn take(
                 shortfall: 0,
                 fallback_for: Some(spot.name.clone()),
                 deleted: false,
+                node_pool: None,
             });
             let spot = &mut rollout.groups[*group];
             spot.desired -= (*shortfall).min(spot.desired);
@@ -398,6 +535,10 @@ pub async fn take(
         Step::Drained(i) => {
             replaced_at(rollout, *i)?;
             rollout.replaced[*i].drained = true;
+            // On Karpenter the last drain hands the emptied nodes to Karpenter to remove.
+            if rollout.backend == Backend::Karpenter && rollout.replaced.iter().all(|r| r.drained) {
+                rollout.released_at = Some(now);
+            }
         }
         Step::EmptyGroup(group) => {
             let ours = rollout::is_spotwise_group(group);
@@ -484,6 +625,17 @@ pub async fn take(
             )
             .await?;
             let realised = Figures::of_snapshot(snapshot, rollouts::pricer(&offerings));
+            // On Karpenter, the drained nodes Karpenter removed are released; any it keeps
+            // (a NodePool that does not consolidate) are named in the reason.
+            let mut kept_by_karpenter = Vec::new();
+            if rollout.backend == Backend::Karpenter {
+                for node in &mut rollout.replaced {
+                    node.released = !snapshot.nodes.iter().any(|n| n.name == node.name);
+                    if !node.released {
+                        kept_by_karpenter.push(node.name.clone());
+                    }
+                }
+            }
             let ratio = if rollout.planned.cost_hr > 0.0 {
                 realised.cost_hr / rollout.planned.cost_hr
             } else {
@@ -506,7 +658,15 @@ pub async fn take(
                 } else {
                     ""
                 }
-            );
+            ) + &if kept_by_karpenter.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; Karpenter has not removed {} drained node(s) ({}): their NodePool does not consolidate empty nodes",
+                    kept_by_karpenter.len(),
+                    kept_by_karpenter.join(", ")
+                )
+            };
             rollout.realised = Some(realised);
             rollout.completed_at = Some(now);
             rollout.retrying_spot = false;

@@ -14,6 +14,7 @@ use time::OffsetDateTime;
 
 use crate::domain::Taint;
 use crate::ids::{ClusterId, TenantId};
+use crate::karpenter::NodePoolSpec;
 
 pub type HmacSha256 = Hmac<Sha256>;
 
@@ -28,6 +29,10 @@ pub enum ActionKind {
     Label,
     Taint,
     Scale,
+    #[serde(rename = "apply_node_pool")]
+    ApplyNodePool,
+    #[serde(rename = "delete_node_pool")]
+    DeleteNodePool,
 }
 
 impl ActionKind {
@@ -39,6 +44,8 @@ impl ActionKind {
             ActionKind::Label => "label",
             ActionKind::Taint => "taint",
             ActionKind::Scale => "scale",
+            ActionKind::ApplyNodePool => "apply_node_pool",
+            ActionKind::DeleteNodePool => "delete_node_pool",
         }
     }
 }
@@ -80,6 +87,14 @@ pub enum ActionSpec {
         workload: WorkloadRef,
         replicas: u32,
     },
+    /// Creates or updates a Spotwise NodePool (labelled `spotwise.io/managed=true`); a NodePool
+    /// of that name without the label is the customer's and is refused.
+    #[serde(rename = "apply_node_pool")]
+    ApplyNodePool { node_pool: NodePoolSpec },
+    /// Deletes a Spotwise NodePool (Karpenter then drains and removes its nodes); refused for a
+    /// NodePool without the label.
+    #[serde(rename = "delete_node_pool")]
+    DeleteNodePool { name: String },
 }
 
 /// A workload whose replica count can be set through the scale subresource.
@@ -191,6 +206,8 @@ impl ActionSpec {
             ActionSpec::Label { .. } => ActionKind::Label,
             ActionSpec::Taint { .. } => ActionKind::Taint,
             ActionSpec::Scale { .. } => ActionKind::Scale,
+            ActionSpec::ApplyNodePool { .. } => ActionKind::ApplyNodePool,
+            ActionSpec::DeleteNodePool { .. } => ActionKind::DeleteNodePool,
         }
     }
 
@@ -202,7 +219,9 @@ impl ActionSpec {
             | ActionSpec::Drain { node, .. }
             | ActionSpec::Label { node, .. }
             | ActionSpec::Taint { node, .. } => Some(node),
-            ActionSpec::Scale { .. } => None,
+            ActionSpec::Scale { .. }
+            | ActionSpec::ApplyNodePool { .. }
+            | ActionSpec::DeleteNodePool { .. } => None,
         }
     }
 
@@ -223,6 +242,10 @@ impl std::fmt::Display for ActionSpec {
                 "scale {} {}/{} to {replicas}",
                 workload.kind, workload.namespace, workload.name
             ),
+            ActionSpec::ApplyNodePool { node_pool } => {
+                write!(f, "apply NodePool {}", node_pool.name)
+            }
+            ActionSpec::DeleteNodePool { name } => write!(f, "delete NodePool {name}"),
             node_action => write!(
                 f,
                 "{} node {}",
@@ -333,6 +356,8 @@ impl AgentAction {
     pub fn target_name(&self) -> &str {
         match &self.spec {
             ActionSpec::Scale { workload, .. } => &workload.name,
+            ActionSpec::ApplyNodePool { node_pool } => &node_pool.name,
+            ActionSpec::DeleteNodePool { name } => name,
             node_action => node_action.node().unwrap_or_default(),
         }
     }
@@ -583,6 +608,9 @@ mod wire {
             }),
             (ActionKind::Scale, LegacyTarget::Node { .. }) => {
                 Err("scale needs a workload target".into())
+            }
+            (kind @ (ActionKind::ApplyNodePool | ActionKind::DeleteNodePool), _) => {
+                Err(format!("{kind} has no earlier wire form"))
             }
             (kind, LegacyTarget::Workload { .. }) => Err(format!("{kind} needs a node target")),
             (ActionKind::Cordon, LegacyTarget::Node { name }) => {

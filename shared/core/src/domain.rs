@@ -548,6 +548,21 @@ pub struct Policy {
     /// Plans launch no types EC2 lists as previous generation (m3, c3, r3, i2, ...).
     #[serde(default)]
     pub exclude_previous_generation: bool,
+    /// How approved plans are realised: `auto` steers Karpenter when the cluster runs it
+    /// (its agent reports a NodePool of the customer's) and uses managed node groups otherwise.
+    #[serde(default)]
+    pub rollout_backend: RolloutBackend,
+}
+
+/// What a rollout creates capacity with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "kebab-case")]
+pub enum RolloutBackend {
+    #[default]
+    Auto,
+    ManagedNodeGroups,
+    Karpenter,
 }
 
 fn default_rebalance() -> RebalanceResponse {
@@ -571,6 +586,7 @@ impl Default for Policy {
             cost_labels: Vec::new(),
             exclude_burstable: true,
             exclude_previous_generation: false,
+            rollout_backend: RolloutBackend::Auto,
         }
     }
 }

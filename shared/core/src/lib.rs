@@ -8,6 +8,7 @@ pub mod domain;
 pub mod error;
 pub mod ids;
 pub mod interruption;
+pub mod karpenter;
 pub mod messages;
 pub mod placement;
 pub mod pricing;

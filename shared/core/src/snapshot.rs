@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::domain::{Arch, CapacityType, Taint};
+use crate::karpenter::{DO_NOT_DISRUPT, Karpenter, NODEPOOL_LABEL};
 use crate::placement::{
     PodAffinityTerm, SpreadConstraint, ZonalVolume, affinity_terms, spread_constraints,
     volume_zones,
@@ -62,6 +63,10 @@ pub struct Snapshot {
     pub pdbs: Vec<Pdb>,
     pub daemonset_overhead: Overhead,
     pub region: Option<String>,
+    /// The cluster's NodePools and EC2NodeClasses; `None` when it does not serve Karpenter's
+    /// APIs (or the agent predates them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub karpenter: Option<Karpenter>,
 }
 
 impl Snapshot {
@@ -363,6 +368,7 @@ fn parse_node(item: &Value) -> Result<CurrentNode, String> {
         labels,
         taints,
         unschedulable: item["spec"]["unschedulable"].as_bool().unwrap_or(false),
+        do_not_disrupt: item["metadata"]["annotations"][DO_NOT_DISRUPT] == "true",
         not_ready: item["status"]["conditions"]
             .as_array()
             .is_some_and(|conditions| {
@@ -572,12 +578,12 @@ pub struct PodSpec {
 }
 
 /// Annotations with which a pod asks autoscalers never to evict it voluntarily.
-const DO_NOT_DISRUPT: (&str, &str) = ("karpenter.sh/do-not-disrupt", "true");
+const DO_NOT_DISRUPT_POD: (&str, &str) = (DO_NOT_DISRUPT, "true");
 const NOT_SAFE_TO_EVICT: (&str, &str) = ("cluster-autoscaler.kubernetes.io/safe-to-evict", "false");
 
 /// The annotation (`key=value`) that forbids consolidating the pod's node, if any.
 pub fn pinning_annotation(annotations: &BTreeMap<String, String>) -> Option<String> {
-    [DO_NOT_DISRUPT, NOT_SAFE_TO_EVICT]
+    [DO_NOT_DISRUPT_POD, NOT_SAFE_TO_EVICT]
         .into_iter()
         .find(|(key, value)| annotations.get(*key).map(String::as_str) == Some(*value))
         .map(|(key, value)| format!("{key}={value}"))
@@ -626,6 +632,16 @@ pub struct CurrentNode {
     /// The kubelet does not report the node Ready (a node without conditions counts as ready).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub not_ready: bool,
+    /// Annotated `karpenter.sh/do-not-disrupt: "true"`: no voluntary disruption.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub do_not_disrupt: bool,
+}
+
+impl CurrentNode {
+    /// The Karpenter NodePool that launched the node, if one did.
+    pub fn node_pool(&self) -> Option<&str> {
+        self.labels.get(NODEPOOL_LABEL).map(String::as_str)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

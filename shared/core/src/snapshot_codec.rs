@@ -9,6 +9,7 @@ use flate2::read::GzDecoder;
 use flate2::write::GzEncoder;
 use sha2::{Digest, Sha256};
 
+use crate::karpenter::{MAX_NODE_POOLS, MAX_REQUIREMENT_VALUES, MAX_REQUIREMENTS};
 use crate::snapshot::Snapshot;
 
 /// The largest compressed snapshot accepted (a 20,000-pod, 1,000-node cluster with realistic
@@ -108,6 +109,29 @@ pub fn check_bounds(snapshot: &Snapshot) -> Result<(), CodecError> {
     if snapshot.pdbs.len() > MAX_PDBS {
         return invalid("pdbs", format!("at most {MAX_PDBS} PodDisruptionBudgets"));
     }
+    if let Some(karpenter) = &snapshot.karpenter {
+        if karpenter.node_pools.len() + karpenter.node_classes.len() > MAX_NODE_POOLS {
+            return invalid(
+                "karpenter",
+                format!("at most {MAX_NODE_POOLS} NodePools and EC2NodeClasses"),
+            );
+        }
+        if let Some(pool) = karpenter.node_pools.iter().find(|p| {
+            p.spec.requirements.len() > MAX_REQUIREMENTS
+                || p.spec
+                    .requirements
+                    .iter()
+                    .any(|r| r.values.len() > MAX_REQUIREMENT_VALUES)
+        }) {
+            return invalid(
+                "karpenter",
+                format!(
+                    "NodePool {} has more than {MAX_REQUIREMENTS} requirements or a requirement of more than {MAX_REQUIREMENT_VALUES} values",
+                    pool.spec.name
+                ),
+            );
+        }
+    }
     if let Some(pod) = snapshot.pods.iter().find(|p| {
         p.spec.affinity.len() + p.spec.spread.len() + p.spec.volumes.len()
             > MAX_PLACEMENT_RULES_PER_POD
@@ -146,6 +170,7 @@ mod tests {
                 taints: Vec::new(),
                 unschedulable: false,
                 not_ready: false,
+                do_not_disrupt: false,
             }],
             ..Snapshot::default()
         }

@@ -220,6 +220,16 @@ pub fn allocatable(t: &InstanceType) -> (u64, u64) {
     (cpu_m, mem_mib)
 }
 
+/// The (cpu millicores, memory MiB) a node of `offering` counts against a Karpenter NodePool's
+/// limits: its capacity, all vCPUs and the memory less the VM's overhead, which is
+/// [`allocatable`] with the kubelet's reservations given back.
+pub fn capacity(offering: &Offering) -> (u64, u64) {
+    (
+        offering.cpu_m.div_ceil(1000) * 1000,
+        offering.mem_mib + 255 + 11 * u64::from(offering.max_pods) + 100,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -360,6 +360,7 @@ mod tests {
             taints: Vec::new(),
             unschedulable: false,
             not_ready: false,
+            do_not_disrupt: false,
         }
     }
 

@@ -13,7 +13,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use spotwise_core::action::ActionStatus;
-use spotwise_core::domain::CapacityType;
+use spotwise_core::domain::{CapacityType, RolloutBackend};
+use spotwise_core::karpenter::{Karpenter, NodePoolSpec, Requirement};
 use spotwise_core::snapshot::{CurrentNode, Snapshot};
 use spotwise_core::{ClusterId, TenantId};
 use time::{Duration, OffsetDateTime};
@@ -87,11 +88,25 @@ impl RolloutStatus {
     }
 }
 
-/// How capacity is created and removed. Karpenter clusters get a backend of their own.
+/// How capacity is created and removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Backend {
+    /// Spotwise's managed node groups through the customer's role; emptied customer groups
+    /// scaled to zero, other replaced instances terminated through Auto Scaling.
     ManagedNodeGroups,
+    /// Spotwise's NodePools applied by the agent; Karpenter launches their nodes for the pods
+    /// the drains leave Pending, and removes the emptied nodes.
+    Karpenter,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::ManagedNodeGroups => "managed-node-groups",
+            Backend::Karpenter => "karpenter",
+        }
+    }
 }
 
 /// Nodes of one type, zone and capacity type in the plan.
@@ -123,6 +138,21 @@ pub struct NewGroup {
     /// Deleted again (rollback, cancel, or spot back after a fallback).
     #[serde(default)]
     pub deleted: bool,
+    /// On Karpenter: the NodePool the agent applies for this group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_pool: Option<NodePoolSpec>,
+}
+
+impl NewGroup {
+    /// The id of the agent action that applies the group's NodePool: fixed by the name, so a
+    /// repeated step finds the action the first attempt sent.
+    pub fn apply_action(&self) -> String {
+        format!("{}-apply", self.name)
+    }
+
+    pub fn delete_action(&self) -> String {
+        format!("{}-delete", self.name)
+    }
 }
 
 /// A node the plan does without: cordoned, drained, then removed.
@@ -130,6 +160,7 @@ pub struct NewGroup {
 pub struct ReplacedNode {
     pub name: String,
     pub instance_id: Option<String>,
+    /// Its managed node group, or on Karpenter its NodePool.
     pub nodegroup: String,
     pub instance_type: String,
     pub zone: String,
@@ -310,6 +341,11 @@ pub struct Observed<'a> {
     pub snapshot: Option<(&'a Snapshot, OffsetDateTime)>,
     /// The status of each action the rollout sent that is recorded (absent: not sent yet).
     pub actions: BTreeMap<String, ActionStatus>,
+    /// Why each failed action failed, as the agent reported it.
+    pub failures: BTreeMap<String, String>,
+    /// On Karpenter: nodes each customer NodePool's disruption budgets allow disrupted now
+    /// (a pool not listed has no budget that limits it).
+    pub disruptions_allowed: BTreeMap<String, u32>,
 }
 
 /// The one thing to do next.
@@ -335,6 +371,10 @@ pub enum Step {
     EmptyGroup(String),
     /// Terminate one drained node's instance, decrementing its group.
     Terminate(usize),
+    /// On Karpenter: the agent applied the group's NodePool.
+    GroupCreated(usize),
+    /// On Karpenter: the agent deleted the group's NodePool (or it was gone).
+    GroupDeleted(usize),
     /// Compare the snapshot taken after the release with the plan.
     Verify,
     /// Trying spot again found it still short: back to the fallback, a later retry.
@@ -402,141 +442,370 @@ pub fn similar_types(offerings: &[Offering], instance_type: &str) -> Vec<String>
     names
 }
 
-/// The rollout of `mix` on a cluster that runs `nodes`: nodes already of a planned type, zone
-/// and capacity type are kept; the rest of the plan is new node groups (one per capacity type,
-/// zone and type, with `similar` types for spot); nodes of node groups that the plan does
-/// without are replaced. Nodes outside managed node groups stay (Spotwise cannot remove them).
-#[allow(clippy::too_many_arguments)]
-pub fn prepare(
-    tenant: &TenantId,
-    cluster: &ClusterId,
-    revision: u64,
-    mix: &[PlannedNodes],
-    planned_cost_hr: f64,
-    before: Figures,
-    nodes: &[CurrentNode],
-    similar: &dyn Fn(&str) -> Vec<String>,
-    wave_size: u32,
-    now: OffsetDateTime,
-) -> Rollout {
-    let mut wanted: BTreeMap<(String, String, CapacityType), u32> = BTreeMap::new();
-    for m in mix {
-        *wanted
-            .entry((m.instance_type.clone(), m.zone.clone(), m.capacity_type))
-            .or_default() += m.nodes;
-    }
-    let mut kept = Vec::new();
-    let mut replaced = Vec::new();
-    let mut ordered: Vec<&CurrentNode> = nodes.iter().collect();
-    // Nodes of Spotwise's own groups are kept first, then the customer's.
-    ordered.sort_by_key(|n| {
-        (
-            !n.labels
-                .get(NODEGROUP_LABEL)
-                .is_some_and(|g| is_spotwise_group(g)),
-            n.name.clone(),
-        )
-    });
-    for node in ordered {
-        let key = (
-            node.instance_type.clone(),
-            node.zone.clone(),
-            node.capacity_type,
+/// What a rollout starts from: the approved plan and the cluster as its snapshot shows it.
+pub struct Approval<'a> {
+    pub tenant: &'a TenantId,
+    pub cluster: &'a ClusterId,
+    pub revision: u64,
+    pub mix: &'a [PlannedNodes],
+    pub planned_cost_hr: f64,
+    pub before: Figures,
+    pub snapshot: &'a Snapshot,
+    /// Drains at once (the policy's disruption budget).
+    pub wave_size: u32,
+    pub now: OffsetDateTime,
+}
+
+impl Approval<'_> {
+    /// Nodes no rollout may drain: annotated `karpenter.sh/do-not-disrupt`, or running a pod
+    /// that asks not to be evicted (`karpenter.sh/do-not-disrupt`,
+    /// `cluster-autoscaler.kubernetes.io/safe-to-evict: "false"`).
+    pub fn undisruptable(&self) -> BTreeSet<&str> {
+        let mut nodes: BTreeSet<&str> = self
+            .snapshot
+            .nodes
+            .iter()
+            .filter(|n| n.do_not_disrupt)
+            .map(|n| n.name.as_str())
+            .collect();
+        nodes.extend(
+            self.snapshot
+                .pods
+                .iter()
+                .filter(|p| p.spec.pinned_by.is_some())
+                .filter_map(|p| p.spec.node.as_deref()),
         );
-        match (wanted.get_mut(&key), node.labels.get(NODEGROUP_LABEL)) {
-            (Some(left), _) if *left > 0 && !node.unschedulable && !node.not_ready => {
-                *left -= 1;
-                kept.push(node.name.clone());
+        nodes
+    }
+
+    fn wanted(&self) -> BTreeMap<(String, String, CapacityType), u32> {
+        let mut wanted = BTreeMap::new();
+        for m in self.mix {
+            *wanted
+                .entry((m.instance_type.clone(), m.zone.clone(), m.capacity_type))
+                .or_default() += m.nodes;
+        }
+        wanted
+    }
+
+    /// The nodes kept and the nodes replaced, taking from `wanted` each node kept. Nodes that
+    /// `owner` names no group or NodePool for stay (Spotwise cannot remove them), and so do
+    /// nodes that may not be disrupted; Spotwise's own nodes are kept first.
+    fn split(
+        &self,
+        wanted: &mut BTreeMap<(String, String, CapacityType), u32>,
+        owner: impl Fn(&CurrentNode) -> Option<&str>,
+    ) -> (Vec<String>, Vec<ReplacedNode>) {
+        let undisruptable = self.undisruptable();
+        let mut kept = Vec::new();
+        let mut replaced = Vec::new();
+        let mut ordered: Vec<&CurrentNode> = self.snapshot.nodes.iter().collect();
+        ordered.sort_by_key(|n| (!owner(n).is_some_and(is_spotwise_group), n.name.clone()));
+        for node in ordered {
+            let key = (
+                node.instance_type.clone(),
+                node.zone.clone(),
+                node.capacity_type,
+            );
+            match (wanted.get_mut(&key), owner(node)) {
+                (Some(left), _) if *left > 0 && !node.unschedulable && !node.not_ready => {
+                    *left -= 1;
+                    kept.push(node.name.clone());
+                }
+                (_, Some(group))
+                    if replaced.len() < MAX_REPLACED_NODES
+                        && !undisruptable.contains(node.name.as_str()) =>
+                {
+                    replaced.push(ReplacedNode::of(node, group))
+                }
+                _ => kept.push(node.name.clone()),
             }
-            (_, Some(group)) if replaced.len() < MAX_REPLACED_NODES => {
-                replaced.push(ReplacedNode::of(node, group))
-            }
-            _ => kept.push(node.name.clone()),
+        }
+        (kept, replaced)
+    }
+
+    fn rollout(
+        &self,
+        backend: Backend,
+        groups: Vec<NewGroup>,
+        kept: Vec<String>,
+        replaced: Vec<ReplacedNode>,
+        emptied_groups: Vec<String>,
+    ) -> Rollout {
+        let now = self.now;
+        let mut rollout = Rollout {
+            tenant_id: self.tenant.clone(),
+            cluster_id: self.cluster.clone(),
+            revision: self.revision,
+            backend,
+            status: RolloutStatus::Provisioning,
+            reason: String::new(),
+            started_at: now,
+            updated_at: now,
+            completed_at: None,
+            before: self.before.clone(),
+            planned: Figures::of_plan(self.mix, self.planned_cost_hr),
+            realised: None,
+            groups,
+            kept,
+            replaced,
+            emptied_groups,
+            wave_size: self.wave_size.max(1),
+            provisioning_since: now,
+            released_at: None,
+            cancel_requested_by: None,
+            failure: None,
+            spot_retry_at: None,
+            retrying_spot: false,
+            aws_calls: 0,
+            events: Vec::new(),
+        };
+        let new_nodes: u32 = rollout.groups.iter().map(|g| g.desired).sum();
+        let what = match backend {
+            Backend::ManagedNodeGroups => "group(s)",
+            Backend::Karpenter => "NodePool(s)",
+        };
+        rollout.record(
+            RolloutStatus::Provisioning,
+            format!(
+                "approved: {new_nodes} new node(s) in {} {what}, {} node(s) kept, {} to replace",
+                rollout.groups.len(),
+                rollout.kept.len(),
+                rollout.replaced.len()
+            ),
+            now,
+        );
+        rollout
+    }
+
+    fn new_group(
+        &self,
+        (instance_type, zone, capacity_type): (String, String, CapacityType),
+        desired: u32,
+        instance_types: Vec<String>,
+    ) -> NewGroup {
+        NewGroup {
+            name: group_name(
+                self.cluster,
+                self.revision,
+                capacity_type,
+                &zone,
+                &instance_type,
+                false,
+            ),
+            capacity_type,
+            zone,
+            instance_types,
+            desired,
+            created: false,
+            shortfall: 0,
+            fallback_for: None,
+            deleted: false,
+            node_pool: None,
         }
     }
+}
+
+/// The rollout on managed node groups: nodes already of a planned type, zone and capacity type
+/// are kept; the rest of the plan is new node groups (one per capacity type, zone and type,
+/// with `similar` types for spot); nodes of node groups that the plan does without are
+/// replaced. Nodes outside managed node groups stay (Spotwise cannot remove them).
+pub fn prepare(approval: &Approval<'_>, similar: &dyn Fn(&str) -> Vec<String>) -> Rollout {
+    let mut wanted = approval.wanted();
+    let (kept, replaced) = approval.split(&mut wanted, |n| {
+        n.labels.get(NODEGROUP_LABEL).map(String::as_str)
+    });
     let groups = wanted
         .into_iter()
         .filter(|(_, left)| *left > 0)
-        .map(|((instance_type, zone, capacity_type), desired)| {
-            let mut instance_types = vec![instance_type.clone()];
-            if capacity_type == CapacityType::Spot {
-                instance_types.extend(
-                    similar(&instance_type)
-                        .into_iter()
-                        .filter(|t| *t != instance_type)
-                        .take(4),
-                );
+        .map(|(key, desired)| {
+            let mut instance_types = vec![key.0.clone()];
+            if key.2 == CapacityType::Spot {
+                instance_types.extend(similar(&key.0).into_iter().filter(|t| *t != key.0).take(4));
             }
-            NewGroup {
-                name: group_name(
-                    cluster,
-                    revision,
-                    capacity_type,
-                    &zone,
-                    &instance_type,
-                    false,
-                ),
-                capacity_type,
-                zone,
-                instance_types,
-                desired,
-                created: false,
-                shortfall: 0,
-                fallback_for: None,
-                deleted: false,
-            }
+            approval.new_group(key, desired, instance_types)
         })
         .collect();
     let replaced_groups: BTreeSet<&str> = replaced.iter().map(|r| r.nodegroup.as_str()).collect();
     let emptied_groups = replaced_groups
         .into_iter()
         .filter(|group| {
-            nodes.iter().all(|n| {
+            approval.snapshot.nodes.iter().all(|n| {
                 n.labels.get(NODEGROUP_LABEL).map(String::as_str) != Some(group)
                     || replaced.iter().any(|r| r.name == n.name)
             })
         })
         .map(str::to_owned)
         .collect();
-    let mut rollout = Rollout {
-        tenant_id: tenant.clone(),
-        cluster_id: cluster.clone(),
-        revision,
-        backend: Backend::ManagedNodeGroups,
-        status: RolloutStatus::Provisioning,
-        reason: String::new(),
-        started_at: now,
-        updated_at: now,
-        completed_at: None,
-        before,
-        planned: Figures::of_plan(mix, planned_cost_hr),
-        realised: None,
+    approval.rollout(
+        Backend::ManagedNodeGroups,
         groups,
         kept,
         replaced,
         emptied_groups,
-        wave_size: wave_size.max(1),
-        provisioning_since: now,
-        released_at: None,
-        cancel_requested_by: None,
-        failure: None,
-        spot_retry_at: None,
-        retrying_spot: false,
-        aws_calls: 0,
-        events: Vec::new(),
-    };
-    let new_nodes: u32 = rollout.groups.iter().map(|g| g.desired).sum();
-    rollout.record(
-        RolloutStatus::Provisioning,
-        format!(
-            "approved: {new_nodes} new node(s) in {} group(s), {} node(s) kept, {} to replace",
-            rollout.groups.len(),
-            rollout.kept.len(),
-            rollout.replaced.len()
+    )
+}
+
+/// The backend a rollout on the cluster `snapshot` shows uses, as the policy chooses it: `auto`
+/// steers Karpenter when the cluster runs a NodePool of its own, and uses managed node
+/// groups otherwise.
+pub fn choose_backend(choice: RolloutBackend, snapshot: &Snapshot) -> Result<Backend, String> {
+    let customer_pools = snapshot
+        .karpenter
+        .as_ref()
+        .map(|k| k.customer_pools().count());
+    match (choice, customer_pools) {
+        (RolloutBackend::ManagedNodeGroups, _) => Ok(Backend::ManagedNodeGroups),
+        (RolloutBackend::Karpenter, Some(_)) => Ok(Backend::Karpenter),
+        (RolloutBackend::Karpenter, None) => Err(
+            "Karpenter not installed: the agent's latest snapshot shows no karpenter.sh/v1 NodePool API in the cluster".into(),
         ),
-        now,
-    );
-    rollout
+        (RolloutBackend::Auto, Some(pools)) if pools > 0 => Ok(Backend::Karpenter),
+        (RolloutBackend::Auto, _) => Ok(Backend::ManagedNodeGroups),
+    }
+}
+
+/// Nodes a Spotwise NodePool may launch beyond the plan's: pods reach Karpenter Pending in
+/// the order the drains free them, not in the plan's packing, and a pod that fits none of the
+/// planned nodes left should get one more node of a planned type rather than fall to the
+/// customer's (on-demand) NodePools.
+pub const POOL_HEADROOM_NODES: u64 = 1;
+
+/// Requirement keys a Spotwise NodePool sets itself rather than copying from the customer's:
+/// its type, zone and capacity type, and Karpenter's instance-shape labels, which a copied
+/// requirement could make unsatisfiable with the planned type.
+fn set_by_spotwise(key: &str) -> bool {
+    matches!(
+        key,
+        "node.kubernetes.io/instance-type"
+            | "topology.kubernetes.io/zone"
+            | "karpenter.sh/capacity-type"
+    ) || key.starts_with("karpenter.k8s.aws/")
+}
+
+/// The rollout on Karpenter: nodes of a planned type, zone and capacity type are kept, nodes
+/// of NodePools the plan does without are replaced, and the rest of the plan becomes one
+/// Spotwise NodePool per capacity type, zone and type, limited to the planned nodes plus
+/// [`POOL_HEADROOM_NODES`], so Karpenter launches the planned mix and little more.
+/// Spot pools weigh more than on-demand ones, which weigh more than the customer's, so the
+/// drained pods go to spot first; pods that need on-demand capacity go to the on-demand
+/// pools, and what Spotwise's pools cannot hold falls to the customer's own. Each copies
+/// labels, taints, node class, disruption settings and non-shape requirements from the
+/// customer's NodePool that owns most replaced nodes (or weighs most).
+pub fn prepare_karpenter(
+    approval: &Approval<'_>,
+    karpenter: &Karpenter,
+    capacity: &dyn Fn(&str) -> Option<(u64, u64)>,
+) -> Result<Rollout, String> {
+    let mut wanted = approval.wanted();
+    let (kept, mut replaced) = approval.split(&mut wanted, CurrentNode::node_pool);
+    // Nodes running pods that select on-demand capacity are drained last: Karpenter launches
+    // the on-demand nodes for those pods, and pods spot would take, Pending first, would
+    // otherwise fill them.
+    let on_demand_hosts: BTreeSet<&str> = approval
+        .snapshot
+        .pods
+        .iter()
+        .filter(|p| {
+            p.spec
+                .node_selector
+                .get("karpenter.sh/capacity-type")
+                .is_some_and(|c| c == "on-demand")
+        })
+        .filter_map(|p| p.spec.node.as_deref())
+        .collect();
+    replaced.sort_by_key(|r| on_demand_hosts.contains(r.name.as_str()));
+    let mut owners: BTreeMap<&str, usize> = BTreeMap::new();
+    for r in &replaced {
+        *owners.entry(r.nodegroup.as_str()).or_default() += 1;
+    }
+    let template = karpenter
+        .customer_pools()
+        .max_by_key(|p| {
+            (
+                owners.get(p.spec.name.as_str()).copied().unwrap_or(0),
+                p.spec.weight.unwrap_or(0),
+                std::cmp::Reverse(p.spec.name.clone()),
+            )
+        })
+        .map(|p| &p.spec)
+        .ok_or("Karpenter runs no NodePool of the cluster's own to take the node class from")?;
+    let customer_weight = karpenter
+        .customer_pools()
+        .map(|p| p.spec.weight.unwrap_or(0))
+        .max()
+        .unwrap_or(0);
+    let mut planned: Vec<((String, String, CapacityType), u32)> =
+        wanted.into_iter().filter(|(_, left)| *left > 0).collect();
+    // Spot before on-demand, smaller types first: Karpenter tries them in weight order, so a
+    // Pending pod gets the smallest planned node it fits, and the large ones stay for the
+    // pods that need them.
+    planned.sort_by_key(|((instance_type, zone, capacity_type), _)| {
+        let (cpu_m, mem_mib) = capacity(instance_type).unwrap_or_default();
+        (
+            *capacity_type != CapacityType::Spot,
+            (cpu_m, mem_mib),
+            instance_type.clone(),
+            zone.clone(),
+        )
+    });
+    let count = u32::try_from(planned.len()).unwrap_or(u32::MAX);
+    let top = customer_weight.saturating_add(count).min(100);
+    let mut groups = Vec::new();
+    for (rank, (key, desired)) in planned.into_iter().enumerate() {
+        let (instance_type, zone, capacity_type) = key.clone();
+        let mut requirements: Vec<Requirement> = template
+            .requirements
+            .iter()
+            .filter(|r| !set_by_spotwise(&r.key))
+            .cloned()
+            .collect();
+        let capacity_label = match capacity_type {
+            CapacityType::Spot => "spot",
+            CapacityType::OnDemand => "on-demand",
+        };
+        requirements.push(Requirement::is_in(
+            "karpenter.sh/capacity-type",
+            [capacity_label.to_owned()],
+        ));
+        requirements.push(Requirement::is_in(
+            "node.kubernetes.io/instance-type",
+            [instance_type.clone()],
+        ));
+        requirements.push(Requirement::is_in(
+            "topology.kubernetes.io/zone",
+            [zone.clone()],
+        ));
+        let mut limits = BTreeMap::new();
+        if let Some((cpu_m, mem_mib)) = capacity(&instance_type) {
+            let nodes = u64::from(desired) + POOL_HEADROOM_NODES;
+            limits.insert("cpu".to_owned(), format!("{}m", nodes * cpu_m));
+            limits.insert("memory".to_owned(), format!("{}Mi", nodes * mem_mib));
+        }
+        let mut labels = template.labels.clone();
+        labels.insert(MANAGED_TAG.to_owned(), "true".to_owned());
+        labels.insert(
+            NODE_TEMPLATE_LABEL.to_owned(),
+            format!("rollout-{}", approval.revision),
+        );
+        let rank = u32::try_from(rank).unwrap_or(u32::MAX);
+        let mut group = approval.new_group(key, desired, vec![instance_type]);
+        group.node_pool = Some(NodePoolSpec {
+            name: group.name.clone(),
+            weight: Some(
+                top.saturating_sub(rank)
+                    .max(customer_weight.saturating_add(1).min(100)),
+            ),
+            requirements,
+            limits,
+            labels,
+            taints: template.taints.clone(),
+            node_class: template.node_class.clone(),
+            disruption: template.disruption.clone(),
+        });
+        groups.push(group);
+    }
+    Ok(approval.rollout(Backend::Karpenter, groups, kept, replaced, Vec::new()))
 }
 
 impl Rollout {
@@ -639,13 +908,116 @@ pub fn next_step(rollout: &Rollout, observed: &Observed<'_>, now: OffsetDateTime
         .iter()
         .any(|r| !r.drained && in_flight(&r.drain_action));
     let undoing = rollout.failure.is_some() || (rollout.cancel_requested_by.is_some() && !draining);
-    if undoing {
-        return undo_step(rollout);
+    match (rollout.backend, undoing, rollout.status) {
+        (Backend::ManagedNodeGroups, true, _) => undo_step(rollout),
+        (Backend::Karpenter, true, _) => karpenter_undo_step(rollout, observed),
+        (Backend::ManagedNodeGroups, false, RolloutStatus::Provisioning) => {
+            provisioning_step(rollout, observed, now)
+        }
+        (Backend::Karpenter, false, RolloutStatus::Provisioning) => {
+            karpenter_provisioning_step(rollout, observed, now)
+        }
+        (_, false, _) => migration_step(rollout, observed, now),
     }
-    match rollout.status {
-        RolloutStatus::Provisioning => provisioning_step(rollout, observed, now),
-        _ => migration_step(rollout, observed, now),
+}
+
+/// How long the agent may take to apply the NodePools before the rollout gives up.
+pub const APPLY_TIMEOUT: Duration = Duration::minutes(30);
+/// How long Karpenter may keep drained nodes before the rollout verifies without waiting.
+pub const KARPENTER_RELEASE_TIMEOUT: Duration = Duration::minutes(30);
+
+/// The failure the agent reported for an action, in a sentence.
+fn failure_of(observed: &Observed<'_>, id: &str, status: ActionStatus) -> String {
+    match observed.failures.get(id) {
+        Some(reason) => format!("{}: {reason}", status.as_str()),
+        None => status.as_str().to_owned(),
     }
+}
+
+/// On Karpenter, provisioning is applying the NodePools: Karpenter launches their nodes only
+/// for pods that are Pending, so migration starts once the agent has applied them all.
+fn karpenter_provisioning_step(
+    rollout: &Rollout,
+    observed: &Observed<'_>,
+    now: OffsetDateTime,
+) -> Step {
+    let mut applying = 0;
+    for (i, group) in rollout.groups.iter().enumerate() {
+        if group.deleted || group.created {
+            continue;
+        }
+        let id = group.apply_action();
+        match observed.actions.get(&id) {
+            None => return Step::CreateGroup(i),
+            Some(ActionStatus::Queued) => applying += 1,
+            Some(ActionStatus::Succeeded) => return Step::GroupCreated(i),
+            Some(other) => {
+                return Step::Fail(format!(
+                    "NodePool {} not applied ({})",
+                    group.name,
+                    failure_of(observed, &id, *other)
+                ));
+            }
+        }
+    }
+    if applying == 0 {
+        return Step::StartMigration;
+    }
+    if now - rollout.provisioning_since >= APPLY_TIMEOUT {
+        return Step::Fail(format!(
+            "the agent did not apply {applying} NodePool(s) within {} min",
+            APPLY_TIMEOUT.whole_minutes()
+        ));
+    }
+    Step::Wait(format!(
+        "waiting for the agent to apply {applying} NodePool(s)"
+    ))
+}
+
+/// Undoing on Karpenter: replaced nodes still standing are made schedulable again, and
+/// Spotwise's NodePools are deleted unless pods already moved to them (after a drain a cancel
+/// keeps them, and a failure is not rolled back). Karpenter removes the drained nodes itself.
+fn karpenter_undo_step(rollout: &Rollout, observed: &Observed<'_>) -> Step {
+    let cancelling = rollout.failure.is_none();
+    let standing = |r: &ReplacedNode| !r.restored && !r.released && r.cordon_action.is_some();
+    if let Some(i) = rollout
+        .replaced
+        .iter()
+        .position(|r| standing(r) && !(cancelling && r.drained))
+    {
+        return Step::Restore(i);
+    }
+    let drained = rollout.replaced.iter().filter(|r| r.drained).count();
+    if drained == 0 {
+        for (i, group) in rollout.groups.iter().enumerate() {
+            let applied = group.created || observed.actions.contains_key(&group.apply_action());
+            if group.deleted || !applied {
+                continue;
+            }
+            return match observed.actions.get(&group.delete_action()) {
+                None => Step::DeleteGroup(i),
+                Some(ActionStatus::Queued) => Step::Wait(format!(
+                    "waiting for the agent to delete NodePool {}",
+                    group.name
+                )),
+                Some(_) => Step::GroupDeleted(i),
+            };
+        }
+    }
+    if cancelling {
+        return cancelled(rollout);
+    }
+    let failure = rollout.failure.clone().unwrap_or_default();
+    if drained > 0 {
+        return Step::Finish(
+            RolloutStatus::Failed,
+            format!("{failure}; not rolled back: pods already moved to Spotwise's NodePools"),
+        );
+    }
+    Step::Finish(
+        RolloutStatus::RolledBack,
+        format!("{failure}; rolled back: Spotwise's NodePools deleted, nodes uncordoned"),
+    )
 }
 
 fn provisioning_step(rollout: &Rollout, observed: &Observed<'_>, now: OffsetDateTime) -> Step {
@@ -722,13 +1094,19 @@ fn migration_step(rollout: &Rollout, observed: &Observed<'_>, now: OffsetDateTim
         return Step::Cordon(i);
     }
     let mut in_flight = 0;
+    let mut in_flight_per_pool: BTreeMap<&str, u32> = BTreeMap::new();
     for (i, node) in rollout.replaced.iter().enumerate() {
         if node.drained {
             continue;
         }
         match status(&node.drain_action) {
             Some(ActionStatus::Succeeded | ActionStatus::Closed) => return Step::Drained(i),
-            Some(ActionStatus::Queued) => in_flight += 1,
+            Some(ActionStatus::Queued) => {
+                in_flight += 1;
+                *in_flight_per_pool
+                    .entry(node.nodegroup.as_str())
+                    .or_default() += 1;
+            }
             Some(other) => {
                 return Step::Fail(format!(
                     "the drain of {} ended {}",
@@ -739,13 +1117,38 @@ fn migration_step(rollout: &Rollout, observed: &Observed<'_>, now: OffsetDateTim
             None => {}
         }
     }
+    // A node's NodePool budget limits its drains beside the policy's wave.
+    let pool_allows = |r: &ReplacedNode| {
+        observed
+            .disruptions_allowed
+            .get(&r.nodegroup)
+            .is_none_or(|allowed| {
+                in_flight_per_pool
+                    .get(r.nodegroup.as_str())
+                    .copied()
+                    .unwrap_or(0)
+                    < *allowed
+            })
+    };
+    let waiting: Vec<&ReplacedNode> = rollout
+        .replaced
+        .iter()
+        .filter(|r| !r.drained && status(&r.drain_action).is_none())
+        .collect();
     if in_flight < rollout.wave_size
         && let Some(i) = rollout
             .replaced
             .iter()
-            .position(|r| !r.drained && status(&r.drain_action).is_none())
+            .position(|r| !r.drained && status(&r.drain_action).is_none() && pool_allows(r))
     {
         return Step::Drain(i);
+    }
+    if in_flight == 0 && !waiting.is_empty() {
+        let pools: BTreeSet<&str> = waiting.iter().map(|r| r.nodegroup.as_str()).collect();
+        return Step::Wait(format!(
+            "the disruption budgets of NodePool(s) {} allow no disruption now",
+            pools.into_iter().collect::<Vec<_>>().join(", ")
+        ));
     }
     if in_flight > 0 {
         let done = rollout.replaced.iter().filter(|r| r.drained).count();
@@ -753,6 +1156,9 @@ fn migration_step(rollout: &Rollout, observed: &Observed<'_>, now: OffsetDateTim
             "draining: {done} of {} node(s) drained, {in_flight} in progress",
             rollout.replaced.len()
         ));
+    }
+    if rollout.backend == Backend::Karpenter {
+        return karpenter_release_step(rollout, observed, now);
     }
     if let Some(group) = rollout.emptied_groups.iter().find(|g| {
         rollout
@@ -785,6 +1191,46 @@ fn migration_step(rollout: &Rollout, observed: &Observed<'_>, now: OffsetDateTim
     }
 }
 
+/// Karpenter removes the drained nodes (they are empty); the rollout verifies once a snapshot
+/// taken after the last drain no longer lists them, or when Karpenter keeps them longer than
+/// [`KARPENTER_RELEASE_TIMEOUT`] (its NodePool does not consolidate empty nodes).
+fn karpenter_release_step(rollout: &Rollout, observed: &Observed<'_>, now: OffsetDateTime) -> Step {
+    let drained_at = rollout.released_at.unwrap_or(rollout.updated_at);
+    match observed.snapshot {
+        Some((snapshot, taken_at)) if taken_at > drained_at => {
+            let left = rollout
+                .replaced
+                .iter()
+                .filter(|r| snapshot.nodes.iter().any(|n| n.name == r.name))
+                .count();
+            if left == 0 || now - drained_at >= KARPENTER_RELEASE_TIMEOUT {
+                Step::Verify
+            } else {
+                Step::Wait(format!(
+                    "waiting for Karpenter to remove {left} drained node(s)"
+                ))
+            }
+        }
+        _ if now - drained_at > Duration::hours(1) => Step::Fail(
+            "no snapshot from the agent within an hour of the last drain to verify with".into(),
+        ),
+        _ => Step::Wait("waiting for a snapshot to verify the cluster".into()),
+    }
+}
+
+/// A cancel's end: how far the rollout had come.
+fn cancelled(rollout: &Rollout) -> Step {
+    let by = rollout.cancel_requested_by.clone().unwrap_or_default();
+    let drained = rollout.replaced.iter().filter(|r| r.drained).count();
+    Step::Finish(
+        RolloutStatus::Cancelled,
+        format!(
+            "cancelled by {by}: {drained} of {} node(s) had been replaced",
+            rollout.replaced.len()
+        ),
+    )
+}
+
 fn undo_step(rollout: &Rollout) -> Step {
     let cancelling = rollout.failure.is_none();
     let anything_released = rollout.replaced.iter().any(|r| r.released);
@@ -813,15 +1259,7 @@ fn undo_step(rollout: &Rollout) -> Step {
         {
             return Step::DeleteGroup(i);
         }
-        let by = rollout.cancel_requested_by.clone().unwrap_or_default();
-        let drained = rollout.replaced.iter().filter(|r| r.drained).count();
-        return Step::Finish(
-            RolloutStatus::Cancelled,
-            format!(
-                "cancelled by {by}: {drained} of {} node(s) had been replaced",
-                rollout.replaced.len()
-            ),
-        );
+        return cancelled(rollout);
     }
     let failure = rollout.failure.clone().unwrap_or_default();
     if anything_released {
@@ -863,6 +1301,7 @@ mod tests {
             taints: vec![],
             unschedulable: false,
             not_ready: false,
+            do_not_disrupt: false,
         }
     }
 
@@ -910,19 +1349,26 @@ mod tests {
             planned("m5.xlarge", "us-east-1a", CapacityType::Spot, 2),
         ];
         let similar = |t: &str| vec![t.to_owned(), "m5a.xlarge".into(), "m6i.xlarge".into()];
-        let r = prepare(
-            &TenantId::new("acme").unwrap(),
-            &cluster(),
-            3,
-            &mix,
-            0.6,
-            Figures::default(),
-            &nodes,
-            &similar,
-            1,
-            t0(),
-        );
+        let snapshot = snapshot_with(nodes.clone());
+        let r = prepare(&approval(&mix, &snapshot), &similar);
         (r, nodes)
+    }
+
+    fn approval<'a>(mix: &'a [PlannedNodes], snapshot: &'a Snapshot) -> Approval<'a> {
+        static TENANT: std::sync::LazyLock<TenantId> =
+            std::sync::LazyLock::new(|| TenantId::new("acme").unwrap());
+        static CLUSTER: std::sync::LazyLock<ClusterId> = std::sync::LazyLock::new(cluster);
+        Approval {
+            tenant: &TENANT,
+            cluster: &CLUSTER,
+            revision: 3,
+            mix,
+            planned_cost_hr: 0.6,
+            before: Figures::default(),
+            snapshot,
+            wave_size: 1,
+            now: t0(),
+        }
     }
 
     fn snapshot_with(nodes: Vec<CurrentNode>) -> Snapshot {
@@ -1093,6 +1539,7 @@ mod tests {
             shortfall: 0,
             fallback_for: Some(r.groups[0].name.clone()),
             deleted: false,
+            node_pool: None,
         });
         let much_later = t0() + CAPACITY_TIMEOUT + ON_DEMAND_TIMEOUT;
         let observed = Observed {
@@ -1255,6 +1702,7 @@ mod tests {
             shortfall: 0,
             fallback_for: Some(spot),
             deleted: false,
+            node_pool: None,
         });
         r.status = RolloutStatus::Completed;
         let snap = snapshot_with(vec![node(
@@ -1312,5 +1760,221 @@ mod tests {
         assert_eq!(figures.spot_nodes, 2);
         assert_eq!(figures.mix.len(), 2);
         assert!((figures.spot_share() - 2.0 / 3.0).abs() < 1e-9);
+    }
+
+    fn karpenter_cluster() -> (Snapshot, Vec<PlannedNodes>) {
+        let pooled = |name: &str, itype: &str, cap: CapacityType, pool: &str| {
+            let mut n = node(name, itype, "us-east-1a", cap, "unused");
+            n.labels = BTreeMap::from([(
+                spotwise_core::karpenter::NODEPOOL_LABEL.to_owned(),
+                pool.to_owned(),
+            )]);
+            n
+        };
+        let mut pinned = pooled("k3", "m5.2xlarge", CapacityType::OnDemand, "general");
+        pinned.do_not_disrupt = true;
+        let customer = spotwise_core::karpenter::parse_node_pool(&serde_json::json!({
+            "metadata": {"name": "general"},
+            "spec": {"weight": 10, "template": {"metadata": {"labels": {"tier": "web"}}, "spec": {
+                "requirements": [
+                    {"key": "karpenter.k8s.aws/instance-family", "operator": "In", "values": ["m5"]},
+                    {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]}],
+                "nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "default"}}}}
+        }))
+        .unwrap();
+        let snapshot = Snapshot {
+            nodes: vec![
+                pooled("k1", "m5.2xlarge", CapacityType::OnDemand, "general"),
+                pooled("k2", "m5.2xlarge", CapacityType::OnDemand, "general"),
+                pinned,
+            ],
+            karpenter: Some(Karpenter {
+                node_pools: vec![customer],
+                node_classes: vec!["default".into()],
+            }),
+            ..Snapshot::default()
+        };
+        let mix = vec![
+            planned("m5.xlarge", "us-east-1a", CapacityType::Spot, 2),
+            planned("m5.large", "us-east-1a", CapacityType::Spot, 1),
+            planned("m5.2xlarge", "us-east-1a", CapacityType::OnDemand, 1),
+        ];
+        (snapshot, mix)
+    }
+
+    fn karpenter_rollout() -> Rollout {
+        let (snapshot, mix) = karpenter_cluster();
+        let capacity = |t: &str| match t {
+            "m5.large" => Some((2_000, 7_000)),
+            "m5.xlarge" => Some((4_000, 14_000)),
+            _ => Some((8_000, 28_000)),
+        };
+        let karpenter = snapshot.karpenter.clone().unwrap();
+        prepare_karpenter(&approval(&mix, &snapshot), &karpenter, &capacity).unwrap()
+    }
+
+    #[test]
+    fn karpenter_plans_become_spotwise_node_pools_above_the_customers() {
+        let r = karpenter_rollout();
+        assert_eq!(r.backend, Backend::Karpenter);
+        // k3 may not be disrupted and is the planned on-demand m5.2xlarge anyway; one of k1
+        // and k2 is kept for the planned on-demand node, the other replaced.
+        assert_eq!(r.kept.len(), 2);
+        assert!(r.kept.contains(&"k3".to_owned()));
+        assert_eq!(r.replaced.len(), 1);
+        assert_eq!(r.replaced[0].nodegroup, "general");
+        let pools: Vec<&NodePoolSpec> = r
+            .groups
+            .iter()
+            .filter_map(|g| g.node_pool.as_ref())
+            .collect();
+        assert_eq!(
+            pools.len(),
+            2,
+            "the on-demand node is kept, two spot types remain"
+        );
+        // Spot pools, smaller types first, all above the customer's weight of 10.
+        assert!(
+            pools[0]
+                .requirements
+                .iter()
+                .any(|q| q.values == ["m5.large"])
+        );
+        let weights: Vec<u32> = pools.iter().map(|p| p.weight.unwrap()).collect();
+        assert!(weights[0] > weights[1] && weights[1] > 10, "{weights:?}");
+        let spot = pools[1];
+        assert_eq!(spot.name, r.groups[1].name);
+        assert_eq!(spot.node_class.name, "default");
+        assert_eq!(spot.labels["tier"], "web");
+        assert_eq!(spot.labels[MANAGED_TAG], "true");
+        let keys: Vec<&str> = spot.requirements.iter().map(|q| q.key.as_str()).collect();
+        assert!(
+            !keys.contains(&"karpenter.k8s.aws/instance-family"),
+            "{keys:?}"
+        );
+        assert!(keys.contains(&"kubernetes.io/arch"));
+        let capacity = spot
+            .requirements
+            .iter()
+            .find(|q| q.key == "karpenter.sh/capacity-type")
+            .unwrap();
+        assert_eq!(capacity.values, ["spot"]);
+        // Two planned m5.xlarge plus the headroom.
+        assert_eq!(spot.limits["cpu"], "12000m");
+        assert_eq!(spot.limits["memory"], "42000Mi");
+    }
+
+    #[test]
+    fn karpenter_provisioning_applies_each_pool_through_the_agent_then_migrates() {
+        let mut r = karpenter_rollout();
+        let mut observed = Observed::default();
+        assert_eq!(next_step(&r, &observed, t0()), Step::CreateGroup(0));
+        let first = r.groups[0].apply_action();
+        observed.actions.insert(first.clone(), ActionStatus::Queued);
+        assert_eq!(next_step(&r, &observed, t0()), Step::CreateGroup(1));
+        observed
+            .actions
+            .insert(r.groups[1].apply_action(), ActionStatus::Queued);
+        assert!(
+            matches!(next_step(&r, &observed, t0()), Step::Wait(w) if w.contains("2 NodePool"))
+        );
+        assert!(
+            matches!(next_step(&r, &observed, t0() + APPLY_TIMEOUT), Step::Fail(f) if f.contains("within 30 min"))
+        );
+        observed
+            .actions
+            .insert(first.clone(), ActionStatus::Succeeded);
+        assert_eq!(next_step(&r, &observed, t0()), Step::GroupCreated(0));
+        r.groups[0].created = true;
+        observed
+            .actions
+            .insert(r.groups[1].apply_action(), ActionStatus::Failed);
+        observed.failures.insert(
+            r.groups[1].apply_action(),
+            "NodePool x exists and is not Spotwise's".into(),
+        );
+        let step = next_step(&r, &observed, t0());
+        assert!(
+            matches!(&step, Step::Fail(f) if f.contains("is not Spotwise's")),
+            "{step:?}"
+        );
+        // Undoing deletes the pool that was applied, through the agent, then rolls back.
+        r.failure = Some("x".into());
+        assert_eq!(next_step(&r, &observed, t0()), Step::DeleteGroup(0));
+        observed
+            .actions
+            .insert(r.groups[0].delete_action(), ActionStatus::Succeeded);
+        assert_eq!(next_step(&r, &observed, t0()), Step::GroupDeleted(0));
+    }
+
+    #[test]
+    fn karpenter_drains_obey_the_customer_pools_disruption_budgets() {
+        let mut r = karpenter_rollout();
+        for g in &mut r.groups {
+            g.created = true;
+        }
+        r.status = RolloutStatus::Migrating;
+        for node in &mut r.replaced {
+            node.cordon_action = Some(format!("c-{}", node.name));
+            node.drain_action = Some(format!("d-{}", node.name));
+        }
+        let mut observed = Observed::default();
+        for node in &r.replaced {
+            observed
+                .actions
+                .insert(node.cordon_action.clone().unwrap(), ActionStatus::Succeeded);
+        }
+        observed.disruptions_allowed.insert("general".into(), 0);
+        assert!(
+            matches!(next_step(&r, &observed, t0()), Step::Wait(w) if w.contains("general")),
+            "a budget of 0 holds the drains"
+        );
+        observed.disruptions_allowed.insert("general".into(), 1);
+        assert_eq!(next_step(&r, &observed, t0()), Step::Drain(0));
+        // After the last drain Karpenter removes the node; the rollout verifies once a later
+        // snapshot shows it gone.
+        r.replaced[0].drained = true;
+        r.released_at = Some(t0());
+        let (mut snapshot, _) = karpenter_cluster();
+        let later = t0() + Duration::minutes(2);
+        let with_it = Observed {
+            snapshot: Some((&snapshot, later)),
+            ..Observed::default()
+        };
+        assert!(matches!(next_step(&r, &with_it, later), Step::Wait(w) if w.contains("Karpenter")));
+        assert_eq!(
+            next_step(&r, &with_it, t0() + KARPENTER_RELEASE_TIMEOUT),
+            Step::Verify
+        );
+        let gone = r.replaced[0].name.clone();
+        snapshot.nodes.retain(|n| n.name != gone);
+        let without = Observed {
+            snapshot: Some((&snapshot, later)),
+            ..Observed::default()
+        };
+        assert_eq!(next_step(&r, &without, later), Step::Verify);
+    }
+
+    #[test]
+    fn the_backend_follows_the_policy_and_what_the_cluster_runs() {
+        let (with_karpenter, _) = karpenter_cluster();
+        let without = Snapshot::default();
+        assert_eq!(
+            choose_backend(RolloutBackend::Auto, &with_karpenter),
+            Ok(Backend::Karpenter)
+        );
+        assert_eq!(
+            choose_backend(RolloutBackend::Auto, &without),
+            Ok(Backend::ManagedNodeGroups)
+        );
+        assert_eq!(
+            choose_backend(RolloutBackend::ManagedNodeGroups, &with_karpenter),
+            Ok(Backend::ManagedNodeGroups)
+        );
+        assert!(
+            choose_backend(RolloutBackend::Karpenter, &without)
+                .unwrap_err()
+                .contains("Karpenter not installed")
+        );
     }
 }

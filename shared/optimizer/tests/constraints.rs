@@ -445,6 +445,7 @@ fn current_node(name: &str, zone: &str) -> CurrentNode {
         taints: Vec::new(),
         unschedulable: false,
         not_ready: false,
+        do_not_disrupt: false,
     }
 }
 

@@ -7,10 +7,10 @@ use spotwise_aws::Bucket;
 use spotwise_core::domain::{CapacityType, Policy};
 use spotwise_core::snapshot::{CurrentNode, Snapshot};
 use spotwise_core::{ClusterId, TenantId};
-use spotwise_optimizer::catalog::TypeFilter;
+use spotwise_optimizer::catalog::{self, TypeFilter};
 use spotwise_optimizer::model::Offering;
 use spotwise_optimizer::recommendation::Recommendation;
-use spotwise_optimizer::rollout::{self, Figures, PlannedNodes, Rollout};
+use spotwise_optimizer::rollout::{self, Approval, Backend, Figures, PlannedNodes, Rollout};
 use time::OffsetDateTime;
 
 use crate::snapshots::{self, Unusable};
@@ -27,6 +27,10 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error("no usable snapshot of the cluster to roll the plan out on: {0}")]
     Snapshot(Unusable),
+    /// The policy's backend cannot realise the plan on this cluster (Karpenter not installed,
+    /// no NodePool to take a node class from).
+    #[error("{0}")]
+    Backend(String),
 }
 
 /// A node group raised by one for an interrupted instance, so its pods have somewhere to go
@@ -158,18 +162,33 @@ pub async fn start(
         .cloned()
         .collect();
     let similar = |instance_type: &str| rollout::similar_types(&launchable, instance_type);
-    let prepared = rollout::prepare(
+    let approval = Approval {
         tenant,
         cluster,
-        recommendation.revision,
-        &mix,
-        recommendation.cost_hr,
+        revision: recommendation.revision,
+        mix: &mix,
+        planned_cost_hr: recommendation.cost_hr,
         before,
-        &snapshot.nodes,
-        &similar,
-        policy.max_disrupted_nodes,
+        snapshot: &snapshot,
+        wave_size: policy.max_disrupted_nodes,
         now,
-    );
+    };
+    let prepared = match rollout::choose_backend(policy.rollout_backend, &snapshot)
+        .map_err(StartError::Backend)?
+    {
+        Backend::ManagedNodeGroups => rollout::prepare(&approval, &similar),
+        Backend::Karpenter => {
+            let capacity = |instance_type: &str| {
+                offerings
+                    .iter()
+                    .find(|o| o.instance_type == instance_type)
+                    .map(catalog::capacity)
+            };
+            let karpenter = snapshot.karpenter.clone().unwrap_or_default();
+            rollout::prepare_karpenter(&approval, &karpenter, &capacity)
+                .map_err(StartError::Backend)?
+        }
+    };
     match store
         .put(&item(prepared.clone(), 0), PutCondition::IfAbsent)
         .await

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use anyhow::Context;
 use serde_json::{Value, json};
 use spotwise_core::domain::InstanceType;
+use spotwise_testkit::karpenter::{SimKarpenter, SimOffering};
 use spotwise_testkit::kube::{KubeState, node, pod};
 
 use crate::Instance;
@@ -150,4 +151,87 @@ fn divide(quantity: &str, divisor: u32, unit: &str, per_whole: u64) -> String {
 fn requests(cpu: &str, memory: &str) -> Value {
     json!({"spec": {"containers": [{"name": "main", "image": "registry.example/app:1",
         "resources": {"requests": {"cpu": cpu, "memory": memory}}}]}})
+}
+
+/// The same cluster run by Karpenter instead of managed node groups: each group is a
+/// NodePool of the customer's (its capacity type and instance family, the EC2NodeClass
+/// `default`), its nodes are that pool's, and the ledger StatefulSet selects on-demand
+/// capacity, as Karpenter users keep stateful workloads off spot.
+pub fn karpenterize(state: &mut KubeState, groups: &[crate::Group]) {
+    for node in state.nodes.values_mut() {
+        let labels = &mut node["metadata"]["labels"];
+        let pool = labels["eks.amazonaws.com/nodegroup"].clone();
+        if let Some(labels) = labels.as_object_mut() {
+            labels.remove("eks.amazonaws.com/nodegroup");
+            labels.remove("eks.amazonaws.com/capacityType");
+            labels.insert("karpenter.sh/nodepool".into(), pool);
+        }
+    }
+    for pod in state.pods.values_mut() {
+        if pod["metadata"]["ownerReferences"][0]["kind"] == "StatefulSet" {
+            pod["spec"]["nodeSelector"] = json!({"karpenter.sh/capacity-type": "on-demand"});
+        }
+    }
+    let mut karpenter = SimKarpenter::default();
+    for group in groups {
+        let family = group.instance_type.split('.').next().unwrap_or_default();
+        karpenter.node_pools.insert(
+            group.nodegroup.to_owned(),
+            json!({
+                "apiVersion": "karpenter.sh/v1", "kind": "NodePool",
+                "metadata": {"name": group.nodegroup, "resourceVersion": "7",
+                    "annotations": {"karpenter.sh/nodepool-hash": "4123805637126522335"}},
+                "spec": {
+                    "template": {"spec": {
+                        "requirements": [
+                            {"key": "karpenter.sh/capacity-type", "operator": "In",
+                             "values": [if group.spot { "spot" } else { "on-demand" }]},
+                            {"key": "karpenter.k8s.aws/instance-family", "operator": "In", "values": [family]},
+                            {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]}
+                        ],
+                        "nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "default"},
+                        "expireAfter": "720h"
+                    }},
+                    "limits": {"cpu": 1000, "memory": "1000Gi"},
+                    "disruption": {"consolidationPolicy": "WhenEmptyOrUnderutilized",
+                        "consolidateAfter": "1m", "budgets": [{"nodes": "20%"}]}
+                }
+            }),
+        );
+    }
+    karpenter.node_classes.insert(
+        "default".into(),
+        json!({
+            "apiVersion": "karpenter.k8s.aws/v1", "kind": "EC2NodeClass",
+            "metadata": {"name": "default"},
+            "spec": {"role": "KarpenterNodeRole-prod", "amiSelectorTerms": [{"alias": "al2023@latest"}],
+                "subnetSelectorTerms": [{"tags": {"karpenter.sh/discovery": "prod"}}],
+                "securityGroupSelectorTerms": [{"tags": {"karpenter.sh/discovery": "prod"}}]}
+        }),
+    );
+    state.karpenter = Some(karpenter);
+}
+
+/// What the simulated Karpenter may launch: the region's offerings at the shipped prices.
+pub fn karpenter_offerings(offerings: &[spotwise_optimizer::model::Offering]) -> Vec<SimOffering> {
+    offerings
+        .iter()
+        .map(|o| {
+            let (capacity_cpu_m, capacity_mem_mib) = spotwise_optimizer::catalog::capacity(o);
+            SimOffering {
+                instance_type: o.instance_type.clone(),
+                zone: o.zone.clone(),
+                capacity_type: match o.capacity_type {
+                    spotwise_core::domain::CapacityType::Spot => "spot".into(),
+                    spotwise_core::domain::CapacityType::OnDemand => "on-demand".into(),
+                },
+                price_hr: o.price_hr,
+                cpu_m: o.cpu_m,
+                mem_mib: o.mem_mib,
+                max_pods: o.max_pods,
+                capacity_cpu_m,
+                capacity_mem_mib,
+            }
+        })
+        .collect()
 }

@@ -110,6 +110,8 @@ pub struct Shape {
     pub replicas: u32,
     pub divisor: u32,
     pub max_disrupted_nodes: u32,
+    /// The groups are Karpenter NodePools, not managed node groups.
+    pub karpenter: bool,
 }
 
 impl Shape {
@@ -120,6 +122,15 @@ impl Shape {
             replicas: 1,
             divisor: 1,
             max_disrupted_nodes: 1,
+            karpenter: false,
+        }
+    }
+
+    /// The demo's cluster, run by Karpenter.
+    pub fn karpenter() -> Self {
+        Shape {
+            karpenter: true,
+            ..Shape::demo()
         }
     }
 
@@ -130,6 +141,7 @@ impl Shape {
             replicas: 130,
             divisor: 4,
             max_disrupted_nodes: 20,
+            karpenter: false,
         }
     }
 }
@@ -437,6 +449,8 @@ pub struct Rig {
     pub scheduler: scheduler::Deps,
     /// The recommendation the optimizer made.
     pub revision: u64,
+    /// Karpenter, not EKS and Auto Scaling, launches and removes the cluster's nodes.
+    pub karpenter: bool,
     work: std::path::PathBuf,
 }
 
@@ -476,7 +490,7 @@ pub async fn setup_shaped(
 
     // Link the customer's account; its two EKS clusters and their instances.
     let customer = link_account(&api, &sdk).await?;
-    let instances = create_cluster(&customer, "prod", shape.groups).await?;
+    let instances = create_cluster_with(&customer, "prod", shape.groups, !shape.karpenter).await?;
     create_cluster(&customer, "staging", STAGING).await?;
     report.step("link account, two EKS clusters", started);
 
@@ -571,8 +585,11 @@ pub async fn setup_shaped(
         .context("agent_key")?
         .to_owned();
     let catalogue = cluster::catalogue()?;
-    let kube_state =
+    let mut kube_state =
         cluster::generate_scaled(&instances, &catalogue, shape.replicas, shape.divisor)?;
+    if shape.karpenter {
+        cluster::karpenterize(&mut kube_state, shape.groups);
+    }
     let fake = FakeKube::start(kube_state).await?;
     let kube = kube::Client::try_from(kube::Config::new(fake.url.parse()?))?;
     let metrics = Metrics::new();
@@ -643,11 +660,26 @@ pub async fn setup_shaped(
     // EKS and Auto Scaling under the cluster, and Kubernetes' controllers and scheduler in it.
     let mut cloud = sim::SimCloud::new(&customer, "prod", fake.state.clone(), catalogue).await?;
     fake.state().simulate = true;
-    cloud.reconcile().await?;
     let scheduler = scheduler::Deps::new(
         &sdk,
         &scheduler::Config::from_env(&env(stack, "SchedulerFunction", &[]))?,
     );
+    if shape.karpenter {
+        // Karpenter, not EKS, launches this cluster's nodes, from the region's offerings.
+        let offerings = spotwise_store::rollouts::offerings(
+            &scheduler.store,
+            &tenant,
+            &cluster,
+            &snapshot,
+            REGION,
+        )
+        .await?;
+        if let Some(karpenter) = fake.state().karpenter.as_mut() {
+            karpenter.offerings = cluster::karpenter_offerings(&offerings);
+        }
+    } else {
+        cloud.reconcile().await?;
+    }
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let worker = QueueWorker::new(sqs, &queue_url).with_wait_seconds(1);
     Ok(Rig {
@@ -665,6 +697,7 @@ pub async fn setup_shaped(
         cloud,
         scheduler,
         revision,
+        karpenter: shape.karpenter,
         work,
     })
 }
@@ -683,6 +716,28 @@ impl Rig {
             .await
     }
 
+    /// Approves the recommendation and drives its rollout to the end, into `report`.
+    pub async fn realise(&mut self, report: &mut Report) -> anyhow::Result<()> {
+        let started = Instant::now();
+        report.recommendation = self.approve().await?;
+        let approved_at = Instant::now();
+        report.rollout = self.drive(40, |_| OffsetDateTime::now_utc()).await?;
+        report.rollout_time = approved_at.elapsed();
+        report.mix_after = self.mix();
+        let cluster = self.fake.state();
+        report.pods_pending = cluster.pending().len();
+        report.pdb_violations.clone_from(&cluster.pdb_violations);
+        report.evictions = cluster.evictions;
+        drop(cluster);
+        let what = if self.karpenter {
+            "approve: NodePools, migrate, Karpenter launches and removes, verify"
+        } else {
+            "approve: provision, migrate, release, verify"
+        };
+        report.step(what, started);
+        Ok(())
+    }
+
     pub fn rollout_path(&self) -> String {
         format!(
             "/v1/clusters/{}/recommendations/{}/rollout",
@@ -694,7 +749,11 @@ impl Rig {
     /// scheduler advances the rollout as of `now`, and the agent carries out what it was sent.
     /// Returns the rollout as the API shows it.
     pub async fn round(&mut self, now: OffsetDateTime) -> anyhow::Result<Value> {
-        self.cloud.reconcile().await?;
+        if self.karpenter {
+            self.fake.state().consolidate();
+        } else {
+            self.cloud.reconcile().await?;
+        }
         self.upload_snapshot(now).await?;
         let key = spotwise_store::keys::rollout(&self.tenant, &self.cluster, self.revision);
         scheduler::rollout::advance(&self.scheduler, &key, now).await?;
@@ -762,6 +821,14 @@ impl Rig {
     }
 }
 
+/// The flow on the demo's cluster run by Karpenter: approve, and the rollout until it ends.
+pub async fn run_karpenter(stack: &LocalStack) -> anyhow::Result<(Report, Rig)> {
+    let mut report = Report::default();
+    let mut rig = setup_shaped(stack, &mut report, &Shape::karpenter()).await?;
+    rig.realise(&mut report).await?;
+    Ok((report, rig))
+}
+
 /// The whole flow; what each step produced.
 pub async fn run(stack: &LocalStack) -> anyhow::Result<Report> {
     let mut report = Report::default();
@@ -771,19 +838,7 @@ pub async fn run(stack: &LocalStack) -> anyhow::Result<Report> {
     let sdk = rig.sdk.clone();
     let now = OffsetDateTime::now_utc();
 
-    let started = Instant::now();
-    report.recommendation = rig.approve().await?;
-    let approved_at = Instant::now();
-    let rollout = rig.drive(40, |_| OffsetDateTime::now_utc()).await?;
-    report.rollout_time = approved_at.elapsed();
-    report.mix_after = rig.mix();
-    report.pods_pending = rig.fake.state().pending().len();
-    report
-        .pdb_violations
-        .clone_from(&rig.fake.state().pdb_violations);
-    report.evictions = rig.fake.state().evictions;
-    report.rollout = rollout;
-    report.step("approve: provision, migrate, release, verify", started);
+    rig.realise(&mut report).await?;
     let fake = &rig.fake;
     let agent = &rig.agent;
     let worker = &rig.worker;
@@ -1119,6 +1174,17 @@ pub async fn create_cluster(
     name: &str,
     groups: &[Group],
 ) -> anyhow::Result<Vec<Instance>> {
+    create_cluster_with(customer, name, groups, true).await
+}
+
+/// [`create_cluster`], with the groups as managed node groups or (`managed_node_groups`
+/// false) as Karpenter NodePools, whose instances EKS knows nothing of.
+pub async fn create_cluster_with(
+    customer: &aws_config::SdkConfig,
+    name: &str,
+    groups: &[Group],
+    managed_node_groups: bool,
+) -> anyhow::Result<Vec<Instance>> {
     let eks = aws_sdk_eks::Client::new(customer);
     let ec2 = aws_sdk_ec2::Client::new(customer);
     let zones = ["us-east-1a", "us-east-1b", "us-east-1c"];
@@ -1135,33 +1201,40 @@ pub async fn create_cluster(
         .await?;
     let mut instances = Vec::new();
     for group in groups {
-        eks.create_nodegroup()
-            .cluster_name(name)
-            .nodegroup_name(group.nodegroup)
-            .node_role(format!("arn:aws:iam::{ACCOUNT}:role/eks-node"))
-            .set_subnets(Some(subnets.clone()))
-            .capacity_type(if group.spot {
-                CapacityTypes::Spot
-            } else {
-                CapacityTypes::OnDemand
-            })
-            .instance_types(group.instance_type)
-            .scaling_config(
-                NodegroupScalingConfig::builder()
-                    .min_size(1)
-                    .max_size(group.count * 2)
-                    .desired_size(group.count)
-                    .build(),
-            )
-            .send()
-            .await?;
+        if managed_node_groups {
+            eks.create_nodegroup()
+                .cluster_name(name)
+                .nodegroup_name(group.nodegroup)
+                .node_role(format!("arn:aws:iam::{ACCOUNT}:role/eks-node"))
+                .set_subnets(Some(subnets.clone()))
+                .capacity_type(if group.spot {
+                    CapacityTypes::Spot
+                } else {
+                    CapacityTypes::OnDemand
+                })
+                .instance_types(group.instance_type)
+                .scaling_config(
+                    NodegroupScalingConfig::builder()
+                        .min_size(1)
+                        .max_size(group.count * 2)
+                        .desired_size(group.count)
+                        .build(),
+                )
+                .send()
+                .await?;
+        }
+        let owner_tag = if managed_node_groups {
+            "eks:nodegroup-name"
+        } else {
+            "karpenter.sh/nodepool"
+        };
         for index in 0..group.count {
             let at = usize::try_from(index).unwrap_or(0) % zones.len();
             let zone = zones[at];
             let mut tags = TagSpecification::builder().resource_type(ResourceType::Instance);
             for (key, value) in [
                 ("eks:cluster-name", name),
-                ("eks:nodegroup-name", group.nodegroup),
+                (owner_tag, group.nodegroup),
                 (&format!("kubernetes.io/cluster/{name}") as &str, "owned"),
             ] {
                 tags = tags.tags(Tag::builder().key(key).value(value).build());

@@ -145,6 +145,7 @@ pub fn snapshot(nodes: &[NodeSeed], pods: usize, tick: u64) -> Snapshot {
             },
             unschedulable: false,
             not_ready: false,
+            do_not_disrupt: false,
         });
         for daemon in ["aws-node", "kube-proxy"] {
             snapshot.daemon_pods.push(pod(
