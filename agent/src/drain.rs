@@ -63,6 +63,8 @@ struct Candidate {
     name: String,
     uid: Option<String>,
     grace_seconds: i64,
+    /// Selects its nodes (nodeSelector or required node affinity).
+    constrained: bool,
 }
 
 impl Candidate {
@@ -137,8 +139,21 @@ pub async fn drain(
             name,
             uid: pod.metadata.uid.clone(),
             grace_seconds,
+            constrained: pod.spec.as_ref().is_some_and(|s| {
+                s.node_selector.as_ref().is_some_and(|n| !n.is_empty())
+                    || s.affinity
+                        .as_ref()
+                        .and_then(|a| a.node_affinity.as_ref())
+                        .is_some_and(|n| {
+                            n.required_during_scheduling_ignored_during_execution
+                                .is_some()
+                        })
+            }),
         });
     }
+    // Pods that can run anywhere go first: the capacity an autoscaler launches for a pod that
+    // selects its nodes is then not taken by them.
+    pending.sort_by_key(|pod| pod.constrained);
 
     let mut wait = FIRST_RETRY;
     let mut last_reason: BTreeMap<String, String> = BTreeMap::new();

@@ -98,7 +98,11 @@ pub async fn advance(
     if item.body.status == RolloutStatus::Completed {
         match (item.body.spot_retry_at, cluster.snapshot.as_ref()) {
             (Some(at), Some((snapshot, _))) if at <= now => {
-                if item.body.retry_spot(snapshot, now) {
+                let retried = match item.body.backend {
+                    Backend::ManagedNodeGroups => item.body.retry_spot(snapshot, now),
+                    Backend::Karpenter => item.body.retry_spot_karpenter(snapshot, now),
+                };
+                if retried {
                     notify(deps, &item.body, "Trying spot again", Severity::Info, now).await;
                 }
                 save(deps, &mut item).await?;
@@ -628,7 +632,9 @@ pub async fn take(
             // On Karpenter, the drained nodes Karpenter removed are released; any it keeps
             // (a NodePool that does not consolidate) are named in the reason.
             let mut kept_by_karpenter = Vec::new();
+            let mut karpenter_fallbacks = 0;
             if rollout.backend == Backend::Karpenter {
+                karpenter_fallbacks = rollout.karpenter_fallbacks(snapshot).len();
                 for node in &mut rollout.replaced {
                     node.released = !snapshot.nodes.iter().any(|n| n.name == node.name);
                     if !node.released {
@@ -666,11 +672,26 @@ pub async fn take(
                     kept_by_karpenter.len(),
                     kept_by_karpenter.join(", ")
                 )
+            } + &if karpenter_fallbacks > 0 {
+                format!(
+                    "; {karpenter_fallbacks} node(s) came from the customer's NodePools (spot short or Spotwise's pools full): spot is tried again in {} min",
+                    rollout.karpenter_retry_delay().whole_minutes()
+                )
+            } else {
+                String::new()
             };
             rollout.realised = Some(realised);
             rollout.completed_at = Some(now);
             rollout.retrying_spot = false;
-            rollout.spot_retry_at = fallback.then_some(now + SPOT_RETRY_AFTER);
+            rollout.spot_retry_at = match rollout.backend {
+                Backend::ManagedNodeGroups => fallback.then_some(now + SPOT_RETRY_AFTER),
+                Backend::Karpenter => {
+                    if karpenter_fallbacks == 0 {
+                        rollout.spot_retries = 0;
+                    }
+                    (karpenter_fallbacks > 0).then(|| now + rollout.karpenter_retry_delay())
+                }
+            };
             rollout.record(RolloutStatus::Completed, reason, now);
         }
         Step::SpotStillShort => {

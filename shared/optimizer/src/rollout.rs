@@ -329,6 +329,9 @@ pub struct Rollout {
     /// A completed rollout trying spot again: if spot is still short, it stays completed.
     #[serde(default)]
     pub retrying_spot: bool,
+    /// On Karpenter: times spot was tried again and was still short (each doubles the wait).
+    #[serde(default)]
+    pub spot_retries: u32,
     /// Calls made to the customer's AWS APIs.
     pub aws_calls: u32,
     pub events: Vec<RolloutEvent>,
@@ -557,6 +560,7 @@ impl Approval<'_> {
             failure: None,
             spot_retry_at: None,
             retrying_spot: false,
+            spot_retries: 0,
             aws_calls: 0,
             events: Vec::new(),
         };
@@ -699,9 +703,9 @@ pub fn prepare_karpenter(
 ) -> Result<Rollout, String> {
     let mut wanted = approval.wanted();
     let (kept, mut replaced) = approval.split(&mut wanted, CurrentNode::node_pool);
-    // Nodes running pods that select on-demand capacity are drained last: Karpenter launches
-    // the on-demand nodes for those pods, and pods spot would take, Pending first, would
-    // otherwise fill them.
+    // Nodes running pods that select on-demand capacity are drained first, while the spot
+    // nodes still to come have room for the pods beside them: the on-demand nodes Karpenter
+    // launches for those pods are then left to them rather than filled by pods spot would take.
     let on_demand_hosts: BTreeSet<&str> = approval
         .snapshot
         .pods
@@ -714,7 +718,7 @@ pub fn prepare_karpenter(
         })
         .filter_map(|p| p.spec.node.as_deref())
         .collect();
-    replaced.sort_by_key(|r| on_demand_hosts.contains(r.name.as_str()));
+    replaced.sort_by_key(|r| !on_demand_hosts.contains(r.name.as_str()));
     let mut owners: BTreeMap<&str, usize> = BTreeMap::new();
     for r in &replaced {
         *owners.entry(r.nodegroup.as_str()).or_default() += 1;
@@ -737,14 +741,13 @@ pub fn prepare_karpenter(
         .unwrap_or(0);
     let mut planned: Vec<((String, String, CapacityType), u32)> =
         wanted.into_iter().filter(|(_, left)| *left > 0).collect();
-    // Spot before on-demand, smaller types first: Karpenter tries them in weight order, so a
-    // Pending pod gets the smallest planned node it fits, and the large ones stay for the
-    // pods that need them.
+    // Spot before on-demand, larger types first: Karpenter tries them in weight order, so the
+    // first Pending pods open the largest planned nodes, whose room takes the pods after them.
     planned.sort_by_key(|((instance_type, zone, capacity_type), _)| {
         let (cpu_m, mem_mib) = capacity(instance_type).unwrap_or_default();
         (
             *capacity_type != CapacityType::Spot,
-            (cpu_m, mem_mib),
+            std::cmp::Reverse((cpu_m, mem_mib)),
             instance_type.clone(),
             zone.clone(),
         )
@@ -844,6 +847,57 @@ impl Rollout {
             }
         }
         ready
+    }
+
+    /// On Karpenter: nodes launched during the rollout from the customer's NodePools, which
+    /// Karpenter falls back to when Spotwise's spot pools have no capacity (or are full).
+    pub fn karpenter_fallbacks<'s>(&self, snapshot: &'s Snapshot) -> Vec<&'s CurrentNode> {
+        snapshot
+            .nodes
+            .iter()
+            .filter(|n| n.node_pool().is_some_and(|pool| !is_spotwise_group(pool)))
+            .filter(|n| {
+                !self.kept.contains(&n.name) && !self.replaced.iter().any(|r| r.name == n.name)
+            })
+            .collect()
+    }
+
+    /// On Karpenter, how long after a verification that found fallback nodes spot is tried
+    /// again: [`SPOT_RETRY_AFTER`], doubled after each retry that found spot still short, at
+    /// most a day (each try moves the fallback nodes' pods once).
+    pub fn karpenter_retry_delay(&self) -> Duration {
+        let doublings = self.spot_retries.min(5);
+        (SPOT_RETRY_AFTER * 2_i32.pow(doublings)).min(Duration::days(1))
+    }
+
+    /// On Karpenter: reopens a completed rollout whose pods fell back to the customer's
+    /// NodePools; those nodes are cordoned and drained, and Karpenter places their pods in
+    /// Spotwise's spot pools again if spot is back (or falls back once more).
+    pub fn retry_spot_karpenter(&mut self, snapshot: &Snapshot, now: OffsetDateTime) -> bool {
+        let fallbacks: Vec<ReplacedNode> = self
+            .karpenter_fallbacks(snapshot)
+            .into_iter()
+            .filter(|n| !n.do_not_disrupt)
+            .filter_map(|n| Some(ReplacedNode::of(n, n.node_pool()?)))
+            .collect();
+        self.spot_retry_at = None;
+        if fallbacks.is_empty() {
+            self.spot_retries = 0;
+            return false;
+        }
+        let count = fallbacks.len();
+        self.replaced.extend(fallbacks);
+        self.released_at = None;
+        self.retrying_spot = true;
+        self.spot_retries += 1;
+        self.record(
+            RolloutStatus::Migrating,
+            format!(
+                "trying spot again: {count} node(s) launched from the customer's NodePools are drained for Karpenter to place their pods in Spotwise's spot pools"
+            ),
+            now,
+        );
+        true
     }
 
     /// Reopens a completed rollout whose spot capacity fell back to on-demand: the spot groups
@@ -1833,17 +1887,17 @@ mod tests {
             2,
             "the on-demand node is kept, two spot types remain"
         );
-        // Spot pools, smaller types first, all above the customer's weight of 10.
+        // Spot pools, larger types first, all above the customer's weight of 10.
         assert!(
-            pools[0]
+            pools[1]
                 .requirements
                 .iter()
                 .any(|q| q.values == ["m5.large"])
         );
         let weights: Vec<u32> = pools.iter().map(|p| p.weight.unwrap()).collect();
         assert!(weights[0] > weights[1] && weights[1] > 10, "{weights:?}");
-        let spot = pools[1];
-        assert_eq!(spot.name, r.groups[1].name);
+        let spot = pools[0];
+        assert_eq!(spot.name, r.groups[0].name);
         assert_eq!(spot.node_class.name, "default");
         assert_eq!(spot.labels["tier"], "web");
         assert_eq!(spot.labels[MANAGED_TAG], "true");
@@ -1976,5 +2030,40 @@ mod tests {
                 .unwrap_err()
                 .contains("Karpenter not installed")
         );
+    }
+
+    #[test]
+    fn karpenter_pods_that_fell_to_the_customers_pools_are_moved_back_later_with_backoff() {
+        let mut r = karpenter_rollout();
+        r.status = RolloutStatus::Completed;
+        let (mut snapshot, _) = karpenter_cluster();
+        // Launched during the rollout from the customer's `general` pool: a fallback.
+        let mut fallback = snapshot.nodes[0].clone();
+        fallback.name = "k9".into();
+        snapshot.nodes.push(fallback);
+        let names: Vec<&str> = r
+            .karpenter_fallbacks(&snapshot)
+            .iter()
+            .map(|n| n.name.as_str())
+            .collect();
+        assert_eq!(names, ["k9"]);
+        assert_eq!(r.karpenter_retry_delay(), SPOT_RETRY_AFTER);
+        assert!(r.retry_spot_karpenter(&snapshot, t0()));
+        assert_eq!(r.status, RolloutStatus::Migrating);
+        assert_eq!(r.replaced.last().unwrap().name, "k9");
+        assert_eq!(r.replaced.last().unwrap().nodegroup, "general");
+        assert_eq!(r.karpenter_retry_delay(), SPOT_RETRY_AFTER * 2);
+        // Its cordon and drain ids are chosen next, as for any replaced node.
+        assert_eq!(
+            next_step(&r, &Observed::default(), t0()),
+            Step::AssignActions
+        );
+        r.spot_retries = 9;
+        assert_eq!(r.karpenter_retry_delay(), Duration::days(1));
+        snapshot.nodes.retain(|n| n.name != "k9");
+        r.status = RolloutStatus::Completed;
+        r.replaced.pop();
+        assert!(!r.retry_spot_karpenter(&snapshot, t0()));
+        assert_eq!(r.spot_retries, 0);
     }
 }

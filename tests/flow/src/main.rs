@@ -1,5 +1,6 @@
 //! `spotwise-demo`: the whole flow on a fresh local stack, a summary on stdout and an HTML
-//! report (`--report`, default `target/spotwise-demo.html`).
+//! report (`--report`, default `target/spotwise-demo.html`); `--karpenter` runs the rollout on
+//! the same cluster run by Karpenter instead.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -14,12 +15,14 @@ async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let mut out = spotwise_testkit::repo_root().join("target/spotwise-demo.html");
     let mut json = false;
+    let mut karpenter = false;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--report" => out = PathBuf::from(args.next().context("--report needs a path")?),
             "--json" => json = true,
+            "--karpenter" => karpenter = true,
             other => anyhow::bail!(
-                "unknown argument {other:?} (usage: spotwise-demo [--json] [--report FILE])"
+                "unknown argument {other:?} (usage: spotwise-demo [--json] [--karpenter] [--report FILE])"
             ),
         }
     }
@@ -32,6 +35,23 @@ async fn main() -> anyhow::Result<()> {
     telemetry::init(&logs);
     let started = Instant::now();
     let stack = LocalStack::start();
+    if karpenter {
+        let (report, _rig) = spotwise_flow::run_karpenter(&stack).await?;
+        let mut figures = report.figures();
+        figures["run_seconds"] = serde_json::json!(started.elapsed().as_secs_f64());
+        figures["rollout_backend"] = report.rollout["backend"].clone();
+        if json {
+            println!("{figures}");
+        } else {
+            println!(
+                "Spotwise on the local stack ({}), cluster {} run by Karpenter",
+                stack.endpoint(),
+                report.cluster_id
+            );
+            print_rollout(&report);
+        }
+        return Ok(());
+    }
     let report = spotwise_flow::run(&stack).await?;
     let total = started.elapsed();
     if let Some(dir) = out.parent() {
@@ -77,29 +97,7 @@ async fn main() -> anyhow::Result<()> {
         "  node mix:       {} nodes now -> {} planned ({} spot)",
         report.snapshot_nodes, summary["nodes"], summary["spot_nodes"]
     );
-    let rollout = &report.rollout;
-    let figure = |which: &str, field: &str| rollout[which][field].as_f64().unwrap_or(0.0);
-    println!(
-        "  rollout:        {} in {:.1} s ({}); {} AWS calls",
-        rollout["status"].as_str().unwrap_or("?"),
-        report.rollout_time.as_secs_f64(),
-        rollout["reason"].as_str().unwrap_or(""),
-        rollout["aws_calls"]
-    );
-    for which in ["before", "planned", "realised"] {
-        println!(
-            "    {which:<9} ${:>8.2}/month  {:>2} nodes, {:>2} spot",
-            figure(which, "cost_hr") * spotwise_flow::HOURS_PER_MONTH,
-            figure(which, "nodes"),
-            figure(which, "spot_nodes"),
-        );
-    }
-    println!(
-        "    {} evictions, {} pods Pending, {} disruption budget violations",
-        report.evictions,
-        report.pods_pending,
-        report.pdb_violations.len()
-    );
+    print_rollout(&report);
     println!(
         "  interruption:   {} ({}) handled in {:.1} ms; node unschedulable: {}",
         report.interrupted_instance,
@@ -156,4 +154,31 @@ async fn main() -> anyhow::Result<()> {
         total.as_secs_f64()
     );
     Ok(())
+}
+
+/// The rollout's lines: status, and before, planned and realised figures.
+fn print_rollout(report: &spotwise_flow::Report) {
+    let rollout = &report.rollout;
+    let figure = |which: &str, field: &str| rollout[which][field].as_f64().unwrap_or(0.0);
+    println!(
+        "  rollout:        {} in {:.1} s ({}); {} AWS calls",
+        rollout["status"].as_str().unwrap_or("?"),
+        report.rollout_time.as_secs_f64(),
+        rollout["reason"].as_str().unwrap_or(""),
+        rollout["aws_calls"]
+    );
+    for which in ["before", "planned", "realised"] {
+        println!(
+            "    {which:<9} ${:>8.2}/month  {:>2} nodes, {:>2} spot",
+            figure(which, "cost_hr") * spotwise_flow::HOURS_PER_MONTH,
+            figure(which, "nodes"),
+            figure(which, "spot_nodes"),
+        );
+    }
+    println!(
+        "    {} evictions, {} pods Pending, {} disruption budget violations",
+        report.evictions,
+        report.pods_pending,
+        report.pdb_violations.len()
+    );
 }

@@ -224,3 +224,70 @@ async fn without_karpenter_the_karpenter_backend_is_refused_and_auto_uses_node_g
     let approved = rig.approve().await.unwrap();
     assert_eq!(approved["rollout"]["backend"], "managed-node-groups");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_that_fall_to_the_customers_pools_without_spot_go_back_to_spot_later() {
+    let stack = LocalStack::start();
+    let mut report = Report::default();
+    let mut rig = setup_shaped(&stack, &mut report, &Shape::karpenter())
+        .await
+        .unwrap();
+    {
+        let mut state = rig.fake.state();
+        let karpenter = state.karpenter.as_mut().unwrap();
+        karpenter.no_capacity = karpenter
+            .offerings
+            .iter()
+            .filter(|o| o.capacity_type == "spot")
+            .map(|o| {
+                (
+                    o.instance_type.clone(),
+                    o.zone.clone(),
+                    o.capacity_type.clone(),
+                )
+            })
+            .collect();
+    }
+    rig.approve().await.unwrap();
+    let rollout = rig.drive(40, |_| OffsetDateTime::now_utc()).await.unwrap();
+    assert_eq!(rollout["status"], "completed", "{rollout:#}");
+    assert_eq!(rollout["realised"]["spot_nodes"], 0, "{rollout:#}");
+    let reason = rollout["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("came from the customer's NodePools"),
+        "{reason}"
+    );
+    assert!(rollout["spot_retry_at"].is_string());
+    let on_demand = rollout["realised"]["cost_hr"].as_f64().unwrap();
+    assert_eq!(report.pods_pending, 0);
+
+    // Spot is back; an hour later the fallback nodes' pods move to Spotwise's spot pools.
+    rig.fake
+        .state()
+        .karpenter
+        .as_mut()
+        .unwrap()
+        .no_capacity
+        .clear();
+    let later = |_| OffsetDateTime::now_utc() + time::Duration::minutes(61);
+    let rollout = rig.drive(40, later).await.unwrap();
+    assert_eq!(rollout["status"], "completed", "{rollout:#}");
+    assert!(
+        rollout["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("trying spot again")),
+        "{rollout:#}"
+    );
+    assert!(
+        rollout["realised"]["spot_nodes"].as_u64().unwrap() > 0,
+        "{rollout:#}"
+    );
+    assert!(rollout["realised"]["cost_hr"].as_f64().unwrap() < on_demand);
+    assert!(rig.fake.state().pending().is_empty());
+    assert!(rig.fake.state().pdb_violations.is_empty());
+}
