@@ -758,20 +758,26 @@ async fn list_node_classes(State(s): State<Shared>) -> Reply {
     ))
 }
 
-async fn get_node_pool(State(s): State<Shared>, Path(name): Path<String>) -> Reply {
-    karpenter_objects(&lock(&s), false)?
-        .get(&name)
+fn karpenter_object(s: &Shared, classes: bool, name: &str) -> Reply {
+    karpenter_objects(&lock(s), classes)?
+        .get(name)
         .cloned()
         .map(Json)
-        .ok_or_else(|| status(StatusCode::NOT_FOUND, "NotFound", "nodepool not found"))
+        .ok_or_else(|| {
+            status(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                &format!("{name} not found"),
+            )
+        })
+}
+
+async fn get_node_pool(State(s): State<Shared>, Path(name): Path<String>) -> Reply {
+    karpenter_object(&s, false, &name)
 }
 
 async fn get_node_class(State(s): State<Shared>, Path(name): Path<String>) -> Reply {
-    karpenter_objects(&lock(&s), true)?
-        .get(&name)
-        .cloned()
-        .map(Json)
-        .ok_or_else(|| status(StatusCode::NOT_FOUND, "NotFound", "ec2nodeclass not found"))
+    karpenter_object(&s, true, &name)
 }
 
 async fn create_node_pool(State(s): State<Shared>, Json(mut body): Json<Value>) -> Reply {

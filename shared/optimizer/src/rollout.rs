@@ -1033,13 +1033,8 @@ fn karpenter_provisioning_step(
 /// keeps them, and a failure is not rolled back). Karpenter removes the drained nodes itself.
 fn karpenter_undo_step(rollout: &Rollout, observed: &Observed<'_>) -> Step {
     let cancelling = rollout.failure.is_none();
-    let standing = |r: &ReplacedNode| !r.restored && !r.released && r.cordon_action.is_some();
-    if let Some(i) = rollout
-        .replaced
-        .iter()
-        .position(|r| standing(r) && !(cancelling && r.drained))
-    {
-        return Step::Restore(i);
+    if let Some(step) = restore_step(rollout, cancelling) {
+        return step;
     }
     let drained = rollout.replaced.iter().filter(|r| r.drained).count();
     if drained == 0 {
@@ -1285,17 +1280,22 @@ fn cancelled(rollout: &Rollout) -> Step {
     )
 }
 
-fn undo_step(rollout: &Rollout) -> Step {
-    let cancelling = rollout.failure.is_none();
-    let anything_released = rollout.replaced.iter().any(|r| r.released);
-    // Replaced nodes still standing take their pods again.
+/// Undoing, first: replaced nodes still standing take their pods again (on a cancel, not the
+/// drained ones, whose pods moved already).
+fn restore_step(rollout: &Rollout, cancelling: bool) -> Option<Step> {
     let standing = |r: &ReplacedNode| !r.restored && !r.released && r.cordon_action.is_some();
-    if let Some(i) = rollout
+    rollout
         .replaced
         .iter()
         .position(|r| standing(r) && !(cancelling && r.drained))
-    {
-        return Step::Restore(i);
+        .map(Step::Restore)
+}
+
+fn undo_step(rollout: &Rollout) -> Step {
+    let cancelling = rollout.failure.is_none();
+    let anything_released = rollout.replaced.iter().any(|r| r.released);
+    if let Some(step) = restore_step(rollout, cancelling) {
+        return step;
     }
     // A cancel keeps the capacity that drained nodes' pods moved to, and removes the emptied
     // nodes; a failure removes what it created, unless the old capacity is already gone.
