@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Value, json};
+use spotwise_core::karpenter::Requirement;
 
 use crate::kube::{KubeState, cpu_millis, mem_mib, node, pod, requests_of};
 
@@ -80,31 +81,6 @@ pub struct SimKarpenter {
     pub removed: u32,
 }
 
-/// A NodePool's requirement on a label, as the object writes it.
-fn requirement_admits(requirement: &Value, value: Option<&str>) -> bool {
-    let values: Vec<&str> = requirement["values"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
-    let listed = value.is_some_and(|v| values.contains(&v));
-    let number = |v: Option<&str>| v.and_then(|v| v.parse::<i64>().ok());
-    match requirement["operator"].as_str().unwrap_or("In") {
-        "In" => listed,
-        "NotIn" => !listed,
-        "Exists" => value.is_some(),
-        "DoesNotExist" => value.is_none(),
-        "Gt" => {
-            matches!((number(value), number(values.first().copied())), (Some(v), Some(b)) if v > b)
-        }
-        "Lt" => {
-            matches!((number(value), number(values.first().copied())), (Some(v), Some(b)) if v < b)
-        }
-        _ => false,
-    }
-}
-
 fn limit(pool: &Value, resource: &str) -> Option<u64> {
     let text = match &pool["spec"]["limits"][resource] {
         Value::String(s) => s.clone(),
@@ -163,10 +139,12 @@ impl KubeState {
         for pool in pools {
             let name = pool["metadata"]["name"].as_str().unwrap_or_default();
             let template = &pool["spec"]["template"];
-            let requirements = template["spec"]["requirements"]
+            let requirements: Vec<Requirement> = template["spec"]["requirements"]
                 .as_array()
-                .cloned()
-                .unwrap_or_default();
+                .into_iter()
+                .flatten()
+                .filter_map(|r| serde_json::from_value(r.clone()).ok())
+                .collect();
             let (used_cpu, used_mem) = self
                 .nodes
                 .values()
@@ -177,16 +155,15 @@ impl KubeState {
                         m + mem_mib(n["status"]["capacity"]["memory"].as_str().unwrap_or("0")),
                     )
                 });
-            let allows_spot = requirements.iter().all(|r| {
-                r["key"] != "karpenter.sh/capacity-type" || requirement_admits(r, Some("spot"))
-            });
+            let allows_spot = requirements
+                .iter()
+                .all(|r| r.key != "karpenter.sh/capacity-type" || r.admits(Some("spot")));
             let mut best: Option<(&SimOffering, Value)> = None;
             for offering in &karpenter.offerings {
                 let mut labels = offering.labels();
-                let admitted = requirements.iter().all(|r| {
-                    let key = r["key"].as_str().unwrap_or_default();
-                    requirement_admits(r, labels.get(key).map(String::as_str))
-                });
+                let admitted = requirements
+                    .iter()
+                    .all(|r| r.admits(labels.get(&r.key).map(String::as_str)));
                 let available = !karpenter.no_capacity.contains(&(
                     offering.instance_type.clone(),
                     offering.zone.clone(),

@@ -664,29 +664,14 @@ pub(crate) fn requests_of(pod: &Value) -> Resources {
     total
 }
 
+/// A cpu quantity in millicores, as the agent's snapshot reads it (0 when unreadable).
 pub(crate) fn cpu_millis(quantity: &str) -> u64 {
-    match quantity.strip_suffix('m') {
-        Some(millis) => millis.parse().unwrap_or(0),
-        None => quantity
-            .parse::<f64>()
-            .map_or(0, |cores| (cores * 1000.0) as u64),
-    }
+    spotwise_core::snapshot::cpu_millis(quantity).unwrap_or(0)
 }
 
+/// A memory quantity in MiB, as the agent's snapshot reads it (0 when unreadable).
 pub(crate) fn mem_mib(quantity: &str) -> u64 {
-    for (suffix, per_mib) in [
-        ("Ki", 1.0 / 1024.0),
-        ("Mi", 1.0),
-        ("Gi", 1024.0),
-        ("Ti", 1024.0 * 1024.0),
-    ] {
-        if let Some(n) = quantity.strip_suffix(suffix) {
-            return n.parse::<f64>().map_or(0, |n| (n * per_mib) as u64);
-        }
-    }
-    quantity
-        .parse::<f64>()
-        .map_or(0, |bytes| (bytes / 1_048_576.0) as u64)
+    spotwise_core::snapshot::mem_mib(quantity).unwrap_or(0)
 }
 
 /// nodeSelector labels and NoSchedule/NoExecute taints.
@@ -740,6 +725,16 @@ fn karpenter_objects(
     })
 }
 
+fn node_pools_mut(
+    cluster: &mut KubeState,
+) -> Result<&mut BTreeMap<String, Value>, (StatusCode, Json<Value>)> {
+    Ok(&mut cluster
+        .karpenter
+        .as_mut()
+        .ok_or_else(not_installed)?
+        .node_pools)
+}
+
 fn list_of(kind: &str, objects: &BTreeMap<String, Value>) -> Json<Value> {
     Json(json!({"kind": kind, "metadata": {}, "items": objects.values().collect::<Vec<_>>()}))
 }
@@ -782,11 +777,7 @@ async fn get_node_class(State(s): State<Shared>, Path(name): Path<String>) -> Re
 
 async fn create_node_pool(State(s): State<Shared>, Json(mut body): Json<Value>) -> Reply {
     let mut cluster = lock(&s);
-    let pools = &mut cluster
-        .karpenter
-        .as_mut()
-        .ok_or_else(not_installed)?
-        .node_pools;
+    let pools = node_pools_mut(&mut cluster)?;
     let name = body["metadata"]["name"]
         .as_str()
         .ok_or_else(|| status(StatusCode::BAD_REQUEST, "Invalid", "metadata.name missing"))?
@@ -809,12 +800,7 @@ async fn patch_node_pool(
     Json(body): Json<Value>,
 ) -> Reply {
     let mut cluster = lock(&s);
-    let pools = &mut cluster
-        .karpenter
-        .as_mut()
-        .ok_or_else(not_installed)?
-        .node_pools;
-    let pool = pools
+    let pool = node_pools_mut(&mut cluster)?
         .get_mut(&name)
         .ok_or_else(|| status(StatusCode::NOT_FOUND, "NotFound", "nodepool not found"))?;
     patch_versioned(pool, &body)
@@ -822,11 +808,7 @@ async fn patch_node_pool(
 
 async fn delete_node_pool(State(s): State<Shared>, Path(name): Path<String>) -> Reply {
     let mut cluster = lock(&s);
-    let removed = cluster
-        .karpenter
-        .as_mut()
-        .ok_or_else(not_installed)?
-        .node_pools
+    let removed = node_pools_mut(&mut cluster)?
         .remove(&name)
         .ok_or_else(|| status(StatusCode::NOT_FOUND, "NotFound", "nodepool not found"))?;
     // Karpenter drains and removes the pool's nodes before the pool goes.

@@ -112,16 +112,17 @@ pub async fn advance(
     }
     // Read once: the statuses of actions sent during the tick are known without reading.
     let (mut sent, mut failures) = action_statuses(deps, &item.body).await?;
-    let allowances = cluster.disruptions_allowed(now);
+    let mut allowances = cluster.disruptions_allowed(now);
     let mut unsaved = false;
     for _ in 0..MAX_STEPS_PER_TICK {
-        // The statuses move into the observation and back, not copied at every step.
+        // What was read moves into the observation and back, not copied at every step.
         let mut observed =
             cluster.observed((std::mem::take(&mut sent), std::mem::take(&mut failures)));
-        observed.disruptions_allowed.clone_from(&allowances);
+        observed.disruptions_allowed = std::mem::take(&mut allowances);
         let step = rollout::next_step(&item.body, &observed, now);
         sent = observed.actions;
         failures = observed.failures;
+        allowances = observed.disruptions_allowed;
         if let Step::Wait(reason) = &step {
             if *reason != item.body.reason && !item.body.status.is_final() {
                 item.body.reason.clone_from(reason);
@@ -651,35 +652,31 @@ pub async fn take(
                 .groups
                 .iter()
                 .any(|g| g.fallback_for.is_some() && !g.deleted);
-            let reason = format!(
-                "realised ${:.3}/h for ${:.3}/h planned ({:.1}%), {} of {} nodes spot, {} pod(s) Pending{}",
+            let mut reason = format!(
+                "realised ${:.3}/h for ${:.3}/h planned ({:.1}%), {} of {} nodes spot, {} pod(s) Pending",
                 realised.cost_hr,
                 rollout.planned.cost_hr,
                 ratio * 100.0,
                 realised.spot_nodes,
                 realised.nodes,
                 realised.pods_pending,
-                if fallback {
-                    "; part of the spot capacity runs on-demand until spot is back"
-                } else {
-                    ""
-                }
-            ) + &if kept_by_karpenter.is_empty() {
-                String::new()
-            } else {
-                format!(
+            );
+            if fallback {
+                reason.push_str("; part of the spot capacity runs on-demand until spot is back");
+            }
+            if !kept_by_karpenter.is_empty() {
+                reason.push_str(&format!(
                     "; Karpenter has not removed {} drained node(s) ({}): their NodePool does not consolidate empty nodes",
                     kept_by_karpenter.len(),
                     kept_by_karpenter.join(", ")
-                )
-            } + &if karpenter_fallbacks > 0 {
-                format!(
+                ));
+            }
+            if karpenter_fallbacks > 0 {
+                reason.push_str(&format!(
                     "; {karpenter_fallbacks} node(s) came from the customer's NodePools (spot short or Spotwise's pools full): spot is tried again in {} min",
                     rollout.karpenter_retry_delay().whole_minutes()
-                )
-            } else {
-                String::new()
-            };
+                ));
+            }
             rollout.realised = Some(realised);
             rollout.completed_at = Some(now);
             rollout.retrying_spot = false;

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::domain::Taint;
+use crate::snapshot::{int_or_string, str_map, taints};
 
 /// The label a node carries of the NodePool that launched it.
 pub const NODEPOOL_LABEL: &str = "karpenter.sh/nodepool";
@@ -191,24 +192,6 @@ pub fn duration_seconds(text: &str) -> Option<i64> {
     (number.is_empty() && !text.trim().is_empty()).then_some(total)
 }
 
-fn str_map(value: &Value) -> BTreeMap<String, String> {
-    value
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn quantity(value: &Value) -> Option<String> {
-    value
-        .as_str()
-        .map(str::to_owned)
-        .or_else(|| value.as_i64().map(|n| n.to_string()))
-}
-
 /// A `karpenter.sh/v1` NodePool object as the API server returns it.
 pub fn parse_node_pool(item: &Value) -> Result<NodePool, String> {
     let name = item["metadata"]["name"]
@@ -253,18 +236,7 @@ pub fn parse_node_pool(item: &Value) -> Result<NodePool, String> {
             })
         })
         .collect::<Result<Vec<_>, String>>()?;
-    let taints = template["spec"]["taints"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|t| {
-            Some(Taint {
-                key: t["key"].as_str()?.to_owned(),
-                value: t["value"].as_str().map(str::to_owned),
-                effect: t["effect"].as_str()?.to_owned(),
-            })
-        })
-        .collect();
+    let taints = taints(&template["spec"]["taints"]);
     let class = &template["spec"]["nodeClassRef"];
     let disruption = &spec["disruption"];
     Ok(NodePool {
@@ -276,7 +248,7 @@ pub fn parse_node_pool(item: &Value) -> Result<NodePool, String> {
                 .as_object()
                 .map(|m| {
                     m.iter()
-                        .filter_map(|(k, v)| Some((k.clone(), quantity(v)?)))
+                        .filter_map(|(k, v)| Some((k.clone(), int_or_string(v)?)))
                         .collect()
                 })
                 .unwrap_or_default(),
@@ -297,7 +269,7 @@ pub fn parse_node_pool(item: &Value) -> Result<NodePool, String> {
                     .into_iter()
                     .flatten()
                     .map(|b| Budget {
-                        nodes: quantity(&b["nodes"]).unwrap_or_else(|| "10%".into()),
+                        nodes: int_or_string(&b["nodes"]).unwrap_or_else(|| "10%".into()),
                         schedule: b["schedule"].as_str().map(str::to_owned),
                         duration: b["duration"].as_str().map(str::to_owned),
                         reasons: b["reasons"]

@@ -156,7 +156,7 @@ pub fn mem_mib(q: &str) -> Option<u64> {
     Some((bytes / MIB).ceil() as u64)
 }
 
-fn str_map(v: &Value) -> BTreeMap<String, String> {
+pub(crate) fn str_map(v: &Value) -> BTreeMap<String, String> {
     v.as_object()
         .map(|m| {
             m.iter()
@@ -166,10 +166,25 @@ fn str_map(v: &Value) -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
-fn int_or_string(v: &Value) -> Option<String> {
+pub(crate) fn int_or_string(v: &Value) -> Option<String> {
     v.as_str()
         .map(str::to_owned)
         .or_else(|| v.as_i64().map(|i| i.to_string()))
+}
+
+/// A `taints` array as Kubernetes writes it; entries without key or effect are skipped.
+pub(crate) fn taints(v: &Value) -> Vec<Taint> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| {
+            Some(Taint {
+                key: t["key"].as_str()?.to_owned(),
+                value: t["value"].as_str().map(str::to_owned),
+                effect: t["effect"].as_str()?.to_owned(),
+            })
+        })
+        .collect()
 }
 
 pub fn parse_list(json: &[u8]) -> Result<Snapshot, SnapshotError> {
@@ -325,22 +340,9 @@ fn parse_node(item: &Value) -> Result<CurrentNode, String> {
         Some("spot" | "SPOT") => CapacityType::Spot,
         _ => CapacityType::OnDemand,
     };
-    let taints = item["spec"]["taints"]
-        .as_array()
-        .map(|ts| {
-            ts.iter()
-                .filter_map(|t| {
-                    Some(Taint {
-                        key: t["key"].as_str()?.to_owned(),
-                        value: t["value"].as_str().map(str::to_owned),
-                        effect: t["effect"].as_str()?.to_owned(),
-                    })
-                })
-                // The controller's own unschedulable taint mirrors spec.unschedulable.
-                .filter(|t| t.key != "node.kubernetes.io/unschedulable")
-                .collect()
-        })
-        .unwrap_or_default();
+    let mut taints = taints(&item["spec"]["taints"]);
+    // The controller's own unschedulable taint mirrors spec.unschedulable.
+    taints.retain(|t| t.key != "node.kubernetes.io/unschedulable");
     Ok(CurrentNode {
         name: item["metadata"]["name"]
             .as_str()

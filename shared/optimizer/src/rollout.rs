@@ -1206,8 +1206,9 @@ fn migration_step(rollout: &Rollout, observed: &Observed<'_>, now: OffsetDateTim
             rollout.replaced.len()
         ));
     }
+    // On Karpenter the last drain releases the nodes: Karpenter removes them.
     if rollout.backend == Backend::Karpenter {
-        return karpenter_release_step(rollout, observed, now);
+        return verify_step(rollout, observed, now);
     }
     if let Some(group) = rollout.emptied_groups.iter().find(|g| {
         rollout
@@ -1220,48 +1221,37 @@ fn migration_step(rollout: &Rollout, observed: &Observed<'_>, now: OffsetDateTim
     if let Some(i) = rollout.replaced.iter().position(|r| !r.released) {
         return Step::Terminate(i);
     }
+    verify_step(rollout, observed, now)
+}
+
+/// Once the replaced capacity is released, the first snapshot taken after it that no longer
+/// lists the replaced nodes verifies the rollout. On Karpenter, which removes the drained
+/// (empty) nodes itself, the rollout verifies without them after
+/// [`KARPENTER_RELEASE_TIMEOUT`]: their NodePool does not consolidate empty nodes.
+fn verify_step(rollout: &Rollout, observed: &Observed<'_>, now: OffsetDateTime) -> Step {
     let released_at = rollout.released_at.unwrap_or(rollout.updated_at);
     match observed.snapshot {
         Some((snapshot, taken_at)) if taken_at > released_at => {
-            let gone: BTreeSet<&str> = rollout.replaced.iter().map(|r| r.name.as_str()).collect();
-            if snapshot
-                .nodes
-                .iter()
-                .any(|n| gone.contains(n.name.as_str()))
-            {
-                return Step::Wait("waiting for the removed nodes to leave the cluster".into());
-            }
-            Step::Verify
-        }
-        _ if now - released_at > Duration::hours(1) => Step::Fail(
-            "no snapshot from the agent within an hour of the release to verify with".into(),
-        ),
-        _ => Step::Wait("waiting for a snapshot to verify the cluster".into()),
-    }
-}
-
-/// Karpenter removes the drained nodes (they are empty); the rollout verifies once a snapshot
-/// taken after the last drain no longer lists them, or when Karpenter keeps them longer than
-/// [`KARPENTER_RELEASE_TIMEOUT`] (its NodePool does not consolidate empty nodes).
-fn karpenter_release_step(rollout: &Rollout, observed: &Observed<'_>, now: OffsetDateTime) -> Step {
-    let drained_at = rollout.released_at.unwrap_or(rollout.updated_at);
-    match observed.snapshot {
-        Some((snapshot, taken_at)) if taken_at > drained_at => {
             let left = rollout
                 .replaced
                 .iter()
                 .filter(|r| snapshot.nodes.iter().any(|n| n.name == r.name))
                 .count();
-            if left == 0 || now - drained_at >= KARPENTER_RELEASE_TIMEOUT {
-                Step::Verify
-            } else {
-                Step::Wait(format!(
+            match rollout.backend {
+                _ if left == 0 => Step::Verify,
+                Backend::Karpenter if now - released_at >= KARPENTER_RELEASE_TIMEOUT => {
+                    Step::Verify
+                }
+                Backend::Karpenter => Step::Wait(format!(
                     "waiting for Karpenter to remove {left} drained node(s)"
-                ))
+                )),
+                Backend::ManagedNodeGroups => {
+                    Step::Wait("waiting for the removed nodes to leave the cluster".into())
+                }
             }
         }
-        _ if now - drained_at > Duration::hours(1) => Step::Fail(
-            "no snapshot from the agent within an hour of the last drain to verify with".into(),
+        _ if now - released_at > Duration::hours(1) => Step::Fail(
+            "no snapshot from the agent within an hour of the release to verify with".into(),
         ),
         _ => Step::Wait("waiting for a snapshot to verify the cluster".into()),
     }

@@ -63,10 +63,7 @@ async fn agent_reports_reach_the_cluster_and_its_actions() {
             refused.body
         );
     }
-    let snapshot = spotwise_core::snapshot::parse_list(
-        fixture("events/optimizer/kubectl-snapshot.json").as_bytes(),
-    )
-    .unwrap();
+    let snapshot = fixture_snapshot();
     let uploaded = api
         .upload_snapshot(&agent, &serde_json::to_value(&snapshot).unwrap())
         .await;
@@ -286,13 +283,7 @@ async fn snapshot_uploads_go_to_storage_under_the_tenant_and_unchanged_ones_are_
     let api = api().await;
     api.seed_cluster(None).await;
     let agent = api.agent_key().await;
-    let snapshot = serde_json::to_value(
-        spotwise_core::snapshot::parse_list(
-            fixture("events/optimizer/kubectl-snapshot.json").as_bytes(),
-        )
-        .unwrap(),
-    )
-    .unwrap();
+    let snapshot = serde_json::to_value(fixture_snapshot()).unwrap();
     let tickets = "/v1/agent/snapshot-uploads";
     for (body, field) in [
         (json!({"sha256": "ab", "size": 10}), "sha256"),

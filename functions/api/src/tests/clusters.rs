@@ -111,10 +111,7 @@ async fn each_snapshot_adds_what_changed_to_the_pod_history() {
     let api = api().await;
     api.seed_cluster(None).await;
     let agent = api.agent_key().await;
-    let mut snapshot = spotwise_core::snapshot::parse_list(
-        fixture("events/optimizer/kubectl-snapshot.json").as_bytes(),
-    )
-    .unwrap();
+    let mut snapshot = fixture_snapshot();
     let upload = |body: Value| {
         let api = &api;
         let agent = agent.clone();

@@ -179,6 +179,14 @@ fn error_code(reply: &Reply) -> &str {
     reply.body["error"]["code"].as_str().unwrap_or_default()
 }
 
+/// The shipped snapshot of a small cluster (`events/optimizer/kubectl-snapshot.json`).
+fn fixture_snapshot() -> spotwise_core::snapshot::Snapshot {
+    spotwise_core::snapshot::parse_list(
+        fixture("events/optimizer/kubectl-snapshot.json").as_bytes(),
+    )
+    .unwrap()
+}
+
 fn prod_cluster() -> ClusterId {
     ClusterId::new("111122223333.us-east-1.prod").unwrap()
 }

@@ -83,10 +83,7 @@ async fn approving_the_newest_plan_starts_its_rollout() {
         "proposed"
     );
     let agent = api.agent_key().await;
-    let snapshot = spotwise_core::snapshot::parse_list(
-        fixture("events/optimizer/kubectl-snapshot.json").as_bytes(),
-    )
-    .unwrap();
+    let snapshot = fixture_snapshot();
     let uploaded = api
         .upload_snapshot(&agent, &serde_json::to_value(&snapshot).unwrap())
         .await;
