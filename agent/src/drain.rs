@@ -65,6 +65,8 @@ struct Candidate {
     grace_seconds: i64,
     /// Selects its nodes (nodeSelector or required node affinity).
     constrained: bool,
+    /// The cpu its containers request, in millicores.
+    cpu_m: u64,
 }
 
 impl Candidate {
@@ -149,11 +151,19 @@ pub async fn drain(
                                 .is_some()
                         })
             }),
+            cpu_m: pod
+                .spec
+                .iter()
+                .flat_map(|s| &s.containers)
+                .filter_map(|c| c.resources.as_ref()?.requests.as_ref()?.get("cpu"))
+                .filter_map(|q| spotwise_core::snapshot::cpu_millis(&q.0))
+                .sum(),
         });
     }
-    // Pods that can run anywhere go first: the capacity an autoscaler launches for a pod that
-    // selects its nodes is then not taken by them.
-    pending.sort_by_key(|pod| pod.constrained);
+    // Pods that select their nodes go first: they have the fewest places to go, and the room
+    // there is not yet taken by pods that could run anywhere. Then the largest, which need the
+    // most room, while it is there.
+    pending.sort_by_key(|pod| (!pod.constrained, std::cmp::Reverse(pod.cpu_m)));
 
     let mut wait = FIRST_RETRY;
     let mut last_reason: BTreeMap<String, String> = BTreeMap::new();

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Api;
 use kube::api::{
     ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
@@ -14,7 +14,7 @@ use spotwise_core::action::{
     ActionSpec, AgentAction, Amendment, DrainTerms, ScalableKind, WorkloadRef,
 };
 use spotwise_core::domain::Taint;
-use spotwise_core::karpenter::{MANAGED_LABEL, NodePoolSpec};
+use spotwise_core::karpenter::{MANAGED_LABEL, NodePoolSpec, NodeReservation};
 use tokio::sync::watch;
 
 use crate::report::{Reporter, StatusCheck};
@@ -39,6 +39,8 @@ pub enum ExecuteError {
     NodeClassMissing { name: String },
     #[error("NodePool {name} cannot be written: {reason}")]
     Manifest { name: String, reason: String },
+    #[error("reservation for NodePool {name}: {reason}")]
+    Reservation { name: String, reason: String },
 }
 
 impl ExecuteError {
@@ -52,7 +54,8 @@ impl ExecuteError {
             ExecuteError::Kube(_) | ExecuteError::Lifecycle(_) => true,
             ExecuteError::NotOurs { .. }
             | ExecuteError::NodeClassMissing { .. }
-            | ExecuteError::Manifest { .. } => false,
+            | ExecuteError::Manifest { .. }
+            | ExecuteError::Reservation { .. } => false,
             // The deadline has passed; a retry would be refused as expired.
             ExecuteError::DrainIncomplete { .. } => false,
         }
@@ -180,6 +183,12 @@ pub async fn run(
         ActionSpec::DeleteNodePool { name } => {
             delete_node_pool(client, name).await.map(Executed::from)
         }
+        ActionSpec::ReserveNodes { reservation } => {
+            reserve_nodes(client, reservation).await.map(Executed::from)
+        }
+        ActionSpec::ReleaseNodes { reservation } => {
+            release_nodes(client, reservation).await.map(Executed::from)
+        }
         ActionSpec::Drain { node, taint, .. } => {
             if let Some(taint) = taint {
                 add_taint(client, node, taint).await?;
@@ -297,6 +306,65 @@ async fn delete_node_pool(client: &kube::Client, name: &str) -> Result<String, E
             name: name.to_owned(),
         }),
     }
+}
+
+/// Creates the reservation's placeholder pods in the agent's own namespace; pods already
+/// there (a repeated action) are kept.
+async fn reserve_nodes(
+    client: &kube::Client,
+    reservation: &NodeReservation,
+) -> Result<String, ExecuteError> {
+    let invalid = |reason: String| ExecuteError::Reservation {
+        name: reservation.node_pool.clone(),
+        reason,
+    };
+    reservation.check().map_err(invalid)?;
+    let pods: Api<Pod> = Api::default_namespaced(client.clone());
+    let mut created = 0;
+    for index in 0..reservation.placeholders() {
+        let pod: Pod =
+            serde_json::from_value(reservation.pod(index)).map_err(|e| invalid(e.to_string()))?;
+        match pods.create(&PostParams::default(), &pod).await {
+            Ok(_) => created += 1,
+            Err(kube::Error::Api(status)) if status.code == 409 => {}
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Ok(format!(
+        "{} node(s) of NodePool {} reserved in namespace {} ({created} placeholder pod(s) created)",
+        reservation.nodes,
+        reservation.node_pool,
+        client.default_namespace()
+    ))
+}
+
+/// Deletes the placeholder pods the reservation still has (preempted ones are gone).
+async fn release_nodes(
+    client: &kube::Client,
+    reservation: &NodeReservation,
+) -> Result<String, ExecuteError> {
+    reservation
+        .check()
+        .map_err(|reason| ExecuteError::Reservation {
+            name: reservation.node_pool.clone(),
+            reason,
+        })?;
+    let pods: Api<Pod> = Api::default_namespaced(client.clone());
+    let mut deleted = 0;
+    for index in 0..reservation.placeholders() {
+        match pods
+            .delete(&reservation.pod_name(index), &DeleteParams::default())
+            .await
+        {
+            Ok(_) => deleted += 1,
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Ok(format!(
+        "reserved nodes of NodePool {} released ({deleted} placeholder pod(s) deleted)",
+        reservation.node_pool
+    ))
 }
 
 async fn add_taint(

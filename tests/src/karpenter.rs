@@ -98,18 +98,28 @@ impl KubeState {
     /// NodePool (by weight) that admits it; binds pods after each launch. Returns the launches.
     pub(crate) fn provision(&mut self) -> usize {
         let mut launches = 0;
+        // A pod no pool could launch for stays so while launches only use up limits.
+        let mut unlaunchable: BTreeSet<String> = BTreeSet::new();
         while launches < 10_000 {
             let mut pending: Vec<(String, u64, u64)> = self
                 .pods
                 .iter()
-                .filter(|(_, p)| p["spec"]["nodeName"].as_str().is_none())
+                .filter(|(k, p)| {
+                    p["spec"]["nodeName"].as_str().is_none() && !unlaunchable.contains(*k)
+                })
                 .map(|(k, p)| {
                     let r = requests_of(p);
                     (k.clone(), r.cpu_m, r.mem_mib)
                 })
                 .collect();
             pending.sort_by(|a, b| (b.1, b.2, &a.0).cmp(&(a.1, a.2, &b.0)));
-            let Some(launched) = pending.iter().find_map(|(key, _, _)| self.launch_for(key)) else {
+            let Some(launched) = pending.iter().find_map(|(key, _, _)| {
+                let launched = self.launch_for(key);
+                if launched.is_none() {
+                    unlaunchable.insert(key.clone());
+                }
+                launched
+            }) else {
                 return launches;
             };
             self.add_node(launched.0);
@@ -126,6 +136,11 @@ impl KubeState {
         let pending = self.pods.get(key)?.clone();
         let need = requests_of(&pending);
         let karpenter = self.karpenter.as_ref()?;
+        let offering_labels: Vec<BTreeMap<String, String>> = karpenter
+            .offerings
+            .iter()
+            .map(SimOffering::labels)
+            .collect();
         let mut pools: Vec<&Value> = karpenter.node_pools.values().collect();
         pools.sort_by_key(|p| {
             (
@@ -159,26 +174,30 @@ impl KubeState {
                 .iter()
                 .all(|r| r.key != "karpenter.sh/capacity-type" || r.admits(Some("spot")));
             let mut best: Option<(&SimOffering, Value)> = None;
-            for offering in &karpenter.offerings {
-                let mut labels = offering.labels();
-                let admitted = requirements
-                    .iter()
-                    .all(|r| r.admits(labels.get(&r.key).map(String::as_str)));
-                let available = !karpenter.no_capacity.contains(&(
-                    offering.instance_type.clone(),
-                    offering.zone.clone(),
-                    offering.capacity_type.clone(),
-                ));
-                let within_limits = limit(pool, "cpu")
-                    .is_none_or(|l| used_cpu + offering.capacity_cpu_m <= l)
-                    && limit(pool, "memory")
-                        .is_none_or(|l| used_mem + offering.capacity_mem_mib <= l);
+            let (cpu_limit, mem_limit) = (limit(pool, "cpu"), limit(pool, "memory"));
+            for (offering, labels) in karpenter.offerings.iter().zip(&offering_labels) {
                 let fits = offering.cpu_m >= need.cpu_m + DAEMON_CPU_M
                     && offering.mem_mib >= need.mem_mib + DAEMON_MEM_MIB
                     && offering.max_pods >= 2;
-                if !(admitted && available && within_limits && fits) {
+                let within_limits = cpu_limit
+                    .is_none_or(|l| used_cpu + offering.capacity_cpu_m <= l)
+                    && mem_limit.is_none_or(|l| used_mem + offering.capacity_mem_mib <= l);
+                if !(fits && within_limits) {
                     continue;
                 }
+                let admitted = requirements
+                    .iter()
+                    .all(|r| r.admits(labels.get(&r.key).map(String::as_str)));
+                if !admitted
+                    || karpenter.no_capacity.contains(&(
+                        offering.instance_type.clone(),
+                        offering.zone.clone(),
+                        offering.capacity_type.clone(),
+                    ))
+                {
+                    continue;
+                }
+                let mut labels = labels.clone();
                 for (k, v) in template["metadata"]["labels"]
                     .as_object()
                     .into_iter()

@@ -3,7 +3,8 @@
 //! `resourceVersion` checked), pods list (by `spec.nodeName`), evictions (429 while the budget
 //! over `app=guarded` pods allows none; `app=slow` pods stay listed, terminating, for a few
 //! lists), PodDisruptionBudgets, PersistentVolumeClaims and PersistentVolumes list, and the
-//! scale subresource of Deployments and StatefulSets, and with [`KubeState::karpenter`] set,
+//! scale subresource of Deployments and StatefulSets, pods created (priority from their
+//! PriorityClass, preempting lower-priority pods when none fits) and deleted, and with [`KubeState::karpenter`] set,
 //! Karpenter's NodePools and EC2NodeClasses (see [`crate::karpenter`]). Real `kube::Client`s
 //! talk to it over HTTP.
 
@@ -51,6 +52,10 @@ pub struct KubeState {
     /// Karpenter, when the cluster runs it: its objects are served and it launches nodes for
     /// Pending pods.
     pub karpenter: Option<SimKarpenter>,
+    /// PriorityClass name to value; a pod naming another is refused at creation.
+    pub priority_classes: BTreeMap<String, i64>,
+    /// Pods the scheduler preempted to place one of higher priority.
+    pub preemptions: u32,
 }
 
 type Shared = Arc<Mutex<KubeState>>;
@@ -92,6 +97,11 @@ impl FakeKube {
             .route("/api/v1/persistentvolumeclaims", get(list_claims))
             .route("/api/v1/persistentvolumes", get(list_volumes))
             .route("/api/v1/namespaces/{ns}/pods/{name}/eviction", post(evict))
+            .route("/api/v1/namespaces/{ns}/pods", post(create_pod))
+            .route(
+                "/api/v1/namespaces/{ns}/pods/{name}",
+                axum::routing::delete(delete_pod),
+            )
             .route(
                 "/apis/karpenter.sh/v1/nodepools",
                 get(list_node_pools).post(create_node_pool),
@@ -364,6 +374,68 @@ async fn list_volumes(State(s): State<Shared>) -> Json<Value> {
     Json(json!({"kind": "PersistentVolumeList", "metadata": {}, "items": lock(&s).volumes}))
 }
 
+/// Admission as the API server does it: the pod's priority from its PriorityClass (refused
+/// when there is none of that name); then the scheduler (and Karpenter) see it.
+async fn create_pod(
+    State(s): State<Shared>,
+    Path(namespace): Path<String>,
+    Json(mut body): Json<Value>,
+) -> Result<(StatusCode, Json<Value>), (StatusCode, Json<Value>)> {
+    let mut cluster = lock(&s);
+    let name = body["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let key = format!("{namespace}/{name}");
+    if cluster.pods.contains_key(&key) {
+        return Err(status(
+            StatusCode::CONFLICT,
+            "AlreadyExists",
+            &format!("pods \"{name}\" already exists"),
+        ));
+    }
+    if let Some(class) = body["spec"]["priorityClassName"].as_str() {
+        let Some(value) = cluster.priority_classes.get(class).copied() else {
+            return Err(status(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                &format!(
+                    "pods \"{name}\" is forbidden: no PriorityClass with name {class} was found"
+                ),
+            ));
+        };
+        body["spec"]["priority"] = json!(value);
+    }
+    body["metadata"]["namespace"] = json!(namespace);
+    body["status"] = json!({"phase": "Pending"});
+    cluster.pods.insert(key, body.clone());
+    if cluster.simulate {
+        cluster.schedule();
+    }
+    Ok((StatusCode::CREATED, Json(body)))
+}
+
+async fn delete_pod(
+    State(s): State<Shared>,
+    Path((namespace, name)): Path<(String, String)>,
+) -> Reply {
+    let mut cluster = lock(&s);
+    let pod = cluster
+        .pods
+        .remove(&format!("{namespace}/{name}"))
+        .ok_or_else(|| {
+            status(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                &format!("pods \"{name}\" not found"),
+            )
+        })?;
+    if cluster.simulate {
+        cluster.schedule();
+    }
+    Ok(Json(pod))
+}
+
 async fn evict(
     State(s): State<Shared>,
     Path((namespace, name)): Path<(String, String)>,
@@ -545,7 +617,7 @@ impl KubeState {
             let Some(pod) = self.pods.get(&key) else {
                 continue;
             };
-            let best = free
+            let fitting = free
                 .iter()
                 .filter(|(_, left)| {
                     left.cpu_m >= need.cpu_m && left.mem_mib >= need.mem_mib && left.pods > 0
@@ -553,6 +625,7 @@ impl KubeState {
                 .filter(|(name, _)| self.nodes.get(*name).is_some_and(|n| admits(n, pod)))
                 .min_by_key(|(name, left)| (left.cpu_m - need.cpu_m, (*name).clone()))
                 .map(|(name, _)| name.clone());
+            let best = fitting.or_else(|| self.preempt_for(&key, need, &mut free));
             if let Some(node) = best
                 && let Some(pod) = self.pods.get_mut(&key)
             {
@@ -567,6 +640,84 @@ impl KubeState {
             }
         }
         bound
+    }
+
+    /// A node for the Pending pod `key` once pods of lower priority on it are preempted, as
+    /// the scheduler's preemption chooses: victims lowest priority first on each node, and the
+    /// node whose highest victim ranks lowest, then the least sum of victim priorities, the
+    /// fewest victims, the tightest fit. The victims are deleted (their controllers make them
+    /// again).
+    fn preempt_for(
+        &mut self,
+        key: &str,
+        need: Resources,
+        free: &mut BTreeMap<String, Resources>,
+    ) -> Option<String> {
+        let pod = self.pods.get(key)?;
+        let priority = priority_of(pod);
+        let fits = |room: &Resources| {
+            room.cpu_m >= need.cpu_m && room.mem_mib >= need.mem_mib && room.pods > 0
+        };
+        type Rank = (i64, i64, usize, u64, String);
+        let mut choice: Option<(Rank, Vec<String>)> = None;
+        for (name, left) in free.iter() {
+            if !self.nodes.get(name).is_some_and(|n| admits(n, pod)) {
+                continue;
+            }
+            let mut victims: Vec<(&String, &Value)> = self
+                .pods
+                .iter()
+                .filter(|(_, p)| {
+                    p["spec"]["nodeName"] == name.as_str()
+                        && !is_daemon(p)
+                        && priority_of(p) < priority
+                })
+                .collect();
+            victims.sort_by_key(|(k, p)| (priority_of(p), (*k).clone()));
+            let mut room = *left;
+            let mut chosen = Vec::new();
+            let (mut highest, mut sum) = (i64::MIN, 0);
+            for (victim, p) in victims {
+                if fits(&room) {
+                    break;
+                }
+                let freed = requests_of(p);
+                room.cpu_m += freed.cpu_m;
+                room.mem_mib += freed.mem_mib;
+                room.pods += 1;
+                chosen.push(victim.clone());
+                highest = highest.max(priority_of(p));
+                // Offset as the scheduler does, so that more victims weigh more.
+                sum += priority_of(p) + (1 << 31);
+            }
+            if chosen.is_empty() || !fits(&room) {
+                continue;
+            }
+            let rank = (
+                highest,
+                sum,
+                chosen.len(),
+                room.cpu_m - need.cpu_m,
+                name.clone(),
+            );
+            if choice.as_ref().is_none_or(|(best, _)| rank < *best) {
+                choice = Some((rank, chosen));
+            }
+        }
+        let ((.., node), victims) = choice?;
+        for victim in victims {
+            if let Some(gone) = self.pods.remove(&victim) {
+                let freed = requests_of(&gone);
+                if let Some(left) = free.get_mut(&node) {
+                    left.cpu_m += freed.cpu_m;
+                    left.mem_mib += freed.mem_mib;
+                    left.pods += 1;
+                }
+                self.preemptions += 1;
+                self.recreate(&gone);
+            }
+        }
+        Some(node)
     }
 
     /// Each budget: its name, its healthy pods, how many pods it covers, the least it allows.
@@ -648,6 +799,10 @@ fn allocatable_of(node: &Value) -> Resources {
             .and_then(|p| p.parse().ok())
             .unwrap_or(110),
     }
+}
+
+fn priority_of(pod: &Value) -> i64 {
+    pod["spec"]["priority"].as_i64().unwrap_or(0)
 }
 
 fn is_daemon(pod: &Value) -> bool {

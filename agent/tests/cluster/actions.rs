@@ -131,3 +131,116 @@ async fn missing_node_is_a_final_failure() {
         "{outcome:?}"
     );
 }
+
+fn reservation(nodes: u32) -> spotwise_core::karpenter::NodeReservation {
+    spotwise_core::karpenter::NodeReservation {
+        node_pool: "spotwise-spot-00aa11bb22".into(),
+        capacity_type: spotwise_core::domain::CapacityType::Spot,
+        nodes,
+        placeholders: vec![
+            spotwise_core::karpenter::Placeholder {
+                cpu_m: 1_900,
+                mem_mib: 5_800,
+                count: nodes,
+            },
+            spotwise_core::karpenter::Placeholder {
+                cpu_m: 450,
+                mem_mib: 950,
+                count: 3 * nodes,
+            },
+        ],
+    }
+}
+
+#[tokio::test]
+async fn reserved_nodes_are_placeholder_pods_of_the_reservation_class_until_released() {
+    let kube = Cluster::start().await;
+    kube.state()
+        .priority_classes
+        .insert("spotwise-reservation-spot".into(), -20);
+    let agent = agent(&kube, false);
+    let now = OffsetDateTime::now_utc();
+    let reserve = || ActionSpec::ReserveNodes {
+        reservation: reservation(2),
+    };
+
+    let outcome = agent.handle(&signed(action(reserve())), now).await;
+    assert!(
+        matches!(outcome, Outcome::Done { ref detail, .. } if detail.contains("8 placeholder pod(s) created")),
+        "{outcome:?}"
+    );
+    let placeholders = |kube: &Cluster| -> Vec<(String, Value)> {
+        kube.state()
+            .pods
+            .iter()
+            .filter(|(_, p)| {
+                p["metadata"]["labels"]["spotwise.io/reservation"] == "spotwise-spot-00aa11bb22"
+            })
+            .map(|(k, p)| (k.clone(), p.clone()))
+            .collect()
+    };
+    let held = placeholders(&kube);
+    assert_eq!(held.len(), 8, "one for each pod planned onto the nodes");
+    assert_eq!(
+        held[0].0, "default/spotwise-spot-00aa11bb22-hold-0",
+        "in the namespace the agent's client defaults to"
+    );
+    assert_eq!(held[0].1["spec"]["priority"], -20);
+    let requests =
+        |index: usize| held[index].1["spec"]["containers"][0]["resources"]["requests"].clone();
+    assert_eq!(requests(0), json!({"cpu": "1900m", "memory": "5800Mi"}));
+    // Keys sort as text: hold-0, hold-1, hold-2, ...
+    assert_eq!(requests(2), json!({"cpu": "450m", "memory": "950Mi"}));
+
+    // A repeated reservation (a step retried after a crash) finds the pods it made.
+    let outcome = agent.handle(&signed(action(reserve())), now).await;
+    assert!(
+        matches!(outcome, Outcome::Done { ref detail, .. } if detail.contains("0 placeholder pod(s) created")),
+        "{outcome:?}"
+    );
+    assert_eq!(placeholders(&kube).len(), 8);
+
+    // One was preempted already; the release deletes the other, and a repeat finds none.
+    kube.state()
+        .pods
+        .remove("default/spotwise-spot-00aa11bb22-hold-0");
+    let release = || ActionSpec::ReleaseNodes {
+        reservation: reservation(2),
+    };
+    let outcome = agent.handle(&signed(action(release())), now).await;
+    assert!(
+        matches!(outcome, Outcome::Done { ref detail, .. } if detail.contains("7 placeholder pod(s) deleted")),
+        "{outcome:?}"
+    );
+    assert!(placeholders(&kube).is_empty());
+    let outcome = agent.handle(&signed(action(release())), now).await;
+    assert!(matches!(outcome, Outcome::Done { .. }), "{outcome:?}");
+}
+
+#[tokio::test]
+async fn a_reservation_without_the_priority_class_or_over_its_bound_fails_finally() {
+    let kube = Cluster::start().await;
+    let agent = agent(&kube, false);
+    let now = OffsetDateTime::now_utc();
+    for (nodes, why) in [
+        (1, "no PriorityClass with name spotwise-reservation-spot"),
+        (1_001, "at most 1000 nodes"),
+    ] {
+        let reservation = reservation(nodes);
+        let outcome = agent
+            .handle(
+                &signed(action(ActionSpec::ReserveNodes { reservation })),
+                now,
+            )
+            .await;
+        assert!(
+            matches!(outcome, Outcome::Failed { retryable: false, ref reason, .. } if reason.contains(why)),
+            "{outcome:?}"
+        );
+    }
+    assert_eq!(
+        kube.requests(),
+        ["POST /api/v1/namespaces/default/pods"],
+        "the refused create only: over the bound nothing is sent"
+    );
+}

@@ -136,14 +136,12 @@ async fn agent_actions(env: &LocalHandler) -> Vec<AgentAction> {
     env.stack.drain(&env.agent_queue).await
 }
 
-async fn stat(env: &LocalHandler, counter: &str) -> i64 {
+/// The handler's counter on the day of `at` (the day its `now` fell on when it counted).
+async fn stat(env: &LocalHandler, counter: &str, at: OffsetDateTime) -> i64 {
     let item = env
         .deps
         .store
-        .get::<HashMap<String, serde_json::Value>>(&keys::daily_stats(
-            "interruption",
-            OffsetDateTime::now_utc(),
-        ))
+        .get::<HashMap<String, serde_json::Value>>(&keys::daily_stats("interruption", at))
         .await
         .unwrap();
     item.and_then(|i| i.body.get(counter).and_then(|v| v.as_i64()))
@@ -382,8 +380,11 @@ async fn every_event_delivered_twice_in_random_order_yields_one_drain_per_node()
         "exactly one drain per node: {per_node:?}"
     );
     // Four distinct signals each arrived twice; the pending state change is ignored both times.
-    assert_eq!(stat(&env, "duplicate_events").await, 4);
-    assert_eq!(stat(&env, "ignored").await, 2);
+    assert_eq!(
+        stat(&env, "duplicate_events", OffsetDateTime::now_utc()).await,
+        4
+    );
+    assert_eq!(stat(&env, "ignored", OffsetDateTime::now_utc()).await, 2);
 }
 
 #[tokio::test]
@@ -403,7 +404,10 @@ async fn unknown_instances_are_counted_and_dropped() {
             InstanceOutcome::UnknownInstance
         )])
     );
-    assert_eq!(stat(&env, "unknown_instances").await, 1);
+    assert_eq!(
+        stat(&env, "unknown_instances", OffsetDateTime::now_utc()).await,
+        1
+    );
     assert!(agent_actions(&env).await.is_empty());
 }
 
@@ -593,7 +597,10 @@ async fn an_event_from_an_account_that_does_not_run_the_instance_is_counted_and_
         .await
         .unwrap();
     assert_eq!(one(outcome), InstanceOutcome::ForeignAccount);
-    assert_eq!(stat(&env, "foreign_account_events").await, 1);
+    assert_eq!(
+        stat(&env, "foreign_account_events", OffsetDateTime::now_utc()).await,
+        1
+    );
     assert!(agent_actions(&env).await.is_empty());
     assert!(
         records_of(&env, "ip-10-0-1-17.ec2.internal")
@@ -726,12 +733,12 @@ async fn terminated_before_the_warning_issues_nothing_and_the_pool_counts_once()
         InstanceOutcome::Departed { closed_actions: 0 }
     );
     let late_at = now - time::Duration::minutes(3);
+    let later = now + time::Duration::hours(2);
     for id in ["late-1", "late-2"] {
         let late = variant(
             "spot-interruption-warning.json",
             &[("/id", json!(id)), ("/time", json!(rfc3339(late_at)))],
         );
-        let later = now + time::Duration::hours(2);
         assert_eq!(
             one(handle_body(&env.deps, &late, later).await.unwrap()),
             InstanceOutcome::AlreadyDeparted
@@ -743,7 +750,8 @@ async fn terminated_before_the_warning_issues_nothing_and_the_pool_counts_once()
         1,
         "counted once, on its day"
     );
-    assert_eq!(stat(&env, "late_signals").await, 2);
+    // Counted on the day they were handled (after midnight when the test runs late).
+    assert_eq!(stat(&env, "late_signals", later).await, 2);
 }
 
 /// A spot warning, an AWS Health change and an Auto Scaling hook for one instance, delivered

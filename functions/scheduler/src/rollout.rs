@@ -159,6 +159,8 @@ pub async fn advance(
             Step::DeleteGroup(i) if item.body.backend == Backend::Karpenter => {
                 item.body.groups.get(*i).map(NewGroup::delete_action)
             }
+            Step::Reserve(i) => item.body.groups.get(*i).map(NewGroup::reserve_action),
+            Step::Release(i) => item.body.groups.get(*i).map(NewGroup::release_action),
             _ => None,
         };
         if let Some(id) = queued {
@@ -346,7 +348,12 @@ pub async fn action_statuses(deps: &Deps, rollout: &Rollout) -> Result<ActionSta
     if rollout.backend == Backend::Karpenter {
         let mut actions = BTreeMap::new();
         for group in &rollout.groups {
-            for id in [group.apply_action(), group.delete_action()] {
+            for id in [
+                group.apply_action(),
+                group.reserve_action(),
+                group.release_action(),
+                group.delete_action(),
+            ] {
                 if let Some(record) = deps
                     .store
                     .get::<ActionRecord>(&keys::action(&rollout.tenant_id, &id))
@@ -439,6 +446,24 @@ pub async fn take(
             group_at(rollout, *i)?;
             rollout.groups[*i].deleted = true;
         }
+        Step::Reserve(i) | Step::Release(i) => {
+            let group = group_at(rollout, *i)?;
+            let reservation = group.reservation.clone().ok_or_else(|| {
+                ClusterActionError::Invalid(format!("group {} reserves no nodes", group.name))
+            })?;
+            let (id, spec) = if matches!(step, Step::Reserve(_)) {
+                (
+                    group.reserve_action(),
+                    ActionSpec::ReserveNodes { reservation },
+                )
+            } else {
+                let id = group.release_action();
+                // The snapshot that verifies comes after the placeholders are gone.
+                rollout.released_at = Some(now);
+                (id, ActionSpec::ReleaseNodes { reservation })
+            };
+            send(deps, target, rollout, Some(id), spec, now).await?;
+        }
         Step::CreateGroup(i) => {
             let group = group_at(rollout, *i)?.clone();
             let calls = create_or_resize(deps, target, rollout.revision, &group).await;
@@ -470,6 +495,7 @@ pub async fn take(
                 fallback_for: Some(spot.name.clone()),
                 deleted: false,
                 node_pool: None,
+                reservation: None,
             });
             let spot = &mut rollout.groups[*group];
             spot.desired -= (*shortfall).min(spot.desired);
@@ -493,16 +519,39 @@ pub async fn take(
             .await;
         }
         Step::StartMigration => {
-            let new: u32 = rollout
-                .groups
-                .iter()
-                .filter(|g| !g.deleted)
-                .map(|g| g.desired)
-                .sum();
+            let live = || rollout.groups.iter().filter(|g| !g.deleted);
+            let (new, ready) = match (rollout.backend, &target.snapshot) {
+                (Backend::Karpenter, Some((snapshot, _))) => {
+                    let ready = rollout.ready_nodes(snapshot);
+                    let launched = |g: &NewGroup| {
+                        ready
+                            .get(&g.name)
+                            .copied()
+                            .unwrap_or(0)
+                            .min(g.reserved_nodes())
+                    };
+                    (
+                        live().map(NewGroup::reserved_nodes).sum(),
+                        live().map(launched).sum(),
+                    )
+                }
+                _ => {
+                    let new: u32 = live().map(|g| g.desired).sum();
+                    (new, new)
+                }
+            };
+            let launched = if ready < new {
+                format!(
+                    "{ready} of {new} planned node(s) launched after {} min (Karpenter places what does not fit)",
+                    rollout::CAPACITY_TIMEOUT.whole_minutes()
+                )
+            } else {
+                format!("{new} new node(s) Ready")
+            };
             rollout.record(
                 RolloutStatus::Migrating,
                 format!(
-                    "{new} new node(s) Ready; moving pods off {} node(s)",
+                    "{launched}; moving pods off {} node(s)",
                     rollout.replaced.len()
                 ),
                 now,

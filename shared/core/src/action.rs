@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 
 use crate::domain::Taint;
 use crate::ids::{ClusterId, TenantId};
-use crate::karpenter::NodePoolSpec;
+use crate::karpenter::{NodePoolSpec, NodeReservation};
 
 pub type HmacSha256 = Hmac<Sha256>;
 
@@ -33,6 +33,10 @@ pub enum ActionKind {
     ApplyNodePool,
     #[serde(rename = "delete_node_pool")]
     DeleteNodePool,
+    #[serde(rename = "reserve_nodes")]
+    ReserveNodes,
+    #[serde(rename = "release_nodes")]
+    ReleaseNodes,
 }
 
 impl ActionKind {
@@ -46,6 +50,8 @@ impl ActionKind {
             ActionKind::Scale => "scale",
             ActionKind::ApplyNodePool => "apply_node_pool",
             ActionKind::DeleteNodePool => "delete_node_pool",
+            ActionKind::ReserveNodes => "reserve_nodes",
+            ActionKind::ReleaseNodes => "release_nodes",
         }
     }
 }
@@ -95,6 +101,13 @@ pub enum ActionSpec {
     /// NodePool without the label.
     #[serde(rename = "delete_node_pool")]
     DeleteNodePool { name: String },
+    /// Creates the reservation's placeholder pods (in the agent's namespace), so Karpenter
+    /// launches the planned nodes of a Spotwise NodePool before any pod is drained to them.
+    #[serde(rename = "reserve_nodes")]
+    ReserveNodes { reservation: NodeReservation },
+    /// Deletes the reservation's placeholder pods that were not preempted.
+    #[serde(rename = "release_nodes")]
+    ReleaseNodes { reservation: NodeReservation },
 }
 
 /// A workload whose replica count can be set through the scale subresource.
@@ -208,6 +221,8 @@ impl ActionSpec {
             ActionSpec::Scale { .. } => ActionKind::Scale,
             ActionSpec::ApplyNodePool { .. } => ActionKind::ApplyNodePool,
             ActionSpec::DeleteNodePool { .. } => ActionKind::DeleteNodePool,
+            ActionSpec::ReserveNodes { .. } => ActionKind::ReserveNodes,
+            ActionSpec::ReleaseNodes { .. } => ActionKind::ReleaseNodes,
         }
     }
 
@@ -221,7 +236,9 @@ impl ActionSpec {
             | ActionSpec::Taint { node, .. } => Some(node),
             ActionSpec::Scale { .. }
             | ActionSpec::ApplyNodePool { .. }
-            | ActionSpec::DeleteNodePool { .. } => None,
+            | ActionSpec::DeleteNodePool { .. }
+            | ActionSpec::ReserveNodes { .. }
+            | ActionSpec::ReleaseNodes { .. } => None,
         }
     }
 
@@ -246,6 +263,16 @@ impl std::fmt::Display for ActionSpec {
                 write!(f, "apply NodePool {}", node_pool.name)
             }
             ActionSpec::DeleteNodePool { name } => write!(f, "delete NodePool {name}"),
+            ActionSpec::ReserveNodes { reservation } => write!(
+                f,
+                "reserve {} node(s) of NodePool {}",
+                reservation.nodes, reservation.node_pool
+            ),
+            ActionSpec::ReleaseNodes { reservation } => write!(
+                f,
+                "release the reserved nodes of NodePool {}",
+                reservation.node_pool
+            ),
             node_action => write!(
                 f,
                 "{} node {}",
@@ -358,6 +385,9 @@ impl AgentAction {
             ActionSpec::Scale { workload, .. } => &workload.name,
             ActionSpec::ApplyNodePool { node_pool } => &node_pool.name,
             ActionSpec::DeleteNodePool { name } => name,
+            ActionSpec::ReserveNodes { reservation } | ActionSpec::ReleaseNodes { reservation } => {
+                &reservation.node_pool
+            }
             node_action => node_action.node().unwrap_or_default(),
         }
     }
@@ -609,9 +639,13 @@ mod wire {
             (ActionKind::Scale, LegacyTarget::Node { .. }) => {
                 Err("scale needs a workload target".into())
             }
-            (kind @ (ActionKind::ApplyNodePool | ActionKind::DeleteNodePool), _) => {
-                Err(format!("{kind} has no earlier wire form"))
-            }
+            (
+                kind @ (ActionKind::ApplyNodePool
+                | ActionKind::DeleteNodePool
+                | ActionKind::ReserveNodes
+                | ActionKind::ReleaseNodes),
+                _,
+            ) => Err(format!("{kind} has no earlier wire form")),
             (kind, LegacyTarget::Workload { .. }) => Err(format!("{kind} needs a node target")),
             (ActionKind::Cordon, LegacyTarget::Node { name }) => {
                 Ok(ActionSpec::Cordon { node: name })

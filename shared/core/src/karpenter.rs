@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::domain::Taint;
+use crate::domain::{CapacityType, Taint};
 use crate::snapshot::{int_or_string, str_map, taints};
 
 /// The label a node carries of the NodePool that launched it.
@@ -348,6 +348,138 @@ impl NodePoolSpec {
             "kind": "NodePool",
             "metadata": {"name": self.name, "labels": {MANAGED_LABEL: "true"}},
             "spec": spec,
+        })
+    }
+}
+
+/// Label of the placeholder pods that hold a Spotwise NodePool's nodes: the pool's name.
+pub const RESERVATION_LABEL: &str = "spotwise.io/reservation";
+/// Nodes one reservation may hold.
+pub const MAX_RESERVED_NODES: u32 = 1_000;
+/// Placeholders of one reservation, and distinct sizes among them.
+pub const MAX_PLACEHOLDERS: u32 = 20_000;
+pub const MAX_PLACEHOLDER_SIZES: usize = 500;
+
+/// The PriorityClass (negative, never preempting) of the placeholders of `capacity` nodes, as
+/// the agent's manifest ships them. On-demand ones rank above spot ones: the scheduler preempts
+/// the lowest first, so pods that may run on spot take the spot nodes' room and leave the
+/// on-demand nodes' to the pods that need on-demand.
+pub fn reservation_priority_class(capacity: CapacityType) -> &'static str {
+    match capacity {
+        CapacityType::Spot => "spotwise-reservation-spot",
+        CapacityType::OnDemand => "spotwise-reservation-on-demand",
+    }
+}
+
+/// The planned nodes of a Spotwise NodePool, held by placeholder pods. Karpenter launches nodes
+/// only for Pending pods, so a rollout creates these before its drains: the planned nodes come
+/// up first, as node groups of the planned size would. The placeholders have the sizes of the
+/// pods planned onto the nodes, so each drained pod preempts (placeholders have negative
+/// priority) the one that stands in for it, and the pods land as planned rather than as
+/// Karpenter would pack them anew. Preempted placeholders are bare pods and are not recreated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct NodeReservation {
+    pub node_pool: String,
+    pub capacity_type: CapacityType,
+    pub nodes: u32,
+    pub placeholders: Vec<Placeholder>,
+}
+
+/// `count` placeholders requesting `cpu_m` and `mem_mib` each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Placeholder {
+    pub cpu_m: u64,
+    pub mem_mib: u64,
+    pub count: u32,
+}
+
+impl NodeReservation {
+    pub fn placeholders(&self) -> u32 {
+        self.placeholders
+            .iter()
+            .fold(0, |sum, p| sum.saturating_add(p.count))
+    }
+
+    /// The size of the `index`th placeholder.
+    fn size(&self, index: u32) -> Option<&Placeholder> {
+        let mut first = 0_u32;
+        self.placeholders.iter().find(|p| {
+            first = first.saturating_add(p.count);
+            index < first
+        })
+    }
+
+    /// The name of the `index`th placeholder: fixed, so a repeated action finds the pods the
+    /// first attempt made.
+    pub fn pod_name(&self, index: u32) -> String {
+        format!("{}-hold-{index}", self.node_pool)
+    }
+
+    /// Why the reservation cannot be sent, if it cannot.
+    pub fn check(&self) -> Result<(), String> {
+        if self.nodes > MAX_RESERVED_NODES {
+            return Err(format!(
+                "a reservation holds at most {MAX_RESERVED_NODES} nodes, not {}",
+                self.nodes
+            ));
+        }
+        if self.placeholders.len() > MAX_PLACEHOLDER_SIZES || self.placeholders() > MAX_PLACEHOLDERS
+        {
+            return Err(format!(
+                "a reservation has at most {MAX_PLACEHOLDERS} placeholders of {MAX_PLACEHOLDER_SIZES} sizes, not {} of {}",
+                self.placeholders(),
+                self.placeholders.len()
+            ));
+        }
+        // The pod names must stay DNS subdomain names.
+        let longest = self.pod_name(MAX_PLACEHOLDERS);
+        if self.node_pool.is_empty() || longest.len() > 253 {
+            return Err(format!("NodePool name {:?} is not usable", self.node_pool));
+        }
+        Ok(())
+    }
+
+    /// The `index`th placeholder pod, for the restricted Pod Security Standard of the agent's
+    /// namespace: the pause image, no privileges, gone at once when preempted.
+    pub fn pod(&self, index: u32) -> Value {
+        let size = self.size(index).copied().unwrap_or(Placeholder {
+            cpu_m: 0,
+            mem_mib: 0,
+            count: 0,
+        });
+        json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": self.pod_name(index),
+                "labels": {RESERVATION_LABEL: self.node_pool, MANAGED_LABEL: "true"},
+            },
+            "spec": {
+                "priorityClassName": reservation_priority_class(self.capacity_type),
+                "nodeSelector": {NODEPOOL_LABEL: self.node_pool},
+                "tolerations": [{"operator": "Exists"}],
+                "terminationGracePeriodSeconds": 0,
+                "automountServiceAccountToken": false,
+                "securityContext": {
+                    "runAsNonRoot": true,
+                    "runAsUser": 65535,
+                    "seccompProfile": {"type": "RuntimeDefault"},
+                },
+                "containers": [{
+                    "name": "hold",
+                    "image": "registry.k8s.io/pause:3.10",
+                    "resources": {"requests": {
+                        "cpu": format!("{}m", size.cpu_m),
+                        "memory": format!("{}Mi", size.mem_mib),
+                    }},
+                    "securityContext": {
+                        "allowPrivilegeEscalation": false,
+                        "capabilities": {"drop": ["ALL"]},
+                    },
+                }],
+            },
         })
     }
 }

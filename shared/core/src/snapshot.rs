@@ -221,6 +221,13 @@ pub fn parse_list(json: &[u8]) -> Result<Snapshot, SnapshotError> {
                 if matches!(phase, "Succeeded" | "Failed") {
                     continue;
                 }
+                // A rollout's placeholders hold nodes for pods to come: not workload, not cost.
+                if item["metadata"]["labels"]
+                    .get(crate::karpenter::RESERVATION_LABEL)
+                    .is_some()
+                {
+                    continue;
+                }
                 let (pod, owner_kind) = parse_pod(item).map_err(|r| error(&r))?;
                 let mirror = item["metadata"]["annotations"]
                     .get("kubernetes.io/config.mirror")

@@ -14,7 +14,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use spotwise_core::action::ActionStatus;
 use spotwise_core::domain::{CapacityType, RolloutBackend};
-use spotwise_core::karpenter::{Karpenter, NodePoolSpec, Requirement};
+use spotwise_core::karpenter::{
+    Karpenter, NodePoolSpec, NodeReservation, Placeholder, Requirement,
+};
 use spotwise_core::snapshot::{CurrentNode, Snapshot};
 use spotwise_core::{ClusterId, TenantId};
 use time::{Duration, OffsetDateTime};
@@ -141,6 +143,9 @@ pub struct NewGroup {
     /// On Karpenter: the NodePool the agent applies for this group.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_pool: Option<NodePoolSpec>,
+    /// On Karpenter: the placeholder pods that have Karpenter launch the planned nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reservation: Option<NodeReservation>,
 }
 
 impl NewGroup {
@@ -152,6 +157,20 @@ impl NewGroup {
 
     pub fn delete_action(&self) -> String {
         format!("{}-delete", self.name)
+    }
+
+    /// On Karpenter: the nodes its placeholders have Karpenter launch before the drains (a
+    /// planned node that no moving pod needs is not launched).
+    pub fn reserved_nodes(&self) -> u32 {
+        self.reservation.as_ref().map_or(0, |r| r.nodes)
+    }
+
+    pub fn reserve_action(&self) -> String {
+        format!("{}-reserve", self.name)
+    }
+
+    pub fn release_action(&self) -> String {
+        format!("{}-release", self.name)
     }
 }
 
@@ -378,6 +397,10 @@ pub enum Step {
     GroupCreated(usize),
     /// On Karpenter: the agent deleted the group's NodePool (or it was gone).
     GroupDeleted(usize),
+    /// On Karpenter: have the agent hold the group's planned nodes with placeholder pods.
+    Reserve(usize),
+    /// On Karpenter: have the agent delete the group's placeholders that are left.
+    Release(usize),
     /// Compare the snapshot taken after the release with the plan.
     Verify,
     /// Trying spot again found it still short: back to the fallback, a later retry.
@@ -606,6 +629,7 @@ impl Approval<'_> {
             fallback_for: None,
             deleted: false,
             node_pool: None,
+            reservation: None,
         }
     }
 }
@@ -669,11 +693,108 @@ pub fn choose_backend(choice: RolloutBackend, snapshot: &Snapshot) -> Result<Bac
     }
 }
 
-/// Nodes a Spotwise NodePool may launch beyond the plan's: pods reach Karpenter Pending in
-/// the order the drains free them, not in the plan's packing, and a pod that fits none of the
-/// planned nodes left should get one more node of a planned type rather than fall to the
-/// customer's (on-demand) NodePools.
+/// Nodes a Spotwise NodePool may launch beyond the plan's: a pod that fits none of the
+/// planned nodes once the drains move pods in their own order should get one more node of a
+/// planned type rather than fall to the customer's (on-demand) NodePools.
 pub const POOL_HEADROOM_NODES: u64 = 1;
+
+/// What a node of an instance type counts against NodePool limits (its capacity) and what its
+/// pods may request (allocatable), each as (cpu millicores, memory MiB).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeSize {
+    pub capacity: (u64, u64),
+    pub allocatable: (u64, u64),
+}
+
+/// Share, in percent, of a moving pod's requests that its placeholder requests: a margin for
+/// nodes whose allocatable comes out a little under the estimate, so that they still hold
+/// the placeholders planned for them.
+const PLACEHOLDER_PERCENT: u64 = 95;
+
+/// The placeholders of each planned NodePool (by index in `planned`) and the nodes they fill:
+/// the pods on the replaced nodes, largest first, each on the first planned node with room
+/// for it (pods that select on-demand or spot capacity only on such nodes), spot nodes
+/// first. Pods that fit none get no placeholder; Karpenter launches for them as they come.
+fn placeholders(
+    approval: &Approval<'_>,
+    replaced: &[ReplacedNode],
+    planned: &[((String, String, CapacityType), u32)],
+    size: &dyn Fn(&str) -> Option<NodeSize>,
+) -> Vec<(u32, Vec<Placeholder>)> {
+    let daemons = &approval.snapshot.daemonset_overhead;
+    // (pool index, capacity type, free cpu, free memory, used)
+    let mut nodes: Vec<(usize, CapacityType, u64, u64, bool)> = Vec::new();
+    for (i, ((instance_type, _, capacity_type), desired)) in planned.iter().enumerate() {
+        if let Some(NodeSize {
+            allocatable: (cpu_m, mem_mib),
+            ..
+        }) = size(instance_type)
+        {
+            let room = (
+                cpu_m.saturating_sub(daemons.cpu_m),
+                mem_mib.saturating_sub(daemons.mem_mib),
+            );
+            nodes.extend((0..*desired).map(|_| (i, *capacity_type, room.0, room.1, false)));
+        }
+    }
+    let moving: BTreeSet<&str> = replaced.iter().map(|r| r.name.as_str()).collect();
+    let mut pods: Vec<&spotwise_core::snapshot::PodSpec> = approval
+        .snapshot
+        .pods
+        .iter()
+        .map(|p| &p.spec)
+        .filter(|p| p.node.as_deref().is_some_and(|n| moving.contains(n)))
+        .collect();
+    pods.sort_by(|a, b| {
+        (b.cpu_m, b.mem_mib)
+            .cmp(&(a.cpu_m, a.mem_mib))
+            .then_with(|| a.name.cmp(&b.name))
+    });
+    let mut sizes: Vec<BTreeMap<(u64, u64), u32>> = vec![BTreeMap::new(); planned.len()];
+    for pod in pods {
+        let only = match pod
+            .node_selector
+            .get("karpenter.sh/capacity-type")
+            .map(String::as_str)
+        {
+            Some("on-demand") => Some(CapacityType::OnDemand),
+            Some("spot") => Some(CapacityType::Spot),
+            _ => None,
+        };
+        if let Some(node) = nodes.iter_mut().find(|(_, capacity, cpu_m, mem_mib, _)| {
+            only.is_none_or(|c| c == *capacity) && *cpu_m >= pod.cpu_m && *mem_mib >= pod.mem_mib
+        }) {
+            node.2 -= pod.cpu_m;
+            node.3 -= pod.mem_mib;
+            node.4 = true;
+            *sizes[node.0]
+                .entry((
+                    pod.cpu_m * PLACEHOLDER_PERCENT / 100,
+                    pod.mem_mib * PLACEHOLDER_PERCENT / 100,
+                ))
+                .or_default() += 1;
+        }
+    }
+    sizes
+        .into_iter()
+        .enumerate()
+        .map(|(i, sizes)| {
+            let used = nodes.iter().filter(|n| n.0 == i && n.4).count();
+            (
+                u32::try_from(used).unwrap_or(u32::MAX),
+                sizes
+                    .into_iter()
+                    .rev()
+                    .map(|((cpu_m, mem_mib), count)| Placeholder {
+                        cpu_m,
+                        mem_mib,
+                        count,
+                    })
+                    .collect(),
+            )
+        })
+        .collect()
+}
 
 /// Requirement keys a Spotwise NodePool sets itself rather than copying from the customer's:
 /// its type, zone and capacity type, and Karpenter's instance-shape labels, which a copied
@@ -699,7 +820,7 @@ fn set_by_spotwise(key: &str) -> bool {
 pub fn prepare_karpenter(
     approval: &Approval<'_>,
     karpenter: &Karpenter,
-    capacity: &dyn Fn(&str) -> Option<(u64, u64)>,
+    size: &dyn Fn(&str) -> Option<NodeSize>,
 ) -> Result<Rollout, String> {
     let mut wanted = approval.wanted();
     let (kept, mut replaced) = approval.split(&mut wanted, CurrentNode::node_pool);
@@ -744,7 +865,7 @@ pub fn prepare_karpenter(
     // Spot before on-demand, larger types first: Karpenter tries them in weight order, so the
     // first Pending pods open the largest planned nodes, whose room takes the pods after them.
     planned.sort_by_key(|((instance_type, zone, capacity_type), _)| {
-        let (cpu_m, mem_mib) = capacity(instance_type).unwrap_or_default();
+        let (cpu_m, mem_mib) = size(instance_type).map(|s| s.capacity).unwrap_or_default();
         (
             *capacity_type != CapacityType::Spot,
             std::cmp::Reverse((cpu_m, mem_mib)),
@@ -754,6 +875,7 @@ pub fn prepare_karpenter(
     });
     let count = u32::try_from(planned.len()).unwrap_or(u32::MAX);
     let top = customer_weight.saturating_add(count).min(100);
+    let mut reservations = placeholders(approval, &replaced, &planned, size).into_iter();
     let mut groups = Vec::new();
     for (rank, (key, desired)) in planned.into_iter().enumerate() {
         let (instance_type, zone, capacity_type) = key.clone();
@@ -780,7 +902,11 @@ pub fn prepare_karpenter(
             [zone.clone()],
         ));
         let mut limits = BTreeMap::new();
-        if let Some((cpu_m, mem_mib)) = capacity(&instance_type) {
+        if let Some(NodeSize {
+            capacity: (cpu_m, mem_mib),
+            ..
+        }) = size(&instance_type)
+        {
             let nodes = u64::from(desired) + POOL_HEADROOM_NODES;
             limits.insert("cpu".to_owned(), format!("{}m", nodes * cpu_m));
             limits.insert("memory".to_owned(), format!("{}Mi", nodes * mem_mib));
@@ -793,6 +919,13 @@ pub fn prepare_karpenter(
         );
         let rank = u32::try_from(rank).unwrap_or(u32::MAX);
         let mut group = approval.new_group(key, desired, vec![instance_type]);
+        let (held, placeholders) = reservations.next().unwrap_or_default();
+        group.reservation = (held > 0).then(|| NodeReservation {
+            node_pool: group.name.clone(),
+            capacity_type,
+            nodes: held,
+            placeholders,
+        });
         group.node_pool = Some(NodePoolSpec {
             name: group.name.clone(),
             weight: Some(
@@ -827,7 +960,7 @@ impl Rollout {
         self.updated_at = now;
     }
 
-    /// Ready, schedulable nodes of each live Spotwise group in the snapshot.
+    /// Ready, schedulable nodes of each live Spotwise node group or NodePool in the snapshot.
     pub fn ready_nodes(&self, snapshot: &Snapshot) -> BTreeMap<String, u32> {
         let mut ready: BTreeMap<String, u32> = self
             .groups
@@ -836,10 +969,11 @@ impl Rollout {
             .map(|g| (g.name.clone(), 0))
             .collect();
         for node in &snapshot.nodes {
-            if let Some(count) = node
-                .labels
-                .get(NODEGROUP_LABEL)
-                .and_then(|g| ready.get_mut(g))
+            let group = match self.backend {
+                Backend::ManagedNodeGroups => node.labels.get(NODEGROUP_LABEL).map(String::as_str),
+                Backend::Karpenter => node.node_pool(),
+            };
+            if let Some(count) = group.and_then(|g| ready.get_mut(g))
                 && !node.not_ready
                 && !node.unschedulable
             {
@@ -988,8 +1122,10 @@ fn failure_of(observed: &Observed<'_>, id: &str, status: ActionStatus) -> String
     }
 }
 
-/// On Karpenter, provisioning is applying the NodePools: Karpenter launches their nodes only
-/// for pods that are Pending, so migration starts once the agent has applied them all.
+/// On Karpenter, provisioning is applying the NodePools and then reserving their planned nodes
+/// (Karpenter launches nodes only for Pending pods, so placeholder pods stand in for the pods to
+/// come). Migration starts once the planned nodes are Ready, or after [`CAPACITY_TIMEOUT`]
+/// with what Karpenter launched: it places what does not fit in the customer's NodePools.
 fn karpenter_provisioning_step(
     rollout: &Rollout,
     observed: &Observed<'_>,
@@ -1014,17 +1150,59 @@ fn karpenter_provisioning_step(
             }
         }
     }
-    if applying == 0 {
+    let waited = now - rollout.provisioning_since;
+    if applying > 0 {
+        if waited >= APPLY_TIMEOUT {
+            return Step::Fail(format!(
+                "the agent did not apply {applying} NodePool(s) within {} min",
+                APPLY_TIMEOUT.whole_minutes()
+            ));
+        }
+        return Step::Wait(format!(
+            "waiting for the agent to apply {applying} NodePool(s)"
+        ));
+    }
+    let mut reserving = 0;
+    for (i, group) in rollout.groups.iter().enumerate() {
+        if group.deleted || group.reservation.is_none() {
+            continue;
+        }
+        match observed.actions.get(&group.reserve_action()) {
+            None => return Step::Reserve(i),
+            Some(ActionStatus::Queued) => reserving += 1,
+            Some(_) => {}
+        }
+    }
+    let Some((snapshot, taken_at)) = observed.snapshot else {
+        return Step::Wait("waiting for the agent's snapshot".into());
+    };
+    let ready = rollout.ready_nodes(snapshot);
+    let missing: u32 = rollout
+        .groups
+        .iter()
+        .filter(|g| {
+            // A reservation the agent did not make leaves the pool to Karpenter's packing.
+            !g.deleted
+                && matches!(
+                    observed.actions.get(&g.reserve_action()),
+                    Some(ActionStatus::Queued | ActionStatus::Succeeded)
+                )
+        })
+        .map(|g| {
+            g.reserved_nodes()
+                .saturating_sub(ready.get(&g.name).copied().unwrap_or(0))
+        })
+        .sum();
+    if missing == 0 || (waited >= CAPACITY_TIMEOUT && taken_at >= rollout.provisioning_since) {
         return Step::StartMigration;
     }
-    if now - rollout.provisioning_since >= APPLY_TIMEOUT {
-        return Step::Fail(format!(
-            "the agent did not apply {applying} NodePool(s) within {} min",
-            APPLY_TIMEOUT.whole_minutes()
+    if reserving > 0 {
+        return Step::Wait(format!(
+            "waiting for the agent to reserve the planned nodes of {reserving} NodePool(s)"
         ));
     }
     Step::Wait(format!(
-        "waiting for the agent to apply {applying} NodePool(s)"
+        "waiting for Karpenter to launch {missing} planned node(s)"
     ))
 }
 
@@ -1034,6 +1212,9 @@ fn karpenter_provisioning_step(
 fn karpenter_undo_step(rollout: &Rollout, observed: &Observed<'_>) -> Step {
     let cancelling = rollout.failure.is_none();
     if let Some(step) = restore_step(rollout, cancelling) {
+        return step;
+    }
+    if let Some(step) = release_step(rollout, observed, true) {
         return step;
     }
     let drained = rollout.replaced.iter().filter(|r| r.drained).count();
@@ -1206,9 +1387,11 @@ fn migration_step(rollout: &Rollout, observed: &Observed<'_>, now: OffsetDateTim
             rollout.replaced.len()
         ));
     }
-    // On Karpenter the last drain releases the nodes: Karpenter removes them.
+    // On Karpenter the last drain releases the nodes: Karpenter removes them, and the planned
+    // nodes no pod took once their placeholders are released.
     if rollout.backend == Backend::Karpenter {
-        return verify_step(rollout, observed, now);
+        return release_step(rollout, observed, false)
+            .unwrap_or_else(|| verify_step(rollout, observed, now));
     }
     if let Some(group) = rollout.emptied_groups.iter().find(|g| {
         rollout
@@ -1222,6 +1405,46 @@ fn migration_step(rollout: &Rollout, observed: &Observed<'_>, now: OffsetDateTim
         return Step::Terminate(i);
     }
     verify_step(rollout, observed, now)
+}
+
+/// On Karpenter: the release of the next reservation whose placeholders may be left, or the
+/// wait for one, until every reservation sent is released. Placeholders left would keep their
+/// nodes, so a release that failed fails the rollout (undoing, it is passed over).
+fn release_step(rollout: &Rollout, observed: &Observed<'_>, undoing: bool) -> Option<Step> {
+    let reserved = || {
+        rollout
+            .groups
+            .iter()
+            .enumerate()
+            .filter(|(_, g)| observed.actions.contains_key(&g.reserve_action()))
+    };
+    if let Some((i, _)) =
+        reserved().find(|(_, g)| !observed.actions.contains_key(&g.release_action()))
+    {
+        return Some(Step::Release(i));
+    }
+    let releasing = reserved()
+        .filter(|(_, g)| observed.actions.get(&g.release_action()) == Some(&ActionStatus::Queued))
+        .count();
+    if releasing > 0 {
+        return Some(Step::Wait(format!(
+            "waiting for the agent to release the reserved nodes of {releasing} NodePool(s)"
+        )));
+    }
+    for (_, group) in reserved() {
+        match observed.actions.get(&group.release_action()) {
+            None | Some(ActionStatus::Queued | ActionStatus::Succeeded | ActionStatus::Closed) => {}
+            Some(_) if undoing => {}
+            Some(other) => {
+                return Some(Step::Fail(format!(
+                    "the reserved nodes of NodePool {} were not released ({})",
+                    group.name,
+                    failure_of(observed, &group.release_action(), *other)
+                )));
+            }
+        }
+    }
+    None
 }
 
 /// Once the replaced capacity is released, the first snapshot taken after it that no longer
@@ -1584,6 +1807,7 @@ mod tests {
             fallback_for: Some(r.groups[0].name.clone()),
             deleted: false,
             node_pool: None,
+            reservation: None,
         });
         let much_later = t0() + CAPACITY_TIMEOUT + ON_DEMAND_TIMEOUT;
         let observed = Observed {
@@ -1747,6 +1971,7 @@ mod tests {
             fallback_for: Some(spot),
             deleted: false,
             node_pool: None,
+            reservation: None,
         });
         r.status = RolloutStatus::Completed;
         let snap = snapshot_with(vec![node(
@@ -1826,11 +2051,34 @@ mod tests {
                 "nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "default"}}}}
         }))
         .unwrap();
+        // k2 is the node replaced: its pods move.
+        let on_k2 = |name: &str, cpu_m: u64, mem_mib: u64, on_demand: bool| {
+            let mut pod = spotwise_core::snapshot::SnapshotPod {
+                workload: spotwise_core::snapshot::WorkloadPod::default(),
+                spec: spotwise_core::snapshot::PodSpec::default(),
+                usage: None,
+            };
+            pod.spec.name = format!("shop/{name}");
+            pod.spec.node = Some("k2".into());
+            (pod.spec.cpu_m, pod.spec.mem_mib) = (cpu_m, mem_mib);
+            if on_demand {
+                pod.spec
+                    .node_selector
+                    .insert("karpenter.sh/capacity-type".into(), "on-demand".into());
+            }
+            pod
+        };
         let snapshot = Snapshot {
             nodes: vec![
                 pooled("k1", "m5.2xlarge", CapacityType::OnDemand, "general"),
                 pooled("k2", "m5.2xlarge", CapacityType::OnDemand, "general"),
                 pinned,
+            ],
+            pods: vec![
+                on_k2("web-2", 500, 1_000, false),
+                on_k2("api-2", 1_500, 3_000, false),
+                on_k2("db-1", 1_000, 2_000, true),
+                on_k2("web-3", 500, 1_000, false),
             ],
             karpenter: Some(Karpenter {
                 node_pools: vec![customer],
@@ -1848,13 +2096,19 @@ mod tests {
 
     fn karpenter_rollout() -> Rollout {
         let (snapshot, mix) = karpenter_cluster();
-        let capacity = |t: &str| match t {
-            "m5.large" => Some((2_000, 7_000)),
-            "m5.xlarge" => Some((4_000, 14_000)),
-            _ => Some((8_000, 28_000)),
+        let size = |t: &str| {
+            let (cpu_m, mem_mib) = match t {
+                "m5.large" => (2_000, 7_000),
+                "m5.xlarge" => (4_000, 14_000),
+                _ => (8_000, 28_000),
+            };
+            Some(NodeSize {
+                capacity: (cpu_m, mem_mib),
+                allocatable: (cpu_m - 80, mem_mib - 1_000),
+            })
         };
         let karpenter = snapshot.karpenter.clone().unwrap();
-        prepare_karpenter(&approval(&mix, &snapshot), &karpenter, &capacity).unwrap()
+        prepare_karpenter(&approval(&mix, &snapshot), &karpenter, &size).unwrap()
     }
 
     #[test]
@@ -1906,6 +2160,98 @@ mod tests {
         // Two planned m5.xlarge plus the headroom.
         assert_eq!(spot.limits["cpu"], "12000m");
         assert_eq!(spot.limits["memory"], "42000Mi");
+    }
+
+    #[test]
+    fn karpenter_placeholders_stand_in_for_the_moving_pods_on_the_nodes_planned_for_them() {
+        let r = karpenter_rollout();
+        let xlarge = &r.groups[0];
+        assert_eq!(xlarge.instance_types, ["m5.xlarge"]);
+        let reservation = xlarge.reservation.as_ref().unwrap();
+        // All three pods that may run on spot fit one m5.xlarge, largest first; the pod that
+        // selects on-demand has no planned on-demand node to stand in on.
+        assert_eq!(reservation.nodes, 1);
+        assert_eq!(reservation.capacity_type, CapacityType::Spot);
+        assert_eq!(
+            reservation.placeholders,
+            [
+                Placeholder {
+                    cpu_m: 1_425,
+                    mem_mib: 2_850,
+                    count: 1
+                },
+                Placeholder {
+                    cpu_m: 475,
+                    mem_mib: 950,
+                    count: 2
+                },
+            ]
+        );
+        assert_eq!(xlarge.reserved_nodes(), 1, "of the 2 planned");
+        assert_eq!(
+            r.groups[1].reservation, None,
+            "no moving pod needs the m5.large"
+        );
+    }
+
+    #[test]
+    fn karpenter_provisioning_reserves_the_planned_nodes_before_migrating() {
+        let mut r = karpenter_rollout();
+        for g in &mut r.groups {
+            g.created = true;
+        }
+        let mut observed = Observed::default();
+        assert_eq!(next_step(&r, &observed, t0()), Step::Reserve(0));
+        let reserve = r.groups[0].reserve_action();
+        observed
+            .actions
+            .insert(reserve.clone(), ActionStatus::Queued);
+        assert!(matches!(next_step(&r, &observed, t0()), Step::Wait(w) if w.contains("snapshot")));
+        let (mut snapshot, _) = karpenter_cluster();
+        let seen = Observed {
+            snapshot: Some((&snapshot, t0())),
+            actions: observed.actions.clone(),
+            ..Observed::default()
+        };
+        assert!(matches!(next_step(&r, &seen, t0()), Step::Wait(w) if w.contains("reserve")));
+        let mut reserved = seen.actions.clone();
+        reserved.insert(reserve.clone(), ActionStatus::Succeeded);
+        let launching = Observed {
+            snapshot: Some((&snapshot, t0())),
+            actions: reserved.clone(),
+            ..Observed::default()
+        };
+        assert!(
+            matches!(next_step(&r, &launching, t0()), Step::Wait(w) if w.contains("launch 1 planned node"))
+        );
+        // Without the node after the capacity timeout, the drains go on: Karpenter places the
+        // pods where it can.
+        assert_eq!(
+            next_step(&r, &launching, t0() + CAPACITY_TIMEOUT),
+            Step::StartMigration
+        );
+        let mut launched = node("k9", "m5.xlarge", "us-east-1a", CapacityType::Spot, "x");
+        launched.labels = BTreeMap::from([(
+            spotwise_core::karpenter::NODEPOOL_LABEL.to_owned(),
+            r.groups[0].name.clone(),
+        )]);
+        snapshot.nodes.push(launched);
+        let ready = Observed {
+            snapshot: Some((&snapshot, t0())),
+            actions: reserved,
+            ..Observed::default()
+        };
+        assert_eq!(next_step(&r, &ready, t0()), Step::StartMigration);
+        // A reservation the agent could not make leaves the pool to Karpenter's packing.
+        let mut refused = observed.actions.clone();
+        refused.insert(reserve, ActionStatus::Failed);
+        let (bare, _) = karpenter_cluster();
+        let without = Observed {
+            snapshot: Some((&bare, t0())),
+            actions: refused,
+            ..Observed::default()
+        };
+        assert_eq!(next_step(&r, &without, t0()), Step::StartMigration);
     }
 
     #[test]
@@ -1992,11 +2338,29 @@ mod tests {
         );
         let gone = r.replaced[0].name.clone();
         snapshot.nodes.retain(|n| n.name != gone);
-        let without = Observed {
+        let mut without = Observed {
             snapshot: Some((&snapshot, later)),
             ..Observed::default()
         };
         assert_eq!(next_step(&r, &without, later), Step::Verify);
+
+        // Placeholders that were made are released first, all at once, then the rollout
+        // verifies; a release that failed would leave nodes held, so it fails the rollout.
+        let (reserve, release) = (r.groups[0].reserve_action(), r.groups[0].release_action());
+        without.actions.insert(reserve, ActionStatus::Succeeded);
+        assert_eq!(next_step(&r, &without, later), Step::Release(0));
+        without
+            .actions
+            .insert(release.clone(), ActionStatus::Queued);
+        assert!(matches!(next_step(&r, &without, later), Step::Wait(w) if w.contains("release")));
+        without
+            .actions
+            .insert(release.clone(), ActionStatus::Succeeded);
+        assert_eq!(next_step(&r, &without, later), Step::Verify);
+        without.actions.insert(release, ActionStatus::Failed);
+        assert!(
+            matches!(next_step(&r, &without, later), Step::Fail(f) if f.contains("not released"))
+        );
     }
 
     #[test]

@@ -10,7 +10,9 @@ use spotwise_core::{ClusterId, TenantId};
 use spotwise_optimizer::catalog::{self, TypeFilter};
 use spotwise_optimizer::model::Offering;
 use spotwise_optimizer::recommendation::Recommendation;
-use spotwise_optimizer::rollout::{self, Approval, Backend, Figures, PlannedNodes, Rollout};
+use spotwise_optimizer::rollout::{
+    self, Approval, Backend, Figures, NodeSize, PlannedNodes, Rollout,
+};
 use time::OffsetDateTime;
 
 use crate::snapshots::{self, Unusable};
@@ -178,15 +180,17 @@ pub async fn start(
     {
         Backend::ManagedNodeGroups => rollout::prepare(&approval, &similar),
         Backend::Karpenter => {
-            let capacity = |instance_type: &str| {
+            let size = |instance_type: &str| {
                 offerings
                     .iter()
                     .find(|o| o.instance_type == instance_type)
-                    .map(catalog::capacity)
+                    .map(|o| NodeSize {
+                        capacity: catalog::capacity(o),
+                        allocatable: (o.cpu_m, o.mem_mib),
+                    })
             };
             let karpenter = snapshot.karpenter.clone().unwrap_or_default();
-            rollout::prepare_karpenter(&approval, &karpenter, &capacity)
-                .map_err(StartError::Backend)?
+            rollout::prepare_karpenter(&approval, &karpenter, &size).map_err(StartError::Backend)?
         }
     };
     match store

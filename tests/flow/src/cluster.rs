@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use anyhow::Context;
 use serde_json::{Value, json};
-use spotwise_core::domain::InstanceType;
+use spotwise_core::domain::{CapacityType, InstanceType};
 use spotwise_testkit::karpenter::{SimKarpenter, SimOffering};
 use spotwise_testkit::kube::{KubeState, node, pod};
 
@@ -210,6 +210,13 @@ pub fn karpenterize(state: &mut KubeState, groups: &[crate::Group]) {
         }),
     );
     state.karpenter = Some(karpenter);
+    // As the agent's manifest (infra/agent/agent.yaml) ships it.
+    for (class, value) in [(CapacityType::Spot, -20), (CapacityType::OnDemand, -10)] {
+        state.priority_classes.insert(
+            spotwise_core::karpenter::reservation_priority_class(class).into(),
+            value,
+        );
+    }
 }
 
 /// What the simulated Karpenter may launch: the region's offerings at the shipped prices.
