@@ -713,18 +713,53 @@ const PLACEHOLDER_PERCENT: u64 = 95;
 
 /// The placeholders of each planned NodePool (by index in `planned`) and the nodes they fill:
 /// the pods on the replaced nodes, largest first, each on the first planned node with room
-/// for it (pods that select on-demand or spot capacity only on such nodes), spot nodes
-/// first. Pods that fit none get no placeholder; Karpenter launches for them as they come.
+/// for it that its nodeSelector and tolerations admit (as far as the labels Spotwise's pools
+/// give their nodes tell), spot nodes first. Pods that fit none get no placeholder; Karpenter
+/// launches for them as they come.
 fn placeholders(
     approval: &Approval<'_>,
     replaced: &[ReplacedNode],
     planned: &[((String, String, CapacityType), u32)],
+    template: &NodePoolSpec,
     size: &dyn Fn(&str) -> Option<NodeSize>,
 ) -> Vec<(u32, Vec<Placeholder>)> {
     let daemons = &approval.snapshot.daemonset_overhead;
-    // (pool index, capacity type, free cpu, free memory, used)
-    let mut nodes: Vec<(usize, CapacityType, u64, u64, bool)> = Vec::new();
-    for (i, ((instance_type, _, capacity_type), desired)) in planned.iter().enumerate() {
+    let labels: Vec<BTreeMap<&str, &str>> = planned
+        .iter()
+        .map(|((instance_type, zone, capacity_type), _)| {
+            let mut labels: BTreeMap<&str, &str> = template
+                .labels
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            labels.insert("node.kubernetes.io/instance-type", instance_type);
+            labels.insert("topology.kubernetes.io/zone", zone);
+            labels.insert(
+                "karpenter.sh/capacity-type",
+                match capacity_type {
+                    CapacityType::Spot => "spot",
+                    CapacityType::OnDemand => "on-demand",
+                },
+            );
+            labels
+        })
+        .collect();
+    // Keys the nodes will carry with values not known here (arch, os, ...) admit any value.
+    let admits = |pool: usize, pod: &spotwise_core::snapshot::PodSpec| {
+        let selected = pod
+            .node_selector
+            .iter()
+            .all(|(k, v)| labels[pool].get(k.as_str()).is_none_or(|l| l == v));
+        let tolerated = template
+            .taints
+            .iter()
+            .filter(|t| t.effect != "PreferNoSchedule")
+            .all(|t| pod.tolerations.iter().any(|tol| tol.tolerates(t)));
+        selected && tolerated
+    };
+    // (pool index, free cpu, free memory, used)
+    let mut nodes: Vec<(usize, u64, u64, bool)> = Vec::new();
+    for (i, ((instance_type, ..), desired)) in planned.iter().enumerate() {
         if let Some(NodeSize {
             allocatable: (cpu_m, mem_mib),
             ..
@@ -734,7 +769,7 @@ fn placeholders(
                 cpu_m.saturating_sub(daemons.cpu_m),
                 mem_mib.saturating_sub(daemons.mem_mib),
             );
-            nodes.extend((0..*desired).map(|_| (i, *capacity_type, room.0, room.1, false)));
+            nodes.extend((0..*desired).map(|_| (i, room.0, room.1, false)));
         }
     }
     let moving: BTreeSet<&str> = replaced.iter().map(|r| r.name.as_str()).collect();
@@ -752,21 +787,12 @@ fn placeholders(
     });
     let mut sizes: Vec<BTreeMap<(u64, u64), u32>> = vec![BTreeMap::new(); planned.len()];
     for pod in pods {
-        let only = match pod
-            .node_selector
-            .get("karpenter.sh/capacity-type")
-            .map(String::as_str)
-        {
-            Some("on-demand") => Some(CapacityType::OnDemand),
-            Some("spot") => Some(CapacityType::Spot),
-            _ => None,
-        };
-        if let Some(node) = nodes.iter_mut().find(|(_, capacity, cpu_m, mem_mib, _)| {
-            only.is_none_or(|c| c == *capacity) && *cpu_m >= pod.cpu_m && *mem_mib >= pod.mem_mib
+        if let Some(node) = nodes.iter_mut().find(|(pool, cpu_m, mem_mib, _)| {
+            *cpu_m >= pod.cpu_m && *mem_mib >= pod.mem_mib && admits(*pool, pod)
         }) {
-            node.2 -= pod.cpu_m;
-            node.3 -= pod.mem_mib;
-            node.4 = true;
+            node.1 -= pod.cpu_m;
+            node.2 -= pod.mem_mib;
+            node.3 = true;
             *sizes[node.0]
                 .entry((
                     pod.cpu_m * PLACEHOLDER_PERCENT / 100,
@@ -779,7 +805,7 @@ fn placeholders(
         .into_iter()
         .enumerate()
         .map(|(i, sizes)| {
-            let used = nodes.iter().filter(|n| n.0 == i && n.4).count();
+            let used = nodes.iter().filter(|n| n.0 == i && n.3).count();
             (
                 u32::try_from(used).unwrap_or(u32::MAX),
                 sizes
@@ -875,7 +901,7 @@ pub fn prepare_karpenter(
     });
     let count = u32::try_from(planned.len()).unwrap_or(u32::MAX);
     let top = customer_weight.saturating_add(count).min(100);
-    let mut reservations = placeholders(approval, &replaced, &planned, size).into_iter();
+    let mut reservations = placeholders(approval, &replaced, &planned, template, size).into_iter();
     let mut groups = Vec::new();
     for (rank, (key, desired)) in planned.into_iter().enumerate() {
         let (instance_type, zone, capacity_type) = key.clone();
@@ -2192,6 +2218,41 @@ mod tests {
             r.groups[1].reservation, None,
             "no moving pod needs the m5.large"
         );
+    }
+
+    #[test]
+    fn karpenter_placeholders_only_go_where_the_pods_selectors_and_tolerations_admit() {
+        let (mut snapshot, mix) = karpenter_cluster();
+        let selecting = |name: &str, cpu_m: u64, key: &str, value: &str| {
+            let mut pod = snapshot.pods[0].clone();
+            pod.spec.name = format!("shop/{name}");
+            (pod.spec.cpu_m, pod.spec.mem_mib) = (cpu_m, 100);
+            pod.spec.node_selector = BTreeMap::from([(key.to_owned(), value.to_owned())]);
+            pod
+        };
+        snapshot.pods = vec![
+            // The template's label and the planned zone admit it; another zone or label not.
+            selecting("webby", 200, "tier", "web"),
+            selecting("zonal", 300, "topology.kubernetes.io/zone", "us-east-1b"),
+            selecting("batch", 400, "tier", "batch"),
+            // Labels the pools do not set (arch) are not held against a pod.
+            selecting("amd", 500, "kubernetes.io/arch", "amd64"),
+        ];
+        let karpenter = snapshot.karpenter.clone().unwrap();
+        let size = |_: &str| {
+            Some(NodeSize {
+                capacity: (4_000, 14_000),
+                allocatable: (3_900, 13_000),
+            })
+        };
+        let r = prepare_karpenter(&approval(&mix, &snapshot), &karpenter, &size).unwrap();
+        let held: Vec<u64> = r
+            .groups
+            .iter()
+            .filter_map(|g| g.reservation.as_ref())
+            .flat_map(|r| r.placeholders.iter().map(|p| p.cpu_m))
+            .collect();
+        assert_eq!(held, [475, 190], "amd and webby, not zonal nor batch");
     }
 
     #[test]
