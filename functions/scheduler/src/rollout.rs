@@ -142,27 +142,7 @@ pub async fn advance(
             save(deps, &mut item).await?;
             unsaved = false;
         }
-        let queued = match &step {
-            Step::Cordon(i) => item
-                .body
-                .replaced
-                .get(*i)
-                .and_then(|r| r.cordon_action.clone()),
-            Step::Drain(i) => item
-                .body
-                .replaced
-                .get(*i)
-                .and_then(|r| r.drain_action.clone()),
-            Step::CreateGroup(i) if item.body.backend == Backend::Karpenter => {
-                item.body.groups.get(*i).map(NewGroup::apply_action)
-            }
-            Step::DeleteGroup(i) if item.body.backend == Backend::Karpenter => {
-                item.body.groups.get(*i).map(NewGroup::delete_action)
-            }
-            Step::Reserve(i) => item.body.groups.get(*i).map(NewGroup::reserve_action),
-            Step::Release(i) => item.body.groups.get(*i).map(NewGroup::release_action),
-            _ => None,
-        };
+        let queued = item.body.action_of(&step);
         if let Some(id) = queued {
             sent.entry(id)
                 .or_insert(spotwise_core::action::ActionStatus::Queued);
@@ -414,7 +394,7 @@ pub async fn take(
             let node_pool = group.node_pool.clone().ok_or_else(|| {
                 ClusterActionError::Invalid(format!("group {} has no NodePool", group.name))
             })?;
-            let id = Some(group.apply_action());
+            let id = rollout.action_of(step);
             send(
                 deps,
                 target,
@@ -430,8 +410,8 @@ pub async fn take(
             rollout.groups[*i].created = true;
         }
         Step::DeleteGroup(i) if rollout.backend == Backend::Karpenter => {
-            let group = group_at(rollout, *i)?;
-            let (id, name) = (Some(group.delete_action()), group.name.clone());
+            let name = group_at(rollout, *i)?.name.clone();
+            let id = rollout.action_of(step);
             send(
                 deps,
                 target,
@@ -451,18 +431,15 @@ pub async fn take(
             let reservation = group.reservation.clone().ok_or_else(|| {
                 ClusterActionError::Invalid(format!("group {} reserves no nodes", group.name))
             })?;
-            let (id, spec) = if matches!(step, Step::Reserve(_)) {
-                (
-                    group.reserve_action(),
-                    ActionSpec::ReserveNodes { reservation },
-                )
+            let spec = if matches!(step, Step::Reserve(_)) {
+                ActionSpec::ReserveNodes { reservation }
             } else {
-                let id = group.release_action();
                 // The snapshot that verifies comes after the placeholders are gone.
                 rollout.released_at = Some(now);
-                (id, ActionSpec::ReleaseNodes { reservation })
+                ActionSpec::ReleaseNodes { reservation }
             };
-            send(deps, target, rollout, Some(id), spec, now).await?;
+            let id = rollout.action_of(step);
+            send(deps, target, rollout, id, spec, now).await?;
         }
         Step::CreateGroup(i) => {
             let group = group_at(rollout, *i)?.clone();
@@ -519,24 +496,17 @@ pub async fn take(
             .await;
         }
         Step::StartMigration => {
-            let live = || rollout.groups.iter().filter(|g| !g.deleted);
             let (new, ready) = match (rollout.backend, &target.snapshot) {
                 (Backend::Karpenter, Some((snapshot, _))) => {
-                    let ready = rollout.ready_nodes(snapshot);
-                    let launched = |g: &NewGroup| {
-                        ready
-                            .get(&g.name)
-                            .copied()
-                            .unwrap_or(0)
-                            .min(g.reserved_nodes())
-                    };
-                    (
-                        live().map(NewGroup::reserved_nodes).sum(),
-                        live().map(launched).sum(),
-                    )
+                    rollout.reserved_nodes_ready(snapshot, |_| true)
                 }
                 _ => {
-                    let new: u32 = live().map(|g| g.desired).sum();
+                    let new: u32 = rollout
+                        .groups
+                        .iter()
+                        .filter(|g| !g.deleted)
+                        .map(|g| g.desired)
+                        .sum();
                     (new, new)
                 }
             };
@@ -564,8 +534,8 @@ pub async fn take(
             }
         }
         Step::Cordon(i) => {
-            let node = replaced_at(rollout, *i)?;
-            let (id, name) = (node.cordon_action.clone(), node.name.clone());
+            let name = replaced_at(rollout, *i)?.name.clone();
+            let id = rollout.action_of(step);
             send(
                 deps,
                 target,
@@ -577,8 +547,8 @@ pub async fn take(
             .await?;
         }
         Step::Drain(i) => {
-            let node = replaced_at(rollout, *i)?;
-            let (id, name) = (node.drain_action.clone(), node.name.clone());
+            let name = replaced_at(rollout, *i)?.name.clone();
+            let id = rollout.action_of(step);
             let spec = ActionSpec::Drain {
                 node: name,
                 taint: None,

@@ -1009,6 +1009,41 @@ impl Rollout {
         ready
     }
 
+    /// On Karpenter: the nodes the live groups that `counted` admits reserve, and how many of
+    /// those are Ready in `snapshot`.
+    pub fn reserved_nodes_ready(
+        &self,
+        snapshot: &Snapshot,
+        counted: impl Fn(&NewGroup) -> bool,
+    ) -> (u32, u32) {
+        let ready = self.ready_nodes(snapshot);
+        self.groups
+            .iter()
+            .filter(|g| !g.deleted && counted(g))
+            .fold((0, 0), |(reserved, launched), g| {
+                let wanted = g.reserved_nodes();
+                let up = ready.get(&g.name).copied().unwrap_or(0).min(wanted);
+                (reserved + wanted, launched + up)
+            })
+    }
+
+    /// The id of the agent action `step` sends, known before it is sent (so a repeated step
+    /// finds it, and the driver knows it queued): a replaced node's assigned cordon or drain
+    /// id, and on Karpenter the NodePool and reservation actions, named by their group.
+    pub fn action_of(&self, step: &Step) -> Option<String> {
+        let group = |i: &usize| self.groups.get(*i);
+        let karpenter = self.backend == Backend::Karpenter;
+        match step {
+            Step::Cordon(i) => self.replaced.get(*i)?.cordon_action.clone(),
+            Step::Drain(i) => self.replaced.get(*i)?.drain_action.clone(),
+            Step::CreateGroup(i) if karpenter => group(i).map(NewGroup::apply_action),
+            Step::DeleteGroup(i) if karpenter => group(i).map(NewGroup::delete_action),
+            Step::Reserve(i) => group(i).map(NewGroup::reserve_action),
+            Step::Release(i) => group(i).map(NewGroup::release_action),
+            _ => None,
+        }
+    }
+
     /// On Karpenter: nodes launched during the rollout from the customer's NodePools, which
     /// Karpenter falls back to when Spotwise's spot pools have no capacity (or are full).
     pub fn karpenter_fallbacks<'s>(&self, snapshot: &'s Snapshot) -> Vec<&'s CurrentNode> {
@@ -1202,23 +1237,14 @@ fn karpenter_provisioning_step(
     let Some((snapshot, taken_at)) = observed.snapshot else {
         return Step::Wait("waiting for the agent's snapshot".into());
     };
-    let ready = rollout.ready_nodes(snapshot);
-    let missing: u32 = rollout
-        .groups
-        .iter()
-        .filter(|g| {
-            // A reservation the agent did not make leaves the pool to Karpenter's packing.
-            !g.deleted
-                && matches!(
-                    observed.actions.get(&g.reserve_action()),
-                    Some(ActionStatus::Queued | ActionStatus::Succeeded)
-                )
-        })
-        .map(|g| {
-            g.reserved_nodes()
-                .saturating_sub(ready.get(&g.name).copied().unwrap_or(0))
-        })
-        .sum();
+    // A reservation the agent did not make leaves the pool to Karpenter's packing.
+    let (reserved, launched) = rollout.reserved_nodes_ready(snapshot, |g| {
+        matches!(
+            observed.actions.get(&g.reserve_action()),
+            Some(ActionStatus::Queued | ActionStatus::Succeeded)
+        )
+    });
+    let missing = reserved - launched;
     if missing == 0 || (waited >= CAPACITY_TIMEOUT && taken_at >= rollout.provisioning_since) {
         return Step::StartMigration;
     }
