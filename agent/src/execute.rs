@@ -308,22 +308,35 @@ async fn delete_node_pool(client: &kube::Client, name: &str) -> Result<String, E
     }
 }
 
+fn invalid_reservation(reservation: &NodeReservation, reason: String) -> ExecuteError {
+    ExecuteError::Reservation {
+        name: reservation.node_pool.clone(),
+        reason,
+    }
+}
+
+/// Where the reservation's placeholders live, once it is checked: the agent's own namespace.
+fn placeholder_pods(
+    client: &kube::Client,
+    reservation: &NodeReservation,
+) -> Result<Api<Pod>, ExecuteError> {
+    reservation
+        .check()
+        .map_err(|reason| invalid_reservation(reservation, reason))?;
+    Ok(Api::default_namespaced(client.clone()))
+}
+
 /// Creates the reservation's placeholder pods in the agent's own namespace; pods already
 /// there (a repeated action) are kept.
 async fn reserve_nodes(
     client: &kube::Client,
     reservation: &NodeReservation,
 ) -> Result<String, ExecuteError> {
-    let invalid = |reason: String| ExecuteError::Reservation {
-        name: reservation.node_pool.clone(),
-        reason,
-    };
-    reservation.check().map_err(invalid)?;
-    let pods: Api<Pod> = Api::default_namespaced(client.clone());
+    let pods = placeholder_pods(client, reservation)?;
     let mut created = 0;
     for index in 0..reservation.placeholders() {
-        let pod: Pod =
-            serde_json::from_value(reservation.pod(index)).map_err(|e| invalid(e.to_string()))?;
+        let pod: Pod = serde_json::from_value(reservation.pod(index))
+            .map_err(|e| invalid_reservation(reservation, e.to_string()))?;
         match pods.create(&PostParams::default(), &pod).await {
             Ok(_) => created += 1,
             Err(kube::Error::Api(status)) if status.code == 409 => {}
@@ -343,13 +356,7 @@ async fn release_nodes(
     client: &kube::Client,
     reservation: &NodeReservation,
 ) -> Result<String, ExecuteError> {
-    reservation
-        .check()
-        .map_err(|reason| ExecuteError::Reservation {
-            name: reservation.node_pool.clone(),
-            reason,
-        })?;
-    let pods: Api<Pod> = Api::default_namespaced(client.clone());
+    let pods = placeholder_pods(client, reservation)?;
     let mut deleted = 0;
     for index in 0..reservation.placeholders() {
         match pods

@@ -607,9 +607,7 @@ impl KubeState {
                 .and_then(|n| free.get_mut(n))
             {
                 let used = requests_of(pod);
-                left.cpu_m = left.cpu_m.saturating_sub(used.cpu_m);
-                left.mem_mib = left.mem_mib.saturating_sub(used.mem_mib);
-                left.pods = left.pods.saturating_sub(1);
+                left.take(used);
             }
         }
         let mut bound = 0;
@@ -619,9 +617,7 @@ impl KubeState {
             };
             let fitting = free
                 .iter()
-                .filter(|(_, left)| {
-                    left.cpu_m >= need.cpu_m && left.mem_mib >= need.mem_mib && left.pods > 0
-                })
+                .filter(|(_, left)| left.holds(need))
                 .filter(|(name, _)| self.nodes.get(*name).is_some_and(|n| admits(n, pod)))
                 .min_by_key(|(name, left)| (left.cpu_m - need.cpu_m, (*name).clone()))
                 .map(|(name, _)| name.clone());
@@ -632,9 +628,7 @@ impl KubeState {
                 pod["spec"]["nodeName"] = json!(node);
                 pod["status"] = json!({"phase": "Running"});
                 if let Some(left) = free.get_mut(&node) {
-                    left.cpu_m -= need.cpu_m;
-                    left.mem_mib -= need.mem_mib;
-                    left.pods -= 1;
+                    left.take(need);
                 }
                 bound += 1;
             }
@@ -655,9 +649,6 @@ impl KubeState {
     ) -> Option<String> {
         let pod = self.pods.get(key)?;
         let priority = priority_of(pod);
-        let fits = |room: &Resources| {
-            room.cpu_m >= need.cpu_m && room.mem_mib >= need.mem_mib && room.pods > 0
-        };
         type Rank = (i64, i64, usize, u64, String);
         let mut choice: Option<(Rank, Vec<String>)> = None;
         for (name, left) in free.iter() {
@@ -678,19 +669,16 @@ impl KubeState {
             let mut chosen = Vec::new();
             let (mut highest, mut sum) = (i64::MIN, 0);
             for (victim, p) in victims {
-                if fits(&room) {
+                if room.holds(need) {
                     break;
                 }
-                let freed = requests_of(p);
-                room.cpu_m += freed.cpu_m;
-                room.mem_mib += freed.mem_mib;
-                room.pods += 1;
+                room.give(requests_of(p));
                 chosen.push(victim.clone());
                 highest = highest.max(priority_of(p));
                 // Offset as the scheduler does, so that more victims weigh more.
                 sum += priority_of(p) + (1 << 31);
             }
-            if chosen.is_empty() || !fits(&room) {
+            if chosen.is_empty() || !room.holds(need) {
                 continue;
             }
             let rank = (
@@ -707,11 +695,8 @@ impl KubeState {
         let ((.., node), victims) = choice?;
         for victim in victims {
             if let Some(gone) = self.pods.remove(&victim) {
-                let freed = requests_of(&gone);
                 if let Some(left) = free.get_mut(&node) {
-                    left.cpu_m += freed.cpu_m;
-                    left.mem_mib += freed.mem_mib;
-                    left.pods += 1;
+                    left.give(requests_of(&gone));
                 }
                 self.preemptions += 1;
                 self.recreate(&gone);
@@ -787,6 +772,27 @@ pub(crate) struct Resources {
     pub(crate) cpu_m: u64,
     pub(crate) mem_mib: u64,
     pods: u64,
+}
+
+impl Resources {
+    /// Whether a pod that requests `need` fits in what is left.
+    fn holds(&self, need: Resources) -> bool {
+        self.cpu_m >= need.cpu_m && self.mem_mib >= need.mem_mib && self.pods > 0
+    }
+
+    /// What is left once a pod that requests `used` runs here.
+    fn take(&mut self, used: Resources) {
+        self.cpu_m = self.cpu_m.saturating_sub(used.cpu_m);
+        self.mem_mib = self.mem_mib.saturating_sub(used.mem_mib);
+        self.pods = self.pods.saturating_sub(1);
+    }
+
+    /// What is left once a pod that requested `freed` is gone.
+    fn give(&mut self, freed: Resources) {
+        self.cpu_m += freed.cpu_m;
+        self.mem_mib += freed.mem_mib;
+        self.pods += 1;
+    }
 }
 
 fn allocatable_of(node: &Value) -> Resources {
