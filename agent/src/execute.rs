@@ -15,6 +15,7 @@ use spotwise_core::action::{
 };
 use spotwise_core::domain::Taint;
 use spotwise_core::karpenter::{MANAGED_LABEL, NodePoolSpec, NodeReservation};
+use spotwise_core::rightsizing::{ContainerResources, ControllerRef, MAX_PATCH_CONTAINERS};
 use tokio::sync::watch;
 
 use crate::report::{Reporter, StatusCheck};
@@ -41,6 +42,8 @@ pub enum ExecuteError {
     Manifest { name: String, reason: String },
     #[error("reservation for NodePool {name}: {reason}")]
     Reservation { name: String, reason: String },
+    #[error("resources of {workload}: {reason}")]
+    Resources { workload: String, reason: String },
 }
 
 impl ExecuteError {
@@ -55,7 +58,8 @@ impl ExecuteError {
             ExecuteError::NotOurs { .. }
             | ExecuteError::NodeClassMissing { .. }
             | ExecuteError::Manifest { .. }
-            | ExecuteError::Reservation { .. } => false,
+            | ExecuteError::Reservation { .. }
+            | ExecuteError::Resources { .. } => false,
             // The deadline has passed; a retry would be refused as expired.
             ExecuteError::DrainIncomplete { .. } => false,
         }
@@ -189,6 +193,12 @@ pub async fn run(
         ActionSpec::ReleaseNodes { reservation } => {
             release_nodes(client, reservation).await.map(Executed::from)
         }
+        ActionSpec::SetResources {
+            workload,
+            containers,
+        } => set_resources(client, workload, containers)
+            .await
+            .map(Executed::from),
         ActionSpec::Drain { node, taint, .. } => {
             if let Some(taint) = taint {
                 add_taint(client, node, taint).await?;
@@ -231,6 +241,102 @@ pub async fn run(
             }
         }
     }
+}
+
+/// A resource quantity as Kubernetes writes it.
+fn cpu_quantity(millis: u64) -> String {
+    format!("{millis}m")
+}
+
+fn mem_quantity(mib: u64) -> String {
+    format!("{mib}Mi")
+}
+
+/// Sets the containers' requests (and the limits given) in the controller's pod template with
+/// a strategic merge patch, which matches containers by name and leaves everything else as it
+/// is; the controller then replaces its pods as its update strategy says.
+async fn set_resources(
+    client: &kube::Client,
+    workload: &ControllerRef,
+    containers: &[ContainerResources],
+) -> Result<String, ExecuteError> {
+    let refuse = |reason: String| ExecuteError::Resources {
+        workload: workload.to_string(),
+        reason,
+    };
+    if containers.is_empty() || containers.len() > MAX_PATCH_CONTAINERS {
+        return Err(refuse(format!(
+            "a patch sets 1 to {MAX_PATCH_CONTAINERS} containers, not {}",
+            containers.len()
+        )));
+    }
+    if let Some(c) = containers.iter().find(|c| {
+        !spotwise_core::ids::is_dns_label(&c.name)
+            || c.cpu_request_m == 0
+            || c.mem_request_mib == 0
+            || c.cpu_limit_m.is_some_and(|l| l < c.cpu_request_m)
+            || c.mem_limit_mib.is_some_and(|l| l < c.mem_request_mib)
+    }) {
+        return Err(refuse(format!(
+            "container {:?}: needs a container name, non-zero requests and limits no lower than them",
+            c.name
+        )));
+    }
+    let gvk = GroupVersionKind::gvk("apps", "v1", workload.kind.as_str());
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        &workload.namespace,
+        &ApiResource::from_gvk_with_plural(&gvk, workload.kind.plural()),
+    );
+    let current = api.get(&workload.name).await?;
+    let template = current.data["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mut changes = Vec::new();
+    let mut patched = Vec::new();
+    for c in containers {
+        let Some(existing) = template.iter().find(|t| t["name"] == c.name.as_str()) else {
+            return Err(refuse(format!(
+                "its pod template has no container {}",
+                c.name
+            )));
+        };
+        let mut resources = json!({"requests": {
+            "cpu": cpu_quantity(c.cpu_request_m),
+            "memory": mem_quantity(c.mem_request_mib),
+        }});
+        if let Some(limit) = c.cpu_limit_m {
+            resources["limits"]["cpu"] = json!(cpu_quantity(limit));
+        }
+        if let Some(limit) = c.mem_limit_mib {
+            resources["limits"]["memory"] = json!(mem_quantity(limit));
+        }
+        let requests = &existing["resources"]["requests"];
+        changes.push(format!(
+            "{}: cpu {} -> {}, memory {} -> {}",
+            c.name,
+            requests["cpu"].as_str().unwrap_or("unset"),
+            cpu_quantity(c.cpu_request_m),
+            requests["memory"].as_str().unwrap_or("unset"),
+            mem_quantity(c.mem_request_mib),
+        ));
+        patched.push(json!({"name": c.name, "resources": resources}));
+    }
+    let patch = json!({"spec": {"template": {"spec": {"containers": patched}}}});
+    api.patch(
+        &workload.name,
+        &PatchParams::default(),
+        &Patch::Strategic(patch),
+    )
+    .await?;
+    Ok(format!(
+        "{} {}/{} requests set ({}); its pods roll as its update strategy says",
+        workload.kind.as_str(),
+        workload.namespace,
+        workload.name,
+        changes.join("; ")
+    ))
 }
 
 fn node_pools(client: &kube::Client) -> Api<DynamicObject> {

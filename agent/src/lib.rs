@@ -8,6 +8,7 @@ mod lifecycle;
 pub mod metrics;
 pub mod report;
 pub mod snapshot;
+pub mod usage;
 mod worker;
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
@@ -422,13 +423,20 @@ impl Agent {
         let snapshots = async {
             let mut ticks = tokio::time::interval(snapshot_every);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut usage = usage::UsageRecorder::default();
             loop {
                 ticks.tick().await;
                 let uploaded = match snapshot::collect(&self.kube).await {
-                    Ok(snapshot) => reporter
-                        .snapshot(&snapshot)
-                        .await
-                        .map_err(|e| e.to_string()),
+                    Ok(mut snapshot) => {
+                        usage.record(
+                            &mut snapshot,
+                            time::OffsetDateTime::now_utc().unix_timestamp(),
+                        );
+                        reporter
+                            .snapshot(&snapshot)
+                            .await
+                            .map_err(|e| e.to_string())
+                    }
                     Err(err) => Err(err.to_string()),
                 };
                 match &uploaded {

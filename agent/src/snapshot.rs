@@ -1,8 +1,8 @@
 //! The cluster as the platform plans and costs it: nodes (instance id, capacity type,
 //! allocatable), pods (requests, owners, node, affinity and spread), PodDisruptionBudgets, the
-//! claims and volumes that pin pods to zones, and usage from metrics.k8s.io when a metrics
-//! server is installed, and Karpenter's NodePools and EC2NodeClasses when the cluster serves
-//! them. Lists are read in pages.
+//! claims and volumes that pin pods to zones, HorizontalPodAutoscalers, usage from
+//! metrics.k8s.io when a metrics server is installed, and Karpenter's NodePools and
+//! EC2NodeClasses when the cluster serves them. Lists are read in pages.
 
 use http::Request;
 use serde_json::{Value, json};
@@ -77,7 +77,7 @@ async fn list_all(
 }
 
 pub async fn collect(client: &kube::Client) -> Result<Snapshot, CollectError> {
-    let (nodes, pods, pdbs, claims, volumes, usage, karpenter) = tokio::join!(
+    let (nodes, pods, pdbs, claims, volumes, usage, hpas, karpenter) = tokio::join!(
         list_all(client, "/api/v1/nodes", "Node"),
         list_all(client, "/api/v1/pods", "Pod"),
         list_all(
@@ -92,6 +92,11 @@ pub async fn collect(client: &kube::Client) -> Result<Snapshot, CollectError> {
         ),
         list_all(client, "/api/v1/persistentvolumes", "PersistentVolume"),
         list_all(client, "/apis/metrics.k8s.io/v1beta1/pods", "PodMetrics"),
+        list_all(
+            client,
+            "/apis/autoscaling/v2/horizontalpodautoscalers",
+            "HorizontalPodAutoscaler"
+        ),
         karpenter(client),
     );
     let mut items = nodes?;
@@ -103,6 +108,11 @@ pub async fn collect(client: &kube::Client) -> Result<Snapshot, CollectError> {
         Ok(usage) => items.extend(usage),
         // Without a metrics server, requests stand in for usage.
         Err(err) => tracing::debug!(error = %err, "no pod metrics"),
+    }
+    match hpas {
+        Ok(hpas) => items.extend(hpas),
+        // Right-sizing then cannot see autoscalers, so it says so rather than guess.
+        Err(err) => tracing::warn!(error = %err, "HorizontalPodAutoscalers not listed"),
     }
     let list =
         serde_json::to_vec(&json!({ "items": items })).map_err(|e| CollectError::Decode {

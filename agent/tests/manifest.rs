@@ -136,6 +136,10 @@ fn the_cluster_role_grants_exactly_what_the_agent_calls() {
         ("policy/poddisruptionbudgets", set(&["list"])),
         ("apps/deployments/scale", set(&["get", "patch"])),
         ("apps/statefulsets/scale", set(&["get", "patch"])),
+        ("apps/deployments", set(&["get", "patch"])),
+        ("apps/statefulsets", set(&["get", "patch"])),
+        ("apps/daemonsets", set(&["get", "patch"])),
+        ("autoscaling/horizontalpodautoscalers", set(&["list"])),
         ("metrics.k8s.io/pods", set(&["list"])),
         (
             "karpenter.sh/nodepools",

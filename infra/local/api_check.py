@@ -42,6 +42,7 @@ ACCEPTED_REFUSALS = {
     r"^(labels|exclude_labels|label_selector): keys must be 1 to 253 characters$": "Kubernetes label-key rules",
     r"^from: .* is not a period of this granularity$": "period names per granularity",
     r"^dimension: export a table": "the summary has no lines to export",
+    r"^workload: must be namespace/Kind/name": "Kubernetes name lengths and DNS-label rules per part",
     r": invalid type: floating point `[-0-9.e+]+`, expected [iu]\d+": "integers sent as floats (`416.0`)",
 }
 TENANT = "t1"

@@ -3,7 +3,8 @@
 //! `resourceVersion` checked), pods list (by `spec.nodeName`), evictions (429 while the budget
 //! over `app=guarded` pods allows none; `app=slow` pods stay listed, terminating, for a few
 //! lists), PodDisruptionBudgets, PersistentVolumeClaims and PersistentVolumes list, and the
-//! scale subresource of Deployments and StatefulSets, pods created (priority from their
+//! scale subresource of Deployments and StatefulSets, their templates and DaemonSets' read
+//! and patched, pod metrics and HPAs (see [`crate::workloads`]), pods created (priority from their
 //! PriorityClass, preempting lower-priority pods when none fits) and deleted, and with [`KubeState::karpenter`] set,
 //! Karpenter's NodePools and EC2NodeClasses (see [`crate::karpenter`]). Real `kube::Client`s
 //! talk to it over HTTP.
@@ -56,11 +57,18 @@ pub struct KubeState {
     pub priority_classes: BTreeMap<String, i64>,
     /// Pods the scheduler preempted to place one of higher priority.
     pub preemptions: u32,
+    /// Deployments, StatefulSets and DaemonSets, keyed `namespace/Kind/name` (see
+    /// [`crate::workloads`]).
+    pub workloads: BTreeMap<String, Value>,
+    /// What each workload's containers use (millicores, MiB), served as metrics.k8s.io
+    /// PodMetrics for each of its pods; no metrics API while empty.
+    pub usage: BTreeMap<String, BTreeMap<String, (u64, u64)>>,
+    pub hpas: Vec<Value>,
 }
 
-type Shared = Arc<Mutex<KubeState>>;
+pub(crate) type Shared = Arc<Mutex<KubeState>>;
 
-fn lock(state: &Shared) -> MutexGuard<'_, KubeState> {
+pub(crate) fn lock(state: &Shared) -> MutexGuard<'_, KubeState> {
     state.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -90,6 +98,18 @@ impl FakeKube {
             .route(
                 "/apis/apps/v1/namespaces/{ns}/statefulsets/{name}/scale",
                 get(get_scale).patch(patch_scale),
+            )
+            .route(
+                "/apis/apps/v1/namespaces/{ns}/{plural}/{name}",
+                get(crate::workloads::get_workload).patch(crate::workloads::patch_workload),
+            )
+            .route(
+                "/apis/metrics.k8s.io/v1beta1/pods",
+                get(crate::workloads::list_pod_metrics),
+            )
+            .route(
+                "/apis/autoscaling/v2/horizontalpodautoscalers",
+                get(crate::workloads::list_hpas),
             )
             .route("/api/v1/pods", get(list_pods))
             .route("/api/v1/nodes", get(list_nodes))
@@ -201,7 +221,7 @@ pub fn node(
     node
 }
 
-fn status(code: StatusCode, reason: &str, message: &str) -> (StatusCode, Json<Value>) {
+pub(crate) fn status(code: StatusCode, reason: &str, message: &str) -> (StatusCode, Json<Value>) {
     (
         code,
         Json(
@@ -226,7 +246,7 @@ pub fn merge(target: &mut Value, patch: &Value) {
     }
 }
 
-type Reply = Result<Json<Value>, (StatusCode, Json<Value>)>;
+pub(crate) type Reply = Result<Json<Value>, (StatusCode, Json<Value>)>;
 
 async fn get_node(State(s): State<Shared>, Path(name): Path<String>) -> Reply {
     lock(&s)

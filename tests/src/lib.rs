@@ -10,6 +10,7 @@ pub mod kube;
 pub mod receiver;
 pub mod records;
 pub mod upload;
+pub mod workloads;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};

@@ -244,3 +244,127 @@ async fn a_reservation_without_the_priority_class_or_over_its_bound_fails_finall
         "the refused create only: over the bound nothing is sent"
     );
 }
+
+fn set_resources(containers: Vec<ContainerResources>) -> ActionSpec {
+    ActionSpec::SetResources {
+        workload: ControllerRef::parse("shop/Deployment/api").unwrap(),
+        containers,
+    }
+}
+
+fn resources(
+    name: &str,
+    cpu_m: u64,
+    mem_mib: u64,
+    limits: Option<(u64, u64)>,
+) -> ContainerResources {
+    ContainerResources {
+        name: name.into(),
+        cpu_request_m: cpu_m,
+        mem_request_mib: mem_mib,
+        cpu_limit_m: limits.map(|l| l.0),
+        mem_limit_mib: limits.map(|l| l.1),
+    }
+}
+
+#[tokio::test]
+async fn set_resources_patches_the_template_by_container_and_the_pods_roll() {
+    let kube = Cluster::start().await;
+    {
+        let mut state = kube.state();
+        state.add_workload(
+            "shop",
+            "Deployment",
+            "api",
+            json!([{"name": "app", "image": "x", "resources": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"cpu": "2", "memory": "3Gi"}}},
+                   {"name": "sidecar", "image": "y", "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}}}]),
+        );
+        let (key, pod) = pod(
+            "shop",
+            "api-7f9c-a",
+            "ip-10-0-2-9.ec2.internal",
+            "ReplicaSet",
+            json!({"metadata": {"labels": {"pod-template-hash": "7f9c"},
+                                "ownerReferences": [{"kind": "ReplicaSet", "name": "api-7f9c", "uid": "u2"}]},
+                   "spec": {"containers": [{"name": "app", "image": "x"}, {"name": "sidecar", "image": "y"}]}}),
+        );
+        state.pods.insert(key, pod);
+    }
+    let agent = agent(&kube, false);
+    let now = OffsetDateTime::now_utc();
+    let outcome = agent
+        .handle(
+            &signed(action(set_resources(vec![resources(
+                "app",
+                250,
+                512,
+                Some((500, 768)),
+            )]))),
+            now,
+        )
+        .await;
+    assert!(
+        matches!(outcome, Outcome::Done { ref detail, .. } if detail.contains("app: cpu 1 -> 250m, memory 2Gi -> 512Mi")),
+        "{outcome:?}"
+    );
+    let template =
+        kube.state().workloads["shop/Deployment/api"]["spec"]["template"]["spec"]["containers"]
+            .clone();
+    assert_eq!(
+        template[0]["resources"]["requests"],
+        json!({"cpu": "250m", "memory": "512Mi"})
+    );
+    assert_eq!(
+        template[0]["resources"]["limits"],
+        json!({"cpu": "500m", "memory": "768Mi"})
+    );
+    assert_eq!(
+        template[1]["resources"]["requests"]["cpu"], "100m",
+        "the sidecar is left as it was"
+    );
+    assert_eq!(
+        template[0]["image"], "x",
+        "a strategic merge keeps the rest of the container"
+    );
+    let rolled = kube.state().pods["shop/api-7f9c-a"]["spec"]["containers"][0]["resources"].clone();
+    assert_eq!(rolled["requests"]["memory"], "512Mi");
+    assert!(
+        kube.requests()
+            .contains(&"PATCH /apis/apps/v1/namespaces/shop/deployments/api".to_owned())
+    );
+
+    // A container the template lacks, or a limit below its request, is refused for good.
+    for bad in [
+        vec![resources("worker", 250, 512, None)],
+        vec![resources("app", 250, 512, Some((100, 768)))],
+        Vec::new(),
+    ] {
+        let outcome = agent.handle(&signed(action(set_resources(bad))), now).await;
+        assert!(
+            matches!(
+                outcome,
+                Outcome::Failed {
+                    retryable: false,
+                    ..
+                }
+            ),
+            "{outcome:?}"
+        );
+    }
+    // So is a workload that does not exist.
+    let missing = ActionSpec::SetResources {
+        workload: ControllerRef::parse("shop/StatefulSet/db").unwrap(),
+        containers: vec![resources("app", 250, 512, None)],
+    };
+    let outcome = agent.handle(&signed(action(missing)), now).await;
+    assert!(
+        matches!(
+            outcome,
+            Outcome::Failed {
+                retryable: false,
+                ..
+            }
+        ),
+        "{outcome:?}"
+    );
+}

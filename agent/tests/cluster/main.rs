@@ -23,6 +23,7 @@ use spotwise_core::action::{
 };
 use spotwise_core::domain::Taint;
 use spotwise_core::messages::{ActionReport, ReportedOutcome};
+use spotwise_core::rightsizing::{ContainerResources, ControllerRef};
 use spotwise_testkit::LocalStack;
 use spotwise_testkit::kube::{FakeKube, KubeState, node as kube_node, pod};
 use time::{Duration, OffsetDateTime};

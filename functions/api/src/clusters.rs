@@ -225,7 +225,7 @@ fn validate_policy(p: &Policy) -> Result<(), ApiError> {
     if p.cost_labels.len() > 10 {
         return Err(ApiError::field("cost_labels", "at most 10"));
     }
-    Ok(())
+    crate::rightsizing::validate(&p.right_sizing)
 }
 
 /// Replaces the policy. With `If-Match`, only if it is still at that version (`"0"`: the
@@ -354,20 +354,9 @@ pub async fn approve(
             "the recommendation is already applying",
         ));
     }
-    let newest = state
-        .store
-        .query::<Recommendation>(
-            &Query::partition(keys::tenant_partition(&caller.tenant))
-                .prefix(keys::recommendations_prefix(&cluster.id))
-                .newest_first()
-                .limit(1),
-        )
-        .await?;
-    if newest
-        .items
-        .first()
-        .is_some_and(|n| n.body.revision != revision)
-    {
+    let newest =
+        spotwise_store::recommendations::newest(&state.store, &caller.tenant, &cluster.id).await?;
+    if newest.is_some_and(|n| n.body.revision != revision) {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "superseded",

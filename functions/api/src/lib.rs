@@ -11,6 +11,7 @@ pub mod error;
 pub mod install;
 pub mod paging;
 pub mod pods;
+pub mod rightsizing;
 pub mod schedules;
 pub mod suppression;
 pub mod templates;
@@ -343,6 +344,8 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(clusters::approve))
         .routes(routes!(clusters::rollout))
         .routes(routes!(clusters::cancel_rollout))
+        .routes(routes!(rightsizing::get))
+        .routes(routes!(rightsizing::apply))
         .routes(routes!(costs::periods))
         .routes(routes!(costs::export))
         .routes(routes!(costs::reports))

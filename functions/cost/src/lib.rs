@@ -28,7 +28,6 @@ use spotwise_cost::trends::{self, DailyCost};
 use spotwise_cost::{Baseline, CostTable, Summary, Weights, allocate, inputs, money};
 use spotwise_lambda::sqs::{BodyError, parse_body, process_batch};
 use spotwise_optimizer::catalog::TypeFilter;
-use spotwise_optimizer::recommendation::Recommendation;
 use spotwise_optimizer::rollout::Rollout;
 use spotwise_schedule::model::HibernationState;
 use spotwise_store::keys::{self, CostGranularity};
@@ -55,6 +54,8 @@ const DAY_ROLLUP_HOURS: u8 = 6;
 const DAY_RETENTION: time::Duration = time::Duration::days(400);
 /// Days before the month that give its first days' anomaly flags a history.
 const REPORT_HISTORY_DAYS: usize = 14;
+/// Right-sizing changes a report looks through (newest first) for those kept in its month.
+const RESIZES_REPORTED: u32 = 500;
 /// Rollouts a report looks through (newest first) for those completed in its month; a cluster
 /// rolls out at most a few plans a month.
 const ROLLOUTS_REPORTED: u32 = 31;
@@ -777,18 +778,8 @@ pub async fn report(
     .and_then(|p| p.table)
     .unwrap_or_default();
     let daily = daily_costs(deps, tenant, cluster_id, year, month_of_year).await?;
-    let latest = deps
-        .store
-        .query::<Recommendation>(
-            &Query::partition(keys::tenant_partition(tenant))
-                .prefix(keys::recommendations_prefix(cluster_id))
-                .newest_first()
-                .limit(1),
-        )
+    let latest = spotwise_store::recommendations::newest(&deps.store, tenant, cluster_id)
         .await?
-        .items
-        .into_iter()
-        .next()
         .map(|item| item.body);
     let rollouts: Vec<Rollout> = deps
         .store
@@ -803,6 +794,13 @@ pub async fn report(
         .into_iter()
         .map(|item| item.body)
         .collect();
+    let resizes = Box::pin(spotwise_store::resize::recent(
+        &deps.store,
+        tenant,
+        cluster_id,
+        RESIZES_REPORTED,
+    ))
+    .await?;
     let unit_prices = UnitPrices::of(&summary);
     let cluster_name = cluster_id.to_string();
     let built = MonthlyReport::build(&ReportInput {
@@ -815,6 +813,7 @@ pub async fn report(
         recommendation: latest.as_ref(),
         unit_prices: unit_prices.as_ref(),
         rollouts: &rollouts,
+        resizes: &resizes,
     });
     deps.store
         .put(

@@ -21,6 +21,8 @@ use spotwise_core::domain::{
     Cluster, NodeTemplate, Notification, Policy, PolicyMode, PoolKey, Severity,
 };
 use spotwise_core::messages::{OptimizeRequest, ScheduleTrigger};
+use spotwise_core::rightsizing::RightSizingMode;
+use spotwise_core::snapshot::Snapshot;
 use spotwise_core::{Classify, Disposition};
 use spotwise_lambda::sqs::{BodyError, parse_body, process_batch};
 use spotwise_optimizer::catalog::TypeFilter;
@@ -29,6 +31,8 @@ use spotwise_optimizer::eligibility::SpotPolicy;
 use spotwise_optimizer::kube;
 use spotwise_optimizer::model::{Offering, PlanPolicy};
 use spotwise_optimizer::recommendation::{Recommendation, RecommendationStatus, node_mix};
+use spotwise_optimizer::resize::{ResizeChange, ResizeState};
+use spotwise_optimizer::rightsizing::{self, WorkloadRightSizing, WorkloadStatus};
 use spotwise_optimizer::{Plan, plan};
 use spotwise_store::keys;
 use spotwise_store::rollouts;
@@ -36,6 +40,7 @@ use spotwise_store::runs;
 use spotwise_store::snapshots::{self, Unusable};
 use spotwise_store::{Item, PutCondition, Query};
 use spotwise_store::{Store, StoreError};
+use spotwise_store::{recommendations, resize};
 use time::OffsetDateTime;
 use tracing::{info, warn};
 
@@ -48,6 +53,9 @@ const STORED_LIST_CAP: usize = 200;
 /// `auto` mode rolls a new node mix out when it saves at least this share of the current cost,
 /// so a plan that differs by a node or two does not churn the cluster every hour.
 const AUTO_MIN_SAVING: f64 = 0.05;
+/// `auto` mode asks for at most this many right-sizing changes per run, so a cluster's
+/// workloads roll one few at a time, each watched.
+const AUTO_RESIZES_PER_RUN: usize = 3;
 
 pub struct Config {
     pub common: CommonConfig,
@@ -336,12 +344,23 @@ pub async fn optimize(
         return skip(Skipped::NoTemplateOfferings);
     }
     let (plan_policy, spot_policy) = plan_policy(&policy);
-    let (input, _) = kube::to_plan_input(
+    let (workloads, resize_state) = Box::pin(right_size(
+        deps,
+        request,
+        &policy,
+        &plan_policy,
+        &snapshot,
+        now,
+    ))
+    .await?;
+    let right_sized = rightsizing::pod_changes(&snapshot, &workloads);
+    let (mut input, _) = kube::to_plan_input(
         &snapshot,
         offerings.clone(),
         plan_policy.clone(),
         &spot_policy,
     );
+    input.right_sized.clone_from(&right_sized);
     let first = plan(&input);
 
     // Second pass with what the interruption handler observed on the chosen spot pools.
@@ -361,13 +380,18 @@ pub async fn optimize(
         .filter(|(_, r)| r.cooling_down)
         .map(|((t, z), _)| format!("{t}/{z}"))
         .collect();
-    let final_plan = if risk.is_empty() {
+    let mut final_plan = if risk.is_empty() {
         first
     } else {
         apply_risk(&mut offerings, &risk);
-        let (input, _) = kube::to_plan_input(&snapshot, offerings, plan_policy, &spot_policy);
+        let (mut input, _) = kube::to_plan_input(&snapshot, offerings, plan_policy, &spot_policy);
+        input.right_sized = right_sized;
         plan(&input)
     };
+    let requested = final_plan.nodes.iter().fold((0, 0), |(cpu, mem), n| {
+        (cpu + n.cpu_m_requested, mem + n.mem_mib_requested)
+    });
+    rightsizing::attach(&mut final_plan, workloads, requested);
 
     let (record, mix_changed) = store_recommendation(
         deps,
@@ -382,6 +406,15 @@ pub async fn optimize(
     if mix_changed && record.summary.monthly_savings.is_some_and(|s| s > 0.0) {
         announce(deps, &record).await;
     }
+    let resized = Box::pin(resize_automatically(
+        deps,
+        &record,
+        &policy,
+        &resize_state,
+        &snapshot,
+        now,
+    ))
+    .await?;
     let rollout = if policy.mode == PolicyMode::Auto {
         Box::pin(realise(deps, &record, &region, &policy, mix_changed, now)).await?
     } else {
@@ -389,13 +422,100 @@ pub async fn optimize(
     };
     info!(%tenant, cluster = %cluster_id, revision = record.revision, nodes = record.summary.nodes,
           monthly_cost = record.summary.monthly_cost, monthly_savings = ?record.summary.monthly_savings,
-          rollout = ?rollout, "cluster planned");
+          rollout = ?rollout, resized, "cluster planned");
     Ok(Outcome::Planned {
         revision: record.revision,
         monthly_cost: record.summary.monthly_cost,
         monthly_savings: record.summary.monthly_savings,
         rollout,
     })
+}
+
+/// Folds the snapshot's new hours of usage into the cluster's history (saved when it
+/// changed) and sizes its workloads from it.
+async fn right_size(
+    deps: &Deps,
+    request: &OptimizeRequest,
+    policy: &Policy,
+    plan_policy: &PlanPolicy,
+    snapshot: &Snapshot,
+    now: OffsetDateTime,
+) -> Result<(Vec<WorkloadRightSizing>, ResizeState), OptimizeError> {
+    let (tenant, cluster) = (&request.tenant_id, &request.cluster_id);
+    let (history, state) = tokio::join!(
+        resize::history(&deps.snapshots, tenant, cluster),
+        resize::state(&deps.store, tenant, cluster),
+    );
+    let (mut history, (state, _)) = (history?, state?);
+    let before = history.clone();
+    history.fold(&snapshot.usage_hours);
+    history.prune(now.unix_timestamp());
+    if history != before {
+        resize::save_history(&deps.snapshots, tenant, cluster, &history).await?;
+    }
+    let workloads = rightsizing::recommend_workloads(
+        snapshot,
+        &history,
+        &policy.right_sizing,
+        &plan_policy.right_sizing,
+        &state.extra_mem_headroom(),
+    );
+    Ok((workloads, state))
+}
+
+/// `auto` mode: asks for the ready changes of workloads in `auto` mode that have no change in
+/// progress and none in the last week, the largest saving first, a few per run. The scheduler
+/// applies and watches them. Returns how many it asked for.
+async fn resize_automatically(
+    deps: &Deps,
+    record: &Recommendation,
+    policy: &Policy,
+    state: &ResizeState,
+    snapshot: &Snapshot,
+    now: OffsetDateTime,
+) -> Result<usize, OptimizeError> {
+    let Some(right_sizing) = &record.right_sizing else {
+        return Ok(0);
+    };
+    let mut due: Vec<&WorkloadRightSizing> = right_sizing
+        .workloads
+        .iter()
+        .filter(|w| {
+            w.status == WorkloadStatus::Ready
+                && w.mode == RightSizingMode::Auto
+                && state.auto_allowed(&w.key, now)
+        })
+        .collect();
+    due.sort_by(|a, b| b.monthly_saving.total_cmp(&a.monthly_saving));
+    let mut asked = 0;
+    for workload in due.into_iter().take(AUTO_RESIZES_PER_RUN) {
+        let change = ResizeChange::new(
+            snapshots::new_id(),
+            (record.tenant_id.clone(), record.cluster_id.clone()),
+            workload,
+            snapshot,
+            resize::AUTO_ACTOR,
+            policy.right_sizing.watch_minutes,
+            now,
+        );
+        let audit = spotwise_store::audit::write_of(
+            &record.tenant_id,
+            resize::AUTO_ACTOR,
+            spotwise_store::audit::Change {
+                action: "rightsizing.request",
+                target: format!("cluster/{}/workload/{}", record.cluster_id, workload.key),
+                before: serde_json::to_value(change.before()).ok(),
+                after: serde_json::to_value(change.after()).ok(),
+            },
+            now,
+        )?;
+        match resize::request(&deps.store, &change, audit).await {
+            Ok(()) => asked += 1,
+            Err(resize::RequestError::Busy { .. }) => {}
+            Err(resize::RequestError::Store(err)) => return Err(err.into()),
+        }
+    }
+    Ok(asked)
 }
 
 /// Whether `auto` mode rolls a plan out: it saves at least [`AUTO_MIN_SAVING`] of the current
@@ -557,6 +677,13 @@ async fn store_recommendation(
     let mut right_sizing = plan.right_sizing.clone();
     if let Some(r) = &mut right_sizing {
         r.recommendations.truncate(STORED_LIST_CAP);
+        // Ready ones first, the largest saving first, then those waiting for history.
+        r.workloads.sort_by(|a, b| {
+            (a.status != WorkloadStatus::Ready)
+                .cmp(&(b.status != WorkloadStatus::Ready))
+                .then(b.monthly_saving.total_cmp(&a.monthly_saving))
+        });
+        r.workloads.truncate(STORED_LIST_CAP);
     }
     let mut record = Recommendation {
         id: ulid::Ulid::new().to_string().to_ascii_lowercase(),
@@ -588,16 +715,8 @@ async fn store_recommendation(
         action_ids: Vec::new(),
     };
     for _ in 0..3 {
-        let latest = deps
-            .store
-            .query::<Recommendation>(
-                &Query::partition(keys::tenant_partition(tenant))
-                    .prefix(keys::recommendations_prefix(cluster))
-                    .newest_first()
-                    .limit(1),
-            )
-            .await?;
-        let previous = latest.items.first().map(|i| &i.body);
+        let latest = recommendations::newest(&deps.store, tenant, cluster).await?;
+        let previous = latest.as_ref().map(|i| &i.body);
         record.revision = previous.map_or(0, |p| p.revision) + 1;
         let mix_changed = previous.is_none_or(|p| p.node_mix != record.node_mix);
         let item = Item::new(

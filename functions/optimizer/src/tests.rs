@@ -389,6 +389,7 @@ async fn a_large_snapshot_is_one_object_and_only_the_latest_two_are_kept() {
                 workload,
                 spec,
                 usage: None,
+                containers: Vec::new(),
             }
         })
         .collect();
@@ -570,5 +571,136 @@ async fn node_templates_bound_what_plans_may_use() {
     assert_eq!(
         optimize(&s.deps, &request(&s), now).await.unwrap(),
         Outcome::Skipped(Skipped::NoTemplateOfferings)
+    );
+}
+
+/// A sketch of 12 samples at `cpu_m` and `mem_mib`, as the agent makes one an hour.
+fn hour_of_usage(hour: i64, cpu_m: u64, mem_mib: u64) -> spotwise_core::rightsizing::UsageHour {
+    let mut sketch = spotwise_core::rightsizing::UsageSketch::default();
+    for _ in 0..12 {
+        sketch.add(cpu_m, mem_mib);
+    }
+    spotwise_core::rightsizing::UsageHour {
+        hour,
+        containers: BTreeMap::from([("shop/Deployment/web/main".to_owned(), sketch)]),
+    }
+}
+
+#[tokio::test]
+async fn usage_hours_become_history_and_auto_mode_asks_for_the_ready_changes() {
+    let s = setup(PolicyMode::Recommend).await;
+    let store = &s.deps.store;
+    let mut policy = store
+        .get::<Policy>(&keys::policy(&s.tenant, &s.cluster))
+        .await
+        .unwrap()
+        .unwrap();
+    policy.body.right_sizing.mode = RightSizingMode::Auto;
+    store.put(&policy, PutCondition::Always).await.unwrap();
+    // A whole weekday of history already kept (the last weekday before today)...
+    let now = OffsetDateTime::now_utc();
+    let mut day = now.date().previous_day().unwrap();
+    while matches!(
+        day.weekday(),
+        time::Weekday::Saturday | time::Weekday::Sunday
+    ) {
+        day = day.previous_day().unwrap();
+    }
+    let start = day.midnight().assume_utc().unix_timestamp();
+    let mut history = spotwise_optimizer::usage::UsageHistory::default();
+    let hours: Vec<_> = (0..24)
+        .map(|h| hour_of_usage(start + h * 3600, 50, 100))
+        .collect();
+    history.fold(&hours);
+    resize::save_history(&s.deps.snapshots, &s.tenant, &s.cluster, &history)
+        .await
+        .unwrap();
+    // ...and the snapshot carries the hour just over.
+    let this_hour = now.unix_timestamp() - now.unix_timestamp().rem_euclid(3600);
+    let mut snapshot = sample_snapshot();
+    snapshot.usage_hours = vec![hour_of_usage(this_hour - 3600, 60, 120)];
+    snapshots::put(
+        store,
+        &s.deps.snapshots,
+        &s.tenant,
+        &s.cluster,
+        &snapshot,
+        now,
+    )
+    .await
+    .unwrap();
+
+    optimize(&s.deps, &request(&s), now).await.unwrap();
+    let kept = resize::history(&s.deps.snapshots, &s.tenant, &s.cluster)
+        .await
+        .unwrap();
+    assert_eq!(
+        kept.last_hour,
+        Some(this_hour - 3600),
+        "the new hour is folded"
+    );
+    let summary = kept.summary("shop/Deployment/web/main").unwrap();
+    assert_eq!((summary.hours, summary.mem_peak_mib), (25, 120));
+    let rec = latest(&s).await;
+    let right_sizing = rec.right_sizing.unwrap();
+    let web = right_sizing
+        .workloads
+        .iter()
+        .find(|w| w.key == "shop/Deployment/web")
+        .unwrap();
+    assert_eq!(
+        (web.status, web.mode),
+        (WorkloadStatus::Ready, RightSizingMode::Auto),
+        "{}",
+        web.reason
+    );
+    assert_eq!(web.replicas, 6);
+    assert!(web.monthly_saving > 0.0);
+    assert!(right_sizing.projected_monthly_saving >= 0.0);
+    // Workloads without history say so.
+    let coredns = right_sizing
+        .workloads
+        .iter()
+        .find(|w| w.key == "kube-system/Deployment/coredns")
+        .unwrap();
+    assert_eq!(
+        coredns.status,
+        WorkloadStatus::Skipped,
+        "kube-system is excluded by default"
+    );
+
+    // Auto mode asked for the change, once, audited.
+    let changes = resize::recent(store, &s.tenant, &s.cluster, 10)
+        .await
+        .unwrap();
+    assert_eq!(changes.len(), 1);
+    assert_eq!(changes[0].workload.to_string(), "shop/Deployment/web");
+    assert_eq!(changes[0].requested_by, resize::AUTO_ACTOR);
+    assert_eq!(
+        changes[0].containers[0].after.mem_request_mib, 138,
+        "peak 120 MiB + 15%"
+    );
+    optimize(&s.deps, &request(&s), now + time::Duration::minutes(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        resize::recent(store, &s.tenant, &s.cluster, 10)
+            .await
+            .unwrap()
+            .len(),
+        1,
+        "one change at a time per workload"
+    );
+    let audit = store
+        .query::<spotwise_core::domain::AuditEvent>(
+            &Query::partition(keys::tenant_partition(&s.tenant)).prefix(keys::prefix::AUDIT),
+        )
+        .await
+        .unwrap();
+    assert!(
+        audit
+            .items
+            .iter()
+            .any(|e| e.body.action == "rightsizing.request" && e.body.actor == resize::AUTO_ACTOR)
     );
 }

@@ -1,11 +1,13 @@
 //! Scheduler function, invoked every minute: puts clusters to sleep and wakes them as their
-//! hibernation schedules say, and starts the scheduled runs that are due.
+//! hibernation schedules say, advances plan rollouts and right-sizing changes, and starts the
+//! scheduled runs that are due.
 //!
 //! Each cluster and each schedule is handled on its own: one that fails is logged and counted,
 //! the others go on, and the next minute tries again from the stored state.
 
 pub mod agents;
 pub mod hibernate;
+pub mod resize;
 pub mod rollout;
 
 use aws_config::SdkConfig;
@@ -139,11 +141,46 @@ pub async fn customer_config(
         .await?)
 }
 
+/// Work items (rollouts, right-sizing changes) advanced at once by one tick.
+const ADVANCE_CONCURRENCY: usize = 16;
+
+/// Advances each item, a few at once, each on its own: `name: status` of those that moved,
+/// and `what name: error` of those that could not (logged; the next tick tries again).
+async fn advance_each<T, F, Fut>(
+    items: Vec<T>,
+    what: &str,
+    advance: F,
+) -> (Vec<String>, Vec<String>)
+where
+    F: Fn(T) -> Fut,
+    Fut: std::future::Future<Output = (String, Result<&'static str, ClusterActionError>)>,
+{
+    use futures_util::StreamExt;
+    let outcomes: Vec<(String, Result<&'static str, ClusterActionError>)> =
+        futures_util::stream::iter(items)
+            .map(advance)
+            .buffer_unordered(ADVANCE_CONCURRENCY)
+            .collect()
+            .await;
+    let (mut advanced, mut failures) = (Vec::new(), Vec::new());
+    for (name, outcome) in outcomes {
+        match outcome {
+            Ok(status) => advanced.push(format!("{name}: {status}")),
+            Err(err) => {
+                warn!(%what, item = %name, error = %err, "not advanced");
+                failures.push(format!("{what} {name}: {err}"));
+            }
+        }
+    }
+    (advanced, failures)
+}
+
 /// What one tick did.
 #[derive(Debug, Default, Serialize)]
 pub struct Tick {
     pub hibernation: hibernate::Summary,
     pub rollouts: rollout::Summary,
+    pub resizes: resize::Summary,
     pub runs_started: usize,
     pub runs_skipped: usize,
     pub runs_timed_out: usize,
@@ -163,6 +200,7 @@ pub async fn tick(deps: &Deps, now: OffsetDateTime) -> Result<Tick, SchedulerErr
         ..Tick::default()
     };
     tick.rollouts = Box::pin(rollout::tick(deps, now)).await?;
+    tick.resizes = Box::pin(resize::tick(deps, now)).await?;
     Box::pin(start_due_runs(deps, now, &mut tick)).await?;
     match Box::pin(agents::flag_silent(deps, now)).await {
         Ok(offline) => tick.agents_offline = offline,

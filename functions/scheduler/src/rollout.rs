@@ -14,7 +14,6 @@ use std::collections::BTreeMap;
 use aws_sdk_eks::types::{
     CapacityTypes, LaunchTemplateSpecification, NodegroupScalingConfig, Taint as EksTaint,
 };
-use futures_util::StreamExt;
 use serde::Serialize;
 use spotwise_aws::AwsFailure;
 use spotwise_core::action::{ActionRecord, ActionSpec, AgentAction};
@@ -42,7 +41,6 @@ const SNAPSHOT_MAX_AGE: time::Duration = time::Duration::hours(1);
 /// Steps one tick takes on one rollout: enough for the cordons of the most nodes a rollout
 /// replaces, and a bound on a rollout that keeps finding work.
 const MAX_STEPS_PER_TICK: usize = 2_500;
-const CONCURRENCY: usize = 16;
 
 #[derive(Debug, Default, Serialize)]
 pub struct Summary {
@@ -56,33 +54,18 @@ pub async fn tick(deps: &Deps, now: OffsetDateTime) -> Result<Summary, Scheduler
         .store
         .query_all::<Rollout>(&Query::gsi1(keys::ACTIVE_ROLLOUTS_PARTITION))
         .await?;
-    let outcomes: Vec<(String, Result<RolloutStatus, ClusterActionError>)> =
-        futures_util::stream::iter(active)
-            .map(|item| async move {
-                let name = format!("{}#{}", item.body.cluster_id, item.body.revision);
-                let key = keys::rollout(
-                    &item.body.tenant_id,
-                    &item.body.cluster_id,
-                    item.body.revision,
-                );
-                (name, Box::pin(advance(deps, &key, now)).await)
-            })
-            .buffer_unordered(CONCURRENCY)
-            .collect()
-            .await;
-    let mut summary = Summary::default();
-    for (name, outcome) in outcomes {
-        match outcome {
-            Ok(status) => summary
-                .advanced
-                .push(format!("{name}: {}", status.as_str())),
-            Err(err) => {
-                warn!(rollout = %name, error = %err, "rollout not advanced");
-                summary.failures.push(format!("rollout {name}: {err}"));
-            }
-        }
-    }
-    Ok(summary)
+    let (advanced, failures) = crate::advance_each(active, "rollout", |item| async move {
+        let name = format!("{}#{}", item.body.cluster_id, item.body.revision);
+        let key = keys::rollout(
+            &item.body.tenant_id,
+            &item.body.cluster_id,
+            item.body.revision,
+        );
+        let status = Box::pin(advance(deps, &key, now)).await;
+        (name, status.map(RolloutStatus::as_str))
+    })
+    .await;
+    Ok(Summary { advanced, failures })
 }
 
 /// Takes the rollout's steps until it has to wait; returns where it stands.

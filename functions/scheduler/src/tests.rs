@@ -769,3 +769,129 @@ async fn an_agent_silent_for_five_minutes_is_declared_offline_once() {
         (None, later)
     );
 }
+
+#[tokio::test]
+async fn a_right_sizing_patch_the_agent_cannot_apply_fails_and_frees_its_workload() {
+    use spotwise_core::rightsizing::{ContainerResources, ControllerRef, RightSizingMode};
+    use spotwise_optimizer::resize::{ChangeStatus, ResizeChange};
+    use spotwise_optimizer::rightsizing::{ContainerChange, WorkloadRightSizing, WorkloadStatus};
+    use spotwise_store::resize;
+
+    let s = setup().await;
+    let now = OffsetDateTime::now_utc();
+    let resources = |cpu_request_m, mem_request_mib| ContainerResources {
+        name: "main".into(),
+        cpu_request_m,
+        mem_request_mib,
+        cpu_limit_m: None,
+        mem_limit_mib: None,
+    };
+    let recommendation = WorkloadRightSizing {
+        workload: ControllerRef::parse("shop/Deployment/web").unwrap(),
+        key: "shop/Deployment/web".into(),
+        replicas: 3,
+        mode: RightSizingMode::Recommend,
+        status: WorkloadStatus::Ready,
+        reason: "main: cpu 250m -> 60m".into(),
+        containers: vec![ContainerChange {
+            before: resources(250, 512),
+            after: resources(60, 200),
+            usage: None,
+            held: Vec::new(),
+        }],
+        monthly_saving: 9.0,
+    };
+    let change = ResizeChange::new(
+        "01jchange".into(),
+        (s.tenant.clone(), s.cluster.clone()),
+        &recommendation,
+        &spotwise_core::snapshot::Snapshot::default(),
+        "key:k1",
+        60,
+        now,
+    );
+    let audit = spotwise_store::audit::write_of(
+        &s.tenant,
+        "key:k1",
+        spotwise_store::audit::Change {
+            action: "rightsizing.request",
+            target: "cluster/c1/workload/shop/Deployment/web".into(),
+            before: None,
+            after: None,
+        },
+        now,
+    )
+    .unwrap();
+    resize::request(&s.deps.store, &change, audit)
+        .await
+        .unwrap();
+
+    // The patch goes to the agent, signed, for that workload.
+    let tick = super::tick(&s.deps, now).await.unwrap();
+    assert_eq!(tick.resizes.advanced, ["c1/shop/Deployment/web: applying"]);
+    let key = keys::resize_change(&s.tenant, &s.cluster, "01jchange");
+    let stored = s
+        .deps
+        .store
+        .get::<ResizeChange>(&key)
+        .await
+        .unwrap()
+        .unwrap();
+    let action_id = stored.body.action_id.clone().unwrap();
+    let mut record = s
+        .deps
+        .store
+        .get::<ActionRecord>(&keys::action(&s.tenant, &action_id))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.body.status, ActionStatus::Queued);
+    assert!(matches!(
+        &record.body.action.spec,
+        ActionSpec::SetResources { workload, containers }
+            if workload.name == "web" && containers[0].cpu_request_m == 60
+    ));
+    // A second tick before the agent answers changes nothing.
+    super::tick(&s.deps, now).await.unwrap();
+
+    // The agent could not apply it (the template has no such container).
+    record.body.status = ActionStatus::Failed;
+    record.body.status_reason =
+        Some("resources of shop/Deployment/web: its pod template has no container main".into());
+    s.deps.store.update_versioned(&record).await.unwrap();
+    let tick = super::tick(&s.deps, now + Duration::minutes(1))
+        .await
+        .unwrap();
+    assert_eq!(tick.resizes.advanced, ["c1/shop/Deployment/web: failed"]);
+    let failed = s
+        .deps
+        .store
+        .get::<ResizeChange>(&key)
+        .await
+        .unwrap()
+        .unwrap()
+        .body;
+    assert_eq!(failed.status, ChangeStatus::Failed);
+    assert!(
+        failed.reason.contains("no container main"),
+        "{}",
+        failed.reason
+    );
+    let (state, _) = resize::state(&s.deps.store, &s.tenant, &s.cluster)
+        .await
+        .unwrap();
+    assert_eq!(
+        state.active("shop/Deployment/web"),
+        None,
+        "the workload is free again"
+    );
+    assert!(
+        state.extra_mem_headroom().is_empty(),
+        "only a revert raises headroom"
+    );
+    // No longer in the scheduler's index.
+    let tick = super::tick(&s.deps, now + Duration::minutes(2))
+        .await
+        .unwrap();
+    assert!(tick.resizes.advanced.is_empty());
+}

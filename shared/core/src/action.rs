@@ -15,6 +15,7 @@ use time::OffsetDateTime;
 use crate::domain::Taint;
 use crate::ids::{ClusterId, TenantId};
 use crate::karpenter::{NodePoolSpec, NodeReservation};
+use crate::rightsizing::{ContainerResources, ControllerRef};
 
 pub type HmacSha256 = Hmac<Sha256>;
 
@@ -37,6 +38,8 @@ pub enum ActionKind {
     ReserveNodes,
     #[serde(rename = "release_nodes")]
     ReleaseNodes,
+    #[serde(rename = "set_resources")]
+    SetResources,
 }
 
 impl ActionKind {
@@ -52,6 +55,7 @@ impl ActionKind {
             ActionKind::DeleteNodePool => "delete_node_pool",
             ActionKind::ReserveNodes => "reserve_nodes",
             ActionKind::ReleaseNodes => "release_nodes",
+            ActionKind::SetResources => "set_resources",
         }
     }
 }
@@ -108,6 +112,14 @@ pub enum ActionSpec {
     /// Deletes the reservation's placeholder pods that were not preempted.
     #[serde(rename = "release_nodes")]
     ReleaseNodes { reservation: NodeReservation },
+    /// Sets container requests and limits in a Deployment, StatefulSet or DaemonSet's pod
+    /// template (a strategic merge patch: the controller then rolls its pods as it always
+    /// does, within their disruption budgets and its own `maxUnavailable`).
+    #[serde(rename = "set_resources")]
+    SetResources {
+        workload: ControllerRef,
+        containers: Vec<ContainerResources>,
+    },
 }
 
 /// A workload whose replica count can be set through the scale subresource.
@@ -223,6 +235,7 @@ impl ActionSpec {
             ActionSpec::DeleteNodePool { .. } => ActionKind::DeleteNodePool,
             ActionSpec::ReserveNodes { .. } => ActionKind::ReserveNodes,
             ActionSpec::ReleaseNodes { .. } => ActionKind::ReleaseNodes,
+            ActionSpec::SetResources { .. } => ActionKind::SetResources,
         }
     }
 
@@ -238,7 +251,8 @@ impl ActionSpec {
             | ActionSpec::ApplyNodePool { .. }
             | ActionSpec::DeleteNodePool { .. }
             | ActionSpec::ReserveNodes { .. }
-            | ActionSpec::ReleaseNodes { .. } => None,
+            | ActionSpec::ReleaseNodes { .. }
+            | ActionSpec::SetResources { .. } => None,
         }
     }
 
@@ -272,6 +286,17 @@ impl std::fmt::Display for ActionSpec {
                 f,
                 "release the reserved nodes of NodePool {}",
                 reservation.node_pool
+            ),
+            ActionSpec::SetResources {
+                workload,
+                containers,
+            } => write!(
+                f,
+                "set the requests of {} container(s) of {} {}/{}",
+                containers.len(),
+                workload.kind.as_str(),
+                workload.namespace,
+                workload.name
             ),
             node_action => write!(
                 f,
@@ -383,6 +408,7 @@ impl AgentAction {
     pub fn target_name(&self) -> &str {
         match &self.spec {
             ActionSpec::Scale { workload, .. } => &workload.name,
+            ActionSpec::SetResources { workload, .. } => &workload.name,
             ActionSpec::ApplyNodePool { node_pool } => &node_pool.name,
             ActionSpec::DeleteNodePool { name } => name,
             ActionSpec::ReserveNodes { reservation } | ActionSpec::ReleaseNodes { reservation } => {
@@ -643,7 +669,8 @@ mod wire {
                 kind @ (ActionKind::ApplyNodePool
                 | ActionKind::DeleteNodePool
                 | ActionKind::ReserveNodes
-                | ActionKind::ReleaseNodes),
+                | ActionKind::ReleaseNodes
+                | ActionKind::SetResources),
                 _,
             ) => Err(format!("{kind} has no earlier wire form")),
             (kind, LegacyTarget::Workload { .. }) => Err(format!("{kind} needs a node target")),

@@ -552,6 +552,9 @@ pub struct Policy {
     /// (its agent reports a NodePool of the customer's) and uses managed node groups otherwise.
     #[serde(default)]
     pub rollout_backend: RolloutBackend,
+    /// Container requests from observed usage.
+    #[serde(default)]
+    pub right_sizing: crate::rightsizing::RightSizingSettings,
 }
 
 /// What a rollout creates capacity with.
@@ -587,6 +590,7 @@ impl Default for Policy {
             exclude_burstable: true,
             exclude_previous_generation: false,
             rollout_backend: RolloutBackend::Auto,
+            right_sizing: crate::rightsizing::RightSizingSettings::default(),
         }
     }
 }

@@ -117,6 +117,12 @@ pub fn is_dns_label(text: &str) -> bool {
     is_lowercase_token(text, b"-") && !text.starts_with('-') && !text.ends_with('-')
 }
 
+/// Whether `text` is a DNS subdomain (RFC 1123), as Kubernetes requires of most object names:
+/// at most 253 bytes of DNS labels joined by `.` (each label may be up to 63 bytes).
+pub fn is_dns_subdomain(text: &str) -> bool {
+    text.len() <= 253 && text.split('.').all(is_dns_label)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,6 +12,7 @@ pub mod karpenter;
 pub mod messages;
 pub mod placement;
 pub mod pricing;
+pub mod rightsizing;
 pub mod snapshot;
 pub mod snapshot_codec;
 pub mod telemetry;

@@ -1,5 +1,5 @@
-//! A cluster snapshot from `kubectl get nodes,pods,pdb,pvc,pv,podmetrics -A -o json` (a `List`)
-//! as planner and cost-allocation input. Claims and volumes only resolve which zones a pod's
+//! A cluster snapshot from `kubectl get nodes,pods,pdb,pvc,pv,hpa,podmetrics -A -o json` (a
+//! `List`) as planner, cost-allocation and right-sizing input. Claims and volumes only resolve which zones a pod's
 //! bound volumes can attach in.
 //!
 //! DaemonSet and mirror pods are not placed: they run on every node, so their largest per-node
@@ -19,6 +19,7 @@ use crate::placement::{
     PodAffinityTerm, SpreadConstraint, ZonalVolume, affinity_terms, spread_constraints,
     volume_zones,
 };
+use crate::rightsizing::{ContainerResources, Hpa, UsageHour};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -45,6 +46,28 @@ pub struct SnapshotPod {
     /// Current usage summed over containers, from metrics.k8s.io.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<PodUsage>,
+    /// Each container's requests, limits, usage and restarts, for right-sizing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub containers: Vec<PodContainer>,
+}
+
+/// One of a pod's containers as right-sizing reads it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PodContainer {
+    #[serde(flatten)]
+    pub resources: ContainerResources,
+    /// Current usage, from metrics.k8s.io.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<PodUsage>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub restarts: u32,
+    /// Its current or last termination was an OOM kill.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub oom_killed: bool,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -67,6 +90,12 @@ pub struct Snapshot {
     /// APIs (or the agent predates them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub karpenter: Option<Karpenter>,
+    /// HorizontalPodAutoscalers: right-sizing leaves the resources they scale on alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hpas: Vec<Hpa>,
+    /// The agent's last complete hours of per-container usage, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub usage_hours: Vec<UsageHour>,
 }
 
 impl Snapshot {
@@ -195,7 +224,7 @@ pub fn parse_list(json: &[u8]) -> Result<Snapshot, SnapshotError> {
         .ok_or(SnapshotError::NotAList)?;
     let mut snapshot = Snapshot::default();
     let mut daemon_per_node: HashMap<String, [u64; 3]> = HashMap::new();
-    let mut usage: HashMap<(String, String), PodUsage> = HashMap::new();
+    let mut usage: HashMap<(String, String), Vec<(String, PodUsage)>> = HashMap::new();
     // namespace/claim -> bound volume, and volume -> the zones it can attach in.
     let mut claims: HashMap<String, String> = HashMap::new();
     let mut volumes: HashMap<String, Vec<String>> = HashMap::new();
@@ -256,17 +285,21 @@ pub fn parse_list(json: &[u8]) -> Result<Snapshot, SnapshotError> {
             }),
             "PodMetrics" => {
                 let namespace = item["metadata"]["namespace"].as_str().unwrap_or("default");
-                let total = item["containers"].as_array().into_iter().flatten().fold(
-                    PodUsage::default(),
-                    |sum, c| PodUsage {
-                        cpu_m: sum.cpu_m
-                            + c["usage"]["cpu"].as_str().and_then(cpu_millis).unwrap_or(0),
-                        mem_mib: sum.mem_mib
-                            + c["usage"]["memory"].as_str().and_then(mem_mib).unwrap_or(0),
-                    },
-                );
-                usage.insert((namespace.to_owned(), name.to_owned()), total);
+                let containers = item["containers"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|c| {
+                        let usage = PodUsage {
+                            cpu_m: c["usage"]["cpu"].as_str().and_then(cpu_millis).unwrap_or(0),
+                            mem_mib: c["usage"]["memory"].as_str().and_then(mem_mib).unwrap_or(0),
+                        };
+                        (c["name"].as_str().unwrap_or_default().to_owned(), usage)
+                    })
+                    .collect();
+                usage.insert((namespace.to_owned(), name.to_owned()), containers);
             }
+            "HorizontalPodAutoscaler" => snapshot.hpas.extend(Hpa::parse(item)),
             "PersistentVolumeClaim" => {
                 if let Some(volume) = item["spec"]["volumeName"].as_str() {
                     let namespace = item["metadata"]["namespace"].as_str().unwrap_or("default");
@@ -306,7 +339,23 @@ pub fn parse_list(json: &[u8]) -> Result<Snapshot, SnapshotError> {
             .chain(snapshot.daemon_pods.iter_mut())
         {
             let key = (pod.workload.namespace.clone(), pod.workload.name.clone());
-            pod.usage = usage.get(&key).copied();
+            let Some(measured) = usage.get(&key) else {
+                continue;
+            };
+            pod.usage = Some(
+                measured
+                    .iter()
+                    .fold(PodUsage::default(), |sum, (_, u)| PodUsage {
+                        cpu_m: sum.cpu_m + u.cpu_m,
+                        mem_mib: sum.mem_mib + u.mem_mib,
+                    }),
+            );
+            for container in &mut pod.containers {
+                container.usage = measured
+                    .iter()
+                    .find(|(name, _)| *name == container.resources.name)
+                    .map(|(_, u)| *u);
+            }
         }
     }
     for [cpu, mem, pods] in daemon_per_node.into_values() {
@@ -414,6 +463,44 @@ fn container_requests(containers: &Value) -> Vec<(u64, u64, u32)> {
         .unwrap_or_default()
 }
 
+/// Containers with their requests and limits, and from their statuses restarts and OOM kills.
+fn pod_containers(containers: &Value, statuses: &Value) -> Vec<PodContainer> {
+    let quantity =
+        |v: &Value, key: &str, parse: fn(&str) -> Option<u64>| v[key].as_str().and_then(parse);
+    containers
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| {
+            let name = c["name"].as_str()?;
+            let (requests, limits) = (&c["resources"]["requests"], &c["resources"]["limits"]);
+            let status = statuses
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|s| s["name"] == name);
+            let oom = |state: &str| {
+                status.is_some_and(|s| s[state]["terminated"]["reason"] == "OOMKilled")
+            };
+            Some(PodContainer {
+                resources: ContainerResources {
+                    name: name.to_owned(),
+                    cpu_request_m: quantity(requests, "cpu", cpu_millis).unwrap_or(0),
+                    mem_request_mib: quantity(requests, "memory", mem_mib).unwrap_or(0),
+                    cpu_limit_m: quantity(limits, "cpu", cpu_millis),
+                    mem_limit_mib: quantity(limits, "memory", mem_mib),
+                },
+                usage: None,
+                restarts: status
+                    .and_then(|s| s["restartCount"].as_u64())
+                    .and_then(|n| u32::try_from(n).ok())
+                    .unwrap_or(0),
+                oom_killed: oom("state") || oom("lastState"),
+            })
+        })
+        .collect()
+}
+
 fn parse_pod(item: &Value) -> Result<(SnapshotPod, Option<String>), String> {
     let meta = &item["metadata"];
     let spec = &item["spec"];
@@ -508,6 +595,7 @@ fn parse_pod(item: &Value) -> Result<(SnapshotPod, Option<String>), String> {
                     .collect(),
             },
             usage: None,
+            containers: pod_containers(&spec["containers"], &item["status"]["containerStatuses"]),
         },
         owner_kind,
     ))
@@ -666,6 +754,22 @@ pub struct WorkloadPod {
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
     pub owner: Option<Owner>,
+}
+
+impl WorkloadPod {
+    /// The kind and name of the controller users know the pod by: a ReplicaSet's pods belong
+    /// to its Deployment (the ReplicaSet is named by the Deployment plus the pod-template hash).
+    pub fn controller(&self) -> Option<(String, String)> {
+        let owner = self.owner.as_ref()?;
+        match (owner.kind.as_str(), owner.name.rsplit_once('-')) {
+            ("ReplicaSet", Some((deployment, hash)))
+                if self.labels.get("pod-template-hash").map(String::as_str) == Some(hash) =>
+            {
+                Some(("Deployment".to_owned(), deployment.to_owned()))
+            }
+            (kind, _) => Some((kind.to_owned(), owner.name.clone())),
+        }
+    }
 }
 
 /// A PodDisruptionBudget's selector and limits; limits are integers or percentages ("50%").

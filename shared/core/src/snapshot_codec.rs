@@ -10,6 +10,7 @@ use flate2::write::GzEncoder;
 use sha2::{Digest, Sha256};
 
 use crate::karpenter::{MAX_NODE_POOLS, MAX_REQUIREMENT_VALUES, MAX_REQUIREMENTS};
+use crate::rightsizing::{MAX_USAGE_CONTAINERS, MAX_USAGE_HOURS};
 use crate::snapshot::Snapshot;
 
 /// The largest compressed snapshot accepted (a 20,000-pod, 1,000-node cluster with realistic
@@ -23,6 +24,8 @@ pub const MAX_PODS: usize = 100_000;
 pub const MAX_PDBS: usize = 10_000;
 /// Affinity terms, spread constraints and zonal volumes of one pod, together.
 pub const MAX_PLACEMENT_RULES_PER_POD: usize = 64;
+pub const MAX_CONTAINERS_PER_POD: usize = 64;
+pub const MAX_HPAS: usize = 10_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
@@ -50,11 +53,8 @@ pub struct Encoded {
 
 pub fn encode(snapshot: &Snapshot) -> Result<Encoded, CodecError> {
     let json = serde_json::to_vec(snapshot)?;
-    let mut encoder = GzEncoder::new(Vec::with_capacity(json.len() / 8), Compression::fast());
-    encoder.write_all(&json).map_err(CodecError::Gzip)?;
-    let gzip = encoder.finish().map_err(CodecError::Gzip)?;
     Ok(Encoded {
-        gzip,
+        gzip: gzip(&json)?,
         sha256: hex::encode(Sha256::digest(&json)),
         json_bytes: json.len(),
     })
@@ -76,6 +76,22 @@ pub fn decode(gzip: &[u8]) -> Result<Decoded, CodecError> {
         snapshot,
         sha256: hex::encode(Sha256::digest(&json)),
     })
+}
+
+/// Any other document kept beside the snapshots (a usage history), as gzip JSON.
+pub fn gzip_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
+    gzip(&serde_json::to_vec(value)?)
+}
+
+fn gzip(json: &[u8]) -> Result<Vec<u8>, CodecError> {
+    let mut encoder = GzEncoder::new(Vec::with_capacity(json.len() / 8), Compression::fast());
+    encoder.write_all(json).map_err(CodecError::Gzip)?;
+    encoder.finish().map_err(CodecError::Gzip)
+}
+
+/// Reads what [`gzip_json`] wrote, inflating at most `max` bytes.
+pub fn gunzip_json<T: serde::de::DeserializeOwned>(gzip: &[u8], max: u64) -> Result<T, CodecError> {
+    Ok(serde_json::from_slice(&inflate(gzip, max)?)?)
 }
 
 /// Inflates no more than `max` bytes (one past it proves the excess).
@@ -131,6 +147,37 @@ pub fn check_bounds(snapshot: &Snapshot) -> Result<(), CodecError> {
                 ),
             );
         }
+    }
+    if snapshot.hpas.len() > MAX_HPAS {
+        return invalid(
+            "hpas",
+            format!("at most {MAX_HPAS} HorizontalPodAutoscalers"),
+        );
+    }
+    if snapshot.usage_hours.len() > MAX_USAGE_HOURS
+        || snapshot
+            .usage_hours
+            .iter()
+            .any(|h| h.containers.len() > MAX_USAGE_CONTAINERS)
+    {
+        return invalid(
+            "usage_hours",
+            format!("at most {MAX_USAGE_HOURS} hours of at most {MAX_USAGE_CONTAINERS} containers"),
+        );
+    }
+    if let Some(pod) = snapshot
+        .pods
+        .iter()
+        .chain(&snapshot.daemon_pods)
+        .find(|p| p.containers.len() > MAX_CONTAINERS_PER_POD)
+    {
+        return invalid(
+            "pods",
+            format!(
+                "pod {} has more than {MAX_CONTAINERS_PER_POD} containers",
+                pod.spec.name
+            ),
+        );
     }
     if let Some(pod) = snapshot.pods.iter().find(|p| {
         p.spec.affinity.len() + p.spec.spread.len() + p.spec.volumes.len()

@@ -14,22 +14,18 @@ use crate::money;
 /// Deployment (the ReplicaSet name is the Deployment's plus the pod-template hash), a Job's
 /// to its CronJob when the Job carries the CronJob's scheduled-time suffix.
 pub fn workload(pod: &WorkloadPod) -> String {
-    let Some(owner) = &pod.owner else {
-        return format!("Pod/{}", pod.name);
-    };
-    let split = owner.name.rsplit_once('-');
-    match (owner.kind.as_str(), split) {
-        ("ReplicaSet", Some((deployment, hash)))
-            if pod.labels.get("pod-template-hash").map(String::as_str) == Some(hash) =>
-        {
-            format!("Deployment/{deployment}")
-        }
-        ("Job", Some((cron_job, minutes)))
-            if minutes.len() >= 8 && minutes.bytes().all(|b| b.is_ascii_digit()) =>
-        {
-            format!("CronJob/{cron_job}")
-        }
-        (kind, _) => format!("{kind}/{}", owner.name),
+    match pod.controller() {
+        None => format!("Pod/{}", pod.name),
+        Some((kind, name)) => match name.rsplit_once('-') {
+            Some((cron_job, minutes))
+                if kind == "Job"
+                    && minutes.len() >= 8
+                    && minutes.bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                format!("CronJob/{cron_job}")
+            }
+            _ => format!("{kind}/{name}"),
+        },
     }
 }
 

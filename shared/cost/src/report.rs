@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use spotwise_core::ClusterId;
 use spotwise_optimizer::plan::HOURS_PER_MONTH;
 use spotwise_optimizer::recommendation::Recommendation;
+use spotwise_optimizer::resize::{ChangeStatus, ResizeChange};
 use spotwise_optimizer::rollout::{Rollout, RolloutStatus};
 use time::Month;
 
@@ -47,6 +48,52 @@ pub struct MonthlyReport {
     /// Plans realised this month: projected beside realised, per month.
     #[serde(default)]
     pub rollouts: Vec<RealisedPlan>,
+    /// Right-sizing changes kept this month, with the requests they freed valued per month.
+    #[serde(default)]
+    pub rightsizing: Vec<RightSized>,
+}
+
+/// A workload's right-sizing that stood its watch in the month.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RightSized {
+    /// `namespace/Kind/name`.
+    pub workload: String,
+    pub kept_at: String,
+    /// The freed requests at the plan's prices when it was applied.
+    pub monthly_saving: Decimal,
+    /// `app: cpu 1000m -> 220m, memory 2048 MiB -> 460 MiB`, per container.
+    pub change: String,
+}
+
+impl RightSized {
+    /// The figures of a kept change; `None` for one that was not kept.
+    pub fn of(change: &ResizeChange) -> Option<Self> {
+        if change.status != ChangeStatus::Kept {
+            return None;
+        }
+        Some(Self {
+            workload: change.workload.to_string(),
+            kept_at: spotwise_core::rfc3339(change.finished_at?),
+            monthly_saving: money::price(change.monthly_saving)
+                .map(money::cents)
+                .unwrap_or_default(),
+            change: change
+                .containers
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{}: cpu {}m -> {}m, memory {} MiB -> {} MiB",
+                        c.before.name,
+                        c.before.cpu_request_m,
+                        c.after.cpu_request_m,
+                        c.before.mem_request_mib,
+                        c.after.mem_request_mib
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; "),
+        })
+    }
 }
 
 /// A rollout that completed in the month: the cluster's monthly cost before it, as its plan
@@ -97,6 +144,8 @@ pub struct ReportInput<'a> {
     pub unit_prices: Option<&'a UnitPrices>,
     /// The cluster's rollouts, any month: those completed in this one are reported.
     pub rollouts: &'a [Rollout],
+    /// The cluster's right-sizing changes, any month: those kept in this one are reported.
+    pub resizes: &'a [ResizeChange],
 }
 
 impl MonthlyReport {
@@ -153,6 +202,12 @@ impl MonthlyReport {
                         && r.completed_at.is_some_and(|at| in_month(&at.date()))
                 })
                 .filter_map(RealisedPlan::of)
+                .collect(),
+            rightsizing: input
+                .resizes
+                .iter()
+                .filter(|c| c.finished_at.is_some_and(|at| in_month(&at.date())))
+                .filter_map(RightSized::of)
                 .collect(),
         }
     }
@@ -219,6 +274,13 @@ impl MonthlyReport {
                 r.monthly_planned,
                 r.monthly_realised,
                 r.monthly_saving
+            );
+        }
+        for r in &self.rightsizing {
+            let _ = writeln!(
+                body,
+                "Right-sized {} ({}): frees ${}/month of requests.",
+                r.workload, r.change, r.monthly_saving
             );
         }
         for o in &self.opportunities {

@@ -385,7 +385,7 @@ mod tests {
                 ..PlanPolicy::default()
             },
             current_nodes: nodes,
-            usage: Vec::new(),
+            ..PlanInput::default()
         }
     }
 

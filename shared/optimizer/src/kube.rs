@@ -34,6 +34,7 @@ pub fn to_plan_input(
         policy,
         current_nodes: snapshot.nodes.clone(),
         usage: Vec::new(),
+        right_sized: Vec::new(),
     };
     (input, decisions)
 }

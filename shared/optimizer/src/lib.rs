@@ -5,7 +5,7 @@
 //!   and spread for diversification, under the pods' affinity, anti-affinity, topology spread
 //!   and volume zones ([`constraints`], [`zones`]);
 //! - [`consolidation`]: which current nodes to drain, in waves under a disruption budget;
-//! - [`rightsizing`]: container requests from usage percentiles;
+//! - [`rightsizing`] and [`usage`]: container requests from 14 days of usage percentiles;
 //! - [`plan`]: all of it together, every figure explained;
 //! - [`kube`] and [`catalog`]: a `kubectl get -o json` snapshot and the shipped price data as input.
 
@@ -20,10 +20,12 @@ pub mod model;
 pub mod packing;
 pub mod plan;
 pub mod recommendation;
+pub mod resize;
 pub mod rightsizing;
 pub mod rollout;
 pub mod synth;
 pub mod template;
+pub mod usage;
 pub mod zones;
 
 pub use model::{Offering, PlanInput, PlanPolicy, PodSpec};

@@ -248,6 +248,9 @@ pub struct PlanInput {
     /// Observed container usage, for right-sizing.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub usage: Vec<ContainerUsage>,
+    /// Container changes already decided from usage history: the plan projects them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub right_sized: Vec<crate::rightsizing::ContainerRecommendation>,
 }
 
 /// Usage samples of one container (from metrics.k8s.io, as the agent reports them).

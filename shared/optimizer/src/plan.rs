@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::consolidation::{self, Consolidation};
 use crate::model::{CPU, MEM, Offering, PlanInput};
 use crate::packing::{self, Packing};
-use crate::rightsizing::{self, ContainerRecommendation};
+use crate::rightsizing::{self, ContainerRecommendation, WorkloadRightSizing};
 
 /// Hours in an average month (8,760 / 12), as cloud bills count them.
 pub const HOURS_PER_MONTH: f64 = 730.0;
@@ -56,6 +56,9 @@ pub struct RightSizing {
     pub recommendations: Vec<ContainerRecommendation>,
     pub projected_cost_hr: f64,
     pub projected_monthly_saving: f64,
+    /// Per workload, from its usage history (the platform's plans only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub workloads: Vec<WorkloadRightSizing>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -90,7 +93,8 @@ pub fn plan(input: &PlanInput) -> Plan {
         ));
         plan.consolidation = Some(consolidation);
     }
-    let recommendations = rightsizing::recommend(&input.usage, &input.policy.right_sizing);
+    let mut recommendations = rightsizing::recommend(&input.usage, &input.policy.right_sizing);
+    recommendations.extend(input.right_sized.iter().cloned());
     if !recommendations.is_empty() {
         let resized = PlanInput {
             pods: rightsizing::apply(&input.pods, &recommendations),
@@ -107,6 +111,7 @@ pub fn plan(input: &PlanInput) -> Plan {
             recommendations,
             projected_cost_hr: projected,
             projected_monthly_saving: saving,
+            workloads: Vec::new(),
         });
     }
     plan

@@ -2109,6 +2109,7 @@ mod tests {
                 workload: spotwise_core::snapshot::WorkloadPod::default(),
                 spec: spotwise_core::snapshot::PodSpec::default(),
                 usage: None,
+                containers: Vec::new(),
             };
             pod.spec.name = format!("shop/{name}");
             pod.spec.node = Some("k2".into());

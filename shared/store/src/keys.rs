@@ -381,6 +381,46 @@ pub fn active_rollouts_index(tenant: &TenantId, cluster: &ClusterId, revision: u
     }
 }
 
+/// One right-sizing change of a cluster's workload; ids are ULIDs, so they sort by time.
+pub fn resize_change(tenant: &TenantId, cluster: &ClusterId, id: &str) -> Key {
+    Key::new(
+        tenant_partition(tenant),
+        format!("{}{cluster}#{id}", prefix::RESIZE_CHANGE),
+    )
+}
+
+pub fn resize_changes_prefix(cluster: &ClusterId) -> String {
+    format!("{}{cluster}#", prefix::RESIZE_CHANGE)
+}
+
+/// What a cluster remembers per workload between right-sizing changes.
+pub fn resize_state(tenant: &TenantId, cluster: &ClusterId) -> Key {
+    Key::new(
+        tenant_partition(tenant),
+        format!("{}{cluster}", prefix::RESIZE_STATE),
+    )
+}
+
+/// The GSI1 partition listing the right-sizing changes the scheduler applies and watches.
+pub const ACTIVE_RESIZES_PARTITION: &str = "ACTIVE_RESIZE";
+
+pub fn active_resizes_index(tenant: &TenantId, cluster: &ClusterId, id: &str) -> Gsi1Key {
+    Gsi1Key {
+        gsi1pk: ACTIVE_RESIZES_PARTITION.into(),
+        gsi1sk: format!("T#{tenant}#{cluster}#{id}"),
+    }
+}
+
+/// The object key of a cluster's usage history (gzip JSON). Outside `tenants/`, whose
+/// objects expire after two days, so an agent that is down for a weekend does not cost the
+/// cluster its 14 days of history; the bucket expires these after 15 days without a write.
+pub fn usage_history_object(tenant: &TenantId, cluster: &ClusterId) -> String {
+    format!(
+        "usage-history/{}clusters/{cluster}.json.gz",
+        tenant_objects_prefix(tenant)
+    )
+}
+
 /// Sort-key prefix of a cluster's past sleeps; they sort by when they began.
 pub fn sleeps_prefix(cluster: &ClusterId) -> String {
     format!("{}{cluster}#", prefix::SLEEP)
@@ -650,6 +690,8 @@ pub mod prefix {
     pub const WEBHOOK_BUCKET: &str = "WHBUCKET#";
     pub const SILENCE: &str = "SILENCE#";
     pub const MAINTENANCE: &str = "MAINTENANCE#";
+    pub const RESIZE_CHANGE: &str = "RESIZE#";
+    pub const RESIZE_STATE: &str = "RESIZESTATE#";
 
     // Cluster partition (`C#<tenant>#<cluster>`).
     pub const NODE: &str = "NODE#";
@@ -732,6 +774,8 @@ mod tests {
                     prefix::WEBHOOK_BUCKET,
                     prefix::SILENCE,
                     prefix::MAINTENANCE,
+                    prefix::RESIZE_CHANGE,
+                    prefix::RESIZE_STATE,
                 ],
                 vec![tenant(&t), external_id(&t)],
             ),

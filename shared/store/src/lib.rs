@@ -7,6 +7,8 @@ pub mod agents;
 pub mod audit;
 pub mod costs;
 pub mod keys;
+pub mod recommendations;
+pub mod resize;
 pub mod rollouts;
 pub mod runs;
 pub mod snapshots;

@@ -121,6 +121,12 @@ pub fn generate_scaled(
         state
             .replicas
             .insert(format!("{namespace}/{name}"), i64::from(count));
+        state.add_workload(
+            namespace,
+            kind,
+            name,
+            requests(&cpu, &memory)["spec"]["containers"].clone(),
+        );
     }
     state.pdbs.push(json!({
         "metadata": {"name": "ledger", "namespace": "payments"},

@@ -185,6 +185,8 @@ pub async fn run(
         .gzip
         .len();
 
+    // The agent's hourly usage sketches ride on its snapshots, as right-sizing needs them.
+    let mut usage = spotwise_agent::usage::UsageRecorder::default();
     for minute in 0..minutes {
         let at = day_start + time::Duration::minutes(i64::from(minute));
         let timed = Instant::now;
@@ -199,7 +201,8 @@ pub async fn run(
         if minute % 5 == 0 {
             recorder.enter("agent snapshots", "ApiFunction", false);
             clock.set(at);
-            let snapshot = synthetic::snapshot(&nodes, PODS, u64::from(minute));
+            let mut snapshot = synthetic::snapshot(&nodes, PODS, u64::from(minute));
+            usage.record(&mut snapshot, at.unix_timestamp());
             let started = timed();
             let sent = reporter.snapshot(&snapshot).await?;
             // The ticket and the confirmation are API calls; the PUT goes straight to S3.

@@ -14,6 +14,7 @@ pub mod cluster;
 pub mod costday;
 pub mod html;
 pub mod recorder;
+pub mod rightsize;
 pub mod sim;
 pub mod synthetic;
 
@@ -206,6 +207,19 @@ pub struct Report {
     pub hour_cost: Value,
     pub namespace_costs: Vec<(String, f64)>,
     pub savings_report: Value,
+    /// Right-sizing as the API showed it once a weekday of usage was in.
+    pub rightsizing_ready: Value,
+    /// Right-sizing after the changes: recommendations, and the changes with how they ended.
+    pub rightsizing: Value,
+    /// What the kept changes free per month, valued at the plan's prices.
+    pub rightsizing_saving: f64,
+    /// The plan's monthly cost before and after the right-sizing changes.
+    pub plan_before_rightsizing: f64,
+    pub plan_after_rightsizing: f64,
+    /// Per workload changed, its template's and its pods' resources in the simulated cluster.
+    pub rightsized: BTreeMap<String, Value>,
+    /// The right-sizing actions in the audit log, newest first.
+    pub rightsizing_audit: Vec<String>,
 }
 
 impl Report {
@@ -253,6 +267,9 @@ impl Report {
             "webhooks_received": self.webhooks_received,
             "webhooks_verified": self.webhooks_verified,
             "savings_report_realised": self.savings_report["realised_total"],
+            "rightsizing_kept_monthly_saving": self.rightsizing_saving,
+            "plan_before_rightsizing": self.plan_before_rightsizing,
+            "plan_after_rightsizing": self.plan_after_rightsizing,
         })
     }
 
@@ -447,6 +464,9 @@ pub struct Rig {
     pub reporter: std::sync::Arc<Reporter>,
     pub cloud: sim::SimCloud,
     pub scheduler: scheduler::Deps,
+    pub optimizer: optimizer::Deps,
+    /// What the agent's usage recorder keeps between snapshots.
+    pub usage: std::sync::Mutex<spotwise_agent::usage::UsageRecorder>,
     /// The recommendation the optimizer made.
     pub revision: u64,
     /// Karpenter, not EKS and Auto Scaling, launches and removes the cluster's nodes.
@@ -484,7 +504,8 @@ pub async fn setup_shaped(
     let receiver = Receiver::start().await;
     api.post(
         "/v1/webhooks",
-        json!({"name": "ops", "kind": "generic", "url": receiver.url("spotwise"), "secret": WEBHOOK_SECRET}),
+        // A burst above the default 10, for the flow's dozen events within seconds.
+        json!({"name": "ops", "kind": "generic", "url": receiver.url("spotwise"), "secret": WEBHOOK_SECRET, "burst": 30}),
     )
     .await?;
 
@@ -696,6 +717,8 @@ pub async fn setup_shaped(
         reporter,
         cloud,
         scheduler,
+        optimizer,
+        usage: std::sync::Mutex::default(),
         revision,
         karpenter: shape.karpenter,
         work,
@@ -769,9 +792,19 @@ impl Rig {
     /// The agent's snapshot of the simulated cluster, uploaded as the agent does at `at`.
     pub async fn upload_snapshot(&self, at: OffsetDateTime) -> anyhow::Result<()> {
         self.server.state().clock.set(at);
-        let snapshot = spotwise_agent::snapshot::collect(&self.kube_client()?).await?;
+        let snapshot = self.sample(at).await?;
         self.reporter.snapshot(&snapshot).await?;
         Ok(())
+    }
+
+    /// The agent's snapshot at `at`, its usage recorded hour by hour as the agent does.
+    pub async fn sample(&self, at: OffsetDateTime) -> anyhow::Result<Snapshot> {
+        let mut snapshot = spotwise_agent::snapshot::collect(&self.kube_client()?).await?;
+        self.usage
+            .lock()
+            .map_err(|_| anyhow::anyhow!("usage recorder poisoned"))?
+            .record(&mut snapshot, at.unix_timestamp());
+        Ok(snapshot)
     }
 
     /// Rounds until the rollout ends, at most `rounds`; `now` gives each round's time.
@@ -831,6 +864,15 @@ pub async fn run_karpenter(stack: &LocalStack) -> anyhow::Result<(Report, Rig)> 
 
 /// The whole flow; what each step produced.
 pub async fn run(stack: &LocalStack) -> anyhow::Result<Report> {
+    run_steps(stack, true).await
+}
+
+/// The whole flow but right-sizing, for tests about the other steps' state.
+pub async fn run_without_right_sizing(stack: &LocalStack) -> anyhow::Result<Report> {
+    run_steps(stack, false).await
+}
+
+async fn run_steps(stack: &LocalStack, right_sizing: bool) -> anyhow::Result<Report> {
     let mut report = Report::default();
     let mut rig = setup(stack, &mut report).await?;
     let cluster = rig.cluster.clone();
@@ -957,6 +999,10 @@ pub async fn run(stack: &LocalStack) -> anyhow::Result<Report> {
     rig.cloud.reconcile().await?;
     report.group_after_reclaim = (in_group(&rig.fake).len(), before_raise.len());
     report.step("spot interruption, replacement, drain, reclaim", started);
+
+    if right_sizing {
+        Box::pin(rig.right_size(&mut report)).await?;
+    }
 
     let started = Instant::now();
     let cost = cost::Deps::new(

@@ -105,6 +105,7 @@ async fn main() -> anyhow::Result<()> {
         report.interruption_handled.as_secs_f64() * 1000.0,
         report.node_after_drain["spec"]["unschedulable"]
     );
+    print_right_sizing(&report);
     println!(
         "  webhooks:       {} delivered to the local receiver, {} with a valid signature ({:?})",
         report.webhooks_received, report.webhooks_verified, report.webhook_event_types
@@ -154,6 +155,45 @@ async fn main() -> anyhow::Result<()> {
         total.as_secs_f64()
     );
     Ok(())
+}
+
+/// What right-sizing changed on the cluster and what it saves.
+fn print_right_sizing(report: &spotwise_flow::Report) {
+    println!(
+        "  right-sizing:   ${:.2}/month of requests freed by the kept changes; plan ${:.2} -> ${:.2}/month",
+        report.rightsizing_saving, report.plan_before_rightsizing, report.plan_after_rightsizing
+    );
+    for change in report.rightsizing["changes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let w = &change["workload"];
+        let requests = |which: &str| {
+            change["containers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|c| {
+                    format!(
+                        "{}m/{} MiB",
+                        c[which]["cpu_request_m"], c[which]["mem_request_mib"]
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        println!(
+            "    {}/{}/{}: {} -> {}, {} ({})",
+            w["namespace"].as_str().unwrap_or("?"),
+            w["kind"].as_str().unwrap_or("?"),
+            w["name"].as_str().unwrap_or("?"),
+            requests("before"),
+            requests("after"),
+            change["status"].as_str().unwrap_or("?"),
+            change["reason"].as_str().unwrap_or(""),
+        );
+    }
 }
 
 /// The rollout's lines: status, and before, planned and realised figures.

@@ -6,9 +6,10 @@
 use std::collections::BTreeMap;
 
 use spotwise_core::domain::{CapacityType, Taint};
+use spotwise_core::rightsizing::ContainerResources;
 use spotwise_core::snapshot::{
-    CurrentNode, Overhead, Owner, Pdb, PodSpec, PodUsage, Snapshot, SnapshotPod, Toleration,
-    WorkloadPod,
+    CurrentNode, Overhead, Owner, Pdb, PodContainer, PodSpec, PodUsage, Snapshot, SnapshotPod,
+    Toleration, WorkloadPod,
 };
 
 /// One node to put in the snapshot: from the instances moto launched, or invented.
@@ -238,6 +239,10 @@ fn pod(
         .wrapping_mul(2_654_435_761)
         .wrapping_add(name.len() as u64))
         % 40;
+    let usage = PodUsage {
+        cpu_m: cpu_m * (30 + wobble) / 100,
+        mem_mib: mem_mib * (50 + wobble) / 100,
+    };
     SnapshotPod {
         workload: WorkloadPod {
             namespace: namespace.to_owned(),
@@ -257,9 +262,19 @@ fn pod(
             node: Some(node.to_owned()),
             ..PodSpec::default()
         },
-        usage: Some(PodUsage {
-            cpu_m: cpu_m * (30 + wobble) / 100,
-            mem_mib: mem_mib * (50 + wobble) / 100,
-        }),
+        usage: Some(usage),
+        // One container per pod, as the usage history keeps it.
+        containers: vec![PodContainer {
+            resources: ContainerResources {
+                name: "app".into(),
+                cpu_request_m: cpu_m,
+                mem_request_mib: mem_mib,
+                cpu_limit_m: None,
+                mem_limit_mib: Some(mem_mib * 2),
+            },
+            usage: Some(usage),
+            restarts: 0,
+            oom_killed: false,
+        }],
     }
 }

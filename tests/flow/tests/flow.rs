@@ -100,6 +100,95 @@ async fn discovery_to_savings_report_on_the_local_stack() {
         report.node_after_drain
     );
 
+    // Right-sizing: after a weekday of usage each workload is sized; an HPA's resource stays.
+    use spotwise_flow::Report;
+    use spotwise_flow::rightsize::{AUTOSCALED, KEPT, REVERTED};
+    let ready = &report.rightsizing_ready;
+    for workload in [KEPT, REVERTED, AUTOSCALED] {
+        let w = Report::rightsizing_workload(ready, workload);
+        assert_eq!(w["status"], "ready", "{workload}: {w}");
+    }
+    let reports = Report::rightsizing_workload(ready, AUTOSCALED);
+    assert_eq!(
+        reports["containers"][0]["after"]["cpu_request_m"], 250,
+        "{reports}"
+    );
+    assert_eq!(
+        reports["containers"][0]["held"][0],
+        "cpu: an HPA scales on it"
+    );
+    let web = Report::rightsizing_workload(ready, KEPT);
+    let (cpu, mem) = (
+        web["containers"][0]["after"]["cpu_request_m"]
+            .as_u64()
+            .unwrap(),
+        web["containers"][0]["after"]["mem_request_mib"]
+            .as_u64()
+            .unwrap(),
+    );
+    assert!(
+        (66..=70).contains(&cpu) && mem == 345,
+        "p95 60m + 10%, peak 300 MiB + 15%: {web}"
+    );
+    assert!(ready["ready_monthly_saving"].as_f64().unwrap() > 0.0);
+    // The kept change is what the simulated cluster runs: template and every pod.
+    let kept = &report.rightsized[KEPT];
+    assert_eq!(kept["template"]["requests"]["memory"], "345Mi", "{kept}");
+    assert!(
+        kept["pods"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p == &kept["template"])
+    );
+    assert_eq!(report.rightsizing_change(KEPT)["status"], "kept");
+    // The OOM-killed cache went back to its requests, and its next sizing has more headroom.
+    let cache = report.rightsizing_change(REVERTED);
+    assert_eq!(cache["status"], "reverted", "{cache}");
+    assert!(
+        cache["reason"].as_str().unwrap().contains("OOMKilled"),
+        "{cache}"
+    );
+    assert_eq!(
+        report.rightsized[REVERTED]["template"]["requests"]["memory"], "6144Mi",
+        "6 GiB again"
+    );
+    let resized = Report::rightsizing_workload(&report.rightsizing, REVERTED);
+    assert!(
+        resized["reason"]
+            .as_str()
+            .unwrap()
+            .contains("peak 1400 MiB + 40%"),
+        "{resized}"
+    );
+    for action in [
+        "rightsizing.request",
+        "rightsizing.apply",
+        "rightsizing.revert",
+        "rightsizing.reverted",
+        "rightsizing.keep",
+    ] {
+        assert!(
+            report.rightsizing_audit.iter().any(|a| a == action),
+            "{action}: {:?}",
+            report.rightsizing_audit
+        );
+    }
+    assert!(report.rightsizing_saving > 0.0);
+    // The revert and the kept change were each announced once.
+    assert_eq!(report.webhook_event_types.get("rightsizing"), Some(&2));
+    assert!(
+        report.plan_after_rightsizing < report.plan_before_rightsizing,
+        "{} -> {}",
+        report.plan_before_rightsizing,
+        report.plan_after_rightsizing
+    );
+    assert_eq!(
+        report.savings_report["rightsizing"][0]["workload"], KEPT,
+        "{}",
+        report.savings_report
+    );
+
     // Every notification reached the receiver once, signed.
     assert_eq!(report.webhooks_received, report.webhooks_verified);
     for kind in [
@@ -109,6 +198,7 @@ async fn discovery_to_savings_report_on_the_local_stack() {
         "action_result",
         "interruption",
         "savings_report",
+        "rightsizing",
     ] {
         assert!(
             report.webhook_event_types.contains_key(kind),
@@ -126,7 +216,14 @@ async fn discovery_to_savings_report_on_the_local_stack() {
     for namespace in ["shop", "payments", "batch", "data", "kube-system"] {
         assert!(names.contains(&namespace), "{names:?}");
     }
-    assert_eq!(names[0], "shop", "the largest namespace first");
+    assert!(
+        report
+            .namespace_costs
+            .windows(2)
+            .all(|pair| pair[0].1 >= pair[1].1),
+        "the largest namespace first: {:?}",
+        report.namespace_costs
+    );
     assert!(report.savings_report["hours_covered"].as_u64().unwrap() >= 1);
     // The savings report shows the realised plan beside its projection.
     let realised = &report.savings_report["rollouts"][0];

@@ -31,6 +31,7 @@ mod node_templates;
 mod openapi;
 mod recommendations;
 mod requests;
+mod rightsizing;
 mod schedules;
 mod tenancy;
 mod webhooks;

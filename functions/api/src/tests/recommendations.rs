@@ -2,7 +2,7 @@
 
 use super::*;
 
-fn recommendation(revision: u64) -> Value {
+pub(super) fn recommendation(revision: u64) -> Value {
     json!({
         "id": format!("rec{revision}"), "revision": revision, "tenant_id": "t1", "cluster_id": prod_cluster().to_string(),
         "trigger": "schedule", "mode": "recommend", "status": "proposed", "snapshot_id": "s1",
