@@ -54,7 +54,9 @@ pub async fn advance(
 ) -> Result<ChangeStatus, ClusterActionError> {
     // The index is eventually consistent: the item itself says where the change stands.
     let Some(mut item) = deps.store.get::<ResizeChange>(key).await? else {
-        return Ok(ChangeStatus::Failed);
+        return Err(ClusterActionError::Invalid(
+            "the right-sizing change is gone".into(),
+        ));
     };
     let status = item.body.status;
     match status {
