@@ -447,10 +447,9 @@ async fn right_size(
         resize::state(&deps.store, tenant, cluster),
     );
     let (mut history, (state, _)) = (history?, state?);
-    let before = history.clone();
-    history.fold(&snapshot.usage_hours);
-    history.prune(now.unix_timestamp());
-    if history != before {
+    let folded = history.fold(&snapshot.usage_hours);
+    let pruned = history.prune(now.unix_timestamp());
+    if folded > 0 || pruned {
         resize::save_history(&deps.snapshots, tenant, cluster, &history).await?;
     }
     let workloads = rightsizing::recommend_workloads(

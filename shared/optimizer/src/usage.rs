@@ -92,13 +92,17 @@ impl UsageHistory {
     }
 
     /// Drops days older than the window ending at `now` (Unix seconds), and containers left
-    /// without any.
-    pub fn prune(&mut self, now: i64) {
+    /// without any; returns whether it dropped anything.
+    pub fn prune(&mut self, now: i64) -> bool {
         let first = now.div_euclid(DAY) - (HISTORY_DAYS - 1);
+        let mut dropped = false;
         self.containers.retain(|_, c| {
+            let days = c.days.len();
             c.days.retain(|&day, _| day >= first);
+            dropped |= c.days.len() != days;
             !c.days.is_empty()
         });
+        dropped
     }
 
     pub fn summary(&self, key: &str) -> Option<UsageSummary> {
@@ -190,9 +194,10 @@ mod tests {
     fn days_leave_the_window_after_fourteen_days() {
         let mut history = UsageHistory::default();
         history.fold(&[hour(MONDAY, 100, 100), hour(MONDAY + 5 * DAY, 100, 100)]);
-        history.prune(MONDAY + 14 * DAY);
+        assert!(history.prune(MONDAY + 14 * DAY));
         assert_eq!(history.summary("shop/Deployment/web/app").unwrap().hours, 1);
-        history.prune(MONDAY + 19 * DAY);
+        assert!(!history.prune(MONDAY + 14 * DAY), "nothing more to drop");
+        assert!(history.prune(MONDAY + 19 * DAY));
         assert!(history.containers.is_empty());
     }
 }
