@@ -24,11 +24,12 @@
 use std::collections::HashMap;
 
 use microlp::{ComparisonOp, OptimizationDirection, Problem, Variable};
+use serde::{Deserialize, Serialize};
 use spotwise_optimizer::lp;
 use spotwise_optimizer::model::{DIMENSIONS, PlanInput, Vector};
 use spotwise_optimizer::packing::admits;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Bound {
     /// A valid lower bound on the cost of any plan (a dual-feasible value).
     pub value: f64,

@@ -6,14 +6,20 @@
 //! - on small instances (<= 60 pods, <= 15 offerings), plan cost over the exact optimum of the
 //!   bin-packing MIP, solved by microlp.
 //!
-//!     cargo bench -p spotwise-optimizer --bench plan
+//!     cargo bench -p spotwise-optimizer --bench plan [scale|small] [POD COUNTS...]
+//!
+//! Bounds depend only on the seeded clusters and the catalogue, not on the planner, and the
+//! 20,000-pod ones take minutes: each is kept in `target/plan-bounds.json` under a hash of its
+//! input, so a second run measures a planner change in seconds.
 
 mod bound;
 
 use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use microlp::{ComparisonOp, OptimizationDirection, Problem};
+use serde::{Deserialize, Serialize};
 use spotwise_optimizer::catalog::PriceData;
 use spotwise_optimizer::model::{PlanInput, PlanPolicy, Vector};
 use spotwise_optimizer::packing::admits;
@@ -102,31 +108,65 @@ const SIZES: [(usize, u64); 4] = [(200, 20), (2_000, 20), (5_000, 10), (20_000, 
 
 /// Each seeded cluster's two lower bounds (neither depends on the risk premium or the spread
 /// over pools, so both tables share them).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Bounds {
     fluid: f64,
     lp: bound::Bound,
 }
 
-fn scale(base: &PlanInput) {
+/// FNV-1a of the input's JSON: stable across runs and toolchains, unlike `DefaultHasher`.
+fn input_key(input: &PlanInput) -> String {
+    let json = serde_json::to_vec(input).unwrap_or_default();
+    let hash = json.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("{hash:016x}")
+}
+
+fn bounds_cache() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(
+            || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"),
+            PathBuf::from,
+        )
+        .join("plan-bounds.json")
+}
+
+fn scale(base: &PlanInput, sizes: &[(usize, u64)]) {
     let started = Instant::now();
-    let mut jobs: Vec<(usize, u64)> = SIZES
-        .iter()
-        .flat_map(|&(n, seeds)| (0..seeds).map(move |seed| (n, seed)))
-        .collect();
+    let cache_path = bounds_cache();
+    let cached: HashMap<String, Bounds> = std::fs::read(&cache_path)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default();
+    let input_of = |n: usize, seed: u64| PlanInput {
+        pods: synth::pods(seed, n),
+        ..base.clone()
+    };
+    let mut found: HashMap<(usize, u64), Bounds> = HashMap::new();
+    let mut jobs: Vec<(usize, u64)> = Vec::new();
+    for &(n, seeds) in sizes {
+        for seed in 0..seeds {
+            match cached.get(&input_key(&input_of(n, seed))) {
+                Some(b) => {
+                    found.insert((n, seed), b.clone());
+                }
+                None => jobs.push((n, seed)),
+            }
+        }
+    }
+    let computed = jobs.len();
     // Largest first, over both cores: the 20,000-pod bounds take minutes each.
     jobs.sort_by_key(|&(n, seed)| (std::cmp::Reverse(n), seed));
     let next = std::sync::Mutex::new(jobs.into_iter());
-    let found = std::sync::Mutex::new(HashMap::new());
+    let found = std::sync::Mutex::new(found);
     std::thread::scope(|scope| {
         for _ in 0..2 {
             scope.spawn(|| {
                 loop {
                     let job = next.lock().ok().and_then(|mut jobs| jobs.next());
                     let Some((n, seed)) = job else { break };
-                    let input = PlanInput {
-                        pods: synth::pods(seed, n),
-                        ..base.clone()
-                    };
+                    let input = input_of(n, seed);
                     let Some(lp) = bound::assignment_lp(&input, u32::MAX) else {
                         eprintln!("{n} pods, seed {seed}: some pod fits no type");
                         continue;
@@ -143,28 +183,41 @@ fn scale(base: &PlanInput) {
         }
     });
     let bounds: HashMap<(usize, u64), Bounds> = found.into_inner().unwrap_or_default();
-    if bounds.len() != SIZES.iter().map(|s| s.1 as usize).sum::<usize>() {
+    if bounds.len() != sizes.iter().map(|s| s.1 as usize).sum::<usize>() {
         return;
+    }
+    let mut cache = cached;
+    for (&(n, seed), b) in &bounds {
+        cache.insert(input_key(&input_of(n, seed)), b.clone());
+    }
+    if let Ok(json) = serde_json::to_vec(&cache)
+        && let Err(err) = std::fs::write(&cache_path, json)
+    {
+        eprintln!("{}: {err}", cache_path.display());
     }
     let gap = bounds
         .values()
         .map(|b| b.lp.relaxed / b.lp.value - 1.0)
         .fold(0.0, f64::max);
-    let largest = &bounds[&(20_000, 0)].lp;
     println!(
-        "\nLP bounds of {} clusters in {:.0} s (two threads); each within {:.3}% of its LP optimum; at 20,000 pods {} groups x {} types, {} cuts",
+        "\nLP bounds of {} clusters ({computed} computed in {:.0} s on two threads, the rest from {}); each within {:.3}% of its LP optimum",
         bounds.len(),
         started.elapsed().as_secs_f64(),
+        cache_path.display(),
         gap * 100.0,
-        largest.groups,
-        largest.types,
-        largest.cuts
     );
+    if let Some(largest) = sizes.iter().map(|s| s.0).max() {
+        let b = &bounds[&(largest, 0)].lp;
+        println!(
+            "at {largest} pods: {} groups x {} types, {} cuts",
+            b.groups, b.types, b.cuts
+        );
+    }
     println!(
         "\n== plan time and cost over the bounds ({} offerings), default policy ==",
         base.offerings.len()
     );
-    table(base, &bounds);
+    table(base, sizes, &bounds);
     println!("\n== the same at min_spot_pools 1, without the spot risk premium (cost only) ==");
     let neutral = PlanInput {
         policy: PlanPolicy {
@@ -175,10 +228,10 @@ fn scale(base: &PlanInput) {
         },
         ..base.clone()
     };
-    table(&neutral, &bounds);
+    table(&neutral, sizes, &bounds);
 }
 
-fn table(base: &PlanInput, bounds: &HashMap<(usize, u64), Bounds>) {
+fn table(base: &PlanInput, sizes: &[(usize, u64)], bounds: &HashMap<(usize, u64), Bounds>) {
     println!(
         "{:>7} {:>6} {:>9} {:>9} {:>10} {:>10} {:>8} {:>8} {:>8} {:>6}",
         "pods",
@@ -192,7 +245,7 @@ fn table(base: &PlanInput, bounds: &HashMap<(usize, u64), Bounds>) {
         "LP max",
         "nodes"
     );
-    for &(n, seeds) in &SIZES {
+    for &(n, seeds) in sizes {
         let mut times = Vec::new();
         let mut over_fluid = Vec::new();
         let mut over_lp = Vec::new();
@@ -376,11 +429,21 @@ fn main() {
         policy: PlanPolicy::default(),
         ..PlanInput::default()
     };
-    let only = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    if only.as_deref().is_none_or(|o| o == "scale") {
-        scale(&base);
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let only = args.iter().find(|a| a.parse::<usize>().is_err());
+    let counts: Vec<usize> = args.iter().filter_map(|a| a.parse().ok()).collect();
+    let sizes: Vec<(usize, u64)> = SIZES
+        .iter()
+        .copied()
+        .filter(|(n, _)| counts.is_empty() || counts.contains(n))
+        .collect();
+    if only.is_none_or(|o| o == "scale") {
+        scale(&base, &sizes);
     }
-    if only.as_deref().is_none_or(|o| o == "small") {
+    if only.is_none_or(|o| o == "small") {
         small(&base);
     }
 }

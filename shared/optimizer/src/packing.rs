@@ -6,7 +6,13 @@
 //! packings are tried and the cheapest kept:
 //! - first-fit decreasing onto each of the few node types that are cheapest for the class alone;
 //! - the fluid optimum's mix of types (usually two shapes, e.g. compute- and memory-optimised),
-//!   filled by the dot-product rule so each pod lands where its shape matches the room left.
+//!   filled by the dot-product rule so each pod lands where its shape matches the room left;
+//! - splits of the pods by memory per cpu over pairs of types, and over segments of many types;
+//! - the fluid optimum in whole nodes, its remainder covered by the cheapest whole nodes;
+//! - node patterns chosen one at a time at the fluid optimum's resource prices.
+//!
+//! The class's emptiest nodes are then repacked on their own, and a large-neighbourhood search
+//! repacks nodes that waste cpu together with nodes that waste memory while that saves.
 //!
 //! Every node is then shrunk to the cheapest offering that still holds its pods, spread over
 //! equally priced zones, and spot nodes are spread over at least `min_spot_pools` pools at the
@@ -369,29 +375,108 @@ fn size_key(d: &Vector) -> (u64, u64) {
 }
 
 /// How many of a class's emptiest nodes are repacked on their own.
-const TAIL_REPACK: usize = 3;
+const TAIL_REPACK: usize = 6;
 
 /// The cheapest packing of one class onto new nodes, then its emptiest nodes repacked alone:
 /// they carry what whole nodes lose, and on their own their pods often fit a cheaper mix of
 /// smaller nodes than the types that suit the whole class.
 fn pack_class(ctx: &Context<'_>, class: &Class, class_index: usize, pods: &[usize]) -> Vec<Bin> {
-    let mut bins = cheapest_packing(ctx, class, class_index, pods);
+    let mut bins = cheapest_packing(ctx, class, class_index, pods, Portfolio::Full);
     let cost = |bins: &[Bin]| bins.iter().map(|b| ctx.price[b.offering]).sum::<f64>();
-    for tail in 1..=TAIL_REPACK.min(bins.len().saturating_sub(1)) {
+    for tail in 1..=TAIL_REPACK {
+        // A repack may have left fewer nodes than the next tail takes.
+        if tail >= bins.len() {
+            break;
+        }
         bins.sort_by(|a, b| fill(ctx, b).total_cmp(&fill(ctx, a)));
         let emptiest = bins.split_off(bins.len() - tail);
         let pods: Vec<usize> = emptiest
             .iter()
             .flat_map(|b| b.pods.iter().copied())
             .collect();
-        let repacked = cheapest_packing(ctx, class, class_index, &pods);
+        let repacked = cheapest_packing(ctx, class, class_index, &pods, Portfolio::Full);
         if cost(&repacked) < cost(&emptiest) - 1e-12 {
             bins.extend(repacked);
         } else {
             bins.extend(emptiest);
         }
     }
+    repack_complements(ctx, class, class_index, &mut bins);
     bins
+}
+
+/// Nodes of each kind of waste `repack_complements` pairs up.
+const COMPLEMENT_CANDIDATES: usize = 4;
+/// Repacks `repack_complements` tries for one class, plus one per four of its nodes.
+const COMPLEMENT_ATTEMPTS: usize = 24;
+
+/// Large-neighbourhood search over a class's nodes: a node that leaves cpu unused and one that
+/// leaves memory unused are repacked together (with the emptiest node, in a second try), so
+/// their pods can trade places or move to a cheaper mix. A repack is kept when it costs less.
+fn repack_complements(ctx: &Context<'_>, class: &Class, class_index: usize, bins: &mut Vec<Bin>) {
+    let cost = |bins: &[Bin]| bins.iter().map(|b| ctx.price[b.offering]).sum::<f64>();
+    let mut tried: HashSet<Vec<usize>> = HashSet::new();
+    for _ in 0..COMPLEMENT_ATTEMPTS + bins.len() / 4 {
+        // Dollars per hour of each resource left unused on each node.
+        let waste = |b: &Bin, r: usize| {
+            let c = &ctx.capacity[b.offering];
+            if c[r] == 0 {
+                0.0
+            } else {
+                ctx.price[b.offering] * (c[r] - b.used[r]) as f64 / c[r] as f64
+            }
+        };
+        let ranked = |r: usize| {
+            let mut order: Vec<usize> = (0..bins.len()).collect();
+            order.sort_by(|&a, &b| waste(&bins[b], r).total_cmp(&waste(&bins[a], r)));
+            order.truncate(COMPLEMENT_CANDIDATES);
+            order
+        };
+        let emptiest =
+            (0..bins.len()).min_by(|&a, &b| fill(ctx, &bins[a]).total_cmp(&fill(ctx, &bins[b])));
+        let mut subsets: Vec<Vec<usize>> = Vec::new();
+        for &a in &ranked(CPU) {
+            for &b in &ranked(MEM) {
+                if a == b {
+                    continue;
+                }
+                subsets.push(vec![a, b]);
+                if let Some(e) = emptiest.filter(|&e| e != a && e != b) {
+                    subsets.push(vec![a, b, e]);
+                }
+            }
+        }
+        let key = |subset: &[usize], bins: &[Bin]| {
+            let mut key: Vec<usize> = subset
+                .iter()
+                .flat_map(|&b| bins[b].pods.iter().copied())
+                .collect();
+            key.sort_unstable();
+            key
+        };
+        let Some(subset) = subsets.into_iter().find(|s| !tried.contains(&key(s, bins))) else {
+            break;
+        };
+        tried.insert(key(&subset, bins));
+        let pods: Vec<usize> = subset
+            .iter()
+            .flat_map(|&b| bins[b].pods.iter().copied())
+            .collect();
+        let before: f64 = subset.iter().map(|&b| ctx.price[bins[b].offering]).sum();
+        // No packing of these pods costs less than their fluid optimum.
+        if solve_for(ctx, &pods, &class.frontier).is_none_or(|f| f.cost >= before - 1e-9) {
+            continue;
+        }
+        let repacked = cheapest_packing(ctx, class, class_index, &pods, Portfolio::Light);
+        if cost(&repacked) < before - 1e-9 {
+            let mut removed = subset;
+            removed.sort_unstable_by(|a, b| b.cmp(a));
+            for b in removed {
+                bins.swap_remove(b);
+            }
+            bins.extend(repacked);
+        }
+    }
 }
 
 /// The largest share of any resource a node's pods take.
@@ -408,51 +493,49 @@ fn share(demand: &Vector, capacity: &Vector) -> f64 {
 }
 
 /// The cheapest of several packings of one class onto new nodes.
+/// Which packings `cheapest_packing` tries.
+#[derive(Clone, Copy, PartialEq)]
+enum Portfolio {
+    Full,
+    /// For the few nodes a neighbourhood search repacks: without the size tiers and segments,
+    /// which seldom win there and cost the most to build.
+    Light,
+}
+
 fn cheapest_packing(
     ctx: &Context<'_>,
     class: &Class,
     class_index: usize,
     pods: &[usize],
+    portfolio: Portfolio,
 ) -> Vec<Bin> {
     let mut total = [0; DIMENSIONS];
     for &p in pods {
         add(&mut total, &ctx.demand[p]);
     }
-    // Single types ranked by what the class alone would cost on them, fluidly.
+    // Single types ranked by what the class alone would cost on them, fluidly (the frontier
+    // holds each type once, in its cheapest zone: spreading over zones comes later).
     let mut singles: Vec<(f64, usize)> = class
-        .allowed
+        .frontier
         .iter()
-        .filter_map(|&o| {
-            let c = &ctx.capacity[o];
-            let nodes = (0..DIMENSIONS)
-                .filter(|&r| total[r] > 0)
-                .map(|r| {
-                    if c[r] == 0 {
-                        f64::INFINITY
-                    } else {
-                        total[r] as f64 / c[r] as f64
-                    }
-                })
-                .fold(0.0, f64::max);
-            nodes
-                .is_finite()
-                .then(|| (ctx.price[o] * nodes.max(1.0), o))
-        })
+        .filter_map(|&o| fluid_alone(ctx, &total, o).map(|cost| (cost, o)))
         .collect();
     singles.sort_by(|a, b| a.0.total_cmp(&b.0));
-    // Zones of one type price alike; spreading over zones comes later.
-    let mut seen_types = HashSet::new();
-    singles.retain(|&(_, o)| seen_types.insert(ctx.input.offerings[o].instance_type.as_str()));
 
     let mut candidates: Vec<Vec<Bin>> = singles
         .iter()
         .take(SINGLE_TYPE_CANDIDATES)
         .map(|&(_, o)| first_fit_single(ctx, class, class_index, pods, o))
         .collect();
-    candidates.push(tiered(ctx, class, class_index, pods));
+    if portfolio == Portfolio::Full {
+        candidates.push(tiered(ctx, class, class_index, pods));
+        candidates.extend(segments(ctx, class, class_index, pods));
+    }
     candidates.extend(pair_split(ctx, class, class_index, pods, &singles));
-    candidates.extend(segments(ctx, class, class_index, pods));
-    let class_order = [class.allowed.as_slice()];
+    candidates.extend(whole_node_mixes(ctx, class, class_index, pods));
+    candidates.push(priced_fills(ctx, class, class_index, pods));
+    // The cheapest offering that holds a node of this class alone is on its frontier.
+    let class_order = [class.frontier.as_slice()];
     let class_allowed = [class.allowed_set.as_slice()];
     candidates
         .into_iter()
@@ -589,8 +672,12 @@ fn first_fit_single(
     offering: usize,
 ) -> Vec<Bin> {
     let cap = ctx.capacity[offering];
-    let mut order = pods.to_vec();
-    order.sort_by(|&a, &b| share(&ctx.demand[b], &cap).total_cmp(&share(&ctx.demand[a], &cap)));
+    let mut keyed: Vec<(f64, usize)> = pods
+        .iter()
+        .map(|&p| (share(&ctx.demand[p], &cap), p))
+        .collect();
+    keyed.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let order: Vec<usize> = keyed.into_iter().map(|(_, p)| p).collect();
     let min_cpu = pods.iter().map(|&p| ctx.demand[p][CPU]).min().unwrap_or(0);
     let min_mem = pods.iter().map(|&p| ctx.demand[p][MEM]).min().unwrap_or(0);
     let mut bins: Vec<Bin> = Vec::new();
@@ -634,7 +721,7 @@ fn first_fit_single(
 fn tiered(ctx: &Context<'_>, class: &Class, class_index: usize, pods: &[usize]) -> Vec<Bin> {
     let mut tiers: Vec<Vec<usize>> = Vec::new();
     let mut rest = pods.to_vec();
-    let mut columns = class.allowed.clone();
+    let mut columns = class.frontier.clone();
     while !rest.is_empty() {
         let Some(fluid) = solve_for(ctx, &rest, &columns) else {
             tiers.push(rest);
@@ -664,7 +751,7 @@ fn tiered(ctx: &Context<'_>, class: &Class, class_index: usize, pods: &[usize]) 
             continue;
         }
         let columns: Vec<usize> = class
-            .allowed
+            .frontier
             .iter()
             .copied()
             .filter(|&o| {
@@ -682,6 +769,8 @@ fn tiered(ctx: &Context<'_>, class: &Class, class_index: usize, pods: &[usize]) 
     bins
 }
 
+/// Most split points the pair split weighs.
+const PAIR_SPLIT_POINTS: usize = 1_024;
 /// Types each class considers pairing.
 const PAIR_CANDIDATES: usize = 12;
 /// How many of the best pairs are packed for real.
@@ -738,11 +827,14 @@ fn pair_split(
     };
     // The best split of each pair, fluidly; the few best pairs are then packed for real,
     // since whole pods lose more to fragmentation on some pairs than on others.
+    // Split points: every pod boundary in small classes, evenly spaced ones in large.
+    let step = n.div_ceil(PAIR_SPLIT_POINTS).max(1);
+    let splits: Vec<usize> = (0..=n).step_by(step).chain([n]).collect();
     let mut per_pair: Vec<(f64, usize, usize, usize)> = Vec::new();
     for &low in &types {
         for &high in &types {
             let mut best: Option<(f64, usize, usize, usize)> = None;
-            for k in 0..=n {
+            for &k in &splits {
                 let upper: Vector = std::array::from_fn(|r| prefix[n][r] - prefix[k][r]);
                 let cost =
                     fluid(low, &prefix[k], &prefix_max[k]) + fluid(high, &upper, &suffix_max[k]);
@@ -861,6 +953,340 @@ fn fill_segments(ctx: &Context<'_>, class_index: usize, chosen: &[(&[usize], usi
     bins
 }
 
+/// Demand scalings the whole-node mixes cover: whole pods leave a little of every node unused.
+const MIX_SLACK: [f64; 2] = [1.0, 1.04];
+/// Types of the fluid mix (those with the most whole nodes) that variants take one node from.
+const MIX_FEWER: usize = 2;
+/// Rounds of covering the pods a whole-node mix could not hold before falling back to one type.
+const LEFTOVER_COVERS: usize = 3;
+/// Types a cover of the fluid remainder chooses among.
+const COVER_TYPES: usize = 24;
+/// Most nodes of one type a cover of the fluid remainder considers.
+const COVER_MOST: u64 = 64;
+
+/// The fluid optimum in whole nodes: each of its types rounded down (and, in variants, one node
+/// fewer of one type), the remainder covered by the cheapest whole nodes of one or two types,
+/// and the pods placed by the dot-product rule. The fluid mix of a few large, cheap nodes is
+/// rarely whole; this keeps its cheap full nodes and sizes the rest to what is left.
+fn whole_node_mixes(
+    ctx: &Context<'_>,
+    class: &Class,
+    class_index: usize,
+    pods: &[usize],
+) -> Vec<Vec<Bin>> {
+    let Some(fluid) = solve_for(ctx, pods, &class.frontier) else {
+        return Vec::new();
+    };
+    let mut total = [0; DIMENSIONS];
+    for &p in pods {
+        add(&mut total, &ctx.demand[p]);
+    }
+    let whole: Vec<(usize, u64)> = fluid
+        .nodes
+        .iter()
+        .map(|&(c, x)| (class.frontier[c], x.floor() as u64))
+        .collect();
+    let mut bases = vec![whole.clone()];
+    let mut by_count: Vec<usize> = (0..whole.len()).filter(|&i| whole[i].1 > 0).collect();
+    by_count.sort_by_key(|&i| std::cmp::Reverse(whole[i].1));
+    for &i in by_count.iter().take(MIX_FEWER) {
+        let mut fewer = whole.clone();
+        fewer[i].1 -= 1;
+        bases.push(fewer);
+    }
+    // The remainder is covered from the types that hold the class for least on their own, and
+    // the fluid optimum's.
+    let mut shortlist: Vec<(f64, usize)> = class
+        .frontier
+        .iter()
+        .filter_map(|&o| fluid_alone(ctx, &total, o).map(|cost| (cost, o)))
+        .collect();
+    shortlist.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut shortlist: Vec<usize> = shortlist.iter().take(COVER_TYPES).map(|s| s.1).collect();
+    shortlist.extend(whole.iter().map(|w| w.0));
+    shortlist.sort_unstable();
+    shortlist.dedup();
+    let mut packings = Vec::new();
+    for base in &bases {
+        for (slack, placement) in MIX_SLACK
+            .iter()
+            .flat_map(|&s| [(s, Placement::Aligned), (s, Placement::ByShape)])
+        {
+            let mut rest: Vector = std::array::from_fn(|r| {
+                if r == CPU || r == MEM {
+                    (total[r] as f64 * slack).ceil() as u64
+                } else {
+                    total[r]
+                }
+            });
+            for &(o, count) in base {
+                for (r, left) in rest.iter_mut().enumerate() {
+                    *left = left.saturating_sub(count * ctx.capacity[o][r]);
+                }
+            }
+            let Some(rest_nodes) = cover(ctx, &shortlist, &rest) else {
+                continue;
+            };
+            let mut bins: Vec<Bin> = base
+                .iter()
+                .chain(&rest_nodes)
+                .flat_map(|&(o, count)| (0..count).map(move |_| new_bin(o, class_index)))
+                .collect();
+            let mut left = match placement {
+                Placement::Aligned => place_aligned(ctx, &mut bins, pods, 0),
+                Placement::ByShape => place_by_shape(ctx, &mut bins, pods),
+            };
+            // Pods the mix could not hold get whole nodes of their own, covered the same way.
+            for _ in 0..LEFTOVER_COVERS {
+                if left.is_empty() {
+                    break;
+                }
+                let mut need = [0; DIMENSIONS];
+                for &p in &left {
+                    add(&mut need, &ctx.demand[p]);
+                }
+                let Some(more) = cover(ctx, &shortlist, &need) else {
+                    break;
+                };
+                let from = bins.len();
+                bins.extend(
+                    more.iter()
+                        .flat_map(|&(o, count)| (0..count).map(move |_| new_bin(o, class_index))),
+                );
+                left = place_aligned(ctx, &mut bins, &left, from);
+            }
+            bins.retain(|b| !b.pods.is_empty());
+            if !left.is_empty() {
+                let Some(o) = cheapest_single(ctx, class, &left) else {
+                    continue;
+                };
+                bins.extend(first_fit_single(ctx, class, class_index, &left, o));
+            }
+            packings.push(bins);
+        }
+    }
+    packings
+}
+
+/// How pods go onto a whole-node mix.
+#[derive(Clone, Copy)]
+enum Placement {
+    /// Largest first, each where its shape matches the room left ([`place_aligned`]).
+    Aligned,
+    /// Most memory per cpu first, each on the most memory-rich node with room
+    /// ([`place_by_shape`]), as the assignment LP would split them.
+    ByShape,
+}
+
+/// Places pods, most memory per cpu first, each on the node with the most memory per cpu that
+/// can take it; returns the pods that fit nowhere.
+fn place_by_shape(ctx: &Context<'_>, bins: &mut [Bin], pods: &[usize]) -> Vec<usize> {
+    let mut order = pods.to_vec();
+    order.sort_by(|&a, &b| mem_per_cpu(&ctx.demand[b]).total_cmp(&mem_per_cpu(&ctx.demand[a])));
+    let mut by_shape: Vec<usize> = (0..bins.len()).collect();
+    by_shape.sort_by(|&a, &b| {
+        mem_per_cpu(&ctx.capacity[bins[b].offering])
+            .total_cmp(&mem_per_cpu(&ctx.capacity[bins[a].offering]))
+    });
+    let mut left = Vec::new();
+    for pod in order {
+        match by_shape.iter().find(|&&b| ctx.can_take(&bins[b], pod)) {
+            Some(&b) => ctx.put(&mut bins[b], pod),
+            None => left.push(pod),
+        }
+    }
+    left
+}
+
+/// The cheapest whole nodes of at most two of `types` that hold `demand` in every resource.
+fn cover(ctx: &Context<'_>, types: &[usize], demand: &Vector) -> Option<Vec<(usize, u64)>> {
+    if demand.iter().all(|&d| d == 0) {
+        return Some(Vec::new());
+    }
+    // Nodes of type `o` needed for `need`, or `None` when it lacks a resource.
+    let nodes_for = |o: usize, need: &Vector| -> Option<u64> {
+        let c = &ctx.capacity[o];
+        (0..DIMENSIONS)
+            .filter(|&r| need[r] > 0)
+            .map(|r| (c[r] > 0).then(|| need[r].div_ceil(c[r])))
+            .try_fold(0, |most, n| n.map(|n| most.max(n)))
+    };
+    let mut best: Option<(f64, Vec<(usize, u64)>)> = None;
+    for (i, &a) in types.iter().enumerate() {
+        if let Some(n) = nodes_for(a, demand).filter(|&n| n <= COVER_MOST) {
+            let cost = ctx.price[a] * n as f64;
+            if best.as_ref().is_none_or(|b| cost < b.0) {
+                best = Some((cost, vec![(a, n)]));
+            }
+        }
+        for &b in &types[i + 1..] {
+            for k in 1..=COVER_MOST {
+                let rest: Vector =
+                    std::array::from_fn(|r| demand[r].saturating_sub(k * ctx.capacity[a][r]));
+                if rest.iter().all(|&d| d == 0) {
+                    break;
+                }
+                let a_cost = ctx.price[a] * k as f64;
+                if best.as_ref().is_some_and(|b| a_cost >= b.0) {
+                    break;
+                }
+                let Some(n) = nodes_for(b, &rest).filter(|&n| n <= COVER_MOST) else {
+                    continue;
+                };
+                let cost = a_cost + ctx.price[b] * n as f64;
+                if best.as_ref().is_none_or(|b| cost < b.0) {
+                    best = Some((cost, vec![(a, k), (b, n)]));
+                }
+            }
+        }
+    }
+    best.map(|(_, nodes)| nodes)
+}
+
+/// What `demand` costs on nodes of `offering` alone, fluidly (at least one node); `None` when
+/// the offering lacks a resource it needs.
+fn fluid_alone(ctx: &Context<'_>, demand: &Vector, offering: usize) -> Option<f64> {
+    let c = &ctx.capacity[offering];
+    let nodes = (0..DIMENSIONS)
+        .filter(|&r| demand[r] > 0)
+        .map(|r| {
+            if c[r] == 0 {
+                f64::INFINITY
+            } else {
+                demand[r] as f64 / c[r] as f64
+            }
+        })
+        .fold(0.0, f64::max);
+    nodes
+        .is_finite()
+        .then(|| ctx.price[offering] * nodes.max(1.0))
+}
+
+/// The frontier offering that holds the pods alone for the least, fluidly.
+fn cheapest_single(ctx: &Context<'_>, class: &Class, pods: &[usize]) -> Option<usize> {
+    let mut total = [0; DIMENSIONS];
+    for &p in pods {
+        add(&mut total, &ctx.demand[p]);
+    }
+    class
+        .frontier
+        .iter()
+        .filter_map(|&o| fluid_alone(ctx, &total, o).map(|cost| (cost, o)))
+        .min_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, o)| o)
+}
+
+/// (group, how many of its pods) making up one node's fill.
+type PodCounts = Vec<(usize, usize)>;
+
+/// Nodes chosen one pattern at a time, the way cutting-stock problems are rounded: the fluid
+/// optimum of the pods still unplaced prices each resource; every frontier type is filled with
+/// the most valuable pods that fit (largest first), and the type whose fill is worth the most
+/// per dollar is opened, as many times as its pods allow. Prices are re-solved after each
+/// pattern, so the tail, once small, goes to nodes its size.
+fn priced_fills(ctx: &Context<'_>, class: &Class, class_index: usize, pods: &[usize]) -> Vec<Bin> {
+    // Pods with the same requests and hostname rules are interchangeable.
+    let mut groups: BTreeMap<Vector, Vec<usize>> = BTreeMap::new();
+    for &p in pods {
+        groups.entry(ctx.demand[p]).or_default().push(p);
+    }
+    let mut groups: Vec<(Vector, Vec<usize>)> = groups.into_iter().collect();
+    let columns: Vec<(Vector, f64)> = class
+        .frontier
+        .iter()
+        .map(|&o| (ctx.capacity[o], ctx.price[o]))
+        .collect();
+    let mut bins: Vec<Bin> = Vec::new();
+    let mut stuck: Vec<usize> = Vec::new();
+    loop {
+        let mut remaining = [0; DIMENSIONS];
+        for (d, members) in &groups {
+            for _ in members {
+                add(&mut remaining, d);
+            }
+        }
+        if remaining.iter().all(|&r| r == 0) {
+            break;
+        }
+        let Some(fluid) = lp::solve(&remaining, &columns) else {
+            break;
+        };
+        let value = |d: &Vector| -> f64 {
+            (0..DIMENSIONS)
+                .map(|r| fluid.unit_prices[r] * d[r] as f64)
+                .sum()
+        };
+        let mut order: Vec<usize> = (0..groups.len())
+            .filter(|&g| !groups[g].1.is_empty())
+            .collect();
+        let worth: Vec<f64> = groups.iter().map(|(d, _)| value(d)).collect();
+        order.sort_by(|&a, &b| worth[b].total_cmp(&worth[a]));
+        let mut best: Option<(f64, usize, PodCounts)> = None;
+        for &o in &class.frontier {
+            let cap = &ctx.capacity[o];
+            let mut used = [0; DIMENSIONS];
+            let mut fill_worth = 0.0;
+            let mut fill: PodCounts = Vec::new();
+            for &g in &order {
+                let (d, members) = &groups[g];
+                let room = (0..DIMENSIONS)
+                    .filter(|&r| d[r] > 0)
+                    .map(|r| ((cap[r] - used[r]) / d[r]) as usize)
+                    .min()
+                    .unwrap_or(members.len());
+                let taken = room.min(members.len());
+                if taken > 0 {
+                    for (r, u) in used.iter_mut().enumerate() {
+                        *u += d[r] * taken as u64;
+                    }
+                    fill_worth += worth[g] * taken as f64;
+                    fill.push((g, taken));
+                }
+            }
+            if fill_worth <= 0.0 {
+                continue;
+            }
+            let per_dollar = fill_worth / ctx.price[o];
+            if best.as_ref().is_none_or(|b| per_dollar > b.0) {
+                best = Some((per_dollar, o, fill));
+            }
+        }
+        let Some((_, o, fill)) = best else {
+            stuck.extend(groups.iter_mut().flat_map(|(_, m)| m.drain(..)));
+            break;
+        };
+        let repeats = fill
+            .iter()
+            .map(|&(g, taken)| groups[g].1.len() / taken)
+            .min()
+            .unwrap_or(1)
+            .max(1);
+        for _ in 0..repeats {
+            let mut bin = new_bin(o, class_index);
+            for &(g, taken) in &fill {
+                for _ in 0..taken {
+                    let Some(p) = groups[g].1.pop() else { break };
+                    if ctx.can_take(&bin, p) {
+                        ctx.put(&mut bin, p);
+                    } else {
+                        stuck.push(p);
+                    }
+                }
+            }
+            if !bin.pods.is_empty() {
+                bins.push(bin);
+            }
+        }
+    }
+    let left = place_aligned(ctx, &mut bins, &stuck, 0);
+    if !left.is_empty()
+        && let Some(o) = cheapest_single(ctx, class, &left)
+    {
+        bins.extend(first_fit_single(ctx, class, class_index, &left, o));
+    }
+    bins
+}
+
 /// Memory per millicore: the order pods and node shapes are split by.
 fn mem_per_cpu(v: &Vector) -> f64 {
     v[MEM] as f64 / v[CPU].max(1) as f64
@@ -869,8 +1295,12 @@ fn mem_per_cpu(v: &Vector) -> f64 {
 /// The pods by memory per cpu, lowest first, and the running totals of their demands along that
 /// order (`totals[i]` sums the first `i`).
 fn by_mem_per_cpu(ctx: &Context<'_>, pods: &[usize]) -> (Vec<usize>, Vec<Vector>) {
-    let mut order = pods.to_vec();
-    order.sort_by(|&a, &b| mem_per_cpu(&ctx.demand[a]).total_cmp(&mem_per_cpu(&ctx.demand[b])));
+    let mut keyed: Vec<(f64, usize)> = pods
+        .iter()
+        .map(|&p| (mem_per_cpu(&ctx.demand[p]), p))
+        .collect();
+    keyed.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let order: Vec<usize> = keyed.into_iter().map(|(_, p)| p).collect();
     let mut totals = vec![[0u64; DIMENSIONS]; order.len() + 1];
     for (i, &p) in order.iter().enumerate() {
         let mut next = totals[i];
@@ -974,26 +1404,32 @@ fn place_aligned(ctx: &Context<'_>, bins: &mut [Bin], pods: &[usize], from: usiz
             1.0 / total[r] as f64
         }
     });
+    // Each open node's room on that scale, as a unit vector: cosines are then dot products.
+    let direction = |bin: &Bin| -> [f64; DIMENSIONS] {
+        let c = &ctx.capacity[bin.offering];
+        let room: [f64; DIMENSIONS] =
+            std::array::from_fn(|r| (c[r] - bin.used[r]) as f64 * scale[r]);
+        let norm = room.iter().map(|x| x * x).sum::<f64>().sqrt();
+        if norm > 0.0 {
+            room.map(|x| x / norm)
+        } else {
+            [0.0; DIMENSIONS]
+        }
+    };
     let mut open: Vec<usize> = (from..bins.len()).collect();
+    let mut directions: Vec<[f64; DIMENSIONS]> =
+        open.iter().map(|&b| direction(&bins[b])).collect();
     let mut left = Vec::new();
     for pod in order {
-        let d = &ctx.demand[pod];
+        let d: [f64; DIMENSIONS] = std::array::from_fn(|r| ctx.demand[pod][r] as f64 * scale[r]);
         let mut best: Option<(f64, usize)> = None;
         for (slot, &b) in open.iter().enumerate() {
-            let bin = &bins[b];
-            let c = &ctx.capacity[bin.offering];
-            if !ctx.can_take(bin, pod) {
+            if !ctx.can_take(&bins[b], pod) {
                 continue;
             }
             // Cosine between the pod's demand and the node's room: the pod goes where its
             // shape matches what is left, whatever the node's size.
-            let (mut dot, mut room) = (0.0, 0.0);
-            for r in 0..DIMENSIONS {
-                let left = (c[r] - bin.used[r]) as f64 * scale[r];
-                dot += d[r] as f64 * scale[r] * left;
-                room += left * left;
-            }
-            let score = if room > 0.0 { dot / room.sqrt() } else { 0.0 };
+            let score: f64 = (0..DIMENSIONS).map(|r| d[r] * directions[slot][r]).sum();
             if best.is_none_or(|(s, _)| score > s) {
                 best = Some((score, slot));
             }
@@ -1006,6 +1442,9 @@ fn place_aligned(ctx: &Context<'_>, bins: &mut [Bin], pods: &[usize], from: usiz
         ctx.put(&mut bins[b], pod);
         if bins[b].used[PODS] >= ctx.capacity[bins[b].offering][PODS] {
             open.swap_remove(slot);
+            directions.swap_remove(slot);
+        } else {
+            directions[slot] = direction(&bins[b]);
         }
     }
     left
@@ -1415,5 +1854,119 @@ mod tests {
     fn empty_input_plans_nothing() {
         let packing = pack(&PlanInput::default());
         assert!(packing.bins.is_empty() && packing.unschedulable.is_empty());
+    }
+
+    fn context(input: &PlanInput) -> (Context<'_>, Vec<Class>) {
+        let price: Vec<f64> = input
+            .offerings
+            .iter()
+            .map(|o| input.policy.ranking_price(o))
+            .collect();
+        let ctx = Context {
+            input,
+            rules: Constraints::new(input),
+            capacity: input
+                .offerings
+                .iter()
+                .map(|o| input.policy.usable(o))
+                .collect(),
+            price,
+            demand: input.pods.iter().map(PodSpec::demand).collect(),
+        };
+        let (classes, unplaceable) = classify(&ctx, &vec![false; input.pods.len()]);
+        assert!(unplaceable.is_empty());
+        (ctx, classes)
+    }
+
+    fn on_demand(itype: &str, cpu_m: u64, mem_mib: u64, price: f64) -> Offering {
+        offering(itype, "a", CapacityType::OnDemand, cpu_m, mem_mib, price, 0)
+    }
+
+    #[test]
+    fn the_remainder_is_covered_by_the_cheapest_whole_nodes_of_two_types() {
+        let input = PlanInput {
+            pods: vec![pod("ns/p", 100, 100, false)],
+            offerings: vec![
+                on_demand("big", 8000, 16000, 0.8),
+                on_demand("small", 2000, 4000, 0.25),
+                on_demand("mem", 2000, 16000, 0.3),
+            ],
+            ..PlanInput::default()
+        };
+        let (ctx, _) = context(&input);
+        let types = [0, 1, 2];
+        let names = |nodes: Vec<(usize, u64)>| -> Vec<(String, u64)> {
+            nodes
+                .into_iter()
+                .map(|(o, n)| (input.offerings[o].instance_type.clone(), n))
+                .collect()
+        };
+        // Two big nodes cost 1.6, five small ones 1.25, a big and a memory node 1.1: a big and
+        // a small one hold 9000m and 20000 MiB for 1.05.
+        let nodes = cover(&ctx, &types, &[9000, 20000, 10, 0]).unwrap();
+        assert_eq!(names(nodes), [("big".into(), 1), ("small".into(), 1)]);
+        // Memory alone: one memory node.
+        let nodes = cover(&ctx, &types, &[1000, 15000, 1, 0]).unwrap();
+        assert_eq!(names(nodes), [("mem".into(), 1)]);
+        assert_eq!(cover(&ctx, &types, &[0; DIMENSIONS]), Some(Vec::new()));
+        // A GPU no type has.
+        assert_eq!(cover(&ctx, &types, &[100, 100, 1, 1]), None);
+    }
+
+    #[test]
+    fn priced_fills_place_every_pod_once_within_capacity() {
+        let input = PlanInput {
+            pods: synth::pods(3, 500),
+            offerings: offerings(),
+            policy: PlanPolicy {
+                max_interruption_band: 3,
+                ..PlanPolicy::default()
+            },
+            ..PlanInput::default()
+        };
+        let (ctx, classes) = context(&input);
+        let mut placed = vec![0; input.pods.len()];
+        for (index, class) in classes.iter().enumerate() {
+            for bin in priced_fills(&ctx, class, index, &class.pods) {
+                let mut used = [0; DIMENSIONS];
+                for &p in &bin.pods {
+                    placed[p] += 1;
+                    add(&mut used, &ctx.demand[p]);
+                }
+                assert_eq!(used, bin.used);
+                assert!(class.allowed_set[bin.offering]);
+                assert!(fits(&[0; DIMENSIONS], &used, &ctx.capacity[bin.offering]));
+            }
+        }
+        assert!(placed.iter().all(|&n| n == 1));
+    }
+
+    #[test]
+    fn a_node_short_of_cpu_and_one_short_of_memory_are_repacked_together() {
+        // Node A holds two cpu-heavy pods and wastes memory, node B two memory-heavy ones and
+        // wastes cpu: together they fit one larger node for less than the two.
+        let mut pods: Vec<PodSpec> = (0..2)
+            .map(|i| pod(&format!("ns/cpu{i}"), 2000, 500, false))
+            .collect();
+        pods.extend((0..2).map(|i| pod(&format!("ns/mem{i}"), 500, 2000, false)));
+        let input = PlanInput {
+            pods,
+            offerings: vec![
+                on_demand("x.large", 4000, 4000, 1.0),
+                on_demand("x.xlarge", 6000, 6000, 1.4),
+            ],
+            ..PlanInput::default()
+        };
+        let (ctx, classes) = context(&input);
+        let mut bins = vec![new_bin(0, 0), new_bin(0, 0)];
+        for p in 0..4 {
+            ctx.put(&mut bins[p / 2], p);
+        }
+        repack_complements(&ctx, &classes[0], 0, &mut bins);
+        assert_eq!(bins.len(), 1);
+        assert_eq!(input.offerings[bins[0].offering].instance_type, "x.xlarge");
+        let mut pods = bins[0].pods.clone();
+        pods.sort_unstable();
+        assert_eq!(pods, [0, 1, 2, 3]);
     }
 }
