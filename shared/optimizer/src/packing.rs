@@ -454,10 +454,14 @@ fn repack_complements(ctx: &Context<'_>, class: &Class, class_index: usize, bins
             key.sort_unstable();
             key
         };
-        let Some(subset) = subsets.into_iter().find(|s| !tried.contains(&key(s, bins))) else {
+        let Some((subset_key, subset)) = subsets
+            .into_iter()
+            .map(|s| (key(&s, bins), s))
+            .find(|(k, _)| !tried.contains(k))
+        else {
             break;
         };
-        tried.insert(key(&subset, bins));
+        tried.insert(subset_key);
         let pods: Vec<usize> = subset
             .iter()
             .flat_map(|&b| bins[b].pods.iter().copied())
@@ -492,7 +496,6 @@ fn share(demand: &Vector, capacity: &Vector) -> f64 {
         .fold(0.0, f64::max)
 }
 
-/// The cheapest of several packings of one class onto new nodes.
 /// Which packings `cheapest_packing` tries.
 #[derive(Clone, Copy, PartialEq)]
 enum Portfolio {
@@ -502,6 +505,7 @@ enum Portfolio {
     Light,
 }
 
+/// The cheapest of several packings of one class onto new nodes.
 fn cheapest_packing(
     ctx: &Context<'_>,
     class: &Class,
@@ -509,10 +513,7 @@ fn cheapest_packing(
     pods: &[usize],
     portfolio: Portfolio,
 ) -> Vec<Bin> {
-    let mut total = [0; DIMENSIONS];
-    for &p in pods {
-        add(&mut total, &ctx.demand[p]);
-    }
+    let total = total_demand(ctx, pods);
     // Single types ranked by what the class alone would cost on them, fluidly (the frontier
     // holds each type once, in its cheapest zone: spreading over zones comes later).
     let mut singles: Vec<(f64, usize)> = class
@@ -532,7 +533,7 @@ fn cheapest_packing(
         candidates.extend(segments(ctx, class, class_index, pods));
     }
     candidates.extend(pair_split(ctx, class, class_index, pods, &singles));
-    candidates.extend(whole_node_mixes(ctx, class, class_index, pods));
+    candidates.extend(whole_node_mixes(ctx, class, class_index, pods, &singles));
     // On a class's whole pods the patterns' first, fullest nodes can leave the classes packed
     // after it a worse fit (the demo cluster's plan cost 3% more with them); on a few nodes'
     // pods they often find the cheaper mix.
@@ -978,14 +979,12 @@ fn whole_node_mixes(
     class: &Class,
     class_index: usize,
     pods: &[usize],
+    singles: &[(f64, usize)],
 ) -> Vec<Vec<Bin>> {
     let Some(fluid) = solve_for(ctx, pods, &class.frontier) else {
         return Vec::new();
     };
-    let mut total = [0; DIMENSIONS];
-    for &p in pods {
-        add(&mut total, &ctx.demand[p]);
-    }
+    let total = total_demand(ctx, pods);
     let whole: Vec<(usize, u64)> = fluid
         .nodes
         .iter()
@@ -999,15 +998,9 @@ fn whole_node_mixes(
         fewer[i].1 -= 1;
         bases.push(fewer);
     }
-    // The remainder is covered from the types that hold the class for least on their own, and
-    // the fluid optimum's.
-    let mut shortlist: Vec<(f64, usize)> = class
-        .frontier
-        .iter()
-        .filter_map(|&o| fluid_alone(ctx, &total, o).map(|cost| (cost, o)))
-        .collect();
-    shortlist.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let mut shortlist: Vec<usize> = shortlist.iter().take(COVER_TYPES).map(|s| s.1).collect();
+    // The remainder is covered from the types that hold the class for least on their own
+    // (`singles`, cheapest first), and the fluid optimum's.
+    let mut shortlist: Vec<usize> = singles.iter().take(COVER_TYPES).map(|s| s.1).collect();
     shortlist.extend(whole.iter().map(|w| w.0));
     shortlist.sort_unstable();
     shortlist.dedup();
@@ -1032,11 +1025,7 @@ fn whole_node_mixes(
             let Some(rest_nodes) = cover(ctx, &shortlist, &rest) else {
                 continue;
             };
-            let mut bins: Vec<Bin> = base
-                .iter()
-                .chain(&rest_nodes)
-                .flat_map(|&(o, count)| (0..count).map(move |_| new_bin(o, class_index)))
-                .collect();
+            let mut bins = open_nodes(base.iter().chain(&rest_nodes), class_index);
             let mut left = match placement {
                 Placement::Aligned => place_aligned(ctx, &mut bins, pods, 0),
                 Placement::ByShape => place_by_shape(ctx, &mut bins, pods),
@@ -1046,18 +1035,11 @@ fn whole_node_mixes(
                 if left.is_empty() {
                     break;
                 }
-                let mut need = [0; DIMENSIONS];
-                for &p in &left {
-                    add(&mut need, &ctx.demand[p]);
-                }
-                let Some(more) = cover(ctx, &shortlist, &need) else {
+                let Some(more) = cover(ctx, &shortlist, &total_demand(ctx, &left)) else {
                     break;
                 };
                 let from = bins.len();
-                bins.extend(
-                    more.iter()
-                        .flat_map(|&(o, count)| (0..count).map(move |_| new_bin(o, class_index))),
-                );
+                bins.extend(open_nodes(&more, class_index));
                 left = place_aligned(ctx, &mut bins, &left, from);
             }
             bins.retain(|b| !b.pods.is_empty());
@@ -1071,6 +1053,17 @@ fn whole_node_mixes(
         }
     }
     packings
+}
+
+/// Empty nodes, `count` of each `(offering, count)`.
+fn open_nodes<'a>(
+    nodes: impl IntoIterator<Item = &'a (usize, u64)>,
+    class_index: usize,
+) -> Vec<Bin> {
+    nodes
+        .into_iter()
+        .flat_map(|&(o, count)| (0..count).map(move |_| new_bin(o, class_index)))
+        .collect()
 }
 
 /// How pods go onto a whole-node mix.
@@ -1169,10 +1162,7 @@ fn fluid_alone(ctx: &Context<'_>, demand: &Vector, offering: usize) -> Option<f6
 
 /// The frontier offering that holds the pods alone for the least, fluidly.
 fn cheapest_single(ctx: &Context<'_>, class: &Class, pods: &[usize]) -> Option<usize> {
-    let mut total = [0; DIMENSIONS];
-    for &p in pods {
-        add(&mut total, &ctx.demand[p]);
-    }
+    let total = total_demand(ctx, pods);
     class
         .frontier
         .iter()
@@ -1379,11 +1369,17 @@ fn split_by_shape(
     bins
 }
 
-fn solve_for(ctx: &Context<'_>, pods: &[usize], columns: &[usize]) -> Option<lp::FluidSolution> {
+/// What the pods request together.
+fn total_demand(ctx: &Context<'_>, pods: &[usize]) -> Vector {
     let mut total = [0; DIMENSIONS];
     for &p in pods {
         add(&mut total, &ctx.demand[p]);
     }
+    total
+}
+
+fn solve_for(ctx: &Context<'_>, pods: &[usize], columns: &[usize]) -> Option<lp::FluidSolution> {
+    let total = total_demand(ctx, pods);
     let columns: Vec<(Vector, f64)> = columns
         .iter()
         .map(|&o| (ctx.capacity[o], ctx.price[o]))
@@ -1398,10 +1394,7 @@ fn place_aligned(ctx: &Context<'_>, bins: &mut [Bin], pods: &[usize], from: usiz
     let mut order = pods.to_vec();
     order.sort_by(|&a, &b| size_key(&ctx.demand[b]).cmp(&size_key(&ctx.demand[a])));
     // Shapes compare on one scale for every node size: each resource over the pods' total.
-    let mut total = [0; DIMENSIONS];
-    for &p in pods {
-        add(&mut total, &ctx.demand[p]);
-    }
+    let total = total_demand(ctx, pods);
     let scale: [f64; DIMENSIONS] = std::array::from_fn(|r| {
         if total[r] == 0 {
             0.0
