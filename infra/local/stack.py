@@ -74,6 +74,7 @@ class Stack:
         self.kms = session.client("kms", endpoint_url=endpoint)
         self.s3 = session.client("s3", endpoint_url=endpoint)
         self.events = session.client("events", endpoint_url=endpoint)
+        self.cognito = session.client("cognito-idp", endpoint_url=endpoint)
         self.refs = {"AWS::Region": REGION, "AWS::AccountId": "123456789012", "AWS::URLSuffix": "amazonaws.com"}
         self.arns = {}
         self.names = {}
@@ -102,6 +103,25 @@ class Stack:
             self.refs[logical] = name
             self.names[logical] = name
             self.arns[logical] = f"arn:aws:dynamodb:{REGION}:123456789012:table/{name}"
+        for logical, props in self.of_type("AWS::Cognito::UserPool"):
+            args = {k: props[k] for k in ("UsernameAttributes", "AutoVerifiedAttributes", "AdminCreateUserConfig",
+                                          "MfaConfiguration", "Policies") if k in props}
+            schema = [{**attribute, "StringAttributeConstraints": attribute.get("StringAttributeConstraints", {})}
+                      for attribute in props.get("Schema", [])]
+            pool = self.cognito.create_user_pool(PoolName=f"{STACK}-{logical}", Schema=schema, **args)["UserPool"]
+            self.refs[logical] = pool["Id"]
+            self.names[logical] = pool["Id"]
+            self.arns[logical] = pool["Arn"]
+        for logical, props in self.of_type("AWS::Cognito::UserPoolClient"):
+            args = {k: props[k] for k in ("ExplicitAuthFlows", "ReadAttributes", "WriteAttributes") if k in props}
+            client = self.cognito.create_user_pool_client(
+                UserPoolId=self.resolve(props["UserPoolId"]), ClientName=props["ClientName"], GenerateSecret=False, **args
+            )["UserPoolClient"]
+            self.refs[logical] = client["ClientId"]
+            self.names[logical] = client["ClientId"]
+        for logical, props in self.of_type("AWS::Cognito::UserPoolGroup"):
+            self.cognito.create_group(UserPoolId=self.resolve(props["UserPoolId"]), GroupName=props["GroupName"],
+                                      Description=props.get("Description", ""), Precedence=props.get("Precedence", 0))
         for logical, props in self.of_type("AWS::S3::Bucket"):
             name = f"{STACK}-{logical}".lower()
             self.s3.create_bucket(Bucket=name)
@@ -230,6 +250,10 @@ class Stack:
             variables = dict(globals_env)
             variables.update(props.get("Environment", {}).get("Variables", {}))
             env = {k: str(self.resolve(v)) for k, v in variables.items()}
+            if "COGNITO_USER_POOL_ID" in env:
+                # The local stack serves the pool's keys at its own address; tokens still name
+                # the AWS issuer.
+                env["COGNITO_JWKS_URL"] = f"{self.endpoint}/{env['COGNITO_USER_POOL_ID']}/.well-known/jwks.json"
             result[logical] = {"binary": binary, "env": env}
         return result
 

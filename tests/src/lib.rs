@@ -5,6 +5,7 @@
 //! [`LocalStack`] is dropped, and also when the test process dies, because it exits as soon as
 //! its standard input (held by this process) closes.
 
+pub mod browser;
 pub mod karpenter;
 pub mod kube;
 pub mod receiver;

@@ -113,6 +113,32 @@ pub async fn heartbeat(
         now,
     )
     .await?;
+    // The history the public status page's uptime is drawn from: one write when the agent first
+    // reports and one per silence, nothing per heartbeat.
+    match &previous {
+        None => {
+            spotwise_store::agents::record_first_report(
+                &state.store,
+                &caller.tenant,
+                &cluster,
+                now,
+            )
+            .await?;
+        }
+        Some(p)
+            if p.offline_since.is_some() || now - p.last_heartbeat_at > SILENCE_BEFORE_ONLINE =>
+        {
+            spotwise_store::agents::record_silence(
+                &state.store,
+                &caller.tenant,
+                &cluster,
+                p.last_heartbeat_at,
+                now,
+            )
+            .await?;
+        }
+        Some(_) => {}
+    }
     for rejection in &beat.rejected {
         record_event(
             &state,

@@ -126,13 +126,22 @@ pub async fn bootstrap(
     Ok(issued)
 }
 
-/// The caller of a request, from its key.
+/// What the caller presented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credential {
+    ApiKey,
+    /// A person's ID token; `key_id` is then `user:<sub>` and `key_name` their email.
+    Person,
+}
+
+/// The caller of a request, from its key or token.
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub tenant: TenantId,
     pub key_id: String,
     pub key_name: String,
     pub principal: Principal,
+    pub credential: Credential,
 }
 
 impl Caller {
@@ -141,7 +150,7 @@ impl Caller {
         match &self.principal {
             Principal::User { role: held } if held.allows(role) => Ok(()),
             Principal::User { role: held } => Err(ApiError::forbidden(format!(
-                "this needs the {role:?} role; the key has {held:?}"
+                "this needs the {role:?} role; the caller has {held:?}"
             ))),
             Principal::Agent { .. } => Err(ApiError::forbidden(
                 "agent keys may only use the agent routes",
@@ -159,7 +168,10 @@ impl Caller {
 
     /// How the audit log names the caller.
     pub fn actor(&self) -> String {
-        format!("key:{} ({})", self.key_id, self.key_name)
+        match self.credential {
+            Credential::Person => format!("user:{}", self.key_name),
+            Credential::ApiKey => format!("key:{} ({})", self.key_id, self.key_name),
+        }
     }
 }
 
@@ -183,8 +195,13 @@ impl FromRequestParts<AppState> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let presented = presented_key(parts).ok_or_else(|| {
-            ApiError::unauthorized("an API key is required (Authorization: Bearer swk_...)")
+            ApiError::unauthorized(
+                "an API key or ID token is required (Authorization: Bearer swk_... or a JWT)",
+            )
         })?;
+        if !presented.starts_with(KEY_SCHEME) && presented.matches('.').count() == 2 {
+            return person(presented, state).await;
+        }
         let invalid = || ApiError::unauthorized("the API key is not valid");
         let prefix = presented
             .strip_prefix(KEY_SCHEME)
@@ -227,8 +244,33 @@ impl FromRequestParts<AppState> for Caller {
             key_id: stored.id,
             key_name: stored.name,
             principal: stored.principal,
+            credential: Credential::ApiKey,
         })
     }
+}
+
+/// The caller of a request with an ID token: the person's tenant, and the role their user
+/// record holds now.
+async fn person(token: &str, state: &AppState) -> Result<Caller, ApiError> {
+    let person = state
+        .identity
+        .verifier
+        .verify(token, OffsetDateTime::now_utc())
+        .await?;
+    let user = crate::users::current_user(state, &person.sub, &person.tenant).await?;
+    let id = format!("user:{}", user.id);
+    if let Err(wait) = state.limiter.check(&id) {
+        return Err(ApiError::rate_limited(
+            wait.as_secs_f64().ceil().max(1.0) as u64
+        ));
+    }
+    Ok(Caller {
+        tenant: user.tenant_id,
+        key_id: id,
+        key_name: user.email,
+        principal: Principal::User { role: user.role },
+        credential: Credential::Person,
+    })
 }
 
 /// Key records for a short time after they are read, so a busy key (an agent's heartbeats and

@@ -236,3 +236,24 @@ pub async fn report(
         .map(|item| Json(item.body))
         .ok_or_else(|| ApiError::not_found(format!("savings report {month}")))
 }
+
+/// A month's savings realised by the cluster's rollouts: their sum in the newest of its last
+/// 12 savings reports that has any.
+pub async fn latest_rollout_savings(
+    store: &spotwise_store::Store,
+    tenant: &spotwise_core::TenantId,
+    cluster: &spotwise_core::ClusterId,
+) -> Result<rust_decimal::Decimal, spotwise_store::StoreError> {
+    let query = Query::partition(keys::tenant_partition(tenant))
+        .prefix(keys::savings_reports_prefix(cluster))
+        .newest_first()
+        .limit(12);
+    Ok(store
+        .query::<MonthlyReport>(&query)
+        .await?
+        .items
+        .into_iter()
+        .find(|r| !r.body.rollouts.is_empty())
+        .map(|r| r.body.rollouts.iter().map(|p| p.monthly_saving).sum())
+        .unwrap_or_default())
+}

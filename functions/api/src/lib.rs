@@ -6,16 +6,20 @@ pub mod agent;
 pub mod audit;
 pub mod auth;
 pub mod clusters;
+pub mod console;
 pub mod costs;
 pub mod error;
+pub mod identity;
 pub mod install;
 pub mod paging;
 pub mod pods;
 pub mod rightsizing;
 pub mod schedules;
+pub mod status;
 pub mod suppression;
 pub mod templates;
 pub mod tenant;
+pub mod users;
 pub mod versioning;
 pub mod webhooks;
 
@@ -69,6 +73,8 @@ pub struct Config {
     /// The event bus linked accounts forward interruption events to: its name and ARN.
     pub interruption_event_bus: String,
     pub interruption_event_bus_arn: String,
+    /// The user pool people sign in with.
+    pub identity: identity::IdentityConfig,
 }
 
 impl Config {
@@ -86,6 +92,7 @@ impl Config {
             snapshot_bucket: env.required("SNAPSHOT_BUCKET")?,
             interruption_event_bus: env.required("INTERRUPTION_EVENT_BUS")?,
             interruption_event_bus_arn: env.required("INTERRUPTION_EVENT_BUS_ARN")?,
+            identity: identity::IdentityConfig::from_env(env)?,
         })
     }
 }
@@ -108,6 +115,13 @@ pub struct AppState {
     pub interruption_bus: Arc<InterruptionBus>,
     /// The time the agent routes go by.
     pub clock: Clock,
+    pub identity: Arc<Identity>,
+}
+
+/// Signing people in, and checking the tokens they then present.
+pub struct Identity {
+    pub verifier: identity::TokenVerifier,
+    pub directory: identity::Directory,
 }
 
 /// The system clock, or one its holder sets: the cost model replays a day of agent reports in
@@ -156,6 +170,13 @@ impl AppState {
                 &config.interruption_event_bus_arn,
             )),
             clock: Clock::default(),
+            identity: Arc::new(Identity {
+                verifier: identity::TokenVerifier::new(&config.identity, reqwest::Client::new()),
+                directory: identity::Directory::new(
+                    aws_sdk_cognitoidentityprovider::Client::new(sdk),
+                    &config.identity,
+                ),
+            }),
             sqs,
             cross_account: Arc::new(CrossAccount::new(sdk.clone(), "spotwise-api")),
             stage: config.common.stage.clone(),
@@ -176,7 +197,8 @@ impl AppState {
 #[openapi(info(
     title = "Spotwise API",
     description = "Spot capacity for EKS: tenants, keys, notifications and the audit log. \
-            Authenticate with `Authorization: Bearer swk_...`. Errors are `{\"error\": {\"code\", \"message\", \"field\"}}`; \
+            Authenticate with `Authorization: Bearer swk_...` (an API key), or with a person's Cognito ID token \
+            from `POST /v1/session`. Errors are `{\"error\": {\"code\", \"message\", \"field\"}}`; \
             lists are paginated with `limit` and `cursor`.",
     version = "1"
 ))]
@@ -314,6 +336,13 @@ fn documented_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health))
         .routes(routes!(tenant::get))
+        .routes(routes!(status::settings, status::put_settings))
+        .routes(routes!(status::public))
+        .routes(routes!(users::sign_in))
+        .routes(routes!(users::answer_challenge))
+        .routes(routes!(users::me))
+        .routes(routes!(users::list, users::invite))
+        .routes(routes!(users::change_role, users::remove))
         .routes(routes!(tenant::list_keys, tenant::create_key))
         .routes(routes!(tenant::revoke_key))
         .routes(routes!(webhooks::list, webhooks::create))
@@ -388,11 +417,27 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(audit::export))
 }
 
+/// The API, and the console that is its client.
 pub fn app(state: AppState) -> Router {
+    let secure_cookies = !state.target_policy.dev_mode;
+    let api = api(state);
+    console::router(api.clone(), secure_cookies)
+        .route(
+            "/",
+            get(|| async { axum::response::Redirect::to("/console") }),
+        )
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .merge(api)
+}
+
+fn api(state: AppState) -> Router {
     let (documented, mut document) = documented_routes().split_for_parts();
     // The common answers go on once every route's operation is in the document.
     utoipa::Modify::modify(&ApiKeyScheme, &mut document);
     open_flattened_settings(&mut document);
+    let reference = Html(console::reference::render(
+        &serde_json::to_value(&document).unwrap_or_default(),
+    ));
     let document = Arc::new(document);
     documented
         .route(
@@ -402,21 +447,11 @@ pub fn app(state: AppState) -> Router {
                 async move { Json(document) }
             }),
         )
-        .route("/v1/docs", get(docs))
+        .route("/v1/docs", get(move || async move { reference.clone() }))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
-}
-
-/// A page that renders the OpenAPI document (Redoc, loaded from its CDN).
-async fn docs() -> Html<&'static str> {
-    Html(concat!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Spotwise API</title></head><body>",
-        "<redoc spec-url=\"/v1/openapi.json\"></redoc>",
-        "<script src=\"https://cdn.redoc.ly/redoc/latest/bundles/redoc.standalone.js\"></script>",
-        "</body></html>"
-    ))
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

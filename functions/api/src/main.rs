@@ -1,7 +1,8 @@
 //! The API binary: under Lambda it serves API Gateway events through lambda_http; locally
 //! `api serve [--addr 127.0.0.1:8080]` runs the same Router as an HTTP server, and
 //! `api invoke --event FILE` sends one API Gateway event through it, and
-//! `api bootstrap --tenant ID --name NAME` creates a tenant and prints its first admin key.
+//! `api bootstrap --tenant ID --name NAME [--admin-email EMAIL]` creates a tenant and prints its
+//! first admin key, and with an email its first admin user and their temporary password.
 
 use std::net::SocketAddr;
 
@@ -31,18 +32,17 @@ async fn main() -> anyhow::Result<()> {
         ["serve"] => serve(app, "127.0.0.1:8080").await,
         ["serve", "--addr", addr] => serve(app, addr).await,
         ["bootstrap", "--tenant", tenant, "--name", name] => {
-            let tenant = spotwise_core::TenantId::new(*tenant)?;
-            let issued =
-                api::auth::bootstrap(&state.store, &tenant, name, time::OffsetDateTime::now_utc())
-                    .await
-                    .with_context(|| format!("creating tenant {tenant} "))?;
-            println!(
-                "{}",
-                serde_json::json!({"tenant": tenant, "key_id": issued.key.id, "admin_key": issued.secret,
-                    "note": "the key is shown once; store it in a secret manager"})
-            );
-            Ok(())
+            bootstrap(&state, tenant, name, None).await
         }
+        [
+            "bootstrap",
+            "--tenant",
+            tenant,
+            "--name",
+            name,
+            "--admin-email",
+            email,
+        ] => bootstrap(&state, tenant, name, Some(email)).await,
         ["invoke", "--event", path] => {
             let raw = std::fs::read_to_string(path)
                 .with_context(|| format!("reading event file {path}"))?;
@@ -52,9 +52,40 @@ async fn main() -> anyhow::Result<()> {
         }
         other => bail!(
             "unexpected arguments {other:?}\nusage: api serve [--addr HOST:PORT] | api invoke --event FILE | \
-             api bootstrap --tenant ID --name NAME (under Lambda no arguments are needed)"
+             api bootstrap --tenant ID --name NAME [--admin-email EMAIL] (under Lambda no arguments are needed)"
         ),
     }
+}
+
+async fn bootstrap(
+    state: &api::AppState,
+    tenant: &str,
+    name: &str,
+    admin_email: Option<&str>,
+) -> anyhow::Result<()> {
+    let tenant = spotwise_core::TenantId::new(tenant)?;
+    let issued = api::auth::bootstrap(&state.store, &tenant, name, time::OffsetDateTime::now_utc())
+        .await
+        .with_context(|| format!("creating tenant {tenant}"))?;
+    let mut printed = serde_json::json!({"tenant": tenant, "key_id": issued.key.id, "admin_key": issued.secret,
+        "note": "the key and password are shown once; store the key in a secret manager"});
+    if let Some(email) = admin_email {
+        let password = api::users::temporary_password();
+        let user = api::users::add_person(
+            state,
+            &tenant,
+            email,
+            spotwise_core::domain::Role::Admin,
+            &password,
+            "cli:bootstrap",
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("creating the admin user {email}: {e:?}"))?;
+        printed["admin_user"] = serde_json::json!({"email": user.email, "temporary_password": password,
+            "note": "the first sign-in asks for a new password"});
+    }
+    println!("{printed}");
+    Ok(())
 }
 
 async fn serve(app: axum::Router, addr: &str) -> anyhow::Result<()> {

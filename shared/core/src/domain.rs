@@ -49,6 +49,53 @@ pub enum Principal {
     Agent { cluster_id: ClusterId },
 }
 
+/// A person in a tenant, who signs in with the user pool. `id` is the pool's `sub`; the role
+/// here, not the token's groups, is what the API enforces, so changes apply at once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct User {
+    pub id: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub tenant_id: TenantId,
+    pub email: String,
+    pub role: Role,
+    /// Who invited the user, as the audit log names them.
+    pub invited_by: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub removed_at: Option<OffsetDateTime>,
+}
+
+/// A tenant's public status page, once an admin opted in. It is found by `id`, random and
+/// unguessable, never by the tenant's id, and shows only agent health, uptime and savings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusPage {
+    pub id: String,
+    pub tenant_id: TenantId,
+    #[serde(with = "time::serde::rfc3339")]
+    pub enabled_at: OffsetDateTime,
+}
+
+/// An interval in which a cluster's agent did not report, from its last heartbeat before the
+/// silence to the first after it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentSilence {
+    pub cluster_id: ClusterId,
+    #[serde(with = "time::serde::rfc3339")]
+    pub from: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub to: OffsetDateTime,
+}
+
+/// When a cluster's agent first reported: uptime counts from here.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentMonitored {
+    pub cluster_id: ClusterId,
+    #[serde(with = "time::serde::rfc3339")]
+    pub since: OffsetDateTime,
+}
+
 /// A stored API key: only the SHA-256 of the secret is kept; the prefix identifies it in lists.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ApiKey {

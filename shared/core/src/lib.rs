@@ -16,6 +16,7 @@ pub mod rightsizing;
 pub mod snapshot;
 pub mod snapshot_codec;
 pub mod telemetry;
+pub mod uptime;
 
 pub use error::{Classify, Disposition};
 

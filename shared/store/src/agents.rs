@@ -5,7 +5,7 @@
 //! window ([`WINDOW`]) moves: once per five minutes instead of every 30 seconds.
 
 use serde::{Deserialize, Serialize};
-use spotwise_core::domain::AgentStatus;
+use spotwise_core::domain::{AgentMonitored, AgentSilence, AgentStatus};
 use spotwise_core::{ClusterId, TenantId};
 use time::OffsetDateTime;
 
@@ -139,6 +139,74 @@ pub async fn declare_offline(
         .delete_if(&liveness_key, "window", &entry.window)
         .await?;
     Ok(Some(item.body.status))
+}
+
+/// How long silences are kept: the status page shows 90 days.
+const SILENCE_RETENTION: time::Duration = time::Duration::days(100);
+
+/// Records that the agent was silent from `from` (its last heartbeat) to `to` (the next).
+pub async fn record_silence(
+    store: &Store,
+    tenant: &TenantId,
+    cluster: &ClusterId,
+    from: OffsetDateTime,
+    to: OffsetDateTime,
+) -> Result<(), StoreError> {
+    let silence = AgentSilence {
+        cluster_id: cluster.clone(),
+        from,
+        to,
+    };
+    let item = Item::new(
+        keys::agent_silence(tenant, cluster, &spotwise_core::rfc3339(from)),
+        silence,
+    )
+    .expiring_at(to + SILENCE_RETENTION);
+    store.put(&item, PutCondition::Always).await
+}
+
+/// Records the agent's first report, once.
+pub async fn record_first_report(
+    store: &Store,
+    tenant: &TenantId,
+    cluster: &ClusterId,
+    at: OffsetDateTime,
+) -> Result<(), StoreError> {
+    let item = Item::new(
+        keys::agent_monitored(tenant, cluster),
+        AgentMonitored {
+            cluster_id: cluster.clone(),
+            since: at,
+        },
+    );
+    match store.put(&item, PutCondition::IfAbsent).await {
+        Ok(()) | Err(StoreError::AlreadyExists { .. }) => Ok(()),
+        Err(err) => Err(err),
+    }
+}
+
+/// The agent's first report and its silences that ended after `since`.
+pub async fn history(
+    store: &Store,
+    tenant: &TenantId,
+    cluster: &ClusterId,
+    since: OffsetDateTime,
+) -> Result<(Option<OffsetDateTime>, Vec<AgentSilence>), StoreError> {
+    let query = Query::partition(keys::tenant_partition(tenant))
+        .prefix(keys::agent_silences_prefix(cluster));
+    let monitored = keys::agent_monitored(tenant, cluster);
+    let (first, silences) = tokio::try_join!(
+        store.get::<AgentMonitored>(&monitored),
+        store.query_all::<AgentSilence>(&query),
+    )?;
+    Ok((
+        first.map(|f| f.body.since),
+        silences
+            .into_iter()
+            .map(|item| item.body)
+            .filter(|s| s.to > since)
+            .collect(),
+    ))
 }
 
 #[cfg(test)]

@@ -494,6 +494,52 @@ pub fn run(tenant: &TenantId, schedule: &str, run_id: &str) -> Key {
 }
 
 /// An API key, found by the prefix every key starts with: authentication needs no tenant.
+/// A silence of a cluster's agent, by when it began.
+pub fn agent_silence(tenant: &TenantId, cluster: &ClusterId, from: &str) -> Key {
+    Key::new(
+        tenant_partition(tenant),
+        format!("{}{cluster}#{from}", prefix::AGENT_SILENCE),
+    )
+}
+
+pub fn agent_silences_prefix(cluster: &ClusterId) -> String {
+    format!("{}{cluster}#", prefix::AGENT_SILENCE)
+}
+
+pub fn agent_monitored(tenant: &TenantId, cluster: &ClusterId) -> Key {
+    Key::new(
+        tenant_partition(tenant),
+        format!("{}{cluster}", prefix::AGENT_MONITORED),
+    )
+}
+
+/// The tenant's status page settings.
+pub fn status_page_of(tenant: &TenantId) -> Key {
+    Key::new(tenant_partition(tenant), "STATUS_PAGE")
+}
+
+/// A public status page, by its random id.
+pub fn status_page(id: &str) -> Key {
+    Key::new(format!("STATUSPAGE#{id}"), "PAGE")
+}
+
+/// A console user, by the user pool's `sub`: found from a token without knowing the tenant.
+pub fn user(sub: &str) -> Key {
+    Key::new(format!("USER#{sub}"), "USER")
+}
+
+/// The GSI1 partition listing one tenant's users, by email.
+pub fn users_partition(tenant: &TenantId) -> String {
+    format!("USERS#T#{tenant}")
+}
+
+pub fn users_index(tenant: &TenantId, email: &str) -> Gsi1Key {
+    Gsi1Key {
+        gsi1pk: users_partition(tenant),
+        gsi1sk: email.to_owned(),
+    }
+}
+
 pub fn api_key(prefix: &str) -> Key {
     Key::new(format!("APIKEY#{prefix}"), "KEY")
 }
@@ -682,6 +728,8 @@ pub mod prefix {
     pub const SCHEDULE: &str = "SCHEDULE#";
     pub const RUN: &str = "RUN#";
     pub const AGENT_STATUS: &str = "AGENT#";
+    pub const AGENT_SILENCE: &str = "SILENT#";
+    pub const AGENT_MONITORED: &str = "MONITORED#";
     pub const CLUSTER_EVENT: &str = "EVENT#";
     pub const NOTIFICATION: &str = "NOTIFICATION#";
     pub const WEBHOOK: &str = "WEBHOOK#";
@@ -766,6 +814,8 @@ mod tests {
                     prefix::SCHEDULE,
                     prefix::RUN,
                     prefix::AGENT_STATUS,
+                    prefix::AGENT_SILENCE,
+                    prefix::AGENT_MONITORED,
                     prefix::CLUSTER_EVENT,
                     prefix::NOTIFICATION,
                     prefix::WEBHOOK,
@@ -777,7 +827,7 @@ mod tests {
                     prefix::RESIZE_CHANGE,
                     prefix::RESIZE_STATE,
                 ],
-                vec![tenant(&t), external_id(&t)],
+                vec![tenant(&t), external_id(&t), status_page_of(&t)],
             ),
             (
                 "cluster",

@@ -862,17 +862,60 @@ pub async fn run_karpenter(stack: &LocalStack) -> anyhow::Result<(Report, Rig)> 
     Ok((report, rig))
 }
 
+/// An admin of the demo tenant, signed in once: the URL that opens the console signed in as
+/// them (the local stack's dev mode only), their email and password.
+pub async fn demo_console(rig: &Rig) -> anyhow::Result<(String, String, String)> {
+    let email = "demo@acme.example";
+    let temporary = api::users::temporary_password();
+    api::users::add_person(
+        rig.server.state(),
+        &rig.tenant,
+        email,
+        spotwise_core::domain::Role::Admin,
+        &temporary,
+        "spotwise-demo",
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("adding the demo's admin: {e:?}"))?;
+    let anonymous = rig.server.client(String::new());
+    let first = anonymous
+        .post(
+            "/v1/session",
+            json!({"username": email, "password": temporary}),
+        )
+        .await?;
+    let password = api::users::temporary_password();
+    let signed = anonymous
+        .post(
+            "/v1/session/challenge",
+            json!({"username": email, "session": first["session"], "new_password": password}),
+        )
+        .await?;
+    let token = signed["id_token"].as_str().context("no ID token")?;
+    Ok((
+        format!("{}/console/session?token={token}", rig.server.base()),
+        email.to_owned(),
+        password,
+    ))
+}
+
 /// The whole flow; what each step produced.
 pub async fn run(stack: &LocalStack) -> anyhow::Result<Report> {
+    Ok(run_steps(stack, true).await?.0)
+}
+
+/// [`run`], keeping the rig (its API server, agent and simulated cluster) for what comes next:
+/// the console's browser tests and `spotwise-demo --console`.
+pub async fn run_kept(stack: &LocalStack) -> anyhow::Result<(Report, Rig)> {
     run_steps(stack, true).await
 }
 
 /// The whole flow but right-sizing, for tests about the other steps' state.
 pub async fn run_without_right_sizing(stack: &LocalStack) -> anyhow::Result<Report> {
-    run_steps(stack, false).await
+    Ok(run_steps(stack, false).await?.0)
 }
 
-async fn run_steps(stack: &LocalStack, right_sizing: bool) -> anyhow::Result<Report> {
+async fn run_steps(stack: &LocalStack, right_sizing: bool) -> anyhow::Result<(Report, Rig)> {
     let mut report = Report::default();
     let mut rig = setup(stack, &mut report).await?;
     let cluster = rig.cluster.clone();
@@ -1096,7 +1139,7 @@ async fn run_steps(stack: &LocalStack, right_sizing: bool) -> anyhow::Result<Rep
         }
     }
     report.step("notifications delivered", started);
-    Ok(report)
+    Ok((report, rig))
 }
 
 fn decimal(value: &Value) -> f64 {

@@ -1,6 +1,7 @@
 //! `spotwise-demo`: the whole flow on a fresh local stack, a summary on stdout and an HTML
 //! report (`--report`, default `target/spotwise-demo.html`); `--karpenter` runs the rollout on
-//! the same cluster run by Karpenter instead.
+//! the same cluster run by Karpenter instead; `--console` then keeps the API and the web console
+//! running on the demo's data and prints a URL that opens it signed in, until Ctrl-C.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -16,13 +17,15 @@ async fn main() -> anyhow::Result<()> {
     let mut out = spotwise_testkit::repo_root().join("target/spotwise-demo.html");
     let mut json = false;
     let mut karpenter = false;
+    let mut console = false;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--report" => out = PathBuf::from(args.next().context("--report needs a path")?),
             "--json" => json = true,
             "--karpenter" => karpenter = true,
+            "--console" => console = true,
             other => anyhow::bail!(
-                "unknown argument {other:?} (usage: spotwise-demo [--json] [--karpenter] [--report FILE])"
+                "unknown argument {other:?} (usage: spotwise-demo [--json] [--karpenter] [--console] [--report FILE])"
             ),
         }
     }
@@ -52,7 +55,7 @@ async fn main() -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let report = spotwise_flow::run(&stack).await?;
+    let (report, rig) = spotwise_flow::run_kept(&stack).await?;
     let total = started.elapsed();
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir)?;
@@ -154,6 +157,16 @@ async fn main() -> anyhow::Result<()> {
         out.display(),
         total.as_secs_f64()
     );
+    if console {
+        let (url, email, password) = spotwise_flow::demo_console(&rig).await?;
+        println!("\nThe console, on the demo's data (Ctrl-C stops it):");
+        println!("  {url}");
+        println!(
+            "  or sign in at {}/console as {email} with {password}",
+            rig.server.base()
+        );
+        tokio::signal::ctrl_c().await?;
+    }
     Ok(())
 }
 

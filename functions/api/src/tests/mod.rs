@@ -33,7 +33,9 @@ mod recommendations;
 mod requests;
 mod rightsizing;
 mod schedules;
+mod status_page;
 mod tenancy;
+mod users;
 mod webhooks;
 
 struct Api {

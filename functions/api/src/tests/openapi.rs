@@ -18,7 +18,7 @@ async fn the_openapi_document_describes_every_route() {
         .collect();
     // Routes and operations come from one list, so every documented operation must be routed:
     // asked without a key, each answers for itself, never with the router's fallbacks.
-    assert_eq!(paths.len(), 56, "{paths:?}");
+    assert_eq!(paths.len(), 63, "{paths:?}");
     for (path, item) in doc.body["paths"].as_object().unwrap() {
         let concrete = path
             .split('/')
@@ -50,5 +50,10 @@ async fn the_openapi_document_describes_every_route() {
         );
     }
     let docs = api.send(Method::GET, "/v1/docs", None, None, &[]).await;
-    assert!(docs.body.as_str().unwrap().contains("/v1/openapi.json"));
+    let page = docs.body.as_str().unwrap();
+    assert!(page.contains("/v1/openapi.json") && page.contains("POST /v1/keys"));
+    assert!(
+        !page.contains("<script") && !page.contains("href=\"http") && !page.contains("src="),
+        "the reference loads nothing from elsewhere"
+    );
 }
