@@ -424,6 +424,53 @@ async fn walk_through_the_console() {
     assert_eq!(policy["excluded_namespaces"], json!(["kube-system"]));
     browser.screenshot("12c-policy").await.unwrap();
 
+    // A node template: plans may use only arm64 spot nodes of two families, labelled for batch.
+    browser
+        .goto(&format!("{cluster_page}/node-templates"))
+        .await
+        .unwrap();
+    browser.fill("#template-name", "batch").await.unwrap();
+    browser
+        .fill("#instance_families", "m7g, c7g")
+        .await
+        .unwrap();
+    browser
+        .click("input[name=\"capacity_types\"][value=\"on-demand\"]")
+        .await
+        .unwrap();
+    browser
+        .click("input[name=\"architectures\"][value=\"x86_64\"]")
+        .await
+        .unwrap();
+    browser.fill("#labels", "workload=batch").await.unwrap();
+    browser.submit("#add-template").await.unwrap();
+    assert!(
+        browser
+            .text("#templates")
+            .await
+            .unwrap()
+            .contains("m7g, c7g")
+    );
+    let templates = rig
+        .api
+        .get(&format!("/v1/clusters/{cluster}/node-templates"))
+        .await
+        .unwrap();
+    let batch = &templates["items"][0];
+    assert_eq!(
+        (
+            &batch["capacity_types"],
+            &batch["architectures"],
+            &batch["labels"]
+        ),
+        (
+            &json!(["spot"]),
+            &json!(["arm64"]),
+            &json!({"workload": "batch"})
+        )
+    );
+    browser.screenshot("12d-node-templates").await.unwrap();
+
     // A silence of savings reports.
     browser
         .goto(&format!("{base}/console/suppression"))
@@ -439,7 +486,7 @@ async fn walk_through_the_console() {
             .unwrap()
             .contains("event_type equal savings_report")
     );
-    browser.screenshot("12d-silences").await.unwrap();
+    browser.screenshot("12e-silences").await.unwrap();
 
     // Linked accounts, and the templates to deploy in a new one.
     browser
@@ -463,7 +510,7 @@ async fn walk_through_the_console() {
         .await
         .unwrap();
     assert!(template.as_str().unwrap().contains("ExternalId"));
-    browser.screenshot("12e-accounts").await.unwrap();
+    browser.screenshot("12f-accounts").await.unwrap();
     browser
         .goto(&format!("{base}/console/admin"))
         .await
@@ -562,4 +609,17 @@ async fn walk_through_the_console() {
     browser.goto(&cluster_page).await.unwrap();
     assert_eq!(browser.text("h1").await.unwrap(), "Not found");
     browser.screenshot("16-other-tenant-cluster").await.unwrap();
+
+    // The local stack's signed-in link (`scripts/run-local.sh`) opens the demo tenant's console.
+    browser.delete_cookies().await.unwrap();
+    let (link, _, _) = spotwise_flow::demo_console(&rig).await.unwrap();
+    browser.goto(&link).await.unwrap();
+    assert_eq!(browser.text("h1").await.unwrap(), "Overview");
+    assert!(
+        browser
+            .text(".who")
+            .await
+            .unwrap()
+            .contains("demo@acme.example")
+    );
 }

@@ -92,6 +92,14 @@ pub fn router(api: Router, secure_cookies: bool) -> Router {
             "/console/clusters/{id}/policy",
             get(settings::policy).post(settings::save_policy),
         )
+        .route(
+            "/console/clusters/{id}/node-templates",
+            get(settings::templates).post(settings::add_template),
+        )
+        .route(
+            "/console/clusters/{id}/node-templates/{template}/delete",
+            post(settings::delete_template),
+        )
         .route("/console/suppression", get(settings::suppression))
         .route("/console/silences", post(settings::add_silence))
         .route("/console/silences/{id}/delete", post(settings::end_silence))

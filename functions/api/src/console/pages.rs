@@ -59,6 +59,24 @@ pub(super) fn url_encode(text: &str) -> String {
         .collect()
 }
 
+/// Sends a change as the signed-in person, then goes back to `back` saying `done`; a refused
+/// change shows the API's reason instead.
+pub(super) async fn apply(
+    console: &Console,
+    token: &str,
+    method: Method,
+    path: &str,
+    body: Option<&Value>,
+    back: &str,
+    done: &str,
+) -> Page {
+    console
+        .client(Some(token))
+        .change(method, path, body, None)
+        .await?;
+    Ok(back_to(back, done))
+}
+
 /// The signed-in person's token and who they are.
 pub(super) async fn signed_in(
     console: &Console,
@@ -499,6 +517,7 @@ pub async fn cluster(
         p { (text(&detail["cluster"]["id"])) " · Kubernetes " (text(&detail["cluster"]["kubernetes_version"])) " · "
             a href=(format!("/console/clusters/{id}/costs")) { "Costs" } " · "
             a href=(format!("/console/clusters/{id}/policy")) { "Policy" } " · "
+            a href=(format!("/console/clusters/{id}/node-templates")) { "Node templates" } " · "
             a href=(format!("/console/clusters/{id}/hibernation")) { "Hibernation schedule" } " · "
             a href="/console/schedules" { "Scheduled runs" } }
         section aria-labelledby="nodes" {
@@ -595,19 +614,16 @@ pub async fn approve(
 ) -> Page {
     let token = session_token(&headers).ok_or(Failure::SignIn)?;
     let id = segment(&id)?;
-    console
-        .client(Some(&token))
-        .change(
-            Method::POST,
-            &format!("/v1/clusters/{id}/recommendations/{revision}/approve"),
-            None,
-            None,
-        )
-        .await?;
-    Ok(back_to(
+    apply(
+        &console,
+        &token,
+        Method::POST,
+        &format!("/v1/clusters/{id}/recommendations/{revision}/approve"),
+        None,
         &format!("/console/clusters/{id}"),
         &format!("Revision {revision} approved: its rollout has started."),
-    ))
+    )
+    .await
 }
 
 pub async fn cancel_rollout(
@@ -617,19 +633,16 @@ pub async fn cancel_rollout(
 ) -> Page {
     let token = session_token(&headers).ok_or(Failure::SignIn)?;
     let id = segment(&id)?;
-    console
-        .client(Some(&token))
-        .change(
-            Method::POST,
-            &format!("/v1/clusters/{id}/recommendations/{revision}/rollout/cancel"),
-            None,
-            None,
-        )
-        .await?;
-    Ok(back_to(
+    apply(
+        &console,
+        &token,
+        Method::POST,
+        &format!("/v1/clusters/{id}/recommendations/{revision}/rollout/cancel"),
+        None,
         &format!("/console/clusters/{id}"),
         "The rollout stops at its next safe point.",
-    ))
+    )
+    .await
 }
 
 // ---------------------------------------------------------------- hibernation
@@ -1097,21 +1110,21 @@ pub async fn status_page(
     Form(form): Form<StatusPageForm>,
 ) -> Page {
     let token = session_token(&headers).ok_or(Failure::SignIn)?;
-    console
-        .client(Some(&token))
-        .change(
-            Method::PUT,
-            "/v1/tenant/status-page",
-            Some(&json!({"enabled": form.enabled})),
-            None,
-        )
-        .await?;
-    let notice = if form.enabled {
+    let done = if form.enabled {
         "The status page is public."
     } else {
         "The status page is down."
     };
-    Ok(back_to("/console/admin", notice))
+    apply(
+        &console,
+        &token,
+        Method::PUT,
+        "/v1/tenant/status-page",
+        Some(&json!({"enabled": form.enabled})),
+        "/console/admin",
+        done,
+    )
+    .await
 }
 
 #[derive(Debug, Deserialize)]

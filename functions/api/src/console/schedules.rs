@@ -9,7 +9,7 @@ use maud::html;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::pages::{Notice, Page, back_to, signed_in};
+use super::pages::{Notice, Page, apply, back_to, signed_in};
 use super::view::{self, Section, text, when};
 use super::{Console, Failure, segment, session_token};
 
@@ -140,16 +140,16 @@ pub async fn act(
             ));
         }
     };
-    console
-        .client(Some(&token))
-        .change(
-            Method::POST,
-            &format!("/v1/schedules/{id}/{action}"),
-            None,
-            None,
-        )
-        .await?;
-    Ok(back_to("/console/schedules", done))
+    apply(
+        &console,
+        &token,
+        Method::POST,
+        &format!("/v1/schedules/{id}/{action}"),
+        None,
+        "/console/schedules",
+        done,
+    )
+    .await
 }
 
 #[derive(Debug, Deserialize)]

@@ -9,7 +9,7 @@ use maud::html;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::pages::{Notice, Page, back_to, signed_in};
+use super::pages::{Notice, Page, apply, back_to, signed_in};
 use super::view::{self, Section, text, when};
 use super::{Console, Failure, segment, session_token};
 
@@ -70,7 +70,8 @@ pub async fn policy(
             input #excluded_namespaces name="excluded_namespaces" value=(namespaces.join(", ")) maxlength="6400" disabled[!editable];
             @if editable { button #save-policy type="submit" { "Save policy" } }
         }
-        p { a href=(format!("/console/clusters/{id}")) { "Back to the cluster" } }
+        p { a href=(format!("/console/clusters/{id}/node-templates")) { "Node templates" } " · "
+            a href=(format!("/console/clusters/{id}")) { "Back to the cluster" } }
     };
     Ok(view::layout("Policy", &me, Some(Section::Overview), notice.text(), body).into_response())
 }
@@ -239,11 +240,16 @@ pub async fn add_silence(
         time::OffsetDateTime::now_utc() + time::Duration::hours(form.hours.clamp(1, 24 * 90));
     let body = json!({"matchers": [{"label": form.label, "op": "equal", "value": form.value}],
         "expires_at": spotwise_core::rfc3339(until), "comment": form.comment});
-    console
-        .client(Some(&token))
-        .change(Method::POST, "/v1/silences", Some(&body), None)
-        .await?;
-    Ok(back_to("/console/suppression", "Silenced."))
+    apply(
+        &console,
+        &token,
+        Method::POST,
+        "/v1/silences",
+        Some(&body),
+        "/console/suppression",
+        "Silenced.",
+    )
+    .await
 }
 
 #[derive(Debug, Deserialize)]
@@ -261,11 +267,16 @@ pub async fn add_window(
 ) -> Page {
     let token = session_token(&headers).ok_or(Failure::SignIn)?;
     let body = json!({"name": form.name, "rule": form.rule, "starts": form.starts, "duration_minutes": form.duration_minutes});
-    console
-        .client(Some(&token))
-        .change(Method::POST, "/v1/maintenance-windows", Some(&body), None)
-        .await?;
-    Ok(back_to("/console/suppression", "Maintenance window added."))
+    apply(
+        &console,
+        &token,
+        Method::POST,
+        "/v1/maintenance-windows",
+        Some(&body),
+        "/console/suppression",
+        "Maintenance window added.",
+    )
+    .await
 }
 
 /// Ends a silence, deletes a window, revokes a key or removes a user.
@@ -279,11 +290,16 @@ async fn remove(
 ) -> Page {
     let token = session_token(headers).ok_or(Failure::SignIn)?;
     let id = segment(id)?;
-    console
-        .client(Some(&token))
-        .change(Method::DELETE, &format!("{api_path}/{id}"), None, None)
-        .await?;
-    Ok(back_to(back, done))
+    apply(
+        console,
+        &token,
+        Method::DELETE,
+        &format!("{api_path}/{id}"),
+        None,
+        back,
+        done,
+    )
+    .await
 }
 
 pub async fn end_silence(
@@ -537,11 +553,16 @@ pub async fn account_action(
             ));
         }
     };
-    console
-        .client(Some(&token))
-        .change(method, &path, None, None)
-        .await?;
-    Ok(back_to("/console/accounts", done))
+    apply(
+        &console,
+        &token,
+        method,
+        &path,
+        None,
+        "/console/accounts",
+        done,
+    )
+    .await
 }
 
 #[derive(Debug, Deserialize)]
@@ -581,6 +602,171 @@ pub async fn create_key(
     .await
 }
 
+// ---------------------------------------------------------------- node templates
+
+/// A template's list, or what an empty one means (`any` allowed, `none` excluded).
+fn listed(value: &Value, empty: &str) -> String {
+    let items: Vec<&str> = value
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    if items.is_empty() {
+        empty.into()
+    } else {
+        items.join(", ")
+    }
+}
+
+/// The cluster's node templates, and a new one: what nodes its plans may use.
+pub async fn templates(
+    State(console): State<Console>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(notice): Query<Notice>,
+) -> Page {
+    let (token, me) = signed_in(&console, &headers).await?;
+    let api = console.client(Some(&token));
+    let id = segment(&id)?;
+    let templates = api
+        .get(format!("/v1/clusters/{id}/node-templates?limit=100"))
+        .await?;
+    let body = html! {
+        p { "Plans use only the nodes some template allows (every node, when there is none), with the template's labels and taints." }
+        div.scroll { table #templates {
+            thead { tr { th scope="col" { "Name" } th scope="col" { "Families" } th scope="col" { "Never" } th scope="col" { "Capacity" }
+                th scope="col" { "Architectures" } th scope="col" { "vCPUs" } th scope="col" { "Labels" } th scope="col" { "" } } }
+            tbody { @for template in templates["items"].as_array().into_iter().flatten() { tr {
+                td { (text(&template["name"])) } td { (listed(&template["instance_families"], "any")) } td { (listed(&template["exclude_instance_types"], "none")) }
+                td { (listed(&template["capacity_types"], "any")) } td { (listed(&template["architectures"], "any")) }
+                td { (template["min_vcpus"].as_u64().map_or("0".into(), |v| v.to_string())) "–" (template["max_vcpus"].as_u64().map_or("any".into(), |v| v.to_string())) }
+                td { (template["labels"].as_object().into_iter().flatten().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect::<Vec<_>>().join(", ")) }
+                td { @if me.may_operate() { form method="post" action=(format!("/console/clusters/{id}/node-templates/{}/delete", text(&template["id"]))) {
+                    button.secondary type="submit" aria-label=(format!("Delete {}", text(&template["name"]))) { "Delete" } } } }
+            } } }
+        } }
+        @if me.may_operate() {
+            h2 { "New template" }
+            form.stack method="post" action=(format!("/console/clusters/{id}/node-templates")) {
+                label for="template-name" { "Name" }
+                input #template-name name="name" required maxlength="63";
+                label for="instance_families" { "Families (comma-separated; empty: any)" }
+                input #instance_families name="instance_families" maxlength="2000" placeholder="m7g, c7g, r7g";
+                label for="exclude_instance_types" { "Never these types (* matches any characters)" }
+                input #exclude_instance_types name="exclude_instance_types" maxlength="2000" placeholder="*.metal";
+                fieldset { legend { "Capacity" }
+                    label.inline { input type="checkbox" name="capacity_types" value="spot" checked; " spot" }
+                    label.inline { input type="checkbox" name="capacity_types" value="on-demand" checked; " on-demand" } }
+                fieldset { legend { "Architectures" }
+                    label.inline { input type="checkbox" name="architectures" value="x86_64" checked; " x86_64" }
+                    label.inline { input type="checkbox" name="architectures" value="arm64" checked; " arm64" } }
+                label for="min_vcpus" { "At least vCPUs" }
+                input #min_vcpus name="min_vcpus" type="number" min="1" max="448";
+                label for="max_vcpus" { "At most vCPUs" }
+                input #max_vcpus name="max_vcpus" type="number" min="1" max="448";
+                label for="labels" { "Labels (key=value, comma-separated)" }
+                input #labels name="labels" maxlength="2000" placeholder="workload=batch";
+                button #add-template type="submit" { "Add template" }
+            }
+        }
+        p { a href=(format!("/console/clusters/{id}/policy")) { "Policy" } " · " a href=(format!("/console/clusters/{id}")) { "Back to the cluster" } }
+    };
+    Ok(view::layout(
+        "Node templates",
+        &me,
+        Some(Section::Overview),
+        notice.text(),
+        body,
+    )
+    .into_response())
+}
+
+fn comma_list(value: Option<&str>) -> Vec<String> {
+    value
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The API's template body from the form: lists split at commas, labels at `=`; bounds and
+/// names are the API's to check.
+fn template_body(fields: &[(String, String)]) -> Value {
+    let field = |name: &str| {
+        fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.trim())
+            .filter(|v| !v.is_empty())
+    };
+    let all = |name: &str| {
+        fields
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .collect::<Vec<_>>()
+    };
+    let number =
+        |name: &str| field(name).map(|v| v.parse::<u64>().map_or_else(|_| json!(v), |n| json!(n)));
+    let labels: serde_json::Map<String, Value> = comma_list(field("labels"))
+        .iter()
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (k.trim().to_owned(), json!(v.trim())))
+        .collect();
+    json!({
+        "name": field("name").unwrap_or_default(),
+        "instance_families": comma_list(field("instance_families")),
+        "exclude_instance_types": comma_list(field("exclude_instance_types")),
+        "capacity_types": all("capacity_types"),
+        "architectures": all("architectures"),
+        "min_vcpus": number("min_vcpus"),
+        "max_vcpus": number("max_vcpus"),
+        "labels": labels,
+    })
+}
+
+pub async fn add_template(
+    State(console): State<Console>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(fields): Form<Vec<(String, String)>>,
+) -> Page {
+    let token = session_token(&headers).ok_or(Failure::SignIn)?;
+    let id = segment(&id)?;
+    apply(
+        &console,
+        &token,
+        Method::POST,
+        &format!("/v1/clusters/{id}/node-templates"),
+        Some(&template_body(&fields)),
+        &format!("/console/clusters/{id}/node-templates"),
+        "Template added; the next plan uses only what the templates allow.",
+    )
+    .await
+}
+
+pub async fn delete_template(
+    State(console): State<Console>,
+    headers: HeaderMap,
+    Path((id, template)): Path<(String, String)>,
+) -> Page {
+    let token = session_token(&headers).ok_or(Failure::SignIn)?;
+    let (id, template) = (segment(&id)?, segment(&template)?);
+    apply(
+        &console,
+        &token,
+        Method::DELETE,
+        &format!("/v1/clusters/{id}/node-templates/{template}"),
+        None,
+        &format!("/console/clusters/{id}/node-templates"),
+        "Template deleted.",
+    )
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -602,6 +788,29 @@ mod tests {
                 &json!({"admitted": false, "gaps": ["us-east-1: no rule forwards EC2 events"], "checked_at": "2026-12-04T10:00:00Z"})
             ),
             "us-east-1: no rule forwards EC2 events"
+        );
+    }
+
+    #[test]
+    fn the_template_form_becomes_the_apis_body() {
+        let fields: Vec<(String, String)> = [
+            ("name", "batch"),
+            ("instance_families", " m7g, c7g ,"),
+            ("exclude_instance_types", ""),
+            ("capacity_types", "spot"),
+            ("architectures", "arm64"),
+            ("min_vcpus", "4"),
+            ("max_vcpus", ""),
+            ("labels", "workload=batch, team = data"),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+        assert_eq!(
+            template_body(&fields),
+            json!({"name": "batch", "instance_families": ["m7g", "c7g"], "exclude_instance_types": [],
+                "capacity_types": ["spot"], "architectures": ["arm64"], "min_vcpus": 4, "max_vcpus": null,
+                "labels": {"workload": "batch", "team": "data"}})
         );
     }
 }
