@@ -218,6 +218,11 @@ async fn walk_through_the_console() {
         .submit(&format!("a[href=\"/console/clusters/{cluster}\"]"))
         .await
         .unwrap();
+    let pods = browser.text("#pod-history").await.unwrap();
+    assert!(
+        pods.contains("moved") || pods.contains("started"),
+        "the rollout's pod moves are in the pod history: {pods}"
+    );
     browser.screenshot("03-cluster").await.unwrap();
     browser.submit("#approve").await.unwrap();
     assert!(browser.text(".notice").await.unwrap().contains("approved"));

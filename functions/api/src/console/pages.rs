@@ -482,10 +482,11 @@ pub async fn cluster(
     let (token, me) = signed_in(&console, &headers).await?;
     let api = console.client(Some(&token));
     let id = segment(&id)?;
-    let (detail, recommendations, actions) = tokio::try_join!(
+    let (detail, recommendations, actions, pod_history) = tokio::try_join!(
         api.get(format!("/v1/clusters/{id}")),
         api.get_or_null(format!("/v1/clusters/{id}/recommendations?limit=10")),
         api.get_or_null(format!("/v1/actions?cluster={id}&limit=15")),
+        api.get_or_null(format!("/v1/clusters/{id}/pod-history?limit=20")),
     )?;
     let recommendations = recommendations["items"]
         .as_array()
@@ -550,6 +551,8 @@ pub async fn cluster(
                         tr { th scope="row" { "Planned" } td { (money(number(&summary["monthly_cost"]))) " a month, "
                             (summary["nodes"]) " nodes (" (summary["spot_nodes"]) " spot)" } }
                         tr { th scope="row" { "Saves" } td { strong { (money(number(&summary["monthly_savings"]))) } " a month" } }
+                        tr { th scope="row" { "Planned use" } td { "cpu " (percent(number(&summary["cpu_utilisation"])))
+                            ", memory " (percent(number(&summary["mem_utilisation"]))) " of the planned nodes' capacity requested" } }
                     }
                 }
                 @if let Some(lines) = summary["explanation"].as_array() {
@@ -597,6 +600,16 @@ pub async fn cluster(
                 } } }
             } }
         }
+        section aria-labelledby="pods" {
+            h2 #pods { "Pod history" }
+            div.scroll { table #pod-history {
+                thead { tr { th scope="col" { "At" } th scope="col" { "Pod" } th scope="col" { "Workload" } th scope="col" { "Change" } } }
+                tbody { @for entry in pod_history["items"].as_array().into_iter().flatten() { tr {
+                    td { (when(&entry["at"])) } td { (text(&entry["pod"])) } td { (entry["owner"].as_str().unwrap_or("")) }
+                    td { (pod_change(entry)) }
+                } } }
+            } }
+        }
         section aria-labelledby="events" {
             h2 #events { "Recent events" }
             ul.feed { @for event in detail["events"].as_array().into_iter().flatten().take(15) {
@@ -605,6 +618,25 @@ pub async fn cluster(
         }
     };
     Ok(view::layout(&title, &me, Some(Section::Overview), notice.text(), body).into_response())
+}
+
+/// A pod history entry's change in words.
+fn pod_change(entry: &Value) -> String {
+    let pair = |v: &Value| format!("{} → {}", v[0], v[1]);
+    match entry["change"].as_str() {
+        Some("started") => format!(
+            "started on {}",
+            entry["node"].as_str().unwrap_or("no node yet")
+        ),
+        Some("moved") => format!("moved {} → {}", text(&entry["from"]), text(&entry["to"])),
+        Some("gone") => format!("gone from {}", entry["node"].as_str().unwrap_or("no node")),
+        Some("resized") => format!(
+            "resized: cpu {} m, memory {} MiB",
+            pair(&entry["cpu_m"]),
+            pair(&entry["mem_mib"])
+        ),
+        other => other.unwrap_or("changed").to_owned(),
+    }
 }
 
 pub async fn approve(
@@ -944,23 +976,37 @@ const ROLES: [&str; 3] = ["viewer", "operator", "admin"];
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct AuditFilter {
     action: Option<String>,
+    /// First day, `2026-12-01`.
+    since: Option<String>,
+    /// Last day, inclusive.
+    until: Option<String>,
 }
 
 impl AuditFilter {
-    /// The filter as API query parameters, dropped when it is not an action name.
+    /// The filter as API query parameters; a part that is not an action name or a date is
+    /// left out.
     fn query(&self) -> String {
-        match self.action.as_deref() {
-            Some(action)
-                if !action.is_empty()
-                    && action.len() <= 64
-                    && action
-                        .bytes()
-                        .all(|b| b.is_ascii_lowercase() || b == b'.' || b == b'_') =>
-            {
-                format!("&action={action}")
-            }
-            _ => String::new(),
+        let mut query = String::new();
+        if let Some(action) = self.action.as_deref().filter(|a| {
+            !a.is_empty()
+                && a.len() <= 64
+                && a.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b == b'.' || b == b'_')
+        }) {
+            query.push_str(&format!("&action={action}"));
         }
+        let day = |value: &Option<String>| {
+            value.as_deref().and_then(|d| {
+                time::Date::parse(d, time::macros::format_description!("[year]-[month]-[day]")).ok()
+            })
+        };
+        if let Some(since) = day(&self.since) {
+            query.push_str(&format!("&since={since}T00:00:00Z"));
+        }
+        if let Some(until) = day(&self.until).and_then(|d| d.next_day()) {
+            query.push_str(&format!("&until={until}T00:00:00Z"));
+        }
+        query
     }
 }
 
@@ -1085,6 +1131,10 @@ pub(super) async fn admin_page(
             form.inline method="get" action="/console/admin" {
                 label for="action" { "Action" }
                 input #action name="action" value=(filter.action.as_deref().unwrap_or("")) placeholder="user.sign_in" maxlength="64";
+                label for="since" { "From" }
+                input #since name="since" type="date" value=(filter.since.as_deref().unwrap_or(""));
+                label for="until" { "To" }
+                input #until name="until" type="date" value=(filter.until.as_deref().unwrap_or(""));
                 button.secondary #filter-audit type="submit" { "Filter" }
                 a href=(format!("/console/admin/audit.csv?{}", filter.query().trim_start_matches('&'))) download { "Export CSV" }
             }
@@ -1202,6 +1252,41 @@ mod tests {
         assert_eq!(awake[0], format!("{}11{}", "0".repeat(9), "0".repeat(13)));
         assert_eq!(awake[6], format!("{}1", "0".repeat(23)));
         assert!(awake[1..6].iter().all(|d| d == &"0".repeat(24)));
+    }
+
+    #[test]
+    fn audit_filters_reach_the_api_only_as_actions_and_days() {
+        let filter = AuditFilter {
+            action: Some("user.sign_in".into()),
+            since: Some("2026-12-01".into()),
+            until: Some("2026-12-04".into()),
+        };
+        assert_eq!(
+            filter.query(),
+            "&action=user.sign_in&since=2026-12-01T00:00:00Z&until=2026-12-05T00:00:00Z"
+        );
+        let hostile = AuditFilter {
+            action: Some("x&key=y".into()),
+            since: Some("2026-13-01".into()),
+            until: Some("yesterday".into()),
+        };
+        assert_eq!(hostile.query(), "");
+    }
+
+    #[test]
+    fn pod_changes_read_as_words() {
+        assert_eq!(
+            pod_change(&json!({"change": "moved", "from": "a", "to": "b"})),
+            "moved a → b"
+        );
+        assert_eq!(
+            pod_change(&json!({"change": "resized", "cpu_m": [500, 68], "mem_mib": [1024, 345]})),
+            "resized: cpu 500 → 68 m, memory 1024 → 345 MiB"
+        );
+        assert_eq!(
+            pod_change(&json!({"change": "started"})),
+            "started on no node yet"
+        );
     }
 
     #[test]
