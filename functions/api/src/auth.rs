@@ -234,11 +234,7 @@ impl FromRequestParts<AppState> for Caller {
         if stored.revoked_at.is_some() {
             return Err(ApiError::unauthorized("the API key was revoked"));
         }
-        if let Err(wait) = state.limiter.check(&stored.id) {
-            return Err(ApiError::rate_limited(
-                wait.as_secs_f64().ceil().max(1.0) as u64
-            ));
-        }
+        within_rate(state, &stored.id)?;
         Ok(Caller {
             tenant: stored.tenant_id,
             key_id: stored.id,
@@ -247,6 +243,15 @@ impl FromRequestParts<AppState> for Caller {
             credential: Credential::ApiKey,
         })
     }
+}
+
+/// A 429 with `Retry-After` once `id` (a key, a person, a user name signing in) is over the
+/// API's rate.
+pub fn within_rate(state: &AppState, id: &str) -> Result<(), ApiError> {
+    state
+        .limiter
+        .check(id)
+        .map_err(|wait| ApiError::rate_limited(wait.as_secs_f64().ceil().max(1.0) as u64))
 }
 
 /// The caller of a request with an ID token: the person's tenant, and the role their user
@@ -259,11 +264,7 @@ async fn person(token: &str, state: &AppState) -> Result<Caller, ApiError> {
         .await?;
     let user = crate::users::current_user(state, &person.sub, &person.tenant).await?;
     let id = format!("user:{}", user.id);
-    if let Err(wait) = state.limiter.check(&id) {
-        return Err(ApiError::rate_limited(
-            wait.as_secs_f64().ceil().max(1.0) as u64
-        ));
-    }
+    within_rate(state, &id)?;
     Ok(Caller {
         tenant: user.tenant_id,
         key_id: id,

@@ -182,46 +182,60 @@ pub async fn public(
         state.store.get::<Tenant>(&tenant_key),
         state.store.query_all::<Cluster>(&clusters_query),
     )?;
-    let mut shown = Vec::new();
-    let mut monthly_savings = rust_decimal::Decimal::ZERO;
-    for cluster in clusters
-        .into_iter()
-        .map(|c| c.body)
-        .filter(|c| c.vanished_at.is_none())
-    {
-        let status_key = keys::agent_status(&tenant, &cluster.id);
-        let (status, (first, silences), saved) = tokio::try_join!(
-            state.store.get::<AgentStatus>(&status_key),
-            spotwise_store::agents::history(&state.store, &tenant, &cluster.id, since),
-            crate::costs::latest_rollout_savings(&state.store, &tenant, &cluster.id),
-        )?;
-        monthly_savings += saved;
-        let status = status.map(|s| s.body);
-        let mut silent: Vec<_> = silences.iter().map(|s| (s.from, s.to)).collect();
-        if let Some(s) = &status
-            && s.offline_since.is_some()
-        {
-            silent.push((s.last_heartbeat_at, now));
-        }
-        // Agents that first reported before uptime was recorded count from the page's opt-in.
-        let monitored = first.or_else(|| status.as_ref().map(|_| page.enabled_at));
-        let days = uptime::daily(now, UPTIME_DAYS, monitored, &silent);
-        shown.push(PublicCluster {
-            name: cluster.name,
-            agent: match &status {
-                None => "not installed",
-                Some(s) if s.offline_since.is_some() => "offline",
-                Some(_) => "online",
-            },
-            uptime: uptime::overall(&days),
-            days: days.iter().map(|d| d.uptime).collect(),
-        });
-    }
-    shown.sort_by(|a, b| a.name.cmp(&b.name));
+    // The clusters' reads go out together: a page view is as slow as one cluster, not all.
+    let mut shown: Vec<(PublicCluster, rust_decimal::Decimal)> =
+        futures_util::future::try_join_all(
+            clusters
+                .into_iter()
+                .map(|c| c.body)
+                .filter(|c| c.vanished_at.is_none())
+                .map(|cluster| public_cluster(&state, &page, cluster, now, since)),
+        )
+        .await?;
+    let monthly_savings: rust_decimal::Decimal = shown.iter().map(|(_, saved)| saved).sum();
+    shown.sort_by(|a, b| a.0.name.cmp(&b.0.name));
     Ok(Json(PublicStatus {
         tenant: record.map(|t| t.body.name).unwrap_or_default(),
         generated_at: now,
-        clusters: shown,
+        clusters: shown.into_iter().map(|(cluster, _)| cluster).collect(),
         monthly_savings: monthly_savings.round_dp(2).to_string(),
     }))
+}
+
+/// One cluster's agent state and uptime, and the month's savings its rollouts realised.
+async fn public_cluster(
+    state: &AppState,
+    page: &StatusPage,
+    cluster: Cluster,
+    now: OffsetDateTime,
+    since: OffsetDateTime,
+) -> Result<(PublicCluster, rust_decimal::Decimal), ApiError> {
+    let tenant = &page.tenant_id;
+    let status_key = keys::agent_status(tenant, &cluster.id);
+    let (status, (first, silences), saved) = tokio::try_join!(
+        state.store.get::<AgentStatus>(&status_key),
+        spotwise_store::agents::history(&state.store, tenant, &cluster.id, since),
+        crate::costs::latest_rollout_savings(&state.store, tenant, &cluster.id),
+    )?;
+    let status = status.map(|s| s.body);
+    let mut silent: Vec<_> = silences.iter().map(|s| (s.from, s.to)).collect();
+    if let Some(s) = &status
+        && s.offline_since.is_some()
+    {
+        silent.push((s.last_heartbeat_at, now));
+    }
+    // Agents that first reported before uptime was recorded count from the page's opt-in.
+    let monitored = first.or_else(|| status.as_ref().map(|_| page.enabled_at));
+    let days = uptime::daily(now, UPTIME_DAYS, monitored, &silent);
+    let shown = PublicCluster {
+        name: cluster.name,
+        agent: match &status {
+            None => "not installed",
+            Some(s) if s.offline_since.is_some() => "offline",
+            Some(_) => "online",
+        },
+        uptime: uptime::overall(&days),
+        days: days.iter().map(|d| d.uptime).collect(),
+    };
+    Ok((shown, saved))
 }

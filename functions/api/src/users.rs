@@ -198,7 +198,7 @@ pub async fn sign_in(
 ) -> Result<Json<SignInResult>, ApiError> {
     let username = email("username", &input.username)?;
     let password = bounded("password", &input.password, MAX_PASSWORD)?;
-    throttle(&state, &username)?;
+    crate::auth::within_rate(&state, &format!("sign-in:{username}"))?;
     let step = state
         .identity
         .directory
@@ -216,7 +216,7 @@ pub async fn answer_challenge(
 ) -> Result<Json<SignInResult>, ApiError> {
     let username = email("username", &input.username)?;
     let session = bounded("session", &input.session, MAX_SESSION)?;
-    throttle(&state, &username)?;
+    crate::auth::within_rate(&state, &format!("sign-in:{username}"))?;
     let answer = match (&input.new_password, &input.code) {
         (Some(password), None) => {
             ChallengeAnswer::NewPassword(bounded("new_password", password, MAX_PASSWORD)?)
@@ -238,14 +238,6 @@ pub async fn answer_challenge(
         .answer(&username, session, answer)
         .await?;
     Ok(Json(finish(&state, step).await?))
-}
-
-/// Sign-in attempts share the API's rate, per user name.
-fn throttle(state: &AppState, username: &str) -> Result<(), ApiError> {
-    state
-        .limiter
-        .check(&format!("sign-in:{username}"))
-        .map_err(|wait| ApiError::rate_limited(wait.as_secs_f64().ceil().max(1.0) as u64))
 }
 
 /// The record behind a token: present, not removed, and in the token's tenant.

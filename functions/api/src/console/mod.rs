@@ -232,6 +232,13 @@ struct Answer {
 }
 
 impl Answer {
+    fn parse(status: StatusCode, bytes: &[u8]) -> Self {
+        Self {
+            status,
+            body: serde_json::from_slice(bytes).unwrap_or(Value::Null),
+        }
+    }
+
     /// The API's own message for a refusal.
     fn message(&self) -> String {
         self.body["error"]["message"]
@@ -314,17 +321,17 @@ impl Client<'_> {
         if_match: Option<&str>,
     ) -> Result<Answer, Failure> {
         let (status, _, bytes) = self.exchange(method, path, body, if_match).await?;
-        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Ok(Answer { status, body })
+        Ok(Answer::parse(status, &bytes))
     }
 
     /// A file the API serves (a CSV export), passed on as a download.
     async fn download(&self, path: &str) -> Result<Response, Failure> {
         let (status, headers, bytes) = self.exchange(Method::GET, path, None, None).await?;
         if !status.is_success() {
-            let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            let answer = Answer { status, body };
-            return Err(Failure::Refused(status, answer.message()));
+            return Err(Failure::Refused(
+                status,
+                Answer::parse(status, &bytes).message(),
+            ));
         }
         let mut response = bytes.into_response();
         for name in [header::CONTENT_TYPE, header::CONTENT_DISPOSITION] {
@@ -338,25 +345,20 @@ impl Client<'_> {
     /// A read the page cannot do without, with its `ETag` for the change that follows it.
     async fn get_tagged(&self, path: &str) -> Result<(Value, Option<String>), Failure> {
         let (status, headers, bytes) = self.exchange(Method::GET, path, None, None).await?;
-        let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        let answer = Answer::parse(status, &bytes);
         if !status.is_success() {
-            return Err(Failure::Refused(status, Answer { status, body }.message()));
+            return Err(Failure::Refused(status, answer.message()));
         }
         let etag = headers
             .get(header::ETAG)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        Ok((body, etag))
+        Ok((answer.body, etag))
     }
 
     /// A read the page cannot do without.
     async fn get(&self, path: impl AsRef<str>) -> Result<Value, Failure> {
-        let answer = self.send(Method::GET, path.as_ref(), None, None).await?;
-        if answer.status.is_success() {
-            Ok(answer.body)
-        } else {
-            Err(Failure::Refused(answer.status, answer.message()))
-        }
+        self.change(Method::GET, path.as_ref(), None, None).await
     }
 
     /// A read the page shows without when it is refused or missing.
