@@ -27,6 +27,10 @@ import boto3
 import yaml
 from moto.server import ThreadedMotoServer
 
+# Authenticator codes are checked against the secret the pool hands out, as in AWS; without
+# this moto accepts any six digits.
+os.environ.setdefault("MOTO_COGNITO_IDP_USER_POOL_ENABLE_TOTP", "true")
+
 REGION = "us-east-1"
 STACK = "spotwise-local"
 STAGE = "local"

@@ -280,6 +280,12 @@ impl Browser {
         Ok(())
     }
 
+    pub async fn delete_cookie(&self, name: &str) -> anyhow::Result<()> {
+        self.command(reqwest::Method::DELETE, &format!("/cookie/{name}"), None)
+            .await?;
+        Ok(())
+    }
+
     pub async fn delete_cookies(&self) -> anyhow::Result<()> {
         self.command(reqwest::Method::DELETE, "/cookie", None)
             .await?;

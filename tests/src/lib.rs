@@ -10,6 +10,7 @@ pub mod karpenter;
 pub mod kube;
 pub mod receiver;
 pub mod records;
+pub mod totp;
 pub mod upload;
 pub mod workloads;
 

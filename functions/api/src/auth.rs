@@ -166,6 +166,16 @@ impl Caller {
         }
     }
 
+    /// The user pool `sub` of a signed-in person; API keys have no such settings.
+    pub fn person(&self) -> Result<&str, ApiError> {
+        match self.credential {
+            Credential::Person => Ok(self.key_id.strip_prefix("user:").unwrap_or(&self.key_id)),
+            Credential::ApiKey => Err(ApiError::forbidden(
+                "only a signed-in person has sign-in settings; an API key has none",
+            )),
+        }
+    }
+
     /// How the audit log names the caller.
     pub fn actor(&self) -> String {
         match self.credential {

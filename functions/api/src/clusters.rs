@@ -84,6 +84,23 @@ pub struct NodeSummary {
     pub capacity_type: CapacityType,
     pub pods: usize,
     pub unschedulable: bool,
+    /// What the node offers pods, what their requests reserve of it, and what they used when
+    /// the snapshot was taken (absent without metrics-server). DaemonSet pods included.
+    pub cpu_allocatable_m: u64,
+    pub cpu_requested_m: u64,
+    pub cpu_used_m: Option<u64>,
+    pub memory_allocatable_mib: u64,
+    pub memory_requested_mib: u64,
+    pub memory_used_mib: Option<u64>,
+}
+
+/// Requests and usage of the pods on one node.
+#[derive(Default)]
+struct NodeLoad {
+    pods: usize,
+    cpu_requested_m: u64,
+    memory_requested_mib: u64,
+    used: Option<(u64, u64)>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -108,7 +125,7 @@ pub async fn detail(
 ) -> Result<Json<ClusterDetail>, ApiError> {
     caller.require(Role::Viewer)?;
     let cluster = load_cluster(&state, &caller, &id).await?;
-    let now = OffsetDateTime::now_utc();
+    let now = state.clock.now();
     let events_query = Query::partition(keys::tenant_partition(&caller.tenant))
         .prefix(keys::cluster_events_prefix(&cluster.id))
         .newest_first()
@@ -128,22 +145,39 @@ pub async fn detail(
     )?;
     let (snapshot, snapshot_problem) = match loaded {
         Ok((head, snapshot)) => {
-            let mut pods_on: HashMap<&str, usize> = HashMap::new();
+            let mut load_on: HashMap<&str, NodeLoad> = HashMap::new();
             for pod in snapshot.pods.iter().chain(&snapshot.daemon_pods) {
                 if let Some(node) = &pod.spec.node {
-                    *pods_on.entry(node.as_str()).or_default() += 1;
+                    let load = load_on.entry(node.as_str()).or_default();
+                    load.pods += 1;
+                    load.cpu_requested_m += pod.spec.cpu_m;
+                    load.memory_requested_mib += pod.spec.mem_mib;
+                    if let Some(usage) = &pod.usage {
+                        let (cpu, memory) = load.used.get_or_insert((0, 0));
+                        *cpu += usage.cpu_m;
+                        *memory += usage.mem_mib;
+                    }
                 }
             }
             let node_list = snapshot
                 .nodes
                 .iter()
-                .map(|n| NodeSummary {
-                    name: n.name.clone(),
-                    instance_type: n.instance_type.clone(),
-                    zone: n.zone.clone(),
-                    capacity_type: n.capacity_type,
-                    pods: pods_on.get(n.name.as_str()).copied().unwrap_or(0),
-                    unschedulable: n.unschedulable,
+                .map(|n| {
+                    let load = load_on.remove(n.name.as_str()).unwrap_or_default();
+                    NodeSummary {
+                        name: n.name.clone(),
+                        instance_type: n.instance_type.clone(),
+                        zone: n.zone.clone(),
+                        capacity_type: n.capacity_type,
+                        pods: load.pods,
+                        unschedulable: n.unschedulable,
+                        cpu_allocatable_m: n.cpu_m,
+                        cpu_requested_m: load.cpu_requested_m,
+                        cpu_used_m: load.used.map(|(cpu, _)| cpu),
+                        memory_allocatable_mib: n.mem_mib,
+                        memory_requested_mib: load.memory_requested_mib,
+                        memory_used_mib: load.used.map(|(_, memory)| memory),
+                    }
                 })
                 .collect();
             (

@@ -14,6 +14,7 @@ use aws_sdk_cognitoidentityprovider::Client as CognitoClient;
 use aws_sdk_cognitoidentityprovider::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_cognitoidentityprovider::types::{
     AttributeType, AuthFlowType, ChallengeNameType, DeliveryMediumType, MessageActionType,
+    SoftwareTokenMfaSettingsType, VerifySoftwareTokenResponseType,
 };
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -62,8 +63,13 @@ pub enum TokenError {
     Invalid(jsonwebtoken::errors::Error),
     #[error("the token has expired; sign in again")]
     Expired,
-    #[error("an ID token is required, not an {0} token")]
-    WrongUse(String),
+    #[error("an {expected} token is required, not an {found} token")]
+    WrongUse {
+        expected: &'static str,
+        found: String,
+    },
+    #[error("the token was issued to another app client")]
+    OtherClient,
     #[error("the user belongs to no tenant")]
     NoTenant,
     /// The pool's keys could not be fetched: retryable, the token may well be valid.
@@ -83,6 +89,33 @@ pub struct IdClaims {
     pub exp: i64,
     #[serde(rename = "custom:tenant", default)]
     pub tenant: Option<String>,
+}
+
+/// What the API reads from an access token.
+#[derive(Debug, Clone, Deserialize)]
+struct AccessClaims {
+    sub: String,
+    /// Absent from ID tokens, which are then refused for their `token_use`.
+    #[serde(default)]
+    client_id: String,
+    token_use: String,
+    exp: i64,
+}
+
+trait Expiring {
+    fn exp(&self) -> i64;
+}
+
+impl Expiring for IdClaims {
+    fn exp(&self) -> i64 {
+        self.exp
+    }
+}
+
+impl Expiring for AccessClaims {
+    fn exp(&self) -> i64 {
+        self.exp
+    }
 }
 
 /// A checked ID token: who, and for which tenant.
@@ -133,29 +166,12 @@ impl TokenVerifier {
 
     /// The person an ID token was issued to, if the token is genuine and current at `now`.
     pub async fn verify(&self, token: &str, now: OffsetDateTime) -> Result<Person, TokenError> {
-        if token.len() > MAX_TOKEN_BYTES {
-            return Err(TokenError::Malformed);
-        }
-        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
-        if header.alg != Algorithm::RS256 {
-            return Err(TokenError::UnknownKey);
-        }
-        let kid = header.kid.ok_or(TokenError::UnknownKey)?;
-        let key = self.key(&kid).await?;
-        let mut validation = Validation::new(Algorithm::RS256);
-        validation.set_issuer(&[&self.issuer]);
-        validation.set_audience(&[&self.audience]);
-        // Expiry is checked below against the caller's clock, which tests and replays set.
-        validation.validate_exp = false;
-        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        let claims = jsonwebtoken::decode::<IdClaims>(token, &key, &validation)
-            .map_err(TokenError::Invalid)?
-            .claims;
+        let claims: IdClaims = self.decode(token, now, true).await?;
         if claims.token_use != "id" {
-            return Err(TokenError::WrongUse(claims.token_use));
-        }
-        if now.unix_timestamp() > claims.exp + LEEWAY_SECONDS {
-            return Err(TokenError::Expired);
+            return Err(TokenError::WrongUse {
+                expected: "ID",
+                found: claims.token_use,
+            });
         }
         let tenant = claims
             .tenant
@@ -168,6 +184,63 @@ impl TokenVerifier {
             tenant,
             expires_at: claims.exp,
         })
+    }
+
+    /// The `sub` of the user an access token was issued to by this pool's app client. Access
+    /// tokens carry `client_id` instead of an audience; Cognito accepts them for the user's own
+    /// settings (an authenticator app), and the API checks they belong to the caller.
+    pub async fn verify_access(
+        &self,
+        token: &str,
+        now: OffsetDateTime,
+    ) -> Result<String, TokenError> {
+        let claims: AccessClaims = self.decode(token, now, false).await?;
+        if claims.token_use != "access" {
+            return Err(TokenError::WrongUse {
+                expected: "access",
+                found: claims.token_use,
+            });
+        }
+        if claims.client_id != self.audience {
+            return Err(TokenError::OtherClient);
+        }
+        Ok(claims.sub)
+    }
+
+    /// Signature, issuer, audience (when the token has one) and expiry at `now`.
+    async fn decode<C: for<'de> Deserialize<'de> + Expiring>(
+        &self,
+        token: &str,
+        now: OffsetDateTime,
+        with_audience: bool,
+    ) -> Result<C, TokenError> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(TokenError::Malformed);
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
+        if header.alg != Algorithm::RS256 {
+            return Err(TokenError::UnknownKey);
+        }
+        let kid = header.kid.ok_or(TokenError::UnknownKey)?;
+        let key = self.key(&kid).await?;
+        let mut validation = Validation::new(Algorithm::RS256);
+        validation.set_issuer(&[&self.issuer]);
+        if with_audience {
+            validation.set_audience(&[&self.audience]);
+            validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        } else {
+            validation.validate_aud = false;
+            validation.set_required_spec_claims(&["exp", "iss", "sub"]);
+        }
+        // Expiry is checked below against the caller's clock, which tests and replays set.
+        validation.validate_exp = false;
+        let claims = jsonwebtoken::decode::<C>(token, &key, &validation)
+            .map_err(TokenError::Invalid)?
+            .claims;
+        if now.unix_timestamp() > claims.exp() + LEEWAY_SECONDS {
+            return Err(TokenError::Expired);
+        }
+        Ok(claims)
     }
 
     async fn key(&self, kid: &str) -> Result<DecodingKey, TokenError> {
@@ -241,13 +314,21 @@ impl<E: ProvideErrorMetadata, R> From<SdkError<E, R>> for DirectoryError {
     }
 }
 
+/// What a sign-in or a refresh gives: the ID token the API takes, the access token Cognito
+/// takes for the user's own settings, and (at sign-in only) the refresh token that renews both.
+#[derive(Debug, Clone)]
+pub struct Tokens {
+    pub id_token: String,
+    pub access_token: String,
+    pub refresh_token: Option<String>,
+    /// Seconds the ID and access tokens are valid for.
+    pub expires_in: i32,
+}
+
 /// Where a sign-in stands after one step.
 #[derive(Debug, Clone)]
 pub enum SignInStep {
-    Signed {
-        id_token: String,
-        expires_in: i32,
-    },
+    Signed(Tokens),
     /// An invited user's first sign-in: a password of their own replaces the temporary one.
     NewPasswordRequired {
         session: String,
@@ -325,6 +406,72 @@ impl Directory {
                 _ => err.into(),
             })?;
         step(out.authentication_result, out.challenge_name, out.session)
+    }
+
+    /// New ID and access tokens for a refresh token (which stays the same).
+    pub async fn refresh(&self, refresh_token: &str) -> Result<Tokens, DirectoryError> {
+        let out = self
+            .client
+            .initiate_auth()
+            .client_id(&self.client_id)
+            .auth_flow(AuthFlowType::RefreshTokenAuth)
+            .auth_parameters("REFRESH_TOKEN", refresh_token)
+            .send()
+            .await?;
+        let result = out
+            .authentication_result
+            .ok_or(DirectoryError::NotAuthorized)?;
+        tokens(result)
+    }
+
+    /// A new authenticator secret for the user whose access token this is; MFA is not on
+    /// until a code from it is verified.
+    pub async fn new_authenticator(&self, access_token: &str) -> Result<String, DirectoryError> {
+        let out = self
+            .client
+            .associate_software_token()
+            .access_token(access_token)
+            .send()
+            .await?;
+        out.secret_code
+            .ok_or_else(|| DirectoryError::Unavailable("the user pool gave no secret".into()))
+    }
+
+    /// Checks a code from the new authenticator and makes it the user's second factor.
+    pub async fn confirm_authenticator(
+        &self,
+        access_token: &str,
+        username: &str,
+        code: &str,
+    ) -> Result<(), DirectoryError> {
+        let out = self
+            .client
+            .verify_software_token()
+            .access_token(access_token)
+            .user_code(code)
+            .friendly_device_name("Spotwise")
+            .send()
+            .await?;
+        if out.status != Some(VerifySoftwareTokenResponseType::Success) {
+            return Err(DirectoryError::WrongCode);
+        }
+        self.set_mfa(username, true).await
+    }
+
+    /// Turns the user's authenticator app on (it must be verified) or off as a second factor.
+    pub async fn set_mfa(&self, username: &str, enabled: bool) -> Result<(), DirectoryError> {
+        let settings = SoftwareTokenMfaSettingsType::builder()
+            .enabled(enabled)
+            .preferred_mfa(enabled)
+            .build();
+        self.client
+            .admin_set_user_mfa_preference()
+            .user_pool_id(&self.user_pool_id)
+            .username(username)
+            .software_token_mfa_settings(settings)
+            .send()
+            .await?;
+        Ok(())
     }
 
     /// Creates the user in `tenant` with `role`; Cognito emails a temporary password, unless
@@ -411,6 +558,12 @@ impl Directory {
             .username(username)
             .send()
             .await?;
+        self.sign_out(username).await
+    }
+
+    /// Revokes the user's refresh and access tokens, in every browser; ID tokens already
+    /// issued stay valid until they expire (within the hour), as JWTs do.
+    pub async fn sign_out(&self, username: &str) -> Result<(), DirectoryError> {
         self.client
             .admin_user_global_sign_out()
             .user_pool_id(&self.user_pool_id)
@@ -418,6 +571,22 @@ impl Directory {
             .send()
             .await?;
         Ok(())
+    }
+}
+
+fn tokens(
+    result: aws_sdk_cognitoidentityprovider::types::AuthenticationResultType,
+) -> Result<Tokens, DirectoryError> {
+    match (result.id_token, result.access_token) {
+        (Some(id_token), Some(access_token)) => Ok(Tokens {
+            id_token,
+            access_token,
+            refresh_token: result.refresh_token,
+            expires_in: result.expires_in,
+        }),
+        _ => Err(DirectoryError::Unavailable(
+            "the user pool signed in without tokens".into(),
+        )),
     }
 }
 
@@ -431,13 +600,8 @@ fn step(
     challenge: Option<ChallengeNameType>,
     session: Option<String>,
 ) -> Result<SignInStep, DirectoryError> {
-    if let Some(result) = result
-        && let Some(id_token) = result.id_token
-    {
-        return Ok(SignInStep::Signed {
-            id_token,
-            expires_in: result.expires_in,
-        });
+    if let Some(result) = result {
+        return tokens(result).map(SignInStep::Signed);
     }
     let session = session.unwrap_or_default();
     match challenge {
@@ -558,6 +722,34 @@ mod tests {
             .verify(ACCESS_TOKEN.trim(), at(issued() + 60))
             .await;
         assert!(refused.is_err(), "{refused:?}");
+    }
+
+    #[tokio::test]
+    async fn an_access_token_names_its_user_only_for_this_app_client() {
+        let now = at(issued() + 60);
+        let sub = fixture_verifier()
+            .verify_access(ACCESS_TOKEN.trim(), now)
+            .await
+            .unwrap();
+        assert_eq!(sub, pool()["claims"]["sub"].as_str().unwrap());
+        assert!(matches!(
+            fixture_verifier().verify_access(ID_TOKEN.trim(), now).await,
+            Err(TokenError::WrongUse {
+                expected: "access",
+                ..
+            })
+        ));
+        let other_client = verifier(pool()["issuer"].as_str().unwrap(), "another-client");
+        assert!(matches!(
+            other_client.verify_access(ACCESS_TOKEN.trim(), now).await,
+            Err(TokenError::OtherClient)
+        ));
+        assert!(matches!(
+            fixture_verifier()
+                .verify_access(ACCESS_TOKEN.trim(), at(expires() + LEEWAY_SECONDS + 1))
+                .await,
+            Err(TokenError::Expired)
+        ));
     }
 
     #[tokio::test]

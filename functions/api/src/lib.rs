@@ -340,7 +340,15 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(status::public))
         .routes(routes!(users::sign_in))
         .routes(routes!(users::answer_challenge))
+        .routes(routes!(users::refresh))
         .routes(routes!(users::me))
+        .routes(routes!(users::sign_out))
+        .routes(routes!(
+            users::start_mfa,
+            users::confirm_mfa,
+            users::disable_mfa
+        ))
+        .routes(routes!(users::reset_mfa))
         .routes(routes!(users::list, users::invite))
         .routes(routes!(users::change_role, users::remove))
         .routes(routes!(tenant::list_keys, tenant::create_key))

@@ -16,13 +16,14 @@ use crate::AppState;
 use crate::audit::{self, snapshot};
 use crate::auth::{Caller, Credential};
 use crate::error::{ApiError, ErrorResponse, JsonBody};
-use crate::identity::{ChallengeAnswer, DirectoryError, SignInStep, TokenError};
+use crate::identity::{ChallengeAnswer, DirectoryError, SignInStep, TokenError, Tokens};
 use crate::paging::{Page, PageParams, Params, PathParams};
 use crate::versioning::resource_id;
 
 const MAX_EMAIL: usize = 254;
 const MAX_PASSWORD: usize = 256;
 const MAX_SESSION: usize = 4096;
+const MAX_ACCESS_TOKEN: usize = 8192;
 
 impl From<DirectoryError> for ApiError {
     fn from(err: DirectoryError) -> Self {
@@ -130,33 +131,65 @@ pub struct ChallengeInput {
     pub code: Option<String>,
 }
 
-/// Where a sign-in stands: `signed_in` with an ID token (send it as `Authorization: Bearer`),
-/// or a step still to answer at `/v1/session/challenge` with `session`.
+/// Where a sign-in stands: `signed_in` with tokens, or a step still to answer at
+/// `/v1/session/challenge` with `session`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SignInResult {
     /// `signed_in`, `new_password_required` or `mfa_required`.
     pub status: &'static str,
+    /// What the API takes: send it as `Authorization: Bearer`.
     pub id_token: Option<String>,
-    /// Seconds the ID token is valid for.
+    /// What the user pool takes for the user's own settings (`/v1/me/mfa`).
+    pub access_token: Option<String>,
+    /// At sign-in: renews both tokens at `/v1/session/refresh` until the person signs out
+    /// (a day at most, `RefreshTokenValidity` in template.yaml).
+    pub refresh_token: Option<String>,
+    /// Seconds the ID and access tokens are valid for.
     pub expires_in: Option<i32>,
     pub session: Option<String>,
 }
 
+impl SignInResult {
+    fn signed_in(tokens: Tokens) -> Self {
+        Self {
+            status: "signed_in",
+            id_token: Some(tokens.id_token),
+            access_token: Some(tokens.access_token),
+            refresh_token: tokens.refresh_token,
+            expires_in: Some(tokens.expires_in),
+            session: None,
+        }
+    }
+
+    fn challenge(status: &'static str, session: String) -> Self {
+        Self {
+            status,
+            id_token: None,
+            access_token: None,
+            refresh_token: None,
+            expires_in: None,
+            session: Some(session),
+        }
+    }
+}
+
+/// The member the new ID token names; removed people get no tokens.
+async fn token_holder(state: &AppState, tokens: &Tokens) -> Result<User, ApiError> {
+    let person = state
+        .identity
+        .verifier
+        .verify(&tokens.id_token, OffsetDateTime::now_utc())
+        .await?;
+    current_user(state, &person.sub, &person.tenant).await
+}
+
 async fn finish(state: &AppState, step: SignInStep) -> Result<SignInResult, ApiError> {
     Ok(match step {
-        SignInStep::Signed {
-            id_token,
-            expires_in,
-        } => {
-            let person = state
-                .identity
-                .verifier
-                .verify(&id_token, OffsetDateTime::now_utc())
-                .await?;
-            let user = current_user(state, &person.sub, &person.tenant).await?;
+        SignInStep::Signed(tokens) => {
+            let user = token_holder(state, &tokens).await?;
             spotwise_store::audit::write(
                 &state.store,
-                &person.tenant,
+                &user.tenant_id,
                 &user_actor(&user),
                 spotwise_store::audit::Change {
                     action: "user.sign_in",
@@ -167,25 +200,12 @@ async fn finish(state: &AppState, step: SignInStep) -> Result<SignInResult, ApiE
                 OffsetDateTime::now_utc(),
             )
             .await?;
-            SignInResult {
-                status: "signed_in",
-                id_token: Some(id_token),
-                expires_in: Some(expires_in),
-                session: None,
-            }
+            SignInResult::signed_in(tokens)
         }
-        SignInStep::NewPasswordRequired { session } => SignInResult {
-            status: "new_password_required",
-            id_token: None,
-            expires_in: None,
-            session: Some(session),
-        },
-        SignInStep::MfaRequired { session } => SignInResult {
-            status: "mfa_required",
-            id_token: None,
-            expires_in: None,
-            session: Some(session),
-        },
+        SignInStep::NewPasswordRequired { session } => {
+            SignInResult::challenge("new_password_required", session)
+        }
+        SignInStep::MfaRequired { session } => SignInResult::challenge("mfa_required", session),
     })
 }
 
@@ -221,10 +241,7 @@ pub async fn answer_challenge(
         (Some(password), None) => {
             ChallengeAnswer::NewPassword(bounded("new_password", password, MAX_PASSWORD)?)
         }
-        (None, Some(code)) if code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit()) => {
-            ChallengeAnswer::MfaCode(code)
-        }
-        (None, Some(_)) => return Err(ApiError::field("code", "must be six digits")),
+        (None, Some(code)) => ChallengeAnswer::MfaCode(six_digits(code)?),
         _ => {
             return Err(ApiError::field(
                 "new_password",
@@ -238,6 +255,213 @@ pub async fn answer_challenge(
         .answer(&username, session, answer)
         .await?;
     Ok(Json(finish(&state, step).await?))
+}
+
+fn six_digits(code: &str) -> Result<&str, ApiError> {
+    if code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(code)
+    } else {
+        Err(ApiError::field("code", "must be six digits"))
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshInput {
+    /// The `refresh_token` of a sign-in.
+    #[schema(min_length = 1, max_length = 4096)]
+    pub refresh_token: String,
+}
+
+/// New ID and access tokens for a refresh token, for as long as the person is a member and has
+/// not signed out.
+#[utoipa::path(post, path = "/v1/session/refresh", tag = "users", request_body = RefreshInput,
+    responses((status = 200, body = SignInResult), (status = 401, body = ErrorResponse)))]
+pub async fn refresh(
+    State(state): State<AppState>,
+    JsonBody(input): JsonBody<RefreshInput>,
+) -> Result<Json<SignInResult>, ApiError> {
+    let token = bounded("refresh_token", &input.refresh_token, MAX_SESSION)?;
+    let tokens = state.identity.directory.refresh(token).await?;
+    token_holder(&state, &tokens).await?;
+    Ok(Json(SignInResult::signed_in(tokens)))
+}
+
+/// Signs the caller out in every browser: their refresh and access tokens stop working at once,
+/// ID tokens already issued within the hour.
+#[utoipa::path(post, path = "/v1/me/sign-out", tag = "users",
+    responses((status = 204), (status = 403, body = ErrorResponse)), security(("api_key" = [])))]
+pub async fn sign_out(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<StatusCode, ApiError> {
+    let user = current_user(&state, caller.person()?, &caller.tenant).await?;
+    state.identity.directory.sign_out(&user.email).await?;
+    spotwise_store::audit::write(
+        &state.store,
+        &caller.tenant,
+        &caller.actor(),
+        spotwise_store::audit::Change {
+            action: "user.sign_out",
+            target: format!("user/{}", user.id),
+            before: None,
+            after: None,
+        },
+        OffsetDateTime::now_utc(),
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuthenticatorStart {
+    /// The caller's own `access_token` from signing in or refreshing.
+    #[schema(min_length = 1, max_length = 8192)]
+    pub access_token: String,
+}
+
+/// A new authenticator app's secret; nothing changes until a code from it is confirmed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuthenticatorSecret {
+    /// Base32, for typing into the app.
+    pub secret: String,
+    /// `otpauth://` URI, for the app to scan as a QR code.
+    pub uri: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuthenticatorConfirm {
+    #[schema(min_length = 1, max_length = 8192)]
+    pub access_token: String,
+    /// Six digits from the app.
+    #[schema(pattern = "^[0-9]{6}$")]
+    pub code: String,
+}
+
+/// The access token, checked to be the caller's own.
+async fn own_access_token<'a>(
+    state: &AppState,
+    caller: &Caller,
+    token: &'a str,
+) -> Result<(&'a str, User), ApiError> {
+    let token = bounded("access_token", token, MAX_ACCESS_TOKEN)?;
+    let user = current_user(state, caller.person()?, &caller.tenant).await?;
+    let sub = state
+        .identity
+        .verifier
+        .verify_access(token, OffsetDateTime::now_utc())
+        .await
+        .map_err(|e| ApiError::field("access_token", e.to_string()))?;
+    if sub != user.id {
+        return Err(ApiError::field(
+            "access_token",
+            "the access token is another person's",
+        ));
+    }
+    Ok((token, user))
+}
+
+/// Starts setting up an authenticator app for the caller's sign-in.
+#[utoipa::path(post, path = "/v1/me/mfa", tag = "users", request_body = AuthenticatorStart,
+    responses((status = 200, body = AuthenticatorSecret), (status = 400, body = ErrorResponse)),
+    security(("api_key" = [])))]
+pub async fn start_mfa(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(input): JsonBody<AuthenticatorStart>,
+) -> Result<Json<AuthenticatorSecret>, ApiError> {
+    let (token, user) = own_access_token(&state, &caller, &input.access_token).await?;
+    let secret = state.identity.directory.new_authenticator(token).await?;
+    Ok(Json(AuthenticatorSecret {
+        uri: format!(
+            "otpauth://totp/Spotwise:{email}?secret={secret}&issuer=Spotwise",
+            email = user.email
+        ),
+        secret,
+    }))
+}
+
+/// Confirms the new app with one of its codes: from then on signing in asks for a code.
+#[utoipa::path(put, path = "/v1/me/mfa", tag = "users", request_body = AuthenticatorConfirm,
+    responses((status = 200, body = User), (status = 400, body = ErrorResponse)),
+    security(("api_key" = [])))]
+pub async fn confirm_mfa(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(input): JsonBody<AuthenticatorConfirm>,
+) -> Result<Json<User>, ApiError> {
+    let code = six_digits(&input.code)?;
+    let (token, user) = own_access_token(&state, &caller, &input.access_token).await?;
+    state
+        .identity
+        .directory
+        .confirm_authenticator(token, &user.email, code)
+        .await?;
+    Ok(Json(
+        set_mfa_record(&state, &caller, &user.id, true, "user.mfa_enable").await?,
+    ))
+}
+
+/// Turns the caller's authenticator off: signing in asks for the password only.
+#[utoipa::path(delete, path = "/v1/me/mfa", tag = "users",
+    responses((status = 200, body = User), (status = 403, body = ErrorResponse)), security(("api_key" = [])))]
+pub async fn disable_mfa(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<User>, ApiError> {
+    let user = current_user(&state, caller.person()?, &caller.tenant).await?;
+    state.identity.directory.set_mfa(&user.email, false).await?;
+    Ok(Json(
+        set_mfa_record(&state, &caller, &user.id, false, "user.mfa_disable").await?,
+    ))
+}
+
+/// Turns a member's authenticator off (a lost phone); they can set up a new one after signing in.
+#[utoipa::path(delete, path = "/v1/users/{id}/mfa", tag = "users", params(("id" = String, Path)),
+    responses((status = 200, body = User), (status = 404, body = ErrorResponse)), security(("api_key" = [])))]
+pub async fn reset_mfa(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParams(id): PathParams<String>,
+) -> Result<Json<User>, ApiError> {
+    caller.require(Role::Admin)?;
+    let item = member(&state, &caller, &id).await?;
+    state
+        .identity
+        .directory
+        .set_mfa(&item.body.email, false)
+        .await?;
+    Ok(Json(
+        set_mfa_record(&state, &caller, &item.body.id, false, "user.mfa_reset").await?,
+    ))
+}
+
+/// Records whether `user` signs in with a code, audited as `action`.
+async fn set_mfa_record(
+    state: &AppState,
+    caller: &Caller,
+    user: &str,
+    mfa: bool,
+    action: &'static str,
+) -> Result<User, ApiError> {
+    let mut item = member(state, caller, user).await?;
+    let before = item.body.clone();
+    item.body.mfa = mfa;
+    audit::commit(
+        state,
+        vec![Write::versioned(&item)?],
+        audit::entry(
+            caller,
+            action,
+            format!("user/{user}"),
+            snapshot(&before),
+            snapshot(&item.body),
+        )?,
+    )
+    .await?;
+    Ok(item.body)
 }
 
 /// The record behind a token: present, not removed, and in the token's tenant.
@@ -270,16 +494,23 @@ pub struct Me {
     pub role: String,
     /// `user` (signed in) or `key`.
     pub kind: &'static str,
+    /// For a person: whether signing in asks for an authenticator code.
+    pub mfa: Option<bool>,
 }
 
 #[utoipa::path(get, path = "/v1/me", tag = "users",
     responses((status = 200, body = Me), (status = 401, body = ErrorResponse)), security(("api_key" = [])))]
-pub async fn me(caller: Caller) -> Json<Me> {
+pub async fn me(State(state): State<AppState>, caller: Caller) -> Result<Json<Me>, ApiError> {
     let role = match &caller.principal {
         Principal::User { role } => role.as_str(),
         Principal::Agent { .. } => "agent",
     };
-    Json(Me {
+    let mfa = match caller.person() {
+        Ok(sub) => Some(current_user(&state, sub, &caller.tenant).await?.mfa),
+        Err(_) => None,
+    };
+    Ok(Json(Me {
+        mfa,
         role: role.to_owned(),
         kind: match caller.credential {
             Credential::Person => "user",
@@ -287,7 +518,7 @@ pub async fn me(caller: Caller) -> Json<Me> {
         },
         name: caller.key_name,
         tenant: caller.tenant,
-    })
+    }))
 }
 
 #[utoipa::path(get, path = "/v1/users", tag = "users", params(PageParams),
@@ -329,15 +560,7 @@ pub async fn invite(
         .directory
         .invite(&address, &caller.tenant, input.role, None)
         .await?;
-    let user = User {
-        id: sub,
-        tenant_id: caller.tenant.clone(),
-        email: address,
-        role: input.role,
-        invited_by: caller.actor(),
-        created_at: OffsetDateTime::now_utc(),
-        removed_at: None,
-    };
+    let user = new_user(sub, &caller.tenant, address, input.role, caller.actor());
     audit::commit(
         &state,
         vec![Write::put(&user_item(&user), PutCondition::IfAbsent)?],
@@ -351,6 +574,19 @@ pub async fn invite(
     )
     .await?;
     Ok((StatusCode::CREATED, Json(user)))
+}
+
+fn new_user(sub: String, tenant: &TenantId, email: String, role: Role, invited_by: String) -> User {
+    User {
+        id: sub,
+        tenant_id: tenant.clone(),
+        email,
+        role,
+        invited_by,
+        created_at: OffsetDateTime::now_utc(),
+        removed_at: None,
+        mfa: false,
+    }
 }
 
 pub fn user_item(user: &User) -> Item<&User> {
@@ -374,15 +610,7 @@ pub async fn add_person(
         .directory
         .invite(&address, tenant, role, Some(temporary_password))
         .await?;
-    let user = User {
-        id: sub,
-        tenant_id: tenant.clone(),
-        email: address,
-        role,
-        invited_by: actor.to_owned(),
-        created_at: OffsetDateTime::now_utc(),
-        removed_at: None,
-    };
+    let user = new_user(sub, tenant, address, role, actor.to_owned());
     let change = spotwise_store::audit::Change {
         action: "user.invite",
         target: format!("user/{}", user.id),

@@ -65,6 +65,9 @@ pub struct User {
     pub created_at: OffsetDateTime,
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub removed_at: Option<OffsetDateTime>,
+    /// Whether signing in asks for a code from the user's authenticator app.
+    #[serde(default)]
+    pub mfa: bool,
 }
 
 /// A tenant's public status page, once an admin opted in. It is found by `id`, random and

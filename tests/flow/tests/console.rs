@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use spotwise_core::TenantId;
 use spotwise_core::domain::Role;
 use spotwise_testkit::browser::{self, Browser};
-use spotwise_testkit::{LocalStack, repo_root};
+use spotwise_testkit::{LocalStack, repo_root, totp};
 
 const TEMPORARY: &str = "Temporary-Passw0rd";
 const CHOSEN: &str = "Chosen-Passw0rd-2026";
@@ -33,6 +33,23 @@ async fn sign_in(browser: &Browser, base: &str, email: &str, shot: Option<&str>)
         browser.screenshot(name).await.unwrap();
     }
     browser.fill("#new_password", CHOSEN).await.unwrap();
+    browser.submit("button[type=submit]").await.unwrap();
+    assert_eq!(browser.text("h1").await.unwrap(), "Overview");
+}
+
+/// Signs in again with the chosen password and the authenticator's current code.
+async fn sign_in_with_code(browser: &Browser, base: &str, email: &str, secret: &str) {
+    browser
+        .goto(&format!("{base}/console/sign-in"))
+        .await
+        .unwrap();
+    browser.fill("#username", email).await.unwrap();
+    browser.fill("#password", CHOSEN).await.unwrap();
+    browser.submit("button[type=submit]").await.unwrap();
+    assert_eq!(browser.text("h1").await.unwrap(), "Enter your code");
+    browser.screenshot("17-sign-in-code").await.unwrap();
+    let code = totp::current_code(secret).await.unwrap();
+    browser.fill("#code", &code).await.unwrap();
     browser.submit("button[type=submit]").await.unwrap();
     assert_eq!(browser.text("h1").await.unwrap(), "Overview");
 }
@@ -223,6 +240,11 @@ async fn walk_through_the_console() {
         pods.contains("moved") || pods.contains("started"),
         "the rollout's pod moves are in the pod history: {pods}"
     );
+    let utilisation = browser.text("#utilisation").await.unwrap();
+    assert!(
+        utilisation.starts_with("Requested: cpu ") && utilisation.contains("in use"),
+        "the running nodes' requested and used share: {utilisation}"
+    );
     browser.screenshot("03-cluster").await.unwrap();
     browser.submit("#approve").await.unwrap();
     assert!(browser.text(".notice").await.unwrap().contains("approved"));
@@ -269,6 +291,60 @@ async fn walk_through_the_console() {
         format!("000{}", "1".repeat(21))
     );
     assert_eq!(saved["schedule"]["awake"][0], "1".repeat(24));
+
+    // Right-sizing: every workload of the newest plan, with the changes the flow applied.
+    let sizing = rig
+        .api
+        .get(&format!("/v1/clusters/{cluster}/rightsizing"))
+        .await
+        .unwrap();
+    browser
+        .goto(&format!("{cluster_page}/rightsizing"))
+        .await
+        .unwrap();
+    let listed = browser.text("#rightsizing").await.unwrap();
+    for workload in sizing["workloads"].as_array().unwrap() {
+        let key = workload["key"].as_str().unwrap();
+        assert!(listed.contains(key), "{key} in {listed}");
+    }
+    browser.screenshot("07b-rightsizing").await.unwrap();
+    let ready = sizing["workloads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["status"] == "ready")
+        .expect("the demo's plan has a right-sizing ready to apply");
+    let key = ready["key"].as_str().unwrap();
+    browser
+        .submit(&format!("button[aria-label=\"Apply to {key}\"]"))
+        .await
+        .unwrap();
+    assert!(browser.text(".notice").await.unwrap().contains(key));
+    let changes = browser.text("#resize-changes").await.unwrap();
+    assert!(
+        changes.contains("pending") && changes.contains("user:admin@acme.example"),
+        "{changes}"
+    );
+    let newest = &rig
+        .api
+        .get(&format!("/v1/clusters/{cluster}/rightsizing"))
+        .await
+        .unwrap()["changes"][0];
+    assert_eq!(newest["status"], "pending", "{newest}");
+    assert_eq!(
+        format!(
+            "{}/{}/{}",
+            newest["workload"]["namespace"].as_str().unwrap(),
+            newest["workload"]["kind"].as_str().unwrap(),
+            newest["workload"]["name"].as_str().unwrap()
+        ),
+        key
+    );
+
+    // An expired session cookie is renewed from the refresh cookie, without signing in.
+    browser.delete_cookie("spotwise_session").await.unwrap();
+    browser.goto(&format!("{base}/console")).await.unwrap();
+    assert_eq!(browser.text("h1").await.unwrap(), "Overview");
 
     // Costs by namespace over the month so far, and their CSV export.
     browser
@@ -566,6 +642,37 @@ async fn walk_through_the_console() {
     println!("overview page and its assets: {bytes} bytes");
     browser.screenshot("13-overview-phone").await.unwrap();
     browser.resize(1280, 800).await.unwrap();
+
+    // The admin turns on an authenticator app: a wrong code is refused, the app's code
+    // confirms it, and the next sign-in asks for a code.
+    browser.click(".who a").await.unwrap();
+    assert!(browser.text("#mfa + p").await.unwrap().starts_with("Off"));
+    browser
+        .submit("form[action=\"/console/account/mfa\"] button")
+        .await
+        .unwrap();
+    assert!(browser.exists("img.qr").await.unwrap());
+    browser.screenshot("12g-authenticator").await.unwrap();
+    let secret: String = browser
+        .text("code.secret")
+        .await
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    let stale = totp::code(&secret, 59).unwrap();
+    browser.fill("#code", &stale).await.unwrap();
+    browser.submit("form.stack button").await.unwrap();
+    assert!(
+        browser.text(".error").await.unwrap().contains("code"),
+        "a wrong code is refused on the same page"
+    );
+    let code = totp::current_code(&secret).await.unwrap();
+    browser.fill("#code", &code).await.unwrap();
+    browser.submit("form.stack button").await.unwrap();
+    assert!(browser.text(".notice").await.unwrap().contains("is on"));
+    assert!(browser.text("#mfa + p").await.unwrap().starts_with("On"));
+    sign_out(&browser, &base).await;
+    sign_in_with_code(&browser, &base, "admin@acme.example", &secret).await;
     sign_out(&browser, &base).await;
     browser.screenshot("14-signed-out").await.unwrap();
 

@@ -7,17 +7,19 @@
 //! as well. Pages work without JavaScript; a few lines of it paint the hibernation grid by
 //! dragging and check cron expressions as they are typed.
 
+mod account;
 mod costs;
 mod pages;
 mod public;
 pub mod reference;
+mod rightsizing;
 mod schedules;
 mod settings;
 mod view;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -26,7 +28,18 @@ use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::ServiceExt;
 
+use view::text;
+
 const SESSION_COOKIE: &str = "spotwise_session";
+/// Renews the session cookie's ID token when it expires, for as long as the refresh token
+/// lives (a day); sent to the console's pages only.
+const REFRESH_COOKIE: &str = "spotwise_refresh";
+const REFRESH_COOKIE_PATH: &str = "/console";
+/// The session cookie ends this long before its ID token, so the browser stops sending it
+/// (and the console renews it) before the API would refuse it.
+const SESSION_MARGIN_SECONDS: i64 = 60;
+/// The user pool client's `RefreshTokenValidity` (template.yaml).
+const REFRESH_LIFETIME_SECONDS: i64 = 24 * 60 * 60;
 /// API answers the console reads are small JSON documents; a page never needs more.
 const MAX_API_ANSWER_BYTES: usize = 4 * 1024 * 1024;
 
@@ -128,6 +141,19 @@ pub fn router(api: Router, secure_cookies: bool) -> Router {
         .route("/status/{id}/badge.svg", get(public::badge))
         .route("/console/assets/console.css", get(view::stylesheet))
         .route("/console/assets/console.js", get(view::script))
+        .route("/console/account", get(account::account))
+        .route(
+            "/console/clusters/{id}/rightsizing",
+            get(rightsizing::page).post(rightsizing::apply_recommendation),
+        )
+        .route("/console/account/mfa", post(account::start_mfa))
+        .route("/console/account/mfa/confirm", post(account::confirm_mfa))
+        .route("/console/account/mfa/disable", post(account::disable_mfa))
+        .route(
+            "/console/admin/users/{id}/mfa-reset",
+            post(account::reset_mfa),
+        )
+        .layer(middleware::from_fn_with_state(console.clone(), renew))
         .layer(middleware::from_fn(guard))
         .with_state(console)
 }
@@ -184,30 +210,113 @@ fn same_origin(headers: &HeaderMap) -> bool {
         .is_some_and(|(_, authority)| authority == host)
 }
 
-/// The signed-in person's token, from the session cookie.
-fn session_token(headers: &HeaderMap) -> Option<String> {
+/// Signed-in pages whose session cookie has expired get a new ID token from the refresh
+/// cookie before they run; a refresh the API refuses (signed out, removed) drops the cookie,
+/// and the page then asks to sign in.
+async fn renew(State(console): State<Console>, mut request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    let Some(refresh_token) = cookie(headers, REFRESH_COOKIE).filter(|_| {
+        let path = request.uri().path();
+        session_token(headers).is_none()
+            && path.starts_with("/console")
+            && !path.starts_with("/console/assets/")
+    }) else {
+        return next.run(request).await;
+    };
+    let mut set_cookies = Vec::new();
+    match console.refresh(&refresh_token).await {
+        Some(signed) => {
+            let token = text(&signed["id_token"]).to_owned();
+            let cookies = request.headers_mut();
+            if let Ok(value) = HeaderValue::from_str(&format!("{SESSION_COOKIE}={token}")) {
+                cookies.append(header::COOKIE, value);
+            }
+            set_cookies.extend(console.session_cookies(&signed));
+        }
+        None => set_cookies.extend(clearing_cookies()),
+    }
+    let mut response = next.run(request).await;
+    for value in set_cookies {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+    response
+}
+
+/// A cookie's value; empty counts as absent.
+fn cookie(headers: &HeaderMap, wanted: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == SESSION_COOKIE)
+        .find(|(name, _)| *name == wanted)
         .map(|(_, value)| value.to_owned())
         .filter(|value| !value.is_empty())
 }
 
+/// The signed-in person's ID token, from the session cookie.
+fn session_token(headers: &HeaderMap) -> Option<String> {
+    cookie(headers, SESSION_COOKIE)
+}
+
+fn refresh_token(headers: &HeaderMap) -> Option<String> {
+    cookie(headers, REFRESH_COOKIE)
+}
+
+/// Cookies that end the session and its renewal. Clearing needs no `Secure`, so this is the
+/// same on every stack.
+fn clearing_cookies() -> [HeaderValue; 2] {
+    [
+        HeaderValue::from_static("spotwise_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+        HeaderValue::from_static(
+            "spotwise_refresh=; Path=/console; HttpOnly; SameSite=Strict; Max-Age=0",
+        ),
+    ]
+}
+
 impl Console {
-    fn session_cookie(&self, token: &str, max_age: i32) -> HeaderValue {
+    fn cookie(&self, name: &str, value: &str, path: &str, max_age: i64) -> Option<HeaderValue> {
         let secure = if self.secure_cookies { "; Secure" } else { "" };
         HeaderValue::from_str(&format!(
-            "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
+            "{name}={value}; Path={path}; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
         ))
-        .unwrap_or(HeaderValue::from_static(""))
+        .ok()
     }
 
-    fn cleared_cookie(&self) -> HeaderValue {
-        self.session_cookie("", 0)
+    /// The cookies of a signed-in answer from the API (sign-in or refresh): the ID token, and
+    /// at sign-in the refresh token.
+    fn session_cookies(&self, signed: &Value) -> Vec<HeaderValue> {
+        let lifetime = signed["expires_in"].as_i64().unwrap_or(3600);
+        let mut cookies: Vec<HeaderValue> = self
+            .cookie(
+                SESSION_COOKIE,
+                text(&signed["id_token"]),
+                "/",
+                (lifetime - SESSION_MARGIN_SECONDS).max(0),
+            )
+            .into_iter()
+            .collect();
+        if let Some(refresh) = signed["refresh_token"].as_str() {
+            cookies.extend(self.cookie(
+                REFRESH_COOKIE,
+                refresh,
+                REFRESH_COOKIE_PATH,
+                REFRESH_LIFETIME_SECONDS,
+            ));
+        }
+        cookies
+    }
+
+    /// The API's answer to a refresh, when it gave tokens.
+    async fn refresh(&self, refresh_token: &str) -> Option<Value> {
+        let body = serde_json::json!({ "refresh_token": refresh_token });
+        let answer = self
+            .client(None)
+            .send(Method::POST, "/v1/session/refresh", Some(&body), None)
+            .await
+            .ok()?;
+        (answer.status.is_success() && answer.body["id_token"].is_string()).then_some(answer.body)
     }
 
     /// The API as the person with `token` (or nobody, for signing in).
@@ -259,12 +368,9 @@ impl IntoResponse for Failure {
         match self {
             Failure::SignIn => {
                 let mut response = Redirect::to("/console/sign-in").into_response();
-                response.headers_mut().insert(
-                    header::SET_COOKIE,
-                    HeaderValue::from_static(
-                        "spotwise_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0",
-                    ),
-                );
+                for value in clearing_cookies() {
+                    response.headers_mut().append(header::SET_COOKIE, value);
+                }
                 response
             }
             Failure::Refused(status, message) => view::error_page(status, &message),

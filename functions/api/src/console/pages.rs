@@ -152,12 +152,10 @@ fn after_sign_in_step(console: &Console, answer: super::Answer, username: &str) 
     }
     match answer.body["status"].as_str() {
         Some("signed_in") => {
-            let token = text(&answer.body["id_token"]);
-            let max_age = answer.body["expires_in"].as_i64().unwrap_or(3600) as i32;
             let mut response = Redirect::to("/console").into_response();
-            response
-                .headers_mut()
-                .insert(header::SET_COOKIE, console.session_cookie(token, max_age));
+            for cookie in console.session_cookies(&answer.body) {
+                response.headers_mut().append(header::SET_COOKIE, cookie);
+            }
             response
         }
         Some(step @ ("new_password_required" | "mfa_required")) => {
@@ -231,18 +229,28 @@ pub struct TokenLink {
 pub async fn dev_session(State(console): State<Console>, Query(link): Query<TokenLink>) -> Page {
     console.client(Some(&link.token)).get("/v1/me").await?;
     let mut response = Redirect::to("/console").into_response();
-    response.headers_mut().insert(
-        header::SET_COOKIE,
-        console.session_cookie(&link.token, 3600),
-    );
+    let signed = json!({"id_token": link.token, "expires_in": 3600});
+    for cookie in console.session_cookies(&signed) {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
     Ok(response)
 }
 
-pub async fn sign_out(State(console): State<Console>) -> Response {
+/// Ends the person's sessions in every browser (the user pool revokes their refresh tokens),
+/// and this browser's cookies, even when the API cannot be reached.
+pub async fn sign_out(State(console): State<Console>, headers: HeaderMap) -> Response {
+    if let Some(token) = session_token(&headers)
+        && let Err(Failure::Refused(status, message)) = console
+            .client(Some(&token))
+            .change(Method::POST, "/v1/me/sign-out", None, None)
+            .await
+    {
+        tracing::warn!(%status, message, "sign-out not recorded by the API");
+    }
     let mut response = back_to("/console/sign-in", "You are signed out.");
-    response
-        .headers_mut()
-        .insert(header::SET_COOKIE, console.cleared_cookie());
+    for cookie in super::clearing_cookies() {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
     response
 }
 
@@ -520,19 +528,27 @@ pub async fn cluster(
             a href=(format!("/console/clusters/{id}/policy")) { "Policy" } " · "
             a href=(format!("/console/clusters/{id}/node-templates")) { "Node templates" } " · "
             a href=(format!("/console/clusters/{id}/hibernation")) { "Hibernation schedule" } " · "
+            a href=(format!("/console/clusters/{id}/rightsizing")) { "Right-sizing" } " · "
             a href="/console/schedules" { "Scheduled runs" } }
         section aria-labelledby="nodes" {
             h2 #nodes { "Nodes" }
             @if snapshot.is_null() {
                 p { "No recent snapshot: " (text(&detail["snapshot_problem"])) }
             } @else {
+                @let load = ClusterLoad::of(&node_list);
                 p { (snapshot["nodes"]) " nodes (" (snapshot["spot_nodes"]) " spot) running " (snapshot["pods"]) " pods, as of " (when(&snapshot["taken_at"])) "." }
+                p #utilisation { "Requested: cpu " (percent(load.cpu_requested)) ", memory " (percent(load.memory_requested)) " of what the nodes offer pods"
+                    @if let Some((cpu, memory)) = load.used { "; in use when the snapshot was taken: cpu " (percent(cpu)) ", memory " (percent(memory)) } "." }
                 (view::mix_chart("Nodes by instance type now.", &mix_rows(&Value::Array(current_mix))))
                 div.scroll { table {
-                    thead { tr { th scope="col" { "Node" } th scope="col" { "Type" } th scope="col" { "Zone" } th scope="col" { "Capacity" } th scope="col" { "Pods" } } }
+                    thead { tr { th scope="col" { "Node" } th scope="col" { "Type" } th scope="col" { "Zone" } th scope="col" { "Capacity" } th scope="col" { "Pods" }
+                        th scope="col" { "CPU requested" } th scope="col" { "Memory requested" } th scope="col" { "CPU in use" } } }
                     tbody { @for node in &node_list { tr {
                         td { (text(&node["name"])) @if node["unschedulable"] == true { " " span.badge.bad { "cordoned" } } }
                         td { (text(&node["instance_type"])) } td { (text(&node["zone"])) } td { (text(&node["capacity_type"])) } td { (node["pods"]) }
+                        td { (share_cell(&node["cpu_requested_m"], &node["cpu_allocatable_m"])) }
+                        td { (share_cell(&node["memory_requested_mib"], &node["memory_allocatable_mib"])) }
+                        td { @if node["cpu_used_m"].is_null() { small { "no metrics" } } @else { (share_cell(&node["cpu_used_m"], &node["cpu_allocatable_m"])) } }
                     } } }
                 } }
             }
@@ -567,7 +583,7 @@ pub async fn cluster(
             }
         }
         @if !rollout.is_null() {
-            section aria-labelledby="rollout" {
+            section aria-labelledby="rollout" data-refresh-seconds=[rollout["completed_at"].is_null().then_some(ROLLOUT_REFRESH_SECONDS)] {
                 h2 #rollout { "Rollout of revision " (rollout["revision"]) }
                 p { strong { (text(&rollout["status"])) } ": " (text(&rollout["reason"])) }
                 div.scroll { table {
@@ -618,6 +634,49 @@ pub async fn cluster(
         }
     };
     Ok(view::layout(&title, &me, Some(Section::Overview), notice.text(), body).into_response())
+}
+
+/// A running rollout's page reloads itself this often.
+const ROLLOUT_REFRESH_SECONDS: u32 = 20;
+
+/// How much of the nodes' allocatable capacity pods request, and used at the snapshot.
+struct ClusterLoad {
+    cpu_requested: f64,
+    memory_requested: f64,
+    used: Option<(f64, f64)>,
+}
+
+impl ClusterLoad {
+    fn of(nodes: &[Value]) -> Self {
+        let sum = |field: &str| nodes.iter().map(|n| number(&n[field])).sum::<f64>();
+        let share = |part: f64, whole: f64| if whole > 0.0 { part / whole } else { 0.0 };
+        let (cpu, memory) = (sum("cpu_allocatable_m"), sum("memory_allocatable_mib"));
+        let metered = nodes.iter().any(|n| !n["cpu_used_m"].is_null());
+        Self {
+            cpu_requested: share(sum("cpu_requested_m"), cpu),
+            memory_requested: share(sum("memory_requested_mib"), memory),
+            used: metered.then(|| {
+                (
+                    share(sum("cpu_used_m"), cpu),
+                    share(sum("memory_used_mib"), memory),
+                )
+            }),
+        }
+    }
+}
+
+/// A share of a node's capacity as a gauge and a percentage.
+fn share_cell(part: &Value, whole: &Value) -> Markup {
+    let whole = number(whole);
+    let share = if whole > 0.0 {
+        number(part) / whole
+    } else {
+        0.0
+    };
+    html! {
+        meter min="0" max="1" high="0.9" value=(format!("{share:.3}")) aria-hidden="true" {}
+        " " (percent(share))
+    }
 }
 
 /// A pod history entry's change in words.
@@ -1050,12 +1109,18 @@ pub(super) async fn admin_page(
         section aria-labelledby="users" {
             h2 #users { "Users" }
             div.scroll { table {
-                thead { tr { th scope="col" { "Email" } th scope="col" { "Role" } th scope="col" { "Invited by" } th scope="col" { "" } } }
+                thead { tr { th scope="col" { "Email" } th scope="col" { "Role" } th scope="col" { "Authenticator" } th scope="col" { "Invited by" } th scope="col" { "" } } }
                 tbody { @for user in users["items"].as_array().into_iter().flatten().filter(|u| u["removed_at"].is_null()) {
                     @let user_id = text(&user["id"]);
                     tr {
                         td { (text(&user["email"])) }
                         td { (text(&user["role"])) }
+                        td { @if user["mfa"] == true {
+                            "on "
+                            form.inline method="post" action=(format!("/console/admin/users/{user_id}/mfa-reset")) {
+                                button.secondary type="submit" aria-label=(format!("Turn off the authenticator of {}", text(&user["email"]))) { "Turn off" }
+                            }
+                        } @else { "off" } }
                         td { small { (text(&user["invited_by"])) " " (when(&user["created_at"])) } }
                         td { @if user["email"].as_str() != Some(me.name.as_str()) {
                             form.inline method="post" action=(format!("/console/admin/users/{user_id}")) {

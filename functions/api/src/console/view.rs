@@ -44,6 +44,8 @@ pub struct Me {
     pub name: String,
     pub tenant: String,
     pub role: String,
+    /// Whether signing in asks for an authenticator code.
+    pub mfa: Option<bool>,
 }
 
 impl Me {
@@ -53,6 +55,7 @@ impl Me {
             name: text("name"),
             tenant: text("tenant"),
             role: text("role"),
+            mfa: value["mfa"].as_bool(),
         }
     }
 
@@ -112,7 +115,7 @@ pub fn layout(
                             }
                         }
                         div.who {
-                            span { (me.name) " · " (me.tenant) " · " (me.role) }
+                            span { a href="/console/account" { (me.name) } " · " (me.tenant) " · " (me.role) }
                             form method="post" action="/console/sign-out" {
                                 button.link type="submit" { "Sign out" }
                             }

@@ -78,6 +78,45 @@ async fn agent_reports_reach_the_cluster_and_its_actions() {
         .await;
     assert_eq!(detail.body["agent"]["agent_version"], "0.1.0");
     assert_eq!(detail.body["snapshot"]["nodes"], snapshot.nodes.len());
+    // Each node's load is the sum of the requests of the pods the snapshot places on it.
+    for node in &snapshot.nodes {
+        let listed = detail.body["snapshot"]["node_list"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["name"] == node.name.as_str())
+            .unwrap();
+        let on_node: Vec<_> = snapshot
+            .pods
+            .iter()
+            .chain(&snapshot.daemon_pods)
+            .filter(|p| p.spec.node.as_deref() == Some(node.name.as_str()))
+            .collect();
+        assert_eq!(listed["cpu_allocatable_m"], node.cpu_m);
+        assert_eq!(
+            listed["cpu_requested_m"],
+            on_node.iter().map(|p| p.spec.cpu_m).sum::<u64>()
+        );
+        assert_eq!(
+            listed["memory_requested_mib"],
+            on_node.iter().map(|p| p.spec.mem_mib).sum::<u64>()
+        );
+        assert_eq!(listed["pods"], on_node.len());
+    }
+    let used: u64 = detail.body["snapshot"]["node_list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n["cpu_used_m"].as_u64())
+        .sum();
+    let expected_used: u64 = snapshot
+        .pods
+        .iter()
+        .chain(&snapshot.daemon_pods)
+        .filter(|p| p.spec.node.is_some())
+        .filter_map(|p| p.usage.map(|u| u.cpu_m))
+        .sum();
+    assert_eq!(used, expected_used);
     let kinds: Vec<&str> = detail.body["events"]
         .as_array()
         .unwrap()

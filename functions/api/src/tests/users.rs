@@ -2,6 +2,7 @@
 //! admin's invitations, role changes and removals, which apply on the next request.
 
 use spotwise_core::domain::Role;
+use spotwise_testkit::totp;
 
 use super::*;
 
@@ -12,6 +13,12 @@ impl Api {
     /// A person of `tenant` who has signed in once (setting their own password): their ID
     /// token and user id.
     async fn person(&self, tenant: &str, email: &str, role: Role) -> (String, String) {
+        let (signed, id) = self.signed_in(tenant, email, role).await;
+        (signed["id_token"].as_str().unwrap().to_owned(), id)
+    }
+
+    /// A person's first sign-in: the answer with their tokens, and their user id.
+    async fn signed_in(&self, tenant: &str, email: &str, role: Role) -> (Value, String) {
         let user = crate::users::add_person(
             &self.state,
             &TenantId::new(tenant).unwrap(),
@@ -44,10 +51,29 @@ impl Api {
             .await;
         assert_eq!(signed.status, StatusCode::OK, "{}", signed.body);
         assert_eq!(signed.body["status"], "signed_in");
-        (
-            signed.body["id_token"].as_str().unwrap().to_owned(),
-            user.id,
+        (signed.body, user.id)
+    }
+
+    async fn sign_in(&self, email: &str) -> Reply {
+        self.send(
+            Method::POST,
+            "/v1/session",
+            None,
+            Some(json!({"username": email, "password": CHOSEN})),
+            &[],
         )
+        .await
+    }
+
+    async fn refresh(&self, refresh_token: &Value) -> Reply {
+        self.send(
+            Method::POST,
+            "/v1/session/refresh",
+            None,
+            Some(json!({"refresh_token": refresh_token})),
+            &[],
+        )
+        .await
     }
 }
 
@@ -59,7 +85,7 @@ async fn a_person_signs_in_and_their_token_carries_their_tenant_and_role() {
     assert_eq!(me.status, StatusCode::OK, "{}", me.body);
     assert_eq!(
         me.body,
-        json!({"tenant": "t1", "name": "ops@t1.example", "role": "operator", "kind": "user"})
+        json!({"tenant": "t1", "name": "ops@t1.example", "role": "operator", "kind": "user", "mfa": false})
     );
     // The token works on every route its role allows, and only in its tenant.
     let hook = api
@@ -291,4 +317,131 @@ async fn sign_in_input_is_bounded() {
         )
         .await;
     assert_eq!(unknown.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_person_sets_up_an_authenticator_and_then_signs_in_with_its_codes() {
+    let api = api().await;
+    let email = "ops@t1.example";
+    let (signed, id) = api.signed_in("t1", email, Role::Operator).await;
+    let token = signed["id_token"].as_str().unwrap();
+    let access = &signed["access_token"];
+    assert_eq!(api.get("/v1/me", token).await.body["mfa"], false);
+
+    let (someone_else, _) = api.signed_in("t1", "dev@t1.example", Role::Viewer).await;
+    for (credential, access_token, status, field) in [
+        (
+            token,
+            &someone_else["access_token"],
+            StatusCode::BAD_REQUEST,
+            "access_token",
+        ),
+        (
+            token,
+            &signed["id_token"],
+            StatusCode::BAD_REQUEST,
+            "access_token",
+        ),
+        (api.admin.as_str(), access, StatusCode::FORBIDDEN, ""),
+    ] {
+        let refused = api
+            .post(
+                "/v1/me/mfa",
+                credential,
+                json!({"access_token": access_token}),
+            )
+            .await;
+        assert_eq!(refused.status, status, "{}", refused.body);
+        if !field.is_empty() {
+            assert_eq!(refused.body["error"]["field"], field);
+        }
+    }
+
+    let started = api
+        .post("/v1/me/mfa", token, json!({"access_token": access}))
+        .await;
+    assert_eq!(started.status, StatusCode::OK, "{}", started.body);
+    let secret = started.body["secret"].as_str().unwrap();
+    assert!(
+        started.body["uri"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("otpauth://totp/Spotwise:{email}?secret={secret}")),
+        "{}",
+        started.body
+    );
+    let confirm = |code: String| {
+        api.send(
+            Method::PUT,
+            "/v1/me/mfa",
+            Some(token),
+            Some(json!({"access_token": access, "code": code})),
+            &[],
+        )
+    };
+    let now = OffsetDateTime::now_utc().unix_timestamp().unsigned_abs();
+    let stale = totp::code(secret, now - 3600).unwrap();
+    let wrong = confirm(stale).await;
+    assert_eq!(wrong.status, StatusCode::BAD_REQUEST, "{}", wrong.body);
+    assert_eq!(wrong.body["error"]["field"], "code");
+    assert_eq!(api.get("/v1/me", token).await.body["mfa"], false);
+    let confirmed = confirm(totp::current_code(secret).await.unwrap()).await;
+    assert_eq!(confirmed.status, StatusCode::OK, "{}", confirmed.body);
+    assert_eq!(confirmed.body["mfa"], true);
+    assert_eq!(api.get("/v1/me", token).await.body["mfa"], true);
+
+    // The password alone no longer signs in: the app's code does.
+    let asked = api.sign_in(email).await;
+    assert_eq!(asked.body["status"], "mfa_required", "{}", asked.body);
+    let answer = |code: String| {
+        api.send(
+            Method::POST,
+            "/v1/session/challenge",
+            None,
+            Some(json!({"username": email, "session": asked.body["session"], "code": code})),
+            &[],
+        )
+    };
+    let refused = answer(totp::code(secret, now - 3600).unwrap()).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
+    let with_code = answer(totp::current_code(secret).await.unwrap()).await;
+    assert_eq!(with_code.body["status"], "signed_in", "{}", with_code.body);
+
+    // A refresh token renews the ID token without the password or the code.
+    let refreshed = api.refresh(&with_code.body["refresh_token"]).await;
+    assert_eq!(refreshed.status, StatusCode::OK, "{}", refreshed.body);
+    assert_eq!(refreshed.body["refresh_token"], Value::Null);
+    let renewed = refreshed.body["id_token"].as_str().unwrap();
+    assert_eq!(api.get("/v1/me", renewed).await.body["name"], email);
+
+    // A lost phone: an admin turns the app off and the password signs in again.
+    let reset = api.delete(&format!("/v1/users/{id}/mfa"), &api.admin).await;
+    assert_eq!(reset.status, StatusCode::OK, "{}", reset.body);
+    assert_eq!(reset.body["mfa"], false);
+    assert_eq!(api.sign_in(email).await.body["status"], "signed_in");
+    assert_eq!(
+        api.delete(&format!("/v1/users/{id}/mfa"), &api.other_admin)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+
+    // Signing out ends every session's refresh token.
+    let out = api
+        .send(Method::POST, "/v1/me/sign-out", Some(renewed), None, &[])
+        .await;
+    assert_eq!(out.status, StatusCode::NO_CONTENT, "{}", out.body);
+    let after = api.refresh(&with_code.body["refresh_token"]).await;
+    assert_eq!(after.status, StatusCode::UNAUTHORIZED, "{}", after.body);
+
+    let audit = api.get("/v1/audit", &api.admin).await;
+    let actions: Vec<&str> = audit.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    for action in ["user.mfa_enable", "user.mfa_reset", "user.sign_out"] {
+        assert!(actions.contains(&action), "{action} in {actions:?}");
+    }
 }

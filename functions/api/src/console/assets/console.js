@@ -39,3 +39,7 @@ document.querySelectorAll("input[data-cron-check]").forEach((field) => {
   field.addEventListener("input", check);
   if (zone) zone.addEventListener("input", check);
 });
+
+// A rollout in progress: reload now and then to show how far it got.
+const running = document.querySelector("[data-refresh-seconds]");
+if (running) setTimeout(() => window.location.reload(), Number(running.dataset.refreshSeconds) * 1000);
