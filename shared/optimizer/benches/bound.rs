@@ -22,6 +22,7 @@
 //! every round yields a valid bound; rounds stop when it is within 0.05% of the relaxed one.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use microlp::{ComparisonOp, OptimizationDirection, Problem, Variable};
 use serde::{Deserialize, Serialize};
@@ -66,13 +67,12 @@ struct Column {
     classes: Vec<bool>,
 }
 
-/// `bits` of each request are kept when grouping pods (`u32::MAX` keeps them exact). `None` when
-/// some pod fits no type.
-pub fn assignment_lp(input: &PlanInput, bits: u32) -> Option<Bound> {
-    // Pod classes: pods admitted by the same offerings.
+/// Pod classes (pods admitted by the same offerings): each class's admitted offerings, and
+/// each pod's class.
+fn classes(input: &PlanInput) -> (Vec<Vec<bool>>, Vec<usize>) {
     let mut class_of: HashMap<Vec<bool>, usize> = HashMap::new();
     let mut class_admits: Vec<Vec<bool>> = Vec::new();
-    let mut groups: HashMap<(usize, Vector), f64> = HashMap::new();
+    let mut pod_class = Vec::with_capacity(input.pods.len());
     for pod in &input.pods {
         let admitted: Vec<bool> = input
             .offerings
@@ -84,14 +84,15 @@ pub fn assignment_lp(input: &PlanInput, bits: u32) -> Option<Bound> {
         if class == next {
             class_admits.push(admitted);
         }
-        let d = pod.demand();
-        let rounded: Vector = [round_down(d[0], bits), round_down(d[1], bits), d[2], d[3]];
-        *groups.entry((class, rounded)).or_default() += 1.0;
+        pod_class.push(class);
     }
-    let mut groups: Vec<((usize, Vector), f64)> = groups.into_iter().collect();
-    groups.sort_by_key(|g| g.0);
+    (class_admits, pod_class)
+}
 
-    // One column per (type, capacity type): its cheapest zone, and the classes it admits there.
+/// One column per (type, capacity type) that admits some class: its cheapest zone, and the
+/// classes it admits there; columns another dominates (as much of every resource, the same
+/// classes admitted, no higher price) dropped.
+fn columns(input: &PlanInput, class_admits: &[Vec<bool>]) -> Vec<Column> {
     let mut by_type: HashMap<(&str, bool), Column> = HashMap::new();
     for (o, offering) in input.offerings.iter().enumerate() {
         let classes: Vec<bool> = class_admits.iter().map(|a| a[o]).collect();
@@ -124,7 +125,23 @@ pub fn assignment_lp(input: &PlanInput, bits: u32) -> Option<Bound> {
             kept.push(column);
         }
     }
-    let columns = kept;
+    kept
+}
+
+/// `bits` of each request are kept when grouping pods (`u32::MAX` keeps them exact). `None` when
+/// some pod fits no type.
+pub fn assignment_lp(input: &PlanInput, bits: u32) -> Option<Bound> {
+    let (class_admits, class_of_pod) = classes(input);
+    let mut groups: HashMap<(usize, Vector), f64> = HashMap::new();
+    for (pod, &class) in input.pods.iter().zip(&class_of_pod) {
+        let d = pod.demand();
+        let rounded: Vector = [round_down(d[0], bits), round_down(d[1], bits), d[2], d[3]];
+        *groups.entry((class, rounded)).or_default() += 1.0;
+    }
+    let mut groups: Vec<((usize, Vector), f64)> = groups.into_iter().collect();
+    groups.sort_by_key(|g| g.0);
+
+    let columns = columns(input, &class_admits);
 
     let fits = |g: usize, t: usize| {
         let ((class, d), _) = groups[g];
@@ -259,4 +276,57 @@ fn fullest_fill(
         })
         .collect();
     (fill.iter().map(|&(g, z)| u[g] * z).sum(), fill)
+}
+
+/// What the LP cannot see: nodes come whole. The assignment model above with integer node
+/// counts (pods may still split across a type's nodes, and zones still collapse to the
+/// cheapest), so it is a lower bound on every plan; a small cluster's spot part cannot buy
+/// half of a metal instance here as it can in the LP. Exact pod requests, no rounding. Node
+/// counts are capped by what `upper` (a plan's cost) buys. Solved by microlp's branch and
+/// bound; `None` unless proven optimal within `limit`.
+pub fn whole_node_assignment(input: &PlanInput, upper: f64, limit: Duration) -> Option<f64> {
+    let (class_admits, class_of_pod) = classes(input);
+    let mut groups: HashMap<(usize, Vector), f64> = HashMap::new();
+    for (pod, &class) in input.pods.iter().zip(&class_of_pod) {
+        *groups.entry((class, pod.demand())).or_default() += 1.0;
+    }
+    let groups: Vec<((usize, Vector), f64)> = groups.into_iter().collect();
+    let columns: Vec<Column> = columns(input, &class_admits)
+        .into_iter()
+        .filter(|c| c.price <= upper)
+        .collect();
+    let mut problem = Problem::new(OptimizationDirection::Minimize);
+    problem.set_time_limit(limit);
+    let mut placed: Vec<Vec<(Variable, f64)>> = vec![Vec::new(); groups.len()];
+    for column in &columns {
+        let most = (upper / column.price + 1e-9).floor() as i32;
+        let count = problem.add_integer_var(column.price, (0, most));
+        let mut rows: Vec<Vec<(Variable, f64)>> = vec![vec![(count, 0.0)]; DIMENSIONS];
+        for (r, row) in rows.iter_mut().enumerate() {
+            row[0].1 = -(column.capacity[r] as f64);
+        }
+        for (g, ((class, d), n)) in groups.iter().enumerate() {
+            if !column.classes[*class] || (0..DIMENSIONS).any(|r| d[r] > column.capacity[r]) {
+                continue;
+            }
+            let x = problem.add_var(0.0, (0.0, *n));
+            placed[g].push((x, 1.0));
+            for (r, row) in rows.iter_mut().enumerate() {
+                if d[r] > 0 {
+                    row.push((x, d[r] as f64));
+                }
+            }
+        }
+        for row in rows.iter().filter(|row| row.len() > 1) {
+            problem.add_constraint(row.as_slice(), ComparisonOp::Le, 0.0);
+        }
+    }
+    for (g, (_, n)) in groups.iter().enumerate() {
+        problem.add_constraint(placed[g].as_slice(), ComparisonOp::Eq, *n);
+    }
+    let outcome = problem.solve().ok()?;
+    if !outcome.is_optimal() {
+        return None;
+    }
+    outcome.solution().map(|s| s.objective())
 }

@@ -6,7 +6,11 @@
 //! - on small instances (<= 60 pods, <= 15 offerings), plan cost over the exact optimum of the
 //!   bin-packing MIP, solved by microlp.
 //!
-//!     cargo bench -p spotwise-optimizer --bench plan [scale|small] [POD COUNTS...]
+//!     cargo bench -p spotwise-optimizer --bench plan -- [scale|small|whole] [POD COUNTS...]
+//!
+//! `whole` (not run by default) puts the plans against a bound that knows nodes come whole
+//! ([`bound::whole_node_assignment`]), where its branch and bound proves the optimum quickly:
+//! at 200 pods, which is where the LP bound's half nodes make the gap.
 //!
 //! Bounds depend only on the seeded clusters and the catalogue, not on the planner, and the
 //! 20,000-pod ones take minutes: each is kept in `target/plan-bounds.json` under a hash of its
@@ -405,6 +409,91 @@ fn small(base: &PlanInput) {
     }
 }
 
+/// How much of the gap to the LP bound is whole nodes: each cluster's whole-node bound
+/// ([`bound::whole_node_assignment`]) over its LP bound, and the plan's cost over it, with the
+/// default policy and at min_spot_pools 1. Only where the branch and bound proves its optimum
+/// within a minute (every 200-pod cluster, in seconds).
+fn whole(base: &PlanInput, sizes: &[(usize, u64)]) {
+    let cached: HashMap<String, Bounds> = std::fs::read(bounds_cache())
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default();
+    let neutral = PlanPolicy {
+        band_penalty: 0.0,
+        observed_interruption_penalty: 0.0,
+        min_spot_pools: 1,
+        ..base.policy.clone()
+    };
+    println!(
+        "\n== whole nodes: the bound over the LP bound, and plans over the whole-node bound (run `scale` first for the LP bounds) =="
+    );
+    println!(
+        "{:>7} {:>6} {:>7} {:>9} {:>9} {:>9} | {:>9} {:>9} {:>9} | {:>9} {:>9}",
+        "pods",
+        "seeds",
+        "proven",
+        "s",
+        "bnd/LP",
+        "bnd/LP",
+        "plan/bnd",
+        "plan/bnd",
+        "plan/bnd",
+        "plan/bnd",
+        "plan/LP"
+    );
+    println!(
+        "{:>24} {:>9} {:>9} {:>9} | {:>9} {:>9} {:>9} | {:>9} {:>9}",
+        "", "p50", "p50", "max", "p50", "p90", "max", "pools 1", "p50"
+    );
+    for &(n, seeds) in sizes {
+        let mut over_lp = Vec::new();
+        let mut plan_over = Vec::new();
+        let mut neutral_over = Vec::new();
+        let mut plan_over_lp = Vec::new();
+        let mut seconds = Vec::new();
+        for seed in 0..seeds {
+            let input = PlanInput {
+                pods: synth::pods(seed, n),
+                ..base.clone()
+            };
+            let Some(lp) = cached.get(&input_key(&input)).map(|b| b.lp.value) else {
+                continue;
+            };
+            let planned = plan(&input).cost_hr;
+            let started = Instant::now();
+            let Some(whole) =
+                bound::whole_node_assignment(&input, planned, Duration::from_secs(60))
+            else {
+                continue;
+            };
+            seconds.push(started.elapsed().as_secs_f64());
+            let relaxed = PlanInput {
+                policy: neutral.clone(),
+                ..input.clone()
+            };
+            over_lp.push(whole / lp);
+            plan_over.push(planned / whole);
+            neutral_over.push(plan(&relaxed).cost_hr / whole);
+            plan_over_lp.push(planned / lp);
+        }
+        if over_lp.is_empty() {
+            continue;
+        }
+        println!(
+            "{n:>7} {seeds:>6} {:>7} {:>9.1} {:>9.4} {:>9.4} | {:>9.4} {:>9.4} {:>9.4} | {:>9.4} {:>9.4}",
+            over_lp.len(),
+            percentile(&mut seconds, 0.5),
+            percentile(&mut over_lp, 0.5),
+            percentile(&mut over_lp, 1.0),
+            percentile(&mut plan_over, 0.5),
+            percentile(&mut plan_over, 0.9),
+            percentile(&mut plan_over, 1.0),
+            percentile(&mut neutral_over, 0.5),
+            percentile(&mut plan_over_lp, 0.5),
+        );
+    }
+}
+
 fn main() {
     let data = match PriceData::shipped() {
         Ok(data) => data,
@@ -445,5 +534,8 @@ fn main() {
     }
     if only.is_none_or(|o| o == "small") {
         small(&base);
+    }
+    if only == Some(&"whole".to_owned()) {
+        whole(&base, &sizes);
     }
 }

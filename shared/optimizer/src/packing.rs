@@ -375,7 +375,7 @@ fn size_key(d: &Vector) -> (u64, u64) {
 }
 
 /// How many of a class's emptiest nodes are repacked on their own.
-const TAIL_REPACK: usize = 6;
+const TAIL_REPACK: usize = 10;
 
 /// The cheapest packing of one class onto new nodes, then its emptiest nodes repacked alone:
 /// they carry what whole nodes lose, and on their own their pods often fit a cheaper mix of
@@ -406,9 +406,9 @@ fn pack_class(ctx: &Context<'_>, class: &Class, class_index: usize, pods: &[usiz
 }
 
 /// Nodes of each kind of waste `repack_complements` pairs up.
-const COMPLEMENT_CANDIDATES: usize = 4;
+const COMPLEMENT_CANDIDATES: usize = 6;
 /// Repacks `repack_complements` tries for one class, plus one per four of its nodes.
-const COMPLEMENT_ATTEMPTS: usize = 24;
+const COMPLEMENT_ATTEMPTS: usize = 48;
 
 /// Large-neighbourhood search over a class's nodes: a node that leaves cpu unused and one that
 /// leaves memory unused are repacked together (with the emptiest node, in a second try), so

@@ -1,9 +1,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-//! The benchmark's lower bound (the LP relaxation of the assignment model) on cases whose
-//! value is known, and against plans: never above any plan, never below the fluid bound.
+//! The benchmark's lower bounds (the LP relaxation of the assignment model, and the same with
+//! whole nodes) on cases whose value is known, and against plans: never above any plan, never
+//! below the fluid bound.
 
 #[path = "../benches/bound.rs"]
 mod bound;
+
+use std::time::Duration;
 
 use spotwise_core::domain::CapacityType;
 use spotwise_optimizer::model::{Offering, PlanInput, PlanPolicy, PodSpec, Vector};
@@ -79,6 +82,50 @@ fn two_shapes_split_over_the_types_that_suit_them() {
 }
 
 #[test]
+fn whole_nodes_cost_what_a_fraction_of_a_large_type_does_not() {
+    // Three 2000m pods: the LP buys three quarters of the big type (8000m at 1.0, 0.75), but
+    // whole nodes cost either the big type (1.0) or two small ones (4000m at 0.6 each, 1.2):
+    // 1.0. With spot offerings, a pod only on-demand may run needs an on-demand node.
+    let offerings = vec![
+        offering("big.x", 8000, 32_000, 1.0),
+        offering("small.x", 4000, 16_000, 0.6),
+    ];
+    let pods: Vec<PodSpec> = (0..3)
+        .map(|i| pod(&format!("a/p{i}"), 2000, 1000))
+        .collect();
+    let three = input(pods, offerings.clone());
+    let lp = bound::assignment_lp(&three, u32::MAX).unwrap();
+    assert!((lp.value - 0.75).abs() < 1e-6, "{lp:?}");
+    let planned = plan(&three);
+    let whole =
+        bound::whole_node_assignment(&three, planned.cost_hr, Duration::from_secs(10)).unwrap();
+    assert!((whole - 1.0).abs() < 1e-6, "{whole}");
+    assert!(whole <= planned.cost_hr + 1e-9, "{}", planned.cost_hr);
+
+    let mut spot_offerings = offerings.clone();
+    for mut o in offerings {
+        o.capacity_type = CapacityType::Spot;
+        o.price_hr *= 0.5;
+        spot_offerings.push(o);
+    }
+    let mut pods: Vec<PodSpec> = (0..3)
+        .map(|i| pod(&format!("a/p{i}"), 2000, 1000))
+        .collect();
+    pods.push(PodSpec {
+        spot_ok: false,
+        ..pod("a/ondemand", 1000, 1000)
+    });
+    let mixed = input(pods, spot_offerings);
+    let planned = plan(&mixed);
+    let whole =
+        bound::whole_node_assignment(&mixed, planned.cost_hr, Duration::from_secs(10)).unwrap();
+    // The on-demand pod needs an on-demand node (small, 0.6), which has room for one of the
+    // others; the other two fill a small spot node (0.3).
+    assert!((whole - 0.9).abs() < 1e-6, "{whole}");
+    assert!(whole <= planned.cost_hr + 1e-9);
+}
+
+#[test]
 fn the_bound_lies_between_the_fluid_bound_and_every_plan() {
     let offerings: Vec<Offering> = [
         ("m5.large", 1930, 7200, 0.096),
@@ -113,6 +160,13 @@ fn the_bound_lies_between_the_fluid_bound_and_every_plan() {
             .collect();
         let fluid = lp::solve(&demand, &columns).unwrap().cost;
         assert!(b.value >= fluid - 1e-9, "{b:?} below the fluid {fluid}");
+        let whole =
+            bound::whole_node_assignment(&input, planned.cost_hr, Duration::from_secs(20)).unwrap();
+        assert!(
+            b.value <= whole * 1.001 && whole <= planned.cost_hr + 1e-9,
+            "LP {b:?} <= whole nodes {whole} <= plan {}",
+            planned.cost_hr
+        );
         let coarse = bound::assignment_lp(&input, 5).unwrap();
         assert!(
             coarse.value <= b.value * 1.001,
