@@ -671,6 +671,7 @@ async fn walk_through_the_console() {
     browser.submit("form.stack button").await.unwrap();
     assert!(browser.text(".notice").await.unwrap().contains("is on"));
     assert!(browser.text("#mfa + p").await.unwrap().starts_with("On"));
+    browser.screenshot("12h-account").await.unwrap();
     sign_out(&browser, &base).await;
     sign_in_with_code(&browser, &base, "admin@acme.example", &secret).await;
     sign_out(&browser, &base).await;

@@ -144,12 +144,10 @@ async fn hibernation_schedules_are_validated_locked_previewed_and_woken() {
         json!([])
     );
 
-    let audit = api.get("/v1/audit", &api.admin).await;
-    let actions: Vec<&str> = audit.body["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|e| e["action"].as_str())
+    let actions: Vec<String> = api
+        .audit_actions()
+        .await
+        .into_iter()
         .filter(|a| a.starts_with("hibernation."))
         .collect();
     assert_eq!(

@@ -195,6 +195,17 @@ fn prod_cluster() -> ClusterId {
 }
 
 impl Api {
+    /// The audit log's actions, newest first, as the tenant's admin reads them.
+    async fn audit_actions(&self) -> Vec<String> {
+        let audit = self.get("/v1/audit", &self.admin).await;
+        audit.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["action"].as_str().map(str::to_owned))
+            .collect()
+    }
+
     async fn seed_cluster(&self, agent_queue_url: Option<String>) {
         let tenant = TenantId::new("t1").unwrap();
         let cluster = prod_cluster();
