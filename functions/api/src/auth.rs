@@ -18,7 +18,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
-use spotwise_core::domain::{ApiKey, Principal, Role, Tenant};
+use spotwise_core::domain::{ApiKey, Principal, Role, Tenant, User};
 use spotwise_core::{ClusterId, TenantId};
 use spotwise_store::Store;
 use spotwise_store::keys;
@@ -127,11 +127,12 @@ pub async fn bootstrap(
 }
 
 /// What the caller presented.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Credential {
     ApiKey,
-    /// A person's ID token; `key_id` is then `user:<sub>` and `key_name` their email.
-    Person,
+    /// A person's ID token, with their user record as this request read it; `key_id` is then
+    /// `user:<sub>` and `key_name` their email.
+    Person(Box<User>),
 }
 
 /// The caller of a request, from its key or token.
@@ -166,10 +167,10 @@ impl Caller {
         }
     }
 
-    /// The user pool `sub` of a signed-in person; API keys have no such settings.
-    pub fn person(&self) -> Result<&str, ApiError> {
-        match self.credential {
-            Credential::Person => Ok(self.key_id.strip_prefix("user:").unwrap_or(&self.key_id)),
+    /// The signed-in person's user record; API keys have no sign-in settings.
+    pub fn person(&self) -> Result<&User, ApiError> {
+        match &self.credential {
+            Credential::Person(user) => Ok(user),
             Credential::ApiKey => Err(ApiError::forbidden(
                 "only a signed-in person has sign-in settings; an API key has none",
             )),
@@ -179,7 +180,7 @@ impl Caller {
     /// How the audit log names the caller.
     pub fn actor(&self) -> String {
         match self.credential {
-            Credential::Person => format!("user:{}", self.key_name),
+            Credential::Person(_) => format!("user:{}", self.key_name),
             Credential::ApiKey => format!("key:{} ({})", self.key_id, self.key_name),
         }
     }
@@ -276,11 +277,11 @@ async fn person(token: &str, state: &AppState) -> Result<Caller, ApiError> {
     let id = format!("user:{}", user.id);
     within_rate(state, &id)?;
     Ok(Caller {
-        tenant: user.tenant_id,
+        tenant: user.tenant_id.clone(),
         key_id: id,
-        key_name: user.email,
+        key_name: user.email.clone(),
         principal: Principal::User { role: user.role },
-        credential: Credential::Person,
+        credential: Credential::Person(Box::new(user)),
     })
 }
 

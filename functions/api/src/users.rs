@@ -295,7 +295,7 @@ pub async fn sign_out(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<StatusCode, ApiError> {
-    let user = current_user(&state, caller.person()?, &caller.tenant).await?;
+    let user = caller.person()?;
     state.identity.directory.sign_out(&user.email).await?;
     spotwise_store::audit::write(
         &state.store,
@@ -340,14 +340,14 @@ pub struct AuthenticatorConfirm {
     pub code: String,
 }
 
-/// The access token, checked to be the caller's own.
-async fn own_access_token<'a>(
+/// The access token, checked to be the caller's own, and the caller.
+async fn own_access_token<'a, 'c>(
     state: &AppState,
-    caller: &Caller,
+    caller: &'c Caller,
     token: &'a str,
-) -> Result<(&'a str, User), ApiError> {
+) -> Result<(&'a str, &'c User), ApiError> {
     let token = bounded("access_token", token, MAX_ACCESS_TOKEN)?;
-    let user = current_user(state, caller.person()?, &caller.tenant).await?;
+    let user = caller.person()?;
     let sub = state
         .identity
         .verifier
@@ -411,7 +411,7 @@ pub async fn disable_mfa(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Json<User>, ApiError> {
-    let user = current_user(&state, caller.person()?, &caller.tenant).await?;
+    let user = caller.person()?;
     state.identity.directory.set_mfa(&user.email, false).await?;
     Ok(Json(
         set_mfa_record(&state, &caller, &user.id, false, "user.mfa_disable").await?,
@@ -500,25 +500,22 @@ pub struct Me {
 
 #[utoipa::path(get, path = "/v1/me", tag = "users",
     responses((status = 200, body = Me), (status = 401, body = ErrorResponse)), security(("api_key" = [])))]
-pub async fn me(State(state): State<AppState>, caller: Caller) -> Result<Json<Me>, ApiError> {
+pub async fn me(caller: Caller) -> Json<Me> {
     let role = match &caller.principal {
         Principal::User { role } => role.as_str(),
         Principal::Agent { .. } => "agent",
     };
-    let mfa = match caller.person() {
-        Ok(sub) => Some(current_user(&state, sub, &caller.tenant).await?.mfa),
-        Err(_) => None,
+    let (kind, mfa) = match &caller.credential {
+        Credential::Person(user) => ("user", Some(user.mfa)),
+        Credential::ApiKey => ("key", None),
     };
-    Ok(Json(Me {
+    Json(Me {
         mfa,
         role: role.to_owned(),
-        kind: match caller.credential {
-            Credential::Person => "user",
-            Credential::ApiKey => "key",
-        },
+        kind,
         name: caller.key_name,
         tenant: caller.tenant,
-    }))
+    })
 }
 
 #[utoipa::path(get, path = "/v1/users", tag = "users", params(PageParams),

@@ -242,6 +242,14 @@ async fn renew(State(console): State<Console>, mut request: Request, next: Next)
     response
 }
 
+/// A form field's first value (forms with repeated names are read as pairs in order).
+fn form_value<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    fields
+        .iter()
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.as_str())
+}
+
 /// A cookie's value; empty counts as absent.
 fn cookie(headers: &HeaderMap, wanted: &str) -> Option<String> {
     headers

@@ -832,12 +832,7 @@ pub async fn save_hibernation(
     let token = session_token(&headers).ok_or(Failure::SignIn)?;
     let api = console.client(Some(&token));
     let id = segment(&id)?;
-    let field = |name: &str| {
-        fields
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    };
+    let field = |name: &str| super::form_value(&fields, name);
     let current = api.get(format!("/v1/clusters/{id}/hibernation")).await?;
     let schedule = &current["schedule"];
     let settings = json!({

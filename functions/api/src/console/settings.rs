@@ -85,12 +85,7 @@ pub async fn save_policy(
     let token = session_token(&headers).ok_or(Failure::SignIn)?;
     let api = console.client(Some(&token));
     let id = segment(&id)?;
-    let field = |name: &str| {
-        fields
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.trim())
-    };
+    let field = |name: &str| super::form_value(&fields, name).map(str::trim);
     let (mut policy, _) = api.get_tagged(&format!("/v1/clusters/{id}/policy")).await?;
     for name in ["mode", "rebalance", "rollout_backend"] {
         if let Some(value) = field(name) {
@@ -696,10 +691,8 @@ fn comma_list(value: Option<&str>) -> Vec<String> {
 /// names are the API's to check.
 fn template_body(fields: &[(String, String)]) -> Value {
     let field = |name: &str| {
-        fields
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.trim())
+        super::form_value(fields, name)
+            .map(str::trim)
             .filter(|v| !v.is_empty())
     };
     let all = |name: &str| {
